@@ -1,0 +1,200 @@
+//! The aggregates of one window, while open and once final.
+
+use std::collections::HashMap;
+
+use crate::event::EventType;
+
+type FastMap<K, V> = HashMap<K, V, ahash::RandomState>;
+
+/// Sales of one category in one window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CategorySales {
+    /// Category name.
+    pub category: String,
+    /// Number of purchase events.
+    pub purchases: u64,
+    /// Units sold.
+    pub units: u64,
+    /// Revenue in minor units (`price × quantity` summed).
+    pub revenue_minor: u128,
+}
+
+/// One product's line in a top-K list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProductSales {
+    /// Product id.
+    pub product_id: String,
+    /// Units sold.
+    pub units: u64,
+    /// Revenue in minor units.
+    pub revenue_minor: u128,
+}
+
+/// One normalised search query and how often it was searched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueryCount {
+    /// Normalised query text.
+    pub query: String,
+    /// Number of searches.
+    pub count: u64,
+}
+
+/// All aggregates of one window, in their final (sorted, truncated) form.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FinalWindow {
+    /// Window size (ms).
+    pub size_ms: i64,
+    /// Window start (epoch ms, inclusive).
+    pub start_ms: i64,
+    /// Sales by category, sorted by category name.
+    pub sales_by_category: Vec<CategorySales>,
+    /// Top-K products by units (ties: product id ascending).
+    pub top_by_units: Vec<ProductSales>,
+    /// Top-K products by revenue (ties: product id ascending).
+    pub top_by_revenue: Vec<ProductSales>,
+    /// Event counts indexed by [`EventType`] discriminant.
+    pub events_by_type: [u64; 4],
+    /// Top-K normalised queries (ties: query ascending).
+    pub top_searches: Vec<QueryCount>,
+}
+
+impl FinalWindow {
+    /// End of the window (exclusive).
+    #[must_use]
+    pub fn end_ms(&self) -> i64 {
+        self.start_ms + self.size_ms
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Sales {
+    purchases: u64,
+    units: u64,
+    revenue: u128,
+}
+
+/// An open window's running aggregates. Products and categories are interned ids.
+#[derive(Debug, Clone)]
+pub struct WindowAgg {
+    categories: FastMap<u32, Sales>,
+    products: FastMap<u32, Sales>,
+    counts: [u64; 4],
+    queries: FastMap<Box<str>, u64>,
+    /// Per source partition: the first accepted offset that contributed here and the
+    /// partition's max event time before it — where a restart must resume reading.
+    pub(crate) first: Vec<Option<(u64, i64)>>,
+}
+
+impl WindowAgg {
+    pub(crate) fn new(partitions: usize) -> Self {
+        Self {
+            categories: FastMap::default(),
+            products: FastMap::default(),
+            counts: [0; 4],
+            queries: FastMap::default(),
+            first: vec![None; partitions],
+        }
+    }
+
+    pub(crate) fn count(&mut self, t: EventType) {
+        self.counts[t as usize] += 1;
+    }
+
+    pub(crate) fn purchase(&mut self, category: u32, product: u32, units: u64, revenue: u128) {
+        for s in [
+            self.categories.entry(category).or_default(),
+            self.products.entry(product).or_default(),
+        ] {
+            s.purchases += 1;
+            s.units += units;
+            s.revenue += revenue;
+        }
+    }
+
+    pub(crate) fn search(&mut self, normalized: &str) {
+        if let Some(c) = self.queries.get_mut(normalized) {
+            *c += 1;
+        } else {
+            self.queries.insert(normalized.into(), 1);
+        }
+    }
+
+    /// Distinct keys held (products + categories + queries), for memory accounting.
+    #[must_use]
+    pub fn keys(&self) -> usize {
+        self.categories.len() + self.products.len() + self.queries.len()
+    }
+
+    /// The final form: names resolved, lists sorted with total orders, top-K truncated.
+    pub(crate) fn finish(
+        &self,
+        size_ms: i64,
+        start_ms: i64,
+        top_k: usize,
+        names: &[Box<str>],
+    ) -> FinalWindow {
+        let name = |id: u32| names[id as usize].to_string();
+        let mut sales_by_category: Vec<CategorySales> = self
+            .categories
+            .iter()
+            .map(|(&c, s)| CategorySales {
+                category: name(c),
+                purchases: s.purchases,
+                units: s.units,
+                revenue_minor: s.revenue,
+            })
+            .collect();
+        sales_by_category.sort_unstable_by(|a, b| a.category.cmp(&b.category));
+
+        let products: Vec<(&str, Sales)> = self
+            .products
+            .iter()
+            .map(|(&p, &s)| (&*names[p as usize], s))
+            .collect();
+        let top = |key: &dyn Fn(&Sales) -> u128| {
+            let mut v: Vec<&(&str, Sales)> = products.iter().collect();
+            let cmp = |a: &&(&str, Sales), b: &&(&str, Sales)| {
+                key(&b.1).cmp(&key(&a.1)).then_with(|| a.0.cmp(b.0))
+            };
+            if v.len() > top_k && top_k > 0 {
+                v.select_nth_unstable_by(top_k - 1, cmp);
+            }
+            v.truncate(top_k);
+            v.sort_unstable_by(cmp);
+            v.into_iter()
+                .map(|(p, s)| ProductSales {
+                    product_id: (*p).to_string(),
+                    units: s.units,
+                    revenue_minor: s.revenue,
+                })
+                .collect::<Vec<_>>()
+        };
+        let top_by_units = top(&|s| u128::from(s.units));
+        let top_by_revenue = top(&|s| s.revenue);
+
+        let mut qs: Vec<(&str, u64)> = self.queries.iter().map(|(q, &c)| (&**q, c)).collect();
+        let qcmp = |a: &(&str, u64), b: &(&str, u64)| b.1.cmp(&a.1).then_with(|| a.0.cmp(b.0));
+        if qs.len() > top_k && top_k > 0 {
+            qs.select_nth_unstable_by(top_k - 1, qcmp);
+        }
+        qs.truncate(top_k);
+        qs.sort_unstable_by(qcmp);
+        let top_searches = qs
+            .into_iter()
+            .map(|(q, c)| QueryCount {
+                query: q.to_string(),
+                count: c,
+            })
+            .collect();
+
+        FinalWindow {
+            size_ms,
+            start_ms,
+            sales_by_category,
+            top_by_units,
+            top_by_revenue,
+            events_by_type: self.counts,
+            top_searches,
+        }
+    }
+}
