@@ -6,6 +6,29 @@
 //!
 //! # Layout
 //! - [`event`]: the wire schema, decoding into one internal event type, money and time;
+//! - [`log`]: the embedded log — partitioned, append-only segment files on local disk;
+//! - [`source`]: what the pipeline reads from (the embedded log; Kafka later);
 //! - [`window`]: assigner, watermarks, deduplication and aggregates — pure, no I/O;
+//! - [`pipeline`]: the loop that drives source → decode → window core → store;
+//! - [`store`]: redb — final results, positions, event-time index, dead letters, versions;
+//! - [`query`]: reading results back (JSON shapes shared by the API and the CLI);
+//! - [`http`]: the warp server — metrics, health, JSON API;
+//! - [`metrics`]: the catalogue of Prometheus metrics;
+//! - [`generator`]: the seeded, realistic traffic generator behind `kappa produce`;
+//! - [`config`]: the layered configuration tree;
+//! - [`cli`]: the `kappa` command line.
+
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod config;
 pub mod event;
+pub mod generator;
+pub mod http;
+pub mod log;
+pub mod metrics;
+pub mod pipeline;
+pub mod query;
+pub mod source;
+pub mod store;
 pub mod window;

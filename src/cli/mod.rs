@@ -1,0 +1,167 @@
+//! The `kappa` command line: argument definitions (help text from the doc comments) and
+//! dispatch to the commands.
+
+mod produce;
+mod read;
+mod run;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use serde_json::{Map, Value, json};
+
+use crate::config::Config;
+
+/// kappa — a Kappa-architecture stream processor for e-commerce events.
+///
+/// Reads events from an append-only log (the embedded log under --data-dir by default),
+/// computes event-time tumbling windows under watermarks and writes final, idempotent
+/// window results to redb.
+#[derive(Debug, Parser)]
+#[command(
+    name = "kappa",
+    version,
+    propagate_version = false,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// Configuration file (TOML). Layering: defaults → file → KAPPA_* environment → flags.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Directory holding the embedded log and the store [default: ./data].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Produce realistic traffic and process it live in one process; prints the URLs.
+    Demo(DemoArgs),
+    /// Run the pipeline and the HTTP server (metrics, health, JSON API).
+    Run(RunArgs),
+    /// Append events to the log: generated (seeded, realistic) or from a JSON-lines file.
+    Produce(produce::ProduceArgs),
+    /// Print the latest final windows.
+    Query(read::QueryArgs),
+    /// Write every final window result as JSON lines.
+    Export(read::ExportArgs),
+    /// List invalid records kept in the dead-letter store.
+    DeadLetters(read::DeadLetterArgs),
+}
+
+/// Flags that override the `[pipeline]` and `[http]` configuration.
+#[derive(Debug, Args, Default)]
+pub struct PipelineFlags {
+    /// HTTP listen address [default: 127.0.0.1:9464].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    /// Output version to compute [default: v1].
+    #[arg(long = "version", value_name = "NAME")]
+    pub output_version: Option<String>,
+    /// Window sizes, comma-separated [default: 1m,1h].
+    #[arg(long, value_name = "SIZES")]
+    pub window_sizes: Option<String>,
+    /// Allowed out-of-orderness before an event is late [default: 30s].
+    #[arg(long, value_name = "DURATION")]
+    pub max_delay: Option<String>,
+    /// Wall-clock silence after which a partition stops holding the watermark [default: 60s].
+    #[arg(long, value_name = "DURATION")]
+    pub idle_timeout: Option<String>,
+    /// Entries in the top-K aggregates [default: 10].
+    #[arg(long, value_name = "K")]
+    pub top_k: Option<usize>,
+}
+
+/// `kappa run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Process up to the log end as it was at start, commit, and exit.
+    #[arg(long)]
+    pub until_caught_up: bool,
+    /// With --until-caught-up: also finalise the windows still open, as if the input ended.
+    #[arg(long, requires = "until_caught_up")]
+    pub drain: bool,
+    /// Pipeline overrides.
+    #[command(flatten)]
+    pub flags: PipelineFlags,
+}
+
+/// `kappa demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Stop after this long (e.g. 2m) instead of waiting for Ctrl-C.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Events per second produced (at an average hour of the traffic curve).
+    #[arg(long, default_value_t = 2000.0)]
+    pub rate: f64,
+    /// Generator seed.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Pipeline overrides.
+    #[command(flatten)]
+    pub flags: PipelineFlags,
+}
+
+/// Parses a human duration (`30s`, `1h`).
+///
+/// # Errors
+/// A message naming the value.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration like 30s or 5m: {e}"))
+}
+
+impl PipelineFlags {
+    fn overrides(&self, cli: &Cli) -> Value {
+        let mut root = Map::new();
+        if let Some(d) = &cli.data_dir {
+            root.insert("data-dir".into(), json!(d));
+        }
+        let mut p = Map::new();
+        let mut put = |k: &str, v: Option<Value>| {
+            if let Some(v) = v {
+                p.insert(k.into(), v);
+            }
+        };
+        put("version", self.output_version.clone().map(Value::from));
+        put("window-sizes", self.window_sizes.clone().map(Value::from));
+        put("max-delay", self.max_delay.clone().map(Value::from));
+        put("idle-timeout", self.idle_timeout.clone().map(Value::from));
+        put("top-k", self.top_k.map(Value::from));
+        if !p.is_empty() {
+            root.insert("pipeline".into(), Value::Object(p));
+        }
+        if let Some(l) = &self.listen {
+            root.insert("http".into(), json!({ "listen": l }));
+        }
+        Value::Object(root)
+    }
+}
+
+fn load_config(cli: &Cli, flags: Option<&PipelineFlags>) -> anyhow::Result<Config> {
+    let overrides = match flags {
+        Some(f) => f.overrides(cli),
+        None => PipelineFlags::default().overrides(cli),
+    };
+    Ok(Config::load(cli.config.as_deref(), &overrides)?)
+}
+
+/// Runs the parsed command.
+///
+/// # Errors
+/// Whatever stopped the command; `main` prints it as one line.
+pub fn dispatch(cli: &Cli) -> anyhow::Result<()> {
+    match &cli.command {
+        Command::Demo(a) => run::demo(&load_config(cli, Some(&a.flags))?, a),
+        Command::Run(a) => run::run(&load_config(cli, Some(&a.flags))?, a),
+        Command::Produce(a) => produce::produce(&load_config(cli, None)?, a),
+        Command::Query(a) => read::query(&load_config(cli, None)?, a),
+        Command::Export(a) => read::export(&load_config(cli, None)?, a),
+        Command::DeadLetters(a) => read::dead_letters(&load_config(cli, None)?, a),
+    }
+}

@@ -1,0 +1,381 @@
+//! `kappa produce`: the seeded generator or a JSON-lines file, into the embedded log (or,
+//! with `--output`, into a JSON-lines file).
+
+use std::io::{BufRead, BufWriter, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::generator::{GenConfig, GenRecord, Generator};
+use crate::log::{LogConfig, LogWriter};
+use crate::metrics::Metrics;
+
+/// `kappa produce`.
+#[derive(Debug, Args)]
+pub struct ProduceArgs {
+    /// Append the events of this JSON-lines file (`-` for stdin) instead of generating.
+    #[arg(long, value_name = "FILE")]
+    pub input: Option<PathBuf>,
+    /// Write the generated records as JSON lines to this file (`-` for stdout) instead of
+    /// the log.
+    #[arg(long, value_name = "FILE", conflicts_with = "input")]
+    pub output: Option<PathBuf>,
+    /// Stop after N events.
+    #[arg(long, value_name = "N")]
+    pub events: Option<u64>,
+    /// Stop after this much wall time (e.g. 10m).
+    #[arg(long, value_name = "DURATION", value_parser = super::parse_duration)]
+    pub duration: Option<Duration>,
+    /// Events per second at an average hour (the traffic curve and --sale scale it); 0 = as
+    /// fast as possible. With a rate, event time follows the wall clock from --start.
+    #[arg(long, default_value_t = 1000.0)]
+    pub rate: f64,
+    /// Events per second of event time when --rate is 0.
+    #[arg(long, default_value_t = 1000.0, value_name = "N")]
+    pub sim_rate: f64,
+    /// Seed: the same seed and --start give byte-identical events.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Event time of the first event: RFC 3339, or `now`.
+    #[arg(long, default_value = "2026-11-23T00:00:00Z")]
+    pub start: String,
+    /// Sale multiplier on traffic and purchase propensity (1 = normal day).
+    #[arg(long, default_value_t = 1.0)]
+    pub sale: f64,
+    /// Products in the catalogue.
+    #[arg(long, default_value_t = 5000)]
+    pub products: u32,
+    /// Distinct users.
+    #[arg(long, default_value_t = 100_000)]
+    pub users: u32,
+    /// Arrival disorder: event times lag emission by up to this much.
+    #[arg(long, default_value = "5s", value_parser = super::parse_duration)]
+    pub disorder: Duration,
+    /// Share of events that arrive 1–10 minutes late (0..1).
+    #[arg(long, default_value_t = 0.0)]
+    pub late_share: f64,
+    /// Share of records delivered twice (same event_id, same key) (0..1).
+    #[arg(long, default_value_t = 0.0)]
+    pub duplicate_share: f64,
+    /// Share of malformed records (0..1).
+    #[arg(long, default_value_t = 0.0)]
+    pub malformed_share: f64,
+    /// Partitions when the log is created [default: log.partitions, 4].
+    #[arg(long)]
+    pub partitions: Option<u32>,
+}
+
+fn to_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl ProduceArgs {
+    fn gen_config(&self) -> anyhow::Result<GenConfig> {
+        let start_ms = if self.start == "now" {
+            now_ms()
+        } else {
+            crate::event::time::parse_rfc3339_ms(&self.start).with_context(|| {
+                format!("--start {:?} is not an RFC 3339 time or `now`", self.start)
+            })?
+        };
+        if !(self.rate >= 0.0 && self.rate.is_finite()) {
+            anyhow::bail!("--rate must be 0 or a positive number, got {}", self.rate);
+        }
+        let cfg = GenConfig {
+            seed: self.seed,
+            start_ms,
+            base_rate: if self.rate > 0.0 {
+                self.rate
+            } else {
+                self.sim_rate
+            },
+            sale: self.sale,
+            products: self.products,
+            users: self.users,
+            disorder_ms: to_ms(self.disorder),
+            late_share: self.late_share,
+            duplicate_share: self.duplicate_share,
+            malformed_share: self.malformed_share,
+            ..GenConfig::default()
+        };
+        cfg.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(cfg)
+    }
+}
+
+fn open_writer(cfg: &Config, partitions: Option<u32>) -> anyhow::Result<LogWriter> {
+    let log_cfg = LogConfig {
+        partitions: partitions.unwrap_or(cfg.log.partitions),
+        segment_bytes: cfg.log.segment_bytes,
+        fsync_interval: cfg.log.fsync_interval,
+    };
+    Ok(LogWriter::open(&cfg.log_dir(), &log_cfg)?)
+}
+
+/// Generates records paced in real time (event time follows the wall clock) into the log
+/// until cancelled; returns the number produced. Used by the demo.
+///
+/// # Errors
+/// The log cannot be opened.
+pub fn spawn_paced(
+    cfg: &Config,
+    gen_cfg: GenConfig,
+    cancel: CancellationToken,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<std::thread::JoinHandle<anyhow::Result<u64>>> {
+    gen_cfg.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut writer = open_writer(cfg, None)?;
+    Ok(std::thread::Builder::new()
+        .name("producer".into())
+        .spawn(move || {
+            let mut generator = Generator::new(gen_cfg);
+            let produced = metrics.produced_records.with_label_values(&["embedded"]);
+            let n = generate(&mut generator, None, None, true, &cancel, &mut |rec| {
+                match rec {
+                    Some(rec) => {
+                        writer.append(&rec.key, &rec.value, now_ms())?;
+                        produced.inc();
+                    }
+                    None => writer.flush()?,
+                }
+                Ok(())
+            })?;
+            writer.sync()?;
+            Ok(n)
+        })?)
+}
+
+/// The generation loop: pacing (event time follows the wall clock when `paced`), limits,
+/// periodic flushes. `sink(Some(record))` appends, `sink(None)` flushes.
+fn generate(
+    generator: &mut Generator,
+    events: Option<u64>,
+    duration: Option<Duration>,
+    paced: bool,
+    cancel: &CancellationToken,
+    sink: &mut dyn FnMut(Option<&GenRecord>) -> anyhow::Result<()>,
+) -> anyhow::Result<u64> {
+    let started = Instant::now();
+    let mut rec = GenRecord::default();
+    let mut n = 0u64;
+    let mut sim_start = None;
+    let mut last_flush = Instant::now();
+    while events.is_none_or(|e| n < e) {
+        if n % 1024 == 0
+            && (cancel.is_cancelled() || duration.is_some_and(|d| started.elapsed() >= d))
+        {
+            break;
+        }
+        generator.next_into(&mut rec);
+        if paced {
+            let s0 = *sim_start.get_or_insert(rec.emit_at_ms);
+            let due = Duration::from_millis(u64::try_from(rec.emit_at_ms - s0).unwrap_or(0));
+            let elapsed = started.elapsed();
+            if due > elapsed {
+                sink(None)?;
+                last_flush = Instant::now();
+                let wait = due - elapsed;
+                std::thread::sleep(wait.min(Duration::from_millis(100)));
+                if cancel.is_cancelled() {
+                    break;
+                }
+            }
+        }
+        sink(Some(&rec))?;
+        n += 1;
+        if last_flush.elapsed() >= Duration::from_millis(50) {
+            sink(None)?;
+            last_flush = Instant::now();
+        }
+    }
+    sink(None)?;
+    Ok(n)
+}
+
+/// `kappa produce`.
+///
+/// # Errors
+/// Bad arguments, an unreadable input, or a log failure.
+pub fn produce(cfg: &Config, args: &ProduceArgs) -> anyhow::Result<()> {
+    let cancel = CancellationToken::new();
+    {
+        let c = cancel.clone();
+        let _ = ctrlc_hook(move || c.cancel());
+    }
+    if let Some(input) = &args.input {
+        return produce_input(cfg, args, input, &cancel);
+    }
+    let gen_cfg = args.gen_config()?;
+    if args.rate == 0.0 && args.events.is_none() && args.duration.is_none() {
+        anyhow::bail!("with --rate 0 (as fast as possible) give --events N or --duration D");
+    }
+    let mut generator = Generator::new(gen_cfg);
+    let started = Instant::now();
+    let paced = args.rate > 0.0;
+    let n = if let Some(out) = &args.output {
+        let mut w: Box<dyn Write> = if out.as_os_str() == "-" {
+            Box::new(BufWriter::new(std::io::stdout().lock()))
+        } else {
+            Box::new(BufWriter::new(
+                std::fs::File::create(out)
+                    .with_context(|| format!("cannot create {}", out.display()))?,
+            ))
+        };
+        let n = generate(
+            &mut generator,
+            args.events,
+            args.duration,
+            paced,
+            &cancel,
+            &mut |rec| {
+                if let Some(rec) = rec {
+                    w.write_all(&rec.value)?;
+                    w.write_all(b"\n")?;
+                }
+                Ok(())
+            },
+        )?;
+        w.flush()?;
+        n
+    } else {
+        let mut writer = open_writer(cfg, args.partitions)?;
+        let mut last_report = Instant::now();
+        let mut count = 0u64;
+        let n = generate(
+            &mut generator,
+            args.events,
+            args.duration,
+            paced,
+            &cancel,
+            &mut |rec| {
+                let Some(rec) = rec else {
+                    writer.flush()?;
+                    return Ok(());
+                };
+                writer.append(&rec.key, &rec.value, now_ms())?;
+                count += 1;
+                if count % 65_536 == 0 && last_report.elapsed() >= Duration::from_secs(2) {
+                    eprintln!("produced {count} events");
+                    last_report = Instant::now();
+                }
+                Ok(())
+            },
+        )?;
+        writer.sync()?;
+        n
+    };
+    let secs = started.elapsed().as_secs_f64();
+    #[allow(clippy::cast_precision_loss)]
+    let rate = n as f64 / secs.max(1e-9);
+    eprintln!("produced {n} events in {secs:.2} s ({rate:.0} events/s)");
+    Ok(())
+}
+
+/// Extracts `user_id` for the record key without a full decode (malformed lines get an
+/// empty key and still go through, to be dead-lettered by the pipeline).
+fn user_id_of(line: &[u8]) -> &[u8] {
+    #[derive(serde::Deserialize)]
+    struct K<'a> {
+        #[serde(borrow)]
+        user_id: Option<&'a str>,
+    }
+    match serde_json::from_slice::<K<'_>>(line) {
+        Ok(K { user_id: Some(u) }) => {
+            // Borrowed from `line`: recover the subslice.
+            let start = u.as_ptr() as usize - line.as_ptr() as usize;
+            &line[start..start + u.len()]
+        }
+        _ => b"",
+    }
+}
+
+fn produce_input(
+    cfg: &Config,
+    args: &ProduceArgs,
+    input: &PathBuf,
+    cancel: &CancellationToken,
+) -> anyhow::Result<()> {
+    let reader: Box<dyn BufRead> = if input.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        Box::new(std::io::BufReader::with_capacity(
+            1 << 20,
+            std::fs::File::open(input)
+                .with_context(|| format!("cannot read {}", input.display()))?,
+        ))
+    };
+    let mut writer = open_writer(cfg, args.partitions)?;
+    let started = Instant::now();
+    let mut n = 0u64;
+    let mut skipped = 0u64;
+    let mut reader = reader;
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if reader
+            .read_until(b'\n', &mut line)
+            .with_context(|| format!("reading {}", input.display()))?
+            == 0
+        {
+            break;
+        }
+        if line.last() == Some(&b'\n') {
+            line.pop();
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+        }
+        if line.iter().all(u8::is_ascii_whitespace) {
+            skipped += 1;
+            continue;
+        }
+        let key = user_id_of(&line).to_vec();
+        writer.append(&key, &line, now_ms())?;
+        n += 1;
+        if n % 65_536 == 0 {
+            writer.flush()?;
+            if cancel.is_cancelled() {
+                break;
+            }
+        }
+        if args.events.is_some_and(|e| n >= e) {
+            break;
+        }
+    }
+    writer.sync()?;
+    eprintln!(
+        "appended {n} records from {} in {:.2} s ({skipped} blank lines skipped)",
+        input.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Installs a Ctrl-C handler without a runtime (the producer is synchronous).
+fn ctrlc_hook(f: impl Fn() + Send + 'static) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            rt.block_on(async {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    f();
+                    if tokio::signal::ctrl_c().await.is_ok() {
+                        std::process::exit(130);
+                    }
+                }
+            });
+        })?;
+    Ok(())
+}

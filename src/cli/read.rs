@@ -1,0 +1,313 @@
+//! `kappa query`, `kappa export`, `kappa dead-letters`: read the store directly, or through
+//! the HTTP API of the `kappa run` that holds it.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use serde_json::Value;
+
+use crate::config::Config;
+use crate::store::{Store, StoreError};
+
+/// `kappa query`.
+#[derive(Debug, Args)]
+pub struct QueryArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// Output version [default: the serving one].
+    #[arg(long = "version", value_name = "NAME")]
+    pub output_version: Option<String>,
+    /// URL of a running kappa, used when the store is held by it [default: http://<http.listen>].
+    #[arg(long, value_name = "URL")]
+    pub server: Option<String>,
+}
+
+/// `kappa export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Output version [default: the serving one].
+    #[arg(long = "version", value_name = "NAME")]
+    pub output_version: Option<String>,
+    /// Write to this file instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// URL of a running kappa, used when the store is held by it.
+    #[arg(long, value_name = "URL")]
+    pub server: Option<String>,
+}
+
+/// `kappa dead-letters`.
+#[derive(Debug, Args)]
+pub struct DeadLetterArgs {
+    /// At most this many.
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+    /// Start after this position (`partition:offset`).
+    #[arg(long, value_name = "P:O")]
+    pub after: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// URL of a running kappa, used when the store is held by it.
+    #[arg(long, value_name = "URL")]
+    pub server: Option<String>,
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// For people.
+    Table,
+    /// For machines.
+    Json,
+}
+
+/// The store itself, or the URL of the process that holds it.
+enum Access {
+    Local(Store),
+    Remote(String),
+}
+
+fn access(cfg: &Config, server: Option<&String>) -> anyhow::Result<Access> {
+    if let Some(url) = server {
+        return Ok(Access::Remote(url.trim_end_matches('/').to_string()));
+    }
+    if !cfg.store_path().exists() {
+        anyhow::bail!(
+            "no results yet: {} does not exist (run `kappa run` or `kappa demo` first)",
+            cfg.store_path().display()
+        );
+    }
+    match Store::open(&cfg.store_path()) {
+        Ok(s) => Ok(Access::Local(s)),
+        Err(StoreError::Locked(_)) => Ok(Access::Remote(format!("http://{}", cfg.http.listen))),
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn get(url: &str) -> anyhow::Result<Vec<u8>> {
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let mut resp = agent.get(url).call().with_context(|| {
+        format!("the store is held by a running kappa, but {url} cannot be reached")
+    })?;
+    let status = resp.status();
+    let body = resp
+        .body_mut()
+        .with_config()
+        .limit(1 << 34)
+        .read_to_vec()
+        .context("reading the response")?;
+    if !status.is_success() {
+        let msg = serde_json::from_slice::<Value>(&body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(String::from))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
+        anyhow::bail!("{url}: {status}: {msg}");
+    }
+    Ok(body)
+}
+
+fn version_param(v: Option<&String>) -> String {
+    v.map(|v| format!("?version={v}")).unwrap_or_default()
+}
+
+/// `kappa query`.
+///
+/// # Errors
+/// No store, or it cannot be read.
+pub fn query(cfg: &Config, a: &QueryArgs) -> anyhow::Result<()> {
+    let latest: Value = match access(cfg, a.server.as_ref())? {
+        Access::Local(store) => {
+            let version = match &a.output_version {
+                Some(v) => v.clone(),
+                None => store.serving()?,
+            };
+            crate::query::latest(&store, &version)?
+        }
+        Access::Remote(base) => serde_json::from_slice(&get(&format!(
+            "{base}/api/latest{}",
+            version_param(a.output_version.as_ref())
+        ))?)?,
+    };
+    let mut out = std::io::stdout().lock();
+    if a.format == Format::Json {
+        serde_json::to_writer_pretty(&mut out, &latest)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    print_table(&mut out, &latest)?;
+    Ok(())
+}
+
+/// A JSON value as plain text (strings without quotes), so width formatting applies.
+fn t(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn print_table(out: &mut dyn Write, latest: &Value) -> std::io::Result<()> {
+    let windows = latest["windows"].as_array().cloned().unwrap_or_default();
+    if windows.is_empty() {
+        writeln!(
+            out,
+            "no final windows yet in version {} (a window is final once the watermark passes its end)",
+            latest["version"].as_str().unwrap_or("?")
+        )?;
+        return Ok(());
+    }
+    for w in &windows {
+        let aggs = &w["aggregates"];
+        writeln!(
+            out,
+            "── {} window {} → {} (final, version {})",
+            w["size"].as_str().unwrap_or(""),
+            w["window_start"].as_str().unwrap_or(""),
+            w["window_end"].as_str().unwrap_or(""),
+            latest["version"].as_str().unwrap_or("")
+        )?;
+        let funnel: Vec<String> = aggs["events_by_type"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| format!("{} {}", r["event_type"].as_str().unwrap_or(""), r["count"]))
+            .collect();
+        writeln!(out, "  events: {}", funnel.join(" · "))?;
+        writeln!(
+            out,
+            "  {:<16} {:>10} {:>8} {:>14}",
+            "category", "purchases", "units", "revenue"
+        )?;
+        for r in aggs["sales_by_category"].as_array().into_iter().flatten() {
+            writeln!(
+                out,
+                "  {:<16} {:>10} {:>8} {:>14}",
+                t(&r["category"]),
+                t(&r["purchases"]),
+                t(&r["units"]),
+                t(&r["revenue"])
+            )?;
+        }
+        for (title, key) in [
+            ("top products by units", "top_products_by_units"),
+            ("top products by revenue", "top_products_by_revenue"),
+        ] {
+            writeln!(out, "  {title}:")?;
+            for r in aggs[key].as_array().into_iter().flatten() {
+                writeln!(
+                    out,
+                    "    {:>2}. {:<12} {:>6} units {:>12}",
+                    t(&r["rank"]),
+                    t(&r["product_id"]),
+                    t(&r["units"]),
+                    t(&r["revenue"])
+                )?;
+            }
+        }
+        writeln!(out, "  top searches:")?;
+        for r in aggs["top_searches"].as_array().into_iter().flatten() {
+            writeln!(
+                out,
+                "    {:>2}. {:<40} {:>6}",
+                t(&r["rank"]),
+                t(&r["query"]),
+                t(&r["count"])
+            )?;
+        }
+        writeln!(out)?;
+    }
+    Ok(())
+}
+
+/// `kappa export`.
+///
+/// # Errors
+/// No store, unreadable store, or an unwritable output.
+pub fn export(cfg: &Config, a: &ExportArgs) -> anyhow::Result<()> {
+    let mut out: Box<dyn Write> = match &a.output {
+        Some(p) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    match access(cfg, a.server.as_ref())? {
+        Access::Local(store) => {
+            let version = match &a.output_version {
+                Some(v) => v.clone(),
+                None => store.serving()?,
+            };
+            crate::query::export(&store, &version, &mut out)?;
+        }
+        Access::Remote(base) => {
+            out.write_all(&get(&format!(
+                "{base}/api/export{}",
+                version_param(a.output_version.as_ref())
+            ))?)?;
+        }
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// `kappa dead-letters`.
+///
+/// # Errors
+/// No store, or it cannot be read.
+pub fn dead_letters(cfg: &Config, a: &DeadLetterArgs) -> anyhow::Result<()> {
+    let mut url_params = format!("?limit={}", a.limit);
+    if let Some(after) = &a.after {
+        url_params.push_str(&format!("&after={after}"));
+    }
+    let v: Value = match access(cfg, a.server.as_ref())? {
+        Access::Local(store) => {
+            let st = crate::http::AppState {
+                store,
+                metrics: std::sync::Arc::default(),
+                shared: std::sync::Arc::default(),
+            };
+            let mut q = std::collections::HashMap::new();
+            q.insert("limit".to_string(), a.limit.to_string());
+            if let Some(after) = &a.after {
+                q.insert("after".to_string(), after.clone());
+            }
+            crate::http::dead_letters(&st, q).map_err(|e| anyhow::anyhow!("{e}"))?
+        }
+        Access::Remote(base) => {
+            serde_json::from_slice(&get(&format!("{base}/api/dead-letters{url_params}"))?)?
+        }
+    };
+    let mut out = std::io::stdout().lock();
+    if a.format == Format::Json {
+        serde_json::to_writer_pretty(&mut out, &v)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    let items = v["dead_letters"].as_array().cloned().unwrap_or_default();
+    if items.is_empty() {
+        writeln!(out, "no dead letters")?;
+    }
+    for d in &items {
+        let raw: String = d["raw"].as_str().unwrap_or("").chars().take(80).collect();
+        writeln!(
+            out,
+            "{}:{} {} {}: {}\n    {raw}",
+            d["partition"],
+            d["offset"],
+            d["record_time"].as_str().unwrap_or(""),
+            d["kind"].as_str().unwrap_or(""),
+            d["reason"].as_str().unwrap_or("")
+        )?;
+    }
+    if let Some(next) = v["next"].as_str() {
+        writeln!(out, "more: --after {next}")?;
+    }
+    Ok(())
+}

@@ -1,0 +1,239 @@
+//! `kappa run` and `kappa demo`: the pipeline thread, the HTTP server and shutdown.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+
+use super::{DemoArgs, RunArgs};
+use crate::config::Config;
+use crate::http::{AppState, serve};
+use crate::metrics::Metrics;
+use crate::pipeline::{Mode, Pipeline, Shared, Summary};
+use crate::source::EmbeddedSource;
+use crate::store::Store;
+
+/// Peak resident set size of this process, from `/proc/self/status` (Linux).
+#[must_use]
+pub fn peak_rss_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Everything a running pipeline needs, started: store, source, HTTP listener.
+struct Running {
+    shared: Arc<Shared>,
+    pipeline: std::thread::JoinHandle<anyhow::Result<Summary>>,
+    http: tokio::task::JoinHandle<()>,
+    http_stop: CancellationToken,
+    addr: std::net::SocketAddr,
+    metrics: Arc<Metrics>,
+}
+
+/// Opens the store and source, binds the HTTP listener and starts the pipeline thread.
+async fn start(
+    cfg: &Config,
+    mode: Mode,
+    cancel: &CancellationToken,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<Running> {
+    let store = Store::open(&cfg.store_path())?;
+    let source = EmbeddedSource::open(&cfg.log_dir(), cfg.log.partitions)
+        .with_context(|| format!("opening the log in {}", cfg.log_dir().display()))?;
+    let shared = Arc::new(Shared::default());
+    let listener = tokio::net::TcpListener::bind(cfg.http.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (http.listen / --listen)",
+                cfg.http.listen
+            )
+        })?;
+    let addr = listener.local_addr()?;
+    let pipeline = Pipeline::new(
+        cfg,
+        Box::new(source),
+        store.clone(),
+        metrics.clone(),
+        shared.clone(),
+    )?;
+    let http_stop = CancellationToken::new();
+    let st = AppState {
+        store,
+        metrics: metrics.clone(),
+        shared: shared.clone(),
+    };
+    let stop = http_stop.clone();
+    let http = tokio::spawn(serve(listener, st, async move { stop.cancelled().await }));
+    let token = cancel.clone();
+    let pipeline = std::thread::Builder::new()
+        .name("pipeline".into())
+        .spawn(move || pipeline.run(mode, &token).map_err(anyhow::Error::from))?;
+    Ok(Running {
+        shared,
+        pipeline,
+        http,
+        http_stop,
+        addr,
+        metrics,
+    })
+}
+
+/// First Ctrl-C cancels `cancel` (graceful: commit and exit 0); a second exits at once.
+fn on_ctrl_c(cancel: CancellationToken) {
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("stopping: committing what was processed (Ctrl-C again to exit at once)");
+            cancel.cancel();
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        }
+    });
+}
+
+/// Waits for the pipeline thread, then stops the HTTP server.
+async fn finish(r: Running) -> anyhow::Result<Summary> {
+    let Running {
+        pipeline,
+        http,
+        http_stop,
+        ..
+    } = r;
+    let summary = tokio::task::spawn_blocking(move || pipeline.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("the pipeline thread panicked"))?;
+    http_stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
+    summary
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+/// `kappa run`.
+///
+/// # Errors
+/// Start-up failure or a pipeline failure.
+pub fn run(cfg: &Config, args: &RunArgs) -> anyhow::Result<()> {
+    let mode = if args.until_caught_up {
+        Mode::UntilCaughtUp { drain: args.drain }
+    } else {
+        Mode::Live
+    };
+    runtime()?.block_on(async {
+        let cancel = CancellationToken::new();
+        on_ctrl_c(cancel.clone());
+        let r = start(cfg, mode, &cancel, Arc::new(Metrics::new())).await?;
+        tracing::info!(
+            "kappa serving on http://{} (metrics at /metrics, API at /api/…)",
+            r.addr
+        );
+        eprintln!("listening on http://{}", r.addr);
+        let summary = finish(r).await?;
+        if args.until_caught_up {
+            print_summary(&summary);
+        }
+        Ok(())
+    })
+}
+
+fn print_summary(s: &Summary) {
+    let secs = s.elapsed.as_secs_f64().max(1e-9);
+    #[allow(clippy::cast_precision_loss)]
+    let rate = s.records as f64 / secs;
+    #[allow(clippy::cast_precision_loss)]
+    let mb = s.bytes as f64 / 1e6;
+    let rss =
+        peak_rss_bytes().map_or_else(|| "unknown".into(), |b| format!("{:.1} MB", b as f64 / 1e6));
+    println!(
+        "processed {} records ({mb:.1} MB) in {secs:.3} s: {rate:.0} events/s, {:.1} MB/s; {} windows final; peak RSS {rss}",
+        s.records,
+        mb / secs,
+        s.windows
+    );
+}
+
+/// `kappa demo`: a paced generator and the pipeline in one process.
+///
+/// # Errors
+/// Start-up failure or a pipeline failure.
+pub fn demo(cfg: &Config, args: &DemoArgs) -> anyhow::Result<()> {
+    if !(args.rate > 0.0 && args.rate <= 1_000_000.0) {
+        anyhow::bail!(
+            "--rate must be between 1 and 1000000 events/s for the demo, got {}",
+            args.rate
+        );
+    }
+    runtime()?.block_on(async {
+        let cancel = CancellationToken::new();
+        on_ctrl_c(cancel.clone());
+        if let Some(d) = args.duration {
+            let c = cancel.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(d).await;
+                c.cancel();
+            });
+        }
+        let metrics = Arc::new(Metrics::new());
+        // The producer holds the log's writer lock: start it before the pipeline opens the log.
+        let gen_cfg = crate::generator::GenConfig {
+            seed: args.seed,
+            start_ms: chrono::Utc::now().timestamp_millis(),
+            base_rate: args.rate,
+            late_share: 0.005,
+            duplicate_share: 0.01,
+            malformed_share: 0.002,
+            ..crate::generator::GenConfig::default()
+        };
+        let producer = super::produce::spawn_paced(cfg, gen_cfg, cancel.clone(), metrics.clone())?;
+        let r = start(cfg, Mode::Live, &cancel, metrics).await?;
+        let base = format!("http://{}", r.addr);
+        println!("kappa demo: producing about {} events/s into {} and processing them live", args.rate, cfg.log_dir().display());
+        println!("  metrics          {base}/metrics");
+        println!("  status           {base}/api/status");
+        println!("  latest windows   {base}/api/latest");
+        println!("  top products     {base}/api/top-products?size=1m&window=latest");
+        println!("  open windows     {base}/api/provisional?size=1m");
+        println!("  sales by category {base}/api/windows?aggregate=sales_by_category&size=1m");
+        println!("1-minute windows become final about {} after they end (the lateness bound). Ctrl-C to stop.", crate::config::fmt_duration(cfg.pipeline.max_delay));
+        let shared = r.shared.clone();
+        let printer_cancel = cancel.clone();
+        let m = r.metrics.clone();
+        let printer = tokio::spawn(async move {
+            let started = Instant::now();
+            loop {
+                tokio::select! {
+                    () = printer_cancel.cancelled() => break,
+                    () = tokio::time::sleep(Duration::from_secs(10)) => {}
+                }
+                let s = shared.status();
+                let wm = s.watermark_ms.map_or_else(|| "-".into(), crate::event::time::format_rfc3339_ms);
+                println!(
+                    "[{:>4}s] produced {} · read {} · accepted {} · late {} · duplicates {} · invalid {} · windows final {} · watermark {wm}",
+                    started.elapsed().as_secs(),
+                    m.produced_records.with_label_values(&["embedded"]).get(),
+                    s.records,
+                    s.accepted,
+                    s.late,
+                    s.duplicates,
+                    s.invalid,
+                    s.windows_finalised
+                );
+            }
+        });
+        let result = finish(r).await;
+        cancel.cancel();
+        let _ = printer.await;
+        let produced = producer.join().map_err(|_| anyhow::anyhow!("the producer thread panicked"))??;
+        println!("demo stopped: {produced} events produced; results stay in {}", cfg.store_path().display());
+        result.map(|_| ())
+    })
+}

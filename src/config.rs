@@ -1,0 +1,388 @@
+//! Configuration: one serde tree, layered built-in defaults → TOML file (`--config`) →
+//! `KAPPA_*` environment (`KAPPA_PIPELINE__MAX_DELAY=10s`: `__` nests, `_` is `-`) → CLI
+//! flags, validated into a one-line error at start-up and passed explicitly.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::window::WindowConfig;
+
+/// A configuration that cannot be used, with a one-line explanation.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+/// The whole configuration of a kappa process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct Config {
+    /// Directory with the embedded log (`log/`) and the results store (`kappa.redb`).
+    pub data_dir: PathBuf,
+    /// The embedded log.
+    pub log: LogSection,
+    /// What the pipeline computes and how it batches.
+    pub pipeline: PipelineSection,
+    /// The HTTP server (metrics, health, JSON API).
+    pub http: HttpSection,
+}
+
+/// `[log]`: the embedded log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct LogSection {
+    /// Partitions of a newly created log (an existing log keeps its own count).
+    pub partitions: u32,
+    /// Size at which a segment file is rolled.
+    pub segment_bytes: u64,
+    /// Longest time appended records may sit unsynced (fdatasync) on disk.
+    #[serde(with = "humantime_serde")]
+    pub fsync_interval: Duration,
+}
+
+/// `[pipeline]`: the windows and the batching of the pipeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct PipelineSection {
+    /// Output version this process computes (and serves when it is the serving one).
+    pub version: String,
+    /// Tumbling window sizes, whole seconds (`["1m", "1h"]` or `"1m,1h"`).
+    #[serde(serialize_with = "ser_durations", deserialize_with = "de_durations")]
+    pub window_sizes: Vec<Duration>,
+    /// Bounded out-of-orderness: the watermark trails the max event time by this much.
+    #[serde(with = "humantime_serde")]
+    pub max_delay: Duration,
+    /// A partition with no records for this long (wall clock) stops holding the
+    /// watermark back. `0s` disables idleness. Never applies to bounded runs.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Entries kept by the top-K aggregates.
+    pub top_k: usize,
+    /// Records larger than this are invalid (dead-lettered).
+    pub max_record_bytes: usize,
+    /// Events whose time is further than this ahead of their record's ingest time are
+    /// invalid (one bad clock must not drag the watermark into the future).
+    #[serde(with = "humantime_serde")]
+    pub max_future: Duration,
+    /// Most records read per poll.
+    pub batch_records: usize,
+    /// Longest time between store commits while records flow.
+    #[serde(with = "humantime_serde")]
+    pub commit_interval: Duration,
+}
+
+/// `[http]`: the HTTP server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct HttpSection {
+    /// Address to listen on (`127.0.0.1:9464`; port 0 picks a free one).
+    pub listen: SocketAddr,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./data"),
+            log: LogSection::default(),
+            pipeline: PipelineSection::default(),
+            http: HttpSection::default(),
+        }
+    }
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self {
+            partitions: 4,
+            segment_bytes: 256 << 20,
+            fsync_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+impl Default for PipelineSection {
+    fn default() -> Self {
+        Self {
+            version: "v1".into(),
+            window_sizes: vec![Duration::from_secs(60), Duration::from_secs(3600)],
+            max_delay: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            top_k: 10,
+            max_record_bytes: 64 << 10,
+            max_future: Duration::from_secs(86_400),
+            batch_records: 65_536,
+            commit_interval: Duration::from_millis(500),
+        }
+    }
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+        }
+    }
+}
+
+fn ser_durations<S: Serializer>(v: &[Duration], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(v.iter().map(|d| humantime::format_duration(*d).to_string()))
+}
+
+fn de_durations<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        List(Vec<String>),
+        Text(String),
+    }
+    let items = match Form::deserialize(d)? {
+        Form::List(v) => v,
+        Form::Text(s) => s
+            .trim_matches(['[', ']'])
+            .split(',')
+            .map(|p| p.trim().trim_matches('"').to_string())
+            .collect(),
+    };
+    items
+        .iter()
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            humantime::parse_duration(s)
+                .map_err(|e| serde::de::Error::custom(format!("window size {s:?}: {e}")))
+        })
+        .collect()
+}
+
+/// Formats a duration the way the configuration writes it (`1m`, `1h 30m`, `250ms`).
+#[must_use]
+pub fn fmt_duration(d: Duration) -> String {
+    humantime::format_duration(d).to_string().replace(' ', "")
+}
+
+impl Config {
+    /// Loads defaults → `file` → `KAPPA_*` environment → `overrides` (CLI flags, as a
+    /// partial tree of the same shape), then validates.
+    ///
+    /// # Errors
+    /// One line naming the bad key or value.
+    pub fn load(file: Option<&Path>, overrides: &serde_json::Value) -> Result<Self, ConfigError> {
+        let mut fig = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.is_file() {
+                return Err(ConfigError(format!(
+                    "config file {} does not exist",
+                    path.display()
+                )));
+            }
+            fig = fig.merge(Toml::file_exact(path));
+        }
+        fig = fig
+            .merge(
+                Env::prefixed("KAPPA_")
+                    .map(|k| k.as_str().replace("__", ".").replace('_', "-").into()),
+            )
+            .merge(Serialized::defaults(overrides));
+        let cfg: Config = fig.extract().map_err(|e| ConfigError(one_line(&e)))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Checks values serde cannot.
+    ///
+    /// # Errors
+    /// One line naming the bad key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError(m));
+        let p = &self.pipeline;
+        if p.window_sizes.is_empty() {
+            return bad("pipeline.window-sizes must name at least one size".into());
+        }
+        for s in &p.window_sizes {
+            if s.subsec_nanos() != 0 || s.as_secs() == 0 || s.as_secs() > 31 * 86_400 {
+                return bad(format!(
+                    "pipeline.window-sizes: {} is not a whole number of seconds between 1s and 31days",
+                    fmt_duration(*s)
+                ));
+            }
+        }
+        if p.max_delay > Duration::from_secs(7 * 86_400) {
+            return bad(format!(
+                "pipeline.max-delay {} is above 7 days",
+                fmt_duration(p.max_delay)
+            ));
+        }
+        if p.top_k == 0 || p.top_k > 10_000 {
+            return bad(format!(
+                "pipeline.top-k must be between 1 and 10000, got {}",
+                p.top_k
+            ));
+        }
+        if p.max_record_bytes < 256 {
+            return bad(format!(
+                "pipeline.max-record-bytes must be at least 256, got {}",
+                p.max_record_bytes
+            ));
+        }
+        if p.batch_records == 0 {
+            return bad("pipeline.batch-records must be at least 1".into());
+        }
+        if p.version.is_empty()
+            || !p
+                .version
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        {
+            return bad(format!(
+                "pipeline.version {:?} must be non-empty letters, digits, '-', '_' or '.'",
+                p.version
+            ));
+        }
+        if self.log.partitions == 0 || self.log.partitions > 1024 {
+            return bad(format!(
+                "log.partitions must be between 1 and 1024, got {}",
+                self.log.partitions
+            ));
+        }
+        if self.log.segment_bytes < 1 << 16 {
+            return bad(format!(
+                "log.segment-bytes must be at least 65536, got {}",
+                self.log.segment_bytes
+            ));
+        }
+        Ok(())
+    }
+
+    /// The result-deciding part, for the window core.
+    #[must_use]
+    pub fn window_config(&self) -> WindowConfig {
+        let mut sizes_ms: Vec<i64> = self
+            .pipeline
+            .window_sizes
+            .iter()
+            .map(|d| i64::try_from(d.as_millis()).expect("validated size"))
+            .collect();
+        sizes_ms.sort_unstable();
+        sizes_ms.dedup();
+        WindowConfig {
+            sizes_ms,
+            max_delay_ms: i64::try_from(self.pipeline.max_delay.as_millis())
+                .expect("validated delay"),
+            top_k: self.pipeline.top_k,
+        }
+    }
+
+    /// Canonical text of everything that decides results: two versions with equal text
+    /// compute equal results from the same log.
+    #[must_use]
+    pub fn results_fingerprint(&self) -> String {
+        let w = self.window_config();
+        let sizes: Vec<String> = w
+            .sizes_ms
+            .iter()
+            .map(|&s| fmt_duration(Duration::from_millis(s.unsigned_abs())))
+            .collect();
+        format!(
+            "window-sizes=[{}] max-delay={} top-k={} max-record-bytes={} max-future={}",
+            sizes.join(","),
+            fmt_duration(self.pipeline.max_delay),
+            w.top_k,
+            self.pipeline.max_record_bytes,
+            fmt_duration(self.pipeline.max_future)
+        )
+    }
+
+    /// `{data_dir}/log`.
+    #[must_use]
+    pub fn log_dir(&self) -> PathBuf {
+        self.data_dir.join("log")
+    }
+
+    /// `{data_dir}/kappa.redb`.
+    #[must_use]
+    pub fn store_path(&self) -> PathBuf {
+        self.data_dir.join("kappa.redb")
+    }
+}
+
+/// Figment's error as one line: the first problem, with the key and the source.
+fn one_line(e: &figment::Error) -> String {
+    let first = e.clone().into_iter().next().unwrap_or_else(|| e.clone());
+    let mut msg = first.kind.to_string();
+    if !first.path.is_empty() {
+        msg = format!("{}: {msg}", first.path.join("."));
+    }
+    if let Some(md) = &first.metadata {
+        let src = md
+            .source
+            .as_ref()
+            .map_or_else(|| md.name.to_string(), ToString::to_string);
+        msg = format!("{msg} (from {src})");
+    }
+    msg.replace('\n', " ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn load_toml(text: &str) -> Result<Config, ConfigError> {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+        Config::load(Some(f.path()), &serde_json::json!({}))
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let c = Config::load(None, &serde_json::json!({})).unwrap();
+        assert_eq!(c.window_config(), WindowConfig::default());
+    }
+
+    #[test]
+    fn file_then_flags() {
+        let c = load_toml("data-dir = \"/tmp/x\"\n[pipeline]\nmax-delay = \"10s\"\nwindow-sizes = [\"5m\", \"1m\"]\n").unwrap();
+        assert_eq!(c.pipeline.max_delay, Duration::from_secs(10));
+        assert_eq!(c.window_config().sizes_ms, vec![60_000, 300_000]);
+        let over = serde_json::json!({"pipeline": {"max-delay": "2s"}});
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        f.write_all(b"[pipeline]\nmax-delay = \"10s\"\n").unwrap();
+        assert_eq!(
+            Config::load(Some(f.path()), &over)
+                .unwrap()
+                .pipeline
+                .max_delay,
+            Duration::from_secs(2)
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = load_toml("[pipeline]\nmax-dely = \"10s\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max-dely"), "{e}");
+        assert!(!e.contains('\n'));
+        let e = load_toml("[pipeline]\nmax-delay = \"ten seconds\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("max-delay"), "{e}");
+        let e = load_toml("[pipeline]\nwindow-sizes = [\"1.5s\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("window-sizes"), "{e}");
+    }
+
+    #[test]
+    fn fingerprint_changes_with_results_config_only() {
+        let a = Config::default();
+        let mut b = a.clone();
+        b.pipeline.batch_records = 7;
+        assert_eq!(a.results_fingerprint(), b.results_fingerprint());
+        b.pipeline.max_delay = Duration::from_secs(31);
+        assert_ne!(a.results_fingerprint(), b.results_fingerprint());
+    }
+}

@@ -1,0 +1,373 @@
+//! The HTTP server (warp): `/metrics`, `/healthz`, `/readyz` and the JSON API.
+//!
+//! Every error is JSON `{"error": "..."}` with a fitting status code.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::{Filter, Reply};
+
+use crate::metrics::Metrics;
+use crate::pipeline::Shared;
+use crate::query::{self, parse_size, parse_time};
+use crate::store::{Aggregate, Store};
+
+/// Failures of an API request.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A bad parameter (400).
+    #[error("{0}")]
+    BadRequest(String),
+    /// Nothing there (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The store failed (500).
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// What the handlers read.
+#[derive(Clone)]
+pub struct AppState {
+    /// The results store.
+    pub store: Store,
+    /// Metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// Pipeline status and provisional windows.
+    pub shared: Arc<Shared>,
+}
+
+fn json_reply(status: StatusCode, v: &Value) -> Response {
+    warp::reply::with_status(warp::reply::json(v), status).into_response()
+}
+
+fn result(r: Result<Value, ApiError>) -> Response {
+    match r {
+        Ok(v) => json_reply(StatusCode::OK, &v),
+        Err(e) => json_reply(e.status(), &json!({ "error": e.to_string() })),
+    }
+}
+
+/// Query parameters, checked against the names an endpoint accepts.
+struct Params(HashMap<String, String>);
+
+impl Params {
+    fn check(q: HashMap<String, String>, allowed: &[&str]) -> Result<Self, ApiError> {
+        if let Some(k) = q.keys().find(|k| !allowed.contains(&k.as_str())) {
+            return Err(ApiError::BadRequest(format!(
+                "unknown parameter {k:?}; accepted: {}",
+                allowed.join(", ")
+            )));
+        }
+        Ok(Self(q))
+    }
+    fn get(&self, k: &str) -> Option<&str> {
+        self.0.get(k).map(String::as_str).filter(|s| !s.is_empty())
+    }
+    fn time(&self, k: &str, default: i64) -> Result<i64, ApiError> {
+        self.get(k).map_or(Ok(default), |v| {
+            parse_time(v).map_err(|e| ApiError::BadRequest(format!("{k}: {e}")))
+        })
+    }
+    fn size(&self) -> Result<i64, ApiError> {
+        parse_size(self.get("size").unwrap_or("1m")).map_err(ApiError::BadRequest)
+    }
+    fn limit(&self, default: usize, max: usize) -> Result<usize, ApiError> {
+        match self.get("limit") {
+            None => Ok(default),
+            Some(v) => match v.parse::<usize>() {
+                Ok(n) if (1..=max).contains(&n) => Ok(n),
+                _ => Err(ApiError::BadRequest(format!(
+                    "limit must be between 1 and {max}, got {v:?}"
+                ))),
+            },
+        }
+    }
+    fn version(&self, st: &AppState) -> Result<String, ApiError> {
+        match self.get("version") {
+            Some(v) => Ok(v.to_string()),
+            None => Ok(st.store.serving()?),
+        }
+    }
+}
+
+fn windows(st: &AppState, q: HashMap<String, String>) -> Result<Value, ApiError> {
+    let p = Params::check(q, &["aggregate", "size", "from", "to", "version", "limit"])?;
+    let agg_name = p
+        .get("aggregate")
+        .ok_or_else(|| ApiError::BadRequest("aggregate is required".into()))?;
+    let agg = Aggregate::parse(agg_name).ok_or_else(|| {
+        let names: Vec<&str> = Aggregate::ALL.iter().map(|a| a.as_str()).collect();
+        ApiError::BadRequest(format!(
+            "unknown aggregate {agg_name:?}; one of {}",
+            names.join(", ")
+        ))
+    })?;
+    let (size, from, to) = (
+        p.size()?,
+        p.time("from", i64::MIN)?,
+        p.time("to", i64::MAX)?,
+    );
+    let version = p.version(st)?;
+    let ws = st
+        .store
+        .windows(&version, agg, size, from, to, p.limit(1000, 100_000)?)?;
+    Ok(
+        json!({ "version": version, "windows": ws.iter().map(query::window_json).collect::<Vec<_>>() }),
+    )
+}
+
+fn top_products(st: &AppState, q: HashMap<String, String>) -> Result<Value, ApiError> {
+    let p = Params::check(q, &["size", "window", "version", "by"])?;
+    let size = p.size()?;
+    let version = p.version(st)?;
+    let start = match p.get("window").unwrap_or("latest") {
+        "latest" => st.store.latest_window(&version, size)?.ok_or_else(|| {
+            ApiError::NotFound(format!("no final {} window yet", query::size_name(size)))
+        })?,
+        w => parse_time(w).map_err(|e| ApiError::BadRequest(format!("window: {e}")))?,
+    };
+    let by = p.get("by");
+    let mut out = serde_json::Map::new();
+    out.insert("version".into(), version.clone().into());
+    out.insert("size".into(), query::size_name(size).into());
+    out.insert(
+        "window_start".into(),
+        crate::event::time::format_rfc3339_ms(start).into(),
+    );
+    out.insert(
+        "window_end".into(),
+        crate::event::time::format_rfc3339_ms(start + size).into(),
+    );
+    for (name, agg) in [
+        ("by_units", Aggregate::TopProductsByUnits),
+        ("by_revenue", Aggregate::TopProductsByRevenue),
+    ] {
+        if by.is_some_and(|b| format!("by_{b}") != name) {
+            continue;
+        }
+        let ws = st.store.windows(&version, agg, size, start, start + 1, 1)?;
+        let rows: Vec<Value> = ws
+            .first()
+            .map(|w| w.rows.iter().map(|r| Value::Object(r.to_json())).collect())
+            .unwrap_or_default();
+        out.insert(name.into(), Value::Array(rows));
+    }
+    if let Some(b) = by.filter(|b| !["units", "revenue"].contains(b)) {
+        return Err(ApiError::BadRequest(format!(
+            "by must be units or revenue, got {b:?}"
+        )));
+    }
+    if st
+        .store
+        .latest_window(&version, size)?
+        .is_none_or(|l| start > l)
+        || st
+            .store
+            .windows(&version, Aggregate::EventsByType, size, start, start + 1, 1)?
+            .is_empty()
+    {
+        return Err(ApiError::NotFound(format!(
+            "no final {} window starting at {}",
+            query::size_name(size),
+            crate::event::time::format_rfc3339_ms(start)
+        )));
+    }
+    Ok(Value::Object(out))
+}
+
+fn provisional(st: &AppState, q: HashMap<String, String>) -> Result<Value, ApiError> {
+    let p = Params::check(q, &["size"])?;
+    let size = p.get("size").map(|_| p.size()).transpose()?;
+    let open = st.shared.provisional.read().expect("provisional lock");
+    let ws: Vec<Value> = open
+        .iter()
+        .filter(|w| size.is_none_or(|s| s == w.size_ms))
+        .map(|w| query::full_window_json(w, true))
+        .collect();
+    Ok(json!({ "windows": ws }))
+}
+
+fn latest(st: &AppState, q: HashMap<String, String>) -> Result<Value, ApiError> {
+    let p = Params::check(q, &["version"])?;
+    Ok(query::latest(&st.store, &p.version(st)?)?)
+}
+
+pub fn dead_letters(st: &AppState, q: HashMap<String, String>) -> Result<Value, ApiError> {
+    let p = Params::check(q, &["after", "limit"])?;
+    let after = match p.get("after") {
+        None => None,
+        Some(a) => {
+            let parsed = a
+                .split_once(':')
+                .and_then(|(p, o)| Some((p.parse::<u32>().ok()?, o.parse::<u64>().ok()?)));
+            Some(parsed.ok_or_else(|| {
+                ApiError::BadRequest(format!("after must be partition:offset, got {a:?}"))
+            })?)
+        }
+    };
+    let limit = p.limit(100, 10_000)?;
+    let items = st.store.dead_letters(after, limit)?;
+    let next = (items.len() == limit)
+        .then(|| {
+            items
+                .last()
+                .map(|d| format!("{}:{}", d.partition, d.offset))
+        })
+        .flatten();
+    Ok(json!({
+        "dead_letters": items.iter().map(|d| json!({
+            "partition": d.partition, "offset": d.offset,
+            "record_time": crate::event::time::format_rfc3339_ms(d.record_ts),
+            "kind": d.kind, "reason": d.reason, "size": d.size,
+            "raw": String::from_utf8_lossy(&d.raw),
+        })).collect::<Vec<_>>(),
+        "next": next,
+    }))
+}
+
+fn export(st: &AppState, q: HashMap<String, String>) -> Response {
+    let r = Params::check(q, &["version"])
+        .and_then(|p| p.version(st))
+        .and_then(|v| {
+            let mut buf = Vec::new();
+            query::export(&st.store, &v, &mut buf).map_err(|e| match e {
+                query::ExportError::Store(s) => ApiError::Store(s),
+                query::ExportError::Io(io) => ApiError::BadRequest(io.to_string()),
+            })?;
+            Ok(buf)
+        });
+    match r {
+        Ok(buf) => {
+            warp::reply::with_header(buf, "content-type", "application/x-ndjson").into_response()
+        }
+        Err(e) => json_reply(e.status(), &json!({ "error": e.to_string() })),
+    }
+}
+
+/// All routes.
+pub fn routes(st: AppState) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
+    let with = move || {
+        let st = st.clone();
+        warp::any().map(move || st.clone())
+    };
+    let q = || warp::query::<HashMap<String, String>>();
+    let api = |name: &'static str| {
+        warp::get()
+            .and(warp::path("api"))
+            .and(warp::path(name))
+            .and(warp::path::end())
+    };
+    let metrics = warp::get()
+        .and(warp::path("metrics"))
+        .and(warp::path::end())
+        .and(with())
+        .map(|st: AppState| {
+            warp::reply::with_header(
+                st.metrics.render(),
+                "content-type",
+                "text/plain; version=0.0.4",
+            )
+            .into_response()
+        });
+    let healthz = warp::get()
+        .and(warp::path("healthz"))
+        .and(warp::path::end())
+        .map(|| json_reply(StatusCode::OK, &json!({"status": "ok"})));
+    let readyz = warp::get()
+        .and(warp::path("readyz"))
+        .and(warp::path::end())
+        .and(with())
+        .map(|st: AppState| {
+            if st.shared.is_ready() {
+                json_reply(StatusCode::OK, &json!({"ready": true}))
+            } else {
+                let s = st.shared.status();
+                json_reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    &json!({"ready": false, "state": s.state, "error": s.error}),
+                )
+            }
+        });
+    let status = api("status").and(with()).map(|st: AppState| {
+        json_reply(
+            StatusCode::OK,
+            &serde_json::to_value(st.shared.status()).unwrap_or_default(),
+        )
+    });
+    let handler =
+        |name: &'static str,
+         f: fn(&AppState, HashMap<String, String>) -> Result<Value, ApiError>| {
+            api(name)
+                .and(with())
+                .and(q())
+                .map(move |st: AppState, q| result(f(&st, q)))
+        };
+    let export = api("export")
+        .and(with())
+        .and(q())
+        .map(|st: AppState, q| export(&st, q));
+    metrics
+        .or(healthz)
+        .unify()
+        .or(readyz)
+        .unify()
+        .or(status)
+        .unify()
+        .or(handler("windows", windows))
+        .unify()
+        .or(handler("top-products", top_products))
+        .unify()
+        .or(handler("provisional", provisional))
+        .unify()
+        .or(handler("latest", latest))
+        .unify()
+        .or(handler("dead-letters", dead_letters))
+        .unify()
+        .or(export)
+        .unify()
+        .recover(|rej: warp::Rejection| async move {
+            let (code, msg) = if rej.is_not_found() {
+                (StatusCode::NOT_FOUND, "no such endpoint".to_string())
+            } else if rej.find::<warp::reject::MethodNotAllowed>().is_some() {
+                (
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method not allowed".to_string(),
+                )
+            } else if let Some(e) = rej.find::<warp::reject::InvalidQuery>() {
+                (StatusCode::BAD_REQUEST, e.to_string())
+            } else {
+                (StatusCode::BAD_REQUEST, format!("{rej:?}"))
+            };
+            Ok::<_, Infallible>(json_reply(code, &json!({ "error": msg })))
+        })
+        .unify()
+}
+
+/// Serves `routes` on an already bound listener until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    st: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    warp::serve(routes(st))
+        .incoming(listener)
+        .graceful(shutdown)
+        .run()
+        .await;
+}

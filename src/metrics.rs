@@ -1,0 +1,249 @@
+//! The metrics catalogue: every metric kappa exports, in one place.
+//!
+//! Prometheus conventions: `kappa_` prefix, base units (seconds, records), `_total`
+//! counters, bounded label sets (partition, size, reason — never ids).
+
+use prometheus::{
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::event::InvalidKind;
+
+/// Handles on every metric, registered in one [`Registry`].
+#[derive(Clone)]
+pub struct Metrics {
+    /// Registry served at `/metrics`.
+    pub registry: Registry,
+    /// `kappa_records_consumed_total{source,partition}`.
+    pub records_consumed: IntCounterVec,
+    /// `kappa_late_records_total{partition}`.
+    pub late_records: IntCounterVec,
+    /// `kappa_duplicate_records_total{partition}`.
+    pub duplicate_records: IntCounterVec,
+    /// `kappa_invalid_records_total{reason}`.
+    pub invalid_records: IntCounterVec,
+    /// `kappa_dead_letters_total`.
+    pub dead_letters: IntCounter,
+    /// `kappa_partition_watermark_seconds{partition}`.
+    pub partition_watermark: GaugeVec,
+    /// `kappa_watermark_seconds`.
+    pub watermark: Gauge,
+    /// `kappa_watermark_lag_seconds`.
+    pub watermark_lag: Gauge,
+    /// `kappa_consumer_lag_records{partition}`.
+    pub consumer_lag: IntGaugeVec,
+    /// `kappa_windows_finalised_total{size}`.
+    pub windows_finalised: IntCounterVec,
+    /// `kappa_finalisation_delay_seconds`.
+    pub finalisation_delay: Histogram,
+    /// `kappa_store_commit_duration_seconds`.
+    pub commit_duration: Histogram,
+    /// `kappa_open_windows`.
+    pub open_windows: IntGauge,
+    /// `kappa_produced_records_total{sink}`.
+    pub produced_records: IntCounterVec,
+    /// `kappa_serving_version_info{version}`.
+    pub serving_version: IntGaugeVec,
+    /// `kappa_build_info{version}`.
+    pub build_info: IntGaugeVec,
+    /// `kappa_pipeline_up`.
+    pub pipeline_up: IntGauge,
+}
+
+fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: T) -> T {
+    r.register(Box::new(m.clone()))
+        .expect("metric names are unique");
+    m
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    ///
+    /// # Panics
+    /// Never in practice: names are fixed and unique.
+    #[must_use]
+    pub fn new() -> Self {
+        let r = Registry::new();
+        let counter_vec = |name: &str, help: &str, labels: &[&str]| {
+            reg(
+                &r,
+                IntCounterVec::new(Opts::new(name, help), labels).expect("valid"),
+            )
+        };
+        let m = Self {
+            records_consumed: counter_vec(
+                "kappa_records_consumed_total",
+                "Records read from the log.",
+                &["source", "partition"],
+            ),
+            late_records: counter_vec(
+                "kappa_late_records_total",
+                "Valid events not aggregated because they were late.",
+                &["partition"],
+            ),
+            duplicate_records: counter_vec(
+                "kappa_duplicate_records_total",
+                "Events dropped as duplicates of an event_id already seen on the partition.",
+                &["partition"],
+            ),
+            invalid_records: counter_vec(
+                "kappa_invalid_records_total",
+                "Records that are not valid events, by reason.",
+                &["reason"],
+            ),
+            dead_letters: reg(
+                &r,
+                IntCounter::new(
+                    "kappa_dead_letters_total",
+                    "Records written to the dead-letter store.",
+                )
+                .expect("valid"),
+            ),
+            partition_watermark: reg(
+                &r,
+                GaugeVec::new(
+                    Opts::new(
+                        "kappa_partition_watermark_seconds",
+                        "Per-partition watermark, unix seconds.",
+                    ),
+                    &["partition"],
+                )
+                .expect("valid"),
+            ),
+            watermark: reg(
+                &r,
+                Gauge::new(
+                    "kappa_watermark_seconds",
+                    "Pipeline watermark (minimum over non-idle partitions), unix seconds.",
+                )
+                .expect("valid"),
+            ),
+            watermark_lag: reg(
+                &r,
+                Gauge::new(
+                    "kappa_watermark_lag_seconds",
+                    "Wall clock minus the pipeline watermark, seconds.",
+                )
+                .expect("valid"),
+            ),
+            consumer_lag: reg(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "kappa_consumer_lag_records",
+                        "Records in the log not yet read, per partition.",
+                    ),
+                    &["partition"],
+                )
+                .expect("valid"),
+            ),
+            windows_finalised: counter_vec(
+                "kappa_windows_finalised_total",
+                "Windows made final and committed, by window size.",
+                &["size"],
+            ),
+            finalisation_delay: reg(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "kappa_finalisation_delay_seconds",
+                        "Time from the watermark passing a window's end to the window's commit.",
+                    )
+                    .buckets(vec![
+                        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    ]),
+                )
+                .expect("valid"),
+            ),
+            commit_duration: reg(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "kappa_store_commit_duration_seconds",
+                        "Duration of one store write transaction (results + positions).",
+                    )
+                    .buckets(vec![
+                        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                    ]),
+                )
+                .expect("valid"),
+            ),
+            open_windows: reg(
+                &r,
+                IntGauge::new(
+                    "kappa_open_windows",
+                    "Windows currently open (provisional).",
+                )
+                .expect("valid"),
+            ),
+            produced_records: counter_vec(
+                "kappa_produced_records_total",
+                "Records appended to the log by this process.",
+                &["sink"],
+            ),
+            serving_version: reg(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "kappa_serving_version_info",
+                        "The output version the API serves (value 1).",
+                    ),
+                    &["version"],
+                )
+                .expect("valid"),
+            ),
+            build_info: reg(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new("kappa_build_info", "Build information (value 1)."),
+                    &["version"],
+                )
+                .expect("valid"),
+            ),
+            pipeline_up: reg(
+                &r,
+                IntGauge::new(
+                    "kappa_pipeline_up",
+                    "1 while the pipeline is consuming, 0 otherwise.",
+                )
+                .expect("valid"),
+            ),
+            registry: r,
+        };
+        m.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
+        for k in InvalidKind::ALL {
+            m.invalid_records.with_label_values(&[k.as_str()]);
+        }
+        m
+    }
+
+    /// Creates the per-partition series at zero so dashboards see them before traffic.
+    pub fn init_partitions(&self, source: &str, partitions: u32) {
+        for p in 0..partitions {
+            let p = p.to_string();
+            self.records_consumed.with_label_values(&[source, &p]);
+            self.late_records.with_label_values(&[&p]);
+            self.duplicate_records.with_label_values(&[&p]);
+            self.consumer_lag.with_label_values(&[&p]);
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    #[must_use]
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding into a Vec");
+        String::from_utf8(buf).expect("prometheus text is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

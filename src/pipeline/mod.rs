@@ -1,0 +1,520 @@
+//! The pipeline loop: read a batch from the source, decode, feed the window core, and
+//! commit final windows together with positions. Runs on one dedicated thread.
+//!
+//! Where the guarantees are enforced:
+//! - exactly-once effect: [`Pipeline::commit`] writes finals, positions and index
+//!   checkpoints in one store transaction;
+//! - restart: [`Pipeline::restore`] seeks each partition to its resume offset and marks
+//!   the already-handled offsets as replayed, so nothing is counted or recorded twice;
+//! - determinism: the window core decides per partition, in offset order.
+
+mod status;
+
+pub use status::{PartitionStatus, Shared, Status};
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::event::{InvalidKind, decode};
+use crate::log::{Record, RecordBatch};
+use crate::metrics::Metrics;
+use crate::source::{Source, SourceError};
+use crate::store::{
+    Commit, DEAD_LETTER_RAW_BYTES, DeadLetter, LateRecord, PartitionPosition, Store, StoreError,
+    VersionInfo,
+};
+use crate::window::{FinalWindow, Outcome, PartitionResume, WindowCore};
+
+/// Records between two event-time index checkpoints of a partition.
+pub const CHECKPOINT_EVERY: u64 = 10_000;
+
+/// Failures that stop the pipeline.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// Reading the source failed.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// Writing or reading the store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// When the pipeline stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Consume until cancelled, tailing the log.
+    Live,
+    /// Consume up to the log end as it was at start, commit, stop. With `drain`, also
+    /// finalise the windows still open, as if the input had ended.
+    UntilCaughtUp {
+        /// Finalise open windows at the end.
+        drain: bool,
+    },
+}
+
+/// What a finished run did.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    /// Records read (including re-read ones after a restart).
+    pub records: u64,
+    /// Bytes of record values read.
+    pub bytes: u64,
+    /// Windows committed as final.
+    pub windows: u64,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+struct Pending {
+    finals: Vec<(FinalWindow, Instant)>,
+    dead: Vec<DeadLetter>,
+    late: Vec<LateRecord>,
+    records: u64,
+}
+
+/// One running pipeline: the core, the source and the bookkeeping around them.
+pub struct Pipeline {
+    cfg: Config,
+    source: Box<dyn Source>,
+    store: Store,
+    metrics: Arc<Metrics>,
+    shared: Arc<Shared>,
+    core: WindowCore,
+    version: String,
+    partitions: usize,
+    /// Next offset to read, per partition.
+    next: Vec<u64>,
+    /// Offsets below this were handled by a previous process (re-read to rebuild state).
+    handled: Vec<u64>,
+    /// Offset of the last event-time checkpoint written, per partition.
+    last_checkpoint: Vec<u64>,
+    /// Wall clock of the last record, per partition (idleness).
+    last_record_at: Vec<Instant>,
+    pending: Pending,
+    status: Status,
+    ends: Vec<u64>,
+}
+
+impl Pipeline {
+    /// Prepares a pipeline: binds the store to the source, creates or checks the output
+    /// version, and restores from the committed positions.
+    ///
+    /// # Errors
+    /// Store or source failure, or a store built from another log or configuration.
+    pub fn new(
+        cfg: &Config,
+        mut source: Box<dyn Source>,
+        store: Store,
+        metrics: Arc<Metrics>,
+        shared: Arc<Shared>,
+    ) -> Result<Self, PipelineError> {
+        store.bind_source(&source.id())?;
+        let version = cfg.pipeline.version.clone();
+        store.ensure_version(&VersionInfo {
+            name: version.clone(),
+            config: cfg.results_fingerprint(),
+            created_ms: chrono::Utc::now().timestamp_millis(),
+            finalized_through: i64::MIN,
+        })?;
+        let partitions = source.partitions() as usize;
+        metrics.init_partitions(source.kind(), source.partitions());
+        metrics
+            .serving_version
+            .with_label_values(&[&store.serving()?])
+            .set(1);
+        let mut core = WindowCore::new(cfg.window_config(), partitions);
+        let mut next = vec![0; partitions];
+        let mut handled = vec![0; partitions];
+        if let Some((finalized_through, positions)) = store.load_state(&version)? {
+            let mut resume = vec![
+                PartitionResume {
+                    offset: 0,
+                    max_ts_before: i64::MIN
+                };
+                partitions
+            ];
+            for p in positions
+                .iter()
+                .filter(|p| (p.partition as usize) < partitions)
+            {
+                let i = p.partition as usize;
+                resume[i] = PartitionResume {
+                    offset: p.resume_offset,
+                    max_ts_before: p.resume_max_ts,
+                };
+                handled[i] = p.next_offset;
+            }
+            core.restore(finalized_through, &resume);
+            for (p, r) in resume.iter().enumerate() {
+                next[p] = r.offset;
+            }
+            let reread: u64 = handled.iter().zip(&next).map(|(h, n)| h - n).sum();
+            tracing::info!(
+                version,
+                reread,
+                "restored from the store; re-reading {reread} records to rebuild the open windows"
+            );
+        }
+        for (p, &offset) in next.iter().enumerate() {
+            source.seek(u32::try_from(p).expect("partition fits u32"), offset)?;
+        }
+        let status = Status {
+            state: "starting".into(),
+            version: version.clone(),
+            source: source.kind().into(),
+            ..Status::default()
+        };
+        Ok(Self {
+            cfg: cfg.clone(),
+            source,
+            store,
+            metrics,
+            shared,
+            core,
+            version,
+            partitions,
+            last_checkpoint: next.clone(),
+            next,
+            handled,
+            last_record_at: vec![Instant::now(); partitions],
+            pending: Pending {
+                finals: Vec::new(),
+                dead: Vec::new(),
+                late: Vec::new(),
+                records: 0,
+            },
+            status,
+            ends: vec![0; partitions],
+        })
+    }
+
+    /// Runs until `cancel` fires or, in [`Mode::UntilCaughtUp`], the log end as of start
+    /// is reached. Commits before returning.
+    ///
+    /// # Errors
+    /// Source or store failure (the last commit stands; a restart resumes from it).
+    pub fn run(mut self, mode: Mode, cancel: &CancellationToken) -> Result<Summary, PipelineError> {
+        let result = self.run_inner(mode, cancel);
+        self.shared.set_ready(false);
+        self.metrics.pipeline_up.set(0);
+        if let Err(e) = &result {
+            self.status.state = "failed".into();
+            self.status.error = Some(e.to_string());
+            self.publish(false);
+        }
+        result
+    }
+
+    fn run_inner(
+        &mut self,
+        mode: Mode,
+        cancel: &CancellationToken,
+    ) -> Result<Summary, PipelineError> {
+        let started = Instant::now();
+        let mut summary = Summary::default();
+        let stop = match mode {
+            Mode::UntilCaughtUp { .. } => Some(self.source.end_offsets()?),
+            Mode::Live => None,
+        };
+        let idle_timeout = match mode {
+            Mode::Live if !self.cfg.pipeline.idle_timeout.is_zero() => {
+                Some(self.cfg.pipeline.idle_timeout)
+            }
+            _ => None,
+        };
+        let mut batch = RecordBatch::new();
+        let mut last_commit = Instant::now();
+        let mut last_refresh = Instant::now() - Duration::from_secs(10);
+        self.shared.set_ready(true);
+        self.metrics.pipeline_up.set(1);
+        self.status.state = if self.next < self.handled {
+            "recovering"
+        } else {
+            "running"
+        }
+        .into();
+        loop {
+            if cancel.is_cancelled() {
+                break;
+            }
+            batch.clear();
+            let n =
+                self.source
+                    .poll(&mut batch, self.cfg.pipeline.batch_records, stop.as_deref())?;
+            for rec in batch.iter() {
+                summary.bytes += rec.value.len() as u64;
+                self.process(&rec);
+            }
+            summary.records += n as u64;
+            self.pending.records += n as u64;
+            self.status.records += n as u64;
+            let finals = self.core.advance();
+            let now = Instant::now();
+            self.pending
+                .finals
+                .extend(finals.into_iter().map(|f| (f, now)));
+
+            if let Some(stop) = &stop {
+                if self.next.iter().zip(stop).all(|(n, s)| n >= s) {
+                    break;
+                }
+            }
+            if n == 0 {
+                if let Some(t) = idle_timeout {
+                    self.detect_idle(t);
+                }
+                let finals = self.core.advance();
+                self.pending
+                    .finals
+                    .extend(finals.into_iter().map(|f| (f, now)));
+            }
+            let due = !self.pending.finals.is_empty()
+                || self.pending.dead.len() + self.pending.late.len() > 50_000
+                || (self.pending.records > 0
+                    && last_commit.elapsed() >= self.cfg.pipeline.commit_interval);
+            if due {
+                summary.windows += self.commit()?;
+                last_commit = Instant::now();
+            }
+            if last_refresh.elapsed() >= Duration::from_secs(1) {
+                self.refresh_lag()?;
+                self.publish(true);
+                last_refresh = Instant::now();
+            }
+            if n == 0 {
+                if self.status.state == "recovering" || self.status.state == "starting" {
+                    self.status.state = "running".into();
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        if let Mode::UntilCaughtUp { drain: true } = mode {
+            if !cancel.is_cancelled() {
+                let now = Instant::now();
+                let finals = self.core.drain();
+                self.pending
+                    .finals
+                    .extend(finals.into_iter().map(|f| (f, now)));
+            }
+        }
+        summary.windows += self.commit()?;
+        self.refresh_lag()?;
+        self.status.state = if cancel.is_cancelled() {
+            "stopped"
+        } else {
+            "caught-up"
+        }
+        .into();
+        self.publish(true);
+        summary.elapsed = started.elapsed();
+        Ok(summary)
+    }
+
+    fn process(&mut self, rec: &Record<'_>) {
+        let p = rec.partition as usize;
+        let replaying = rec.offset < self.handled[p];
+        self.next[p] = rec.offset + 1;
+        self.last_record_at[p] = Instant::now();
+        if self.core.is_idle(p) {
+            self.core.set_idle(p, false);
+        }
+        let max_bytes = self.cfg.pipeline.max_record_bytes;
+        let max_future_ms =
+            i64::try_from(self.cfg.pipeline.max_future.as_millis()).unwrap_or(i64::MAX);
+        let decoded = decode(rec.value, max_bytes).and_then(|ev| {
+            if ev.ts_ms > rec.timestamp_ms.saturating_add(max_future_ms) {
+                Err(crate::event::DecodeError {
+                    kind: InvalidKind::FutureTimestamp,
+                    message: format!(
+                        "event time {} is more than {} after the record's ingest time {}",
+                        crate::event::time::format_rfc3339_ms(ev.ts_ms),
+                        crate::config::fmt_duration(self.cfg.pipeline.max_future),
+                        crate::event::time::format_rfc3339_ms(rec.timestamp_ms)
+                    ),
+                })
+            } else {
+                Ok(ev)
+            }
+        });
+        match decoded {
+            Err(e) => {
+                if !replaying {
+                    self.status.invalid += 1;
+                    self.metrics
+                        .invalid_records
+                        .with_label_values(&[e.kind.as_str()])
+                        .inc();
+                    self.pending.dead.push(DeadLetter {
+                        partition: rec.partition,
+                        offset: rec.offset,
+                        record_ts: rec.timestamp_ms,
+                        kind: e.kind.as_str().into(),
+                        reason: e.message,
+                        size: rec.value.len() as u64,
+                        raw: rec.value[..rec.value.len().min(DEAD_LETTER_RAW_BYTES)].to_vec(),
+                    });
+                }
+            }
+            Ok(ev) => match self.core.on_event(p, rec.offset, &ev, replaying) {
+                _ if replaying => {}
+                Outcome::Accepted => self.status.accepted += 1,
+                Outcome::Duplicate => self.status.duplicates += 1,
+                Outcome::Late(reason) => {
+                    self.status.late += 1;
+                    let size = self.core.config().sizes_ms[0];
+                    self.pending.late.push(LateRecord {
+                        partition: rec.partition,
+                        offset: rec.offset,
+                        event_ts: ev.ts_ms,
+                        window_start: crate::window::assign::window_start(ev.ts_ms, size),
+                        window_size: size,
+                        reason: reason.as_str().into(),
+                    });
+                }
+            },
+        }
+    }
+
+    fn detect_idle(&mut self, timeout: Duration) {
+        for p in 0..self.partitions {
+            let caught_up = self.next[p] >= self.ends[p];
+            if caught_up && !self.core.is_idle(p) && self.last_record_at[p].elapsed() >= timeout {
+                tracing::info!(
+                    partition = p,
+                    "partition idle for {}: no longer holding the watermark back",
+                    crate::config::fmt_duration(timeout)
+                );
+                self.core.set_idle(p, true);
+            }
+        }
+    }
+
+    /// Writes pending finals, dead letters, late records, positions and checkpoints in one
+    /// transaction. Returns the number of windows committed.
+    fn commit(&mut self) -> Result<u64, PipelineError> {
+        let resume = self.core.resume_points(&self.next);
+        let positions: Vec<PartitionPosition> = (0..self.partitions)
+            .map(|p| PartitionPosition {
+                partition: u32::try_from(p).expect("partition fits u32"),
+                // Never move the "handled" mark back, even while re-reading after a restart.
+                next_offset: self.next[p].max(self.handled[p]),
+                resume_offset: resume[p].offset,
+                resume_max_ts: resume[p].max_ts_before,
+                max_ts: self.core.max_event_time(p),
+            })
+            .collect();
+        let mut checkpoints = Vec::new();
+        for p in 0..self.partitions {
+            let replaying = self.next[p] < self.handled[p];
+            if !replaying && self.next[p] >= self.last_checkpoint[p] + CHECKPOINT_EVERY {
+                checkpoints.push((
+                    u32::try_from(p).expect("partition fits u32"),
+                    self.next[p],
+                    self.core.max_event_time(p),
+                ));
+                self.last_checkpoint[p] = self.next[p];
+            }
+        }
+        let finals: Vec<FinalWindow> = self.pending.finals.iter().map(|(f, _)| f.clone()).collect();
+        let started = Instant::now();
+        self.store.commit(&Commit {
+            version: &self.version,
+            finals: &finals,
+            positions: &positions,
+            finalized_through: self.core.finalized_through(),
+            checkpoints: &checkpoints,
+            dead_letters: &self.pending.dead,
+            late: &self.pending.late,
+        })?;
+        self.metrics
+            .commit_duration
+            .observe(started.elapsed().as_secs_f64());
+        for (f, at) in &self.pending.finals {
+            self.metrics
+                .finalisation_delay
+                .observe(at.elapsed().as_secs_f64());
+            self.metrics
+                .windows_finalised
+                .with_label_values(&[&crate::config::fmt_duration(Duration::from_millis(
+                    f.size_ms.unsigned_abs(),
+                ))])
+                .inc();
+        }
+        self.metrics
+            .dead_letters
+            .inc_by(self.pending.dead.len() as u64);
+        for l in &self.pending.late {
+            self.metrics
+                .late_records
+                .with_label_values(&[&l.partition.to_string()])
+                .inc();
+        }
+        let n = finals.len() as u64;
+        self.status.windows_finalised += n;
+        self.pending.finals.clear();
+        self.pending.dead.clear();
+        self.pending.late.clear();
+        self.pending.records = 0;
+        for p in 0..self.partitions {
+            if self.next[p] >= self.handled[p] {
+                self.handled[p] = self.next[p];
+            }
+        }
+        Ok(n)
+    }
+
+    fn refresh_lag(&mut self) -> Result<(), PipelineError> {
+        self.ends = self.source.end_offsets()?;
+        Ok(())
+    }
+
+    /// Publishes status (and, with `provisional`, the open windows) for readers and
+    /// updates the gauges.
+    fn publish(&mut self, provisional: bool) {
+        let m = &self.metrics;
+        let kind = self.source.kind();
+        self.status.partitions = (0..self.partitions)
+            .map(|p| {
+                let wm = self.core.partition_watermark(p);
+                let lag = self.ends[p].saturating_sub(self.next[p]);
+                let label = p.to_string();
+                m.consumer_lag
+                    .with_label_values(&[&label])
+                    .set(i64::try_from(lag).unwrap_or(i64::MAX));
+                if wm != i64::MIN {
+                    m.partition_watermark
+                        .with_label_values(&[&label])
+                        .set(wm as f64 / 1000.0);
+                }
+                PartitionStatus {
+                    partition: u32::try_from(p).expect("partition fits u32"),
+                    position: self.next[p],
+                    end_offset: self.ends[p],
+                    lag,
+                    watermark_ms: (wm != i64::MIN).then_some(wm),
+                    idle: self.core.is_idle(p),
+                }
+            })
+            .collect();
+        let _ = kind;
+        let wm = self.core.pipeline_watermark().filter(|&w| w != i64::MIN);
+        if let Some(w) = wm {
+            m.watermark.set(w as f64 / 1000.0);
+            m.watermark_lag
+                .set((chrono::Utc::now().timestamp_millis() - w) as f64 / 1000.0);
+        }
+        self.status.watermark_ms = wm;
+        let ft = self.core.finalized_through();
+        self.status.finalized_through_ms = (ft != i64::MIN).then_some(ft);
+        let (open, _) = self.core.open_state();
+        self.status.open_windows = open;
+        m.open_windows.set(i64::try_from(open).unwrap_or(i64::MAX));
+        *self.shared.status.lock().expect("status lock") = self.status.clone();
+        if provisional {
+            *self.shared.provisional.write().expect("provisional lock") = self.core.provisional();
+        }
+    }
+}

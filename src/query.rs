@@ -1,0 +1,207 @@
+//! Reading results: parameter parsing and the JSON shapes shared by the HTTP API, `kappa
+//! query` and `kappa export`.
+
+use std::io::Write;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::config::fmt_duration;
+use crate::event::time::{format_rfc3339_ms, parse_rfc3339_ms};
+use crate::store::{Aggregate, Row, Store, StoreError, WindowRows};
+use crate::window::FinalWindow;
+
+/// Parses a time parameter: RFC 3339 or epoch milliseconds.
+///
+/// # Errors
+/// A message naming the accepted forms.
+pub fn parse_time(s: &str) -> Result<i64, String> {
+    if let Ok(ms) = s.parse::<i64>() {
+        return Ok(ms);
+    }
+    parse_rfc3339_ms(s)
+        .ok_or_else(|| format!("{s:?} is not an RFC 3339 time or epoch milliseconds"))
+}
+
+/// Parses a window size (`1m`, `1h`, `90s`) into milliseconds.
+///
+/// # Errors
+/// A message naming the problem.
+pub fn parse_size(s: &str) -> Result<i64, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("size {s:?}: {e}"))?;
+    if d.is_zero() {
+        return Err(format!("size {s:?} must be positive"));
+    }
+    i64::try_from(d.as_millis()).map_err(|_| format!("size {s:?} is too large"))
+}
+
+/// `1m` for 60000.
+#[must_use]
+pub fn size_name(size_ms: i64) -> String {
+    fmt_duration(Duration::from_millis(size_ms.unsigned_abs()))
+}
+
+/// One final window of one aggregate as JSON.
+#[must_use]
+pub fn window_json(w: &WindowRows) -> Value {
+    json!({
+        "aggregate": w.aggregate.as_str(),
+        "size": size_name(w.size_ms),
+        "window_start": format_rfc3339_ms(w.start_ms),
+        "window_end": format_rfc3339_ms(w.start_ms + w.size_ms),
+        "rows": w.rows.iter().map(|r| Value::Object(r.to_json())).collect::<Vec<_>>(),
+    })
+}
+
+fn rows_of_final(f: &FinalWindow) -> Vec<(Aggregate, Vec<Row>)> {
+    use crate::store::{CountRow, ProductRow, QueryRow, SalesRow};
+    let products = |l: &[crate::window::ProductSales]| {
+        l.iter()
+            .enumerate()
+            .map(|(i, p)| Row::Product {
+                rank: u32::try_from(i + 1).unwrap_or(u32::MAX),
+                row: ProductRow {
+                    product_id: p.product_id.clone(),
+                    units: p.units,
+                    revenue_minor: p.revenue_minor,
+                },
+            })
+            .collect()
+    };
+    vec![
+        (
+            Aggregate::SalesByCategory,
+            f.sales_by_category
+                .iter()
+                .map(|c| Row::Sales {
+                    category: c.category.clone(),
+                    row: SalesRow {
+                        purchases: c.purchases,
+                        units: c.units,
+                        revenue_minor: c.revenue_minor,
+                    },
+                })
+                .collect(),
+        ),
+        (Aggregate::TopProductsByUnits, products(&f.top_by_units)),
+        (Aggregate::TopProductsByRevenue, products(&f.top_by_revenue)),
+        (
+            Aggregate::EventsByType,
+            crate::event::EventType::ALL
+                .iter()
+                .map(|t| Row::Count {
+                    event_type: t.as_str().into(),
+                    row: CountRow {
+                        count: f.events_by_type[*t as usize],
+                    },
+                })
+                .collect(),
+        ),
+        (
+            Aggregate::TopSearches,
+            f.top_searches
+                .iter()
+                .enumerate()
+                .map(|(i, q)| Row::Query {
+                    rank: u32::try_from(i + 1).unwrap_or(u32::MAX),
+                    row: QueryRow {
+                        query: q.query.clone(),
+                        count: q.count,
+                    },
+                })
+                .collect(),
+        ),
+    ]
+}
+
+/// A whole window (every aggregate) as JSON; used for provisional windows.
+#[must_use]
+pub fn full_window_json(f: &FinalWindow, provisional: bool) -> Value {
+    let mut aggs = serde_json::Map::new();
+    for (agg, rows) in rows_of_final(f) {
+        aggs.insert(
+            agg.as_str().into(),
+            Value::Array(rows.iter().map(|r| Value::Object(r.to_json())).collect()),
+        );
+    }
+    json!({
+        "size": size_name(f.size_ms),
+        "window_start": format_rfc3339_ms(f.start_ms),
+        "window_end": format_rfc3339_ms(f.end_ms()),
+        "provisional": provisional,
+        "aggregates": aggs,
+    })
+}
+
+/// The latest final window of each size, every aggregate.
+///
+/// # Errors
+/// Store failure.
+pub fn latest(store: &Store, version: &str) -> Result<Value, StoreError> {
+    let mut windows = Vec::new();
+    for size in store.sizes(version)? {
+        if let Some(start) = store.latest_window(version, size)? {
+            windows.push(window_at(store, version, size, start)?);
+        }
+    }
+    Ok(json!({ "version": version, "windows": windows }))
+}
+
+/// Every aggregate of the final window `(size, start)`.
+///
+/// # Errors
+/// Store failure.
+pub fn window_at(store: &Store, version: &str, size: i64, start: i64) -> Result<Value, StoreError> {
+    let mut aggs = serde_json::Map::new();
+    for agg in Aggregate::ALL {
+        let rows = store.windows(version, agg, size, start, start + 1, 1)?;
+        let rows: Vec<Value> = rows
+            .first()
+            .map(|w| w.rows.iter().map(|r| Value::Object(r.to_json())).collect())
+            .unwrap_or_default();
+        aggs.insert(agg.as_str().into(), Value::Array(rows));
+    }
+    Ok(json!({
+        "size": size_name(size),
+        "window_start": format_rfc3339_ms(start),
+        "window_end": format_rfc3339_ms(start + size),
+        "provisional": false,
+        "aggregates": aggs,
+    }))
+}
+
+/// Error of [`export`]: the store, or the output.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    /// Reading failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Writing failed.
+    #[error("writing the export: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Writes every final row of `version` as JSON lines, in key order (aggregate, size, window
+/// start, key): `{"version","aggregate","size","window_start","window_end",...fields}`.
+/// Returns the number of lines.
+///
+/// # Errors
+/// Store or output failure.
+pub fn export(store: &Store, version: &str, out: &mut dyn Write) -> Result<u64, ExportError> {
+    let mut n = 0u64;
+    store.for_each_row(version, |agg, size, start, row| {
+        let mut obj = serde_json::Map::new();
+        obj.insert("version".into(), version.into());
+        obj.insert("aggregate".into(), agg.as_str().into());
+        obj.insert("size".into(), size_name(size).into());
+        obj.insert("window_start".into(), format_rfc3339_ms(start).into());
+        obj.insert("window_end".into(), format_rfc3339_ms(start + size).into());
+        obj.extend(row.to_json());
+        serde_json::to_writer(&mut *out, &obj).map_err(std::io::Error::from)?;
+        out.write_all(b"\n")?;
+        n += 1;
+        Ok::<(), ExportError>(())
+    })?;
+    out.flush()?;
+    Ok(n)
+}

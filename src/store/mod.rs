@@ -1,0 +1,552 @@
+//! The results store: one redb file with final window results, positions, the event-time
+//! index, dead letters, late-event records and output versions.
+//!
+//! Exactly-once effect: [`Store::commit`] writes a batch's final windows together with the
+//! positions the pipeline resumes from, in one write transaction. Window rows are keyed by
+//! `(version, aggregate, size, window start, key)` and a window is rewritten by deleting its
+//! key range first, so writing the same window twice leaves the same bytes.
+//!
+//! Values are bincode 2.0.1 behind a one-byte format version ([`FORMAT`]).
+
+mod rows;
+
+pub use rows::{
+    Aggregate, CountRow, DEAD_LETTER_RAW_BYTES, DeadLetter, LateRecord, PartitionPosition,
+    ProductRow, QueryRow, Row, SalesRow, VersionInfo, WindowRows,
+};
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::window::FinalWindow;
+
+/// Format byte in front of every stored value.
+pub const FORMAT: u8 = 1;
+
+type ResultKey<'a> = (&'a str, u8, i64, i64, &'a str);
+const RESULTS: TableDefinition<ResultKey, &[u8]> = TableDefinition::new("results");
+const POSITIONS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("positions");
+const VERSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("versions");
+/// Event-time index: (partition, offset) → max event time of the partition before offset.
+const EVENT_INDEX: TableDefinition<(u32, u64), i64> = TableDefinition::new("event_time_index");
+const DEAD_LETTERS: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("dead_letters");
+const LATE: TableDefinition<(&str, u32, u64), &[u8]> = TableDefinition::new("late_events");
+const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+
+/// Failures at the store boundary.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process has the file open.
+    #[error(
+        "the store {0} is in use by another kappa process (is `kappa run` serving? use its HTTP API, or stop it)"
+    )]
+    Locked(PathBuf),
+    /// redb refused to open the file.
+    #[error("cannot open the store {path}: {source}")]
+    Open {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        source: redb::DatabaseError,
+    },
+    /// A redb operation failed.
+    #[error("store error: {0}")]
+    Redb(#[from] redb::Error),
+    /// A stored value could not be decoded.
+    #[error("corrupt value in table {table}: {reason}")]
+    Corrupt {
+        /// Table.
+        table: &'static str,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The store belongs to another log or configuration.
+    #[error("{0}")]
+    Mismatch(String),
+    /// The directory could not be created.
+    #[error("cannot create {path}: {source}")]
+    Io {
+        /// Directory.
+        path: PathBuf,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for StoreError {
+            fn from(e: $t) -> Self {
+                Self::Redb(e.into())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError
+);
+
+pub(crate) fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    let mut out = vec![FORMAT];
+    bincode::serde::encode_into_std_write(v, &mut out, bincode::config::standard())
+        .expect("encoding into a Vec cannot fail");
+    out
+}
+
+pub(crate) fn decode<T: DeserializeOwned>(
+    table: &'static str,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    match bytes.split_first() {
+        Some((&FORMAT, rest)) => {
+            bincode::serde::decode_from_slice(rest, bincode::config::standard())
+                .map(|(v, _)| v)
+                .map_err(|e| StoreError::Corrupt {
+                    table,
+                    reason: e.to_string(),
+                })
+        }
+        Some((f, _)) => Err(StoreError::Corrupt {
+            table,
+            reason: format!("unknown format version {f}"),
+        }),
+        None => Err(StoreError::Corrupt {
+            table,
+            reason: "empty value".into(),
+        }),
+    }
+}
+
+/// Everything one pipeline batch makes durable, atomically.
+#[derive(Debug, Default)]
+pub struct Commit<'a> {
+    /// Output version written.
+    pub version: &'a str,
+    /// Windows that became final.
+    pub finals: &'a [FinalWindow],
+    /// Per-partition resume information.
+    pub positions: &'a [PartitionPosition],
+    /// Every window ending at or before this is final.
+    pub finalized_through: i64,
+    /// New event-time index checkpoints `(partition, offset, max event time before offset)`.
+    pub checkpoints: &'a [(u32, u64, i64)],
+    /// Invalid records.
+    pub dead_letters: &'a [DeadLetter],
+    /// Late events.
+    pub late: &'a [LateRecord],
+}
+
+/// Handle on the redb file; cheap to clone, shareable between the pipeline (writer) and
+/// the HTTP server (readers).
+#[derive(Clone)]
+pub struct Store {
+    db: Arc<Database>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Result type of this module.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+impl Store {
+    /// Opens (creating if needed) the store file. Fails with [`StoreError::Locked`] when
+    /// another process holds it.
+    ///
+    /// # Errors
+    /// Locked, unreadable or corrupt file.
+    pub fn open(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(path.to_path_buf()),
+            source => StoreError::Open {
+                path: path.to_path_buf(),
+                source,
+            },
+        })?;
+        let store = Self {
+            db: Arc::new(db),
+            path: path.to_path_buf(),
+        };
+        let tx = store.db.begin_write()?;
+        {
+            tx.open_table(RESULTS)?;
+            tx.open_table(POSITIONS)?;
+            tx.open_table(VERSIONS)?;
+            tx.open_table(EVENT_INDEX)?;
+            tx.open_table(DEAD_LETTERS)?;
+            tx.open_table(LATE)?;
+            tx.open_table(META)?;
+        }
+        tx.commit()?;
+        Ok(store)
+    }
+
+    /// Path of the file.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads a meta value.
+    ///
+    /// # Errors
+    /// Store failure.
+    pub fn meta(&self, key: &str) -> Result<Option<String>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(META)?;
+        Ok(t.get(key)?.map(|v| v.value().to_string()))
+    }
+
+    /// Binds the store to one source log (`id`), or checks it is the one it was built from.
+    ///
+    /// # Errors
+    /// [`StoreError::Mismatch`] when the store was built from another log.
+    pub fn bind_source(&self, id: &str) -> Result<()> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut t = tx.open_table(META)?;
+            let existing = t.get("source")?.map(|v| v.value().to_string());
+            match existing {
+                Some(e) if e != id => {
+                    return Err(StoreError::Mismatch(format!(
+                        "the store {} holds results of log `{e}`, not of `{id}`: use another --data-dir (or remove the store to start over)",
+                        self.path.display()
+                    )));
+                }
+                Some(_) => {}
+                None => {
+                    t.insert("source", id)?;
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Creates `version` with `info`, or checks that an existing one was built with the same
+    /// pipeline configuration. The first version created becomes serving.
+    ///
+    /// # Errors
+    /// [`StoreError::Mismatch`] if the configuration differs.
+    pub fn ensure_version(&self, info: &VersionInfo) -> Result<VersionInfo> {
+        let tx = self.db.begin_write()?;
+        let out = {
+            let mut t = tx.open_table(VERSIONS)?;
+            let existing = t
+                .get(info.name.as_str())?
+                .map(|v| decode::<VersionInfo>("versions", v.value()));
+            if let Some(existing) = existing {
+                let existing = existing?;
+                if existing.config != info.config {
+                    return Err(StoreError::Mismatch(format!(
+                        "output version {} was computed with {}; this run asks for {}: keep the configuration, or replay into a new version",
+                        info.name, existing.config, info.config
+                    )));
+                }
+                existing
+            } else {
+                t.insert(info.name.as_str(), encode(info).as_slice())?;
+                let mut m = tx.open_table(META)?;
+                if m.get("serving")?.is_none() {
+                    m.insert("serving", info.name.as_str())?;
+                }
+                info.clone()
+            }
+        };
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// The serving version (`v1` on a fresh store).
+    ///
+    /// # Errors
+    /// Store failure.
+    pub fn serving(&self) -> Result<String> {
+        Ok(self.meta("serving")?.unwrap_or_else(|| "v1".to_string()))
+    }
+
+    /// All versions.
+    ///
+    /// # Errors
+    /// Store failure.
+    pub fn versions(&self) -> Result<Vec<VersionInfo>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(VERSIONS)?;
+        t.iter()?
+            .map(|r| decode("versions", r?.1.value()))
+            .collect()
+    }
+
+    /// A version's committed state: `(finalized_through, positions by partition)`, or
+    /// `None` if it never committed.
+    ///
+    /// # Errors
+    /// Store failure.
+    pub fn load_state(&self, version: &str) -> Result<Option<(i64, Vec<PartitionPosition>)>> {
+        let tx = self.db.begin_read()?;
+        let v = tx.open_table(VERSIONS)?;
+        let Some(info) = v
+            .get(version)?
+            .map(|g| decode::<VersionInfo>("versions", g.value()))
+            .transpose()?
+        else {
+            return Ok(None);
+        };
+        let t = tx.open_table(POSITIONS)?;
+        let mut positions = Vec::new();
+        for r in t.range((version, 0u32)..=(version, u32::MAX))? {
+            positions.push(decode("positions", r?.1.value())?);
+        }
+        if positions.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some((info.finalized_through, positions)))
+    }
+
+    /// Makes one batch durable (see [`Commit`]).
+    ///
+    /// # Errors
+    /// Store failure; nothing of the batch is then written.
+    pub fn commit(&self, c: &Commit<'_>) -> Result<()> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut results = tx.open_table(RESULTS)?;
+            for w in c.finals {
+                write_window(&mut results, c.version, w)?;
+            }
+            let mut pos = tx.open_table(POSITIONS)?;
+            for p in c.positions {
+                pos.insert((c.version, p.partition), encode(p).as_slice())?;
+            }
+            let mut versions = tx.open_table(VERSIONS)?;
+            let info = versions
+                .get(c.version)?
+                .map(|g| decode::<VersionInfo>("versions", g.value()))
+                .transpose()?;
+            if let Some(mut info) = info {
+                info.finalized_through = c.finalized_through;
+                versions.insert(c.version, encode(&info).as_slice())?;
+            }
+            let mut idx = tx.open_table(EVENT_INDEX)?;
+            for &(p, off, ts) in c.checkpoints {
+                idx.insert((p, off), ts)?;
+            }
+            let mut dl = tx.open_table(DEAD_LETTERS)?;
+            for d in c.dead_letters {
+                dl.insert((d.partition, d.offset), encode(d).as_slice())?;
+            }
+            let mut late = tx.open_table(LATE)?;
+            for l in c.late {
+                late.insert((c.version, l.partition, l.offset), encode(l).as_slice())?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Final windows of one aggregate and size with `from <= start < to`, oldest first, at
+    /// most `limit` windows.
+    ///
+    /// # Errors
+    /// Store failure.
+    pub fn windows(
+        &self,
+        version: &str,
+        agg: Aggregate,
+        size_ms: i64,
+        from: i64,
+        to: i64,
+        limit: usize,
+    ) -> Result<Vec<WindowRows>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(RESULTS)?;
+        let mut out: Vec<WindowRows> = Vec::new();
+        for r in
+            t.range((version, agg as u8, size_ms, from, "")..(version, agg as u8, size_ms, to, ""))?
+        {
+            let (k, v) = r?;
+            let (_, _, _, start, key) = k.value();
+            if out.last().is_none_or(|w| w.start_ms != start) {
+                if out.len() == limit {
+                    break;
+                }
+                out.push(WindowRows {
+                    aggregate: agg,
+                    size_ms,
+                    start_ms: start,
+                    rows: Vec::new(),
+                });
+            }
+            let row = Row::decode(agg, key, v.value())?;
+            out.last_mut().expect("pushed above").rows.push(row);
+        }
+        Ok(out)
+    }
+
+    /// Start of the latest final window of `size_ms` (using the funnel aggregate, which every
+    /// final window has).
+    ///
+    /// # Errors
+    /// Store failure.
+    pub fn latest_window(&self, version: &str, size_ms: i64) -> Result<Option<i64>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(RESULTS)?;
+        let agg = Aggregate::EventsByType as u8;
+        let last = t
+            .range((version, agg, size_ms, i64::MIN, "")..(version, agg, size_ms, i64::MAX, ""))?
+            .next_back();
+        Ok(match last {
+            Some(r) => Some(r?.0.value().3),
+            None => None,
+        })
+    }
+
+    /// Window sizes (ms) with at least one final window in `version`.
+    ///
+    /// # Errors
+    /// Store failure.
+    pub fn sizes(&self, version: &str) -> Result<Vec<i64>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(RESULTS)?;
+        let agg = Aggregate::EventsByType as u8;
+        let mut sizes = Vec::new();
+        let mut next = i64::MIN;
+        while let Some(r) = t
+            .range((version, agg, next, i64::MIN, "")..(version, agg, i64::MAX, i64::MIN, ""))?
+            .next()
+        {
+            let size = r?.0.value().2;
+            sizes.push(size);
+            next = size + 1;
+        }
+        Ok(sizes)
+    }
+
+    /// Visits every final row of `version` in key order (aggregate, size, start, key).
+    ///
+    /// # Errors
+    /// Store failure, or what `f` returns.
+    pub fn for_each_row<E: From<StoreError>>(
+        &self,
+        version: &str,
+        mut f: impl FnMut(Aggregate, i64, i64, &Row) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let tx = self.db.begin_read().map_err(StoreError::from)?;
+        let t = tx.open_table(RESULTS).map_err(StoreError::from)?;
+        for r in t
+            .range(
+                (version, 0u8, i64::MIN, i64::MIN, "")..(version, u8::MAX, i64::MIN, i64::MIN, ""),
+            )
+            .map_err(StoreError::from)?
+        {
+            let (k, v) = r.map_err(StoreError::from)?;
+            let (_, agg, size, start, key) = k.value();
+            let agg = Aggregate::from_u8(agg).ok_or_else(|| StoreError::Corrupt {
+                table: "results",
+                reason: format!("unknown aggregate {agg}"),
+            })?;
+            let row = Row::decode(agg, key, v.value())?;
+            f(agg, size, start, &row)?;
+        }
+        Ok(())
+    }
+
+    /// Dead letters after `(partition, offset)` (exclusive), at most `limit`.
+    ///
+    /// # Errors
+    /// Store failure.
+    pub fn dead_letters(&self, after: Option<(u32, u64)>, limit: usize) -> Result<Vec<DeadLetter>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(DEAD_LETTERS)?;
+        let iter = match after {
+            Some((p, o)) => t.range((p, o.saturating_add(1))..)?,
+            None => t.range((0u32, 0u64)..)?,
+        };
+        iter.take(limit)
+            .map(|r| decode("dead_letters", r?.1.value()))
+            .collect()
+    }
+
+    /// Number of dead letters and of late-event records of `version`.
+    ///
+    /// # Errors
+    /// Store failure.
+    pub fn counts(&self, version: &str) -> Result<(u64, u64)> {
+        let tx = self.db.begin_read()?;
+        let dl = tx.open_table(DEAD_LETTERS)?.len()?;
+        let late = tx
+            .open_table(LATE)?
+            .range((version, 0u32, 0u64)..=(version, u32::MAX, u64::MAX))?
+            .count() as u64;
+        Ok((dl, late))
+    }
+
+    /// Late-event records of `version`, in (partition, offset) order.
+    ///
+    /// # Errors
+    /// Store failure.
+    pub fn late_events(&self, version: &str, limit: usize) -> Result<Vec<LateRecord>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(LATE)?;
+        t.range((version, 0u32, 0u64)..=(version, u32::MAX, u64::MAX))?
+            .take(limit)
+            .map(|r| decode("late_events", r?.1.value()))
+            .collect()
+    }
+
+    /// Event-time index checkpoints of one partition: `(offset, max event time before)`.
+    ///
+    /// # Errors
+    /// Store failure.
+    pub fn checkpoints(&self, partition: u32) -> Result<Vec<(u64, i64)>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(EVENT_INDEX)?;
+        t.range((partition, 0u64)..=(partition, u64::MAX))?
+            .map(|r| {
+                let (k, v) = r?;
+                Ok((k.value().1, v.value()))
+            })
+            .collect()
+    }
+}
+
+fn write_window(
+    t: &mut redb::Table<ResultKey, &[u8]>,
+    version: &str,
+    w: &FinalWindow,
+) -> Result<()> {
+    for (agg, rows) in rows::rows_of(w) {
+        let (size, start) = (w.size_ms, w.start_ms);
+        t.retain_in(
+            (version, agg as u8, size, start, "")
+                ..(version, agg as u8, size, start.saturating_add(1), ""),
+            |_, _| false,
+        )?;
+        for (key, value) in rows {
+            t.insert(
+                (version, agg as u8, size, start, key.as_str()),
+                value.as_slice(),
+            )?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,335 @@
+//! What the store keeps: row types of each aggregate and the bookkeeping records.
+
+use serde::{Deserialize, Serialize};
+
+use super::{StoreError, decode, encode};
+use crate::event::EventType;
+use crate::window::FinalWindow;
+
+/// The five aggregates of a window. The discriminant is part of the stored key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Aggregate {
+    /// Purchases, units and revenue per category (key: category).
+    SalesByCategory = 1,
+    /// Top-K products by units (key: rank).
+    TopProductsByUnits = 2,
+    /// Top-K products by revenue (key: rank).
+    TopProductsByRevenue = 3,
+    /// Count per event type (key: event type).
+    EventsByType = 4,
+    /// Top-K normalised search queries (key: rank).
+    TopSearches = 5,
+}
+
+impl Aggregate {
+    /// Every aggregate, in key order.
+    pub const ALL: [Aggregate; 5] = [
+        Self::SalesByCategory,
+        Self::TopProductsByUnits,
+        Self::TopProductsByRevenue,
+        Self::EventsByType,
+        Self::TopSearches,
+    ];
+
+    /// Name used in the API and exports.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SalesByCategory => "sales_by_category",
+            Self::TopProductsByUnits => "top_products_by_units",
+            Self::TopProductsByRevenue => "top_products_by_revenue",
+            Self::EventsByType => "events_by_type",
+            Self::TopSearches => "top_searches",
+        }
+    }
+
+    /// Parses [`Aggregate::as_str`].
+    #[must_use]
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.as_str() == s)
+    }
+
+    pub(crate) fn from_u8(v: u8) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| *a as u8 == v)
+    }
+}
+
+/// Sales of one category.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SalesRow {
+    /// Purchase events.
+    pub purchases: u64,
+    /// Units sold.
+    pub units: u64,
+    /// Revenue, minor units.
+    pub revenue_minor: u128,
+}
+
+/// One entry of a top-products list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProductRow {
+    /// Product id.
+    pub product_id: String,
+    /// Units sold.
+    pub units: u64,
+    /// Revenue, minor units.
+    pub revenue_minor: u128,
+}
+
+/// A count (events by type).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CountRow {
+    /// Number of events.
+    pub count: u64,
+}
+
+/// One entry of the top searches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueryRow {
+    /// Normalised query.
+    pub query: String,
+    /// Searches.
+    pub count: u64,
+}
+
+/// One stored row with its key, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Row {
+    /// `sales_by_category`.
+    Sales {
+        /// Category.
+        category: String,
+        /// Values.
+        row: SalesRow,
+    },
+    /// `top_products_by_units` / `top_products_by_revenue`.
+    Product {
+        /// 1-based rank.
+        rank: u32,
+        /// Values.
+        row: ProductRow,
+    },
+    /// `events_by_type`.
+    Count {
+        /// Event type.
+        event_type: String,
+        /// Values.
+        row: CountRow,
+    },
+    /// `top_searches`.
+    Query {
+        /// 1-based rank.
+        rank: u32,
+        /// Values.
+        row: QueryRow,
+    },
+}
+
+fn rank_key(rank: usize) -> String {
+    format!("{rank:04}")
+}
+
+impl Row {
+    pub(crate) fn decode(agg: Aggregate, key: &str, value: &[u8]) -> Result<Self, StoreError> {
+        let rank = || {
+            key.parse::<u32>().map_err(|_| StoreError::Corrupt {
+                table: "results",
+                reason: format!("bad rank key {key:?}"),
+            })
+        };
+        Ok(match agg {
+            Aggregate::SalesByCategory => Row::Sales {
+                category: key.to_string(),
+                row: decode("results", value)?,
+            },
+            Aggregate::TopProductsByUnits | Aggregate::TopProductsByRevenue => Row::Product {
+                rank: rank()?,
+                row: decode("results", value)?,
+            },
+            Aggregate::EventsByType => Row::Count {
+                event_type: key.to_string(),
+                row: decode("results", value)?,
+            },
+            Aggregate::TopSearches => Row::Query {
+                rank: rank()?,
+                row: decode("results", value)?,
+            },
+        })
+    }
+
+    /// The row's fields as JSON (revenue as a decimal string with two places).
+    #[must_use]
+    pub fn to_json(&self) -> serde_json::Map<String, serde_json::Value> {
+        use crate::event::money::format_minor;
+        use serde_json::json;
+        let v = match self {
+            Row::Sales { category, row } => json!({
+                "category": category, "purchases": row.purchases, "units": row.units,
+                "revenue": format_minor(row.revenue_minor),
+            }),
+            Row::Product { rank, row } => json!({
+                "rank": rank, "product_id": row.product_id, "units": row.units,
+                "revenue": format_minor(row.revenue_minor),
+            }),
+            Row::Count { event_type, row } => {
+                json!({ "event_type": event_type, "count": row.count })
+            }
+            Row::Query { rank, row } => {
+                json!({ "rank": rank, "query": row.query, "count": row.count })
+            }
+        };
+        match v {
+            serde_json::Value::Object(m) => m,
+            _ => unreachable!("json! of an object"),
+        }
+    }
+}
+
+/// The encoded rows `(key, value)` of every aggregate of a final window.
+pub(crate) fn rows_of(w: &FinalWindow) -> Vec<(Aggregate, Vec<(String, Vec<u8>)>)> {
+    let products = |list: &[crate::window::ProductSales]| {
+        list.iter()
+            .enumerate()
+            .map(|(i, p)| {
+                (
+                    rank_key(i + 1),
+                    encode(&ProductRow {
+                        product_id: p.product_id.clone(),
+                        units: p.units,
+                        revenue_minor: p.revenue_minor,
+                    }),
+                )
+            })
+            .collect()
+    };
+    vec![
+        (
+            Aggregate::SalesByCategory,
+            w.sales_by_category
+                .iter()
+                .map(|c| {
+                    (
+                        c.category.clone(),
+                        encode(&SalesRow {
+                            purchases: c.purchases,
+                            units: c.units,
+                            revenue_minor: c.revenue_minor,
+                        }),
+                    )
+                })
+                .collect(),
+        ),
+        (Aggregate::TopProductsByUnits, products(&w.top_by_units)),
+        (Aggregate::TopProductsByRevenue, products(&w.top_by_revenue)),
+        (
+            Aggregate::EventsByType,
+            EventType::ALL
+                .iter()
+                .map(|t| {
+                    (
+                        t.as_str().to_string(),
+                        encode(&CountRow {
+                            count: w.events_by_type[*t as usize],
+                        }),
+                    )
+                })
+                .collect(),
+        ),
+        (
+            Aggregate::TopSearches,
+            w.top_searches
+                .iter()
+                .enumerate()
+                .map(|(i, q)| {
+                    (
+                        rank_key(i + 1),
+                        encode(&QueryRow {
+                            query: q.query.clone(),
+                            count: q.count,
+                        }),
+                    )
+                })
+                .collect(),
+        ),
+    ]
+}
+
+/// The rows of one final window of one aggregate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WindowRows {
+    /// Aggregate.
+    pub aggregate: Aggregate,
+    /// Window size (ms).
+    pub size_ms: i64,
+    /// Window start (epoch ms).
+    pub start_ms: i64,
+    /// Rows in key order.
+    pub rows: Vec<Row>,
+}
+
+/// Where a partition stands for one output version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionPosition {
+    /// Source partition.
+    pub partition: u32,
+    /// Every offset below this was handled; records from here on are new.
+    pub next_offset: u64,
+    /// Where a restart starts re-reading to rebuild the open windows.
+    pub resume_offset: u64,
+    /// The partition's max event time before `resume_offset`.
+    pub resume_max_ts: i64,
+    /// The partition's max event time before `next_offset`.
+    pub max_ts: i64,
+}
+
+/// An output version: one complete set of results from one pipeline configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionInfo {
+    /// `v1`, `v2`, …
+    pub name: String,
+    /// Canonical summary of the result-deciding configuration (sizes, delay, K, limits).
+    pub config: String,
+    /// Creation time (epoch ms).
+    pub created_ms: i64,
+    /// Every window ending at or before this is final.
+    pub finalized_through: i64,
+}
+
+/// An invalid record, set aside.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// Source partition.
+    pub partition: u32,
+    /// Offset in the partition.
+    pub offset: u64,
+    /// Record (ingest) timestamp, epoch ms.
+    pub record_ts: i64,
+    /// Class (metric label).
+    pub kind: String,
+    /// What was wrong.
+    pub reason: String,
+    /// Size of the whole record value.
+    pub size: u64,
+    /// The first bytes of the value (at most [`DEAD_LETTER_RAW_BYTES`]).
+    pub raw: Vec<u8>,
+}
+
+/// How much of an invalid record's bytes the dead-letter store keeps.
+pub const DEAD_LETTER_RAW_BYTES: usize = 4096;
+
+/// A late event, recorded so that a replay with a larger `max_delay` can take it in.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LateRecord {
+    /// Source partition.
+    pub partition: u32,
+    /// Offset.
+    pub offset: u64,
+    /// Event time (epoch ms).
+    pub event_ts: i64,
+    /// Start of the smallest window it belonged to.
+    pub window_start: i64,
+    /// Size of that window (ms).
+    pub window_size: i64,
+    /// Why it was late.
+    pub reason: String,
+}
