@@ -159,6 +159,10 @@ fn print_summary(s: &Summary) {
         mb / secs,
         s.windows
     );
+    println!(
+        "new records: {} accepted, {} late, {} duplicates, {} invalid",
+        s.accepted, s.late, s.duplicates, s.invalid
+    );
 }
 
 /// `kappa demo`: a paced generator and the pipeline in one process.

@@ -290,11 +290,15 @@ pub fn category_names() -> impl Iterator<Item = &'static str> {
 pub struct Product {
     /// `p_1` … `p_N`.
     pub id: String,
+    /// Category name, e.g. `shoes`.
     pub category: &'static str,
     /// Price in cents.
     pub price_minor: u64,
+    /// Brand name, drawn from the category's brands.
     pub brand: &'static str,
+    /// Item kind, drawn from the category's items (e.g. `sneakers`).
     pub item: &'static str,
+    /// Colour word, e.g. `navy`.
     pub color: &'static str,
     /// Popularity rank, 0 = most popular.
     pub rank: u32,

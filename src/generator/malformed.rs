@@ -16,6 +16,7 @@ pub enum MalformedKind {
     MissingField,
     /// A field of the wrong JSON type (`"quantity":"two"`, `"price":true`).
     WrongType,
+    /// `"quantity":-1` (or `-2`).
     NegativeQuantity,
     /// `"price":"12.345"`.
     PriceThreeDecimals,
@@ -32,6 +33,7 @@ pub enum MalformedKind {
 }
 
 impl MalformedKind {
+    /// Every kind, in emission order.
     pub const ALL: [MalformedKind; 11] = [
         MalformedKind::Truncated,
         MalformedKind::NotJson,

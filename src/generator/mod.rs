@@ -59,8 +59,10 @@ pub fn traffic_curve(hour: usize) -> f64 {
     TRAFFIC_CURVE[hour % 24] / mean
 }
 
+/// Generator settings; the output is a pure function of these.
 #[derive(Clone, Debug)]
 pub struct GenConfig {
+    /// RNG seed for the catalogue and the event stream.
     pub seed: u64,
     /// Start of the simulated event-time clock (epoch ms).
     pub start_ms: i64,
@@ -68,13 +70,17 @@ pub struct GenConfig {
     pub base_rate: f64,
     /// Traffic multiplier (> 1 also raises conversion and adds a sale campaign).
     pub sale: f64,
+    /// Number of catalogue products (`p_1` … `p_N`).
     pub products: u32,
+    /// Size of the user-id space; session users are drawn from `u_1` … `u_N`.
     pub users: u32,
     /// Every event's ts lags its emit time by uniform(0, `disorder_ms`).
     pub disorder_ms: i64,
     /// Probability an event gets a late offset uniform(`late_min_ms`, `late_max_ms`).
     pub late_share: f64,
+    /// Smallest late offset (ms).
     pub late_min_ms: i64,
+    /// Largest late offset (ms); at least `late_min_ms`.
     pub late_max_ms: i64,
     /// Probability a well-formed record is re-emitted 1–50 records later.
     pub duplicate_share: f64,
@@ -186,9 +192,11 @@ pub enum RecordKind {
 pub struct GenRecord {
     /// `user_id` bytes (`u_N`).
     pub key: Vec<u8>,
+    /// The record payload: a JSON event, or malformed bytes.
     pub value: Vec<u8>,
     /// Simulated emit time (epoch ms), monotone non-decreasing.
     pub emit_at_ms: i64,
+    /// How this record was generated.
     pub kind: RecordKind,
 }
 
@@ -294,11 +302,13 @@ impl Generator {
         }
     }
 
+    /// The product catalogue this generator draws from.
     #[must_use]
     pub fn catalogue(&self) -> &Catalogue {
         &self.catalogue
     }
 
+    /// The configuration this generator was built with.
     #[must_use]
     pub fn config(&self) -> &GenConfig {
         &self.cfg

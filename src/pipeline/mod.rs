@@ -66,6 +66,14 @@ pub struct Summary {
     pub windows: u64,
     /// Wall time.
     pub elapsed: Duration,
+    /// New records (not re-read after a restart) aggregated, late, duplicate, invalid.
+    pub accepted: u64,
+    /// See `accepted`.
+    pub late: u64,
+    /// See `accepted`.
+    pub duplicates: u64,
+    /// See `accepted`.
+    pub invalid: u64,
 }
 
 struct Pending {
@@ -310,6 +318,10 @@ impl Pipeline {
         .into();
         self.publish(true);
         summary.elapsed = started.elapsed();
+        summary.accepted = self.status.accepted;
+        summary.late = self.status.late;
+        summary.duplicates = self.status.duplicates;
+        summary.invalid = self.status.invalid;
         Ok(summary)
     }
 

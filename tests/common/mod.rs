@@ -1,0 +1,232 @@
+//! Helpers shared by the black-box tests: run the real `kappa` binary in temp dirs.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Path of the binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_kappa")
+}
+
+/// A `kappa` command on `dir`, logging quietly.
+pub fn kappa(dir: &Path) -> Command {
+    let mut c = Command::new(bin());
+    c.arg("--data-dir")
+        .arg(dir)
+        .env("RUST_LOG", "warn")
+        .env_remove("KAPPA_DATA_DIR");
+    c
+}
+
+/// Runs to completion; panics with stderr if it failed.
+pub fn ok(mut c: Command) -> Output {
+    let out = c.output().expect("spawn kappa");
+    assert!(
+        out.status.success(),
+        "{:?} failed: {}\n{}",
+        c,
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    out
+}
+
+/// Generates `n` events with some disorder, lateness, duplicates and malformed records.
+pub fn produce(dir: &Path, n: u64, seed: u64) {
+    let mut c = kappa(dir);
+    c.args(["produce", "--rate", "0", "--events"])
+        .arg(n.to_string())
+        .args(["--seed"])
+        .arg(seed.to_string());
+    c.args([
+        "--late-share",
+        "0.01",
+        "--duplicate-share",
+        "0.02",
+        "--malformed-share",
+        "0.005",
+        "--disorder",
+        "10s",
+    ]);
+    ok(c);
+}
+
+/// Appends JSON lines from `text` through `kappa produce --input -`.
+pub fn produce_lines(dir: &Path, text: &str) {
+    let mut c = kappa(dir);
+    c.args(["produce", "--input", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "produce --input failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `kappa run --until-caught-up --drain` with extra args; returns stdout.
+pub fn run_drain(dir: &Path, extra: &[&str]) -> String {
+    let mut c = kappa(dir);
+    c.args([
+        "run",
+        "--until-caught-up",
+        "--drain",
+        "--listen",
+        "127.0.0.1:0",
+    ])
+    .args(extra);
+    String::from_utf8(ok(c).stdout).unwrap()
+}
+
+/// `kappa export` of the serving version.
+pub fn export(dir: &Path) -> Vec<u8> {
+    let mut c = kappa(dir);
+    c.arg("export");
+    ok(c).stdout
+}
+
+/// Copies a directory tree.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        let target = to.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &target);
+        } else {
+            std::fs::copy(e.path(), target).unwrap();
+        }
+    }
+}
+
+/// Reads the `new records: A accepted, L late, D duplicates, I invalid` line.
+pub fn counts(stdout: &str) -> [u64; 4] {
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("new records:"))
+        .unwrap_or_else(|| panic!("no counts in {stdout}"));
+    let nums: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().unwrap())
+        .collect();
+    [nums[0], nums[1], nums[2], nums[3]]
+}
+
+/// A `kappa run` in the background, with the address it listens on.
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+}
+
+impl Server {
+    /// Starts `kappa run` (live) on a free port and waits until `/healthz` answers.
+    pub fn start(dir: &Path, extra: &[&str]) -> Self {
+        let mut c = kappa(dir);
+        c.args(["run", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        // The binary prints "listening on http://ADDR" on stderr once bound.
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            let mut sent = false;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if !sent {
+                    if let Some(addr) = line.strip_prefix("listening on ") {
+                        tx.send(addr.to_string()).ok();
+                        sent = true;
+                    }
+                }
+            }
+        });
+        let base = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("kappa run did not start listening");
+        let s = Self { child, base };
+        s.wait_for(|s| s.get("/healthz").0 == 200, "healthz");
+        s
+    }
+
+    /// GET; returns (status, body).
+    pub fn get(&self, path: &str) -> (u16, String) {
+        get(&format!("{}{}", self.base, path))
+    }
+
+    /// Polls `f` for up to 60 s.
+    pub fn wait_for(&self, f: impl Fn(&Self) -> bool, what: &str) {
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(60) {
+            if f(self) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    /// SIGINT, then waits; returns the exit status.
+    pub fn interrupt(mut self) -> std::process::ExitStatus {
+        signal(&self.child, "INT");
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends a signal with kill(1).
+pub fn signal(child: &Child, sig: &str) {
+    Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+}
+
+/// A plain HTTP GET: (status, body).
+pub fn get(url: &str) -> (u16, String) {
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    match agent.get(url).call() {
+        Ok(mut r) => (
+            r.status().as_u16(),
+            r.body_mut().read_to_string().unwrap_or_default(),
+        ),
+        Err(e) => (0, e.to_string()),
+    }
+}
+
+/// A fresh temp dir.
+pub fn temp() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+/// Where temp dirs live (for messages).
+pub fn path(t: &tempfile::TempDir) -> PathBuf {
+    t.path().to_path_buf()
+}
