@@ -208,6 +208,10 @@ fn latest(st: &AppState, q: HashMap<String, String>) -> Result<Value, ApiError> 
     Ok(query::latest(&st.store, &p.version(st)?)?)
 }
 
+/// `GET /api/dead-letters` (also used by the CLI on a local store).
+///
+/// # Errors
+/// Bad parameters or a store failure.
 pub fn dead_letters(st: &AppState, q: HashMap<String, String>) -> Result<Value, ApiError> {
     let p = Params::check(q, &["after", "limit"])?;
     let after = match p.get("after") {

@@ -170,7 +170,7 @@ fn generate(
     let mut sim_start = None;
     let mut last_flush = Instant::now();
     while events.is_none_or(|e| n < e) {
-        if n % 1024 == 0
+        if n.is_multiple_of(1024)
             && (cancel.is_cancelled() || duration.is_some_and(|d| started.elapsed() >= d))
         {
             break;
@@ -263,7 +263,7 @@ pub fn produce(cfg: &Config, args: &ProduceArgs) -> anyhow::Result<()> {
                 };
                 writer.append(&rec.key, &rec.value, now_ms())?;
                 count += 1;
-                if count % 65_536 == 0 && last_report.elapsed() >= Duration::from_secs(2) {
+                if count.is_multiple_of(65_536) && last_report.elapsed() >= Duration::from_secs(2) {
                     eprintln!("produced {count} events");
                     last_report = Instant::now();
                 }
@@ -341,7 +341,7 @@ fn produce_input(
         let key = user_id_of(&line).to_vec();
         writer.append(&key, &line, now_ms())?;
         n += 1;
-        if n % 65_536 == 0 {
+        if n.is_multiple_of(65_536) {
             writer.flush()?;
             if cancel.is_cancelled() {
                 break;

@@ -104,6 +104,9 @@ pub struct Pipeline {
     pending: Pending,
     status: Status,
     ends: Vec<u64>,
+    /// Records read and duplicates dropped per partition since the last metrics flush
+    /// (counted locally: no atomic per record on the hot path).
+    unflushed: Vec<(u64, u64)>,
 }
 
 impl Pipeline {
@@ -175,7 +178,7 @@ impl Pipeline {
             source: source.kind().into(),
             ..Status::default()
         };
-        Ok(Self {
+        let mut pipeline = Self {
             cfg: cfg.clone(),
             source,
             store,
@@ -196,7 +199,11 @@ impl Pipeline {
             },
             status,
             ends: vec![0; partitions],
-        })
+            unflushed: vec![(0, 0); partitions],
+        };
+        pipeline.refresh_lag()?;
+        pipeline.publish(false);
+        Ok(pipeline)
     }
 
     /// Runs until `cancel` fires or, in [`Mode::UntilCaughtUp`], the log end as of start
@@ -265,10 +272,10 @@ impl Pipeline {
                 .finals
                 .extend(finals.into_iter().map(|f| (f, now)));
 
-            if let Some(stop) = &stop {
-                if self.next.iter().zip(stop).all(|(n, s)| n >= s) {
-                    break;
-                }
+            if let Some(stop) = &stop
+                && self.next.iter().zip(stop).all(|(n, s)| n >= s)
+            {
+                break;
             }
             if n == 0 {
                 if let Some(t) = idle_timeout {
@@ -299,14 +306,14 @@ impl Pipeline {
                 std::thread::sleep(Duration::from_millis(5));
             }
         }
-        if let Mode::UntilCaughtUp { drain: true } = mode {
-            if !cancel.is_cancelled() {
-                let now = Instant::now();
-                let finals = self.core.drain();
-                self.pending
-                    .finals
-                    .extend(finals.into_iter().map(|f| (f, now)));
-            }
+        if let Mode::UntilCaughtUp { drain: true } = mode
+            && !cancel.is_cancelled()
+        {
+            let now = Instant::now();
+            let finals = self.core.drain();
+            self.pending
+                .finals
+                .extend(finals.into_iter().map(|f| (f, now)));
         }
         summary.windows += self.commit()?;
         self.refresh_lag()?;
@@ -329,6 +336,7 @@ impl Pipeline {
         let p = rec.partition as usize;
         let replaying = rec.offset < self.handled[p];
         self.next[p] = rec.offset + 1;
+        self.unflushed[p].0 += 1;
         self.last_record_at[p] = Instant::now();
         if self.core.is_idle(p) {
             self.core.set_idle(p, false);
@@ -373,7 +381,10 @@ impl Pipeline {
             Ok(ev) => match self.core.on_event(p, rec.offset, &ev, replaying) {
                 _ if replaying => {}
                 Outcome::Accepted => self.status.accepted += 1,
-                Outcome::Duplicate => self.status.duplicates += 1,
+                Outcome::Duplicate => {
+                    self.status.duplicates += 1;
+                    self.unflushed[p].1 += 1;
+                }
                 Outcome::Late(reason) => {
                     self.status.late += 1;
                     let size = self.core.config().sizes_ms[0];
@@ -488,6 +499,15 @@ impl Pipeline {
     fn publish(&mut self, provisional: bool) {
         let m = &self.metrics;
         let kind = self.source.kind();
+        for (p, (read, dups)) in self.unflushed.iter_mut().enumerate() {
+            let label = p.to_string();
+            m.records_consumed
+                .with_label_values(&[kind, &label])
+                .inc_by(std::mem::take(read));
+            m.duplicate_records
+                .with_label_values(&[&label])
+                .inc_by(std::mem::take(dups));
+        }
         self.status.partitions = (0..self.partitions)
             .map(|p| {
                 let wm = self.core.partition_watermark(p);
@@ -511,7 +531,6 @@ impl Pipeline {
                 }
             })
             .collect();
-        let _ = kind;
         let wm = self.core.pipeline_watermark().filter(|&w| w != i64::MIN);
         if let Some(w) = wm {
             m.watermark.set(w as f64 / 1000.0);

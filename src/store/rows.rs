@@ -185,8 +185,11 @@ impl Row {
     }
 }
 
-/// The encoded rows `(key, value)` of every aggregate of a final window.
-pub(crate) fn rows_of(w: &FinalWindow) -> Vec<(Aggregate, Vec<(String, Vec<u8>)>)> {
+/// Encoded rows of one aggregate: `(key, value)`.
+pub(crate) type EncodedRows = Vec<(String, Vec<u8>)>;
+
+/// The encoded rows of every aggregate of a final window.
+pub(crate) fn rows_of(w: &FinalWindow) -> Vec<(Aggregate, EncodedRows)> {
     let products = |list: &[crate::window::ProductSales]| {
         list.iter()
             .enumerate()

@@ -284,13 +284,13 @@ impl WindowCore {
             .collect();
         for w in self.windows.values() {
             for (r, first) in out.iter_mut().zip(&w.first) {
-                if let Some((offset, max_ts_before)) = *first {
-                    if offset < r.offset {
-                        *r = PartitionResume {
-                            offset,
-                            max_ts_before,
-                        };
-                    }
+                if let Some((offset, max_ts_before)) = *first
+                    && offset < r.offset
+                {
+                    *r = PartitionResume {
+                        offset,
+                        max_ts_before,
+                    };
                 }
             }
         }

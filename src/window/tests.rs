@@ -208,7 +208,7 @@ fn run_core(
 ) -> BTreeMap<(i64, i64), FinalWindow> {
     let parts = logs.len();
     let mut committed: BTreeMap<(i64, i64), FinalWindow> = BTreeMap::new();
-    let mut emit = |finals: Vec<FinalWindow>, committed: &mut BTreeMap<(i64, i64), FinalWindow>| {
+    let emit = |finals: Vec<FinalWindow>, committed: &mut BTreeMap<(i64, i64), FinalWindow>| {
         for f in finals {
             let prev = committed.insert((f.size_ms, f.start_ms), f.clone());
             assert!(
@@ -233,7 +233,7 @@ fn run_core(
             parts
         ],
     );
-    let mut step =
+    let step =
         |core: &mut WindowCore, pos: &mut Vec<u64>, p: usize, n: usize, replay_until: &[u64]| {
             for _ in 0..n {
                 let off = pos[p];

@@ -150,11 +150,9 @@ impl Server {
                 .lines()
                 .map_while(Result::ok)
             {
-                if !sent {
-                    if let Some(addr) = line.strip_prefix("listening on ") {
-                        tx.send(addr.to_string()).ok();
-                        sent = true;
-                    }
+                if !sent && let Some(addr) = line.strip_prefix("listening on ") {
+                    tx.send(addr.to_string()).ok();
+                    sent = true;
                 }
             }
         });
