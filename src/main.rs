@@ -32,10 +32,13 @@ fn main() {
         .init();
     if let Err(e) = dispatch(&cli) {
         // A closed pipe (`kappa export | head`) is the reader's choice, not an error.
-        if e.chain().any(|c| {
+        let broken_pipe = |c: &(dyn std::error::Error + 'static)| {
             c.downcast_ref::<std::io::Error>()
                 .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-        }) {
+                || c.downcast_ref::<serde_json::Error>()
+                    .is_some_and(|j| j.io_error_kind() == Some(std::io::ErrorKind::BrokenPipe))
+        };
+        if e.chain().any(broken_pipe) {
             std::process::exit(0);
         }
         let chain: Vec<String> = e.chain().map(ToString::to_string).collect();

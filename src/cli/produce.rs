@@ -113,8 +113,15 @@ impl ProduceArgs {
 }
 
 fn open_writer(cfg: &Config, partitions: Option<u32>) -> anyhow::Result<LogWriter> {
+    let dir = cfg.log_dir();
+    // Without --partitions an existing log keeps its count; with it, a mismatch is an error.
+    let existing = if dir.join("meta.json").exists() {
+        Some(crate::log::LogReader::open(&dir)?.partitions())
+    } else {
+        None
+    };
     let log_cfg = LogConfig {
-        partitions: partitions.unwrap_or(cfg.log.partitions),
+        partitions: partitions.or(existing).unwrap_or(cfg.log.partitions),
         segment_bytes: cfg.log.segment_bytes,
         fsync_interval: cfg.log.fsync_interval,
     };

@@ -3,10 +3,15 @@
 /// One record, borrowed from a [`RecordBatch`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Record<'a> {
+    /// Partition it was read from.
     pub partition: u32,
+    /// Offset within the partition (from 0).
     pub offset: u64,
+    /// Record (ingest) timestamp, epoch milliseconds.
     pub timestamp_ms: i64,
+    /// Record key (`user_id` for events).
     pub key: &'a [u8],
+    /// Record value (the event JSON).
     pub value: &'a [u8],
 }
 
@@ -30,6 +35,7 @@ pub struct RecordBatch {
 }
 
 impl RecordBatch {
+    /// An empty batch.
     #[must_use]
     pub fn new() -> Self {
         Self::default()
@@ -41,11 +47,13 @@ impl RecordBatch {
         self.metas.clear();
     }
 
+    /// Number of records.
     #[must_use]
     pub fn len(&self) -> usize {
         self.metas.len()
     }
 
+    /// No records.
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.metas.is_empty()
@@ -60,6 +68,7 @@ impl RecordBatch {
         self.record(&self.metas[i])
     }
 
+    /// The records, in the order they were added.
     pub fn iter(&self) -> impl Iterator<Item = Record<'_>> {
         self.metas.iter().map(|m| self.record(m))
     }

@@ -100,41 +100,72 @@ impl Default for LogConfig {
 /// Errors of the embedded log.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
+    /// A file operation failed.
     #[error("I/O error on {path}: {source}", path = .path.display())]
     Io {
+        /// File or directory.
         path: PathBuf,
+        /// Cause.
         #[source]
         source: io::Error,
     },
+    /// Another process holds the writer lock.
     #[error(
         "another process is writing to the log in {dir} (lock file {dir}/writer.lock is held); stop it or use another --data-dir",
         dir = .dir.display()
     )]
-    Locked { dir: PathBuf },
+    Locked {
+        /// Log directory.
+        dir: PathBuf,
+    },
+    /// No log in the directory.
     #[error(
         "no log in {dir}: produce events first (kappa produce) or point --data-dir at an existing log",
         dir = .dir.display()
     )]
-    NotFound { dir: PathBuf },
+    NotFound {
+        /// Log directory.
+        dir: PathBuf,
+    },
+    /// The log exists with another partition count.
     #[error(
-        "the log in {dir} has {existing} partitions, but {requested} were requested; use --partitions {existing} or another --data-dir",
+        "the log in {dir} has {existing} partitions, but {requested} were requested; use the same partition count or another --data-dir",
         dir = .dir.display()
     )]
     PartitionMismatch {
+        /// Log directory.
         dir: PathBuf,
+        /// Partitions of the existing log.
         existing: u32,
+        /// Partitions asked for.
         requested: u32,
     },
+    /// A bad frame that is not the tail of the log.
     #[error("corrupt log segment {path} at byte {position}: {reason}", path = .path.display())]
     Corrupt {
+        /// Segment file.
         path: PathBuf,
+        /// Byte position of the bad frame.
         position: u64,
+        /// What is wrong.
         reason: String,
     },
+    /// A record above [`MAX_RECORD_BYTES`].
     #[error("record too large: {size} bytes of key and value (at most {max})")]
-    RecordTooLarge { size: usize, max: usize },
+    RecordTooLarge {
+        /// Key plus value bytes.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// `meta.json` is unreadable or inconsistent.
     #[error("bad log meta file {path}: {reason}", path = .path.display())]
-    BadMeta { path: PathBuf, reason: String },
+    BadMeta {
+        /// The meta file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 impl LogError {
@@ -218,15 +249,13 @@ pub(crate) fn open_or_create_meta(dir: &Path, partitions: u32) -> Result<Meta, L
         let mut text = serde_json::to_vec(&fresh).expect("meta serializes");
         text.push(b'\n');
         write_file_synced(&tmp, &text)?;
-        let linked = fs::hard_link(&tmp, &meta_path);
-        let result = match linked {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
-            // File systems without hard links: fall back to a rename if still absent.
-            Err(_) if !meta_path.exists() => {
+        // A hard link fails if the meta file exists (another process won the race).
+        // File systems without hard links: fall back to a rename if still absent.
+        let result = match fs::hard_link(&tmp, &meta_path) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists && !meta_path.exists() => {
                 fs::rename(&tmp, &meta_path).map_err(|e| LogError::io(&meta_path, e))
             }
-            Err(_) => Ok(()),
+            _ => Ok(()),
         };
         let _ = fs::remove_file(&tmp);
         result?;
@@ -262,7 +291,7 @@ pub(crate) fn sync_dir(dir: &Path) -> Result<(), LogError> {
     match fs::File::open(dir).and_then(|f| f.sync_all()) {
         Ok(()) => Ok(()),
         // Some file systems refuse fsync on directories; nothing more we can do.
-        Err(e) if e.kind() == io::ErrorKind::InvalidInput || e.raw_os_error() == Some(22) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::InvalidInput => Ok(()),
         Err(e) => Err(LogError::io(dir, e)),
     }
 }

@@ -17,6 +17,7 @@ const SCAN_CHUNK: usize = 256 << 10;
 pub struct LogReader {
     dir: PathBuf,
     log_id: String,
+    partitions: u32,
     parts: Vec<PartReader>,
 }
 
@@ -81,15 +82,18 @@ impl LogReader {
         Ok(Self {
             dir: dir.to_path_buf(),
             log_id: meta.id,
+            partitions: meta.partitions,
             parts,
         })
     }
 
+    /// Number of partitions.
     #[must_use]
     pub fn partitions(&self) -> u32 {
-        u32::try_from(self.parts.len()).expect("partition count fits u32")
+        self.partitions
     }
 
+    /// Random id created with the log (a store remembers which log it was built from).
     #[must_use]
     pub fn log_id(&self) -> &str {
         &self.log_id
@@ -170,11 +174,13 @@ impl LogReader {
     /// [`LogError::Corrupt`], I/O errors.
     pub fn end_offset(&mut self, partition: u32) -> Result<u64, LogError> {
         let part = self.part(partition);
-        if part.end.is_none() {
+        let cursor = if let Some(c) = &mut part.end {
+            c
+        } else {
             let (base, pos, next) = locate(&part.dir, u64::MAX)?;
-            part.end = Some(Cursor::new(part.dir.clone(), base, pos, next, SCAN_CHUNK));
-        }
-        let cursor = part.end.as_mut().expect("set above");
+            part.end
+                .insert(Cursor::new(part.dir.clone(), base, pos, next, SCAN_CHUNK))
+        };
         while cursor.next_frame()?.is_some() {}
         Ok(cursor.next_offset())
     }

@@ -271,6 +271,9 @@ pub(super) struct Cursor {
     /// Offset the next frame must carry.
     next_offset: u64,
     chunk: usize,
+    /// Test hook run at the tail before looking for a later segment (the race window).
+    #[cfg(test)]
+    tail_hook: Option<Box<dyn FnMut() + Send>>,
 }
 
 impl Cursor {
@@ -293,6 +296,8 @@ impl Cursor {
             buf_pos: position,
             next_offset,
             chunk,
+            #[cfg(test)]
+            tail_hook: None,
         }
     }
 
@@ -375,6 +380,7 @@ impl Cursor {
         if *confirmed {
             return match problem {
                 None => {
+                    *confirmed = false;
                     self.seg_base = self.next_offset;
                     self.file = None;
                     self.buf_pos = 0;
@@ -391,6 +397,10 @@ impl Cursor {
                     ),
                 }),
             };
+        }
+        #[cfg(test)]
+        if let Some(hook) = &mut self.tail_hook {
+            hook();
         }
         let later = if problem.is_none() {
             // Clean end of frames: the writer rolls to a segment named by the next offset.
@@ -482,6 +492,47 @@ mod tests {
             b[i] ^= 0x40;
             assert!(matches!(parse_frame(&b, 7), Parse::Bad(_)), "flip {i}");
         }
+    }
+
+    /// The writer completes a frame and rolls between the reader's read (which
+    /// saw half a frame) and its check for a later segment: the reader must read
+    /// the current segment again instead of reporting corruption or skipping.
+    #[test]
+    fn cursor_rereads_before_trusting_a_later_segment() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_path_buf();
+        let mut frames = Vec::new();
+        for i in 0..4u64 {
+            encode_frame(&mut frames, i, 0, b"k", &[b'v'; 40]);
+        }
+        let cut = frames.len() - 20;
+        fs::write(segment_path(&d, 0), &frames[..cut]).unwrap();
+        let mut c = Cursor::new(d.clone(), 0, 0, 0, 64);
+        for i in 0..3 {
+            assert_eq!(c.next_frame().unwrap().unwrap().offset, i);
+        }
+        let mut fired = false;
+        let rest = frames[cut..].to_vec();
+        let hd = d.clone();
+        c.tail_hook = Some(Box::new(move || {
+            if !fired {
+                fired = true;
+                let mut f = fs::OpenOptions::new()
+                    .append(true)
+                    .open(segment_path(&hd, 0))
+                    .unwrap();
+                f.write_all(&rest).unwrap();
+                let mut next = Vec::new();
+                encode_frame(&mut next, 4, 0, b"k", b"in the next segment");
+                fs::write(segment_path(&hd, 4), next).unwrap();
+            }
+        }));
+        assert_eq!(c.next_frame().unwrap().unwrap().offset, 3);
+        let f = c.next_frame().unwrap().unwrap();
+        assert_eq!((f.offset, c.seg_base()), (4, 4));
+        assert_eq!(&c.key_value(&f)[1..], b"in the next segment");
+        assert!(c.next_frame().unwrap().is_none());
     }
 
     #[test]

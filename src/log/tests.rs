@@ -1,4 +1,11 @@
 //! Tests of the embedded log against real files in temporary directories.
+#![allow(
+    clippy::cast_possible_wrap,
+    clippy::cast_possible_truncation,
+    clippy::cast_precision_loss,
+    clippy::duration_suboptimal_units,
+    clippy::items_after_statements
+)]
 
 use std::collections::HashMap;
 use std::fs::{self, OpenOptions};
@@ -104,6 +111,14 @@ fn round_trip_across_partitions_and_rolls() {
     assert_eq!(w.log_id(), log_id);
     let off = w.append_to(1, b"k", b"v", 5).unwrap();
     assert_eq!(off, expected[1].len() as u64);
+}
+
+#[test]
+fn handles_are_send() {
+    fn assert_send<T: Send>() {}
+    assert_send::<LogWriter>();
+    assert_send::<LogReader>();
+    assert_send::<RecordBatch>();
 }
 
 #[test]
@@ -595,19 +610,23 @@ fn end_offset_and_offset_for_timestamp() {
     // Mostly increasing timestamps with jitter (not monotone).
     let ts_of = |i: usize| 1_000 + i as i64 * 10 + ((i * 7919) % 13) as i64 * 5 - 30;
     let mut ts = Vec::new();
-    for i in 0..5000usize {
-        ts.push(ts_of(i));
-        w.append_to(0, b"key", &value_for(i), ts_of(i)).unwrap();
-    }
+    let mut append = |w: &mut LogWriter, range: std::ops::Range<usize>| {
+        for i in range {
+            ts.push(ts_of(i));
+            w.append_to(0, b"key", &value_for(i), ts_of(i)).unwrap();
+        }
+    };
+    // (Fewer records than a segment: a roll would write them out early.)
+    append(&mut w, 0..50);
     assert_eq!(r.end_offset(0).unwrap(), 0, "nothing flushed yet");
+    w.flush().unwrap();
+    assert_eq!(r.end_offset(0).unwrap(), 50);
+    append(&mut w, 50..5000);
     w.flush().unwrap();
     assert_eq!(r.end_offset(0).unwrap(), 5000);
     assert_eq!(r.end_offset(1).unwrap(), 0);
-    for i in 5000..5100usize {
-        ts.push(ts_of(i));
-        w.append_to(0, b"key", &value_for(i), ts_of(i)).unwrap();
-    }
-    assert_eq!(r.end_offset(0).unwrap(), 5000);
+    append(&mut w, 5000..5100);
+    assert!(r.end_offset(0).unwrap() < 5100);
     w.flush().unwrap();
     assert_eq!(r.end_offset(0).unwrap(), 5100);
     assert!(list_segments(&pdir(dir, 0)).unwrap().len() > 5);
@@ -708,4 +727,88 @@ proptest! {
             prop_assert_eq!(fresh.end_offset(p32).unwrap(), m.len() as u64);
         }
     }
+}
+
+#[test]
+fn writer_recovers_without_last_index_and_with_empty_last_segment() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let ts_of = |i: u64| (i as i64 * 7) % 1000 + (i as i64 / 100) * 1000;
+    {
+        let mut w = LogWriter::open(dir, &cfg(1, 8 << 10)).unwrap();
+        for i in 0..1000u64 {
+            w.append_to(0, b"k", &value_for(i as usize), ts_of(i))
+                .unwrap();
+        }
+    }
+    let d = pdir(dir, 0);
+    let segs = list_segments(&d).unwrap();
+    assert!(segs.len() > 3);
+    // Lose the last segment's index entirely.
+    fs::remove_file(d.join(format!("{:020}.idx", segs.last().unwrap()))).unwrap();
+    {
+        let mut w = LogWriter::open(dir, &cfg(1, 8 << 10)).unwrap();
+        assert_eq!(w.end_offsets(), vec![1000]);
+        w.append_to(0, b"k", b"v", ts_of(1000)).unwrap();
+    }
+    // An interrupted roll: an empty next segment.
+    fs::File::create(segment_path(&d, 1001)).unwrap();
+    {
+        let mut w = LogWriter::open(dir, &cfg(1, 8 << 10)).unwrap();
+        assert_eq!(w.end_offsets(), vec![1001]);
+        assert_eq!(w.append_to(0, b"k", b"v", ts_of(1001)).unwrap(), 1001);
+    }
+    assert_eq!(list_segments(&d).unwrap().last(), Some(&1001));
+    let mut r = LogReader::open(dir).unwrap();
+    let all = drain(&mut r, 0);
+    assert_eq!(all.len(), 1002);
+    assert!(
+        all.iter()
+            .enumerate()
+            .all(|(i, x)| x.0 == i as u64 && x.1 == ts_of(i as u64))
+    );
+    for t in [0, 500, 999, 1000, 4321, 9000, 10_006, 10_007, 20_000] {
+        let want = all.iter().position(|x| x.1 >= t).unwrap_or(all.len()) as u64;
+        assert_eq!(r.offset_for_timestamp(0, t).unwrap(), want, "ts {t}");
+    }
+}
+
+/// Throughput check: `cargo test --release -- --ignored --nocapture read_throughput`.
+#[test]
+#[ignore = "benchmark"]
+fn read_throughput() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let n = 3_000_000u64;
+    let value = [b'v'; 100];
+    let t = Instant::now();
+    {
+        let mut w = LogWriter::open(dir, &cfg(1, 64 << 20)).unwrap();
+        for i in 0..n {
+            w.append_to(0, &i.to_le_bytes(), &value, 0).unwrap();
+            if i % 10_000 == 0 {
+                w.flush().unwrap();
+            }
+        }
+    }
+    let write = t.elapsed();
+    let t = Instant::now();
+    let mut r = LogReader::open(dir).unwrap();
+    let mut batch = RecordBatch::new();
+    let mut total = 0u64;
+    loop {
+        batch.clear();
+        let k = r.read(0, 4096, &mut batch).unwrap();
+        if k == 0 {
+            break;
+        }
+        total += k as u64;
+    }
+    let read = t.elapsed();
+    assert_eq!(total, n);
+    eprintln!(
+        "write {:.2} M rec/s, read {:.2} M rec/s",
+        n as f64 / write.as_secs_f64() / 1e6,
+        n as f64 / read.as_secs_f64() / 1e6
+    );
 }

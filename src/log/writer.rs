@@ -25,6 +25,7 @@ pub struct LogWriter {
     dir: PathBuf,
     cfg: LogConfig,
     log_id: String,
+    partitions: u32,
     parts: Vec<PartWriter>,
     last_sync: Instant,
     _lock: File,
@@ -87,24 +88,28 @@ impl LogWriter {
             dir: dir.to_path_buf(),
             cfg: cfg.clone(),
             log_id: meta.id,
+            partitions: meta.partitions,
             parts,
             last_sync: Instant::now(),
             _lock: lock,
         })
     }
 
+    /// Number of partitions.
     #[must_use]
     pub fn partitions(&self) -> u32 {
-        u32::try_from(self.parts.len()).expect("partition count fits u32")
+        self.partitions
     }
 
+    /// Random id created with the log (a store remembers which log it was built from).
     #[must_use]
     pub fn log_id(&self) -> &str {
         &self.log_id
     }
 
     /// Appends to partition [`partition_for`]`(key)`; returns `(partition, offset)`.
-    /// Buffered in memory until [`flush`](Self::flush).
+    /// Buffered in memory until [`flush`](Self::flush) (a segment roll, or a
+    /// partition buffer beyond 8 MiB, writes that partition's buffer earlier).
     ///
     /// # Errors
     /// [`LogError::RecordTooLarge`], or an I/O error when a full buffer is
@@ -228,7 +233,7 @@ impl PartWriter {
         let bases = list_segments(&dir)?;
         let Some(&last) = bases.last() else {
             let (log, idx) = create_segment(&dir, 0, false)?;
-            return Ok(Self::new(dir, 0, i64::MIN, log, idx, 0, Vec::new()));
+            return Ok(Self::new(dir, 0, i64::MIN, log, idx, 0, &[]));
         };
 
         // Start scanning at the last valid index entry (of the last segment, or
@@ -295,7 +300,7 @@ impl PartWriter {
             idx.set_len(keep).map_err(|e| LogError::io(&idx_path, e))?;
             idx.sync_data().map_err(|e| LogError::io(&idx_path, e))?;
         }
-        let mut part = Self::new(dir, last, max_ts, log, idx, end, last_entries);
+        let mut part = Self::new(dir, last, max_ts, log, idx, end, &last_entries);
         part.next_offset = next_offset;
         Ok(part)
     }
@@ -307,7 +312,7 @@ impl PartWriter {
         log: File,
         idx: File,
         seg_len: u64,
-        entries: Vec<IndexEntry>,
+        entries: &[IndexEntry],
     ) -> Self {
         Self {
             dir,

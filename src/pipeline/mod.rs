@@ -259,9 +259,21 @@ impl Pipeline {
             let n =
                 self.source
                     .poll(&mut batch, self.cfg.pipeline.batch_records, stop.as_deref())?;
-            for rec in batch.iter() {
-                summary.bytes += rec.value.len() as u64;
-                self.process(&rec);
+            if n > 0 {
+                // Idleness is per batch: a clock read per record would cost more than it tells.
+                let now = Instant::now();
+                let mut seen = vec![false; self.partitions];
+                for rec in batch.iter() {
+                    summary.bytes += rec.value.len() as u64;
+                    seen[rec.partition as usize] = true;
+                    self.process(&rec);
+                }
+                for (p, _) in seen.iter().enumerate().filter(|(_, s)| **s) {
+                    self.last_record_at[p] = now;
+                    if self.core.is_idle(p) {
+                        self.core.set_idle(p, false);
+                    }
+                }
             }
             summary.records += n as u64;
             self.pending.records += n as u64;
@@ -337,10 +349,6 @@ impl Pipeline {
         let replaying = rec.offset < self.handled[p];
         self.next[p] = rec.offset + 1;
         self.unflushed[p].0 += 1;
-        self.last_record_at[p] = Instant::now();
-        if self.core.is_idle(p) {
-            self.core.set_idle(p, false);
-        }
         let max_bytes = self.cfg.pipeline.max_record_bytes;
         let max_future_ms =
             i64::try_from(self.cfg.pipeline.max_future.as_millis()).unwrap_or(i64::MAX);

@@ -19,7 +19,12 @@ impl EmbeddedSource {
     /// I/O failure or a malformed log.
     pub fn open(dir: &Path, partitions: u32) -> Result<Self, SourceError> {
         Ok(Self {
-            reader: LogReader::open_or_create(dir, partitions)?,
+            // An existing log keeps its own partition count; `partitions` shapes a new one.
+            reader: if dir.join("meta.json").exists() {
+                LogReader::open(dir)?
+            } else {
+                LogReader::open_or_create(dir, partitions)?
+            },
             next: 0,
         })
     }
