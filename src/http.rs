@@ -245,6 +245,22 @@ pub fn dead_letters(st: &AppState, q: HashMap<String, String>) -> Result<Value, 
     }))
 }
 
+fn late_events(st: &AppState, q: HashMap<String, String>) -> Result<Value, ApiError> {
+    let p = Params::check(q, &["version", "limit"])?;
+    let version = p.version(st)?;
+    let items = st.store.late_events(&version, p.limit(100, 10_000)?)?;
+    Ok(json!({
+        "version": version,
+        "late_events": items.iter().map(|l| json!({
+            "partition": l.partition, "offset": l.offset,
+            "event_time": crate::event::time::format_rfc3339_ms(l.event_ts),
+            "window_start": crate::event::time::format_rfc3339_ms(l.window_start),
+            "window_size": query::size_name(l.window_size),
+            "reason": l.reason,
+        })).collect::<Vec<_>>(),
+    }))
+}
+
 fn export(st: &AppState, q: HashMap<String, String>) -> Response {
     let r = Params::check(q, &["version"])
         .and_then(|p| p.version(st))
@@ -342,6 +358,8 @@ pub fn routes(st: AppState) -> impl Filter<Extract = (Response,), Error = Infall
         .or(handler("latest", latest))
         .unify()
         .or(handler("dead-letters", dead_letters))
+        .unify()
+        .or(handler("late-events", late_events))
         .unify()
         .or(export)
         .unify()

@@ -389,3 +389,77 @@ fn bad_flags_and_config_are_one_line_errors() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("top-k"));
 }
+
+/// Two user ids whose records land on different partitions (of 4).
+fn users_on_two_partitions() -> (String, String) {
+    let a = "u_0".to_string();
+    let pa = kappa::log::partition_for(a.as_bytes(), 4);
+    let b = (1..)
+        .map(|i| format!("u_{i}"))
+        .find(|u| kappa::log::partition_for(u.as_bytes(), 4) != pa)
+        .unwrap();
+    (a, b)
+}
+
+fn view(id: &str, user: &str, ts: &str) -> String {
+    format!(
+        r#"{{"schema":1,"event_id":"{id}","event_type":"view","user_id":"{user}","session_id":"s","ts":"{ts}","product_id":"p_1","category":"toys","price":"1.00"}}"#
+    )
+}
+
+#[test]
+fn a_restart_keeps_the_late_decisions_taken_while_a_partition_was_idle() {
+    let dir = temp();
+    let (a, b) = users_on_two_partitions();
+    produce_lines(
+        dir.path(),
+        &(view("a0", &a, "2026-11-23T10:00:05Z")
+            + "\n"
+            + &view("b0", &b, "2026-11-23T10:00:12Z")
+            + "\n"),
+    );
+    let flags = [
+        "--idle-timeout",
+        "1s",
+        "--max-delay",
+        "0s",
+        "--window-sizes",
+        "10s,1m",
+    ];
+    let server = Server::start(dir.path(), &flags);
+    // A moves on; B (and the empty partitions) go idle: [10:00:10, 10:00:20) becomes final.
+    produce_lines(dir.path(), &(view("a1", &a, "2026-11-23T10:00:25Z") + "\n"));
+    server.wait_for(
+        |s| {
+            s.get("/api/windows?aggregate=events_by_type&size=10s")
+                .1
+                .contains(r#""window_start":"2026-11-23T10:00:10Z""#)
+        },
+        "the 10s window to close while B is idle",
+    );
+    // B's next event is not below B's watermark, but its 10s window is final: late.
+    produce_lines(dir.path(), &(view("b1", &b, "2026-11-23T10:00:13Z") + "\n"));
+    server.wait_for(
+        |s| s.get("/api/late-events").1.contains("\"offset\":1"),
+        "the late record to be committed",
+    );
+    let mut server = server;
+    server.child.kill().unwrap(); // SIGKILL
+    server.child.wait().unwrap();
+
+    // The restart re-reads B from b0 (its contribution to the open 1m window): b1 must stay late.
+    run_drain(dir.path(), &flags[2..]);
+    let r = rows(&export(dir.path()));
+    let minute = find(
+        &r,
+        "events_by_type",
+        "1m",
+        "2026-11-23T10:00:00Z",
+        ("event_type", "view"),
+    );
+    assert_eq!(
+        minute["count"].as_u64(),
+        Some(3),
+        "a0, b0, a1 — not the late b1"
+    );
+}

@@ -104,6 +104,9 @@ pub struct Pipeline {
     pending: Pending,
     status: Status,
     ends: Vec<u64>,
+    /// Offsets between resume and handled that the previous process recorded as late: on
+    /// re-reading they stay late, whatever made them so (idleness included).
+    replay_late: std::collections::HashSet<(u32, u64)>,
     /// Records read and duplicates dropped per partition since the last metrics flush
     /// (counted locally: no atomic per record on the hot path).
     unflushed: Vec<(u64, u64)>,
@@ -169,6 +172,13 @@ impl Pipeline {
                 "restored from the store; re-reading {reread} records to rebuild the open windows"
             );
         }
+        let mut replay_late = std::collections::HashSet::new();
+        for p in 0..partitions {
+            let pu = u32::try_from(p).expect("partition fits u32");
+            for off in store.late_offsets(&version, pu, next[p], handled[p])? {
+                replay_late.insert((pu, off));
+            }
+        }
         for (p, &offset) in next.iter().enumerate() {
             source.seek(u32::try_from(p).expect("partition fits u32"), offset)?;
         }
@@ -200,6 +210,7 @@ impl Pipeline {
             status,
             ends: vec![0; partitions],
             unflushed: vec![(0, 0); partitions],
+            replay_late,
         };
         pipeline.refresh_lag()?;
         pipeline.publish(false);
@@ -385,6 +396,9 @@ impl Pipeline {
                         raw: rec.value[..rec.value.len().min(DEAD_LETTER_RAW_BYTES)].to_vec(),
                     });
                 }
+            }
+            Ok(ev) if replaying && self.replay_late.contains(&(rec.partition, rec.offset)) => {
+                self.core.replay_late(p, ev.ts_ms)
             }
             Ok(ev) => match self.core.on_event(p, rec.offset, &ev, replaying) {
                 _ if replaying => {}

@@ -513,6 +513,24 @@ impl Store {
             .collect()
     }
 
+    /// Offsets of `partition` in `[from, to)` recorded as late for `version`.
+    ///
+    /// # Errors
+    /// Store failure.
+    pub fn late_offsets(
+        &self,
+        version: &str,
+        partition: u32,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<u64>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(LATE)?;
+        t.range((version, partition, from)..(version, partition, to))?
+            .map(|r| Ok(r?.0.value().2))
+            .collect()
+    }
+
     /// Event-time index checkpoints of one partition: `(offset, max event time before)`.
     ///
     /// # Errors

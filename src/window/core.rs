@@ -185,6 +185,12 @@ impl WindowCore {
         Outcome::Accepted
     }
 
+    /// Re-reads an event the previous process recorded as late: it is not aggregated, but it
+    /// moves the partition's max event time exactly as it did then.
+    pub fn replay_late(&mut self, partition: usize, ts_ms: i64) {
+        self.parts[partition].observe(ts_ms, self.cfg.max_delay_ms, self.bucket_ms);
+    }
+
     /// Marks a partition idle (excluded from the pipeline watermark) or active again.
     pub fn set_idle(&mut self, partition: usize, idle: bool) {
         self.parts[partition].idle = idle;
@@ -202,14 +208,18 @@ impl WindowCore {
         self.parts[partition].watermark(self.cfg.max_delay_ms)
     }
 
-    /// Minimum watermark over non-idle partitions; `None` when every partition is idle.
+    /// Minimum watermark over non-idle partitions. When every partition is idle, the
+    /// largest partition watermark: a stream that went quiet finalises what it has read,
+    /// but nothing beyond any partition's own progress. `None` without partitions.
     #[must_use]
     pub fn pipeline_watermark(&self) -> Option<i64> {
+        let delay = self.cfg.max_delay_ms;
         self.parts
             .iter()
             .filter(|p| !p.idle)
-            .map(|p| p.watermark(self.cfg.max_delay_ms))
+            .map(|p| p.watermark(delay))
             .min()
+            .or_else(|| self.parts.iter().map(|p| p.watermark(delay)).max())
     }
 
     /// Everything ending at or before this is final.

@@ -377,4 +377,19 @@ fn idle_partition_releases_the_watermark_and_late_records_follow() {
         core.on_event(1, 0, &ev(3, 20_000).to_event(), false),
         Outcome::Late(LateReason::WindowClosed)
     );
+    // Everything idle: the largest partition watermark (partition 0's, 150 s) rules.
+    core.on_event(0, 2, &ev(4, 150_000).to_event(), false);
+    core.on_event(1, 1, &ev(5, 90_000).to_event(), false);
+    assert!(
+        core.advance().is_empty(),
+        "partition 1 at 90 s holds [60 s, 120 s) back"
+    );
+    core.set_idle(0, true);
+    core.set_idle(1, true);
+    assert_eq!(core.pipeline_watermark(), Some(150_000));
+    assert_eq!(
+        core.advance().len(),
+        1,
+        "all idle: [60 s, 120 s) becomes final"
+    );
 }
