@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 
 use crate::config::fmt_duration;
 use crate::event::time::{format_rfc3339_ms, parse_rfc3339_ms};
-use crate::store::{Aggregate, Row, Store, StoreError, WindowRows};
+use crate::store::{Aggregate, Store, StoreError, WindowRows};
 use crate::window::FinalWindow;
 
 /// Parses a time parameter: RFC 3339 or epoch milliseconds.
@@ -53,72 +53,11 @@ pub fn window_json(w: &WindowRows) -> Value {
     })
 }
 
-fn rows_of_final(f: &FinalWindow) -> Vec<(Aggregate, Vec<Row>)> {
-    use crate::store::{CountRow, ProductRow, QueryRow, SalesRow};
-    let products = |l: &[crate::window::ProductSales]| {
-        l.iter()
-            .enumerate()
-            .map(|(i, p)| Row::Product {
-                rank: u32::try_from(i + 1).unwrap_or(u32::MAX),
-                row: ProductRow {
-                    product_id: p.product_id.clone(),
-                    units: p.units,
-                    revenue_minor: p.revenue_minor,
-                },
-            })
-            .collect()
-    };
-    vec![
-        (
-            Aggregate::SalesByCategory,
-            f.sales_by_category
-                .iter()
-                .map(|c| Row::Sales {
-                    category: c.category.clone(),
-                    row: SalesRow {
-                        purchases: c.purchases,
-                        units: c.units,
-                        revenue_minor: c.revenue_minor,
-                    },
-                })
-                .collect(),
-        ),
-        (Aggregate::TopProductsByUnits, products(&f.top_by_units)),
-        (Aggregate::TopProductsByRevenue, products(&f.top_by_revenue)),
-        (
-            Aggregate::EventsByType,
-            crate::event::EventType::ALL
-                .iter()
-                .map(|t| Row::Count {
-                    event_type: t.as_str().into(),
-                    row: CountRow {
-                        count: f.events_by_type[*t as usize],
-                    },
-                })
-                .collect(),
-        ),
-        (
-            Aggregate::TopSearches,
-            f.top_searches
-                .iter()
-                .enumerate()
-                .map(|(i, q)| Row::Query {
-                    rank: u32::try_from(i + 1).unwrap_or(u32::MAX),
-                    row: QueryRow {
-                        query: q.query.clone(),
-                        count: q.count,
-                    },
-                })
-                .collect(),
-        ),
-    ]
-}
-
 /// A whole window (every aggregate) as JSON; used for provisional windows.
 #[must_use]
 pub fn full_window_json(f: &FinalWindow, provisional: bool) -> Value {
     let mut aggs = serde_json::Map::new();
-    for (agg, rows) in rows_of_final(f) {
+    for (agg, rows) in crate::store::rows_of(f) {
         aggs.insert(
             agg.as_str().into(),
             Value::Array(rows.iter().map(|r| Value::Object(r.to_json())).collect()),

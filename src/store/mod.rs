@@ -12,7 +12,7 @@ mod rows;
 
 pub use rows::{
     Aggregate, CountRow, DEAD_LETTER_RAW_BYTES, DeadLetter, LateRecord, PartitionPosition,
-    ProductRow, QueryRow, Row, SalesRow, VersionInfo, WindowRows,
+    ProductRow, QueryRow, Row, SalesRow, VersionInfo, WindowRows, rows_of,
 };
 
 use std::path::{Path, PathBuf};
@@ -552,17 +552,17 @@ fn write_window(
     version: &str,
     w: &FinalWindow,
 ) -> Result<()> {
+    let (size, start) = (w.size_ms, w.start_ms);
     for (agg, rows) in rows::rows_of(w) {
-        let (size, start) = (w.size_ms, w.start_ms);
+        let a = agg as u8;
         t.retain_in(
-            (version, agg as u8, size, start, "")
-                ..(version, agg as u8, size, start.saturating_add(1), ""),
+            (version, a, size, start, "")..(version, a, size, start.saturating_add(1), ""),
             |_, _| false,
         )?;
-        for (key, value) in rows {
+        for row in rows {
             t.insert(
-                (version, agg as u8, size, start, key.as_str()),
-                value.as_slice(),
+                (version, a, size, start, row.key().as_str()),
+                row.encode_value().as_slice(),
             )?;
         }
     }

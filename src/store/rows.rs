@@ -157,6 +157,26 @@ impl Row {
         })
     }
 
+    /// The last component of the row's store key: category, event type, or the rank as
+    /// four digits (so ranks sort).
+    pub(crate) fn key(&self) -> String {
+        match self {
+            Row::Sales { category, .. } => category.clone(),
+            Row::Count { event_type, .. } => event_type.clone(),
+            Row::Product { rank, .. } | Row::Query { rank, .. } => rank_key(*rank as usize),
+        }
+    }
+
+    /// The stored value: format byte + bincode.
+    pub(crate) fn encode_value(&self) -> Vec<u8> {
+        match self {
+            Row::Sales { row, .. } => encode(row),
+            Row::Product { row, .. } => encode(row),
+            Row::Count { row, .. } => encode(row),
+            Row::Query { row, .. } => encode(row),
+        }
+    }
+
     /// The row's fields as JSON (revenue as a decimal string with two places).
     #[must_use]
     pub fn to_json(&self) -> serde_json::Map<String, serde_json::Value> {
@@ -185,23 +205,20 @@ impl Row {
     }
 }
 
-/// Encoded rows of one aggregate: `(key, value)`.
-pub(crate) type EncodedRows = Vec<(String, Vec<u8>)>;
-
-/// The encoded rows of every aggregate of a final window.
-pub(crate) fn rows_of(w: &FinalWindow) -> Vec<(Aggregate, EncodedRows)> {
+/// The rows of every aggregate of a final window, in key order within each aggregate.
+#[must_use]
+pub fn rows_of(w: &FinalWindow) -> Vec<(Aggregate, Vec<Row>)> {
+    let rank = |i: usize| u32::try_from(i + 1).unwrap_or(u32::MAX);
     let products = |list: &[crate::window::ProductSales]| {
         list.iter()
             .enumerate()
-            .map(|(i, p)| {
-                (
-                    rank_key(i + 1),
-                    encode(&ProductRow {
-                        product_id: p.product_id.clone(),
-                        units: p.units,
-                        revenue_minor: p.revenue_minor,
-                    }),
-                )
+            .map(|(i, p)| Row::Product {
+                rank: rank(i),
+                row: ProductRow {
+                    product_id: p.product_id.clone(),
+                    units: p.units,
+                    revenue_minor: p.revenue_minor,
+                },
             })
             .collect()
     };
@@ -210,15 +227,13 @@ pub(crate) fn rows_of(w: &FinalWindow) -> Vec<(Aggregate, EncodedRows)> {
             Aggregate::SalesByCategory,
             w.sales_by_category
                 .iter()
-                .map(|c| {
-                    (
-                        c.category.clone(),
-                        encode(&SalesRow {
-                            purchases: c.purchases,
-                            units: c.units,
-                            revenue_minor: c.revenue_minor,
-                        }),
-                    )
+                .map(|c| Row::Sales {
+                    category: c.category.clone(),
+                    row: SalesRow {
+                        purchases: c.purchases,
+                        units: c.units,
+                        revenue_minor: c.revenue_minor,
+                    },
                 })
                 .collect(),
         ),
@@ -228,13 +243,11 @@ pub(crate) fn rows_of(w: &FinalWindow) -> Vec<(Aggregate, EncodedRows)> {
             Aggregate::EventsByType,
             EventType::ALL
                 .iter()
-                .map(|t| {
-                    (
-                        t.as_str().to_string(),
-                        encode(&CountRow {
-                            count: w.events_by_type[*t as usize],
-                        }),
-                    )
+                .map(|t| Row::Count {
+                    event_type: t.as_str().to_string(),
+                    row: CountRow {
+                        count: w.events_by_type[*t as usize],
+                    },
                 })
                 .collect(),
         ),
@@ -243,14 +256,12 @@ pub(crate) fn rows_of(w: &FinalWindow) -> Vec<(Aggregate, EncodedRows)> {
             w.top_searches
                 .iter()
                 .enumerate()
-                .map(|(i, q)| {
-                    (
-                        rank_key(i + 1),
-                        encode(&QueryRow {
-                            query: q.query.clone(),
-                            count: q.count,
-                        }),
-                    )
+                .map(|(i, q)| Row::Query {
+                    rank: rank(i),
+                    row: QueryRow {
+                        query: q.query.clone(),
+                        count: q.count,
+                    },
                 })
                 .collect(),
         ),
