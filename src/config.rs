@@ -29,6 +29,41 @@ pub struct Config {
     pub pipeline: PipelineSection,
     /// The HTTP server (metrics, health, JSON API).
     pub http: HttpSection,
+    /// Apache Kafka as the log (instead of the embedded log) when `brokers` is set.
+    pub kafka: KafkaSection,
+}
+
+/// `[kafka]`: Kafka as the source and sink of events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct KafkaSection {
+    /// Bootstrap servers (`host:port,...`); empty means the embedded log.
+    pub brokers: String,
+    /// Topic of the events.
+    pub topic: String,
+    /// Consumer group of live consumption.
+    pub group_id: String,
+    /// Consumer session timeout (a dead member's partitions move after this).
+    #[serde(with = "humantime_serde")]
+    pub session_timeout: Duration,
+    /// How often librdkafka reports statistics (the lag comes from them).
+    #[serde(with = "humantime_serde")]
+    pub statistics_interval: Duration,
+    /// Extra librdkafka properties (`"socket.timeout.ms" = "10000"`), applied last.
+    pub properties: std::collections::BTreeMap<String, String>,
+}
+
+impl Default for KafkaSection {
+    fn default() -> Self {
+        Self {
+            brokers: String::new(),
+            topic: "shop.events".into(),
+            group_id: "kappa".into(),
+            session_timeout: Duration::from_secs(10),
+            statistics_interval: Duration::from_secs(1),
+            properties: std::collections::BTreeMap::new(),
+        }
+    }
 }
 
 /// `[log]`: the embedded log.
@@ -90,6 +125,7 @@ impl Default for Config {
             log: LogSection::default(),
             pipeline: PipelineSection::default(),
             http: HttpSection::default(),
+            kafka: KafkaSection::default(),
         }
     }
 }

@@ -32,6 +32,12 @@ pub struct Cli {
     /// Directory holding the embedded log and the store [default: ./data].
     #[arg(long, global = true, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Use Apache Kafka at these bootstrap servers as the log instead of the embedded one.
+    #[arg(long, global = true, value_name = "BROKERS")]
+    pub kafka: Option<String>,
+    /// Kafka topic of the events [default: shop.events].
+    #[arg(long, global = true, value_name = "TOPIC")]
+    pub topic: Option<String>,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
@@ -52,6 +58,9 @@ pub enum Command {
     Export(read::ExportArgs),
     /// List invalid records kept in the dead-letter store.
     DeadLetters(read::DeadLetterArgs),
+    /// Print the effective configuration (defaults, file, environment and flags merged) as
+    /// TOML, or the one-line error that makes it invalid.
+    Config,
 }
 
 /// Flags that override the `[pipeline]` and `[http]` configuration.
@@ -122,6 +131,16 @@ impl PipelineFlags {
         if let Some(d) = &cli.data_dir {
             root.insert("data-dir".into(), json!(d));
         }
+        let mut k = Map::new();
+        if let Some(b) = &cli.kafka {
+            k.insert("brokers".into(), json!(b));
+        }
+        if let Some(t) = &cli.topic {
+            k.insert("topic".into(), json!(t));
+        }
+        if !k.is_empty() {
+            root.insert("kafka".into(), Value::Object(k));
+        }
         let mut p = Map::new();
         let mut put = |k: &str, v: Option<Value>| {
             if let Some(v) = v {
@@ -163,5 +182,9 @@ pub fn dispatch(cli: &Cli) -> anyhow::Result<()> {
         Command::Query(a) => read::query(&load_config(cli, None)?, a),
         Command::Export(a) => read::export(&load_config(cli, None)?, a),
         Command::DeadLetters(a) => read::dead_letters(&load_config(cli, None)?, a),
+        Command::Config => {
+            print!("{}", toml::to_string_pretty(&load_config(cli, None)?)?);
+            Ok(())
+        }
     }
 }
