@@ -107,6 +107,8 @@ pub struct Pipeline {
     /// Offsets between resume and handled that the previous process recorded as late: on
     /// re-reading they stay late, whatever made them so (idleness included).
     replay_late: std::collections::HashSet<(u32, u64)>,
+    /// Partitions this process reads (all of an embedded log; a consumer group's share).
+    owned: Vec<u32>,
     /// Records read and duplicates dropped per partition since the last metrics flush
     /// (counted locally: no atomic per record on the hot path).
     unflushed: Vec<(u64, u64)>,
@@ -120,7 +122,7 @@ impl Pipeline {
     /// Store or source failure, or a store built from another log or configuration.
     pub fn new(
         cfg: &Config,
-        mut source: Box<dyn Source>,
+        source: Box<dyn Source>,
         store: Store,
         metrics: Arc<Metrics>,
         shared: Arc<Shared>,
@@ -139,49 +141,11 @@ impl Pipeline {
             .serving_version
             .with_label_values(&[&store.serving()?])
             .set(1);
-        let mut core = WindowCore::new(cfg.window_config(), partitions);
-        let mut next = vec![0; partitions];
-        let mut handled = vec![0; partitions];
-        if let Some((finalized_through, positions)) = store.load_state(&version)? {
-            let mut resume = vec![
-                PartitionResume {
-                    offset: 0,
-                    max_ts_before: i64::MIN
-                };
-                partitions
-            ];
-            for p in positions
-                .iter()
-                .filter(|p| (p.partition as usize) < partitions)
-            {
-                let i = p.partition as usize;
-                resume[i] = PartitionResume {
-                    offset: p.resume_offset,
-                    max_ts_before: p.resume_max_ts,
-                };
-                handled[i] = p.next_offset;
-            }
-            core.restore(finalized_through, &resume);
-            for (p, r) in resume.iter().enumerate() {
-                next[p] = r.offset;
-            }
-            let reread: u64 = handled.iter().zip(&next).map(|(h, n)| h - n).sum();
-            tracing::info!(
-                version,
-                reread,
-                "restored from the store; re-reading {reread} records to rebuild the open windows"
-            );
-        }
-        let mut replay_late = std::collections::HashSet::new();
-        for p in 0..partitions {
-            let pu = u32::try_from(p).expect("partition fits u32");
-            for off in store.late_offsets(&version, pu, next[p], handled[p])? {
-                replay_late.insert((pu, off));
-            }
-        }
-        for (p, &offset) in next.iter().enumerate() {
-            source.seek(u32::try_from(p).expect("partition fits u32"), offset)?;
-        }
+        // State is built by `restore` once the source says which partitions are ours.
+        let core = WindowCore::new(cfg.window_config(), partitions);
+        let next = vec![0; partitions];
+        let handled = vec![0; partitions];
+        let replay_late = std::collections::HashSet::new();
         let status = Status {
             state: "starting".into(),
             version: version.clone(),
@@ -210,11 +174,89 @@ impl Pipeline {
             status,
             ends: vec![0; partitions],
             unflushed: vec![(0, 0); partitions],
+            owned: Vec::new(),
             replay_late,
         };
         pipeline.refresh_lag()?;
         pipeline.publish(false);
         Ok(pipeline)
+    }
+
+    /// (Re)builds the state for the partitions this process owns, from the store: drops
+    /// uncommitted work, restores each partition's resume point and seeks the owned ones
+    /// there. Called for the first assignment and after every rebalance.
+    fn restore(&mut self, owned: &[u32]) -> Result<(), PipelineError> {
+        let partitions = self.partitions;
+        let mut core = WindowCore::new(self.cfg.window_config(), partitions);
+        let mut next = vec![0; partitions];
+        let mut handled = vec![0; partitions];
+        if let Some((finalized_through, positions)) = self.store.load_state(&self.version)? {
+            let mut resume = vec![
+                PartitionResume {
+                    offset: 0,
+                    max_ts_before: i64::MIN
+                };
+                partitions
+            ];
+            for p in positions
+                .iter()
+                .filter(|p| (p.partition as usize) < partitions)
+            {
+                let i = p.partition as usize;
+                resume[i] = PartitionResume {
+                    offset: p.resume_offset,
+                    max_ts_before: p.resume_max_ts,
+                };
+                handled[i] = p.next_offset;
+            }
+            core.restore(finalized_through, &resume);
+            for (p, r) in resume.iter().enumerate() {
+                next[p] = r.offset;
+            }
+        }
+        core.set_owned(owned);
+        let reread: u64 = owned
+            .iter()
+            .map(|&p| handled[p as usize] - next[p as usize])
+            .sum();
+        tracing::info!(
+            version = self.version,
+            ?owned,
+            "state restored from the store; re-reading {reread} records to rebuild the open windows"
+        );
+        self.replay_late.clear();
+        for &p in owned {
+            let i = p as usize;
+            for off in self
+                .store
+                .late_offsets(&self.version, p, next[i], handled[i])?
+            {
+                self.replay_late.insert((p, off));
+            }
+            self.source.seek(p, next[i])?;
+        }
+        self.core = core;
+        self.last_checkpoint.clone_from(&next);
+        self.next = next;
+        self.handled = handled;
+        self.pending = Pending {
+            finals: Vec::new(),
+            dead: Vec::new(),
+            late: Vec::new(),
+            records: 0,
+        };
+        self.owned = owned.to_vec();
+        self.status.state = if self
+            .owned
+            .iter()
+            .any(|&p| self.next[p as usize] < self.handled[p as usize])
+        {
+            "recovering"
+        } else {
+            "running"
+        }
+        .into();
+        Ok(())
     }
 
     /// Runs until `cancel` fires or, in [`Mode::UntilCaughtUp`], the log end as of start
@@ -241,10 +283,9 @@ impl Pipeline {
     ) -> Result<Summary, PipelineError> {
         let started = Instant::now();
         let mut summary = Summary::default();
-        let stop = match mode {
-            Mode::UntilCaughtUp { .. } => Some(self.source.end_offsets()?),
-            Mode::Live => None,
-        };
+        if let Mode::UntilCaughtUp { .. } = mode {
+            self.source.set_bounded()?;
+        }
         let idle_timeout = match mode {
             Mode::Live if !self.cfg.pipeline.idle_timeout.is_zero() => {
                 Some(self.cfg.pipeline.idle_timeout)
@@ -254,22 +295,18 @@ impl Pipeline {
         let mut batch = RecordBatch::new();
         let mut last_commit = Instant::now();
         let mut last_refresh = Instant::now() - Duration::from_secs(10);
-        self.shared.set_ready(true);
         self.metrics.pipeline_up.set(1);
-        self.status.state = if self.next < self.handled {
-            "recovering"
-        } else {
-            "running"
-        }
-        .into();
         loop {
             if cancel.is_cancelled() {
                 break;
             }
+            if let Some(owned) = self.source.take_assignment() {
+                self.restore(&owned)?;
+            }
             batch.clear();
-            let n =
-                self.source
-                    .poll(&mut batch, self.cfg.pipeline.batch_records, stop.as_deref())?;
+            let n = self
+                .source
+                .poll(&mut batch, self.cfg.pipeline.batch_records)?;
             if n > 0 {
                 // Idleness is per batch: a clock read per record would cost more than it tells.
                 let now = Instant::now();
@@ -295,9 +332,7 @@ impl Pipeline {
                 .finals
                 .extend(finals.into_iter().map(|f| (f, now)));
 
-            if let Some(stop) = &stop
-                && self.next.iter().zip(stop).all(|(n, s)| n >= s)
-            {
+            if matches!(mode, Mode::UntilCaughtUp { .. }) && n == 0 && self.source.exhausted() {
                 break;
             }
             if n == 0 {
@@ -317,6 +352,8 @@ impl Pipeline {
                 summary.windows += self.commit()?;
                 last_commit = Instant::now();
             }
+            self.shared
+                .set_ready(self.source.healthy() && !self.owned.is_empty());
             if last_refresh.elapsed() >= Duration::from_secs(1) {
                 self.refresh_lag()?;
                 self.publish(true);
@@ -508,6 +545,11 @@ impl Pipeline {
                 self.handled[p] = self.next[p];
             }
         }
+        let committed: Vec<(u32, u64)> = positions
+            .iter()
+            .map(|p| (p.partition, p.next_offset))
+            .collect();
+        self.source.commit_positions(&committed);
         Ok(n)
     }
 

@@ -10,22 +10,31 @@ pub struct EmbeddedSource {
     reader: LogReader,
     /// Next partition to serve first (rotates so no partition starves).
     next: u32,
+    /// In bounded mode, the end offsets when it was set.
+    stop: Option<Vec<u64>>,
+    /// Whether the (single, whole) assignment was handed out.
+    assigned: bool,
+    dir: std::path::PathBuf,
 }
 
 impl EmbeddedSource {
-    /// Opens the log in `dir`, creating an empty one with `partitions` if none exists yet.
+    /// Opens the log in `dir`, creating an empty one with `partitions` if none exists yet
+    /// (an existing log keeps its own partition count).
     ///
     /// # Errors
     /// I/O failure or a malformed log.
     pub fn open(dir: &Path, partitions: u32) -> Result<Self, SourceError> {
+        let reader = if dir.join("meta.json").exists() {
+            LogReader::open(dir)?
+        } else {
+            LogReader::open_or_create(dir, partitions)?
+        };
         Ok(Self {
-            // An existing log keeps its own partition count; `partitions` shapes a new one.
-            reader: if dir.join("meta.json").exists() {
-                LogReader::open(dir)?
-            } else {
-                LogReader::open_or_create(dir, partitions)?
-            },
+            reader,
             next: 0,
+            stop: None,
+            assigned: false,
+            dir: dir.to_path_buf(),
         })
     }
 }
@@ -39,27 +48,45 @@ impl Source for EmbeddedSource {
         "embedded"
     }
 
+    fn describe(&self) -> String {
+        format!("the embedded log in {}", self.dir.display())
+    }
+
     fn partitions(&self) -> u32 {
         self.reader.partitions()
+    }
+
+    fn take_assignment(&mut self) -> Option<Vec<u32>> {
+        if self.assigned {
+            return None;
+        }
+        self.assigned = true;
+        Some((0..self.reader.partitions()).collect())
     }
 
     fn seek(&mut self, partition: u32, offset: u64) -> Result<(), SourceError> {
         Ok(self.reader.seek(partition, offset)?)
     }
 
-    fn poll(
-        &mut self,
-        batch: &mut RecordBatch,
-        max_records: usize,
-        stop: Option<&[u64]>,
-    ) -> Result<usize, SourceError> {
+    fn set_bounded(&mut self) -> Result<(), SourceError> {
+        self.stop = Some(self.end_offsets()?);
+        Ok(())
+    }
+
+    fn exhausted(&mut self) -> bool {
+        self.stop.as_ref().is_some_and(|stop| {
+            (0..self.reader.partitions()).all(|p| self.reader.position(p) >= stop[p as usize])
+        })
+    }
+
+    fn poll(&mut self, batch: &mut RecordBatch, max_records: usize) -> Result<usize, SourceError> {
         let n = self.reader.partitions();
         let share = (max_records / n as usize).max(1);
         let mut total = 0;
         for i in 0..n {
             let p = (self.next + i) % n;
             let mut want = share.min(max_records - total);
-            if let Some(stop) = stop {
+            if let Some(stop) = &self.stop {
                 let left = stop[p as usize].saturating_sub(self.reader.position(p));
                 want = want.min(usize::try_from(left).unwrap_or(usize::MAX));
             }

@@ -2,8 +2,10 @@
 //! Kafka implements the same trait.
 
 mod embedded;
+mod kafka;
 
 pub use embedded::EmbeddedSource;
+pub use kafka::KafkaSource;
 
 use crate::log::{LogError, RecordBatch};
 
@@ -13,6 +15,9 @@ pub enum SourceError {
     /// The embedded log failed.
     #[error(transparent)]
     Log(#[from] LogError),
+    /// Kafka failed in a way retries do not fix.
+    #[error("kafka: {0}")]
+    Kafka(String),
 }
 
 /// A partitioned, offset-addressed log the pipeline consumes.
@@ -21,28 +26,45 @@ pub trait Source: Send {
     fn id(&self) -> String;
     /// Short name for metric labels (`embedded`, `kafka`).
     fn kind(&self) -> &'static str;
-    /// Number of partitions.
+    /// For messages: what is being read.
+    fn describe(&self) -> String;
+    /// Number of partitions of the log.
     fn partitions(&self) -> u32;
+    /// A new set of partitions this process owns, when it changed since the last call (the
+    /// first call always answers). The pipeline then rebuilds its state from the store and
+    /// seeks the owned partitions.
+    fn take_assignment(&mut self) -> Option<Vec<u32>>;
     /// The next record returned for `partition` will be the one at `offset`.
     ///
     /// # Errors
     /// I/O or protocol failure.
     fn seek(&mut self, partition: u32, offset: u64) -> Result<(), SourceError>;
-    /// Appends up to `max_records` records to `batch`, each partition's in offset order,
-    /// never returning a record at or past `stop[p]` when `stop` is given. Returns how many
-    /// were added; 0 means nothing is available right now.
+    /// From now on, read only up to the end of the log as it is now (embedded: the end
+    /// offsets now; Kafka: until each owned partition reports EOF).
     ///
     /// # Errors
     /// I/O or protocol failure.
-    fn poll(
-        &mut self,
-        batch: &mut RecordBatch,
-        max_records: usize,
-        stop: Option<&[u64]>,
-    ) -> Result<usize, SourceError>;
-    /// The next offset that will be written on each partition (the log end), as of now.
+    fn set_bounded(&mut self) -> Result<(), SourceError> {
+        Ok(())
+    }
+    /// In bounded mode: nothing is left to read.
+    fn exhausted(&mut self) -> bool;
+    /// Appends up to `max_records` records of owned partitions to `batch`, each partition's
+    /// in offset order. Returns how many; 0 means nothing is available right now.
+    ///
+    /// # Errors
+    /// I/O or protocol failure, or a log that went backwards.
+    fn poll(&mut self, batch: &mut RecordBatch, max_records: usize) -> Result<usize, SourceError>;
+    /// The next offset that will be written on each partition (the log end), as last known.
     ///
     /// # Errors
     /// I/O or protocol failure.
     fn end_offsets(&mut self) -> Result<Vec<u64>, SourceError>;
+    /// Called after each store commit with the committed next offsets (Kafka commits them
+    /// to the consumer group for standard lag tooling; the store stays the truth).
+    fn commit_positions(&mut self, _positions: &[(u32, u64)]) {}
+    /// False while the log cannot be reached (readiness).
+    fn healthy(&self) -> bool {
+        true
+    }
 }

@@ -208,18 +208,31 @@ impl WindowCore {
         self.parts[partition].watermark(self.cfg.max_delay_ms)
     }
 
-    /// Minimum watermark over non-idle partitions. When every partition is idle, the
+    /// Minimum watermark over owned, non-idle partitions. When every one is idle, the
     /// largest partition watermark: a stream that went quiet finalises what it has read,
     /// but nothing beyond any partition's own progress. `None` without partitions.
     #[must_use]
     pub fn pipeline_watermark(&self) -> Option<i64> {
         let delay = self.cfg.max_delay_ms;
-        self.parts
-            .iter()
+        let owned = || self.parts.iter().filter(|p| p.owned);
+        owned()
             .filter(|p| !p.idle)
             .map(|p| p.watermark(delay))
             .min()
-            .or_else(|| self.parts.iter().map(|p| p.watermark(delay)).max())
+            .or_else(|| owned().map(|p| p.watermark(delay)).max())
+    }
+
+    /// Marks which partitions this process reads; the others never hold the watermark.
+    pub fn set_owned(&mut self, owned: &[u32]) {
+        for (i, st) in self.parts.iter_mut().enumerate() {
+            st.owned = owned.iter().any(|&p| p as usize == i);
+        }
+    }
+
+    /// Whether this process reads `partition`.
+    #[must_use]
+    pub fn is_owned(&self, partition: usize) -> bool {
+        self.parts[partition].owned
     }
 
     /// Everything ending at or before this is final.

@@ -18,6 +18,9 @@ pub struct PartitionState {
     pub max_ts: i64,
     /// Declared idle by the wall clock: excluded from the pipeline watermark.
     pub idle: bool,
+    /// Read by this process (a consumer group may give other partitions to other
+    /// processes): partitions not owned never hold the pipeline watermark.
+    pub owned: bool,
     /// Accepted event-id hashes per bucket start.
     dedup: BTreeMap<i64, HashSet<u128, ahash::RandomState>>,
 }
@@ -29,6 +32,7 @@ impl PartitionState {
         Self {
             max_ts,
             idle: false,
+            owned: true,
             dedup: BTreeMap::new(),
         }
     }

@@ -1,0 +1,397 @@
+//! Apache Kafka as a [`Source`] (rdkafka, consumer group, auto-commit off).
+//!
+//! - Positions live in redb: on every assignment the rebalance callback assigns each
+//!   partition at the resume offset the store holds for it (the group's committed offset
+//!   only when the store has none); the pipeline then rebuilds its state for the new
+//!   assignment. On revoke, uncommitted work is dropped (the next owner resumes from the
+//!   store), so nothing is counted twice.
+//! - After every store commit the same offsets are committed to the group (asynchronously)
+//!   so that standard lag tooling works; kappa never reads them back while the store has
+//!   positions.
+//! - Lag comes from the high watermark that fetch responses carry (librdkafka statistics,
+//!   `statistics.interval.ms`), "caught up" from partition EOF; no ListOffsets round trip.
+//! - A partition whose offsets go backwards (topic recreated or truncated) stops the
+//!   pipeline with a clear error rather than silently mixing two logs.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rdkafka::client::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::statistics::Statistics;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+
+use super::{Source, SourceError};
+use crate::config::KafkaSection;
+use crate::log::RecordBatch;
+use crate::store::Store;
+
+/// State the librdkafka callbacks share with the source.
+#[derive(Default)]
+struct Shared {
+    /// A new assignment the pipeline has not taken yet.
+    assignment: Mutex<Option<Vec<u32>>>,
+    /// Offsets the rebalance callback assigned, per partition.
+    assigned_at: Mutex<HashMap<u32, u64>>,
+    /// High watermark per partition from the latest statistics.
+    high: Mutex<HashMap<u32, u64>>,
+    /// Set by error callbacks when no broker can be reached; cleared by traffic.
+    broker_down: AtomicBool,
+}
+
+/// The consumer context: rebalances from the store, statistics, errors.
+pub struct Ctx {
+    shared: Arc<Shared>,
+    store: Store,
+    version: String,
+    topic: String,
+}
+
+impl ClientContext for Ctx {
+    fn stats(&self, s: Statistics) {
+        if let Some(t) = s.topics.get(&self.topic) {
+            let mut high = self.shared.high.lock().expect("high lock");
+            for (&p, part) in &t.partitions {
+                if p >= 0 && part.hi_offset >= 0 {
+                    high.insert(p.unsigned_abs(), part.hi_offset.unsigned_abs());
+                }
+            }
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if matches!(
+            error.rdkafka_error_code(),
+            Some(
+                rdkafka::types::RDKafkaErrorCode::AllBrokersDown
+                    | rdkafka::types::RDKafkaErrorCode::BrokerTransportFailure
+            )
+        ) {
+            self.shared.broker_down.store(true, Ordering::Relaxed);
+        }
+        tracing::warn!("kafka: {error}: {reason}");
+    }
+}
+
+impl ConsumerContext for Ctx {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let stored: HashMap<u32, u64> = match self.store.load_state(&self.version) {
+                    Ok(Some((_, positions))) => positions
+                        .iter()
+                        .map(|p| (p.partition, p.resume_offset))
+                        .collect(),
+                    Ok(None) => HashMap::new(),
+                    Err(e) => {
+                        tracing::error!("reading positions from the store: {e}");
+                        HashMap::new()
+                    }
+                };
+                let mut owned = Vec::new();
+                let mut assigned = self.shared.assigned_at.lock().expect("assigned lock");
+                assigned.clear();
+                for e in tpl.elements() {
+                    let p = e.partition().unsigned_abs();
+                    owned.push(p);
+                    if let Some(&o) = stored.get(&p) {
+                        assigned.insert(p, o);
+                    }
+                }
+                let mut with_offsets = TopicPartitionList::new();
+                for &p in &owned {
+                    let offset = assigned.get(&p).map_or(Offset::Stored, |&o| {
+                        Offset::Offset(i64::try_from(o).unwrap_or(i64::MAX))
+                    });
+                    with_offsets
+                        .add_partition_offset(
+                            &self.topic,
+                            i32::try_from(p).unwrap_or(i32::MAX),
+                            offset,
+                        )
+                        .ok();
+                }
+                if let Err(e) = consumer.assign(&with_offsets) {
+                    tracing::error!("assigning partitions: {e}");
+                }
+                owned.sort_unstable();
+                tracing::info!(
+                    ?owned,
+                    "partitions assigned; resuming from the store's positions"
+                );
+                *self.shared.assignment.lock().expect("assignment lock") = Some(owned);
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                tracing::info!(
+                    "partitions revoked; uncommitted work on them is dropped (the store has the last commit)"
+                );
+                consumer.unassign().ok();
+                *self.shared.assignment.lock().expect("assignment lock") = Some(Vec::new());
+            }
+            other => {
+                tracing::error!("rebalance error: {other:?}");
+                consumer.unassign().ok();
+                *self.shared.assignment.lock().expect("assignment lock") = Some(Vec::new());
+            }
+        }
+    }
+}
+
+/// Reads a Kafka topic in a consumer group.
+pub struct KafkaSource {
+    consumer: BaseConsumer<Ctx>,
+    shared: Arc<Shared>,
+    topic: String,
+    partitions: u32,
+    owned: Vec<u32>,
+    /// Next offset expected per partition (to detect a log that went backwards).
+    next: Vec<Option<u64>>,
+    /// Partition reached its end and nothing arrived since.
+    eof: Vec<bool>,
+    bootstrap: String,
+}
+
+/// librdkafka properties of the consumer.
+fn consumer_config(k: &KafkaSection) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    let session = k.session_timeout.as_millis().max(1000);
+    c.set("bootstrap.servers", &k.brokers)
+        .set("group.id", &k.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "true")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", session.to_string())
+        .set(
+            "heartbeat.interval.ms",
+            (session / 6).clamp(100, 3000).to_string(),
+        )
+        .set(
+            "statistics.interval.ms",
+            k.statistics_interval.as_millis().max(100).to_string(),
+        )
+        .set("reconnect.backoff.ms", "100")
+        .set("reconnect.backoff.max.ms", "5000");
+    for (key, v) in &k.properties {
+        c.set(key, v);
+    }
+    c
+}
+
+impl KafkaSource {
+    /// Connects (retrying with backoff until `deadline` passes or `cancel` is set), reads
+    /// the topic's partition count and subscribes.
+    ///
+    /// # Errors
+    /// Bad configuration, an unknown topic, or no broker before the deadline.
+    pub fn connect(
+        k: &KafkaSection,
+        store: Store,
+        version: &str,
+        cancel: &dyn Fn() -> bool,
+    ) -> Result<Self, SourceError> {
+        let shared = Arc::new(Shared::default());
+        let ctx = Ctx {
+            shared: shared.clone(),
+            store,
+            version: version.to_string(),
+            topic: k.topic.clone(),
+        };
+        let consumer: BaseConsumer<Ctx> = consumer_config(k)
+            .create_with_context(ctx)
+            .map_err(|e| SourceError::Kafka(format!("creating the consumer: {e}")))?;
+        let mut backoff = Duration::from_millis(200);
+        let partitions = loop {
+            match consumer.fetch_metadata(Some(&k.topic), Duration::from_secs(5)) {
+                Ok(md) => match md.topics().first() {
+                    Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+                        break u32::try_from(t.partitions().len()).unwrap_or(u32::MAX);
+                    }
+                    _ => tracing::warn!(
+                        "topic {} not found on {} (create it with `kappa topics apply`); retrying in {backoff:?}",
+                        k.topic,
+                        k.brokers
+                    ),
+                },
+                Err(e) => tracing::warn!(
+                    "kafka brokers {} unreachable ({e}); retrying in {backoff:?}",
+                    k.brokers
+                ),
+            }
+            if cancel() {
+                return Err(SourceError::Kafka(
+                    "cancelled while waiting for the brokers".into(),
+                ));
+            }
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        };
+        consumer
+            .subscribe(&[&k.topic])
+            .map_err(|e| SourceError::Kafka(format!("subscribing to {}: {e}", k.topic)))?;
+        let n = partitions as usize;
+        Ok(Self {
+            consumer,
+            shared,
+            topic: k.topic.clone(),
+            partitions,
+            owned: Vec::new(),
+            next: vec![None; n],
+            eof: vec![false; n],
+            bootstrap: k.brokers.clone(),
+        })
+    }
+}
+
+impl Source for KafkaSource {
+    fn id(&self) -> String {
+        format!("kafka:{}", self.topic)
+    }
+
+    fn kind(&self) -> &'static str {
+        "kafka"
+    }
+
+    fn partitions(&self) -> u32 {
+        self.partitions
+    }
+
+    fn seek(&mut self, partition: u32, offset: u64) -> Result<(), SourceError> {
+        let assigned = self
+            .shared
+            .assigned_at
+            .lock()
+            .expect("assigned lock")
+            .get(&partition)
+            .copied();
+        if assigned != Some(offset) && self.owned.contains(&partition) {
+            self.consumer
+                .seek(
+                    &self.topic,
+                    i32::try_from(partition).unwrap_or(i32::MAX),
+                    Offset::Offset(i64::try_from(offset).unwrap_or(i64::MAX)),
+                    Duration::from_secs(10),
+                )
+                .map_err(|e| {
+                    SourceError::Kafka(format!("seeking partition {partition} to {offset}: {e}"))
+                })?;
+        }
+        self.next[partition as usize] = Some(offset);
+        Ok(())
+    }
+
+    fn poll(&mut self, batch: &mut RecordBatch, max_records: usize) -> Result<usize, SourceError> {
+        let mut n = 0;
+        let mut timeout = Duration::from_millis(50);
+        while n < max_records {
+            let Some(res) = self.consumer.poll(timeout) else {
+                break;
+            };
+            timeout = Duration::ZERO;
+            match res {
+                Ok(m) => {
+                    self.shared.broker_down.store(false, Ordering::Relaxed);
+                    let p = m.partition().unsigned_abs();
+                    if !self.owned.contains(&p) {
+                        continue; // fetched before a revoke
+                    }
+                    let offset = m.offset().unsigned_abs();
+                    if let Some(expected) = self.next[p as usize] {
+                        if offset < expected {
+                            return Err(SourceError::Kafka(format!(
+                                "partition {p} of {} went back from offset {expected} to {offset}: the topic was recreated or truncated; kappa stops rather than mix two logs (replay into a new store or version)",
+                                self.topic
+                            )));
+                        }
+                    }
+                    self.next[p as usize] = Some(offset + 1);
+                    self.eof[p as usize] = false;
+                    let ts = m.timestamp().to_millis().unwrap_or(0);
+                    batch.push(
+                        p,
+                        offset,
+                        ts,
+                        m.key().unwrap_or_default(),
+                        m.payload().unwrap_or_default(),
+                    );
+                    n += 1;
+                }
+                Err(KafkaError::PartitionEOF(p)) => {
+                    if let Some(e) = self.eof.get_mut(p.unsigned_abs() as usize) {
+                        *e = true;
+                    }
+                }
+                Err(e) => tracing::warn!("kafka consumer: {e}"),
+            }
+        }
+        Ok(n)
+    }
+
+    fn end_offsets(&mut self) -> Result<Vec<u64>, SourceError> {
+        let high = self.shared.high.lock().expect("high lock");
+        Ok((0..self.partitions)
+            .map(|p| high.get(&p).copied().or(self.next[p as usize]).unwrap_or(0))
+            .collect())
+    }
+
+    fn take_assignment(&mut self) -> Option<Vec<u32>> {
+        let a = self
+            .shared
+            .assignment
+            .lock()
+            .expect("assignment lock")
+            .take()?;
+        self.owned.clone_from(&a);
+        for &p in &a {
+            self.eof[p as usize] = false;
+            self.next[p as usize] = self
+                .shared
+                .assigned_at
+                .lock()
+                .expect("assigned lock")
+                .get(&p)
+                .copied();
+        }
+        Some(a)
+    }
+
+    fn exhausted(&mut self) -> bool {
+        !self.owned.is_empty() && self.owned.iter().all(|&p| self.eof[p as usize])
+    }
+
+    fn commit_positions(&mut self, positions: &[(u32, u64)]) {
+        let mut tpl = TopicPartitionList::new();
+        for &(p, o) in positions.iter().filter(|(p, _)| self.owned.contains(p)) {
+            tpl.add_partition_offset(
+                &self.topic,
+                i32::try_from(p).unwrap_or(i32::MAX),
+                Offset::Offset(i64::try_from(o).unwrap_or(i64::MAX)),
+            )
+            .ok();
+        }
+        if tpl.count() > 0 {
+            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+                tracing::debug!("committing offsets to the group: {e}");
+            }
+        }
+    }
+
+    fn healthy(&self) -> bool {
+        !self.shared.broker_down.load(Ordering::Relaxed)
+    }
+
+    fn describe(&self) -> String {
+        format!("topic {} on {}", self.topic, self.bootstrap)
+    }
+}
