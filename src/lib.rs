@@ -7,7 +7,8 @@
 //! # Layout
 //! - [`event`]: the wire schema, decoding into one internal event type, money and time;
 //! - [`log`]: the embedded log — partitioned, append-only segment files on local disk;
-//! - [`source`]: what the pipeline reads from (the embedded log; Kafka later);
+//! - [`source`]: what the pipeline reads from (the embedded log, Kafka);
+//! - [`sink`]: where `kappa produce` appends (the embedded log, Kafka);
 //! - [`window`]: assigner, watermarks, deduplication and aggregates — pure, no I/O;
 //! - [`pipeline`]: the loop that drives source → decode → window core → store;
 //! - [`store`]: redb — final results, positions, event-time index, dead letters, versions;
@@ -15,6 +16,7 @@
 //! - [`http`]: the warp server — metrics, health, JSON API;
 //! - [`metrics`]: the catalogue of Prometheus metrics;
 //! - [`generator`]: the seeded, realistic traffic generator behind `kappa produce`;
+//! - [`topics`]: topics as code (`topics/*.toml`, `kappa topics apply|list`);
 //! - [`config`]: the layered configuration tree;
 //! - [`cli`]: the `kappa` command line.
 
@@ -29,6 +31,8 @@ pub mod log;
 pub mod metrics;
 pub mod pipeline;
 pub mod query;
+pub mod sink;
 pub mod source;
 pub mod store;
+pub mod topics;
 pub mod window;

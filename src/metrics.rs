@@ -43,6 +43,12 @@ pub struct Metrics {
     pub open_windows: IntGauge,
     /// `kappa_produced_records_total{sink}`.
     pub produced_records: IntCounterVec,
+    /// `kappa_produce_failures_total{sink}`.
+    pub produce_failures: IntCounterVec,
+    /// `kappa_kafka_errors_total`.
+    pub kafka_errors: IntCounter,
+    /// `kappa_kafka_rebalances_total`.
+    pub kafka_rebalances: IntCounter,
     /// `kappa_serving_version_info{version}`.
     pub serving_version: IntGaugeVec,
     /// `kappa_build_info{version}`.
@@ -181,6 +187,27 @@ impl Metrics {
                 "kappa_produced_records_total",
                 "Records appended to the log by this process.",
                 &["sink"],
+            ),
+            produce_failures: counter_vec(
+                "kappa_produce_failures_total",
+                "Records a sink failed to deliver.",
+                &["sink"],
+            ),
+            kafka_errors: reg(
+                &r,
+                IntCounter::new(
+                    "kappa_kafka_errors_total",
+                    "Errors reported by the Kafka client.",
+                )
+                .expect("valid"),
+            ),
+            kafka_rebalances: reg(
+                &r,
+                IntCounter::new(
+                    "kappa_kafka_rebalances_total",
+                    "Consumer-group assignments received.",
+                )
+                .expect("valid"),
             ),
             serving_version: reg(
                 &r,

@@ -58,9 +58,32 @@ pub enum Command {
     Export(read::ExportArgs),
     /// List invalid records kept in the dead-letter store.
     DeadLetters(read::DeadLetterArgs),
+    /// Kafka topics as code: `apply` the specifications in topics/, `list` them.
+    #[command(subcommand)]
+    Topics(TopicsCommand),
     /// Print the effective configuration (defaults, file, environment and flags merged) as
     /// TOML, or the one-line error that makes it invalid.
     Config,
+}
+
+/// `kappa topics …`.
+#[derive(Debug, Subcommand)]
+pub enum TopicsCommand {
+    /// Create the missing topics described in topics/*.toml; report (never change) drift.
+    Apply {
+        /// Only say what would be created.
+        #[arg(long)]
+        dry_run: bool,
+        /// Directory of the specifications.
+        #[arg(long, default_value = "topics")]
+        dir: PathBuf,
+    },
+    /// Show each specified topic's partitions and per-partition end offsets.
+    List {
+        /// Directory of the specifications.
+        #[arg(long, default_value = "topics")]
+        dir: PathBuf,
+    },
 }
 
 /// Flags that override the `[pipeline]` and `[http]` configuration.
@@ -182,9 +205,61 @@ pub fn dispatch(cli: &Cli) -> anyhow::Result<()> {
         Command::Query(a) => read::query(&load_config(cli, None)?, a),
         Command::Export(a) => read::export(&load_config(cli, None)?, a),
         Command::DeadLetters(a) => read::dead_letters(&load_config(cli, None)?, a),
+        Command::Topics(t) => topics(&load_config(cli, None)?, t),
         Command::Config => {
             print!("{}", toml::to_string_pretty(&load_config(cli, None)?)?);
             Ok(())
         }
     }
+}
+
+fn topics(cfg: &Config, cmd: &TopicsCommand) -> anyhow::Result<()> {
+    if cfg.kafka.brokers.is_empty() {
+        anyhow::bail!("topics need Kafka: pass --kafka BROKERS (or set kafka.brokers)");
+    }
+    match cmd {
+        TopicsCommand::Apply { dry_run, dir } => {
+            let specs = crate::topics::load_specs(dir)?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let results = rt.block_on(crate::topics::apply(&cfg.kafka, &specs, *dry_run))?;
+            for (name, r) in results {
+                match r {
+                    crate::topics::Applied::Created if *dry_run => {
+                        println!("{name}: would be created")
+                    }
+                    crate::topics::Applied::Created => println!("{name}: created"),
+                    crate::topics::Applied::UpToDate => println!("{name}: up to date"),
+                    crate::topics::Applied::Drift(d) => {
+                        println!("{name}: DRIFT (not changed; fix the broker or the spec):");
+                        for line in d {
+                            println!("  {line}");
+                        }
+                    }
+                }
+            }
+        }
+        TopicsCommand::List { dir } => {
+            for spec in crate::topics::load_specs(dir)? {
+                match crate::topics::end_offsets(&cfg.kafka, &spec.name) {
+                    Ok(ends) => {
+                        let list: Vec<String> = ends
+                            .iter()
+                            .enumerate()
+                            .map(|(p, e)| format!("{p}:{e}"))
+                            .collect();
+                        println!(
+                            "{} partitions={} end offsets {}",
+                            spec.name,
+                            ends.len(),
+                            list.join(" ")
+                        );
+                    }
+                    Err(e) => println!("{}: {e}", spec.name),
+                }
+            }
+        }
+    }
+    Ok(())
 }

@@ -11,7 +11,7 @@ use crate::config::Config;
 use crate::http::{AppState, serve};
 use crate::metrics::Metrics;
 use crate::pipeline::{Mode, Pipeline, Shared, Summary};
-use crate::source::EmbeddedSource;
+use crate::source::{EmbeddedSource, KafkaSource};
 use crate::store::Store;
 
 /// Peak resident set size of this process, from `/proc/self/status` (Linux).
@@ -41,8 +41,6 @@ async fn start(
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<Running> {
     let store = Store::open(&cfg.store_path())?;
-    let source = EmbeddedSource::open(&cfg.log_dir(), cfg.log.partitions)
-        .with_context(|| format!("opening the log in {}", cfg.log_dir().display()))?;
     let shared = Arc::new(Shared::default());
     let listener = tokio::net::TcpListener::bind(cfg.http.listen)
         .await
@@ -53,25 +51,49 @@ async fn start(
             )
         })?;
     let addr = listener.local_addr()?;
-    let pipeline = Pipeline::new(
-        cfg,
-        Box::new(source),
-        store.clone(),
-        metrics.clone(),
-        shared.clone(),
-    )?;
+    // The embedded log opens at once (its errors end the start-up); Kafka connects on the
+    // pipeline thread, retrying, while the HTTP server already answers /readyz with 503.
+    let embedded = if cfg.kafka.brokers.is_empty() {
+        let source = EmbeddedSource::open(&cfg.log_dir(), cfg.log.partitions)
+            .with_context(|| format!("opening the log in {}", cfg.log_dir().display()))?;
+        Some(Pipeline::new(
+            cfg,
+            Box::new(source),
+            store.clone(),
+            metrics.clone(),
+            shared.clone(),
+        )?)
+    } else {
+        shared.status.lock().expect("status lock").state = "connecting".into();
+        None
+    };
     let http_stop = CancellationToken::new();
     let st = AppState {
-        store,
+        store: store.clone(),
         metrics: metrics.clone(),
         shared: shared.clone(),
     };
     let stop = http_stop.clone();
     let http = tokio::spawn(serve(listener, st, async move { stop.cancelled().await }));
     let token = cancel.clone();
+    let (cfg2, metrics2, shared2) = (cfg.clone(), metrics.clone(), shared.clone());
     let pipeline = std::thread::Builder::new()
         .name("pipeline".into())
-        .spawn(move || pipeline.run(mode, &token).map_err(anyhow::Error::from))?;
+        .spawn(move || {
+            let pipeline = match embedded {
+                Some(p) => p,
+                None => {
+                    let source = KafkaSource::connect(
+                        &cfg2.kafka,
+                        store.clone(),
+                        &cfg2.pipeline.version,
+                        &|| token.is_cancelled(),
+                    )?;
+                    Pipeline::new(&cfg2, Box::new(source), store, metrics2, shared2)?
+                }
+            };
+            pipeline.run(mode, &token).map_err(anyhow::Error::from)
+        })?;
     Ok(Running {
         shared,
         pipeline,

@@ -1,0 +1,189 @@
+//! Sinks: where `kappa produce` appends records — the embedded log or a Kafka topic.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rdkafka::ClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+
+use crate::config::KafkaSection;
+use crate::log::{LogError, LogWriter};
+use crate::metrics::Metrics;
+
+/// Failures appending records.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// The embedded log failed.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// Kafka refused or could not deliver.
+    #[error("kafka: {0}")]
+    Kafka(String),
+}
+
+/// Appends keyed records with a timestamp.
+pub trait Sink: Send {
+    /// Label for metrics (`embedded`, `kafka`).
+    fn kind(&self) -> &'static str;
+    /// Appends one record (buffered).
+    ///
+    /// # Errors
+    /// The record cannot be accepted.
+    fn append(&mut self, key: &[u8], value: &[u8], timestamp_ms: i64) -> Result<(), SinkError>;
+    /// Makes appended records visible to readers (embedded) / serves delivery reports.
+    ///
+    /// # Errors
+    /// I/O failure.
+    fn flush(&mut self) -> Result<(), SinkError>;
+    /// Final flush: everything durable or delivered, or an error saying what was not.
+    ///
+    /// # Errors
+    /// Undelivered records.
+    fn finish(&mut self) -> Result<(), SinkError>;
+}
+
+impl Sink for LogWriter {
+    fn kind(&self) -> &'static str {
+        "embedded"
+    }
+    fn append(&mut self, key: &[u8], value: &[u8], timestamp_ms: i64) -> Result<(), SinkError> {
+        LogWriter::append(self, key, value, timestamp_ms)?;
+        Ok(())
+    }
+    fn flush(&mut self) -> Result<(), SinkError> {
+        Ok(LogWriter::flush(self)?)
+    }
+    fn finish(&mut self) -> Result<(), SinkError> {
+        Ok(self.sync()?)
+    }
+}
+
+/// Delivery reports, counted.
+struct Deliveries {
+    delivered: AtomicU64,
+    failed: AtomicU64,
+    metrics: Arc<Metrics>,
+}
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, (): ()) {
+        match result {
+            Ok(_) => {
+                self.delivered.fetch_add(1, Ordering::Relaxed);
+                self.metrics
+                    .produced_records
+                    .with_label_values(&["kafka"])
+                    .inc();
+            }
+            Err((e, _)) => {
+                if self.failed.fetch_add(1, Ordering::Relaxed) == 0 {
+                    tracing::error!("kafka delivery failed: {e}");
+                }
+                self.metrics
+                    .produce_failures
+                    .with_label_values(&["kafka"])
+                    .inc();
+            }
+        }
+    }
+}
+
+/// An idempotent Kafka producer (`enable.idempotence`, lz4, key = `user_id`, partitioned
+/// like the embedded log: murmur2 of the key, as Kafka's Java clients do).
+pub struct KafkaSink {
+    producer: BaseProducer<Deliveries>,
+    topic: String,
+    sent: u64,
+}
+
+impl KafkaSink {
+    /// Creates the producer.
+    ///
+    /// # Errors
+    /// Invalid configuration.
+    pub fn new(k: &KafkaSection, metrics: Arc<Metrics>) -> Result<Self, SinkError> {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &k.brokers)
+            .set("enable.idempotence", "true")
+            .set("compression.type", "lz4")
+            .set("partitioner", "murmur2_random")
+            .set("linger.ms", "20")
+            .set("batch.num.messages", "10000")
+            .set("queue.buffering.max.messages", "500000")
+            .set("message.timeout.ms", "120000");
+        for (key, v) in &k.properties {
+            c.set(key, v);
+        }
+        let ctx = Deliveries {
+            delivered: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            metrics,
+        };
+        let producer = c
+            .create_with_context(ctx)
+            .map_err(|e| SinkError::Kafka(format!("creating the producer: {e}")))?;
+        Ok(Self {
+            producer,
+            topic: k.topic.clone(),
+            sent: 0,
+        })
+    }
+}
+
+impl Sink for KafkaSink {
+    fn kind(&self) -> &'static str {
+        "kafka"
+    }
+
+    fn append(&mut self, key: &[u8], value: &[u8], timestamp_ms: i64) -> Result<(), SinkError> {
+        loop {
+            let rec = BaseRecord::to(&self.topic)
+                .key(key)
+                .payload(value)
+                .timestamp(timestamp_ms);
+            match self.producer.send(rec) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                    self.producer.poll(Duration::from_millis(50));
+                }
+                Err((e, _)) => {
+                    return Err(SinkError::Kafka(format!(
+                        "producing to {}: {e}",
+                        self.topic
+                    )));
+                }
+            }
+        }
+        self.sent += 1;
+        if self.sent % 1024 == 0 {
+            self.producer.poll(Duration::ZERO);
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), SinkError> {
+        self.producer.poll(Duration::ZERO);
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), SinkError> {
+        self.producer
+            .flush(Duration::from_secs(120))
+            .map_err(|e| SinkError::Kafka(format!("final flush: {e}")))?;
+        let ctx = self.producer.context();
+        let failed = ctx.failed.load(Ordering::Relaxed);
+        if failed > 0 {
+            return Err(SinkError::Kafka(format!(
+                "{failed} of {} records were not delivered",
+                self.sent
+            )));
+        }
+        Ok(())
+    }
+}
