@@ -145,10 +145,10 @@ pub async fn apply(
                     }
                     let res = admin.create_topics(&[nt], &opts).await.map_err(kerr)?;
                     for r in res {
-                        if let Err((name, code)) = r {
-                            if code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists {
-                                return Err(TopicsError::Kafka(format!("creating {name}: {code}")));
-                            }
+                        if let Err((name, code)) = r
+                            && code != rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists
+                        {
+                            return Err(TopicsError::Kafka(format!("creating {name}: {code}")));
                         }
                     }
                 }

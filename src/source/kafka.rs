@@ -307,13 +307,13 @@ impl Source for KafkaSource {
                         continue; // fetched before a revoke
                     }
                     let offset = m.offset().unsigned_abs();
-                    if let Some(expected) = self.next[p as usize] {
-                        if offset < expected {
-                            return Err(SourceError::Kafka(format!(
-                                "partition {p} of {} went back from offset {expected} to {offset}: the topic was recreated or truncated; kappa stops rather than mix two logs (replay into a new store or version)",
-                                self.topic
-                            )));
-                        }
+                    if let Some(expected) = self.next[p as usize]
+                        && offset < expected
+                    {
+                        return Err(SourceError::Kafka(format!(
+                            "partition {p} of {} went back from offset {expected} to {offset}: the topic was recreated or truncated; kappa stops rather than mix two logs (replay into a new store or version)",
+                            self.topic
+                        )));
                     }
                     self.next[p as usize] = Some(offset + 1);
                     self.eof[p as usize] = false;
@@ -380,10 +380,10 @@ impl Source for KafkaSource {
             )
             .ok();
         }
-        if tpl.count() > 0 {
-            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
-                tracing::debug!("committing offsets to the group: {e}");
-            }
+        if tpl.count() > 0
+            && let Err(e) = self.consumer.commit(&tpl, CommitMode::Async)
+        {
+            tracing::debug!("committing offsets to the group: {e}");
         }
     }
 
