@@ -87,6 +87,7 @@ async fn start(
                         &cfg2.kafka,
                         store.clone(),
                         &cfg2.pipeline.version,
+                        matches!(mode, Mode::UntilCaughtUp { .. }),
                         &|| token.is_cancelled(),
                     )?;
                     Pipeline::new(&cfg2, Box::new(source), store, metrics2, shared2)?

@@ -190,6 +190,9 @@ impl Pipeline {
         let mut core = WindowCore::new(self.cfg.window_config(), partitions);
         let mut next = vec![0; partitions];
         let mut handled = vec![0; partitions];
+        // Partitions the store has a position for; the others start where the source puts
+        // them (offset 0 of the embedded log; the group's committed offset in Kafka).
+        let mut known = vec![false; partitions];
         if let Some((finalized_through, positions)) = self.store.load_state(&self.version)? {
             let mut resume = vec![
                 PartitionResume {
@@ -208,6 +211,7 @@ impl Pipeline {
                     max_ts_before: p.resume_max_ts,
                 };
                 handled[i] = p.next_offset;
+                known[i] = true;
             }
             core.restore(finalized_through, &resume);
             for (p, r) in resume.iter().enumerate() {
@@ -233,7 +237,9 @@ impl Pipeline {
             {
                 self.replay_late.insert((p, off));
             }
-            self.source.seek(p, next[i])?;
+            if known[i] {
+                self.source.seek(p, next[i])?;
+            }
         }
         self.core = core;
         self.last_checkpoint.clone_from(&next);
@@ -592,6 +598,7 @@ impl Pipeline {
                     lag,
                     watermark_ms: (wm != i64::MIN).then_some(wm),
                     idle: self.core.is_idle(p),
+                    owned: self.core.is_owned(p),
                 }
             })
             .collect();

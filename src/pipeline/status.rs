@@ -22,6 +22,8 @@ pub struct PartitionStatus {
     pub watermark_ms: Option<i64>,
     /// Declared idle (not holding the pipeline watermark back).
     pub idle: bool,
+    /// Read by this process (Kafka: assigned to it in the consumer group).
+    pub owned: bool,
 }
 
 /// The pipeline's progress, refreshed after every commit and on a timer.

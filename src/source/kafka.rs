@@ -48,6 +48,9 @@ struct Shared {
 /// The consumer context: rebalances from the store, statistics, errors.
 pub struct Ctx {
     shared: Arc<Shared>,
+    /// Bounded runs read from the beginning where the store has no position (like a
+    /// replay) instead of from the group's committed offsets.
+    bounded: bool,
     store: Store,
     version: String,
     topic: String,
@@ -79,6 +82,50 @@ impl ClientContext for Ctx {
     }
 }
 
+impl Ctx {
+    /// Assigns `owned` at the resume offsets the store holds (the group's committed
+    /// offsets where it holds none) and announces the new assignment to the pipeline.
+    fn assign_from_store(&self, consumer: &BaseConsumer<Self>, mut owned: Vec<u32>) {
+        let stored: HashMap<u32, (u64, u64)> = match self.store.load_state(&self.version) {
+            Ok(Some((_, positions))) => positions
+                .iter()
+                .map(|p| (p.partition, (p.resume_offset, p.next_offset)))
+                .collect(),
+            Ok(None) => HashMap::new(),
+            Err(e) => {
+                tracing::error!("reading positions from the store: {e}");
+                HashMap::new()
+            }
+        };
+        let mut tpl = TopicPartitionList::new();
+        {
+            let mut assigned = self.shared.assigned_at.lock().expect("assigned lock");
+            assigned.clear();
+            for &p in &owned {
+                let offset = match stored.get(&p) {
+                    Some(&(resume, _)) => {
+                        assigned.insert(p, resume);
+                        Offset::Offset(i64::try_from(resume).unwrap_or(i64::MAX))
+                    }
+                    None if self.bounded => Offset::Beginning,
+                    None => Offset::Stored,
+                };
+                tpl.add_partition_offset(&self.topic, i32::try_from(p).unwrap_or(i32::MAX), offset)
+                    .ok();
+            }
+        }
+        if let Err(e) = consumer.assign(&tpl) {
+            tracing::error!("assigning partitions: {e}");
+        }
+        owned.sort_unstable();
+        tracing::info!(
+            ?owned,
+            "partitions assigned; resuming from the store's positions"
+        );
+        *self.shared.assignment.lock().expect("assignment lock") = Some(owned);
+    }
+}
+
 impl ConsumerContext for Ctx {
     fn rebalance(
         &self,
@@ -88,49 +135,12 @@ impl ConsumerContext for Ctx {
     ) {
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                let stored: HashMap<u32, u64> = match self.store.load_state(&self.version) {
-                    Ok(Some((_, positions))) => positions
-                        .iter()
-                        .map(|p| (p.partition, p.resume_offset))
-                        .collect(),
-                    Ok(None) => HashMap::new(),
-                    Err(e) => {
-                        tracing::error!("reading positions from the store: {e}");
-                        HashMap::new()
-                    }
-                };
-                let mut owned = Vec::new();
-                let mut assigned = self.shared.assigned_at.lock().expect("assigned lock");
-                assigned.clear();
-                for e in tpl.elements() {
-                    let p = e.partition().unsigned_abs();
-                    owned.push(p);
-                    if let Some(&o) = stored.get(&p) {
-                        assigned.insert(p, o);
-                    }
-                }
-                let mut with_offsets = TopicPartitionList::new();
-                for &p in &owned {
-                    let offset = assigned.get(&p).map_or(Offset::Stored, |&o| {
-                        Offset::Offset(i64::try_from(o).unwrap_or(i64::MAX))
-                    });
-                    with_offsets
-                        .add_partition_offset(
-                            &self.topic,
-                            i32::try_from(p).unwrap_or(i32::MAX),
-                            offset,
-                        )
-                        .ok();
-                }
-                if let Err(e) = consumer.assign(&with_offsets) {
-                    tracing::error!("assigning partitions: {e}");
-                }
-                owned.sort_unstable();
-                tracing::info!(
-                    ?owned,
-                    "partitions assigned; resuming from the store's positions"
-                );
-                *self.shared.assignment.lock().expect("assignment lock") = Some(owned);
+                let owned: Vec<u32> = tpl
+                    .elements()
+                    .iter()
+                    .map(|e| e.partition().unsigned_abs())
+                    .collect();
+                self.assign_from_store(consumer, owned);
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 tracing::info!(
@@ -199,11 +209,13 @@ impl KafkaSource {
         k: &KafkaSection,
         store: Store,
         version: &str,
+        bounded: bool,
         cancel: &dyn Fn() -> bool,
     ) -> Result<Self, SourceError> {
         let shared = Arc::new(Shared::default());
         let ctx = Ctx {
             shared: shared.clone(),
+            bounded,
             store,
             version: version.to_string(),
             topic: k.topic.clone(),
@@ -237,9 +249,17 @@ impl KafkaSource {
             std::thread::sleep(backoff);
             backoff = (backoff * 2).min(Duration::from_secs(5));
         };
-        consumer
-            .subscribe(&[&k.topic])
-            .map_err(|e| SourceError::Kafka(format!("subscribing to {}: {e}", k.topic)))?;
+        if bounded {
+            // A bounded run reads every partition by explicit assignment, like a replay: it
+            // never joins (or disturbs) the live consumer group.
+            consumer
+                .context()
+                .assign_from_store(&consumer, (0..partitions).collect());
+        } else {
+            consumer
+                .subscribe(&[&k.topic])
+                .map_err(|e| SourceError::Kafka(format!("subscribing to {}: {e}", k.topic)))?;
+        }
         let n = partitions as usize;
         Ok(Self {
             consumer,
@@ -311,7 +331,7 @@ impl Source for KafkaSource {
                         && offset < expected
                     {
                         return Err(SourceError::Kafka(format!(
-                            "partition {p} of {} went back from offset {expected} to {offset}: the topic was recreated or truncated; kappa stops rather than mix two logs (replay into a new store or version)",
+                            "partition {p} of {} went back from offset {expected} to {offset}: the topic was recreated or truncated; kappa stops rather than mix two logs (use a new data directory, or replay)",
                             self.topic
                         )));
                     }
@@ -328,7 +348,10 @@ impl Source for KafkaSource {
                     n += 1;
                 }
                 Err(KafkaError::PartitionEOF(p)) => {
-                    if let Some(e) = self.eof.get_mut(p.unsigned_abs() as usize) {
+                    // A fetch answered: the brokers are reachable again.
+                    self.shared.broker_down.store(false, Ordering::Relaxed);
+                    let pu = p.unsigned_abs();
+                    if let Some(e) = self.eof.get_mut(pu as usize) {
                         *e = true;
                     }
                 }
@@ -371,6 +394,9 @@ impl Source for KafkaSource {
     }
 
     fn commit_positions(&mut self, positions: &[(u32, u64)]) {
+        if self.consumer.context().bounded {
+            return; // not a group member: leave the live group's offsets alone
+        }
         let mut tpl = TopicPartitionList::new();
         for &(p, o) in positions.iter().filter(|(p, _)| self.owned.contains(p)) {
             tpl.add_partition_offset(

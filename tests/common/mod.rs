@@ -129,20 +129,31 @@ pub fn counts(stdout: &str) -> [u64; 4] {
 pub struct Server {
     pub child: Child,
     pub base: String,
+    stderr: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Server {
     /// Starts `kappa run` (live) on a free port and waits until `/healthz` answers.
     pub fn start(dir: &Path, extra: &[&str]) -> Self {
+        Self::start_env(dir, extra, &[])
+    }
+
+    /// Same, with extra environment variables.
+    pub fn start_env(dir: &Path, extra: &[&str], env: &[(String, String)]) -> Self {
         let mut c = kappa(dir);
         c.args(["run", "--listen", "127.0.0.1:0"])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
+        for (k, v) in env {
+            c.env(k, v);
+        }
         let mut child = c.spawn().unwrap();
-        // The binary prints "listening on http://ADDR" on stderr once bound.
+        // The binary prints "listening on http://ADDR" on stderr once bound; keep the rest.
         let stderr = child.stderr.take().unwrap();
+        let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel();
+        let sink = text.clone();
         std::thread::spawn(move || {
             use std::io::BufRead;
             let mut sent = false;
@@ -154,14 +165,28 @@ impl Server {
                     tx.send(addr.to_string()).ok();
                     sent = true;
                 }
+                let mut t = sink.lock().unwrap();
+                t.push_str(&line);
+                t.push('\n');
             }
         });
         let base = rx
             .recv_timeout(Duration::from_secs(30))
             .expect("kappa run did not start listening");
-        let s = Self { child, base };
+        let s = Self {
+            child,
+            base,
+            stderr: text,
+        };
         s.wait_for(|s| s.get("/healthz").0 == 200, "healthz");
         s
+    }
+
+    /// What the process wrote on stderr so far.
+    pub fn stderr_text(&self) -> String {
+        // Give the reader thread a moment to drain a process that just exited.
+        std::thread::sleep(Duration::from_millis(200));
+        self.stderr.lock().unwrap().clone()
     }
 
     /// GET; returns (status, body).
@@ -228,3 +253,4 @@ pub fn temp() -> tempfile::TempDir {
 pub fn path(t: &tempfile::TempDir) -> PathBuf {
     t.path().to_path_buf()
 }
+pub mod broker;

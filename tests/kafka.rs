@@ -1,0 +1,327 @@
+//! kappa against a real Kafka-protocol broker (Tansu on 127.0.0.1, one per test binary).
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::broker::Broker;
+use common::*;
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+
+/// One broker for the whole test binary; each test uses its own topic and group.
+fn broker() -> &'static str {
+    static B: OnceLock<(std::sync::Mutex<Broker>, String)> = OnceLock::new();
+    &B.get_or_init(|| {
+        let b = Broker::start();
+        let addr = b.bootstrap.clone();
+        (std::sync::Mutex::new(b), addr)
+    })
+    .1
+}
+
+/// The Kafka tests run one at a time: group joins and session timeouts are wall-clock
+/// bound, and two cores shared by five broker-heavy tests make them flaky.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static L: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    L.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Short group session so that joins and restarts are quick.
+const KAFKA_ENV: [(&str, &str); 2] = [
+    ("KAPPA_KAFKA__SESSION_TIMEOUT", "3s"),
+    ("KAPPA_KAFKA__STATISTICS_INTERVAL", "500ms"),
+];
+
+fn kk(dir: &std::path::Path, topic: &str) -> Command {
+    let mut c = kappa(dir);
+    c.args(["--kafka", broker(), "--topic", topic])
+        .envs(KAFKA_ENV)
+        .env("KAPPA_KAFKA__GROUP_ID", format!("g-{topic}"));
+    c
+}
+
+/// Creates `topic` with 4 partitions through `kappa topics apply`.
+fn create_topic(topic: &str) {
+    let specs = temp();
+    std::fs::write(specs.path().join("t.toml"), format!("name = \"{topic}\"\npartitions = 4\nreplication-factor = 1\n[config]\n\"retention.ms\" = \"-1\"\n")).unwrap();
+    let mut c = kk(specs.path(), topic);
+    c.args(["topics", "apply", "--dir"]).arg(specs.path());
+    let out = String::from_utf8(ok(c).stdout).unwrap();
+    assert!(
+        out.contains("created") || out.contains("up to date"),
+        "{out}"
+    );
+}
+
+fn produce_both(kdir: &std::path::Path, edir: &std::path::Path, topic: &str, n: u64, seed: u64) {
+    let args = [
+        "produce",
+        "--rate",
+        "0",
+        "--late-share",
+        "0.01",
+        "--duplicate-share",
+        "0.02",
+        "--malformed-share",
+        "0.005",
+        "--disorder",
+        "10s",
+    ];
+    let mut c = kk(kdir, topic);
+    c.args(args)
+        .args(["--events", &n.to_string(), "--seed", &seed.to_string()]);
+    ok(c);
+    let mut c = kappa(edir);
+    c.args(args)
+        .args(["--events", &n.to_string(), "--seed", &seed.to_string()]);
+    ok(c);
+}
+
+fn drain_kafka(dir: &std::path::Path, topic: &str) -> String {
+    let mut c = kk(dir, topic);
+    c.args([
+        "run",
+        "--until-caught-up",
+        "--drain",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    String::from_utf8(ok(c).stdout).unwrap()
+}
+
+fn new_records(s: &Server) -> u64 {
+    let v: Value = serde_json::from_str(&s.get("/api/status").1).unwrap_or_default();
+    ["accepted", "late", "duplicates", "invalid"]
+        .iter()
+        .map(|k| v[k].as_u64().unwrap_or(0))
+        .sum()
+}
+
+#[test]
+fn results_over_kafka_equal_the_embedded_log_run() {
+    let _serial = serial();
+    let topic = "t-equal";
+    create_topic(topic);
+    let (kdir, edir) = (temp(), temp());
+    produce_both(kdir.path(), edir.path(), topic, 40_000, 21);
+    let k = counts(&drain_kafka(kdir.path(), topic));
+    let e = counts(&run_drain(edir.path(), &[]));
+    assert_eq!(k, e);
+    assert_eq!(k.iter().sum::<u64>(), 40_000);
+    assert!(export(kdir.path()) == export(edir.path()), "exports differ");
+}
+
+#[test]
+fn stop_and_restart_resume_from_the_store_without_double_counting() {
+    let _serial = serial();
+    let topic = "t-restart";
+    create_topic(topic);
+    let (kdir, edir) = (temp(), temp());
+    produce_both(kdir.path(), edir.path(), topic, 20_000, 1);
+    let mut flags = vec!["--kafka", broker(), "--topic", topic];
+    flags.extend(["--idle-timeout", "0s"]);
+    let s = Server::start_env(kdir.path(), &["--idle-timeout", "0s"], &kafka_env(topic));
+    s.wait_for(|s| new_records(s) == 20_000, "20000 records read");
+    assert!(s.interrupt().success());
+    produce_both(kdir.path(), edir.path(), topic, 10_000, 2);
+    let s = Server::start_env(kdir.path(), &["--idle-timeout", "0s"], &kafka_env(topic));
+    s.wait_for(|s| new_records(s) == 10_000, "the 10000 new records read");
+    // Lag tooling sees the committed positions; readiness holds.
+    assert_eq!(s.get("/readyz").0, 200);
+    assert!(s.interrupt().success());
+    let k = counts(&drain_kafka(kdir.path(), topic));
+    assert_eq!(
+        k.iter().sum::<u64>(),
+        0,
+        "nothing new, nothing counted twice"
+    );
+    run_drain(edir.path(), &[]);
+    assert!(
+        export(kdir.path()) == export(edir.path()),
+        "exports differ after a restart"
+    );
+    let _ = flags;
+}
+
+fn kafka_env(topic: &str) -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = KAFKA_ENV
+        .iter()
+        .map(|(a, b)| ((*a).to_string(), (*b).to_string()))
+        .collect();
+    v.push(("KAPPA_KAFKA__BROKERS".into(), broker().to_string()));
+    v.push(("KAPPA_KAFKA__TOPIC".into(), topic.to_string()));
+    v.push(("KAPPA_KAFKA__GROUP_ID".into(), format!("g-{topic}")));
+    v
+}
+
+#[test]
+fn sigkill_over_kafka_then_restart_gives_identical_results() {
+    let _serial = serial();
+    let topic = "t-crash";
+    create_topic(topic);
+    let (kdir, edir) = (temp(), temp());
+    produce_both(kdir.path(), edir.path(), topic, 200_000, 5);
+    run_drain(edir.path(), &[]);
+    let expected = export(edir.path());
+    let seed: u64 = rand::random();
+    eprintln!("kafka crash test seed {seed}");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let env = [
+        ("KAPPA_PIPELINE__BATCH_RECORDS", "1000"),
+        ("KAPPA_PIPELINE__COMMIT_INTERVAL", "5ms"),
+    ];
+    // How long one bounded run over Kafka takes here, to spread the kills over it.
+    let probe = temp();
+    let t0 = Instant::now();
+    {
+        let mut c = kk(probe.path(), topic);
+        c.args([
+            "run",
+            "--until-caught-up",
+            "--drain",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .envs(env);
+        ok(c);
+    }
+    let run_ms = u64::try_from(t0.elapsed().as_millis()).unwrap().max(100);
+    let mut kills = 0;
+    let mut attempts = 0;
+    while kills < 5 {
+        attempts += 1;
+        assert!(attempts < 60, "could not kill a running pipeline 5 times");
+        let mut c = kk(kdir.path(), topic);
+        c.args([
+            "run",
+            "--until-caught-up",
+            "--drain",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .envs(env)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        let mut child = c.spawn().unwrap();
+        let wait = Duration::from_millis(rng.random_range(run_ms / 10..run_ms));
+        let t = Instant::now();
+        while t.elapsed() < wait && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            kills += 1;
+        } else {
+            std::fs::remove_file(kdir.path().join("kappa.redb")).unwrap();
+        }
+    }
+    drain_kafka(kdir.path(), topic);
+    assert!(
+        export(kdir.path()) == expected,
+        "results differ after {kills} SIGKILLs over Kafka (seed {seed})"
+    );
+}
+
+#[test]
+fn two_processes_in_one_group_split_the_partitions() {
+    let _serial = serial();
+    let topic = "t-group";
+    create_topic(topic);
+    let (a, b, e) = (temp(), temp(), temp());
+    let env = kafka_env(topic);
+    let sa = Server::start_env(a.path(), &["--idle-timeout", "0s"], &env);
+    let sb = Server::start_env(b.path(), &["--idle-timeout", "0s"], &env);
+    produce_both(a.path(), e.path(), topic, 20_000, 9);
+    let owned = |s: &Server| -> Vec<u64> {
+        let v: Value = serde_json::from_str(&s.get("/api/status").1).unwrap_or_default();
+        v["partitions"]
+            .as_array()
+            .map(|ps| {
+                ps.iter()
+                    .filter(|p| p["owned"] == true)
+                    .map(|p| p["partition"].as_u64().unwrap())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    sa.wait_for(
+        |sa| new_records(sa) + new_records(&sb) == 20_000,
+        "both members together to read every record",
+    );
+    let (oa, ob) = (owned(&sa), owned(&sb));
+    assert!(
+        !oa.is_empty() && !ob.is_empty(),
+        "each member owns partitions: {oa:?} {ob:?}"
+    );
+    let mut all: Vec<u64> = oa.iter().chain(&ob).copied().collect();
+    all.sort_unstable();
+    assert_eq!(all, vec![0, 1, 2, 3], "the members split the partitions");
+}
+
+#[test]
+fn broker_loss_makes_kappa_unready_without_crashing() {
+    let _serial = serial();
+    // Its own broker: this test stops and restarts it (memory storage loses the topic).
+    let mut own = Broker::start();
+    let topic = "t-loss";
+    let dir = temp();
+    let specs = temp();
+    std::fs::write(
+        specs.path().join("t.toml"),
+        format!("name = \"{topic}\"\npartitions = 2\nreplication-factor = 1\n"),
+    )
+    .unwrap();
+    let apply = |bootstrap: &str| {
+        let mut c = kappa(dir.path());
+        c.args(["--kafka", bootstrap, "topics", "apply", "--dir"])
+            .arg(specs.path());
+        ok(c);
+    };
+    apply(&own.bootstrap);
+    let produce = |bootstrap: &str, n: &str| {
+        let mut c = kappa(dir.path());
+        c.args([
+            "--kafka", bootstrap, "--topic", topic, "produce", "--rate", "0", "--events", n,
+        ]);
+        ok(c);
+    };
+    produce(&own.bootstrap, "2000");
+    let env = vec![
+        ("KAPPA_KAFKA__BROKERS".to_string(), own.bootstrap.clone()),
+        ("KAPPA_KAFKA__TOPIC".to_string(), topic.to_string()),
+        ("KAPPA_KAFKA__SESSION_TIMEOUT".to_string(), "3s".to_string()),
+    ];
+    let mut s = Server::start_env(dir.path(), &["--idle-timeout", "0s"], &env);
+    s.wait_for(
+        |s| new_records(s) == 2000 && s.get("/readyz").0 == 200,
+        "the first 2000 records",
+    );
+    own.stop();
+    s.wait_for(
+        |s| s.get("/readyz").0 == 503,
+        "/readyz to turn 503 while the broker is down",
+    );
+    assert!(
+        s.child.try_wait().unwrap().is_none(),
+        "no crash while the broker is away"
+    );
+    // Down longer than the group session (3 s): the member loses its partitions; still no
+    // crash, still not ready. (Recovery once the broker returns is not asserted here: with
+    // Tansu's memory storage the restarted broker has lost the topic and the group, and the
+    // member's rejoin against it did not complete reliably in tests; see the closing notes.)
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(6) {
+        assert!(
+            s.child.try_wait().unwrap().is_none(),
+            "kappa exited while the broker was down"
+        );
+        assert_eq!(s.get("/readyz").0, 503);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = &mut s;
+    let _ = apply;
+}
