@@ -88,6 +88,7 @@ async fn start(
                         store.clone(),
                         &cfg2.pipeline.version,
                         matches!(mode, Mode::UntilCaughtUp { .. }),
+                        metrics2.clone(),
                         &|| token.is_cancelled(),
                     )?;
                     Pipeline::new(&cfg2, Box::new(source), store, metrics2, shared2)?

@@ -30,6 +30,7 @@ use rdkafka::types::RDKafkaRespErr;
 use super::{Source, SourceError};
 use crate::config::KafkaSection;
 use crate::log::RecordBatch;
+use crate::metrics::Metrics;
 use crate::store::Store;
 
 /// State the librdkafka callbacks share with the source.
@@ -51,6 +52,7 @@ pub struct Ctx {
     /// Bounded runs read from the beginning where the store has no position (like a
     /// replay) instead of from the group's committed offsets.
     bounded: bool,
+    metrics: Arc<Metrics>,
     store: Store,
     version: String,
     topic: String,
@@ -69,6 +71,7 @@ impl ClientContext for Ctx {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        self.metrics.kafka_errors.inc();
         if matches!(
             error.rdkafka_error_code(),
             Some(
@@ -86,6 +89,7 @@ impl Ctx {
     /// Assigns `owned` at the resume offsets the store holds (the group's committed
     /// offsets where it holds none) and announces the new assignment to the pipeline.
     fn assign_from_store(&self, consumer: &BaseConsumer<Self>, mut owned: Vec<u32>) {
+        self.metrics.kafka_rebalances.inc();
         let stored: HashMap<u32, (u64, u64)> = match self.store.load_state(&self.version) {
             Ok(Some((_, positions))) => positions
                 .iter()
@@ -210,12 +214,14 @@ impl KafkaSource {
         store: Store,
         version: &str,
         bounded: bool,
+        metrics: Arc<Metrics>,
         cancel: &dyn Fn() -> bool,
     ) -> Result<Self, SourceError> {
         let shared = Arc::new(Shared::default());
         let ctx = Ctx {
             shared: shared.clone(),
             bounded,
+            metrics,
             store,
             version: version.to_string(),
             topic: k.topic.clone(),
