@@ -248,7 +248,7 @@ fn bad_input_never_stops_the_pipeline_and_counts_add_up() {
 fn live_run_tails_a_producer_in_another_process() {
     let dir = temp();
     let server = Server::start(dir.path(), &["--idle-timeout", "0s"]);
-    assert_eq!(server.get("/readyz").0, 200);
+    server.wait_for(|s| s.get("/readyz").0 == 200, "readiness once consuming");
     produce(dir.path(), 20_000, 11);
     server.wait_for(
         |s| {

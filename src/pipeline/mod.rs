@@ -308,6 +308,8 @@ impl Pipeline {
             }
             if let Some(owned) = self.source.take_assignment() {
                 self.restore(&owned)?;
+                self.shared
+                    .set_ready(self.source.healthy() && !self.owned.is_empty());
             }
             batch.clear();
             let n = self
@@ -365,11 +367,9 @@ impl Pipeline {
                 self.publish(true);
                 last_refresh = Instant::now();
             }
-            if n == 0 {
-                if self.status.state == "recovering" || self.status.state == "starting" {
-                    self.status.state = "running".into();
-                }
-                std::thread::sleep(Duration::from_millis(5));
+            // No sleep when nothing came: a source's poll waits for data itself (briefly).
+            if n == 0 && (self.status.state == "recovering" || self.status.state == "starting") {
+                self.status.state = "running".into();
             }
         }
         if let Mode::UntilCaughtUp { drain: true } = mode

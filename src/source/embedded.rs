@@ -98,6 +98,11 @@ impl Source for EmbeddedSource {
             }
         }
         self.next = (self.next + 1) % n;
+        if total == 0 {
+            // At the tail: wait a little for the writer instead of spinning (files give no
+            // notification; 5 ms bounds the added latency).
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         Ok(total)
     }
 
