@@ -325,3 +325,59 @@ fn broker_loss_makes_kappa_unready_without_crashing() {
     let _ = &mut s;
     let _ = apply;
 }
+
+#[test]
+fn broker_unreachable_at_start_means_unready_until_it_appears() {
+    let _serial = serial();
+    // Learn a port, then stop the broker: kappa starts against nothing.
+    let mut own = Broker::start();
+    own.stop();
+    let topic = "t-late-broker";
+    let dir = temp();
+    let env = vec![
+        ("KAPPA_KAFKA__BROKERS".to_string(), own.bootstrap.clone()),
+        ("KAPPA_KAFKA__TOPIC".to_string(), topic.to_string()),
+        ("KAPPA_KAFKA__SESSION_TIMEOUT".to_string(), "3s".to_string()),
+    ];
+    let s = Server::start_env(dir.path(), &["--idle-timeout", "0s"], &env);
+    let status =
+        |s: &Server| serde_json::from_str::<Value>(&s.get("/api/status").1).unwrap_or_default();
+    assert_eq!(s.get("/readyz").0, 503);
+    assert_eq!(status(&s)["state"], "connecting");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(s.get("/readyz").0, 503, "still retrying, still unready");
+    // The broker appears, the topic is created and filled: kappa connects and consumes.
+    own.restart();
+    let specs = temp();
+    std::fs::write(
+        specs.path().join("t.toml"),
+        format!("name = \"{topic}\"\npartitions = 2\nreplication-factor = 1\n"),
+    )
+    .unwrap();
+    let mut c = kappa(dir.path());
+    c.args(["--kafka", &own.bootstrap, "topics", "apply", "--dir"])
+        .arg(specs.path());
+    ok(c);
+    let mut c = kappa(dir.path());
+    c.args([
+        "--kafka",
+        &own.bootstrap,
+        "--topic",
+        topic,
+        "produce",
+        "--rate",
+        "0",
+        "--events",
+        "1000",
+    ]);
+    ok(c);
+    s.wait_for(
+        |s| s.get("/readyz").0 == 200 && new_records(s) == 1000,
+        "kappa to connect and read the 1000 records",
+    );
+    let err = s.stderr_text();
+    assert!(
+        err.contains("unreachable") || err.contains("Connection refused"),
+        "a clear log line while waiting: {err}"
+    );
+}

@@ -238,7 +238,7 @@ impl KafkaSource {
             .map_err(|e| SourceError::Kafka(format!("creating the consumer: {e}")))?;
         let mut backoff = Duration::from_millis(200);
         let partitions = loop {
-            match consumer.fetch_metadata(Some(&k.topic), Duration::from_secs(5)) {
+            match consumer.fetch_metadata(Some(&k.topic), Duration::from_secs(2)) {
                 Ok(md) => match md.topics().first() {
                     Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
                         break u32::try_from(t.partitions().len()).unwrap_or(u32::MAX);
