@@ -3,11 +3,10 @@
 
 mod common;
 
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::*;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 
 #[test]
 fn sigkill_at_random_moments_then_restart_gives_identical_results() {
@@ -51,38 +50,18 @@ fn sigkill_at_random_moments_then_restart_gives_identical_results() {
     let [accepted, late, dups, invalid] = counts(&out);
     assert!(accepted > 0 && late > 0 && dups > 0 && invalid > 0, "{out}");
 
-    let mut kills = 0;
-    let mut attempts = 0;
-    while kills < 6 {
-        attempts += 1;
-        assert!(attempts < 200, "could not kill a running pipeline 6 times");
-        let mut c = kappa(crashed.path());
-        c.args([
-            "run",
-            "--until-caught-up",
-            "--drain",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .envs(env)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-        let mut child = c.spawn().unwrap();
-        // Anywhere in a run, weighted towards its later part where windows are final.
-        let wait = Duration::from_millis(rng.random_range(run_ms / 10..run_ms));
-        let t = Instant::now();
-        while t.elapsed() < wait && child.try_wait().unwrap().is_none() {
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        if child.try_wait().unwrap().is_none() {
-            child.kill().unwrap(); // SIGKILL
-            child.wait().unwrap();
-            kills += 1;
-        } else {
-            // It finished before the kill: start over from an empty store to keep killing.
-            std::fs::remove_file(crashed.path().join("kappa.redb")).unwrap();
-        }
-    }
+    let kills = 6;
+    kill_bounded_runs(
+        kills,
+        run_ms,
+        &mut rng,
+        || {
+            let mut c = kappa(crashed.path());
+            c.envs(env);
+            c
+        },
+        || std::fs::remove_file(crashed.path().join("kappa.redb")).unwrap(),
+    );
     let out = run_drain(crashed.path(), &[]);
     let got = export(crashed.path());
     assert!(

@@ -2,13 +2,13 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::broker::Broker;
 use common::*;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use serde_json::Value;
 
 /// One broker for the whole test binary; each test uses its own topic and group.
@@ -189,36 +189,18 @@ fn sigkill_over_kafka_then_restart_gives_identical_results() {
         ok(c);
     }
     let run_ms = u64::try_from(t0.elapsed().as_millis()).unwrap().max(100);
-    let mut kills = 0;
-    let mut attempts = 0;
-    while kills < 5 {
-        attempts += 1;
-        assert!(attempts < 60, "could not kill a running pipeline 5 times");
-        let mut c = kk(kdir.path(), topic);
-        c.args([
-            "run",
-            "--until-caught-up",
-            "--drain",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .envs(env)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-        let mut child = c.spawn().unwrap();
-        let wait = Duration::from_millis(rng.random_range(run_ms / 10..run_ms));
-        let t = Instant::now();
-        while t.elapsed() < wait && child.try_wait().unwrap().is_none() {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        if child.try_wait().unwrap().is_none() {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            kills += 1;
-        } else {
-            std::fs::remove_file(kdir.path().join("kappa.redb")).unwrap();
-        }
-    }
+    let kills = 5;
+    kill_bounded_runs(
+        kills,
+        run_ms,
+        &mut rng,
+        || {
+            let mut c = kk(kdir.path(), topic);
+            c.envs(env);
+            c
+        },
+        || std::fs::remove_file(kdir.path().join("kappa.redb")).unwrap(),
+    );
     drain_kafka(kdir.path(), topic);
     assert!(
         export(kdir.path()) == expected,

@@ -253,4 +253,50 @@ pub fn temp() -> tempfile::TempDir {
 pub fn path(t: &tempfile::TempDir) -> PathBuf {
     t.path().to_path_buf()
 }
+/// SIGKILLs bounded runs (`run --until-caught-up --drain`) started by `command` at random
+/// moments within `run_ms` (weighted towards the later part of a run, where windows are
+/// final) until `kills` of them died mid-run. A run that finished before its kill calls
+/// `finished` (which starts the store over) and does not count.
+pub fn kill_bounded_runs(
+    kills: usize,
+    run_ms: u64,
+    rng: &mut impl rand::Rng,
+    mut command: impl FnMut() -> Command,
+    mut finished: impl FnMut(),
+) {
+    let mut done = 0;
+    for _ in 0..kills * 20 {
+        if done == kills {
+            return;
+        }
+        let mut c = command();
+        c.args([
+            "run",
+            "--until-caught-up",
+            "--drain",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        let mut child = c.spawn().unwrap();
+        let wait = Duration::from_millis(rng.random_range(run_ms / 10..run_ms));
+        let t = Instant::now();
+        while t.elapsed() < wait && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap(); // SIGKILL
+            child.wait().unwrap();
+            done += 1;
+        } else {
+            finished();
+        }
+    }
+    assert_eq!(
+        done, kills,
+        "could not kill a running pipeline {kills} times"
+    );
+}
+
 pub mod broker;
