@@ -208,41 +208,18 @@ fn latest(st: &AppState, q: HashMap<String, String>) -> Result<Value, ApiError> 
     Ok(query::latest(&st.store, &p.version(st)?)?)
 }
 
-/// `GET /api/dead-letters` (also used by the CLI on a local store).
-///
-/// # Errors
-/// Bad parameters or a store failure.
-pub fn dead_letters(st: &AppState, q: HashMap<String, String>) -> Result<Value, ApiError> {
+fn dead_letters(st: &AppState, q: HashMap<String, String>) -> Result<Value, ApiError> {
     let p = Params::check(q, &["after", "limit"])?;
-    let after = match p.get("after") {
-        None => None,
-        Some(a) => {
-            let parsed = a
-                .split_once(':')
-                .and_then(|(p, o)| Some((p.parse::<u32>().ok()?, o.parse::<u64>().ok()?)));
-            Some(parsed.ok_or_else(|| {
-                ApiError::BadRequest(format!("after must be partition:offset, got {a:?}"))
-            })?)
-        }
-    };
-    let limit = p.limit(100, 10_000)?;
-    let items = st.store.dead_letters(after, limit)?;
-    let next = (items.len() == limit)
-        .then(|| {
-            items
-                .last()
-                .map(|d| format!("{}:{}", d.partition, d.offset))
-        })
-        .flatten();
-    Ok(json!({
-        "dead_letters": items.iter().map(|d| json!({
-            "partition": d.partition, "offset": d.offset,
-            "record_time": crate::event::time::format_rfc3339_ms(d.record_ts),
-            "kind": d.kind, "reason": d.reason, "size": d.size,
-            "raw": String::from_utf8_lossy(&d.raw),
-        })).collect::<Vec<_>>(),
-        "next": next,
-    }))
+    let after = p
+        .get("after")
+        .map(query::parse_position)
+        .transpose()
+        .map_err(ApiError::BadRequest)?;
+    Ok(query::dead_letters(
+        &st.store,
+        after,
+        p.limit(100, 10_000)?,
+    )?)
 }
 
 fn late_events(st: &AppState, q: HashMap<String, String>) -> Result<Value, ApiError> {

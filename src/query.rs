@@ -35,6 +35,45 @@ pub fn parse_size(s: &str) -> Result<i64, String> {
     i64::try_from(d.as_millis()).map_err(|_| format!("size {s:?} is too large"))
 }
 
+/// Parses a log position `partition:offset`.
+///
+/// # Errors
+/// A message naming the expected form.
+pub fn parse_position(s: &str) -> Result<(u32, u64), String> {
+    s.split_once(':')
+        .and_then(|(p, o)| Some((p.parse::<u32>().ok()?, o.parse::<u64>().ok()?)))
+        .ok_or_else(|| format!("after must be partition:offset, got {s:?}"))
+}
+
+/// A page of dead letters after `after` (exclusive): `{"dead_letters": [...], "next"}`,
+/// `next` being the cursor of the following page when this one is full.
+///
+/// # Errors
+/// Store failure.
+pub fn dead_letters(
+    store: &Store,
+    after: Option<(u32, u64)>,
+    limit: usize,
+) -> Result<Value, StoreError> {
+    let items = store.dead_letters(after, limit)?;
+    let next = (items.len() == limit)
+        .then(|| {
+            items
+                .last()
+                .map(|d| format!("{}:{}", d.partition, d.offset))
+        })
+        .flatten();
+    Ok(json!({
+        "dead_letters": items.iter().map(|d| json!({
+            "partition": d.partition, "offset": d.offset,
+            "record_time": format_rfc3339_ms(d.record_ts),
+            "kind": d.kind, "reason": d.reason, "size": d.size,
+            "raw": String::from_utf8_lossy(&d.raw),
+        })).collect::<Vec<_>>(),
+        "next": next,
+    }))
+}
+
 /// `1m` for 60000.
 #[must_use]
 pub fn size_name(size_ms: i64) -> String {

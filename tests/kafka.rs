@@ -57,27 +57,10 @@ fn create_topic(topic: &str) {
 }
 
 fn produce_both(kdir: &std::path::Path, edir: &std::path::Path, topic: &str, n: u64, seed: u64) {
-    let args = [
-        "produce",
-        "--rate",
-        "0",
-        "--late-share",
-        "0.01",
-        "--duplicate-share",
-        "0.02",
-        "--malformed-share",
-        "0.005",
-        "--disorder",
-        "10s",
-    ];
     let mut c = kk(kdir, topic);
-    c.args(args)
-        .args(["--events", &n.to_string(), "--seed", &seed.to_string()]);
+    c.args(produce_args(n, seed));
     ok(c);
-    let mut c = kappa(edir);
-    c.args(args)
-        .args(["--events", &n.to_string(), "--seed", &seed.to_string()]);
-    ok(c);
+    produce(edir, n, seed);
 }
 
 fn drain_kafka(dir: &std::path::Path, topic: &str) -> String {
@@ -121,8 +104,6 @@ fn stop_and_restart_resume_from_the_store_without_double_counting() {
     create_topic(topic);
     let (kdir, edir) = (temp(), temp());
     produce_both(kdir.path(), edir.path(), topic, 20_000, 1);
-    let mut flags = vec!["--kafka", broker(), "--topic", topic];
-    flags.extend(["--idle-timeout", "0s"]);
     let s = Server::start_env(kdir.path(), &["--idle-timeout", "0s"], &kafka_env(topic));
     s.wait_for(|s| new_records(s) == 20_000, "20000 records read");
     assert!(s.interrupt().success());
@@ -143,7 +124,6 @@ fn stop_and_restart_resume_from_the_store_without_double_counting() {
         export(kdir.path()) == export(edir.path()),
         "exports differ after a restart"
     );
-    let _ = flags;
 }
 
 fn kafka_env(topic: &str) -> Vec<(String, String)> {
@@ -311,7 +291,6 @@ fn broker_loss_makes_kappa_unready_without_crashing_and_it_recovers() {
         "/readyz to recover once the broker is back",
     );
     assert!(s.child.try_wait().unwrap().is_none(), "still running");
-    let _ = &mut s;
 }
 
 #[test]

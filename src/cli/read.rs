@@ -268,17 +268,16 @@ pub fn dead_letters(cfg: &Config, a: &DeadLetterArgs) -> anyhow::Result<()> {
     }
     let v: Value = match access(cfg, a.server.as_ref())? {
         Access::Local(store) => {
-            let st = crate::http::AppState {
-                store,
-                metrics: std::sync::Arc::default(),
-                shared: std::sync::Arc::default(),
-            };
-            let mut q = std::collections::HashMap::new();
-            q.insert("limit".to_string(), a.limit.to_string());
-            if let Some(after) = &a.after {
-                q.insert("after".to_string(), after.clone());
+            let after = a
+                .after
+                .as_deref()
+                .map(crate::query::parse_position)
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
+            if a.limit == 0 || a.limit > 10_000 {
+                anyhow::bail!("--limit must be between 1 and 10000, got {}", a.limit);
             }
-            crate::http::dead_letters(&st, q).map_err(|e| anyhow::anyhow!("{e}"))?
+            crate::query::dead_letters(&store, after, a.limit)?
         }
         Access::Remote(base) => {
             serde_json::from_slice(&get(&format!("{base}/api/dead-letters{url_params}"))?)?

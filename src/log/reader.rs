@@ -3,13 +3,11 @@
 use std::path::{Path, PathBuf};
 
 use super::batch::RecordBatch;
-use super::segment::{Cursor, last_valid_entry, list_segments, read_index};
+use super::segment::{Cursor, SCAN_CHUNK, last_valid_entry, list_segments, read_index};
 use super::{LogError, Meta, open_or_create_meta, partition_dir, read_meta};
 
 /// Read chunk of the record cursors (hot path).
 const READ_CHUNK: usize = 2 << 20;
-/// Read chunk of the end-offset cursors and of timestamp look-ups.
-const SCAN_CHUNK: usize = 256 << 10;
 
 /// Reads a log directory. Any number of readers, in any process, may read
 /// concurrently with the writer; a reader sees records as soon as the writer

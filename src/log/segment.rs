@@ -251,6 +251,10 @@ pub(super) struct Frame {
     pub key_value: Range<usize>,
 }
 
+/// Read chunk of scanning cursors (a partition's tail at open, end offsets, timestamp
+/// look-ups); the hot-path reader uses larger chunks.
+pub(super) const SCAN_CHUNK: usize = 256 << 10;
+
 /// Sequential reader of one partition's frames, across segments.
 ///
 /// Reads segment data in chunks into a reusable buffer with positional reads

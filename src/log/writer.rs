@@ -6,16 +6,14 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use super::segment::{
-    Cursor, INDEX_ENTRY_LEN, INDEX_INTERVAL_BYTES, IndexEntry, encode_frame, frame_len, index_path,
-    last_valid_entry, list_segments, read_index, segment_path,
+    Cursor, INDEX_ENTRY_LEN, INDEX_INTERVAL_BYTES, IndexEntry, SCAN_CHUNK, encode_frame, frame_len,
+    index_path, last_valid_entry, list_segments, read_index, segment_path,
 };
 use super::{
     LOCK_FILE, LogConfig, LogError, MAX_RECORD_BYTES, open_or_create_meta, partition_dir,
     partition_for, sync_dir,
 };
 
-/// Read chunk used while recovering a partition's tail.
-const SCAN_CHUNK: usize = 256 << 10;
 /// A partition's buffer is written out (before the next append) once it holds this much.
 const AUTO_WRITE_BYTES: usize = 8 << 20;
 

@@ -76,6 +76,8 @@ pub struct Summary {
     pub invalid: u64,
 }
 
+/// Work done since the last commit: lost on a crash, redone from the store's positions.
+#[derive(Default)]
 struct Pending {
     finals: Vec<(FinalWindow, Instant)>,
     dead: Vec<DeadLetter>,
@@ -165,12 +167,7 @@ impl Pipeline {
             next,
             handled,
             last_record_at: vec![Instant::now(); partitions],
-            pending: Pending {
-                finals: Vec::new(),
-                dead: Vec::new(),
-                late: Vec::new(),
-                records: 0,
-            },
+            pending: Pending::default(),
             status,
             ends: vec![0; partitions],
             unflushed: vec![(0, 0); partitions],
@@ -245,12 +242,7 @@ impl Pipeline {
         self.last_checkpoint.clone_from(&next);
         self.next = next;
         self.handled = handled;
-        self.pending = Pending {
-            finals: Vec::new(),
-            dead: Vec::new(),
-            late: Vec::new(),
-            records: 0,
-        };
+        self.pending = Pending::default();
         self.owned = owned.to_vec();
         self.status.state = if self
             .owned

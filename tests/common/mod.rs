@@ -34,14 +34,13 @@ pub fn ok(mut c: Command) -> Output {
     out
 }
 
-/// Generates `n` events with some disorder, lateness, duplicates and malformed records.
-pub fn produce(dir: &Path, n: u64, seed: u64) {
-    let mut c = kappa(dir);
-    c.args(["produce", "--rate", "0", "--events"])
-        .arg(n.to_string())
-        .args(["--seed"])
-        .arg(seed.to_string());
-    c.args([
+/// `produce` arguments for `n` generated events with some disorder, lateness, duplicates
+/// and malformed records (shared by the embedded-log and Kafka tests).
+pub fn produce_args(n: u64, seed: u64) -> Vec<String> {
+    let args = [
+        "produce",
+        "--rate",
+        "0",
         "--late-share",
         "0.01",
         "--duplicate-share",
@@ -50,7 +49,21 @@ pub fn produce(dir: &Path, n: u64, seed: u64) {
         "0.005",
         "--disorder",
         "10s",
+    ];
+    let mut v: Vec<String> = args.iter().map(ToString::to_string).collect();
+    v.extend([
+        "--events".into(),
+        n.to_string(),
+        "--seed".into(),
+        seed.to_string(),
     ]);
+    v
+}
+
+/// Generates `n` events into the embedded log of `dir` (see [`produce_args`]).
+pub fn produce(dir: &Path, n: u64, seed: u64) {
+    let mut c = kappa(dir);
+    c.args(produce_args(n, seed));
     ok(c);
 }
 
