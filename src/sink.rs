@@ -19,6 +19,9 @@ pub enum SinkError {
     /// The embedded log failed.
     #[error(transparent)]
     Log(#[from] LogError),
+    /// Writing a file failed.
+    #[error("writing the output: {0}")]
+    Io(std::io::Error),
     /// Kafka refused or could not deliver.
     #[error("kafka: {0}")]
     Kafka(String),
@@ -58,6 +61,27 @@ impl Sink for LogWriter {
     }
     fn finish(&mut self) -> Result<(), SinkError> {
         Ok(self.sync()?)
+    }
+}
+
+/// JSON lines (the record values, one per line) into a file or stdout: `produce --output`.
+pub struct LinesSink(pub Box<dyn std::io::Write + Send>);
+
+impl Sink for LinesSink {
+    fn kind(&self) -> &'static str {
+        "file"
+    }
+    fn append(&mut self, _key: &[u8], value: &[u8], _timestamp_ms: i64) -> Result<(), SinkError> {
+        self.0
+            .write_all(value)
+            .and_then(|()| self.0.write_all(b"\n"))
+            .map_err(SinkError::Io)
+    }
+    fn flush(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
+    fn finish(&mut self) -> Result<(), SinkError> {
+        self.0.flush().map_err(SinkError::Io)
     }
 }
 

@@ -1,7 +1,7 @@
 //! `kappa produce`: the seeded generator or a JSON-lines file, into the embedded log (or,
 //! with `--output`, into a JSON-lines file).
 
-use std::io::{BufRead, BufWriter, Write};
+use std::io::{BufRead, BufWriter};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::generator::{GenConfig, GenRecord, Generator};
 use crate::log::{LogConfig, LogWriter};
 use crate::metrics::Metrics;
-use crate::sink::{KafkaSink, Sink};
+use crate::sink::{KafkaSink, LinesSink, Sink};
 
 /// `kappa produce`.
 #[derive(Debug, Args)]
@@ -240,58 +240,39 @@ pub fn produce(cfg: &Config, args: &ProduceArgs) -> anyhow::Result<()> {
     let mut generator = Generator::new(gen_cfg);
     let started = Instant::now();
     let paced = args.rate > 0.0;
-    let n = if let Some(out) = &args.output {
-        let mut w: Box<dyn Write> = if out.as_os_str() == "-" {
-            Box::new(BufWriter::new(std::io::stdout().lock()))
-        } else {
-            Box::new(BufWriter::new(
-                std::fs::File::create(out)
-                    .with_context(|| format!("cannot create {}", out.display()))?,
-            ))
-        };
-        let n = generate(
-            &mut generator,
-            args.events,
-            args.duration,
-            paced,
-            &cancel,
-            &mut |rec| {
-                if let Some(rec) = rec {
-                    w.write_all(&rec.value)?;
-                    w.write_all(b"\n")?;
-                }
-                Ok(())
-            },
-        )?;
-        w.flush()?;
-        n
-    } else {
-        let mut writer = open_sink(cfg, args.partitions, Arc::new(Metrics::new()))?;
-        let mut last_report = Instant::now();
-        let mut count = 0u64;
-        let n = generate(
-            &mut generator,
-            args.events,
-            args.duration,
-            paced,
-            &cancel,
-            &mut |rec| {
-                let Some(rec) = rec else {
-                    writer.flush()?;
-                    return Ok(());
-                };
-                writer.append(&rec.key, &rec.value, now_ms())?;
-                count += 1;
-                if count.is_multiple_of(65_536) && last_report.elapsed() >= Duration::from_secs(2) {
-                    eprintln!("produced {count} events");
-                    last_report = Instant::now();
-                }
-                Ok(())
-            },
-        )?;
-        writer.finish()?;
-        n
+    let mut sink: Box<dyn Sink> = match &args.output {
+        Some(out) if out.as_os_str() == "-" => {
+            Box::new(LinesSink(Box::new(BufWriter::new(std::io::stdout()))))
+        }
+        Some(out) => Box::new(LinesSink(Box::new(BufWriter::new(
+            std::fs::File::create(out)
+                .with_context(|| format!("cannot create {}", out.display()))?,
+        )))),
+        None => open_sink(cfg, args.partitions, Arc::new(Metrics::new()))?,
     };
+    let mut last_report = Instant::now();
+    let mut count = 0u64;
+    let n = generate(
+        &mut generator,
+        args.events,
+        args.duration,
+        paced,
+        &cancel,
+        &mut |rec| {
+            let Some(rec) = rec else {
+                sink.flush()?;
+                return Ok(());
+            };
+            sink.append(&rec.key, &rec.value, now_ms())?;
+            count += 1;
+            if count.is_multiple_of(65_536) && last_report.elapsed() >= Duration::from_secs(2) {
+                eprintln!("produced {count} events");
+                last_report = Instant::now();
+            }
+            Ok(())
+        },
+    )?;
+    sink.finish()?;
     let secs = started.elapsed().as_secs_f64();
     #[allow(clippy::cast_precision_loss)]
     let rate = n as f64 / secs.max(1e-9);
