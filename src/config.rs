@@ -83,7 +83,8 @@ pub struct LogSection {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
 pub struct PipelineSection {
-    /// Output version this process computes (and serves when it is the serving one).
+    /// Output version this process computes; empty (the default) means the serving one
+    /// (`v1` on a fresh store), computed with the configuration it was created with.
     pub version: String,
     /// Tumbling window sizes, whole seconds (`["1m", "1h"]` or `"1m,1h"`).
     #[serde(serialize_with = "ser_durations", deserialize_with = "de_durations")]
@@ -108,6 +109,9 @@ pub struct PipelineSection {
     /// Longest time between store commits while records flow.
     #[serde(with = "humantime_serde")]
     pub commit_interval: Duration,
+    /// Event schema versions decoded; records of other versions are dead-lettered (`[1]`
+    /// behaves as a build that predates schema 2).
+    pub accept_schemas: Vec<u64>,
 }
 
 /// `[http]`: the HTTP server.
@@ -143,7 +147,7 @@ impl Default for LogSection {
 impl Default for PipelineSection {
     fn default() -> Self {
         Self {
-            version: "v1".into(),
+            version: String::new(),
             window_sizes: vec![Duration::from_secs(60), Duration::from_secs(3600)],
             max_delay: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
@@ -152,6 +156,7 @@ impl Default for PipelineSection {
             max_future: Duration::from_secs(86_400),
             batch_records: 65_536,
             commit_interval: Duration::from_millis(500),
+            accept_schemas: crate::event::KNOWN_SCHEMAS.to_vec(),
         }
     }
 }
@@ -266,15 +271,26 @@ impl Config {
         if p.batch_records == 0 {
             return bad("pipeline.batch-records must be at least 1".into());
         }
-        if p.version.is_empty()
-            || !p
+        if !p.version.is_empty()
+            && !p
                 .version
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
         {
             return bad(format!(
-                "pipeline.version {:?} must be non-empty letters, digits, '-', '_' or '.'",
+                "pipeline.version {:?} must be letters, digits, '-', '_' or '.'",
                 p.version
+            ));
+        }
+        if p.accept_schemas.is_empty()
+            || p.accept_schemas
+                .iter()
+                .any(|v| !crate::event::KNOWN_SCHEMAS.contains(v))
+        {
+            return bad(format!(
+                "pipeline.accept-schemas {:?} must name schema versions this build knows ({:?})",
+                p.accept_schemas,
+                crate::event::KNOWN_SCHEMAS
             ));
         }
         if self.log.partitions == 0 || self.log.partitions > 1024 {
@@ -321,14 +337,67 @@ impl Config {
             .iter()
             .map(|&s| fmt_duration(Duration::from_millis(s.unsigned_abs())))
             .collect();
-        format!(
+        let mut schemas = self.pipeline.accept_schemas.clone();
+        schemas.sort_unstable();
+        schemas.dedup();
+        let mut fp = format!(
             "window-sizes=[{}] max-delay={} top-k={} max-record-bytes={} max-future={}",
             sizes.join(","),
             fmt_duration(self.pipeline.max_delay),
             w.top_k,
             self.pipeline.max_record_bytes,
             fmt_duration(self.pipeline.max_future)
-        )
+        );
+        // Written only when restricted, so versions made before schema 2 keep their text.
+        if schemas != crate::event::KNOWN_SCHEMAS {
+            let list: Vec<String> = schemas.iter().map(u64::to_string).collect();
+            fp.push_str(&format!(" schemas=[{}]", list.join(",")));
+        }
+        fp
+    }
+
+    /// This configuration with the result-deciding settings of `fingerprint` (the text
+    /// [`Config::results_fingerprint`] wrote for an output version) in place of its own.
+    ///
+    /// # Errors
+    /// Text that is not a fingerprint.
+    pub fn with_fingerprint(&self, fingerprint: &str) -> Result<Config, ConfigError> {
+        let bad = || ConfigError(format!("unreadable version configuration {fingerprint:?}"));
+        let mut c = self.clone();
+        c.pipeline.accept_schemas = crate::event::KNOWN_SCHEMAS.to_vec();
+        for item in fingerprint.split_whitespace() {
+            let (key, value) = item.split_once('=').ok_or_else(bad)?;
+            let list = || -> Vec<&str> {
+                value
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            };
+            let dur = |v: &str| humantime::parse_duration(v).map_err(|_| bad());
+            match key {
+                "window-sizes" => {
+                    c.pipeline.window_sizes =
+                        list().into_iter().map(dur).collect::<Result<_, _>>()?;
+                }
+                "max-delay" => c.pipeline.max_delay = dur(value)?,
+                "top-k" => c.pipeline.top_k = value.parse().map_err(|_| bad())?,
+                "max-record-bytes" => {
+                    c.pipeline.max_record_bytes = value.parse().map_err(|_| bad())?
+                }
+                "max-future" => c.pipeline.max_future = dur(value)?,
+                "schemas" => {
+                    c.pipeline.accept_schemas = list()
+                        .into_iter()
+                        .map(|v| v.parse().map_err(|_| bad()))
+                        .collect::<Result<_, _>>()?;
+                }
+                _ => return Err(bad()),
+            }
+        }
+        c.validate()?;
+        Ok(c)
     }
 
     /// `{data_dir}/log`.
@@ -420,5 +489,24 @@ mod tests {
         assert_eq!(a.results_fingerprint(), b.results_fingerprint());
         b.pipeline.max_delay = Duration::from_secs(31);
         assert_ne!(a.results_fingerprint(), b.results_fingerprint());
+    }
+
+    #[test]
+    fn a_fingerprint_reads_back_into_the_same_settings() {
+        let mut a = Config::default();
+        a.pipeline.window_sizes = vec![Duration::from_secs(300), Duration::from_secs(7200)];
+        a.pipeline.max_delay = Duration::from_secs(5400);
+        a.pipeline.top_k = 3;
+        a.pipeline.max_record_bytes = 1000;
+        a.pipeline.max_future = Duration::from_secs(60);
+        a.pipeline.accept_schemas = vec![1];
+        let b = Config::default()
+            .with_fingerprint(&a.results_fingerprint())
+            .unwrap();
+        assert_eq!(a, b);
+        let d = Config::default();
+        assert_eq!(d.with_fingerprint(&d.results_fingerprint()).unwrap(), d);
+        assert!(d.with_fingerprint("top-k=x").is_err());
+        assert!(d.with_fingerprint("colour=blue").is_err());
     }
 }

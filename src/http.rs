@@ -50,6 +50,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Pipeline status and provisional windows.
     pub shared: Arc<Shared>,
+    /// Replays and versions (a running `kappa run`; none in tests of the read API).
+    pub control: Option<Arc<crate::control::Control>>,
 }
 
 fn json_reply(status: StatusCode, v: &Value) -> Response {
@@ -257,8 +259,128 @@ fn export(st: &AppState, q: HashMap<String, String>) -> Response {
     }
 }
 
+fn control_error(e: &crate::control::ControlError) -> Response {
+    use crate::control::ControlError as E;
+    let code = match e {
+        E::Invalid(_) => StatusCode::BAD_REQUEST,
+        E::NotFound(_) => StatusCode::NOT_FOUND,
+        E::Conflict(_) => StatusCode::CONFLICT,
+        E::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    json_reply(code, &json!({ "error": e.to_string() }))
+}
+
+/// Runs a control request off the async threads (it touches the store and may wait for a
+/// pipeline to stop).
+async fn control<T: serde::Serialize + Send + 'static>(
+    st: AppState,
+    ok: StatusCode,
+    f: impl FnOnce(&Arc<crate::control::Control>) -> Result<T, crate::control::ControlError>
+    + Send
+    + 'static,
+) -> Result<Response, Infallible> {
+    let Some(c) = st.control.clone() else {
+        return Ok(json_reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"error": "no control plane in this process"}),
+        ));
+    };
+    let r = tokio::task::spawn_blocking(move || f(&c)).await;
+    Ok(match r {
+        Ok(Ok(v)) => json_reply(ok, &serde_json::to_value(v).unwrap_or_default()),
+        Ok(Err(e)) => control_error(&e),
+        Err(e) => json_reply(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &json!({ "error": e.to_string() }),
+        ),
+    })
+}
+
+/// The control routes: replays and versions.
+fn control_routes(
+    st: AppState,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    use crate::replay::ReplayRequest;
+    let with = move || {
+        let st = st.clone();
+        warp::any().map(move || st.clone())
+    };
+    let start = warp::path!("api" / "replays")
+        .and(warp::post())
+        .and(warp::body::content_length_limit(64 * 1024))
+        .and(warp::body::json::<ReplayRequest>())
+        .and(with())
+        .and_then(|req: ReplayRequest, st: AppState| async move {
+            if req.dry_run {
+                control(st, StatusCode::OK, move |c| {
+                    let plan = c.plan(&req)?;
+                    Ok(json!({ "dry_run": true, "lines": plan.describe(), "plan": plan }))
+                })
+                .await
+            } else {
+                control(st, StatusCode::ACCEPTED, move |c| c.start_replay(&req)).await
+            }
+        });
+    let list = warp::path!("api" / "replays")
+        .and(warp::get())
+        .and(with())
+        .and_then(|st: AppState| {
+            control(st, StatusCode::OK, |c| {
+                Ok(json!({ "replays": c.replays()? }))
+            })
+        });
+    let one = warp::path!("api" / "replays" / u64)
+        .and(warp::get())
+        .and(with())
+        .and_then(|id: u64, st: AppState| control(st, StatusCode::OK, move |c| c.replay(id)));
+    let cancel = warp::path!("api" / "replays" / u64)
+        .and(warp::delete())
+        .and(with())
+        .and_then(|id: u64, st: AppState| control(st, StatusCode::OK, move |c| c.cancel(id)));
+    let versions = warp::path!("api" / "versions")
+        .and(warp::get())
+        .and(with())
+        .and_then(|st: AppState| {
+            control(st, StatusCode::OK, |c| {
+                Ok(json!({ "versions": c.versions()? }))
+            })
+        });
+    let promote = warp::path!("api" / "versions" / String / "promote")
+        .and(warp::post())
+        .and(with())
+        .and_then(|v: String, st: AppState| {
+            control(st, StatusCode::OK, move |c| {
+                c.promote(&v)?;
+                Ok(json!({ "serving": v }))
+            })
+        });
+    let drop = warp::path!("api" / "versions" / String)
+        .and(warp::delete())
+        .and(with())
+        .and_then(|v: String, st: AppState| {
+            control(st, StatusCode::OK, move |c| {
+                c.drop_version(&v)?;
+                Ok(json!({ "dropped": v }))
+            })
+        });
+    start
+        .or(list)
+        .unify()
+        .or(one)
+        .unify()
+        .or(cancel)
+        .unify()
+        .or(versions)
+        .unify()
+        .or(promote)
+        .unify()
+        .or(drop)
+        .unify()
+}
+
 /// All routes.
 pub fn routes(st: AppState) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
+    let controls = control_routes(st.clone());
     let with = move || {
         let st = st.clone();
         warp::any().map(move || st.clone())
@@ -340,19 +462,41 @@ pub fn routes(st: AppState) -> impl Filter<Extract = (Response,), Error = Infall
         .unify()
         .or(export)
         .unify()
+        .or(controls)
+        .unify()
         .recover(|rej: warp::Rejection| async move {
-            let (code, msg) = if rej.is_not_found() {
-                (StatusCode::NOT_FOUND, "no such endpoint".to_string())
-            } else if rej.find::<warp::reject::MethodNotAllowed>().is_some() {
-                (
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "method not allowed".to_string(),
-                )
-            } else if let Some(e) = rej.find::<warp::reject::InvalidQuery>() {
-                (StatusCode::BAD_REQUEST, e.to_string())
-            } else {
-                (StatusCode::BAD_REQUEST, format!("{rej:?}"))
-            };
+            // The most specific rejection first: a POST with a bad body is also "method not
+            // allowed" for every GET route it was tried against.
+            let (code, msg) =
+                if let Some(e) = rej.find::<warp::filters::body::BodyDeserializeError>() {
+                    (StatusCode::BAD_REQUEST, format!("bad request body: {e}"))
+                } else if rej.find::<warp::reject::UnsupportedMediaType>().is_some() {
+                    (
+                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        "send the body as JSON (content-type: application/json)".to_string(),
+                    )
+                } else if rej.find::<warp::reject::PayloadTooLarge>().is_some() {
+                    (
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "request body too large".to_string(),
+                    )
+                } else if rej.find::<warp::reject::LengthRequired>().is_some() {
+                    (
+                        StatusCode::LENGTH_REQUIRED,
+                        "content-length required".to_string(),
+                    )
+                } else if rej.is_not_found() {
+                    (StatusCode::NOT_FOUND, "no such endpoint".to_string())
+                } else if rej.find::<warp::reject::MethodNotAllowed>().is_some() {
+                    (
+                        StatusCode::METHOD_NOT_ALLOWED,
+                        "method not allowed".to_string(),
+                    )
+                } else if let Some(e) = rej.find::<warp::reject::InvalidQuery>() {
+                    (StatusCode::BAD_REQUEST, e.to_string())
+                } else {
+                    (StatusCode::BAD_REQUEST, format!("{rej:?}"))
+                };
             Ok::<_, Infallible>(json_reply(code, &json!({ "error": msg })))
         })
         .unify()

@@ -12,6 +12,8 @@
 //! - [`window`]: assigner, watermarks, deduplication and aggregates — pure, no I/O;
 //! - [`pipeline`]: the loop that drives source → decode → window core → store;
 //! - [`store`]: redb — final results, positions, event-time index, dead letters, versions;
+//! - [`replay`]: replays — plans, in-place corrections, new output versions;
+//! - [`control`]: the running server's replays and version pipelines;
 //! - [`query`]: reading results back (JSON shapes shared by the API and the CLI);
 //! - [`http`]: the warp server — metrics, health, JSON API;
 //! - [`metrics`]: the catalogue of Prometheus metrics;
@@ -24,6 +26,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod event;
 pub mod generator;
 pub mod http;
@@ -31,6 +34,7 @@ pub mod log;
 pub mod metrics;
 pub mod pipeline;
 pub mod query;
+pub mod replay;
 pub mod sink;
 pub mod source;
 pub mod store;

@@ -55,6 +55,12 @@ pub struct Metrics {
     pub build_info: IntGaugeVec,
     /// `kappa_pipeline_up`.
     pub pipeline_up: IntGauge,
+    /// `kappa_replays_active`.
+    pub replays_active: IntGauge,
+    /// `kappa_replay_progress_ratio{version}`.
+    pub replay_progress: GaugeVec,
+    /// `kappa_replay_records_total{version}`.
+    pub replay_records: IntCounterVec,
 }
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: T) -> T {
@@ -235,6 +241,30 @@ impl Metrics {
                     "1 while the pipeline is consuming, 0 otherwise.",
                 )
                 .expect("valid"),
+            ),
+            replays_active: reg(
+                &r,
+                IntGauge::new(
+                    "kappa_replays_active",
+                    "Replays reading towards the log end.",
+                )
+                .expect("valid"),
+            ),
+            replay_progress: reg(
+                &r,
+                GaugeVec::new(
+                    Opts::new(
+                        "kappa_replay_progress_ratio",
+                        "Records replayed over records to replay (0-1), by output version written.",
+                    ),
+                    &["version"],
+                )
+                .expect("valid"),
+            ),
+            replay_records: counter_vec(
+                "kappa_replay_records_total",
+                "Records read by replays, by output version written.",
+                &["version"],
             ),
             registry: r,
         };

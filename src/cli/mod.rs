@@ -3,6 +3,7 @@
 
 mod produce;
 mod read;
+mod replay;
 mod run;
 
 use std::path::PathBuf;
@@ -58,6 +59,12 @@ pub enum Command {
     Export(read::ExportArgs),
     /// List invalid records kept in the dead-letter store.
     DeadLetters(read::DeadLetterArgs),
+    /// Recompute results from the log: correct the serving version in place over a time
+    /// range, or build a new output version (`--version`); `status`, `cancel`, `history`.
+    Replay(replay::ReplayArgs),
+    /// Output versions: `list`, `promote V`, `drop V`.
+    #[command(subcommand)]
+    Versions(replay::VersionsCommand),
     /// Kafka topics as code: `apply` the specifications in topics/, `list` them.
     #[command(subcommand)]
     Topics(TopicsCommand),
@@ -92,7 +99,7 @@ pub struct PipelineFlags {
     /// HTTP listen address [default: 127.0.0.1:9464].
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
-    /// Output version to compute [default: v1].
+    /// Output version to compute [default: the serving one, v1 on a fresh store].
     #[arg(long = "version", value_name = "NAME")]
     pub output_version: Option<String>,
     /// Window sizes, comma-separated [default: 1m,1h].
@@ -206,6 +213,8 @@ pub fn dispatch(cli: &Cli) -> anyhow::Result<()> {
         Command::Export(a) => read::export(&load_config(cli, None)?, a),
         Command::DeadLetters(a) => read::dead_letters(&load_config(cli, None)?, a),
         Command::Topics(t) => topics(&load_config(cli, None)?, t),
+        Command::Replay(a) => replay::replay(&load_config(cli, None)?, cli.config.as_deref(), a),
+        Command::Versions(v) => replay::versions(&load_config(cli, None)?, v),
         Command::Config => {
             print!("{}", toml::to_string_pretty(&load_config(cli, None)?)?);
             Ok(())

@@ -65,13 +65,16 @@ pub enum Format {
     Json,
 }
 
+/// File in the data directory where a running `kappa run` writes its URL.
+pub(super) const SERVER_FILE: &str = "kappa.server";
+
 /// The store itself, or the URL of the process that holds it.
-enum Access {
+pub(super) enum Access {
     Local(Store),
     Remote(String),
 }
 
-fn access(cfg: &Config, server: Option<&String>) -> anyhow::Result<Access> {
+pub(super) fn access(cfg: &Config, server: Option<&String>) -> anyhow::Result<Access> {
     if let Some(url) = server {
         return Ok(Access::Remote(url.trim_end_matches('/').to_string()));
     }
@@ -83,17 +86,35 @@ fn access(cfg: &Config, server: Option<&String>) -> anyhow::Result<Access> {
     }
     match Store::open(&cfg.store_path()) {
         Ok(s) => Ok(Access::Local(s)),
-        Err(StoreError::Locked(_)) => Ok(Access::Remote(format!("http://{}", cfg.http.listen))),
+        // The running server says where it listens (it may not be http.listen: --listen).
+        Err(StoreError::Locked(_)) => Ok(Access::Remote(
+            std::fs::read_to_string(cfg.data_dir.join(SERVER_FILE))
+                .ok()
+                .map(|s| s.trim().to_string())
+                .filter(|s| s.starts_with("http://"))
+                .unwrap_or_else(|| format!("http://{}", cfg.http.listen)),
+        )),
         Err(e) => Err(e.into()),
     }
 }
 
 fn get(url: &str) -> anyhow::Result<Vec<u8>> {
+    call("GET", url, None)
+}
+
+/// One request to a running kappa; a non-2xx answer becomes its `error` text.
+pub(super) fn call(method: &str, url: &str, body: Option<&Value>) -> anyhow::Result<Vec<u8>> {
     let agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()
         .new_agent();
-    let mut resp = agent.get(url).call().with_context(|| {
+    let sent = match (method, body) {
+        ("POST", Some(b)) => agent.post(url).send_json(b),
+        ("POST", None) => agent.post(url).send_empty(),
+        ("DELETE", _) => agent.delete(url).call(),
+        _ => agent.get(url).call(),
+    };
+    let mut resp = sent.with_context(|| {
         format!("the store is held by a running kappa, but {url} cannot be reached")
     })?;
     let status = resp.status();

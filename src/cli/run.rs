@@ -11,7 +11,6 @@ use crate::config::Config;
 use crate::http::{AppState, serve};
 use crate::metrics::Metrics;
 use crate::pipeline::{Mode, Pipeline, Shared, Summary};
-use crate::source::{EmbeddedSource, KafkaSource};
 use crate::store::Store;
 
 /// Peak resident set size of this process, from `/proc/self/status` (Linux).
@@ -26,6 +25,7 @@ pub fn peak_rss_bytes() -> Option<u64> {
 /// Everything a running pipeline needs, started: store, source, HTTP listener.
 struct Running {
     shared: Arc<Shared>,
+    control: Arc<crate::control::Control>,
     pipeline: std::thread::JoinHandle<anyhow::Result<Summary>>,
     http: tokio::task::JoinHandle<()>,
     http_stop: CancellationToken,
@@ -41,6 +41,9 @@ async fn start(
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<Running> {
     let store = Store::open(&cfg.store_path())?;
+    crate::control::recover_interrupted(&store)?;
+    let (cfg, version) = main_version(cfg, &store)?;
+    let cfg = &cfg;
     let shared = Arc::new(Shared::default());
     let listener = tokio::net::TcpListener::bind(cfg.http.listen)
         .await
@@ -51,14 +54,22 @@ async fn start(
             )
         })?;
     let addr = listener.local_addr()?;
+    // For the CLI's control commands (`kappa replay`, `versions`) to find this server.
+    let _ = std::fs::write(
+        cfg.data_dir.join(super::read::SERVER_FILE),
+        format!("http://{addr}\n"),
+    );
     // The embedded log opens at once (its errors end the start-up); Kafka connects on the
     // pipeline thread, retrying, while the HTTP server already answers /readyz with 503.
+    let bounded = matches!(mode, Mode::UntilCaughtUp { .. });
     let embedded = if cfg.kafka.brokers.is_empty() {
-        let source = EmbeddedSource::open(&cfg.log_dir(), cfg.log.partitions)
-            .with_context(|| format!("opening the log in {}", cfg.log_dir().display()))?;
+        let source =
+            crate::source::open(cfg, &store, &version, bounded, metrics.clone(), &|| false)
+                .with_context(|| format!("opening the log in {}", cfg.log_dir().display()))?;
         Some(Pipeline::new(
             cfg,
-            Box::new(source),
+            &version,
+            source,
             store.clone(),
             metrics.clone(),
             shared.clone(),
@@ -67,11 +78,17 @@ async fn start(
         shared.status.lock().expect("status lock").state = "connecting".into();
         None
     };
+    let control =
+        crate::control::Control::new(cfg.clone(), store.clone(), metrics.clone(), version.clone());
+    if mode == Mode::Live {
+        control.resume_versions()?;
+    }
     let http_stop = CancellationToken::new();
     let st = AppState {
         store: store.clone(),
         metrics: metrics.clone(),
         shared: shared.clone(),
+        control: Some(control.clone()),
     };
     let stop = http_stop.clone();
     let http = tokio::spawn(serve(listener, st, async move { stop.cancelled().await }));
@@ -83,27 +100,52 @@ async fn start(
             let pipeline = match embedded {
                 Some(p) => p,
                 None => {
-                    let source = KafkaSource::connect(
-                        &cfg2.kafka,
-                        store.clone(),
-                        &cfg2.pipeline.version,
-                        matches!(mode, Mode::UntilCaughtUp { .. }),
+                    let source = crate::source::open(
+                        &cfg2,
+                        &store,
+                        &version,
+                        bounded,
                         metrics2.clone(),
                         &|| token.is_cancelled(),
                     )?;
-                    Pipeline::new(&cfg2, Box::new(source), store, metrics2, shared2)?
+                    Pipeline::new(&cfg2, &version, source, store, metrics2, shared2)?
                 }
             };
             pipeline.run(mode, &token).map_err(anyhow::Error::from)
         })?;
     Ok(Running {
         shared,
+        control,
         pipeline,
         http,
         http_stop,
         addr,
         metrics,
     })
+}
+
+/// The version the main pipeline computes and the configuration it computes it with:
+/// `pipeline.version` when set (its configuration must then match the stored one), else
+/// the serving version with the configuration it was created with.
+fn main_version(cfg: &Config, store: &Store) -> anyhow::Result<(Config, String)> {
+    if !cfg.pipeline.version.is_empty() {
+        return Ok((cfg.clone(), cfg.pipeline.version.clone()));
+    }
+    let serving = store.serving()?;
+    match store.version(&serving)? {
+        Some(info) => {
+            let stored = cfg.with_fingerprint(&info.config)?;
+            if stored.results_fingerprint() != cfg.results_fingerprint() {
+                tracing::warn!(
+                    "serving version {serving} keeps the configuration it was created with ({}); the one given ({}) applies to new versions: `kappa replay --from earliest --version NEW --config FILE`",
+                    info.config,
+                    cfg.results_fingerprint()
+                );
+            }
+            Ok((stored, serving))
+        }
+        None => Ok((cfg.clone(), serving)),
+    }
 }
 
 /// First Ctrl-C cancels `cancel` (graceful: commit and exit 0); a second exits at once.
@@ -120,16 +162,20 @@ fn on_ctrl_c(cancel: CancellationToken) {
 }
 
 /// Waits for the pipeline thread, then stops the HTTP server.
-async fn finish(r: Running) -> anyhow::Result<Summary> {
+async fn finish(r: Running, data_dir: &std::path::Path) -> anyhow::Result<Summary> {
+    let data_dir = data_dir.to_path_buf();
     let Running {
         pipeline,
         http,
         http_stop,
+        control,
         ..
     } = r;
     let summary = tokio::task::spawn_blocking(move || pipeline.join())
         .await?
         .map_err(|_| anyhow::anyhow!("the pipeline thread panicked"))?;
+    tokio::task::spawn_blocking(move || control.stop()).await?;
+    let _ = std::fs::remove_file(data_dir.join(super::read::SERVER_FILE));
     http_stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
     summary
@@ -161,7 +207,7 @@ pub fn run(cfg: &Config, args: &RunArgs) -> anyhow::Result<()> {
             r.addr
         );
         eprintln!("listening on http://{}", r.addr);
-        let summary = finish(r).await?;
+        let summary = finish(r, &cfg.data_dir).await?;
         if args.until_caught_up {
             print_summary(&summary);
         }
@@ -257,7 +303,7 @@ pub fn demo(cfg: &Config, args: &DemoArgs) -> anyhow::Result<()> {
                 );
             }
         });
-        let result = finish(r).await;
+        let result = finish(r, &cfg.data_dir).await;
         cancel.cancel();
         let _ = printer.await;
         let produced = producer.join().map_err(|_| anyhow::anyhow!("the producer thread panicked"))??;

@@ -131,6 +131,13 @@ struct Wire<'a> {
     ts: Option<Str<'a>>,
     #[serde(borrow)]
     query: Option<Str<'a>>,
+    /// Schema 2: integer price in minor units (replaces `price`).
+    unit_price_minor: Option<i64>,
+    /// Schema 2: ISO 4217 code of `unit_price_minor`.
+    #[serde(borrow)]
+    currency: Option<Str<'a>>,
+    /// Schema 2: `quantity` renamed.
+    qty: Option<i64>,
 }
 
 fn required<T>(v: Option<T>, name: &str) -> Result<T, DecodeError> {
@@ -159,6 +166,19 @@ fn price_of(raw: &RawValue) -> Result<u64, DecodeError> {
 /// # Errors
 /// A [`DecodeError`] naming what is wrong; the caller dead-letters the record.
 pub fn decode(value: &[u8], max_bytes: usize) -> Result<Event<'_>, DecodeError> {
+    decode_schemas(value, max_bytes, KNOWN_SCHEMAS)
+}
+
+/// [`decode`] accepting only the schema versions in `schemas` (a version configured for
+/// schema 1 only dead-letters schema 2 records, as a build that predates it would).
+///
+/// # Errors
+/// A [`DecodeError`] naming what is wrong; the caller dead-letters the record.
+pub fn decode_schemas<'a>(
+    value: &'a [u8],
+    max_bytes: usize,
+    schemas: &[u64],
+) -> Result<Event<'a>, DecodeError> {
     if value.len() > max_bytes {
         return Err(DecodeError::new(
             InvalidKind::Oversize,
@@ -182,7 +202,7 @@ pub fn decode(value: &[u8], max_bytes: usize) -> Result<Event<'_>, DecodeError> 
         DecodeError::new(kind, e.to_string())
     })?;
     let schema = required(w.schema, "schema")?;
-    if !KNOWN_SCHEMAS.contains(&schema) {
+    if !KNOWN_SCHEMAS.contains(&schema) || !schemas.contains(&schema) {
         return Err(DecodeError::new(
             InvalidKind::UnknownSchema,
             format!("unknown schema version {schema}"),
@@ -229,11 +249,31 @@ pub fn decode(value: &[u8], max_bytes: usize) -> Result<Event<'_>, DecodeError> 
             "product_id and category must not be empty",
         ));
     }
-    let price_minor = price_of(required(w.price, "price")?)?;
-    let quantity = match (w.quantity, event_type) {
+    // Upcasting: schema 2 spells the price as integer minor units with a currency and
+    // renames `quantity` to `qty`; both become the one internal event.
+    let (price_minor, quantity) = if schema == 2 {
+        let minor = required(w.unit_price_minor, "unit_price_minor")?;
+        let minor = u64::try_from(minor).map_err(|_| {
+            DecodeError::new(
+                InvalidKind::BadValue,
+                format!("negative unit_price_minor {minor}"),
+            )
+        })?;
+        let currency = required(w.currency, "currency")?.0;
+        if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
+            return Err(DecodeError::new(
+                InvalidKind::BadValue,
+                format!("currency {currency:?} is not an ISO 4217 code"),
+            ));
+        }
+        (minor, w.qty)
+    } else {
+        (price_of(required(w.price, "price")?)?, w.quantity)
+    };
+    let quantity = match (quantity, event_type) {
         (None, EventType::View) => 1,
         (q, _) => {
-            let q = required(q, "quantity")?;
+            let q = required(q, if schema == 2 { "qty" } else { "quantity" })?;
             if q < 0 {
                 return Err(DecodeError::new(
                     InvalidKind::BadValue,
@@ -292,6 +332,50 @@ mod tests {
             matches!(e.event_id, Cow::Borrowed(_)),
             "no copy for unescaped strings"
         );
+    }
+
+    const PURCHASE_V2: &str = r#"{"schema":2,"event_id":"9f1c","event_type":"purchase","user_id":"u_81","session_id":"s_3",
+ "product_id":"p_1042","category":"shoes","unit_price_minor":5990,"currency":"EUR","qty":2,
+ "ts":"2026-11-23T10:00:01.234Z","channel":"app"}"#;
+
+    #[test]
+    fn schema_2_upcasts_to_the_same_event_as_schema_1() {
+        let v1 = decode(PURCHASE.as_bytes(), 65_536).unwrap();
+        let v2 = decode(PURCHASE_V2.as_bytes(), 65_536).unwrap();
+        assert_eq!(v1, v2);
+        let view = PURCHASE_V2
+            .replace("purchase", "view")
+            .replace(r#""qty":2,"#, "");
+        assert_eq!(decode(view.as_bytes(), 65_536).unwrap().quantity, 1);
+    }
+
+    #[test]
+    fn schema_2_rejects_what_schema_2_forbids() {
+        let bad = |from: &str, to: &str| {
+            let s = PURCHASE_V2.replace(from, to);
+            decode(s.as_bytes(), 65_536).unwrap_err()
+        };
+        assert_eq!(bad(r#""qty":2"#, r#""qty":-1"#).kind, InvalidKind::BadValue);
+        assert_eq!(bad("5990", "-5").kind, InvalidKind::BadValue);
+        assert_eq!(bad("5990", r#""59.90""#).kind, InvalidKind::BadType);
+        assert_eq!(bad(r#""EUR""#, r#""euro""#).kind, InvalidKind::BadValue);
+        let e = bad(r#""currency":"EUR","#, "");
+        assert_eq!(
+            (e.kind, e.message.as_str()),
+            (InvalidKind::MissingField, "missing field `currency`")
+        );
+        let e = bad(r#""qty":2"#, r#""quantity":2"#);
+        assert_eq!(
+            (e.kind, e.message.as_str()),
+            (InvalidKind::MissingField, "missing field `qty`")
+        );
+    }
+
+    #[test]
+    fn a_schema_1_only_decoder_dead_letters_schema_2() {
+        let e = decode_schemas(PURCHASE_V2.as_bytes(), 65_536, &[1]).unwrap_err();
+        assert_eq!(e.kind, InvalidKind::UnknownSchema);
+        assert!(decode_schemas(PURCHASE.as_bytes(), 65_536, &[1]).is_ok());
     }
 
     #[test]

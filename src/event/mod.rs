@@ -6,12 +6,12 @@ mod decode;
 pub mod money;
 pub mod time;
 
-pub use decode::{DecodeError, InvalidKind, decode};
+pub use decode::{DecodeError, InvalidKind, decode, decode_schemas};
 
 use std::borrow::Cow;
 
 /// Schema versions this build decodes; anything else is invalid input.
-pub const KNOWN_SCHEMAS: &[u64] = &[1];
+pub const KNOWN_SCHEMAS: &[u64] = &[1, 2];
 
 /// The four kinds of event a shop emits, in funnel order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

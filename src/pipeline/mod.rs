@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::event::{InvalidKind, decode};
+use crate::event::{InvalidKind, decode_schemas};
 use crate::log::{Record, RecordBatch};
 use crate::metrics::Metrics;
 use crate::source::{Source, SourceError};
@@ -52,6 +52,12 @@ pub enum Mode {
     UntilCaughtUp {
         /// Finalise open windows at the end.
         drain: bool,
+    },
+    /// Consume as live (the log keeps growing) until every owned partition is within
+    /// `max_lag` records of the log end, then commit and stop: a new version catching up.
+    CatchUp {
+        /// Records behind the end that still count as caught up.
+        max_lag: u64,
     },
 }
 
@@ -114,23 +120,28 @@ pub struct Pipeline {
     /// Records read and duplicates dropped per partition since the last metrics flush
     /// (counted locally: no atomic per record on the hot path).
     unflushed: Vec<(u64, u64)>,
+    /// Writes event-time index checkpoints (only a pipeline that read each partition from
+    /// its beginning or from a checkpoint knows the exact max event time before an offset).
+    write_index: bool,
 }
 
 impl Pipeline {
-    /// Prepares a pipeline: binds the store to the source, creates or checks the output
-    /// version, and restores from the committed positions.
+    /// Prepares a pipeline computing output version `version` with `cfg`: binds the store
+    /// to the source and creates or checks the version; the state is restored from the
+    /// committed positions once the source says which partitions are ours.
     ///
     /// # Errors
     /// Store or source failure, or a store built from another log or configuration.
     pub fn new(
         cfg: &Config,
+        version: &str,
         source: Box<dyn Source>,
         store: Store,
         metrics: Arc<Metrics>,
         shared: Arc<Shared>,
     ) -> Result<Self, PipelineError> {
         store.bind_source(&source.id())?;
-        let version = cfg.pipeline.version.clone();
+        let version = version.to_string();
         store.ensure_version(&VersionInfo {
             name: version.clone(),
             config: cfg.results_fingerprint(),
@@ -173,10 +184,23 @@ impl Pipeline {
             unflushed: vec![(0, 0); partitions],
             owned: Vec::new(),
             replay_late,
+            write_index: true,
         };
         pipeline.refresh_lag()?;
         pipeline.publish(false);
         Ok(pipeline)
+    }
+
+    /// Turns event-time index checkpoints off (replays that start mid-log).
+    pub fn without_index(mut self) -> Self {
+        self.write_index = false;
+        self
+    }
+
+    /// The output version this pipeline computes.
+    #[must_use]
+    pub fn version(&self) -> &str {
+        &self.version
     }
 
     /// (Re)builds the state for the partitions this process owns, from the store: drops
@@ -263,6 +287,19 @@ impl Pipeline {
     /// # Errors
     /// Source or store failure (the last commit stands; a restart resumes from it).
     pub fn run(mut self, mode: Mode, cancel: &CancellationToken) -> Result<Summary, PipelineError> {
+        self.run_phase(mode, cancel)
+    }
+
+    /// [`Pipeline::run`] without giving the pipeline up: a replay catches up, then goes on
+    /// live with the same state.
+    ///
+    /// # Errors
+    /// Source or store failure (the last commit stands; a restart resumes from it).
+    pub fn run_phase(
+        &mut self,
+        mode: Mode,
+        cancel: &CancellationToken,
+    ) -> Result<Summary, PipelineError> {
         let result = self.run_inner(mode, cancel);
         self.shared.set_ready(false);
         self.metrics.pipeline_up.set(0);
@@ -335,6 +372,20 @@ impl Pipeline {
             if matches!(mode, Mode::UntilCaughtUp { .. }) && n == 0 && self.source.exhausted() {
                 break;
             }
+            if let Mode::CatchUp { max_lag } = mode
+                && (n == 0 || last_refresh.elapsed() >= Duration::from_secs(1))
+            {
+                self.refresh_lag()?;
+                last_refresh = Instant::now();
+                if !self.owned.is_empty()
+                    && self.source.lag_known()
+                    && self.owned.iter().all(|&p| {
+                        self.ends[p as usize].saturating_sub(self.next[p as usize]) <= max_lag
+                    })
+                {
+                    break;
+                }
+            }
             if n == 0 {
                 if let Some(t) = idle_timeout {
                     self.detect_idle(t);
@@ -398,21 +449,22 @@ impl Pipeline {
         let max_bytes = self.cfg.pipeline.max_record_bytes;
         let max_future_ms =
             i64::try_from(self.cfg.pipeline.max_future.as_millis()).unwrap_or(i64::MAX);
-        let decoded = decode(rec.value, max_bytes).and_then(|ev| {
-            if ev.ts_ms > rec.timestamp_ms.saturating_add(max_future_ms) {
-                Err(crate::event::DecodeError {
-                    kind: InvalidKind::FutureTimestamp,
-                    message: format!(
-                        "event time {} is more than {} after the record's ingest time {}",
-                        crate::event::time::format_rfc3339_ms(ev.ts_ms),
-                        crate::config::fmt_duration(self.cfg.pipeline.max_future),
-                        crate::event::time::format_rfc3339_ms(rec.timestamp_ms)
-                    ),
-                })
-            } else {
-                Ok(ev)
-            }
-        });
+        let decoded = decode_schemas(rec.value, max_bytes, &self.cfg.pipeline.accept_schemas)
+            .and_then(|ev| {
+                if ev.ts_ms > rec.timestamp_ms.saturating_add(max_future_ms) {
+                    Err(crate::event::DecodeError {
+                        kind: InvalidKind::FutureTimestamp,
+                        message: format!(
+                            "event time {} is more than {} after the record's ingest time {}",
+                            crate::event::time::format_rfc3339_ms(ev.ts_ms),
+                            crate::config::fmt_duration(self.cfg.pipeline.max_future),
+                            crate::event::time::format_rfc3339_ms(rec.timestamp_ms)
+                        ),
+                    })
+                } else {
+                    Ok(ev)
+                }
+            });
         match decoded {
             Err(e) => {
                 if !replaying {
@@ -489,7 +541,10 @@ impl Pipeline {
         let mut checkpoints = Vec::new();
         for p in 0..self.partitions {
             let replaying = self.next[p] < self.handled[p];
-            if !replaying && self.next[p] >= self.last_checkpoint[p] + CHECKPOINT_EVERY {
+            if self.write_index
+                && !replaying
+                && self.next[p] >= self.last_checkpoint[p] + CHECKPOINT_EVERY
+            {
                 checkpoints.push((
                     u32::try_from(p).expect("partition fits u32"),
                     self.next[p],

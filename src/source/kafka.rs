@@ -620,6 +620,16 @@ impl Source for KafkaSource {
         Some(a)
     }
 
+    fn lag_known(&mut self) -> bool {
+        let high = self.shared.high.lock().expect("high lock");
+        !self.pos.owned.is_empty()
+            && self
+                .pos
+                .owned
+                .iter()
+                .all(|p| self.pos.eof[*p as usize] || high.contains_key(p))
+    }
+
     fn exhausted(&mut self) -> bool {
         !self.pos.owned.is_empty() && self.pos.owned.iter().all(|&p| self.pos.eof[p as usize])
     }
@@ -651,4 +661,38 @@ impl Source for KafkaSource {
     fn describe(&self) -> String {
         format!("topic {} on {}", self.topic, self.bootstrap)
     }
+}
+
+/// High watermark per partition of the topic (one metadata and one ListOffsets request
+/// per partition), for replay plans.
+///
+/// # Errors
+/// Brokers unreachable within 10 s, or an unknown topic.
+pub fn high_watermarks(k: &KafkaSection) -> Result<Vec<u64>, SourceError> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &k.brokers)
+        .create()
+        .map_err(|e| SourceError::Kafka(format!("creating a client: {e}")))?;
+    let timeout = Duration::from_secs(10);
+    let md = consumer
+        .fetch_metadata(Some(&k.topic), timeout)
+        .map_err(|e| SourceError::Kafka(format!("brokers {} unreachable: {e}", k.brokers)))?;
+    let parts = match md.topics().first() {
+        Some(t) if t.error().is_none() && !t.partitions().is_empty() => t.partitions().len(),
+        _ => {
+            return Err(SourceError::Kafka(format!(
+                "topic {} not found on {}",
+                k.topic, k.brokers
+            )));
+        }
+    };
+    (0..parts)
+        .map(|p| {
+            let p = i32::try_from(p).unwrap_or(i32::MAX);
+            consumer
+                .fetch_watermarks(&k.topic, p, timeout)
+                .map(|(_, high)| high.unsigned_abs())
+                .map_err(|e| SourceError::Kafka(format!("watermarks of partition {p}: {e}")))
+        })
+        .collect()
 }

@@ -63,8 +63,59 @@ pub trait Source: Send {
     /// Called after each store commit with the committed next offsets (Kafka commits them
     /// to the consumer group for standard lag tooling; the store stays the truth).
     fn commit_positions(&mut self, _positions: &[(u32, u64)]) {}
+    /// Whether [`Source::end_offsets`] reflects the log (Kafka: a fetch response or an EOF
+    /// reported each owned partition's end), so a small lag means caught up.
+    fn lag_known(&mut self) -> bool {
+        true
+    }
     /// False while the log cannot be reached (readiness).
     fn healthy(&self) -> bool {
         true
+    }
+}
+
+/// Opens the configured source for output version `version`: the embedded log under the
+/// data directory, or Kafka when `kafka.brokers` is set. `standalone` reads every
+/// partition by explicit assignment (replays, versions other than the live one, bounded
+/// runs) instead of joining the consumer group; Kafka connects with retries until
+/// `cancel` returns true.
+///
+/// # Errors
+/// The log cannot be opened; Kafka configuration errors.
+pub fn open(
+    cfg: &crate::config::Config,
+    store: &crate::store::Store,
+    version: &str,
+    standalone: bool,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
+    cancel: &dyn Fn() -> bool,
+) -> Result<Box<dyn Source>, SourceError> {
+    if cfg.kafka.brokers.is_empty() {
+        Ok(Box::new(EmbeddedSource::open(
+            &cfg.log_dir(),
+            cfg.log.partitions,
+        )?))
+    } else {
+        Ok(Box::new(KafkaSource::connect(
+            &cfg.kafka,
+            store.clone(),
+            version,
+            standalone,
+            metrics,
+            cancel,
+        )?))
+    }
+}
+
+/// The log's end offset per partition, now: for plans and progress totals (a Kafka
+/// broker's answer to a watermark query; the pipeline itself never depends on it).
+///
+/// # Errors
+/// The log cannot be opened or the brokers not reached.
+pub fn log_end_offsets(cfg: &crate::config::Config) -> Result<Vec<u64>, SourceError> {
+    if cfg.kafka.brokers.is_empty() {
+        EmbeddedSource::open(&cfg.log_dir(), cfg.log.partitions)?.end_offsets()
+    } else {
+        kafka::high_watermarks(&cfg.kafka)
     }
 }

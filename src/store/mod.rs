@@ -12,7 +12,7 @@ mod rows;
 
 pub use rows::{
     Aggregate, CountRow, DEAD_LETTER_RAW_BYTES, DeadLetter, LateRecord, PartitionPosition,
-    ProductRow, QueryRow, Row, SalesRow, VersionInfo, WindowRows, rows_of,
+    ProductRow, QueryRow, ReplayRecord, Row, SalesRow, VersionInfo, WindowRows, rows_of,
 };
 
 use std::path::{Path, PathBuf};
@@ -36,6 +36,7 @@ const EVENT_INDEX: TableDefinition<(u32, u64), i64> = TableDefinition::new("even
 const DEAD_LETTERS: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("dead_letters");
 const LATE: TableDefinition<(&str, u32, u64), &[u8]> = TableDefinition::new("late_events");
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+const REPLAYS: TableDefinition<u64, &[u8]> = TableDefinition::new("replays");
 
 /// Failures at the store boundary.
 #[derive(Debug, thiserror::Error)]
@@ -195,6 +196,7 @@ impl Store {
             tx.open_table(DEAD_LETTERS)?;
             tx.open_table(LATE)?;
             tx.open_table(META)?;
+            tx.open_table(REPLAYS)?;
         }
         tx.commit()?;
         Ok(store)
@@ -529,6 +531,218 @@ impl Store {
         t.range((version, partition, from)..(version, partition, to))?
             .map(|r| Ok(r?.0.value().2))
             .collect()
+    }
+
+    /// Creates `info.name` with positions to start from (a replay's starting point), in one
+    /// transaction. Refused when the version exists.
+    ///
+    /// # Errors
+    /// [`StoreError::Mismatch`] when the version exists; store failure.
+    pub fn create_version(
+        &self,
+        info: &VersionInfo,
+        positions: &[PartitionPosition],
+    ) -> Result<()> {
+        let tx = self.db.begin_write()?;
+        {
+            let mut v = tx.open_table(VERSIONS)?;
+            if v.get(info.name.as_str())?.is_some() {
+                return Err(StoreError::Mismatch(format!(
+                    "output version {} already exists: pick a new name, or drop it first (`kappa versions drop {}`)",
+                    info.name, info.name
+                )));
+            }
+            v.insert(info.name.as_str(), encode(info).as_slice())?;
+            let mut pos = tx.open_table(POSITIONS)?;
+            for p in positions {
+                pos.insert((info.name.as_str(), p.partition), encode(p).as_slice())?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// One version's description, if it exists.
+    ///
+    /// # Errors
+    /// Store failure.
+    pub fn version(&self, name: &str) -> Result<Option<VersionInfo>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(VERSIONS)?;
+        t.get(name)?
+            .map(|g| decode("versions", g.value()))
+            .transpose()
+    }
+
+    /// Makes `name` the serving version (atomically: readers see the old or the new one).
+    ///
+    /// # Errors
+    /// Unknown version; store failure.
+    pub fn promote(&self, name: &str) -> Result<()> {
+        let tx = self.db.begin_write()?;
+        {
+            if tx.open_table(VERSIONS)?.get(name)?.is_none() {
+                return Err(StoreError::Mismatch(format!("no output version {name}")));
+            }
+            tx.open_table(META)?.insert("serving", name)?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Deletes a version: its results, positions, late records and description. Refused
+    /// for the serving version.
+    ///
+    /// # Errors
+    /// Serving or unknown version; store failure.
+    pub fn drop_version(&self, name: &str) -> Result<()> {
+        if self.serving()? == name {
+            return Err(StoreError::Mismatch(format!(
+                "{name} is the serving version: promote another one first (`kappa versions promote …`)"
+            )));
+        }
+        let tx = self.db.begin_write()?;
+        {
+            let mut v = tx.open_table(VERSIONS)?;
+            if v.remove(name)?.is_none() {
+                return Err(StoreError::Mismatch(format!("no output version {name}")));
+            }
+            tx.open_table(RESULTS)?.retain_in(
+                (name, 0u8, i64::MIN, i64::MIN, "")..(name, u8::MAX, i64::MAX, i64::MAX, ""),
+                |_, _| false,
+            )?;
+            tx.open_table(POSITIONS)?
+                .retain_in((name, 0u32)..=(name, u32::MAX), |_, _| false)?;
+            tx.open_table(LATE)?
+                .retain_in((name, 0u32, 0u64)..=(name, u32::MAX, u64::MAX), |_, _| {
+                    false
+                })?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Bytes of results, positions and late records a version holds (keys and values; the
+    /// file's own overhead is not counted).
+    ///
+    /// # Errors
+    /// Store failure.
+    pub fn version_bytes(&self, name: &str) -> Result<u64> {
+        let tx = self.db.begin_read()?;
+        let mut n = 0u64;
+        for r in tx
+            .open_table(RESULTS)?
+            .range((name, 0u8, i64::MIN, i64::MIN, "")..(name, u8::MAX, i64::MAX, i64::MAX, ""))?
+        {
+            let (k, v) = r?;
+            n += (k.value().0.len() + 21 + k.value().4.len() + v.value().len()) as u64;
+        }
+        for r in tx
+            .open_table(LATE)?
+            .range((name, 0u32, 0u64)..=(name, u32::MAX, u64::MAX))?
+        {
+            n += (name.len() + 12 + r?.1.value().len()) as u64;
+        }
+        Ok(n)
+    }
+
+    /// Replaces `to`'s final windows whose start is in `[from_ms, to_ms)` by `from`'s, for
+    /// every size, in one transaction — only windows final in both versions (a window still
+    /// open in `to` is left to the pipeline computing it). Returns the number of windows
+    /// (of all sizes) rewritten.
+    ///
+    /// # Errors
+    /// Unknown version; store failure.
+    pub fn copy_windows(&self, from: &str, to: &str, from_ms: i64, to_ms: i64) -> Result<u64> {
+        let tx = self.db.begin_write()?;
+        let mut windows = 0;
+        {
+            let versions = tx.open_table(VERSIONS)?;
+            let final_through = |name: &str| -> Result<i64> {
+                versions
+                    .get(name)?
+                    .map(|g| decode::<VersionInfo>("versions", g.value()))
+                    .transpose()?
+                    .map(|v| v.finalized_through)
+                    .ok_or_else(|| StoreError::Mismatch(format!("no output version {name}")))
+            };
+            let through = final_through(from)?.min(final_through(to)?);
+            let mut results = tx.open_table(RESULTS)?;
+            let sizes = self.sizes(from)?;
+            for size in sizes {
+                // start ∈ [from_ms, to_ms) and start + size <= through.
+                let hi = to_ms.min(through.saturating_sub(size).saturating_add(1));
+                if hi <= from_ms {
+                    continue;
+                }
+                for agg in Aggregate::ALL {
+                    let a = agg as u8;
+                    results
+                        .retain_in((to, a, size, from_ms, "")..(to, a, size, hi, ""), |_, _| {
+                            false
+                        })?;
+                    let rows: Vec<(i64, String, Vec<u8>)> = results
+                        .range((from, a, size, from_ms, "")..(from, a, size, hi, ""))?
+                        .map(|r| {
+                            let (k, v) = r?;
+                            let (_, _, _, start, key) = k.value();
+                            Ok((start, key.to_string(), v.value().to_vec()))
+                        })
+                        .collect::<Result<_>>()?;
+                    if agg == Aggregate::EventsByType {
+                        let mut starts: Vec<i64> = rows.iter().map(|r| r.0).collect();
+                        starts.dedup();
+                        windows += starts.len() as u64;
+                    }
+                    for (start, key, value) in rows {
+                        results.insert((to, a, size, start, key.as_str()), value.as_slice())?;
+                    }
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(windows)
+    }
+
+    /// Number of final windows of `size_ms` in `version` starting in `[from, to)`.
+    ///
+    /// # Errors
+    /// Store failure.
+    pub fn window_count(&self, version: &str, size_ms: i64, from: i64, to: i64) -> Result<u64> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(RESULTS)?;
+        let a = Aggregate::EventsByType as u8;
+        let mut n = 0;
+        let mut last = None;
+        for r in t.range((version, a, size_ms, from, "")..(version, a, size_ms, to, ""))? {
+            let start = r?.0.value().3;
+            if last != Some(start) {
+                n += 1;
+                last = Some(start);
+            }
+        }
+        Ok(n)
+    }
+
+    /// Records (or updates) one replay in the history.
+    ///
+    /// # Errors
+    /// Store failure.
+    pub fn record_replay(&self, r: &ReplayRecord) -> Result<()> {
+        let tx = self.db.begin_write()?;
+        tx.open_table(REPLAYS)?.insert(r.id, encode(r).as_slice())?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The replay history, oldest first.
+    ///
+    /// # Errors
+    /// Store failure.
+    pub fn replays(&self) -> Result<Vec<ReplayRecord>> {
+        let tx = self.db.begin_read()?;
+        let t = tx.open_table(REPLAYS)?;
+        t.iter()?.map(|r| decode("replays", r?.1.value())).collect()
     }
 
     /// Event-time index checkpoints of one partition: `(offset, max event time before)`.

@@ -347,3 +347,40 @@ pub struct LateRecord {
     /// Why it was late.
     pub reason: String,
 }
+
+/// One replay, as recorded in the store's history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplayRecord {
+    /// Sequence number (1, 2, …).
+    pub id: u64,
+    /// Output version written (the serving one for an in-place correction).
+    pub version: String,
+    /// An in-place correction of `version` rather than a new version.
+    pub in_place: bool,
+    /// `--from` as given.
+    pub from: String,
+    /// `--to` as given.
+    pub to: Option<String>,
+    /// Configuration of the replay (the version's fingerprint).
+    pub config: String,
+    /// Plan file, when run from one.
+    pub plan: Option<String>,
+    /// Why (`--reason`).
+    pub reason: String,
+    /// Who asked (the user name of the process that asked).
+    pub requested_by: String,
+    /// Start, epoch ms.
+    pub started_ms: i64,
+    /// End, epoch ms (none while running).
+    pub ended_ms: Option<i64>,
+    /// Start offset per partition.
+    pub starts: Vec<u64>,
+    /// Log end per partition when the replay started (what "caught up" is measured to).
+    pub ends: Vec<u64>,
+    /// Records read.
+    pub records: u64,
+    /// Windows rewritten (in place) or final so far (new version).
+    pub windows: u64,
+    /// `running`, `caught-up`, `completed`, `cancelled`, `failed: …`, `interrupted`.
+    pub outcome: String,
+}

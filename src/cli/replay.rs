@@ -1,0 +1,616 @@
+//! `kappa replay …` and `kappa versions …`: through the running server's control API when
+//! one holds the store, in the foreground otherwise — with the same output.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+use super::read::{Access, access, call};
+use crate::config::Config;
+use crate::control::{self, list_versions, view_of_record};
+use crate::metrics::Metrics;
+use crate::replay::{Job, ReplayRequest, ReplayView, resolve};
+use crate::store::Store;
+
+/// `kappa replay`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ReplayArgs {
+    /// Follow-up commands (status, cancel, history).
+    #[command(subcommand)]
+    pub action: Option<ReplayAction>,
+    /// Where to start: `earliest`, an RFC 3339 event time, or `partition:offset,…`.
+    #[arg(long, value_name = "FROM")]
+    pub from: Option<String>,
+    /// In-place corrections: windows starting at or after this event time are left alone.
+    #[arg(long, value_name = "TIME")]
+    pub to: Option<String>,
+    /// Build a new output version (default: correct the serving version in place).
+    #[arg(long = "version", value_name = "NAME")]
+    pub output_version: Option<String>,
+    /// Make the new version serving once it has caught up.
+    #[arg(long)]
+    pub promote: bool,
+    /// Lateness bound of the replay (e.g. 2h), to take in events that were late live.
+    #[arg(long, value_name = "DURATION", value_parser = super::parse_duration)]
+    pub max_delay: Option<Duration>,
+    /// A plan file (replay/<name>.toml: from, to, version, promote, max_delay, config,
+    /// reason); flags given as well override it.
+    #[arg(long, value_name = "FILE")]
+    pub plan: Option<PathBuf>,
+    /// Why (kept in the replay history).
+    #[arg(long, value_name = "TEXT")]
+    pub reason: Option<String>,
+    /// Print the start offset per partition, the windows rewritten and the records to read;
+    /// change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// With a running server: return once the replay has started.
+    #[arg(long)]
+    pub detach: bool,
+    /// URL of the running kappa (default: http.listen, used when it holds the store).
+    #[arg(long, value_name = "URL")]
+    pub server: Option<String>,
+}
+
+/// `kappa replay status|cancel|history`.
+#[derive(Debug, Subcommand)]
+pub enum ReplayAction {
+    /// Progress of one replay (per partition done/total, records/s, ETA), or of all.
+    Status {
+        /// Replay number.
+        id: Option<u64>,
+        /// Follow it until it ends (a progress bar in a terminal, lines otherwise).
+        #[arg(long)]
+        watch: bool,
+        /// URL of the running kappa.
+        #[arg(long, value_name = "URL")]
+        server: Option<String>,
+    },
+    /// Stop a running replay (an in-place correction leaves every window as it was).
+    Cancel {
+        /// Replay number.
+        id: u64,
+        /// URL of the running kappa.
+        #[arg(long, value_name = "URL")]
+        server: Option<String>,
+    },
+    /// Every replay recorded: who, why, when, range, outcome.
+    History {
+        /// URL of the running kappa.
+        #[arg(long, value_name = "URL")]
+        server: Option<String>,
+    },
+}
+
+/// `kappa versions …`.
+#[derive(Debug, Subcommand)]
+pub enum VersionsCommand {
+    /// Name, configuration, positions, lag, serving mark and size of each output version.
+    List {
+        /// URL of the running kappa.
+        #[arg(long, value_name = "URL")]
+        server: Option<String>,
+    },
+    /// Make a version serving (the API and Grafana read it).
+    Promote {
+        /// Version.
+        version: String,
+        /// URL of the running kappa.
+        #[arg(long, value_name = "URL")]
+        server: Option<String>,
+    },
+    /// Delete a version and free its data (refused for the serving version).
+    Drop {
+        /// Version.
+        version: String,
+        /// URL of the running kappa.
+        #[arg(long, value_name = "URL")]
+        server: Option<String>,
+    },
+}
+
+/// A plan file: the fields of a replay, and the configuration file of a new version.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlanFile {
+    from: Option<String>,
+    to: Option<String>,
+    version: Option<String>,
+    #[serde(default)]
+    promote: bool,
+    max_delay: Option<String>,
+    config: Option<PathBuf>,
+    reason: Option<String>,
+}
+
+fn who() -> String {
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// The request the flags (over the plan file) describe.
+fn request(
+    cfg: &Config,
+    config_file: Option<&Path>,
+    a: &ReplayArgs,
+) -> anyhow::Result<ReplayRequest> {
+    let mut file = PlanFile::default();
+    if let Some(p) = &a.plan {
+        let text = std::fs::read_to_string(p)
+            .with_context(|| format!("reading the plan {}", p.display()))?;
+        file = toml::from_str(&text).map_err(|e| {
+            anyhow::anyhow!("plan {}: {}", p.display(), e.message().replace('\n', " "))
+        })?;
+    }
+    let version = a.output_version.clone().or(file.version);
+    // The configuration of a new version: the plan's file (relative to the plan), else
+    // --config; an in-place correction keeps the serving version's.
+    let config = match (&version, &file.config, &a.plan, config_file) {
+        (None, Some(_), _, _) => {
+            anyhow::bail!(
+                "plan: `config` goes with `version` (an in-place correction keeps the serving configuration)"
+            )
+        }
+        (Some(_), Some(c), Some(plan), _) => {
+            let path = plan.parent().unwrap_or(Path::new(".")).join(c);
+            let path = if path.is_file() { path } else { c.clone() };
+            Some(Config::load(Some(&path), &json!({}))?.results_fingerprint())
+        }
+        (Some(_), _, _, Some(_)) => Some(cfg.results_fingerprint()),
+        _ => None,
+    };
+    let from = a.from.clone().or(file.from).ok_or_else(|| {
+        anyhow::anyhow!(
+            "--from is required: earliest, an RFC 3339 event time, or partition:offset,…"
+        )
+    })?;
+    Ok(ReplayRequest {
+        from,
+        to: a.to.clone().or(file.to),
+        version,
+        promote: a.promote || file.promote,
+        max_delay: a
+            .max_delay
+            .map(crate::config::fmt_duration)
+            .or(file.max_delay),
+        config,
+        reason: a.reason.clone().or(file.reason),
+        plan: a.plan.as_ref().map(|p| p.display().to_string()),
+        requested_by: Some(who()),
+        dry_run: a.dry_run,
+    })
+}
+
+fn parse_view(body: &[u8]) -> anyhow::Result<ReplayView> {
+    let v: Value = serde_json::from_slice(body)?;
+    view_from_json(&v)
+}
+
+fn view_from_json(v: &Value) -> anyhow::Result<ReplayView> {
+    let record = serde_json::from_value(v.clone()).context("reading the replay")?;
+    let partitions = v["partitions"]
+        .as_array()
+        .map(|ps| {
+            ps.iter()
+                .map(|p| crate::replay::PartitionProgress {
+                    partition: p["partition"].as_u64().unwrap_or(0).try_into().unwrap_or(0),
+                    done: p["done"].as_u64().unwrap_or(0),
+                    total: p["total"].as_u64().unwrap_or(0),
+                    position: p["position"].as_u64().unwrap_or(0),
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(ReplayView {
+        record,
+        active: v["active"].as_bool().unwrap_or(false),
+        progress: v["progress"].as_f64().unwrap_or(0.0),
+        done: v["done"].as_u64().unwrap_or(0),
+        total: v["total"].as_u64().unwrap_or(0),
+        rate: v["rate"].as_f64().unwrap_or(0.0),
+        eta_seconds: v["eta_seconds"].as_f64(),
+        partitions,
+    })
+}
+
+/// Shows progress until `next` says the replay ended: a bar on a terminal, a line every
+/// two seconds otherwise.
+fn follow(mut next: impl FnMut() -> anyhow::Result<ReplayView>) -> anyhow::Result<ReplayView> {
+    let tty = std::io::stderr().is_terminal();
+    let bar = tty.then(|| {
+        let b = indicatif::ProgressBar::new(0);
+        b.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{prefix} [{bar:40}] {pos}/{len} records {msg}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        b
+    });
+    let mut last_line = std::time::Instant::now();
+    loop {
+        let v = next()?;
+        let msg = format!(
+            "{:.0}/s ETA {}",
+            v.rate,
+            v.eta_seconds
+                .map_or_else(|| "-".into(), |s| format!("{s:.0}s"))
+        );
+        if let Some(b) = &bar {
+            b.set_prefix(format!("replay {}", v.record.id));
+            b.set_length(v.total);
+            b.set_position(v.done);
+            b.set_message(msg);
+        } else if last_line.elapsed() >= Duration::from_secs(2) || !v.active {
+            eprintln!(
+                "replay {}: {:.1}% ({}/{} records) {msg} [{}]",
+                v.record.id,
+                v.progress * 100.0,
+                v.done,
+                v.total,
+                v.partitions
+                    .iter()
+                    .map(|p| format!("{}:{}/{}", p.partition, p.done, p.total))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            );
+            last_line = std::time::Instant::now();
+        }
+        if !v.active {
+            if let Some(b) = bar {
+                b.finish_and_clear();
+            }
+            return Ok(v);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn print_outcome(v: &ReplayView) {
+    let r = &v.record;
+    let secs = r
+        .ended_ms
+        .map_or(0.0, |e| (e - r.started_ms) as f64 / 1000.0);
+    println!(
+        "replay {} {}: {} records in {secs:.1} s ({:.0} records/s); {} windows {}",
+        r.id,
+        r.outcome,
+        r.records,
+        if secs > 0.0 {
+            r.records as f64 / secs
+        } else {
+            0.0
+        },
+        r.windows,
+        if r.in_place {
+            "rewritten in "
+        } else {
+            "final in "
+        }
+        .to_string()
+            + &r.version
+    );
+}
+
+/// `kappa replay`.
+///
+/// # Errors
+/// A bad request, or the replay failed.
+pub fn replay(cfg: &Config, config_file: Option<&Path>, a: &ReplayArgs) -> anyhow::Result<()> {
+    if let Some(action) = &a.action {
+        return replay_action(cfg, action);
+    }
+    let req = request(cfg, config_file, a)?;
+    match access(cfg, a.server.as_ref())? {
+        Access::Remote(base) => {
+            let body = serde_json::to_value(&req)?;
+            let resp: Value = serde_json::from_slice(&call(
+                "POST",
+                &format!("{base}/api/replays"),
+                Some(&body),
+            )?)?;
+            for line in resp["lines"].as_array().into_iter().flatten() {
+                println!("{}", line.as_str().unwrap_or_default());
+            }
+            if req.dry_run {
+                println!("dry run: nothing changed");
+                return Ok(());
+            }
+            let id = resp["id"]
+                .as_u64()
+                .context("the server did not say the replay's id")?;
+            println!("replay {id} started on the running kappa at {base}");
+            if a.detach {
+                println!("follow it with `kappa replay status {id} --watch`");
+                return Ok(());
+            }
+            let url = format!("{base}/api/replays/{id}");
+            let v = follow(|| parse_view(&call("GET", &url, None)?))?;
+            print_outcome(&v);
+            fail_unless_done(&v)
+        }
+        Access::Local(store) => foreground(cfg, &store, &req),
+    }
+}
+
+fn fail_unless_done(v: &ReplayView) -> anyhow::Result<()> {
+    if v.record.outcome.starts_with("failed") {
+        anyhow::bail!("replay {} {}", v.record.id, v.record.outcome);
+    }
+    Ok(())
+}
+
+/// No server: this process opens the store and runs the replay.
+fn foreground(cfg: &Config, store: &Store, req: &ReplayRequest) -> anyhow::Result<()> {
+    control::recover_interrupted(store)?;
+    let ends = crate::source::log_end_offsets(cfg)?;
+    let plan = resolve(cfg, store, &ends, req)?;
+    for line in plan.describe() {
+        println!("{line}");
+    }
+    if req.dry_run {
+        println!("dry run: nothing changed");
+        return Ok(());
+    }
+    let id = control::next_replay_id(store)?;
+    let job = Job::start(store, plan, id)?;
+    println!("replay {id} started (no kappa server holds the store: running here; Ctrl-C cancels)");
+    let metrics = Metrics::new();
+    let cancel = job.cancel.clone();
+    let _ = ctrlc_cancel(cancel);
+    let (j, st, c) = (job.clone(), store.clone(), cfg.clone());
+    let worker = std::thread::Builder::new()
+        .name("replay".into())
+        .spawn(move || {
+            let open = |v: &str, cancel: &tokio_util::sync::CancellationToken| {
+                crate::source::open(&c, &st, v, true, Arc::new(Metrics::new()), &|| {
+                    cancel.is_cancelled()
+                })
+            };
+            j.run(&st, &metrics, &open, false)
+        })?;
+    let v = follow(|| Ok(job.view()))?;
+    let result = worker
+        .join()
+        .map_err(|_| anyhow::anyhow!("the replay thread panicked"))?;
+    let v = if v.active { job.view() } else { v };
+    print_outcome(&v);
+    result?;
+    Ok(())
+}
+
+/// Ctrl-C cancels a foreground replay (it then commits what it did and cleans up).
+fn ctrlc_cancel(cancel: tokio_util::sync::CancellationToken) -> anyhow::Result<()> {
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build();
+            if let Ok(rt) = rt {
+                rt.block_on(async {
+                    if tokio::signal::ctrl_c().await.is_ok() {
+                        eprintln!("cancelling the replay");
+                        cancel.cancel();
+                    }
+                });
+            }
+        })?;
+    Ok(())
+}
+
+fn history_table(views: &[ReplayView]) {
+    println!(
+        "{:>4}  {:<10} {:<8} {:<26} {:<26} {:<20} {:>10}  {:<20} reason",
+        "id", "version", "kind", "from", "to", "started", "records", "outcome"
+    );
+    for v in views {
+        let r = &v.record;
+        println!(
+            "{:>4}  {:<10} {:<8} {:<26} {:<26} {:<20} {:>10}  {:<20} {}{}",
+            r.id,
+            r.version,
+            if r.in_place { "in-place" } else { "version" },
+            r.from,
+            r.to.as_deref().unwrap_or("-"),
+            crate::event::time::format_rfc3339_ms(r.started_ms)
+                .get(..19)
+                .unwrap_or_default(),
+            r.records,
+            if v.active { "running" } else { &r.outcome },
+            r.reason,
+            if r.requested_by.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", r.requested_by)
+            }
+        );
+    }
+}
+
+fn replay_action(cfg: &Config, action: &ReplayAction) -> anyhow::Result<()> {
+    match action {
+        ReplayAction::Status { id, watch, server } => {
+            let access = access(cfg, server.as_ref())?;
+            let fetch_all = || -> anyhow::Result<Vec<ReplayView>> {
+                match &access {
+                    Access::Local(store) => {
+                        Ok(store.replays()?.iter().map(view_of_record).collect())
+                    }
+                    Access::Remote(base) => {
+                        let v: Value = serde_json::from_slice(&call(
+                            "GET",
+                            &format!("{base}/api/replays"),
+                            None,
+                        )?)?;
+                        v["replays"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(view_from_json)
+                            .collect()
+                    }
+                }
+            };
+            let fetch = |id: u64| -> anyhow::Result<ReplayView> {
+                fetch_all()?
+                    .into_iter()
+                    .find(|v| v.record.id == id)
+                    .ok_or_else(|| anyhow::anyhow!("no replay {id}"))
+            };
+            match id {
+                None => history_table(
+                    &fetch_all()?
+                        .into_iter()
+                        .filter(|v| v.active)
+                        .collect::<Vec<_>>(),
+                ),
+                Some(id) if *watch => {
+                    let v = follow(|| fetch(*id))?;
+                    print_outcome(&v);
+                }
+                Some(id) => {
+                    let v = fetch(*id)?;
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                }
+            }
+            Ok(())
+        }
+        ReplayAction::Cancel { id, server } => match access(cfg, server.as_ref())? {
+            Access::Remote(base) => {
+                let v = parse_view(&call("DELETE", &format!("{base}/api/replays/{id}"), None)?)?;
+                print_outcome(&v);
+                Ok(())
+            }
+            Access::Local(_) => anyhow::bail!(
+                "no kappa server holds the store, so no replay is running in the background (a foreground replay stops with Ctrl-C)"
+            ),
+        },
+        ReplayAction::History { server } => {
+            let views: Vec<ReplayView> = match access(cfg, server.as_ref())? {
+                Access::Local(store) => store.replays()?.iter().map(view_of_record).collect(),
+                Access::Remote(base) => {
+                    let v: Value = serde_json::from_slice(&call(
+                        "GET",
+                        &format!("{base}/api/replays"),
+                        None,
+                    )?)?;
+                    v["replays"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(view_from_json)
+                        .collect::<anyhow::Result<_>>()?
+                }
+            };
+            history_table(&views);
+            Ok(())
+        }
+    }
+}
+
+/// `kappa versions …`.
+///
+/// # Errors
+/// Unknown version, the serving one for `drop`, store or server failure.
+pub fn versions(cfg: &Config, cmd: &VersionsCommand) -> anyhow::Result<()> {
+    match cmd {
+        VersionsCommand::List { server } => {
+            let list: Value = match access(cfg, server.as_ref())? {
+                Access::Local(store) => {
+                    let ends = crate::source::log_end_offsets(cfg)?;
+                    json!({ "versions": list_versions(&store, &ends)? })
+                }
+                Access::Remote(base) => {
+                    serde_json::from_slice(&call("GET", &format!("{base}/api/versions"), None)?)?
+                }
+            };
+            println!(
+                "{:<2}{:<12} {:>12} {:>10} {:<22} {:<28} config",
+                "", "version", "lag", "size", "final through", "positions"
+            );
+            for v in list["versions"].as_array().into_iter().flatten() {
+                let positions: Vec<String> = v["positions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .enumerate()
+                    .map(|(p, o)| format!("{p}:{}", o.as_u64().unwrap_or(0)))
+                    .collect();
+                println!(
+                    "{:<2}{:<12} {:>12} {:>10} {:<22} {:<28} {}",
+                    if v["serving"].as_bool() == Some(true) {
+                        "*"
+                    } else {
+                        ""
+                    },
+                    v["name"].as_str().unwrap_or_default(),
+                    v["lag"].as_u64().unwrap_or(0),
+                    human_bytes(v["size_bytes"].as_u64().unwrap_or(0)),
+                    v["finalized_through"]
+                        .as_str()
+                        .unwrap_or("-")
+                        .get(..19)
+                        .unwrap_or("-"),
+                    positions.join(","),
+                    v["config"].as_str().unwrap_or_default()
+                );
+            }
+            println!("(* serving)");
+            Ok(())
+        }
+        VersionsCommand::Promote { version, server } => {
+            match access(cfg, server.as_ref())? {
+                Access::Local(store) => store.promote(version)?,
+                Access::Remote(base) => {
+                    call(
+                        "POST",
+                        &format!("{base}/api/versions/{version}/promote"),
+                        None,
+                    )?;
+                }
+            }
+            println!("{version} is serving");
+            Ok(())
+        }
+        VersionsCommand::Drop { version, server } => {
+            match access(cfg, server.as_ref())? {
+                Access::Local(store) => {
+                    if version.starts_with(crate::replay::SCRATCH_PREFIX)
+                        || store.version(version)?.is_none()
+                    {
+                        anyhow::bail!("no output version {version}");
+                    }
+                    store.drop_version(version)?;
+                }
+                Access::Remote(base) => {
+                    call("DELETE", &format!("{base}/api/versions/{version}"), None)?;
+                }
+            }
+            println!("{version} dropped");
+            Ok(())
+        }
+    }
+}
+
+fn human_bytes(n: u64) -> String {
+    #[allow(clippy::cast_precision_loss)]
+    let f = n as f64;
+    if f >= 1e9 {
+        format!("{:.1} GB", f / 1e9)
+    } else if f >= 1e6 {
+        format!("{:.1} MB", f / 1e6)
+    } else if f >= 1e3 {
+        format!("{:.1} kB", f / 1e3)
+    } else {
+        format!("{n} B")
+    }
+}

@@ -1,0 +1,552 @@
+//! The running server's control plane: replays started over HTTP and the pipelines of
+//! output versions other than the one `kappa run` computes itself.
+//!
+//! Every version in the store advances while a server runs: the main pipeline computes
+//! one (the serving version by default), and one more pipeline per other version keeps
+//! it consuming live ("both versions advance until one is dropped"). A replay runs on its
+//! own thread; a new version's replay thread goes on as that version's pipeline once it
+//! has caught up.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::pipeline::{Mode, Pipeline, Shared};
+use crate::replay::{self, Job, Plan, ReplayError, ReplayRequest, ReplayView, SCRATCH_PREFIX};
+use crate::source::{self, Source, SourceError};
+use crate::store::{ReplayRecord, Store, StoreError};
+
+/// One output version as `kappa versions list` and `GET /api/versions` show it.
+#[derive(Debug, Clone, Serialize)]
+pub struct VersionView {
+    /// Name.
+    pub name: String,
+    /// Result-deciding configuration.
+    pub config: String,
+    /// The API and Grafana read it.
+    pub serving: bool,
+    /// Creation time (RFC 3339).
+    pub created: String,
+    /// Every window ending at or before this is final (RFC 3339), if any.
+    pub finalized_through: Option<String>,
+    /// Next offset per partition.
+    pub positions: Vec<u64>,
+    /// Records behind the log end, all partitions.
+    pub lag: u64,
+    /// Bytes of its results and late records.
+    pub size_bytes: u64,
+    /// Being computed by a running pipeline right now (server only).
+    pub running: Option<bool>,
+}
+
+/// The versions in the store (scratch versions of in-place corrections left out), lag
+/// measured against `ends`.
+///
+/// # Errors
+/// Store failure.
+pub fn list_versions(store: &Store, ends: &[u64]) -> Result<Vec<VersionView>, StoreError> {
+    let serving = store.serving()?;
+    let mut out = Vec::new();
+    for v in store.versions()? {
+        if v.name.starts_with(SCRATCH_PREFIX) {
+            continue;
+        }
+        let positions: Vec<u64> = match store.load_state(&v.name)? {
+            Some((_, ps)) => {
+                let mut pos = vec![0; ends.len().max(ps.len())];
+                for p in ps {
+                    if let Some(slot) = pos.get_mut(p.partition as usize) {
+                        *slot = p.next_offset;
+                    }
+                }
+                pos
+            }
+            None => vec![0; ends.len()],
+        };
+        let lag = ends
+            .iter()
+            .zip(&positions)
+            .map(|(e, p)| e.saturating_sub(*p))
+            .sum();
+        out.push(VersionView {
+            serving: v.name == serving,
+            config: v.config.clone(),
+            created: crate::event::time::format_rfc3339_ms(v.created_ms),
+            finalized_through: (v.finalized_through != i64::MIN)
+                .then(|| crate::event::time::format_rfc3339_ms(v.finalized_through)),
+            positions,
+            lag,
+            size_bytes: store.version_bytes(&v.name)?,
+            running: None,
+            name: v.name,
+        });
+    }
+    Ok(out)
+}
+
+/// A history record as a (finished) replay view.
+#[must_use]
+pub fn view_of_record(r: &ReplayRecord) -> ReplayView {
+    let partitions: Vec<replay::PartitionProgress> = r
+        .starts
+        .iter()
+        .enumerate()
+        .map(|(p, &s)| {
+            let end = r.ends.get(p).copied().unwrap_or(s);
+            replay::PartitionProgress {
+                partition: u32::try_from(p).unwrap_or(u32::MAX),
+                done: end.saturating_sub(s),
+                total: end.saturating_sub(s),
+                position: end,
+            }
+        })
+        .collect();
+    let total = partitions.iter().map(|p| p.total).sum();
+    #[allow(clippy::cast_precision_loss)]
+    let rate = match r.ended_ms {
+        Some(end) if end > r.started_ms => r.records as f64 * 1000.0 / (end - r.started_ms) as f64,
+        _ => 0.0,
+    };
+    ReplayView {
+        record: r.clone(),
+        active: false,
+        progress: 1.0,
+        done: total,
+        total,
+        rate,
+        eta_seconds: None,
+        partitions,
+    }
+}
+
+struct Runner {
+    cancel: CancellationToken,
+    thread: Option<JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct Inner {
+    jobs: BTreeMap<u64, Arc<Job>>,
+    runners: HashMap<String, Runner>,
+}
+
+/// Replays and version pipelines of one running server.
+pub struct Control {
+    cfg: Config,
+    store: Store,
+    metrics: Arc<Metrics>,
+    /// The version the main pipeline computes (not managed here).
+    main_version: String,
+    inner: Mutex<Inner>,
+}
+
+/// Failures of a control request.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// Bad request (400).
+    #[error("{0}")]
+    Invalid(String),
+    /// Unknown replay or version (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// Refused in the current state (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// Anything else (500).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<ReplayError> for ControlError {
+    fn from(e: ReplayError) -> Self {
+        match e {
+            ReplayError::Invalid(m) => Self::Invalid(m),
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<StoreError> for ControlError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Mismatch(m) => Self::Conflict(m),
+            other => Self::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<SourceError> for ControlError {
+    fn from(e: SourceError) -> Self {
+        Self::Internal(e.to_string())
+    }
+}
+
+/// Opens a standalone source for a version of `cfg`'s log.
+fn opener(
+    cfg: Config,
+    store: Store,
+    metrics: Arc<Metrics>,
+) -> impl Fn(&str, &CancellationToken) -> Result<Box<dyn Source>, SourceError> {
+    move |version, cancel| {
+        source::open(&cfg, &store, version, true, metrics.clone(), &|| {
+            cancel.is_cancelled()
+        })
+    }
+}
+
+/// Next replay number: one more than the history's last.
+///
+/// # Errors
+/// Store failure.
+pub fn next_replay_id(store: &Store) -> Result<u64, StoreError> {
+    Ok(store.replays()?.last().map_or(1, |r| r.id + 1))
+}
+
+/// Cleans up after a process that died mid-replay: scratch versions of in-place
+/// corrections are dropped (the serving version was never half-written: the swap is one
+/// transaction) and running records become `interrupted`; a new version that was still
+/// catching up keeps its positions and goes on where it was.
+///
+/// # Errors
+/// Store failure.
+pub fn recover_interrupted(store: &Store) -> Result<(), StoreError> {
+    for v in store.versions()? {
+        if v.name.starts_with(SCRATCH_PREFIX) {
+            store.drop_version(&v.name)?;
+        }
+    }
+    for mut r in store.replays()? {
+        if r.outcome == "running" {
+            r.outcome = "interrupted".into();
+            r.ended_ms = Some(chrono::Utc::now().timestamp_millis());
+            store.record_replay(&r)?;
+        }
+    }
+    Ok(())
+}
+
+impl Control {
+    /// A control plane for a server whose main pipeline computes `main_version`.
+    #[must_use]
+    pub fn new(
+        cfg: Config,
+        store: Store,
+        metrics: Arc<Metrics>,
+        main_version: String,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            cfg,
+            store,
+            metrics,
+            main_version,
+            inner: Mutex::new(Inner::default()),
+        })
+    }
+
+    /// Starts a live pipeline for every version other than the main one.
+    ///
+    /// # Errors
+    /// Store failure.
+    pub fn resume_versions(self: &Arc<Self>) -> Result<(), ControlError> {
+        for v in self.store.versions()? {
+            if v.name != self.main_version && !v.name.starts_with(SCRATCH_PREFIX) {
+                let cfg = self
+                    .cfg
+                    .with_fingerprint(&v.config)
+                    .map_err(|e| ControlError::Internal(format!("version {}: {e}", v.name)))?;
+                self.spawn_runner(v.name, cfg)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn spawn_runner(
+        self: &Arc<Self>,
+        version: String,
+        mut cfg: Config,
+    ) -> Result<(), ControlError> {
+        cfg.pipeline.idle_timeout = std::time::Duration::ZERO;
+        let cancel = CancellationToken::new();
+        let (store, metrics, token) = (self.store.clone(), self.metrics.clone(), cancel.clone());
+        let name = version.clone();
+        tracing::info!("output version {version}: resuming its pipeline");
+        let thread = std::thread::Builder::new()
+            .name(format!("version-{version}"))
+            .spawn(move || {
+                let open = opener(cfg.clone(), store.clone(), metrics);
+                let run = || -> Result<(), ReplayError> {
+                    let source = open(&name, &token)?;
+                    let p = Pipeline::new(
+                        &cfg,
+                        &name,
+                        source,
+                        store,
+                        Arc::new(Metrics::new()),
+                        Arc::new(Shared::default()),
+                    )?;
+                    p.without_index().run(Mode::Live, &token)?;
+                    Ok(())
+                };
+                if let Err(e) = run() {
+                    tracing::error!("output version {name} stopped: {e}");
+                }
+            })
+            .map_err(|e| ControlError::Internal(e.to_string()))?;
+        self.inner.lock().expect("control lock").runners.insert(
+            version,
+            Runner {
+                cancel,
+                thread: Some(thread),
+            },
+        );
+        Ok(())
+    }
+
+    /// Resolves a request against the store and the log as it is now.
+    ///
+    /// # Errors
+    /// A bad request; store or source failure.
+    pub fn plan(&self, req: &ReplayRequest) -> Result<Plan, ControlError> {
+        let ends = source::log_end_offsets(&self.cfg)?;
+        Ok(replay::resolve(&self.cfg, &self.store, &ends, req)?)
+    }
+
+    /// Starts a replay on its own thread; a dry run only resolves it.
+    ///
+    /// # Errors
+    /// A bad request, a version already being built, store failure.
+    pub fn start_replay(
+        self: &Arc<Self>,
+        req: &ReplayRequest,
+    ) -> Result<serde_json::Value, ControlError> {
+        let plan = self.plan(req)?;
+        let lines = plan.describe();
+        let mut inner = self.inner.lock().expect("control lock");
+        if inner
+            .jobs
+            .values()
+            .any(|j| j.is_active() && j.plan.version == plan.version && !plan.in_place)
+        {
+            return Err(ControlError::Conflict(format!(
+                "version {} is already being built",
+                plan.version
+            )));
+        }
+        let id = next_replay_id(&self.store)?.max(inner.jobs.keys().last().map_or(1, |k| k + 1));
+        let job = Job::start(&self.store, plan, id)?;
+        let (store, metrics, cfg) = (self.store.clone(), self.metrics.clone(), self.cfg.clone());
+        let j = job.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("replay-{id}"))
+            .spawn(move || {
+                let open = opener(cfg, store.clone(), metrics.clone());
+                match j.run(&store, &metrics, &open, true) {
+                    Ok(_) => tracing::info!("replay {id}: {}", j.view().record.outcome),
+                    Err(e) => tracing::error!("replay {id} failed: {e}"),
+                }
+            })
+            .map_err(|e| ControlError::Internal(e.to_string()))?;
+        // A new version's thread goes on as its pipeline; an in-place one is kept here so
+        // that a shutdown waits for it.
+        inner.runners.insert(
+            job.plan.target_version(id),
+            Runner {
+                cancel: job.cancel.clone(),
+                thread: Some(thread),
+            },
+        );
+        inner.jobs.insert(id, job.clone());
+        drop(inner);
+        self.update_metrics();
+        let mut v = serde_json::to_value(job.view()).unwrap_or_default();
+        v["lines"] = serde_json::json!(lines);
+        Ok(v)
+    }
+
+    /// One replay: running ones from memory, finished ones from the history.
+    ///
+    /// # Errors
+    /// Unknown id; store failure.
+    pub fn replay(&self, id: u64) -> Result<ReplayView, ControlError> {
+        if let Some(j) = self.inner.lock().expect("control lock").jobs.get(&id) {
+            return Ok(j.view());
+        }
+        self.store
+            .replays()?
+            .iter()
+            .find(|r| r.id == id)
+            .map(view_of_record)
+            .ok_or_else(|| ControlError::NotFound(format!("no replay {id}")))
+    }
+
+    /// Every replay, oldest first.
+    ///
+    /// # Errors
+    /// Store failure.
+    pub fn replays(&self) -> Result<Vec<ReplayView>, ControlError> {
+        let jobs = self.inner.lock().expect("control lock").jobs.clone();
+        Ok(self
+            .store
+            .replays()?
+            .iter()
+            .map(|r| {
+                jobs.get(&r.id)
+                    .map_or_else(|| view_of_record(r), |j| j.view())
+            })
+            .collect())
+    }
+
+    /// Cancels a running replay: an in-place correction leaves the serving version as it
+    /// was; a new version still catching up is removed.
+    ///
+    /// # Errors
+    /// Unknown or finished replay.
+    pub fn cancel(&self, id: u64) -> Result<ReplayView, ControlError> {
+        let job = self
+            .inner
+            .lock()
+            .expect("control lock")
+            .jobs
+            .get(&id)
+            .cloned();
+        match job {
+            Some(j) if j.is_active() => {
+                j.cancel.cancel();
+                for _ in 0..600 {
+                    if !j.is_active() {
+                        break;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                Ok(j.view())
+            }
+            Some(j) => Err(ControlError::Conflict(format!(
+                "replay {id} has finished ({}); to remove a version it built: kappa versions drop {}",
+                j.view().record.outcome,
+                j.plan.version
+            ))),
+            None => {
+                self.replay(id)?;
+                Err(ControlError::Conflict(format!("replay {id} has finished")))
+            }
+        }
+    }
+
+    /// Versions, with whether a pipeline of this server computes each.
+    ///
+    /// # Errors
+    /// Store or source failure.
+    pub fn versions(&self) -> Result<Vec<VersionView>, ControlError> {
+        let ends = source::log_end_offsets(&self.cfg)?;
+        let inner = self.inner.lock().expect("control lock");
+        let mut out = list_versions(&self.store, &ends)?;
+        for v in &mut out {
+            v.running = Some(v.name == self.main_version || inner.runners.contains_key(&v.name));
+        }
+        Ok(out)
+    }
+
+    /// Makes `version` serving.
+    ///
+    /// # Errors
+    /// Unknown version, or one still being built.
+    pub fn promote(&self, version: &str) -> Result<(), ControlError> {
+        let building = self
+            .inner
+            .lock()
+            .expect("control lock")
+            .jobs
+            .values()
+            .any(|j| j.is_active() && !j.plan.in_place && j.plan.version == version);
+        if building {
+            return Err(ControlError::Conflict(format!(
+                "version {version} is still catching up; promote it when its replay is done, or replay with --promote"
+            )));
+        }
+        if self.store.version(version)?.is_none() {
+            return Err(ControlError::NotFound(format!(
+                "no output version {version}"
+            )));
+        }
+        self.store.promote(version)?;
+        self.update_metrics();
+        Ok(())
+    }
+
+    /// Stops `version`'s pipeline and deletes it.
+    ///
+    /// # Errors
+    /// The serving version, the main pipeline's version, an unknown one.
+    pub fn drop_version(&self, version: &str) -> Result<(), ControlError> {
+        if version == self.main_version {
+            return Err(ControlError::Conflict(format!(
+                "{version} is the version this server's main pipeline computes: promote another one, restart `kappa run` (it computes the serving version), then drop {version}"
+            )));
+        }
+        if self.store.version(version)?.is_none() || version.starts_with(SCRATCH_PREFIX) {
+            return Err(ControlError::NotFound(format!(
+                "no output version {version}"
+            )));
+        }
+        if self.store.serving()? == version {
+            return Err(ControlError::Conflict(format!(
+                "{version} is the serving version: promote another one first"
+            )));
+        }
+        let runner = self
+            .inner
+            .lock()
+            .expect("control lock")
+            .runners
+            .remove(version);
+        if let Some(mut r) = runner {
+            r.cancel.cancel();
+            if let Some(t) = r.thread.take() {
+                let _ = t.join();
+            }
+        }
+        self.store.drop_version(version)?;
+        Ok(())
+    }
+
+    /// Refreshes the replay and serving-version metrics.
+    pub fn update_metrics(&self) {
+        let inner = self.inner.lock().expect("control lock");
+        for j in inner.jobs.values().filter(|j| j.is_active()) {
+            let v = j.view();
+            self.metrics
+                .replay_progress
+                .with_label_values(&[&j.plan.version])
+                .set(v.progress);
+        }
+        drop(inner);
+        if let Ok(serving) = self.store.serving() {
+            self.metrics.serving_version.reset();
+            self.metrics
+                .serving_version
+                .with_label_values(&[&serving])
+                .set(1);
+        }
+    }
+
+    /// Stops every replay and version pipeline (each commits first).
+    pub fn stop(&self) {
+        let mut inner = self.inner.lock().expect("control lock");
+        for j in inner.jobs.values() {
+            j.cancel.cancel();
+        }
+        let runners: Vec<Runner> = inner.runners.drain().map(|(_, r)| r).collect();
+        drop(inner);
+        for mut r in runners {
+            r.cancel.cancel();
+            if let Some(t) = r.thread.take() {
+                let _ = t.join();
+            }
+        }
+    }
+}

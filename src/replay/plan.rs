@@ -1,0 +1,354 @@
+//! From what an operator asks ([`ReplayRequest`]) to what a replay does ([`Plan`]).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::{ReplayError, SCRATCH_PREFIX};
+use crate::config::{Config, fmt_duration};
+use crate::event::time::{format_rfc3339_ms, parse_rfc3339_ms};
+use crate::store::{PartitionPosition, Store};
+
+/// A replay as asked for: the flags of `kappa replay`, the fields of a plan file
+/// (`replay/*.toml`), the body of `POST /api/replays`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case", default)]
+pub struct ReplayRequest {
+    /// `earliest`, an RFC 3339 event time, or `partition:offset,…`.
+    pub from: String,
+    /// RFC 3339 event time: windows starting at or after it are left alone.
+    pub to: Option<String>,
+    /// New output version to build; none corrects the serving version in place.
+    pub version: Option<String>,
+    /// Make the new version serving once it has caught up.
+    pub promote: bool,
+    /// Lateness bound of the replay (`2h`), instead of the version's.
+    pub max_delay: Option<String>,
+    /// Result-deciding configuration of a new version, as the fingerprint text of a
+    /// configuration (the CLI reads `--config FILE` into it); default: the serving one's.
+    pub config: Option<String>,
+    /// Why (kept in the history).
+    pub reason: Option<String>,
+    /// The plan file it came from.
+    pub plan: Option<String>,
+    /// Who asked.
+    pub requested_by: Option<String>,
+    /// Resolve and describe only.
+    pub dry_run: bool,
+}
+
+/// The windows of one size an in-place correction rewrites.
+#[derive(Debug, Clone, Serialize)]
+pub struct RewriteRange {
+    /// Window size (`1m`).
+    pub size: String,
+    /// First window start rewritten (RFC 3339), or `null` from the beginning.
+    pub from: Option<String>,
+    /// Windows start before this (RFC 3339), or `null` to the end of what is final.
+    pub to: Option<String>,
+    /// Final windows of that size in the range now.
+    pub final_windows: u64,
+}
+
+/// A resolved replay.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    /// What was asked.
+    pub request: ReplayRequest,
+    /// Version written: the new one, or the serving one for an in-place correction.
+    pub version: String,
+    /// In-place correction of `version`.
+    pub in_place: bool,
+    /// Configuration the replay computes with.
+    #[serde(skip)]
+    pub cfg: Config,
+    /// Its result-deciding part.
+    pub fingerprint: String,
+    /// Window starts rewritten in place: `[from_ms, to_ms)`.
+    pub from_ms: i64,
+    /// See `from_ms`.
+    pub to_ms: i64,
+    /// Where each partition starts.
+    pub starts: Vec<PartitionPosition>,
+    /// Log end per partition now.
+    pub ends: Vec<u64>,
+    /// Records to read up to those ends.
+    pub records: u64,
+    /// In place: the windows rewritten, per size.
+    pub rewrite: Vec<RewriteRange>,
+}
+
+impl Plan {
+    /// Whether every partition starts at its beginning with no history.
+    #[must_use]
+    pub fn from_earliest(&self) -> bool {
+        self.starts
+            .iter()
+            .all(|p| p.next_offset == 0 && p.resume_max_ts == i64::MIN)
+    }
+
+    /// Version the replay pipeline writes: the new version, or a scratch one that an
+    /// in-place correction copies from.
+    #[must_use]
+    pub fn target_version(&self, id: u64) -> String {
+        if self.in_place {
+            format!("{SCRATCH_PREFIX}{id}")
+        } else {
+            self.version.clone()
+        }
+    }
+
+    /// What the replay will do, as lines for people (`--dry-run` prints them).
+    #[must_use]
+    pub fn describe(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.in_place {
+            out.push(format!(
+                "in-place correction of serving version {} ({})",
+                self.version, self.fingerprint
+            ));
+        } else {
+            out.push(format!(
+                "new output version {} ({}){}",
+                self.version,
+                self.fingerprint,
+                if self.request.promote {
+                    ", promoted once caught up"
+                } else {
+                    ""
+                }
+            ));
+        }
+        out.push(format!(
+            "start offset per partition: {}",
+            self.starts
+                .iter()
+                .map(|p| format!("{}:{}", p.partition, p.next_offset))
+                .collect::<Vec<_>>()
+                .join(",")
+        ));
+        out.push(format!(
+            "records to read: {} (log end now: {})",
+            self.records,
+            self.ends
+                .iter()
+                .enumerate()
+                .map(|(p, e)| format!("{p}:{e}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        ));
+        if self.in_place {
+            for r in &self.rewrite {
+                out.push(format!(
+                    "rewrites {} windows starting in [{}, {}): {} final now",
+                    r.size,
+                    r.from.as_deref().unwrap_or("beginning"),
+                    r.to.as_deref().unwrap_or("end"),
+                    r.final_windows
+                ));
+            }
+        } else {
+            out.push(format!(
+                "computes every window from {} on into {}",
+                if self.from_earliest() {
+                    "the beginning of the log".to_string()
+                } else {
+                    self.request.from.clone()
+                },
+                self.version
+            ));
+        }
+        out
+    }
+}
+
+fn invalid(m: impl Into<String>) -> ReplayError {
+    ReplayError::Invalid(m.into())
+}
+
+/// Version names people give: letters, digits, `-`, `_`, `.`; not the scratch prefix.
+///
+/// # Errors
+/// A name that is not allowed.
+pub fn check_version_name(v: &str) -> Result<(), ReplayError> {
+    if v.is_empty()
+        || v.starts_with('_')
+        || v.len() > 64
+        || !v
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+    {
+        return Err(invalid(format!(
+            "version {v:?}: use letters, digits, '-', '_' or '.' (not starting with '_', at most 64)"
+        )));
+    }
+    Ok(())
+}
+
+/// Resolves `req` against the store and the log (`ends`: the log end per partition now).
+/// `base` supplies everything but the result-deciding settings, which come from the
+/// serving version (or from `req.config` for a new version) and `req.max_delay`.
+///
+/// # Errors
+/// [`ReplayError::Invalid`] naming what is wrong with the request; store failure.
+pub fn resolve(
+    base: &Config,
+    store: &Store,
+    ends: &[u64],
+    req: &ReplayRequest,
+) -> Result<Plan, ReplayError> {
+    let serving = store.serving()?;
+    let serving_info = store.version(&serving)?;
+    let in_place = req.version.is_none();
+    if let Some(v) = &req.version {
+        check_version_name(v)?;
+        if store.version(v)?.is_some() {
+            return Err(invalid(format!(
+                "output version {v} already exists: pick a new name, or drop it first (`kappa versions drop {v}`)"
+            )));
+        }
+    } else {
+        if serving_info.is_none() {
+            return Err(invalid(format!(
+                "nothing to correct: the store has no results yet (serving version {serving} was never computed)"
+            )));
+        }
+        if req.promote {
+            return Err(invalid(
+                "--promote goes with --version (an in-place correction already writes the serving version)",
+            ));
+        }
+        if req.config.is_some() {
+            return Err(invalid(
+                "--config goes with --version: an in-place correction keeps the serving version's configuration (a different one is a new version)",
+            ));
+        }
+    }
+    // Configuration: the serving version's, or the one given; then the replay's lateness.
+    let fingerprint = match (&req.config, &serving_info) {
+        (Some(fp), _) => fp.clone(),
+        (None, Some(info)) => info.config.clone(),
+        (None, None) => base.results_fingerprint(),
+    };
+    let mut cfg = base
+        .with_fingerprint(&fingerprint)
+        .map_err(|e| invalid(e.0))?;
+    if let Some(d) = &req.max_delay {
+        cfg.pipeline.max_delay =
+            humantime::parse_duration(d).map_err(|e| invalid(format!("--max-delay {d:?}: {e}")))?;
+        cfg.validate().map_err(|e| invalid(e.0))?;
+    }
+    cfg.pipeline.idle_timeout = Duration::ZERO;
+    let fingerprint = cfg.results_fingerprint();
+    let delay_ms = i64::try_from(cfg.pipeline.max_delay.as_millis()).unwrap_or(i64::MAX);
+
+    let to_ms = match &req.to {
+        None => i64::MAX,
+        Some(t) => parse_rfc3339_ms(t)
+            .ok_or_else(|| invalid(format!("--to {t:?} is not an RFC 3339 time")))?,
+    };
+    if !in_place && req.to.is_some() {
+        return Err(invalid(
+            "--to goes with an in-place correction: a new version is complete from --from on and keeps consuming live",
+        ));
+    }
+    let partitions = ends.len();
+    let fresh = |p: usize, offset: u64| PartitionPosition {
+        partition: u32::try_from(p).unwrap_or(u32::MAX),
+        next_offset: offset,
+        resume_offset: offset,
+        resume_max_ts: i64::MIN,
+        max_ts: i64::MIN,
+    };
+    let from = req.from.trim();
+    let (starts, from_ms): (Vec<PartitionPosition>, i64) = if from.is_empty() {
+        return Err(invalid(
+            "--from is required: earliest, an RFC 3339 event time, or partition:offset,…",
+        ));
+    } else if from == "earliest" {
+        ((0..partitions).map(|p| fresh(p, 0)).collect(), i64::MIN)
+    } else if let Some(t) = parse_rfc3339_ms(from) {
+        // The last checkpoint whose max event time is below T − max_delay: no record before
+        // it belongs to a window starting at T or later, and the watermark after it is the
+        // live one. Partitions with no such checkpoint start at their beginning.
+        let bound = t.saturating_sub(delay_ms);
+        let mut starts = Vec::with_capacity(partitions);
+        for (p, &end) in ends.iter().enumerate() {
+            let cps = store.checkpoints(u32::try_from(p).unwrap_or(u32::MAX))?;
+            let best = cps
+                .iter()
+                .filter(|(off, ts)| *ts < bound && *off <= end)
+                .max_by_key(|(off, _)| *off);
+            starts.push(match best {
+                Some(&(off, ts)) => PartitionPosition {
+                    resume_max_ts: ts,
+                    max_ts: ts,
+                    ..fresh(p, off)
+                },
+                None => fresh(p, 0),
+            });
+        }
+        (starts, t)
+    } else if from.contains(':') {
+        let mut starts: Vec<PartitionPosition> = (0..partitions).map(|p| fresh(p, 0)).collect();
+        for item in from.split(',') {
+            let (p, o) = item
+                .trim()
+                .split_once(':')
+                .and_then(|(p, o)| Some((p.parse::<usize>().ok()?, o.parse::<u64>().ok()?)))
+                .ok_or_else(|| invalid(format!("--from: {item:?} is not partition:offset")))?;
+            if p >= partitions {
+                return Err(invalid(format!(
+                    "--from: partition {p} does not exist (the log has {partitions})"
+                )));
+            }
+            starts[p] = fresh(p, o.min(ends[p]));
+        }
+        (starts, i64::MIN)
+    } else {
+        return Err(invalid(format!(
+            "--from {from:?}: use earliest, an RFC 3339 event time (2026-11-23T10:00:00Z), or partition:offset,…"
+        )));
+    };
+    if to_ms <= from_ms {
+        return Err(invalid("--to must be after --from"));
+    }
+    let records = starts
+        .iter()
+        .map(|s| ends[s.partition as usize].saturating_sub(s.next_offset))
+        .sum();
+    let mut rewrite = Vec::new();
+    if let (true, Some(info)) = (in_place, &serving_info) {
+        for size in cfg.window_config().sizes_ms {
+            let hi = to_ms.min(
+                info.finalized_through
+                    .saturating_sub(size)
+                    .saturating_add(1),
+            );
+            let n = if hi > from_ms {
+                store.window_count(&serving, size, from_ms, hi)?
+            } else {
+                0
+            };
+            rewrite.push(RewriteRange {
+                size: fmt_duration(Duration::from_millis(size.unsigned_abs())),
+                from: (from_ms != i64::MIN).then(|| format_rfc3339_ms(from_ms)),
+                to: (to_ms != i64::MAX).then(|| format_rfc3339_ms(to_ms)),
+                final_windows: n,
+            });
+        }
+    }
+    Ok(Plan {
+        request: req.clone(),
+        version: req.version.clone().unwrap_or(serving),
+        in_place,
+        cfg,
+        fingerprint,
+        from_ms,
+        to_ms,
+        starts,
+        ends: ends.to_vec(),
+        records,
+        rewrite,
+    })
+}
