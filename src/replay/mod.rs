@@ -240,7 +240,7 @@ impl Job {
         metrics.replays_active.inc();
         let version = self.plan.version.clone();
         let mut pipeline = None;
-        let result = self.run_inner(store, open, &mut pipeline);
+        let result = self.run_inner(store, open, &mut pipeline, live_after);
         metrics.replays_active.dec();
         metrics
             .replay_records
@@ -278,6 +278,7 @@ impl Job {
         store: &Store,
         open: &Opener<'_>,
         keep: &mut Option<Pipeline>,
+        live_after: bool,
     ) -> Result<u64, ReplayError> {
         let plan = &self.plan;
         let target = plan.target_version(self.id());
@@ -308,12 +309,16 @@ impl Job {
             // In place, the log up to its end now is taken as complete for the range: the
             // windows are drained (a larger --max-delay would otherwise hold them open), and
             // only those the serving version already has final are swapped in.
+            // A new version in a server catches up with a log that keeps growing, then goes
+            // on live; in the foreground it reads to the log end as it was at start.
             let mode = if plan.in_place {
                 Mode::UntilCaughtUp { drain: true }
-            } else {
+            } else if live_after {
                 Mode::CatchUp {
                     max_lag: PROMOTE_MAX_LAG,
                 }
+            } else {
+                Mode::UntilCaughtUp { drain: false }
             };
             let summary = pipeline.run_phase(mode, &self.cancel)?;
             Ok::<_, ReplayError>((summary.windows, pipeline))
