@@ -610,3 +610,54 @@ fn the_example_plans_in_the_repository_resolve() {
     let list = String::from_utf8(ok(c).stdout).unwrap();
     assert!(!list.contains("v2"), "{list}");
 }
+
+#[test]
+fn a_cancelled_replay_leaves_the_serving_version_as_it_was_and_no_new_version() {
+    use kappa::replay::{Job, ReplayRequest, resolve};
+    let t = temp();
+    let dir = t.path();
+    common::produce(dir, 20_000, 81);
+    common::run_drain(dir, &[]);
+    let before = export_of(dir, "v1");
+    let cfg = kappa::config::Config::load(None, &serde_json::json!({ "data-dir": dir })).unwrap();
+    let store = kappa::store::Store::open(&cfg.store_path()).unwrap();
+    let ends = kappa::source::log_end_offsets(&cfg).unwrap();
+    let metrics = kappa::metrics::Metrics::new();
+    let open = |v: &str, c: &tokio_util::sync::CancellationToken| {
+        kappa::source::open(
+            &cfg,
+            &store,
+            v,
+            true,
+            std::sync::Arc::new(kappa::metrics::Metrics::new()),
+            &|| c.is_cancelled(),
+        )
+    };
+    for (id, version) in [(1, None), (2, Some("v2".to_string()))] {
+        let req = ReplayRequest {
+            from: "earliest".into(),
+            version: version.clone(),
+            max_delay: Some("1h".into()),
+            ..ReplayRequest::default()
+        };
+        let plan = resolve(&cfg, &store, &ends, &req).unwrap();
+        let job = Job::start(&store, plan, id).unwrap();
+        job.cancel.cancel();
+        job.run(&store, &metrics, &open, false).unwrap();
+        assert_eq!(job.view().record.outcome, "cancelled");
+        assert!(!job.is_active());
+    }
+    let names: Vec<String> = store
+        .versions()
+        .unwrap()
+        .into_iter()
+        .map(|v| v.name)
+        .collect();
+    assert_eq!(names, ["v1"], "no scratch or cancelled version is left");
+    drop(store);
+    assert_same(
+        &export_of(dir, "v1"),
+        &before,
+        "serving version after cancelled replays",
+    );
+}
