@@ -120,6 +120,9 @@ pub struct PipelineSection {
 pub struct HttpSection {
     /// Address to listen on (`127.0.0.1:9464`; port 0 picks a free one).
     pub listen: SocketAddr,
+    /// Bearer token the state-changing endpoints (replay, cancel, promote, drop) require
+    /// when set; required to listen on an address other than loopback.
+    pub token: String,
 }
 
 impl Default for Config {
@@ -165,6 +168,7 @@ impl Default for HttpSection {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            token: String::new(),
         }
     }
 }

@@ -52,6 +52,30 @@ pub struct AppState {
     pub shared: Arc<Shared>,
     /// Replays and versions (a running `kappa run`; none in tests of the read API).
     pub control: Option<Arc<crate::control::Control>>,
+    /// Bearer token of the state-changing endpoints (empty: none required).
+    pub token: String,
+}
+
+/// The built-in live page (`/`): one HTML file with its CSS and script, no external assets.
+pub const LIVE_PAGE: &str = include_str!("page/index.html");
+
+/// Whether a state-changing request carries the configured token.
+fn authorised(st: &AppState, header: Option<&str>) -> bool {
+    st.token.is_empty()
+        || header
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .is_some_and(|t| constant_time_eq(t.trim().as_bytes(), st.token.as_bytes()))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn unauthorised() -> Response {
+    json_reply(
+        StatusCode::UNAUTHORIZED,
+        &json!({"error": "this endpoint changes state: send `Authorization: Bearer <http.token>`"}),
+    )
 }
 
 fn json_reply(status: StatusCode, v: &Value) -> Response {
@@ -109,7 +133,18 @@ impl Params {
 }
 
 fn windows(st: &AppState, q: HashMap<String, String>) -> Result<Value, ApiError> {
-    let p = Params::check(q, &["aggregate", "size", "from", "to", "version", "limit"])?;
+    let p = Params::check(
+        q,
+        &[
+            "aggregate",
+            "size",
+            "from",
+            "to",
+            "version",
+            "limit",
+            "flat",
+        ],
+    )?;
     let agg_name = p
         .get("aggregate")
         .ok_or_else(|| ApiError::BadRequest("aggregate is required".into()))?;
@@ -120,15 +155,44 @@ fn windows(st: &AppState, q: HashMap<String, String>) -> Result<Value, ApiError>
             names.join(", ")
         ))
     })?;
-    let (size, from, to) = (
-        p.size()?,
-        p.time("from", i64::MIN)?,
-        p.time("to", i64::MAX)?,
-    );
+    let size = p.size()?;
     let version = p.version(st)?;
+    // `from=latest`: the latest final window of that size only.
+    let from = if p.get("from") == Some("latest") {
+        st.store.latest_window(&version, size)?.unwrap_or(i64::MAX)
+    } else {
+        p.time("from", i64::MIN)?
+    };
+    let to = p.time("to", i64::MAX)?;
+    let flat = match p.get("flat") {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(v) => {
+            return Err(ApiError::BadRequest(format!(
+                "flat must be true or false, got {v:?}"
+            )));
+        }
+    };
     let ws = st
         .store
         .windows(&version, agg, size, from, to, p.limit(1000, 100_000)?)?;
+    if flat {
+        // One row per (window, key) with the window's start and end on it: what table-
+        // shaped readers (Grafana's Infinity data source) want.
+        let rows: Vec<Value> = ws
+            .iter()
+            .flat_map(|w| {
+                let head = query::window_json(w);
+                w.rows.iter().map(move |r| {
+                    let mut o = r.to_json();
+                    o.insert("window_start".into(), head["window_start"].clone());
+                    o.insert("window_end".into(), head["window_end"].clone());
+                    Value::Object(o)
+                })
+            })
+            .collect();
+        return Ok(json!({ "version": version, "aggregate": agg.as_str(), "rows": rows }));
+    }
     Ok(
         json!({ "version": version, "windows": ws.iter().map(query::window_json).collect::<Vec<_>>() }),
     )
@@ -305,22 +369,29 @@ fn control_routes(
         let st = st.clone();
         warp::any().map(move || st.clone())
     };
+    let auth = || warp::header::optional::<String>("authorization");
     let start = warp::path!("api" / "replays")
         .and(warp::post())
+        .and(auth())
         .and(warp::body::content_length_limit(64 * 1024))
         .and(warp::body::json::<ReplayRequest>())
         .and(with())
-        .and_then(|req: ReplayRequest, st: AppState| async move {
-            if req.dry_run {
-                control(st, StatusCode::OK, move |c| {
-                    let plan = c.plan(&req)?;
-                    Ok(json!({ "dry_run": true, "lines": plan.describe(), "plan": plan }))
-                })
-                .await
-            } else {
-                control(st, StatusCode::ACCEPTED, move |c| c.start_replay(&req)).await
-            }
-        });
+        .and_then(
+            |h: Option<String>, req: ReplayRequest, st: AppState| async move {
+                if !authorised(&st, h.as_deref()) {
+                    return Ok(unauthorised());
+                }
+                if req.dry_run {
+                    control(st, StatusCode::OK, move |c| {
+                        let plan = c.plan(&req)?;
+                        Ok(json!({ "dry_run": true, "lines": plan.describe(), "plan": plan }))
+                    })
+                    .await
+                } else {
+                    control(st, StatusCode::ACCEPTED, move |c| c.start_replay(&req)).await
+                }
+            },
+        );
     let list = warp::path!("api" / "replays")
         .and(warp::get())
         .and(with())
@@ -335,8 +406,14 @@ fn control_routes(
         .and_then(|id: u64, st: AppState| control(st, StatusCode::OK, move |c| c.replay(id)));
     let cancel = warp::path!("api" / "replays" / u64)
         .and(warp::delete())
+        .and(auth())
         .and(with())
-        .and_then(|id: u64, st: AppState| control(st, StatusCode::OK, move |c| c.cancel(id)));
+        .and_then(|id: u64, h: Option<String>, st: AppState| async move {
+            if !authorised(&st, h.as_deref()) {
+                return Ok(unauthorised());
+            }
+            control(st, StatusCode::OK, move |c| c.cancel(id)).await
+        });
     let versions = warp::path!("api" / "versions")
         .and(warp::get())
         .and(with())
@@ -347,21 +424,31 @@ fn control_routes(
         });
     let promote = warp::path!("api" / "versions" / String / "promote")
         .and(warp::post())
+        .and(auth())
         .and(with())
-        .and_then(|v: String, st: AppState| {
+        .and_then(|v: String, h: Option<String>, st: AppState| async move {
+            if !authorised(&st, h.as_deref()) {
+                return Ok(unauthorised());
+            }
             control(st, StatusCode::OK, move |c| {
                 c.promote(&v)?;
                 Ok(json!({ "serving": v }))
             })
+            .await
         });
     let drop = warp::path!("api" / "versions" / String)
         .and(warp::delete())
+        .and(auth())
         .and(with())
-        .and_then(|v: String, st: AppState| {
+        .and_then(|v: String, h: Option<String>, st: AppState| async move {
+            if !authorised(&st, h.as_deref()) {
+                return Ok(unauthorised());
+            }
             control(st, StatusCode::OK, move |c| {
                 c.drop_version(&v)?;
                 Ok(json!({ "dropped": v }))
             })
+            .await
         });
     start
         .or(list)
@@ -404,6 +491,10 @@ pub fn routes(st: AppState) -> impl Filter<Extract = (Response,), Error = Infall
             )
             .into_response()
         });
+    let page = warp::get().and(warp::path::end()).map(|| {
+        warp::reply::with_header(LIVE_PAGE, "content-type", "text/html; charset=utf-8")
+            .into_response()
+    });
     let healthz = warp::get()
         .and(warp::path("healthz"))
         .and(warp::path::end())
@@ -441,7 +532,8 @@ pub fn routes(st: AppState) -> impl Filter<Extract = (Response,), Error = Infall
         .and(with())
         .and(q())
         .map(|st: AppState, q| export(&st, q));
-    metrics
+    page.or(metrics)
+        .unify()
         .or(healthz)
         .unify()
         .or(readyz)

@@ -274,6 +274,11 @@ impl Metrics {
         for k in InvalidKind::ALL {
             m.invalid_records.with_label_values(&[k.as_str()]);
         }
+        // Both sinks at zero, so that the series exist before anything is produced.
+        for sink in ["embedded", "kafka"] {
+            m.produced_records.with_label_values(&[sink]);
+            m.produce_failures.with_label_values(&[sink]);
+        }
         m
     }
 

@@ -661,3 +661,86 @@ fn a_cancelled_replay_leaves_the_serving_version_as_it_was_and_no_new_version() 
         "serving version after cancelled replays",
     );
 }
+
+#[test]
+fn state_changing_endpoints_need_the_token_and_a_public_address_needs_one() {
+    let t = temp();
+    let dir = t.path();
+    common::produce(dir, 5000, 91);
+    common::run_drain(dir, &[]);
+    // Another address than loopback without a token: refused, one line.
+    let out = kappa(dir)
+        .args(["run", "--listen", "0.0.0.0:0"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("is not a loopback address: set http.token"),
+        "{err}"
+    );
+    let token = [("KAPPA_HTTP__TOKEN".to_string(), "s3cret".to_string())];
+    let server = Server::start_env(dir, &[], &token);
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let post = |auth: Option<&str>| -> u16 {
+        let mut r = agent.post(&format!("{}/api/versions/v1/promote", server.base));
+        if let Some(a) = auth {
+            r = r.header("authorization", a);
+        }
+        r.send_empty().unwrap().status().as_u16()
+    };
+    assert_eq!(post(None), 401);
+    assert_eq!(post(Some("Bearer wrong")), 401);
+    assert_eq!(post(Some("Bearer s3cret")), 200);
+    assert_eq!(server.get("/api/versions").0, 200, "reads need no token");
+    // The CLI sends the configured token.
+    let mut c = kappa(dir);
+    c.envs(token.clone())
+        .args(["replay", "--from", "earliest", "--version", "v2"]);
+    ok(c);
+    let out = kappa(dir)
+        .args(["versions", "drop", "v2"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("401"),
+        "without the token"
+    );
+}
+
+#[test]
+fn log_format_json_writes_one_json_object_per_line() {
+    let t = temp();
+    let dir = t.path();
+    common::produce(dir, 3000, 95);
+    let out = kappa(dir)
+        .env("RUST_LOG", "info")
+        .args([
+            "--log-format",
+            "json",
+            "run",
+            "--until-caught-up",
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    let lines: Vec<Value> = err
+        .lines()
+        .filter(|l| !l.starts_with("listening on"))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(
+        lines.iter().any(|v| v["level"] == "INFO"
+            && v["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("state restored"))),
+        "{err}"
+    );
+}

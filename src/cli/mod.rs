@@ -39,9 +39,21 @@ pub struct Cli {
     /// Kafka topic of the events [default: shop.events].
     #[arg(long, global = true, value_name = "TOPIC")]
     pub topic: Option<String>,
+    /// Log lines on stderr: `human` (default) or `json` (one object per line).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// Format of the log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// For people (ANSI colours on a terminal).
+    Human,
+    /// One JSON object per line, for log collectors.
+    Json,
 }
 
 /// The commands.

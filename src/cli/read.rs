@@ -99,19 +99,32 @@ pub(super) fn access(cfg: &Config, server: Option<&String>) -> anyhow::Result<Ac
 }
 
 fn get(url: &str) -> anyhow::Result<Vec<u8>> {
-    call("GET", url, None)
+    call("GET", url, None, "")
 }
 
-/// One request to a running kappa; a non-2xx answer becomes its `error` text.
-pub(super) fn call(method: &str, url: &str, body: Option<&Value>) -> anyhow::Result<Vec<u8>> {
+/// One request to a running kappa (with the bearer `token` unless empty); a non-2xx
+/// answer becomes its `error` text.
+pub(super) fn call(
+    method: &str,
+    url: &str,
+    body: Option<&Value>,
+    token: &str,
+) -> anyhow::Result<Vec<u8>> {
     let agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()
         .new_agent();
+    let bearer = format!("Bearer {token}");
     let sent = match (method, body) {
-        ("POST", Some(b)) => agent.post(url).send_json(b),
-        ("POST", None) => agent.post(url).send_empty(),
-        ("DELETE", _) => agent.delete(url).call(),
+        ("POST", Some(b)) => agent
+            .post(url)
+            .header("authorization", &bearer)
+            .send_json(b),
+        ("POST", None) => agent
+            .post(url)
+            .header("authorization", &bearer)
+            .send_empty(),
+        ("DELETE", _) => agent.delete(url).header("authorization", &bearer).call(),
         _ => agent.get(url).call(),
     };
     let mut resp = sent.with_context(|| {

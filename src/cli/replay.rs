@@ -316,6 +316,7 @@ pub fn replay(cfg: &Config, config_file: Option<&Path>, a: &ReplayArgs) -> anyho
                 "POST",
                 &format!("{base}/api/replays"),
                 Some(&body),
+                &cfg.http.token,
             )?)?;
             for line in resp["lines"].as_array().into_iter().flatten() {
                 println!("{}", line.as_str().unwrap_or_default());
@@ -333,7 +334,7 @@ pub fn replay(cfg: &Config, config_file: Option<&Path>, a: &ReplayArgs) -> anyho
                 return Ok(());
             }
             let url = format!("{base}/api/replays/{id}");
-            let v = follow(|| parse_view(&call("GET", &url, None)?))?;
+            let v = follow(|| parse_view(&call("GET", &url, None, "")?))?;
             print_outcome(&v);
             fail_unless_done(&v)
         }
@@ -450,6 +451,7 @@ fn replay_action(cfg: &Config, action: &ReplayAction) -> anyhow::Result<()> {
                             "GET",
                             &format!("{base}/api/replays"),
                             None,
+                            "",
                         )?)?;
                         v["replays"]
                             .as_array()
@@ -486,7 +488,12 @@ fn replay_action(cfg: &Config, action: &ReplayAction) -> anyhow::Result<()> {
         }
         ReplayAction::Cancel { id, server } => match access(cfg, server.as_ref())? {
             Access::Remote(base) => {
-                let v = parse_view(&call("DELETE", &format!("{base}/api/replays/{id}"), None)?)?;
+                let v = parse_view(&call(
+                    "DELETE",
+                    &format!("{base}/api/replays/{id}"),
+                    None,
+                    &cfg.http.token,
+                )?)?;
                 print_outcome(&v);
                 Ok(())
             }
@@ -502,6 +509,7 @@ fn replay_action(cfg: &Config, action: &ReplayAction) -> anyhow::Result<()> {
                         "GET",
                         &format!("{base}/api/replays"),
                         None,
+                        "",
                     )?)?;
                     v["replays"]
                         .as_array()
@@ -529,9 +537,12 @@ pub fn versions(cfg: &Config, cmd: &VersionsCommand) -> anyhow::Result<()> {
                     let ends = crate::source::log_end_offsets(cfg)?;
                     json!({ "versions": list_versions(&store, &ends)? })
                 }
-                Access::Remote(base) => {
-                    serde_json::from_slice(&call("GET", &format!("{base}/api/versions"), None)?)?
-                }
+                Access::Remote(base) => serde_json::from_slice(&call(
+                    "GET",
+                    &format!("{base}/api/versions"),
+                    None,
+                    "",
+                )?)?,
             };
             println!(
                 "{:<2}{:<12} {:>12} {:>10} {:<22} {:<28} config",
@@ -575,6 +586,7 @@ pub fn versions(cfg: &Config, cmd: &VersionsCommand) -> anyhow::Result<()> {
                         "POST",
                         &format!("{base}/api/versions/{version}/promote"),
                         None,
+                        &cfg.http.token,
                     )?;
                 }
             }
@@ -592,7 +604,12 @@ pub fn versions(cfg: &Config, cmd: &VersionsCommand) -> anyhow::Result<()> {
                     store.drop_version(version)?;
                 }
                 Access::Remote(base) => {
-                    call("DELETE", &format!("{base}/api/versions/{version}"), None)?;
+                    call(
+                        "DELETE",
+                        &format!("{base}/api/versions/{version}"),
+                        None,
+                        &cfg.http.token,
+                    )?;
                 }
             }
             println!("{version} dropped");

@@ -40,6 +40,12 @@ async fn start(
     cancel: &CancellationToken,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<Running> {
+    if !cfg.http.listen.ip().is_loopback() && cfg.http.token.is_empty() {
+        anyhow::bail!(
+            "http.listen {} is not a loopback address: set http.token (KAPPA_HTTP__TOKEN) so that replays, cancel, promote and drop need it",
+            cfg.http.listen
+        );
+    }
     let store = Store::open(&cfg.store_path())?;
     crate::control::recover_interrupted(&store)?;
     let (cfg, version) = main_version(cfg, &store)?;
@@ -89,6 +95,7 @@ async fn start(
         metrics: metrics.clone(),
         shared: shared.clone(),
         control: Some(control.clone()),
+        token: cfg.http.token.clone(),
     };
     let stop = http_stop.clone();
     let http = tokio::spawn(serve(listener, st, async move { stop.cancelled().await }));

@@ -120,6 +120,8 @@ pub struct Pipeline {
     /// Records read and duplicates dropped per partition since the last metrics flush
     /// (counted locally: no atomic per record on the hot path).
     unflushed: Vec<(u64, u64)>,
+    /// "Caught up" was logged since the last (re)assignment.
+    caught_up_logged: bool,
     /// Writes event-time index checkpoints (only a pipeline that read each partition from
     /// its beginning or from a checkpoint knows the exact max event time before an offset).
     write_index: bool,
@@ -185,6 +187,7 @@ impl Pipeline {
             owned: Vec::new(),
             replay_late,
             write_index: true,
+            caught_up_logged: false,
         };
         pipeline.refresh_lag()?;
         pipeline.publish(false);
@@ -268,6 +271,7 @@ impl Pipeline {
         self.handled = handled;
         self.pending = Pending::default();
         self.owned = owned.to_vec();
+        self.caught_up_logged = false;
         self.status.state = if self
             .owned
             .iter()
@@ -413,6 +417,14 @@ impl Pipeline {
             // No sleep when nothing came: a source's poll waits for data itself (briefly).
             if n == 0 && (self.status.state == "recovering" || self.status.state == "starting") {
                 self.status.state = "running".into();
+            }
+            if n == 0 && !self.caught_up_logged {
+                self.caught_up_logged = true;
+                tracing::info!(
+                    version = self.version,
+                    records = self.status.records,
+                    "caught up with the log end"
+                );
             }
         }
         if let Mode::UntilCaughtUp { drain: true } = mode

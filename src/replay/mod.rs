@@ -239,8 +239,47 @@ impl Job {
     ) -> Result<u64, ReplayError> {
         metrics.replays_active.inc();
         let version = self.plan.version.clone();
+        let id = self.id();
+        tracing::info!(
+            replay = id,
+            version,
+            in_place = self.plan.in_place,
+            from = self.plan.request.from,
+            records = self.plan.records,
+            "replay started"
+        );
         let mut pipeline = None;
-        let result = self.run_inner(store, open, &mut pipeline, live_after);
+        let done = AtomicBool::new(false);
+        let result = std::thread::scope(|scope| {
+            // A progress line every 10 s while it reads.
+            scope.spawn(|| {
+                let mut last = Instant::now();
+                while !done.load(Ordering::Relaxed) {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    if last.elapsed() >= std::time::Duration::from_secs(10) {
+                        last = Instant::now();
+                        let v = self.view();
+                        metrics
+                            .replay_progress
+                            .with_label_values(&[&version])
+                            .set(v.progress);
+                        tracing::info!(
+                            replay = id,
+                            "replay progress {:.1}% ({}/{} records, {:.0}/s, ETA {})",
+                            v.progress * 100.0,
+                            v.done,
+                            v.total,
+                            v.rate,
+                            v.eta_seconds
+                                .map_or_else(|| "-".into(), |s| format!("{s:.0}s"))
+                        );
+                    }
+                }
+            });
+            let r = self.run_inner(store, open, &mut pipeline, live_after);
+            done.store(true, Ordering::Relaxed);
+            r
+        });
         metrics.replays_active.dec();
         metrics
             .replay_records
@@ -262,6 +301,13 @@ impl Job {
             }
             Err(e) => self.finish(store, &format!("failed: {e}"), 0),
         }
+        tracing::info!(
+            replay = id,
+            version,
+            outcome = self.view().record.outcome,
+            records = self.view().record.records,
+            "replay finished"
+        );
         if let (Some(mut p), true, Ok(_)) = (pipeline, live_after, &result)
             && !self.cancel.is_cancelled()
         {

@@ -53,6 +53,15 @@ struct Shared {
     broker_down: AtomicBool,
 }
 
+impl Shared {
+    /// Traffic arrived: the brokers are reachable (logged once after a loss).
+    fn regained(&self) {
+        if self.broker_down.swap(false, Ordering::Relaxed) {
+            tracing::info!("kafka brokers reachable again");
+        }
+    }
+}
+
 /// The consumer context: rebalances from the store, statistics, errors.
 pub struct Ctx {
     shared: Arc<Shared>,
@@ -108,7 +117,15 @@ impl ClientContext for Ctx {
                     | rdkafka::types::RDKafkaErrorCode::BrokerTransportFailure
             )
         ) {
-            self.shared.broker_down.store(true, Ordering::Relaxed);
+            // One line when the brokers go away; the retries that follow stay at debug.
+            if !self.shared.broker_down.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    "kafka brokers lost ({error}: {reason}); retrying with backoff, not ready meanwhile"
+                );
+                return;
+            }
+            tracing::debug!("kafka: {error}: {reason}");
+            return;
         }
         tracing::warn!("kafka: {error}: {reason}");
     }
@@ -470,7 +487,7 @@ impl KafkaSource {
                 };
                 match msg.err {
                     RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR => {
-                        self.shared.broker_down.store(false, Ordering::Relaxed);
+                        self.shared.regained();
                         match self.pos.accept(
                             batch,
                             msg.partition,
@@ -485,7 +502,7 @@ impl KafkaSource {
                         }
                     }
                     RDKafkaRespErr::RD_KAFKA_RESP_ERR__PARTITION_EOF => {
-                        self.shared.broker_down.store(false, Ordering::Relaxed);
+                        self.shared.regained();
                         self.pos.at_eof(msg.partition);
                     }
                     err => {
@@ -557,7 +574,7 @@ impl Source for KafkaSource {
                     let ts = m.timestamp().to_millis().unwrap_or(0);
                     let (key, payload) =
                         (m.key().unwrap_or_default(), m.payload().unwrap_or_default());
-                    self.shared.broker_down.store(false, Ordering::Relaxed);
+                    self.shared.regained();
                     if self
                         .pos
                         .accept(batch, m.partition(), m.offset(), ts, key, payload)?
@@ -566,7 +583,7 @@ impl Source for KafkaSource {
                     }
                 }
                 Err(KafkaError::PartitionEOF(p)) => {
-                    self.shared.broker_down.store(false, Ordering::Relaxed);
+                    self.shared.regained();
                     self.pos.at_eof(p);
                 }
                 Err(e) => tracing::warn!("kafka consumer: {e}"),
