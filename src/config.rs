@@ -236,6 +236,20 @@ impl Config {
         Ok(cfg)
     }
 
+    /// Defaults → the TOML `text`, validated; no environment (the config fuzz target and
+    /// tests use it).
+    ///
+    /// # Errors
+    /// One line naming the bad key or value.
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        let cfg: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string(text))
+            .extract()
+            .map_err(|e| ConfigError(one_line(&e)))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
     /// Checks values serde cannot.
     ///
     /// # Errors

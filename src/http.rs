@@ -323,6 +323,33 @@ fn export(st: &AppState, q: HashMap<String, String>) -> Response {
     }
 }
 
+/// The JSON read endpoints by name (`/api/{name}`), with their handlers.
+const READ_ENDPOINTS: [(&str, Handler); 6] = [
+    ("windows", windows),
+    ("top-products", top_products),
+    ("provisional", provisional),
+    ("latest", latest),
+    ("dead-letters", dead_letters),
+    ("late-events", late_events),
+];
+
+type Handler = fn(&AppState, HashMap<String, String>) -> Result<Value, ApiError>;
+
+/// Answers `GET /api/{endpoint}?{query}` without the HTTP layer: the same parameter
+/// parsing and handlers the server runs (the query-parameter fuzz target drives this).
+///
+/// # Errors
+/// What the endpoint answers with an error status.
+pub fn read_api(st: &AppState, endpoint: &str, query: &str) -> Result<Value, ApiError> {
+    let q: HashMap<String, String> = serde_urlencoded::from_str(query)
+        .map_err(|e| ApiError::BadRequest(format!("bad query string: {e}")))?;
+    let (_, f) = READ_ENDPOINTS
+        .iter()
+        .find(|(name, _)| *name == endpoint)
+        .ok_or_else(|| ApiError::NotFound("no such endpoint".into()))?;
+    f(st, q)
+}
+
 fn control_error(e: &crate::control::ControlError) -> Response {
     use crate::control::ControlError as E;
     let code = match e {
@@ -520,14 +547,12 @@ pub fn routes(st: AppState) -> impl Filter<Extract = (Response,), Error = Infall
             &serde_json::to_value(st.shared.status()).unwrap_or_default(),
         )
     });
-    let handler =
-        |name: &'static str,
-         f: fn(&AppState, HashMap<String, String>) -> Result<Value, ApiError>| {
-            api(name)
-                .and(with())
-                .and(q())
-                .map(move |st: AppState, q| result(f(&st, q)))
-        };
+    let handler = |name: &'static str, f: Handler| {
+        api(name)
+            .and(with())
+            .and(q())
+            .map(move |st: AppState, q| result(f(&st, q)))
+    };
     let export = api("export")
         .and(with())
         .and(q())
@@ -540,17 +565,17 @@ pub fn routes(st: AppState) -> impl Filter<Extract = (Response,), Error = Infall
         .unify()
         .or(status)
         .unify()
-        .or(handler("windows", windows))
+        .or(handler(READ_ENDPOINTS[0].0, READ_ENDPOINTS[0].1))
         .unify()
-        .or(handler("top-products", top_products))
+        .or(handler(READ_ENDPOINTS[1].0, READ_ENDPOINTS[1].1))
         .unify()
-        .or(handler("provisional", provisional))
+        .or(handler(READ_ENDPOINTS[2].0, READ_ENDPOINTS[2].1))
         .unify()
-        .or(handler("latest", latest))
+        .or(handler(READ_ENDPOINTS[3].0, READ_ENDPOINTS[3].1))
         .unify()
-        .or(handler("dead-letters", dead_letters))
+        .or(handler(READ_ENDPOINTS[4].0, READ_ENDPOINTS[4].1))
         .unify()
-        .or(handler("late-events", late_events))
+        .or(handler(READ_ENDPOINTS[5].0, READ_ENDPOINTS[5].1))
         .unify()
         .or(export)
         .unify()
