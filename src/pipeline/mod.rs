@@ -404,7 +404,7 @@ impl Pipeline {
                 || (self.pending.records > 0
                     && last_commit.elapsed() >= self.cfg.pipeline.commit_interval);
             if due {
-                summary.windows += self.commit()?;
+                summary.windows += self.commit_or_stall(cancel)?;
                 last_commit = Instant::now();
             }
             self.shared
@@ -436,7 +436,7 @@ impl Pipeline {
                 .finals
                 .extend(finals.into_iter().map(|f| (f, now)));
         }
-        summary.windows += self.commit()?;
+        summary.windows += self.commit_or_stall(cancel)?;
         self.refresh_lag()?;
         self.status.state = if cancel.is_cancelled() {
             "stopped"
@@ -532,6 +532,57 @@ impl Pipeline {
                     crate::config::fmt_duration(timeout)
                 );
                 self.core.set_idle(p, true);
+            }
+        }
+    }
+
+    /// [`Pipeline::commit`]; when the store fails at the storage level (a full disk), stops
+    /// consuming and says so — not ready, state `stalled`, the error in the status and one
+    /// log line — and retries with backoff, reopening the store, until the commit succeeds
+    /// or `cancel` fires. Nothing is lost: the uncommitted work stays in memory and the last
+    /// commit stands on disk.
+    fn commit_or_stall(&mut self, cancel: &CancellationToken) -> Result<u64, PipelineError> {
+        let mut backoff = Duration::from_millis(200);
+        let mut stalled = false;
+        loop {
+            match self.commit() {
+                Ok(n) => {
+                    if stalled {
+                        tracing::info!(
+                            version = self.version,
+                            "store writable again; consuming resumed"
+                        );
+                        self.status.state = "running".into();
+                        self.status.error = None;
+                    }
+                    return Ok(n);
+                }
+                Err(PipelineError::Store(e)) if Store::is_io_failure(&e) => {
+                    if !stalled {
+                        tracing::error!(
+                            version = self.version,
+                            "store write failed ({e}); not consuming until a commit succeeds (free space on {}); retrying",
+                            self.store.path().display()
+                        );
+                        stalled = true;
+                    }
+                    self.shared.set_ready(false);
+                    self.status.state = "stalled".into();
+                    self.status.error = Some(format!("store: {e}"));
+                    self.publish(false);
+                    let until = Instant::now() + backoff;
+                    while Instant::now() < until {
+                        if cancel.is_cancelled() {
+                            return Err(PipelineError::Store(e));
+                        }
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    if let Err(e) = self.store.reopen() {
+                        tracing::debug!("reopening the store: {e}");
+                    }
+                }
+                Err(e) => return Err(e),
             }
         }
     }

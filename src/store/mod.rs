@@ -47,13 +47,18 @@ pub enum StoreError {
     )]
     Locked(PathBuf),
     /// redb refused to open the file.
-    #[error("cannot open the store {path}: {source}")]
+    #[error("cannot open the store {path}: {cause}")]
     Open {
         /// File.
         path: PathBuf,
         /// Cause.
-        source: redb::DatabaseError,
+        cause: redb::DatabaseError,
     },
+    /// The file is damaged beyond what redb's recovery handles.
+    #[error(
+        "the store {0} is corrupt (redb could not read its own structures): restore it from a backup, or move it away and rebuild the results from the log (`kappa run` recomputes them)"
+    )]
+    Damaged(PathBuf),
     /// A redb operation failed.
     #[error("store error: {0}")]
     Redb(#[from] redb::Error),
@@ -68,6 +73,9 @@ pub enum StoreError {
     /// The store belongs to another log or configuration.
     #[error("{0}")]
     Mismatch(String),
+    /// The database is closed for a reopen after an I/O failure (disk full, …).
+    #[error("the store is closed after an I/O failure and is being reopened")]
+    Closed,
     /// The directory could not be created.
     #[error("cannot create {path}: {source}")]
     Io {
@@ -148,7 +156,8 @@ pub struct Commit<'a> {
 /// the HTTP server (readers).
 #[derive(Clone)]
 pub struct Store {
-    db: Arc<Database>,
+    /// `None` while closed for a reopen ([`Store::reopen`]).
+    db: Arc<std::sync::RwLock<Option<Arc<Database>>>>,
     path: PathBuf,
 }
 
@@ -176,18 +185,28 @@ impl Store {
                 source,
             })?;
         }
-        let db = Database::create(path).map_err(|e| match e {
+        // redb answers most damage with an error, but some with a panic: both become one
+        // clear error, never a crash.
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let opened = std::panic::catch_unwind(|| Database::create(path));
+        std::panic::set_hook(hook);
+        let opened = opened.map_err(|_| StoreError::Damaged(path.to_path_buf()))?;
+        let db = opened.map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked(path.to_path_buf()),
-            source => StoreError::Open {
+            redb::DatabaseError::Storage(redb::StorageError::Corrupted(_)) => {
+                StoreError::Damaged(path.to_path_buf())
+            }
+            cause => StoreError::Open {
                 path: path.to_path_buf(),
-                source,
+                cause,
             },
         })?;
         let store = Self {
-            db: Arc::new(db),
+            db: Arc::new(std::sync::RwLock::new(Some(Arc::new(db)))),
             path: path.to_path_buf(),
         };
-        let tx = store.db.begin_write()?;
+        let tx = store.db()?.begin_write()?;
         {
             tx.open_table(RESULTS)?;
             tx.open_table(POSITIONS)?;
@@ -202,6 +221,47 @@ impl Store {
         Ok(store)
     }
 
+    fn db(&self) -> Result<Arc<Database>> {
+        self.db
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+            .ok_or(StoreError::Closed)
+    }
+
+    /// Whether `e` is a failure of the storage itself (an I/O error such as a full disk)
+    /// after which redb wants the database closed and reopened, rather than a problem with
+    /// the data or the request.
+    #[must_use]
+    pub fn is_io_failure(e: &StoreError) -> bool {
+        matches!(e, StoreError::Redb(_) | StoreError::Closed)
+    }
+
+    /// Closes and reopens the file (redb refuses every operation after an I/O failure until
+    /// then); recovery of the last committed state happens on open. Fails while another
+    /// handle (an HTTP read in flight) still holds the old database: retry.
+    ///
+    /// # Errors
+    /// The file cannot be opened yet.
+    pub fn reopen(&self) -> Result<()> {
+        let mut slot = self
+            .db
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        drop(slot.take());
+        match Database::create(&self.path) {
+            Ok(db) => {
+                *slot = Some(Arc::new(db));
+                Ok(())
+            }
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => Err(StoreError::Closed),
+            Err(cause) => Err(StoreError::Open {
+                path: self.path.clone(),
+                cause,
+            }),
+        }
+    }
+
     /// Path of the file.
     #[must_use]
     pub fn path(&self) -> &Path {
@@ -213,7 +273,7 @@ impl Store {
     /// # Errors
     /// Store failure.
     pub fn meta(&self, key: &str) -> Result<Option<String>> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db()?.begin_read()?;
         let t = tx.open_table(META)?;
         Ok(t.get(key)?.map(|v| v.value().to_string()))
     }
@@ -223,7 +283,7 @@ impl Store {
     /// # Errors
     /// [`StoreError::Mismatch`] when the store was built from another log.
     pub fn bind_source(&self, id: &str) -> Result<()> {
-        let tx = self.db.begin_write()?;
+        let tx = self.db()?.begin_write()?;
         {
             let mut t = tx.open_table(META)?;
             let existing = t.get("source")?.map(|v| v.value().to_string());
@@ -250,7 +310,7 @@ impl Store {
     /// # Errors
     /// [`StoreError::Mismatch`] if the configuration differs.
     pub fn ensure_version(&self, info: &VersionInfo) -> Result<VersionInfo> {
-        let tx = self.db.begin_write()?;
+        let tx = self.db()?.begin_write()?;
         let out = {
             let mut t = tx.open_table(VERSIONS)?;
             let existing = t
@@ -291,7 +351,7 @@ impl Store {
     /// # Errors
     /// Store failure.
     pub fn versions(&self) -> Result<Vec<VersionInfo>> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db()?.begin_read()?;
         let t = tx.open_table(VERSIONS)?;
         t.iter()?
             .map(|r| decode("versions", r?.1.value()))
@@ -304,7 +364,7 @@ impl Store {
     /// # Errors
     /// Store failure.
     pub fn load_state(&self, version: &str) -> Result<Option<(i64, Vec<PartitionPosition>)>> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db()?.begin_read()?;
         let v = tx.open_table(VERSIONS)?;
         let Some(info) = v
             .get(version)?
@@ -329,7 +389,7 @@ impl Store {
     /// # Errors
     /// Store failure; nothing of the batch is then written.
     pub fn commit(&self, c: &Commit<'_>) -> Result<()> {
-        let tx = self.db.begin_write()?;
+        let tx = self.db()?.begin_write()?;
         {
             let mut results = tx.open_table(RESULTS)?;
             for w in c.finals {
@@ -379,7 +439,7 @@ impl Store {
         to: i64,
         limit: usize,
     ) -> Result<Vec<WindowRows>> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db()?.begin_read()?;
         let t = tx.open_table(RESULTS)?;
         let mut out: Vec<WindowRows> = Vec::new();
         for r in
@@ -410,7 +470,7 @@ impl Store {
     /// # Errors
     /// Store failure.
     pub fn latest_window(&self, version: &str, size_ms: i64) -> Result<Option<i64>> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db()?.begin_read()?;
         let t = tx.open_table(RESULTS)?;
         let agg = Aggregate::EventsByType as u8;
         let last = t
@@ -427,7 +487,7 @@ impl Store {
     /// # Errors
     /// Store failure.
     pub fn sizes(&self, version: &str) -> Result<Vec<i64>> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db()?.begin_read()?;
         let t = tx.open_table(RESULTS)?;
         let agg = Aggregate::EventsByType as u8;
         let mut sizes = Vec::new();
@@ -452,7 +512,7 @@ impl Store {
         version: &str,
         mut f: impl FnMut(Aggregate, i64, i64, &Row) -> Result<(), E>,
     ) -> Result<(), E> {
-        let tx = self.db.begin_read().map_err(StoreError::from)?;
+        let tx = self.db()?.begin_read().map_err(StoreError::from)?;
         let t = tx.open_table(RESULTS).map_err(StoreError::from)?;
         for r in t
             .range(
@@ -477,7 +537,7 @@ impl Store {
     /// # Errors
     /// Store failure.
     pub fn dead_letters(&self, after: Option<(u32, u64)>, limit: usize) -> Result<Vec<DeadLetter>> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db()?.begin_read()?;
         let t = tx.open_table(DEAD_LETTERS)?;
         let iter = match after {
             Some((p, o)) => t.range((p, o.saturating_add(1))..)?,
@@ -493,7 +553,7 @@ impl Store {
     /// # Errors
     /// Store failure.
     pub fn counts(&self, version: &str) -> Result<(u64, u64)> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db()?.begin_read()?;
         let dl = tx.open_table(DEAD_LETTERS)?.len()?;
         let late = tx
             .open_table(LATE)?
@@ -507,7 +567,7 @@ impl Store {
     /// # Errors
     /// Store failure.
     pub fn late_events(&self, version: &str, limit: usize) -> Result<Vec<LateRecord>> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db()?.begin_read()?;
         let t = tx.open_table(LATE)?;
         t.range((version, 0u32, 0u64)..=(version, u32::MAX, u64::MAX))?
             .take(limit)
@@ -526,7 +586,7 @@ impl Store {
         from: u64,
         to: u64,
     ) -> Result<Vec<u64>> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db()?.begin_read()?;
         let t = tx.open_table(LATE)?;
         t.range((version, partition, from)..(version, partition, to))?
             .map(|r| Ok(r?.0.value().2))
@@ -543,7 +603,7 @@ impl Store {
         info: &VersionInfo,
         positions: &[PartitionPosition],
     ) -> Result<()> {
-        let tx = self.db.begin_write()?;
+        let tx = self.db()?.begin_write()?;
         {
             let mut v = tx.open_table(VERSIONS)?;
             if v.get(info.name.as_str())?.is_some() {
@@ -567,7 +627,7 @@ impl Store {
     /// # Errors
     /// Store failure.
     pub fn version(&self, name: &str) -> Result<Option<VersionInfo>> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db()?.begin_read()?;
         let t = tx.open_table(VERSIONS)?;
         t.get(name)?
             .map(|g| decode("versions", g.value()))
@@ -579,7 +639,7 @@ impl Store {
     /// # Errors
     /// Unknown version; store failure.
     pub fn promote(&self, name: &str) -> Result<()> {
-        let tx = self.db.begin_write()?;
+        let tx = self.db()?.begin_write()?;
         {
             if tx.open_table(VERSIONS)?.get(name)?.is_none() {
                 return Err(StoreError::Mismatch(format!("no output version {name}")));
@@ -601,7 +661,7 @@ impl Store {
                 "{name} is the serving version: promote another one first (`kappa versions promote …`)"
             )));
         }
-        let tx = self.db.begin_write()?;
+        let tx = self.db()?.begin_write()?;
         {
             let mut v = tx.open_table(VERSIONS)?;
             if v.remove(name)?.is_none() {
@@ -628,7 +688,7 @@ impl Store {
     /// # Errors
     /// Store failure.
     pub fn version_bytes(&self, name: &str) -> Result<u64> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db()?.begin_read()?;
         let mut n = 0u64;
         for r in tx
             .open_table(RESULTS)?
@@ -654,7 +714,7 @@ impl Store {
     /// # Errors
     /// Unknown version; store failure.
     pub fn copy_windows(&self, from: &str, to: &str, from_ms: i64, to_ms: i64) -> Result<u64> {
-        let tx = self.db.begin_write()?;
+        let tx = self.db()?.begin_write()?;
         let mut windows = 0;
         {
             let versions = tx.open_table(VERSIONS)?;
@@ -709,7 +769,7 @@ impl Store {
     /// # Errors
     /// Store failure.
     pub fn window_count(&self, version: &str, size_ms: i64, from: i64, to: i64) -> Result<u64> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db()?.begin_read()?;
         let t = tx.open_table(RESULTS)?;
         let a = Aggregate::EventsByType as u8;
         let mut n = 0;
@@ -729,7 +789,7 @@ impl Store {
     /// # Errors
     /// Store failure.
     pub fn record_replay(&self, r: &ReplayRecord) -> Result<()> {
-        let tx = self.db.begin_write()?;
+        let tx = self.db()?.begin_write()?;
         tx.open_table(REPLAYS)?.insert(r.id, encode(r).as_slice())?;
         tx.commit()?;
         Ok(())
@@ -740,7 +800,7 @@ impl Store {
     /// # Errors
     /// Store failure.
     pub fn replays(&self) -> Result<Vec<ReplayRecord>> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db()?.begin_read()?;
         let t = tx.open_table(REPLAYS)?;
         t.iter()?.map(|r| decode("replays", r?.1.value())).collect()
     }
@@ -750,7 +810,7 @@ impl Store {
     /// # Errors
     /// Store failure.
     pub fn checkpoints(&self, partition: u32) -> Result<Vec<(u64, i64)>> {
-        let tx = self.db.begin_read()?;
+        let tx = self.db()?.begin_read()?;
         let t = tx.open_table(EVENT_INDEX)?;
         t.range((partition, 0u64)..=(partition, u64::MAX))?
             .map(|r| {

@@ -217,7 +217,7 @@ fn spawn(bin: &Path, port: u16, log: &Path) -> Child {
     ];
     let _ = writeln!(out, "=== {} {}", bin.display(), args.join(" "));
     let err: File = out.try_clone().expect("clone log file handle");
-    Command::new(bin)
+    let child = Command::new(bin)
         .args(args)
         .stdin(Stdio::null())
         .stdout(out)
@@ -228,7 +228,21 @@ fn spawn(bin: &Path, port: u16, log: &Path) -> Child {
                 "the test broker is not installed or does not run ({}: {e}): run scripts/tansu (scripts/test does it)",
                 bin.display()
             )
-        })
+        });
+    // The broker outlives a test binary that exits without dropping it (statics are not
+    // dropped): a watchdog stops it once this process is gone.
+    let _ = Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "while kill -0 {} 2>/dev/null; do sleep 1; done; kill {} 2>/dev/null",
+            std::process::id(),
+            child.id()
+        ))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn();
+    child
 }
 
 /// Waits until `child` is alive, accepts TCP connections on `port`, and (where /proc tells)
