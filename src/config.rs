@@ -418,6 +418,28 @@ impl Config {
         Ok(c)
     }
 
+    /// This configuration with its secrets (`http.token`, Kafka passwords, keys and
+    /// secrets among `kafka.properties`) replaced by `********`, for printing.
+    #[must_use]
+    pub fn redacted(&self) -> Config {
+        const MASK: &str = "********";
+        let mut c = self.clone();
+        if !c.http.token.is_empty() {
+            c.http.token = MASK.into();
+        }
+        for (k, v) in &mut c.kafka.properties {
+            let k = k.to_ascii_lowercase();
+            if ["password", "secret", "key", "token", "jaas"]
+                .iter()
+                .any(|s| k.contains(s))
+                && !k.ends_with(".location")
+            {
+                *v = MASK.into();
+            }
+        }
+        c
+    }
+
     /// `{data_dir}/log`.
     #[must_use]
     pub fn log_dir(&self) -> PathBuf {

@@ -140,7 +140,14 @@ impl KafkaSink {
             .set("linger.ms", "20")
             .set("batch.num.messages", "10000")
             .set("queue.buffering.max.messages", "500000")
-            .set("message.timeout.ms", "120000");
+            .set("message.timeout.ms", "120000")
+            // Records up to the embedded log's limit (32 MiB) get through, so that an
+            // oversized event reaches the consumer and is dead-lettered there, with its
+            // position, like on the embedded log (the topic's max.message.bytes must allow it).
+            .set(
+                "message.max.bytes",
+                (crate::log::MAX_RECORD_BYTES + (1 << 20)).to_string(),
+            );
         for (key, v) in &k.properties {
             c.set(key, v);
         }

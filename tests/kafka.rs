@@ -425,3 +425,15 @@ fn replays_over_kafka_rebuild_and_correct_exactly_as_on_the_embedded_log() {
         "the correction changed something"
     );
 }
+
+#[test]
+fn a_malformed_corpus_through_kafka_is_aggregated_or_dead_lettered_and_adds_up() {
+    use common::corpus::{check_accounted, corpus, produce_corpus};
+    let _serial = serial();
+    let topic = "t-bad-input";
+    create_topic(topic);
+    let t = temp();
+    let records = corpus();
+    produce_corpus(kk(t.path(), topic), &records);
+    check_accounted(|| kk(t.path(), topic), &records);
+}

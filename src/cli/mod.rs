@@ -228,7 +228,10 @@ pub fn dispatch(cli: &Cli) -> anyhow::Result<()> {
         Command::Replay(a) => replay::replay(&load_config(cli, None)?, cli.config.as_deref(), a),
         Command::Versions(v) => replay::versions(&load_config(cli, None)?, v),
         Command::Config => {
-            print!("{}", toml::to_string_pretty(&load_config(cli, None)?)?);
+            print!(
+                "{}",
+                toml::to_string_pretty(&load_config(cli, None)?.redacted())?
+            );
             Ok(())
         }
     }

@@ -313,3 +313,4 @@ pub fn kill_bounded_runs(
 }
 
 pub mod broker;
+pub mod corpus;
