@@ -4,9 +4,10 @@
 
 mod decode;
 pub mod money;
+mod scan;
 pub mod time;
 
-pub use decode::{DecodeError, InvalidKind, decode, decode_schemas};
+pub use decode::{DecodeError, InvalidKind, decode, decode_schemas, decode_serde};
 
 use std::borrow::Cow;
 

@@ -31,6 +31,35 @@ use crate::window::{FinalWindow, Outcome, PartitionResume, WindowCore};
 /// Records between two event-time index checkpoints of a partition.
 pub const CHECKPOINT_EVERY: u64 = 10_000;
 
+/// Decodes every record of `batch`, in order, on up to `threads` threads (contiguous
+/// chunks; a small batch on this thread alone).
+fn decode_batch<'b>(
+    batch: &'b RecordBatch,
+    max_bytes: usize,
+    schemas: &[u64],
+    threads: usize,
+) -> Vec<Result<crate::event::Event<'b>, crate::event::DecodeError>> {
+    let n = batch.len();
+    let one = |i: usize| decode_schemas(batch.get(i).value, max_bytes, schemas);
+    if threads < 2 || n < 8192 {
+        return (0..n).map(one).collect();
+    }
+    let chunk = n.div_ceil(threads);
+    std::thread::scope(|scope| {
+        let others: Vec<_> = (1..threads)
+            .map(|t| {
+                let range = (t * chunk).min(n)..((t + 1) * chunk).min(n);
+                scope.spawn(move || range.map(one).collect::<Vec<_>>())
+            })
+            .collect();
+        let mut out: Vec<_> = (0..chunk.min(n)).map(one).collect();
+        for h in others {
+            out.extend(h.join().expect("a decode thread panicked"));
+        }
+        out
+    })
+}
+
 /// Failures that stop the pipeline.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -120,6 +149,9 @@ pub struct Pipeline {
     /// Records read and duplicates dropped per partition since the last metrics flush
     /// (counted locally: no atomic per record on the hot path).
     unflushed: Vec<(u64, u64)>,
+    /// Threads decoding a batch (the records are independent; the window core then takes
+    /// them in order on this thread, so results do not depend on it).
+    decode_threads: usize,
     /// "Caught up" was logged since the last (re)assignment.
     caught_up_logged: bool,
     /// Writes event-time index checkpoints (only a pipeline that read each partition from
@@ -188,6 +220,7 @@ impl Pipeline {
             replay_late,
             write_index: true,
             caught_up_logged: false,
+            decode_threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
         };
         pipeline.refresh_lag()?;
         pipeline.publish(false);
@@ -352,10 +385,16 @@ impl Pipeline {
                 // Idleness is per batch: a clock read per record would cost more than it tells.
                 let now = Instant::now();
                 let mut seen = vec![false; self.partitions];
-                for rec in batch.iter() {
+                let decoded = decode_batch(
+                    &batch,
+                    self.cfg.pipeline.max_record_bytes,
+                    &self.cfg.pipeline.accept_schemas,
+                    self.decode_threads,
+                );
+                for (rec, ev) in batch.iter().zip(decoded) {
                     summary.bytes += rec.value.len() as u64;
                     seen[rec.partition as usize] = true;
-                    self.process(&rec);
+                    self.process(&rec, ev);
                 }
                 for (p, _) in seen.iter().enumerate().filter(|(_, s)| **s) {
                     self.last_record_at[p] = now;
@@ -453,30 +492,32 @@ impl Pipeline {
         Ok(summary)
     }
 
-    fn process(&mut self, rec: &Record<'_>) {
+    fn process<'b>(
+        &mut self,
+        rec: &Record<'b>,
+        decoded: Result<crate::event::Event<'b>, crate::event::DecodeError>,
+    ) {
         let p = rec.partition as usize;
         let replaying = rec.offset < self.handled[p];
         self.next[p] = rec.offset + 1;
         self.unflushed[p].0 += 1;
-        let max_bytes = self.cfg.pipeline.max_record_bytes;
         let max_future_ms =
             i64::try_from(self.cfg.pipeline.max_future.as_millis()).unwrap_or(i64::MAX);
-        let decoded = decode_schemas(rec.value, max_bytes, &self.cfg.pipeline.accept_schemas)
-            .and_then(|ev| {
-                if ev.ts_ms > rec.timestamp_ms.saturating_add(max_future_ms) {
-                    Err(crate::event::DecodeError {
-                        kind: InvalidKind::FutureTimestamp,
-                        message: format!(
-                            "event time {} is more than {} after the record's ingest time {}",
-                            crate::event::time::format_rfc3339_ms(ev.ts_ms),
-                            crate::config::fmt_duration(self.cfg.pipeline.max_future),
-                            crate::event::time::format_rfc3339_ms(rec.timestamp_ms)
-                        ),
-                    })
-                } else {
-                    Ok(ev)
-                }
-            });
+        let decoded = decoded.and_then(|ev| {
+            if ev.ts_ms > rec.timestamp_ms.saturating_add(max_future_ms) {
+                Err(crate::event::DecodeError {
+                    kind: InvalidKind::FutureTimestamp,
+                    message: format!(
+                        "event time {} is more than {} after the record's ingest time {}",
+                        crate::event::time::format_rfc3339_ms(ev.ts_ms),
+                        crate::config::fmt_duration(self.cfg.pipeline.max_future),
+                        crate::event::time::format_rfc3339_ms(rec.timestamp_ms)
+                    ),
+                })
+            } else {
+                Ok(ev)
+            }
+        });
         match decoded {
             Err(e) => {
                 if !replaying {
