@@ -1,8 +1,9 @@
 //! The event decoder on arbitrary bytes, with every schema and with schema 1 only: never
-//! a panic; a decoded event satisfies the schema's rules.
+//! a panic; a decoded event satisfies the schema's rules; and kappa's own JSON scanner
+//! agrees with the serde_json decoder it replaced (same events, same accept/reject).
 #![no_main]
 
-use kappa::event::{EventType, decode, decode_schemas};
+use kappa::event::{EventType, decode, decode_schemas, decode_serde};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
@@ -14,6 +15,11 @@ fuzz_target!(|data: &[u8]| {
                 assert!(!e.product_id.is_empty() && !e.category.is_empty());
             }
         }
+    }
+    match (decode(data, 65_536), decode_serde(data, 65_536, &[1, 2])) {
+        (Ok(a), Ok(b)) => assert_eq!(a, b),
+        (Err(_), Err(_)) => {}
+        (a, b) => panic!("scanner {a:?} / serde {b:?}"),
     }
     // The size limit is checked before parsing.
     if data.len() > 256 {
