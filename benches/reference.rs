@@ -70,7 +70,9 @@ fn main() {
         };
         let ms = ts.timestamp_millis();
         for size in [60_000, 3_600_000] {
-            let w = windows.entry((size, ms.div_euclid(size) * size)).or_default();
+            let w = windows
+                .entry((size, ms.div_euclid(size) * size))
+                .or_default();
             *w.types.entry(e.event_type.clone()).or_default() += 1;
             match e.event_type.as_str() {
                 "search" => {
