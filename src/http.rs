@@ -89,11 +89,20 @@ fn result(r: Result<Value, ApiError>) -> Response {
     }
 }
 
+/// Longest query string a read endpoint accepts.
+const MAX_QUERY_BYTES: usize = 8 << 10;
+
 /// Query parameters, checked against the names an endpoint accepts.
 struct Params(HashMap<String, String>);
 
 impl Params {
     fn check(q: HashMap<String, String>, allowed: &[&str]) -> Result<Self, ApiError> {
+        let len: usize = q.iter().map(|(k, v)| k.len() + v.len() + 2).sum();
+        if len > MAX_QUERY_BYTES {
+            return Err(ApiError::BadRequest(format!(
+                "query string of {len} bytes; at most {MAX_QUERY_BYTES}"
+            )));
+        }
         if let Some(k) = q.keys().find(|k| !allowed.contains(&k.as_str())) {
             return Err(ApiError::BadRequest(format!(
                 "unknown parameter {k:?}; accepted: {}",

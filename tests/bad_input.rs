@@ -153,13 +153,7 @@ fn bad_http_requests_get_json_errors_with_the_right_status() {
             400,
         ),
         ("POST", "/api/replays".into(), Some(b"{".to_vec()), 400),
-        (
-            "POST",
-            "/api/replays".into(),
-            Some(vec![b' '; 100_000]),
-            413,
-        ),
-        ("GET", format!("/api/windows?aggregate={long}"), None, 0),
+        ("GET", format!("/api/windows?aggregate={long}"), None, 400),
     ];
     for (method, path, body, want) in cases {
         let url = format!("{}{path}", server.base);
@@ -174,11 +168,6 @@ fn bad_http_requests_get_json_errors_with_the_right_status() {
         let mut resp = resp.unwrap();
         let code = resp.status().as_u16();
         let text = resp.body_mut().read_to_string().unwrap_or_default();
-        if want == 0 {
-            // An oversized request line: refused by the HTTP layer, whatever the code.
-            assert!((400..500).contains(&code), "{method} (long URL): {code}");
-            continue;
-        }
         assert_eq!(code, want, "{method} {path}: {text}");
         let v: Value =
             serde_json::from_str(&text).unwrap_or_else(|_| panic!("{path}: JSON: {text}"));
@@ -186,6 +175,23 @@ fn bad_http_requests_get_json_errors_with_the_right_status() {
             v["error"].as_str().is_some_and(|e| !e.is_empty()),
             "{path}: {text}"
         );
+    }
+    // An oversized body is refused on its declared length (a raw request: a client still
+    // sending the body when the 413 comes and the connection closes may miss the answer).
+    {
+        use std::io::{Read, Write};
+        let addr = server.base.trim_start_matches("http://");
+        let mut sock = std::net::TcpStream::connect(addr).unwrap();
+        sock.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap();
+        sock.write_all(
+            b"POST /api/replays HTTP/1.1\r\nHost: kappa\r\nContent-Type: application/json\r\nContent-Length: 66000\r\n\r\n",
+        )
+        .unwrap();
+        let mut answer = String::new();
+        let _ = sock.read_to_string(&mut answer);
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+        assert!(answer.contains("too large"), "{answer}");
     }
     assert_eq!(server.get("/healthz").0, 200, "still up");
 }
