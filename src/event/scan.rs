@@ -99,6 +99,7 @@ impl<'a> Scanner<'a> {
         let start = self.i;
         let mut escaped = false;
         loop {
+            self.skip_plain();
             let Some(&c) = self.b.get(self.i) else {
                 return Err(syntax("EOF while parsing a string", self.i));
             };
@@ -127,6 +128,28 @@ impl<'a> Scanner<'a> {
                 0..=0x1f => return Err(syntax("control character in a string", self.i)),
                 _ => self.i += 1,
             }
+        }
+    }
+
+    /// Skips string bytes that need no attention (not `"`, `\\` or a control character),
+    /// eight at a time.
+    #[inline]
+    fn skip_plain(&mut self) {
+        const ONES: u64 = 0x0101_0101_0101_0101;
+        const HIGHS: u64 = 0x8080_8080_8080_8080;
+        while let Some(chunk) = self.b.get(self.i..self.i + 8) {
+            let v = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
+            // A byte is "interesting" when it is '"', '\\' or < 0x20 (bytes >= 0x80 are not).
+            let has_zero = |x: u64| x.wrapping_sub(ONES) & !x & HIGHS;
+            let quote = has_zero(v ^ (ONES * u64::from(b'"')));
+            let backslash = has_zero(v ^ (ONES * u64::from(b'\\')));
+            let control = v.wrapping_sub(ONES * 0x20) & !v & HIGHS;
+            let hit = quote | backslash | control;
+            if hit != 0 {
+                self.i += (hit.trailing_zeros() / 8) as usize;
+                return;
+            }
+            self.i += 8;
         }
     }
 

@@ -31,6 +31,9 @@ use crate::window::{FinalWindow, Outcome, PartitionResume, WindowCore};
 /// Records between two event-time index checkpoints of a partition.
 pub const CHECKPOINT_EVERY: u64 = 10_000;
 
+/// Batches at least this large are decoded on several threads.
+const PARALLEL_DECODE_MIN: usize = 8192;
+
 /// Decodes every record of `batch`, in order, on up to `threads` threads (contiguous
 /// chunks; a small batch on this thread alone).
 fn decode_batch<'b>(
@@ -41,7 +44,7 @@ fn decode_batch<'b>(
 ) -> Vec<Result<crate::event::Event<'b>, crate::event::DecodeError>> {
     let n = batch.len();
     let one = |i: usize| decode_schemas(batch.get(i).value, max_bytes, schemas);
-    if threads < 2 || n < 8192 {
+    if threads < 2 {
         return (0..n).map(one).collect();
     }
     let chunk = n.div_ceil(threads);
@@ -385,16 +388,23 @@ impl Pipeline {
                 // Idleness is per batch: a clock read per record would cost more than it tells.
                 let now = Instant::now();
                 let mut seen = vec![false; self.partitions];
-                let decoded = decode_batch(
-                    &batch,
-                    self.cfg.pipeline.max_record_bytes,
-                    &self.cfg.pipeline.accept_schemas,
-                    self.decode_threads,
-                );
-                for (rec, ev) in batch.iter().zip(decoded) {
-                    summary.bytes += rec.value.len() as u64;
-                    seen[rec.partition as usize] = true;
-                    self.process(&rec, ev);
+                let max_bytes = self.cfg.pipeline.max_record_bytes;
+                let schemas = self.cfg.pipeline.accept_schemas.clone();
+                if self.decode_threads > 1 && batch.len() >= PARALLEL_DECODE_MIN {
+                    let decoded = decode_batch(&batch, max_bytes, &schemas, self.decode_threads);
+                    for (rec, ev) in batch.iter().zip(decoded) {
+                        summary.bytes += rec.value.len() as u64;
+                        seen[rec.partition as usize] = true;
+                        self.process(&rec, ev);
+                    }
+                } else {
+                    // One core: decode in the loop, nothing materialised.
+                    for rec in batch.iter() {
+                        summary.bytes += rec.value.len() as u64;
+                        seen[rec.partition as usize] = true;
+                        let ev = decode_schemas(rec.value, max_bytes, &schemas);
+                        self.process(&rec, ev);
+                    }
                 }
                 for (p, _) in seen.iter().enumerate().filter(|(_, s)| **s) {
                     self.last_record_at[p] = now;
