@@ -577,6 +577,14 @@ mod tests {
             Ok(())
         }
 
+        /// Found by the `decode` fuzz target: serde_json reads `-0` as a float.
+        #[test]
+        fn minus_zero_is_not_an_integer() {
+            let s = V2.replace(r#""qty":1"#, r#""qty":-0"#);
+            assert_eq!(kind_of(s.as_bytes()), InvalidKind::BadType);
+            same(s.as_bytes()).unwrap();
+        }
+
         #[test]
         fn the_seeds_agree() {
             for s in [

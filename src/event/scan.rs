@@ -323,7 +323,8 @@ impl<'a> Scanner<'a> {
         match self.peek() {
             Some(b'-' | b'0'..=b'9') => {
                 let text = self.number()?;
-                if text.contains(['.', 'e', 'E']) {
+                // serde_json reads `-0` as the float -0.0, not as an integer.
+                if text.contains(['.', 'e', 'E']) || text == "-0" {
                     return Err(bad_type(
                         field,
                         &format!("floating point `{text}`, expected an integer"),
