@@ -396,6 +396,21 @@ async fn control<T: serde::Serialize + Send + 'static>(
     })
 }
 
+/// [`control`] for a state-changing request: refused (401) without the token.
+async fn control_authorised<T: serde::Serialize + Send + 'static>(
+    st: AppState,
+    header: Option<String>,
+    ok: StatusCode,
+    f: impl FnOnce(&Arc<crate::control::Control>) -> Result<T, crate::control::ControlError>
+    + Send
+    + 'static,
+) -> Result<Response, Infallible> {
+    if !authorised(&st, header.as_deref()) {
+        return Ok(unauthorised());
+    }
+    control(st, ok, f).await
+}
+
 /// The control routes: replays and versions.
 fn control_routes(
     st: AppState,
@@ -414,17 +429,15 @@ fn control_routes(
         .and(with())
         .and_then(
             |h: Option<String>, req: ReplayRequest, st: AppState| async move {
-                if !authorised(&st, h.as_deref()) {
-                    return Ok(unauthorised());
-                }
                 if req.dry_run {
-                    control(st, StatusCode::OK, move |c| {
+                    control_authorised(st, h, StatusCode::OK, move |c| {
                         let plan = c.plan(&req)?;
                         Ok(json!({ "dry_run": true, "lines": plan.describe(), "plan": plan }))
                     })
                     .await
                 } else {
-                    control(st, StatusCode::ACCEPTED, move |c| c.start_replay(&req)).await
+                    control_authorised(st, h, StatusCode::ACCEPTED, move |c| c.start_replay(&req))
+                        .await
                 }
             },
         );
@@ -445,10 +458,7 @@ fn control_routes(
         .and(auth())
         .and(with())
         .and_then(|id: u64, h: Option<String>, st: AppState| async move {
-            if !authorised(&st, h.as_deref()) {
-                return Ok(unauthorised());
-            }
-            control(st, StatusCode::OK, move |c| c.cancel(id)).await
+            control_authorised(st, h, StatusCode::OK, move |c| c.cancel(id)).await
         });
     let versions = warp::path!("api" / "versions")
         .and(warp::get())
@@ -463,10 +473,7 @@ fn control_routes(
         .and(auth())
         .and(with())
         .and_then(|v: String, h: Option<String>, st: AppState| async move {
-            if !authorised(&st, h.as_deref()) {
-                return Ok(unauthorised());
-            }
-            control(st, StatusCode::OK, move |c| {
+            control_authorised(st, h, StatusCode::OK, move |c| {
                 c.promote(&v)?;
                 Ok(json!({ "serving": v }))
             })
@@ -477,10 +484,7 @@ fn control_routes(
         .and(auth())
         .and(with())
         .and_then(|v: String, h: Option<String>, st: AppState| async move {
-            if !authorised(&st, h.as_deref()) {
-                return Ok(unauthorised());
-            }
-            control(st, StatusCode::OK, move |c| {
+            control_authorised(st, h, StatusCode::OK, move |c| {
                 c.drop_version(&v)?;
                 Ok(json!({ "dropped": v }))
             })

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Server, copy_dir, kappa, kill_bounded_runs, ok, temp};
+use common::{Server, copy_dir, dead_letter_count, kappa, kill_bounded_runs, ok, temp};
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
@@ -16,14 +16,6 @@ fn export_of(dir: &Path, version: &str) -> Vec<u8> {
     let mut c = kappa(dir);
     c.args(["export", "--version", version]);
     ok(c).stdout
-}
-
-fn dead_letter_count(dir: &Path) -> usize {
-    let mut c = kappa(dir);
-    c.args(["dead-letters", "--format", "json", "--limit", "10000"]);
-    let v: Value = serde_json::from_slice(&ok(c).stdout).unwrap();
-    assert!(v["next"].is_null(), "one page");
-    v["dead_letters"].as_array().unwrap().len()
 }
 
 /// Starts `args` on `dir` and SIGKILLs it after a random delay below `max_ms`; true if

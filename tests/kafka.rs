@@ -349,20 +349,6 @@ fn broker_unreachable_at_start_means_unready_until_it_appears() {
     );
 }
 
-/// Export lines of `version` without the version field, sorted.
-fn export_version(dir: &std::path::Path, version: &str) -> Vec<String> {
-    let mut c = kappa(dir);
-    c.args(["export", "--version", version]);
-    let tag = format!("\"version\":\"{version}\",");
-    let mut lines: Vec<String> = String::from_utf8(ok(c).stdout)
-        .unwrap()
-        .lines()
-        .map(|l| l.replacen(&tag, "", 1))
-        .collect();
-    lines.sort();
-    lines
-}
-
 #[test]
 fn replays_over_kafka_rebuild_and_correct_exactly_as_on_the_embedded_log() {
     let _serial = serial();

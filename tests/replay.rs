@@ -24,17 +24,6 @@ fn generate(dir: &Path, args: &[&str]) -> String {
     std::fs::read_to_string(file).unwrap()
 }
 
-/// Export lines of `version`, without the version field, sorted: comparable across versions.
-fn export_of(dir: &Path, version: &str) -> Vec<String> {
-    let mut c = kappa(dir);
-    c.args(["export", "--version", version]);
-    let out = String::from_utf8(ok(c).stdout).unwrap();
-    let tag = format!("\"version\":\"{version}\",");
-    let mut lines: Vec<String> = out.lines().map(|l| l.replacen(&tag, "", 1)).collect();
-    lines.sort();
-    lines
-}
-
 /// Asserts two exports are equal, showing the first differences only.
 fn assert_same(a: &[String], b: &[String], what: &str) {
     if a != b {
@@ -122,7 +111,7 @@ fn in_place_correction_with_a_larger_max_delay_equals_the_batch_model_in_range_o
         common::counts(&live)[1] > 1000,
         "the log has late events: {live}"
     );
-    let before = export_of(dir, "v1");
+    let before = common::export_version(dir, "v1");
 
     let (from, to) = ("2026-11-23T00:03:00Z", "2026-11-23T00:06:00Z");
     let mut dry = kappa(dir);
@@ -143,7 +132,11 @@ fn in_place_correction_with_a_larger_max_delay_equals_the_batch_model_in_range_o
     );
     assert!(plan.contains("rewrites 1m windows starting in [2026-11-23T00:03:00Z, 2026-11-23T00:06:00Z): 3 final now"), "{plan}");
     assert!(plan.contains("records to read: 120000"), "{plan}");
-    assert_eq!(export_of(dir, "v1"), before, "a dry run changes nothing");
+    assert_eq!(
+        common::export_version(dir, "v1"),
+        before,
+        "a dry run changes nothing"
+    );
 
     let mut c = kappa(dir);
     c.args([
@@ -159,7 +152,7 @@ fn in_place_correction_with_a_larger_max_delay_equals_the_batch_model_in_range_o
     ]);
     let out = String::from_utf8(ok(c).stdout).unwrap();
     assert!(out.contains("completed"), "{out}");
-    let after = export_of(dir, "v1");
+    let after = common::export_version(dir, "v1");
 
     // In range: the batch model over the whole log. Live had missed the late events.
     let model = model_counts(&events);
@@ -238,7 +231,7 @@ fn a_new_version_replayed_from_earliest_equals_the_live_results_even_when_killed
     let mut run = kappa(dir);
     run.args(["run", "--until-caught-up", "--listen", "127.0.0.1:0"]);
     ok(run);
-    let live = export_of(dir, "v1");
+    let live = common::export_version(dir, "v1");
     assert!(live.len() > 100);
 
     // Uninterrupted; small batches: many commits and caught-up checks along the way.
@@ -251,7 +244,7 @@ fn a_new_version_replayed_from_earliest_equals_the_live_results_even_when_killed
         "v2",
     ]);
     ok(c);
-    assert_same(&export_of(dir, "v2"), &live, "v2 against v1");
+    assert_same(&common::export_version(dir, "v2"), &live, "v2 against v1");
 
     // Killed at random moments, each time resumed by `kappa run --version v3`.
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
@@ -302,7 +295,7 @@ fn a_new_version_replayed_from_earliest_equals_the_live_results_even_when_killed
     ]);
     ok(resume);
     assert_same(
-        &export_of(dir, "v3"),
+        &common::export_version(dir, "v3"),
         &live,
         "v3 (killed and resumed) against v1",
     );
@@ -367,8 +360,11 @@ fn a_replay_while_the_log_grows_and_live_finalises_loses_and_doubles_nothing() {
     let mut run = kappa(reference.path());
     run.args(["run", "--until-caught-up", "--listen", "127.0.0.1:0"]);
     ok(run);
-    let r = export_of(reference.path(), "v1");
-    let (v1, v2) = (export_of(dir, "v1"), export_of(dir, "v2"));
+    let r = common::export_version(reference.path(), "v1");
+    let (v1, v2) = (
+        common::export_version(dir, "v1"),
+        common::export_version(dir, "v2"),
+    );
     // Compare the windows final everywhere (the reference also finalised the tail).
     let common_starts = |a: &[String]| -> std::collections::BTreeSet<(String, String)> {
         a.iter().map(|l| (size_of(l), start_of(l))).collect()
@@ -405,14 +401,7 @@ fn a_replay_over_malformed_records_dead_letters_them_once_and_completes() {
     let live = common::run_drain(dir, &[]);
     let invalid = common::counts(&live)[3];
     assert!(invalid > 100, "{live}");
-    let dead = |dir: &Path| -> usize {
-        let mut c = kappa(dir);
-        c.args(["dead-letters", "--format", "json", "--limit", "10000"]);
-        let v: Value = serde_json::from_slice(&ok(c).stdout).unwrap();
-        assert!(v["next"].is_null(), "all dead letters on one page");
-        v["dead_letters"].as_array().unwrap().len()
-    };
-    assert_eq!(dead(dir) as u64, invalid);
+    assert_eq!(common::dead_letter_count(dir) as u64, invalid);
     let mut r = kappa(dir);
     r.args(["replay", "--from", "earliest", "--version", "v2"]);
     ok(r);
@@ -425,7 +414,11 @@ fn a_replay_over_malformed_records_dead_letters_them_once_and_completes() {
         "2026-11-23T00:00:20Z",
     ]);
     ok(r);
-    assert_eq!(dead(dir) as u64, invalid, "replays add no dead letters");
+    assert_eq!(
+        common::dead_letter_count(dir) as u64,
+        invalid,
+        "replays add no dead letters"
+    );
 }
 
 /// Rewrites a schema 1 event as schema 2 (integer minor units with a currency, `qty`).
@@ -505,8 +498,8 @@ fn after_a_schema_change_a_new_version_counts_both_schemas() {
     run.args(["run", "--until-caught-up", "--listen", "127.0.0.1:0"]);
     ok(run);
     assert_same(
-        &export_of(dir, "v2"),
-        &export_of(reference.path(), "v1"),
+        &common::export_version(dir, "v2"),
+        &common::export_version(reference.path(), "v1"),
         "v2 against all-schema-1",
     );
     let served = String::from_utf8(common::export(dir)).unwrap();
@@ -618,7 +611,7 @@ fn a_cancelled_replay_leaves_the_serving_version_as_it_was_and_no_new_version() 
     let dir = t.path();
     common::produce(dir, 20_000, 81);
     common::run_drain(dir, &[]);
-    let before = export_of(dir, "v1");
+    let before = common::export_version(dir, "v1");
     let cfg = kappa::config::Config::load(None, &serde_json::json!({ "data-dir": dir })).unwrap();
     let store = kappa::store::Store::open(&cfg.store_path()).unwrap();
     let ends = kappa::source::log_end_offsets(&cfg).unwrap();
@@ -656,7 +649,7 @@ fn a_cancelled_replay_leaves_the_serving_version_as_it_was_and_no_new_version() 
     assert_eq!(names, ["v1"], "no scratch or cancelled version is left");
     drop(store);
     assert_same(
-        &export_of(dir, "v1"),
+        &common::export_version(dir, "v1"),
         &before,
         "serving version after cancelled replays",
     );

@@ -437,37 +437,42 @@ fn history_table(views: &[ReplayView]) {
     }
 }
 
+/// Every replay: the history, from the store or from the running server.
+fn all_replays(access: &Access) -> anyhow::Result<Vec<ReplayView>> {
+    match access {
+        Access::Local(store) => Ok(store.replays()?.iter().map(view_of_record).collect()),
+        Access::Remote(base) => {
+            let v: Value =
+                serde_json::from_slice(&call("GET", &format!("{base}/api/replays"), None, "")?)?;
+            v["replays"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(view_from_json)
+                .collect()
+        }
+    }
+}
+
+/// One replay (the server answers with its live progress).
+fn one_replay(access: &Access, id: u64) -> anyhow::Result<ReplayView> {
+    match access {
+        Access::Local(_) => all_replays(access)?
+            .into_iter()
+            .find(|v| v.record.id == id)
+            .ok_or_else(|| anyhow::anyhow!("no replay {id}")),
+        Access::Remote(base) => {
+            parse_view(&call("GET", &format!("{base}/api/replays/{id}"), None, "")?)
+        }
+    }
+}
+
 fn replay_action(cfg: &Config, action: &ReplayAction) -> anyhow::Result<()> {
     match action {
         ReplayAction::Status { id, watch, server } => {
             let access = access(cfg, server.as_ref())?;
-            let fetch_all = || -> anyhow::Result<Vec<ReplayView>> {
-                match &access {
-                    Access::Local(store) => {
-                        Ok(store.replays()?.iter().map(view_of_record).collect())
-                    }
-                    Access::Remote(base) => {
-                        let v: Value = serde_json::from_slice(&call(
-                            "GET",
-                            &format!("{base}/api/replays"),
-                            None,
-                            "",
-                        )?)?;
-                        v["replays"]
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .map(view_from_json)
-                            .collect()
-                    }
-                }
-            };
-            let fetch = |id: u64| -> anyhow::Result<ReplayView> {
-                fetch_all()?
-                    .into_iter()
-                    .find(|v| v.record.id == id)
-                    .ok_or_else(|| anyhow::anyhow!("no replay {id}"))
-            };
+            let fetch_all = || all_replays(&access);
+            let fetch = |id: u64| one_replay(&access, id);
             match id {
                 None => history_table(
                     &fetch_all()?
@@ -502,23 +507,7 @@ fn replay_action(cfg: &Config, action: &ReplayAction) -> anyhow::Result<()> {
             ),
         },
         ReplayAction::History { server } => {
-            let views: Vec<ReplayView> = match access(cfg, server.as_ref())? {
-                Access::Local(store) => store.replays()?.iter().map(view_of_record).collect(),
-                Access::Remote(base) => {
-                    let v: Value = serde_json::from_slice(&call(
-                        "GET",
-                        &format!("{base}/api/replays"),
-                        None,
-                        "",
-                    )?)?;
-                    v["replays"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .map(view_from_json)
-                        .collect::<anyhow::Result<_>>()?
-                }
-            };
+            let views = all_replays(&access(cfg, server.as_ref())?)?;
             history_table(&views);
             Ok(())
         }

@@ -169,13 +169,19 @@ pub fn decode_serde<'a>(
     max_bytes: usize,
     schemas: &[u64],
 ) -> Result<Event<'a>, DecodeError> {
+    check_size(value, max_bytes)?;
+    build(serde_fields(value)?, schemas)
+}
+
+/// Records larger than `max_bytes` are rejected before parsing.
+fn check_size(value: &[u8], max_bytes: usize) -> Result<(), DecodeError> {
     if value.len() > max_bytes {
         return Err(DecodeError::new(
             InvalidKind::Oversize,
             format!("record is {} bytes, limit {max_bytes}", value.len()),
         ));
     }
-    build(serde_fields(value)?, schemas)
+    Ok(())
 }
 
 fn serde_fields(value: &[u8]) -> Result<Fields<'_>, DecodeError> {
@@ -242,12 +248,7 @@ pub fn decode_schemas<'a>(
     max_bytes: usize,
     schemas: &[u64],
 ) -> Result<Event<'a>, DecodeError> {
-    if value.len() > max_bytes {
-        return Err(DecodeError::new(
-            InvalidKind::Oversize,
-            format!("record is {} bytes, limit {max_bytes}", value.len()),
-        ));
-    }
+    check_size(value, max_bytes)?;
     let w = super::scan::scan(value)?;
     build(w, schemas)
 }

@@ -389,9 +389,9 @@ impl Pipeline {
                 let now = Instant::now();
                 let mut seen = vec![false; self.partitions];
                 let max_bytes = self.cfg.pipeline.max_record_bytes;
-                let schemas = self.cfg.pipeline.accept_schemas.clone();
                 if self.decode_threads > 1 && batch.len() >= PARALLEL_DECODE_MIN {
-                    let decoded = decode_batch(&batch, max_bytes, &schemas, self.decode_threads);
+                    let schemas = &self.cfg.pipeline.accept_schemas;
+                    let decoded = decode_batch(&batch, max_bytes, schemas, self.decode_threads);
                     for (rec, ev) in batch.iter().zip(decoded) {
                         summary.bytes += rec.value.len() as u64;
                         seen[rec.partition as usize] = true;
@@ -402,7 +402,8 @@ impl Pipeline {
                     for rec in batch.iter() {
                         summary.bytes += rec.value.len() as u64;
                         seen[rec.partition as usize] = true;
-                        let ev = decode_schemas(rec.value, max_bytes, &schemas);
+                        let ev =
+                            decode_schemas(rec.value, max_bytes, &self.cfg.pipeline.accept_schemas);
                         self.process(&rec, ev);
                     }
                 }

@@ -467,6 +467,9 @@ impl KafkaSource {
         }
         let mut n = 0;
         let mut result = Ok(());
+        // A record or an EOF means a fetch answered: the brokers are reachable (checked
+        // once per batch, not per record).
+        let mut answered = false;
         for &m in &taken {
             if result.is_ok() {
                 // SAFETY: `m` is a live message handle from the batch call; its payload and
@@ -487,7 +490,7 @@ impl KafkaSource {
                 };
                 match msg.err {
                     RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR => {
-                        self.shared.regained();
+                        answered = true;
                         match self.pos.accept(
                             batch,
                             msg.partition,
@@ -502,7 +505,7 @@ impl KafkaSource {
                         }
                     }
                     RDKafkaRespErr::RD_KAFKA_RESP_ERR__PARTITION_EOF => {
-                        self.shared.regained();
+                        answered = true;
                         self.pos.at_eof(msg.partition);
                     }
                     err => {
@@ -519,6 +522,9 @@ impl KafkaSource {
         }
         taken.clear();
         self.taken.0 = taken;
+        if answered {
+            self.shared.regained();
+        }
         result.map(|()| n)
     }
 }
@@ -562,6 +568,7 @@ impl Source for KafkaSource {
 
     fn poll(&mut self, batch: &mut RecordBatch, max_records: usize) -> Result<usize, SourceError> {
         let mut n = 0;
+        let mut answered = false;
         // The consumer queue first: rebalances, statistics and errors, and any record
         // fetched before its partition's queue was forwarded (kept in offset order: a
         // partition is forwarded before it is assigned, so it has none of those after).
@@ -574,7 +581,7 @@ impl Source for KafkaSource {
                     let ts = m.timestamp().to_millis().unwrap_or(0);
                     let (key, payload) =
                         (m.key().unwrap_or_default(), m.payload().unwrap_or_default());
-                    self.shared.regained();
+                    answered = true;
                     if self
                         .pos
                         .accept(batch, m.partition(), m.offset(), ts, key, payload)?
@@ -583,11 +590,14 @@ impl Source for KafkaSource {
                     }
                 }
                 Err(KafkaError::PartitionEOF(p)) => {
-                    self.shared.regained();
+                    answered = true;
                     self.pos.at_eof(p);
                 }
                 Err(e) => tracing::warn!("kafka consumer: {e}"),
             }
+        }
+        if answered {
+            self.shared.regained();
         }
         if self
             .shared

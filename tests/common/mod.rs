@@ -110,6 +110,29 @@ pub fn export(dir: &Path) -> Vec<u8> {
     ok(c).stdout
 }
 
+/// Export lines of `version` without the version field, sorted: comparable across versions.
+pub fn export_version(dir: &Path, version: &str) -> Vec<String> {
+    let mut c = kappa(dir);
+    c.args(["export", "--version", version]);
+    let tag = format!("\"version\":\"{version}\",");
+    let mut lines: Vec<String> = String::from_utf8(ok(c).stdout)
+        .unwrap()
+        .lines()
+        .map(|l| l.replacen(&tag, "", 1))
+        .collect();
+    lines.sort();
+    lines
+}
+
+/// Number of dead letters in the store (all on one page).
+pub fn dead_letter_count(dir: &Path) -> usize {
+    let mut c = kappa(dir);
+    c.args(["dead-letters", "--format", "json", "--limit", "10000"]);
+    let v: serde_json::Value = serde_json::from_slice(&ok(c).stdout).unwrap();
+    assert!(v["next"].is_null(), "all dead letters on one page");
+    v["dead_letters"].as_array().unwrap().len()
+}
+
 /// Copies a directory tree.
 pub fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).unwrap();
