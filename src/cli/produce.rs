@@ -45,6 +45,9 @@ pub struct ProduceArgs {
     /// Event time of the first event: RFC 3339, or `now`.
     #[arg(long, default_value = "2026-11-23T00:00:00Z")]
     pub start: String,
+    /// A flat rate: ignore the hourly traffic curve (for benchmarks at a fixed rate).
+    #[arg(long)]
+    pub flat: bool,
     /// Sale multiplier on traffic and purchase propensity (1 = normal day).
     #[arg(long, default_value_t = 1.0)]
     pub sale: f64,
@@ -100,6 +103,7 @@ impl ProduceArgs {
                 self.sim_rate
             },
             sale: self.sale,
+            flat: self.flat,
             products: self.products,
             users: self.users,
             disorder_ms: to_ms(self.disorder),

@@ -70,6 +70,8 @@ pub struct GenConfig {
     pub base_rate: f64,
     /// Traffic multiplier (> 1 also raises conversion and adds a sale campaign).
     pub sale: f64,
+    /// Ignore the hourly traffic curve: exactly `base_rate × sale` events per second.
+    pub flat: bool,
     /// Number of catalogue products (`p_1` … `p_N`).
     pub products: u32,
     /// Size of the user-id space; session users are drawn from `u_1` … `u_N`.
@@ -95,6 +97,7 @@ impl Default for GenConfig {
             start_ms: DEFAULT_START_MS,
             base_rate: 1000.0,
             sale: 1.0,
+            flat: false,
             products: 5000,
             users: 100_000,
             disorder_ms: 5000,
@@ -274,7 +277,8 @@ impl Generator {
             .collect();
         let mut gap_us = [0.0; 24];
         for (h, g) in gap_us.iter_mut().enumerate() {
-            *g = 1e6 / (cfg.base_rate * traffic_curve(h) * cfg.sale);
+            let curve = if cfg.flat { 1.0 } else { traffic_curve(h) };
+            *g = 1e6 / (cfg.base_rate * curve * cfg.sale);
         }
         let bern = |p: f64| Bernoulli::new(p).expect("validated share");
         Generator {

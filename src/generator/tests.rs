@@ -513,6 +513,27 @@ fn sim_clock_follows_rate_curve_and_sale() {
     assert!((mean - 1.0).abs() < 1e-12);
 }
 
+#[test]
+fn flat_rate_ignores_the_curve() {
+    let cfg = GenConfig {
+        base_rate: 2.0,
+        flat: true,
+        ..GenConfig::default()
+    };
+    let recs = generate(cfg, 172_800);
+    let mut per_hour = [0u32; 24];
+    for r in &recs {
+        per_hour[((r.emit_at_ms % 86_400_000) / 3_600_000) as usize] += 1;
+    }
+    // 7 200 per hour at 2 events/s; the curve would make hour 20 about 7× hour 3.
+    for (h, n) in per_hour.iter().enumerate() {
+        assert!(
+            (6_700..7_700).contains(n),
+            "hour {h}: {n} events: {per_hour:?}"
+        );
+    }
+}
+
 struct Stats {
     by_type: HashMap<String, usize>,
     views_per_product: HashMap<String, usize>,

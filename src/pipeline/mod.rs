@@ -683,9 +683,16 @@ impl Pipeline {
             .commit_duration
             .observe(started.elapsed().as_secs_f64());
         for (f, at) in &self.pending.finals {
-            self.metrics
-                .finalisation_delay
-                .observe(at.elapsed().as_secs_f64());
+            let delay = at.elapsed();
+            self.metrics.finalisation_delay.observe(delay.as_secs_f64());
+            // One line per window for `scripts/bench`'s latency figures (off by default).
+            tracing::debug!(
+                target: "kappa::finalisation",
+                delay_us = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX),
+                size_ms = f.size_ms,
+                start_ms = f.start_ms,
+                "window committed"
+            );
             self.metrics
                 .windows_finalised
                 .with_label_values(&[&crate::config::fmt_duration(Duration::from_millis(
