@@ -24,7 +24,7 @@ fn main() {
     };
     let mut src = KafkaSource::connect(
         &k,
-        store,
+        Some(store),
         "v1",
         true,
         Arc::new(kappa::metrics::Metrics::new()),

@@ -43,6 +43,12 @@ pub struct KafkaSection {
     pub topic: String,
     /// Consumer group of live consumption.
     pub group_id: String,
+    /// Topic where workers publish partial aggregates for the merger (`--role`).
+    pub partials_topic: String,
+    /// Consumer group of the workers (`kappa run --role worker`).
+    pub worker_group_id: String,
+    /// Compacted topic of the workers' resume states (one record per version/partition).
+    pub worker_state_topic: String,
     /// Consumer session timeout (a dead member's partitions move after this).
     #[serde(with = "humantime_serde")]
     pub session_timeout: Duration,
@@ -59,6 +65,9 @@ impl Default for KafkaSection {
             brokers: String::new(),
             topic: "shop.events".into(),
             group_id: "kappa".into(),
+            partials_topic: "kappa.partials".into(),
+            worker_group_id: "kappa-workers".into(),
+            worker_state_topic: "kappa.worker-state".into(),
             session_timeout: Duration::from_secs(10),
             statistics_interval: Duration::from_secs(1),
             properties: std::collections::BTreeMap::new(),

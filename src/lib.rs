@@ -35,6 +35,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod query;
 pub mod replay;
+pub mod scale;
 pub mod sink;
 pub mod source;
 pub mod store;

@@ -132,6 +132,18 @@ impl KafkaSink {
     /// # Errors
     /// Invalid configuration.
     pub fn new(k: &KafkaSection, metrics: Arc<Metrics>) -> Result<Self, SinkError> {
+        Self::for_topic(k, &k.topic, metrics)
+    }
+
+    /// Creates a producer for `topic` (a worker's partials).
+    ///
+    /// # Errors
+    /// Invalid configuration.
+    pub fn for_topic(
+        k: &KafkaSection,
+        topic: &str,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, SinkError> {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &k.brokers)
             .set("enable.idempotence", "true")
@@ -161,7 +173,7 @@ impl KafkaSink {
             .map_err(|e| SinkError::Kafka(format!("creating the producer: {e}")))?;
         Ok(Self {
             producer,
-            topic: k.topic.clone(),
+            topic: topic.to_string(),
             sent: 0,
         })
     }

@@ -45,8 +45,13 @@ fn kk(dir: &std::path::Path, topic: &str) -> Command {
 
 /// Creates `topic` with 4 partitions through `kappa topics apply`.
 fn create_topic(topic: &str) {
+    create_topic_with(topic, 4);
+}
+
+/// Creates `topic` with `partitions` partitions through `kappa topics apply`.
+fn create_topic_with(topic: &str, partitions: u32) {
     let specs = temp();
-    std::fs::write(specs.path().join("t.toml"), format!("name = \"{topic}\"\npartitions = 4\nreplication-factor = 1\n[config]\n\"retention.ms\" = \"-1\"\n")).unwrap();
+    std::fs::write(specs.path().join("t.toml"), format!("name = \"{topic}\"\npartitions = {partitions}\nreplication-factor = 1\n[config]\n\"retention.ms\" = \"-1\"\n")).unwrap();
     let mut c = kk(specs.path(), topic);
     c.args(["topics", "apply", "--dir"]).arg(specs.path());
     let out = String::from_utf8(ok(c).stdout).unwrap();
@@ -422,4 +427,122 @@ fn a_malformed_corpus_through_kafka_is_aggregated_or_dead_lettered_and_adds_up()
     let records = corpus();
     produce_corpus(kk(t.path(), topic), &records);
     check_accounted(|| kk(t.path(), topic), &records);
+}
+
+/// Environment of a worker or merger process for `topic` (its own partials topic and
+/// worker group).
+fn role_env(topic: &str) -> Vec<(String, String)> {
+    let mut env = kafka_env(topic);
+    env.push((
+        "KAPPA_KAFKA__PARTIALS_TOPIC".into(),
+        format!("{topic}.partials"),
+    ));
+    env.push(("KAPPA_KAFKA__WORKER_GROUP_ID".into(), format!("w-{topic}")));
+    env.push((
+        "KAPPA_KAFKA__WORKER_STATE_TOPIC".into(),
+        format!("{topic}.state"),
+    ));
+    env.push((WINDOWS_1M_5M.0.into(), WINDOWS_1M_5M.1.into()));
+    env
+}
+
+/// Windows short enough that resume points move on within a test (a 1-hour window would
+/// keep every record of the test open, and a restart re-read everything).
+const WINDOWS_1M_5M: (&str, &str) = ("KAPPA_PIPELINE__WINDOW_SIZES", "1m,5m");
+
+fn windows_final(s: &Server) -> u64 {
+    let v: Value = serde_json::from_str(&s.get("/api/status").1).unwrap_or_default();
+    v["windows_finalised"].as_u64().unwrap_or(0)
+}
+
+/// Polls the merger for up to `secs` until it holds `n` final windows.
+fn wait_windows(s: &Server, n: u64, secs: u64, what: &str) {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(secs) {
+        if windows_final(s) >= n {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!(
+        "{what}: the merger has {} of {n} final windows after {secs} s\n{}",
+        windows_final(s),
+        s.stderr_text()
+    );
+}
+
+#[test]
+fn three_workers_and_a_merger_equal_one_process_through_kills() {
+    let _serial = serial();
+    let topic = "t-scale";
+    create_topic_with(topic, 6);
+    create_topic_with(&format!("{topic}.partials"), 6);
+    create_topic_with(&format!("{topic}.state"), 1);
+    let (single, merger_dir) = (temp(), temp());
+    // Three parts of 40 000 events, 20 minutes of event time each, produced while the
+    // workers and the merger run, so that the kills fall between open windows.
+    let produce_part = |i: u32| {
+        let mut c = kk(single.path(), topic);
+        c.args(produce_args(40_000, 17 + u64::from(i)))
+            .args(["--sim-rate", "33", "--start"])
+            .arg(format!("2026-11-23T00:{:02}:00Z", i * 20));
+        ok(c);
+    };
+    produce_part(0);
+    let env = role_env(topic);
+    let worker_dirs = [temp(), temp(), temp()];
+    let start_worker =
+        |d: &tempfile::TempDir| Server::start_env(d.path(), &["--role", "worker"], &env);
+    let mut merger = Server::start_env(merger_dir.path(), &["--role", "merger"], &env);
+    let mut workers: Vec<Server> = worker_dirs.iter().map(start_worker).collect();
+    wait_windows(&merger, 10, 90, "the first part");
+    // A worker dies: its partitions move to the other two, which resume from its last
+    // commit and re-publish what it had published since.
+    let victim = workers.remove(1);
+    signal(&victim.child, "KILL");
+    drop(victim);
+    produce_part(1);
+    wait_windows(&merger, 25, 90, "the second part");
+    // The merger dies too, and comes back on its store.
+    signal(&merger.child, "KILL");
+    drop(merger);
+    produce_part(2);
+    merger = Server::start_env(merger_dir.path(), &["--role", "merger"], &env);
+
+    // The reference: one process over the same topic, up to the log end (no drain: the
+    // workers run live, so the same windows are final: those every partition passed).
+    let mut c = kk(single.path(), topic);
+    c.args(["run", "--until-caught-up", "--listen", "127.0.0.1:0"])
+        .env(WINDOWS_1M_5M.0, WINDOWS_1M_5M.1);
+    let out = String::from_utf8(ok(c).stdout).unwrap();
+    let expected_windows: u64 = out
+        .split_whitespace()
+        .zip(out.split_whitespace().skip(1))
+        .find(|(_, w)| *w == "windows")
+        .and_then(|(n, _)| n.parse().ok())
+        .expect("a window count");
+    assert!(expected_windows > 50, "{out}");
+    let expected = export(single.path());
+    let expected_dead = dead_letter_count(single.path());
+
+    wait_windows(&merger, expected_windows, 120, "after the kills");
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        windows_final(&merger),
+        expected_windows,
+        "no window beyond the reference"
+    );
+    assert!(merger.interrupt().success());
+    for w in workers {
+        // After the kill, the survivors took over partitions at the victim's last resume
+        // states (read back from the state topic).
+        let log = w.stderr_text();
+        assert!(!log.contains("no resume state"), "{log}");
+        assert!(w.interrupt().success());
+    }
+    assert!(
+        export(merger_dir.path()) == expected,
+        "the merger's results differ from the single process's"
+    );
+    assert_eq!(dead_letter_count(merger_dir.path()), expected_dead);
 }

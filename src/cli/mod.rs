@@ -137,6 +137,11 @@ pub struct RunArgs {
     /// With --until-caught-up: also finalise the windows still open, as if the input ended.
     #[arg(long, requires = "until_caught_up")]
     pub drain: bool,
+    /// What this process does: `all` (read, window, store, serve), `worker` (publish
+    /// partial aggregates of its source partitions to Kafka) or `merger` (merge them, store,
+    /// serve). Worker and merger need Kafka.
+    #[arg(long, value_enum, default_value_t = crate::scale::Role::All)]
+    pub role: crate::scale::Role,
     /// Pipeline overrides.
     #[command(flatten)]
     pub flags: PipelineFlags,

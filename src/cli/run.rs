@@ -200,6 +200,9 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// # Errors
 /// Start-up failure or a pipeline failure.
 pub fn run(cfg: &Config, args: &RunArgs) -> anyhow::Result<()> {
+    if args.role != crate::scale::Role::All {
+        return run_role(cfg, args);
+    }
     let mode = if args.until_caught_up {
         Mode::UntilCaughtUp { drain: args.drain }
     } else {
@@ -218,6 +221,87 @@ pub fn run(cfg: &Config, args: &RunArgs) -> anyhow::Result<()> {
         if args.until_caught_up {
             print_summary(&summary);
         }
+        Ok(())
+    })
+}
+
+/// `kappa run --role worker|merger`.
+fn run_role(cfg: &Config, args: &RunArgs) -> anyhow::Result<()> {
+    use crate::scale::{Role, merger, worker};
+    let role = args.role;
+    let name = if role == Role::Worker {
+        "worker"
+    } else {
+        "merger"
+    };
+    if cfg.kafka.brokers.is_empty() {
+        anyhow::bail!(
+            "--role {name} needs Kafka: set kafka.brokers (--kafka HOST:PORT or KAPPA_KAFKA__BROKERS)"
+        );
+    }
+    if args.until_caught_up {
+        anyhow::bail!("--until-caught-up is for --role all; workers and a merger run live");
+    }
+    if !cfg.http.listen.ip().is_loopback() && cfg.http.token.is_empty() {
+        anyhow::bail!(
+            "http.listen {} is not a loopback address: set http.token (KAPPA_HTTP__TOKEN)",
+            cfg.http.listen
+        );
+    }
+    runtime()?.block_on(async {
+        let cancel = CancellationToken::new();
+        on_ctrl_c(cancel.clone());
+        let metrics = Arc::new(Metrics::new());
+        // A worker's store holds no results (they live at the merger); it backs /api/status.
+        let store = Store::open(&cfg.store_path())?;
+        let (cfg, version) = if role == Role::Merger {
+            main_version(cfg, &store)?
+        } else {
+            let v = if cfg.pipeline.version.is_empty() { "v1".to_string() } else { cfg.pipeline.version.clone() };
+            (cfg.clone(), v)
+        };
+        let shared = Arc::new(Shared::default());
+        {
+            let mut st = shared.status.lock().expect("status lock");
+            st.state = "connecting".into();
+            st.version.clone_from(&version);
+            st.source = format!("kafka ({name})");
+        }
+        let listener = tokio::net::TcpListener::bind(cfg.http.listen)
+            .await
+            .with_context(|| format!("cannot listen on {} (http.listen / --listen)", cfg.http.listen))?;
+        let addr = listener.local_addr()?;
+        let http_stop = CancellationToken::new();
+        let st = AppState {
+            store: store.clone(),
+            metrics: metrics.clone(),
+            shared: shared.clone(),
+            control: None,
+            token: cfg.http.token.clone(),
+        };
+        let stop = http_stop.clone();
+        let http = tokio::spawn(serve(listener, st, async move { stop.cancelled().await }));
+        tracing::info!("kappa {name} serving on http://{addr} (metrics at /metrics)");
+        eprintln!("listening on http://{addr}");
+        let token = cancel.clone();
+        let thread = std::thread::Builder::new().name(name.into()).spawn(move || -> anyhow::Result<String> {
+            if role == Role::Worker {
+                let s = worker::run(&cfg, &version, metrics, shared, &token)?;
+                Ok(format!("worker stopped: {} records read, {} partials published in {:.1} s", s.records, s.partials, s.elapsed.as_secs_f64()))
+            } else {
+                let s = merger::run(&cfg, &version, store, metrics, shared, &token)?;
+                Ok(format!(
+                    "merger stopped: {} messages ({} partials, {} keys) merged into {} final windows in {:.1} s",
+                    s.messages, s.partials, s.keys, s.windows, s.elapsed.as_secs_f64()
+                ))
+            }
+        })?;
+        let result = tokio::task::spawn_blocking(move || thread.join())
+            .await?
+            .map_err(|_| anyhow::anyhow!("the {name} thread panicked"))?;
+        http_stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
+        eprintln!("{}", result?);
         Ok(())
     })
 }

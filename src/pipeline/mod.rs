@@ -512,23 +512,7 @@ impl Pipeline {
         let replaying = rec.offset < self.handled[p];
         self.next[p] = rec.offset + 1;
         self.unflushed[p].0 += 1;
-        let max_future_ms =
-            i64::try_from(self.cfg.pipeline.max_future.as_millis()).unwrap_or(i64::MAX);
-        let decoded = decoded.and_then(|ev| {
-            if ev.ts_ms > rec.timestamp_ms.saturating_add(max_future_ms) {
-                Err(crate::event::DecodeError {
-                    kind: InvalidKind::FutureTimestamp,
-                    message: format!(
-                        "event time {} is more than {} after the record's ingest time {}",
-                        crate::event::time::format_rfc3339_ms(ev.ts_ms),
-                        crate::config::fmt_duration(self.cfg.pipeline.max_future),
-                        crate::event::time::format_rfc3339_ms(rec.timestamp_ms)
-                    ),
-                })
-            } else {
-                Ok(ev)
-            }
-        });
+        let decoded = decoded.and_then(|ev| not_in_future(ev, rec, self.cfg.pipeline.max_future));
         match decoded {
             Err(e) => {
                 if !replaying {
@@ -537,15 +521,7 @@ impl Pipeline {
                         .invalid_records
                         .with_label_values(&[e.kind.as_str()])
                         .inc();
-                    self.pending.dead.push(DeadLetter {
-                        partition: rec.partition,
-                        offset: rec.offset,
-                        record_ts: rec.timestamp_ms,
-                        kind: e.kind.as_str().into(),
-                        reason: e.message,
-                        size: rec.value.len() as u64,
-                        raw: rec.value[..rec.value.len().min(DEAD_LETTER_RAW_BYTES)].to_vec(),
-                    });
+                    self.pending.dead.push(dead_letter(rec, e));
                 }
             }
             Ok(ev) if replaying && self.replay_late.contains(&(rec.partition, rec.offset)) => {
@@ -678,6 +654,7 @@ impl Pipeline {
             checkpoints: &checkpoints,
             dead_letters: &self.pending.dead,
             late: &self.pending.late,
+            merger_state: None,
         })?;
         self.metrics
             .commit_duration
@@ -787,5 +764,40 @@ impl Pipeline {
         if provisional {
             *self.shared.provisional.write().expect("provisional lock") = self.core.provisional();
         }
+    }
+}
+
+/// The event, unless its time is more than `max_future` after the record's ingest time.
+pub(crate) fn not_in_future<'b>(
+    ev: crate::event::Event<'b>,
+    rec: &Record<'_>,
+    max_future: Duration,
+) -> Result<crate::event::Event<'b>, crate::event::DecodeError> {
+    let max_future_ms = i64::try_from(max_future.as_millis()).unwrap_or(i64::MAX);
+    if ev.ts_ms > rec.timestamp_ms.saturating_add(max_future_ms) {
+        Err(crate::event::DecodeError {
+            kind: InvalidKind::FutureTimestamp,
+            message: format!(
+                "event time {} is more than {} after the record's ingest time {}",
+                crate::event::time::format_rfc3339_ms(ev.ts_ms),
+                crate::config::fmt_duration(max_future),
+                crate::event::time::format_rfc3339_ms(rec.timestamp_ms)
+            ),
+        })
+    } else {
+        Ok(ev)
+    }
+}
+
+/// The dead letter of an invalid record.
+pub(crate) fn dead_letter(rec: &Record<'_>, e: crate::event::DecodeError) -> DeadLetter {
+    DeadLetter {
+        partition: rec.partition,
+        offset: rec.offset,
+        record_ts: rec.timestamp_ms,
+        kind: e.kind.as_str().into(),
+        reason: e.message,
+        size: rec.value.len() as u64,
+        raw: rec.value[..rec.value.len().min(DEAD_LETTER_RAW_BYTES)].to_vec(),
     }
 }

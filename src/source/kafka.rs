@@ -51,6 +51,9 @@ struct Shared {
     high: Mutex<HashMap<u32, u64>>,
     /// Set by error callbacks when no broker can be reached; cleared by traffic.
     broker_down: AtomicBool,
+    /// Without a store (a worker): each assigned partition's committed offset and metadata
+    /// in the group, as read by the rebalance callback (offset None: nothing committed).
+    group_state: Mutex<HashMap<u32, (Option<u64>, String)>>,
 }
 
 impl Shared {
@@ -69,7 +72,11 @@ pub struct Ctx {
     /// replay) instead of from the group's committed offsets.
     bounded: bool,
     metrics: Arc<Metrics>,
-    store: Store,
+    /// Where positions live; None for a worker, whose positions are the group's committed
+    /// offsets (with its resume state in their metadata).
+    store: Option<Store>,
+    /// A worker's state topic (`kafka.worker-state-topic`): read on every assignment.
+    state_topic: Option<KafkaSection>,
     version: String,
     topic: String,
     /// Where assigned partitions' records go (None once the source is dropped).
@@ -162,7 +169,10 @@ impl Ctx {
     /// offsets where it holds none) and announces the new assignment to the pipeline.
     fn assign_from_store(&self, consumer: &BaseConsumer<Self>, mut owned: Vec<u32>) {
         self.metrics.kafka_rebalances.inc();
-        let stored: HashMap<u32, (u64, u64)> = match self.store.load_state(&self.version) {
+        let Some(store) = &self.store else {
+            return self.assign_from_group(consumer, owned);
+        };
+        let stored: HashMap<u32, (u64, u64)> = match store.load_state(&self.version) {
             Ok(Some((_, positions))) => positions
                 .iter()
                 .map(|p| (p.partition, (p.resume_offset, p.next_offset)))
@@ -198,6 +208,70 @@ impl Ctx {
         tracing::info!(
             ?owned,
             "partitions assigned; resuming from the store's positions"
+        );
+        *self.shared.assignment.lock().expect("assignment lock") = Some(owned);
+    }
+}
+
+impl Ctx {
+    /// A worker's assignment: each partition at the group's committed offset, whose
+    /// metadata the worker reads back (through `take_group_state`) to restore its state.
+    fn assign_from_group(&self, consumer: &BaseConsumer<Self>, mut owned: Vec<u32>) {
+        let mut want = TopicPartitionList::new();
+        for &p in &owned {
+            want.add_partition(&self.topic, i32::try_from(p).unwrap_or(i32::MAX));
+        }
+        let committed = loop {
+            match consumer.committed_offsets(want.clone(), Duration::from_secs(10)) {
+                Ok(c) => break c,
+                Err(e) => tracing::warn!("reading the group's committed offsets: {e}; retrying"),
+            }
+        };
+        // The state topic holds each partition's latest resume state (offset included); the
+        // group's committed offset is the fallback (and what lag tooling sees).
+        let saved = match &self.state_topic {
+            Some(k) => loop {
+                match read_latest(k) {
+                    Ok(m) => break m,
+                    Err(e) => tracing::warn!("reading {}: {e}; retrying", k.topic),
+                }
+                std::thread::sleep(Duration::from_millis(500));
+            },
+            None => HashMap::new(),
+        };
+        let mut tpl = TopicPartitionList::new();
+        let mut state = self.shared.group_state.lock().expect("group state lock");
+        state.clear();
+        for e in committed.elements() {
+            let p = e.partition().unsigned_abs();
+            let at = match e.offset() {
+                Offset::Offset(o) if o >= 0 => Some(o.unsigned_abs()),
+                _ => None,
+            };
+            let entry = match saved.get(&format!("{}/{p}", self.version)) {
+                Some(meta) => match crate::scale::worker::state_offset(&self.version, meta) {
+                    Some(o) => (Some(o), meta.clone()),
+                    None => (at, String::new()),
+                },
+                None => (at, e.metadata().to_string()),
+            };
+            let at = entry.0;
+            state.insert(p, entry);
+            let offset = at.map_or(Offset::Beginning, |o| {
+                Offset::Offset(i64::try_from(o).unwrap_or(i64::MAX))
+            });
+            tpl.add_partition_offset(&self.topic, e.partition(), offset)
+                .ok();
+        }
+        drop(state);
+        self.forward(consumer, &owned);
+        if let Err(e) = consumer.assign(&tpl) {
+            tracing::error!("assigning partitions: {e}");
+        }
+        owned.sort_unstable();
+        tracing::info!(
+            ?owned,
+            "partitions assigned; resuming from the group's committed offsets"
         );
         *self.shared.assignment.lock().expect("assignment lock") = Some(owned);
     }
@@ -352,7 +426,24 @@ impl KafkaSource {
     /// Bad configuration, an unknown topic, or no broker before the deadline.
     pub fn connect(
         k: &KafkaSection,
-        store: Store,
+        store: Option<Store>,
+        version: &str,
+        bounded: bool,
+        metrics: Arc<Metrics>,
+        cancel: &dyn Fn() -> bool,
+    ) -> Result<Self, SourceError> {
+        Self::connect_with(k, store, None, version, bounded, metrics, cancel)
+    }
+
+    /// [`KafkaSource::connect`] for a worker: no store; resume states come from
+    /// `state_topic` (the latest record per `version/partition`), else from the group.
+    ///
+    /// # Errors
+    /// As [`KafkaSource::connect`].
+    pub fn connect_with(
+        k: &KafkaSection,
+        store: Option<Store>,
+        state_topic: Option<KafkaSection>,
         version: &str,
         bounded: bool,
         metrics: Arc<Metrics>,
@@ -364,6 +455,7 @@ impl KafkaSource {
             bounded,
             metrics,
             store,
+            state_topic,
             version: version.to_string(),
             topic: k.topic.clone(),
             fetch: Mutex::new(None),
@@ -433,6 +525,34 @@ impl KafkaSource {
 }
 
 impl KafkaSource {
+    /// A worker's view of its latest assignment: per partition, the group's committed
+    /// offset (None: nothing committed) and the metadata committed with it.
+    #[must_use]
+    pub fn take_group_state(&self) -> HashMap<u32, (Option<u64>, String)> {
+        std::mem::take(&mut *self.shared.group_state.lock().expect("group state lock"))
+    }
+
+    /// Commits `(partition, offset, metadata)` to the group and waits for the answer (a
+    /// worker's positions: only after what they cover has been published).
+    ///
+    /// # Errors
+    /// The commit failed (for instance: the partitions were reassigned meanwhile).
+    pub fn commit_with_metadata(&self, entries: &[(u32, u64, String)]) -> Result<(), SourceError> {
+        let mut tpl = TopicPartitionList::new();
+        for (p, o, meta) in entries {
+            let mut e = tpl.add_partition(&self.topic, i32::try_from(*p).unwrap_or(i32::MAX));
+            e.set_offset(Offset::Offset(i64::try_from(*o).unwrap_or(i64::MAX)))
+                .map_err(|e| SourceError::Kafka(format!("offset {o}: {e}")))?;
+            e.set_metadata(meta);
+        }
+        if tpl.count() == 0 {
+            return Ok(());
+        }
+        self.consumer
+            .commit(&tpl, CommitMode::Sync)
+            .map_err(|e| SourceError::Kafka(format!("committing offsets to the group: {e}")))
+    }
+
     /// Takes up to `max` records from the fetch queue in one call, waiting up to `wait_ms`
     /// for the first when none is there.
     fn fetch(
@@ -688,6 +808,66 @@ impl Source for KafkaSource {
     fn describe(&self) -> String {
         format!("topic {} on {}", self.topic, self.bootstrap)
     }
+}
+
+/// The latest value per key of topic `k.topic`, read from the beginning to the end as it
+/// is now (a compacted state topic: small).
+///
+/// # Errors
+/// Brokers unreachable, an unknown topic, or a read that does not finish in 30 s.
+pub fn read_latest(k: &KafkaSection) -> Result<HashMap<String, String>, SourceError> {
+    let ends = high_watermarks(k)?;
+    let mut out = HashMap::new();
+    if ends.iter().all(|&e| e == 0) {
+        return Ok(out);
+    }
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &k.brokers)
+        .set("group.id", "kappa-state-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false");
+    for (key, v) in &k.properties {
+        c.set(key, v);
+    }
+    let consumer: BaseConsumer = c
+        .create()
+        .map_err(|e| SourceError::Kafka(format!("creating a client: {e}")))?;
+    let mut tpl = TopicPartitionList::new();
+    for (p, _) in ends.iter().enumerate().filter(|(_, e)| **e > 0) {
+        tpl.add_partition_offset(
+            &k.topic,
+            i32::try_from(p).unwrap_or(i32::MAX),
+            Offset::Beginning,
+        )
+        .ok();
+    }
+    consumer
+        .assign(&tpl)
+        .map_err(|e| SourceError::Kafka(format!("assigning {}: {e}", k.topic)))?;
+    let mut next = vec![0u64; ends.len()];
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while next.iter().zip(&ends).any(|(n, e)| n < e) {
+        if std::time::Instant::now() > deadline {
+            return Err(SourceError::Kafka(format!("reading {} timed out", k.topic)));
+        }
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                let p = m.partition().unsigned_abs() as usize;
+                if let Some(n) = next.get_mut(p) {
+                    *n = m.offset().unsigned_abs() + 1;
+                }
+                if let (Some(key), Some(v)) = (m.key(), m.payload()) {
+                    out.insert(
+                        String::from_utf8_lossy(key).into_owned(),
+                        String::from_utf8_lossy(v).into_owned(),
+                    );
+                }
+            }
+            Some(Err(e)) => return Err(SourceError::Kafka(format!("reading {}: {e}", k.topic))),
+            None => {}
+        }
+    }
+    Ok(out)
 }
 
 /// High watermark per partition of the topic (one metadata and one ListOffsets request

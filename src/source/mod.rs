@@ -98,7 +98,7 @@ pub fn open(
     } else {
         Ok(Box::new(KafkaSource::connect(
             &cfg.kafka,
-            store.clone(),
+            Some(store.clone()),
             version,
             standalone,
             metrics,

@@ -37,6 +37,8 @@ const DEAD_LETTERS: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("d
 const LATE: TableDefinition<(&str, u32, u64), &[u8]> = TableDefinition::new("late_events");
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 const REPLAYS: TableDefinition<u64, &[u8]> = TableDefinition::new("replays");
+/// A merger's open state per version (`kappa run --role merger`).
+const MERGER: TableDefinition<&str, &[u8]> = TableDefinition::new("merger_state");
 
 /// Failures at the store boundary.
 #[derive(Debug, thiserror::Error)]
@@ -150,6 +152,8 @@ pub struct Commit<'a> {
     pub dead_letters: &'a [DeadLetter],
     /// Late events.
     pub late: &'a [LateRecord],
+    /// A merger's open state, written with its results and positions.
+    pub merger_state: Option<&'a [u8]>,
 }
 
 /// Handle on the redb file; cheap to clone, shareable between the pipeline (writer) and
@@ -420,9 +424,26 @@ impl Store {
             for l in c.late {
                 late.insert((c.version, l.partition, l.offset), encode(l).as_slice())?;
             }
+            if let Some(state) = c.merger_state {
+                tx.open_table(MERGER)?.insert(c.version, state)?;
+            }
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// A merger's state for `version`, as last committed.
+    ///
+    /// # Errors
+    /// Store failure.
+    pub fn merger_state(&self, version: &str) -> Result<Option<Vec<u8>>> {
+        let tx = self.db()?.begin_read()?;
+        let t = match tx.open_table(MERGER) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(t.get(version)?.map(|g| g.value().to_vec()))
     }
 
     /// Final windows of one aggregate and size with `from <= start < to`, oldest first, at

@@ -73,6 +73,21 @@ struct Sales {
     revenue: u128,
 }
 
+/// One source partition's full sums for one window (every key, not only the top K): what a
+/// worker publishes and a merger adds up. Lists are sorted by name, so equal partials
+/// encode to equal bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PartialAgg {
+    /// Event counts indexed by [`EventType`] discriminant.
+    pub counts: [u64; 4],
+    /// (category, purchases, units, revenue in minor units).
+    pub categories: Vec<(String, u64, u64, u128)>,
+    /// (product id, purchases, units, revenue in minor units).
+    pub products: Vec<(String, u64, u64, u128)>,
+    /// (normalised query, searches).
+    pub queries: Vec<(String, u64)>,
+}
+
 /// An open window's running aggregates. Products and categories are interned ids.
 #[derive(Debug, Clone)]
 pub struct WindowAgg {
@@ -123,6 +138,58 @@ impl WindowAgg {
     #[must_use]
     pub fn keys(&self) -> usize {
         self.categories.len() + self.products.len() + self.queries.len()
+    }
+
+    /// The full sums with names resolved (a worker's partial).
+    pub(crate) fn to_partial(&self, names: &[Box<str>]) -> PartialAgg {
+        let sales = |m: &FastMap<u32, Sales>| {
+            let mut v: Vec<(String, u64, u64, u128)> = m
+                .iter()
+                .map(|(&id, s)| {
+                    (
+                        names[id as usize].to_string(),
+                        s.purchases,
+                        s.units,
+                        s.revenue,
+                    )
+                })
+                .collect();
+            v.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            v
+        };
+        let mut queries: Vec<(String, u64)> = self
+            .queries
+            .iter()
+            .map(|(q, &c)| (q.to_string(), c))
+            .collect();
+        queries.sort_unstable();
+        PartialAgg {
+            counts: self.counts,
+            categories: sales(&self.categories),
+            products: sales(&self.products),
+            queries,
+        }
+    }
+
+    /// Adds a partial's sums (a merger); `intern` maps a name to its id.
+    pub(crate) fn absorb(&mut self, p: &PartialAgg, intern: &mut impl FnMut(&str) -> u32) {
+        for (c, n) in self.counts.iter_mut().zip(p.counts) {
+            *c += n;
+        }
+        for (map, list) in [
+            (&mut self.categories, &p.categories),
+            (&mut self.products, &p.products),
+        ] {
+            for (name, purchases, units, revenue) in list {
+                let s = map.entry(intern(name)).or_default();
+                s.purchases += purchases;
+                s.units += units;
+                s.revenue += revenue;
+            }
+        }
+        for (q, n) in &p.queries {
+            *self.queries.entry(q.as_str().into()).or_default() += n;
+        }
     }
 
     /// The final form: names resolved, lists sorted with total orders, top-K truncated.

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use super::WindowConfig;
-use super::aggregate::{FinalWindow, WindowAgg};
+use super::aggregate::{FinalWindow, PartialAgg, WindowAgg};
 use super::assign::{window_end, window_start};
 use super::watermark::PartitionState;
 use crate::event::{Event, EventType, normalize_query};
@@ -258,17 +258,84 @@ impl WindowCore {
     }
 
     fn pop_until(&mut self, through: i64) -> Vec<FinalWindow> {
+        let (top_k, names) = (self.cfg.top_k, &self.names);
         let mut out = Vec::new();
-        while let Some(entry) = self.windows.first_entry() {
+        Self::pop_each(
+            &mut self.windows,
+            &self.cfg.sizes_ms,
+            through,
+            |size, start, agg| {
+                out.push(agg.finish(size, start, top_k, names));
+            },
+        );
+        out
+    }
+
+    /// Removes the windows ending at or before `through`, oldest end first, handing each to
+    /// `f` as (size, start, aggregates).
+    fn pop_each(
+        windows: &mut BTreeMap<(i64, usize), WindowAgg>,
+        sizes_ms: &[i64],
+        through: i64,
+        mut f: impl FnMut(i64, i64, WindowAgg),
+    ) {
+        while let Some(entry) = windows.first_entry() {
             let (end, i) = *entry.key();
             if end > through {
                 break;
             }
             let agg = entry.remove();
-            let size = self.cfg.sizes_ms[i];
-            out.push(agg.finish(size, end - size, self.cfg.top_k, &self.names));
+            let size = sizes_ms[i];
+            f(size, end - size, agg);
         }
+    }
+
+    /// Like [`WindowCore::advance`], but hands out each window's full sums (a worker's
+    /// partials: every key, no top-K cut) as (size, start, sums).
+    pub fn advance_partials(&mut self) -> Vec<(i64, i64, PartialAgg)> {
+        if let Some(wm) = self.pipeline_watermark() {
+            self.finalized_through = self.finalized_through.max(wm);
+        }
+        let names = &self.names;
+        let mut out = Vec::new();
+        Self::pop_each(
+            &mut self.windows,
+            &self.cfg.sizes_ms,
+            self.finalized_through,
+            |size, start, agg| out.push((size, start, agg.to_partial(names))),
+        );
         out
+    }
+
+    /// Like [`WindowCore::drain`], as partials.
+    pub fn drain_partials(&mut self) -> Vec<(i64, i64, PartialAgg)> {
+        if let Some((&(end, _), _)) = self.windows.last_key_value() {
+            self.finalized_through = self.finalized_through.max(end);
+        }
+        let names = &self.names;
+        let mut out = Vec::new();
+        Self::pop_each(
+            &mut self.windows,
+            &self.cfg.sizes_ms,
+            self.finalized_through,
+            |size, start, agg| out.push((size, start, agg.to_partial(names))),
+        );
+        out
+    }
+
+    /// The final form of one window made of partials (a merger): their sums, then the same
+    /// sorting and top-K cut as a single process.
+    pub fn merge_partials<'p>(
+        &mut self,
+        size_ms: i64,
+        start_ms: i64,
+        partials: impl IntoIterator<Item = &'p PartialAgg>,
+    ) -> FinalWindow {
+        let mut agg = WindowAgg::new(0);
+        for p in partials {
+            agg.absorb(p, &mut |name| self.intern(name));
+        }
+        agg.finish(size_ms, start_ms, self.cfg.top_k, &self.names)
     }
 
     /// The open windows in final form (provisional: they may still change).

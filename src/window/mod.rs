@@ -13,7 +13,7 @@ pub mod assign;
 pub mod core;
 pub mod watermark;
 
-pub use aggregate::{CategorySales, FinalWindow, ProductSales, QueryCount};
+pub use aggregate::{CategorySales, FinalWindow, PartialAgg, ProductSales, QueryCount};
 pub use core::{LateReason, Outcome, PartitionResume, WindowCore};
 
 /// The part of the pipeline configuration that decides results. Two runs with equal

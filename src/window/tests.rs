@@ -305,6 +305,54 @@ proptest! {
     }
 }
 
+/// Two-tier aggregation: one core per partition (a worker's view), each publishing partials
+/// at its own watermark in batches of the schedule's sizes; a merger adds them up.
+fn run_partials(
+    cfg: &WindowConfig,
+    logs: &[Vec<Ev>],
+    batches: &[usize],
+) -> BTreeMap<(i64, i64), FinalWindow> {
+    let mut partials: BTreeMap<(i64, i64), Vec<PartialAgg>> = BTreeMap::new();
+    for log in logs {
+        let mut core = WindowCore::new(cfg.clone(), 1);
+        let mut sizes = batches.iter().cycle();
+        let mut off = 0usize;
+        let mut out = Vec::new();
+        while off < log.len() {
+            let n = *sizes.next().unwrap_or(&1);
+            for e in log.iter().skip(off).take(n) {
+                core.on_event(0, off as u64, &e.to_event(), false);
+                off += 1;
+            }
+            out.extend(core.advance_partials());
+        }
+        out.extend(core.drain_partials());
+        for (size, start, agg) in out {
+            partials.entry((size, start)).or_default().push(agg);
+        }
+    }
+    let mut merger = WindowCore::new(cfg.clone(), 0);
+    partials
+        .iter()
+        .map(|(&(size, start), parts)| ((size, start), merger.merge_partials(size, start, parts)))
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+    #[test]
+    fn merged_partials_equal_model(
+        cfg in cfg_strategy(),
+        logs in logs_strategy(),
+        batches in prop::collection::vec(1usize..20, 1..10),
+    ) {
+        let expected = model(&cfg, &logs);
+        let got = run_partials(&cfg, &logs, &batches);
+        prop_assert_eq!(got, expected);
+    }
+}
+
 #[test]
 fn late_and_duplicate_decisions() {
     let cfg = WindowConfig {

@@ -1,0 +1,439 @@
+//! The merger (`kappa run --role merger`): reads `kappa.partials` from the positions in its
+//! store, keeps the partials of open windows, and makes a window final once every source
+//! partition has reported past its end. Final windows, the merger's state and its positions
+//! on `kappa.partials` are written in one redb transaction, so a restart resumes exactly.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+
+use super::Msg;
+use crate::config::Config;
+use crate::log::RecordBatch;
+use crate::metrics::Metrics;
+use crate::pipeline::Shared;
+use crate::source::{KafkaSource, Source};
+use crate::store::{Commit, DeadLetter, PartitionPosition, Store};
+use crate::window::{FinalWindow, PartialAgg, WindowCore};
+
+/// An open window at the merger.
+#[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq, Eq)]
+struct OpenWindow {
+    /// The first partial received per source partition.
+    parts: BTreeMap<u32, PartialAgg>,
+    /// Source partitions whose progress said this window has a partial.
+    needed: BTreeSet<u32>,
+}
+
+/// What the merger knows about one output version; persisted with every commit.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MergeState {
+    /// Source partitions in all (0 until the first message).
+    partitions: u32,
+    /// Per source partition: every window ending at or before this is complete on it.
+    covered: Vec<i64>,
+    /// Open windows by (end, size).
+    open: BTreeMap<(i64, i64), OpenWindow>,
+    /// Every window ending at or before this is final here.
+    finalized_through: i64,
+    /// Progress ranges that did not join the covered range (logged once each).
+    gaps: u64,
+}
+
+impl Default for MergeState {
+    fn default() -> Self {
+        Self {
+            partitions: 0,
+            covered: Vec::new(),
+            open: BTreeMap::new(),
+            finalized_through: i64::MIN,
+            gaps: 0,
+        }
+    }
+}
+
+impl MergeState {
+    /// Takes one message of this version in; returns a dead letter to store, if any.
+    ///
+    /// # Errors
+    /// A message whose partition count differs from the one seen first.
+    pub fn apply(&mut self, msg: Msg) -> Result<Option<DeadLetter>, String> {
+        let partitions = match &msg {
+            Msg::Partial { partitions, .. } | Msg::Progress { partitions, .. } => *partitions,
+            Msg::Dead { letter, .. } => return Ok(Some(letter.clone())),
+        };
+        if self.partitions == 0 {
+            self.partitions = partitions;
+            self.covered = vec![i64::MIN; partitions as usize];
+        } else if partitions != self.partitions {
+            return Err(format!(
+                "a worker reports {partitions} source partitions, others {}: the source topic changed under a running merger",
+                self.partitions
+            ));
+        }
+        match msg {
+            Msg::Partial {
+                partition,
+                size_ms,
+                start_ms,
+                sums,
+                ..
+            } => {
+                let end = start_ms + size_ms;
+                if end > self.finalized_through && partition < partitions {
+                    self.open
+                        .entry((end, size_ms))
+                        .or_default()
+                        .parts
+                        .entry(partition)
+                        .or_insert(sums);
+                }
+            }
+            Msg::Progress {
+                partition,
+                from,
+                through,
+                nonempty,
+                ..
+            } => {
+                let Some(covered) = self.covered.get_mut(partition as usize) else {
+                    return Ok(None);
+                };
+                if from > *covered {
+                    // Ranges of one partition arrive in order (one key, one partition of
+                    // kappa.partials); a gap means its history is missing (retention).
+                    self.gaps += 1;
+                    if self.gaps == 1 {
+                        tracing::error!(
+                            partition,
+                            from,
+                            covered = *covered,
+                            "progress range does not join the covered range: partials history is missing; windows wait"
+                        );
+                    }
+                    return Ok(None);
+                }
+                *covered = (*covered).max(through);
+                for (size, start) in nonempty {
+                    if start + size > self.finalized_through {
+                        self.open
+                            .entry((start + size, size))
+                            .or_default()
+                            .needed
+                            .insert(partition);
+                    }
+                }
+            }
+            Msg::Dead { .. } => unreachable!("handled above"),
+        }
+        Ok(None)
+    }
+
+    /// Every source partition's coverage, the minimum: windows ending at or before it have
+    /// all their progress.
+    fn covered_through(&self) -> i64 {
+        self.covered.iter().copied().min().unwrap_or(i64::MIN)
+    }
+
+    /// Makes final every complete window, oldest end first, stopping at the first one
+    /// still waiting for a partial.
+    pub fn take_final(&mut self, core: &mut WindowCore) -> Vec<FinalWindow> {
+        let through = self.covered_through();
+        let mut out = Vec::new();
+        while let Some(entry) = self.open.first_entry() {
+            let (end, size) = *entry.key();
+            let w = entry.get();
+            if end > through || !w.needed.iter().all(|p| w.parts.contains_key(p)) {
+                // Final: everything before this window's end, and nothing past the coverage.
+                let upto = through.min(end.saturating_sub(1));
+                self.finalized_through = self.finalized_through.max(upto);
+                return out;
+            }
+            let w = entry.remove();
+            out.push(core.merge_partials(size, end - size, w.parts.values()));
+        }
+        self.finalized_through = self.finalized_through.max(through);
+        out
+    }
+
+    /// Every window ending at or before this is final.
+    #[must_use]
+    pub fn finalized_through(&self) -> i64 {
+        self.finalized_through
+    }
+
+    /// Open windows and the partials they hold.
+    #[must_use]
+    pub fn open_windows(&self) -> (usize, usize) {
+        (
+            self.open.len(),
+            self.open.values().map(|w| w.parts.len()).sum(),
+        )
+    }
+}
+
+/// What one merger run did.
+#[derive(Debug, Default)]
+pub struct MergerSummary {
+    /// Messages read from `kappa.partials`.
+    pub messages: u64,
+    /// Partials among them.
+    pub partials: u64,
+    /// Keys (products, categories, queries) in those partials.
+    pub keys: u64,
+    /// Windows made final.
+    pub windows: u64,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+/// Runs the merger for `version` until `cancel`.
+///
+/// # Errors
+/// Store or Kafka failures, or partials that contradict each other.
+pub fn run(
+    cfg: &Config,
+    version: &str,
+    store: Store,
+    metrics: Arc<Metrics>,
+    shared: Arc<Shared>,
+    cancel: &CancellationToken,
+) -> anyhow::Result<MergerSummary> {
+    let started = Instant::now();
+    store.ensure_version(&crate::store::VersionInfo {
+        name: version.to_string(),
+        config: cfg.results_fingerprint(),
+        created_ms: chrono::Utc::now().timestamp_millis(),
+        finalized_through: i64::MIN,
+    })?;
+    let mut state: MergeState = match store.merger_state(version)? {
+        Some(bytes) => bincode::serde::decode_from_slice(&bytes, bincode::config::standard())
+            .map(|(s, _)| s)
+            .map_err(|e| anyhow::anyhow!("the merger state in the store does not decode: {e}"))?,
+        None => MergeState::default(),
+    };
+    let mut k = cfg.kafka.clone();
+    k.topic.clone_from(&cfg.kafka.partials_topic);
+    let mut source = KafkaSource::connect(
+        &k,
+        Some(store.clone()),
+        version,
+        true,
+        metrics.clone(),
+        &|| cancel.is_cancelled(),
+    )?;
+    store.bind_source(&source.id())?;
+    metrics
+        .serving_version
+        .with_label_values(&[&store.serving()?])
+        .set(1);
+    let queues = source.partitions() as usize;
+    let mut next = vec![0u64; queues];
+    if let Some((_, positions)) = store.load_state(version)? {
+        for p in positions {
+            if let Some(n) = next.get_mut(p.partition as usize) {
+                *n = p.next_offset;
+            }
+        }
+    }
+    let mut core = WindowCore::new(cfg.window_config(), 0);
+    let mut batch = RecordBatch::new();
+    let mut summary = MergerSummary::default();
+    // The status counts every final window of the version, across restarts.
+    let already: u64 = cfg
+        .window_config()
+        .sizes_ms
+        .iter()
+        .map(|&size| store.window_count(version, size, i64::MIN, i64::MAX))
+        .sum::<Result<u64, _>>()?;
+    let mut pending_dead: Vec<DeadLetter> = Vec::new();
+    let mut dirty = false;
+    let mut last_commit = Instant::now();
+    {
+        let mut st = shared.status.lock().expect("status lock");
+        st.state = "running".into();
+        st.windows_finalised = already;
+    }
+    tracing::info!(version, topic = k.topic, "merger started");
+    while !cancel.is_cancelled() {
+        if source.take_assignment().is_some() {
+            shared.set_ready(source.healthy());
+        }
+        batch.clear();
+        let n = source.poll(&mut batch, cfg.pipeline.batch_records)?;
+        for rec in batch.iter() {
+            next[rec.partition as usize] = rec.offset + 1;
+            summary.messages += 1;
+            dirty = true;
+            let msg = match Msg::decode(rec.value) {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::error!(
+                        partition = rec.partition,
+                        offset = rec.offset,
+                        "{e}; skipped"
+                    );
+                    continue;
+                }
+            };
+            let ours = match &msg {
+                Msg::Partial {
+                    version: v, sums, ..
+                } => {
+                    summary.partials += 1;
+                    summary.keys +=
+                        (sums.categories.len() + sums.products.len() + sums.queries.len()) as u64;
+                    v == version
+                }
+                Msg::Progress { version: v, .. } | Msg::Dead { version: v, .. } => v == version,
+            };
+            if !ours {
+                continue;
+            }
+            if let Some(d) = state.apply(msg).map_err(|e| anyhow::anyhow!(e))? {
+                pending_dead.push(d);
+            }
+        }
+        let finals = state.take_final(&mut core);
+        let due =
+            !finals.is_empty() || (dirty && last_commit.elapsed() >= cfg.pipeline.commit_interval);
+        if due || (cancel.is_cancelled() && dirty) {
+            let blob = bincode::serde::encode_to_vec(&state, bincode::config::standard())?;
+            let positions: Vec<PartitionPosition> = next
+                .iter()
+                .enumerate()
+                .map(|(q, &o)| PartitionPosition {
+                    partition: u32::try_from(q).expect("partition fits u32"),
+                    next_offset: o,
+                    resume_offset: o,
+                    resume_max_ts: i64::MIN,
+                    max_ts: i64::MIN,
+                })
+                .collect();
+            store.commit(&Commit {
+                version,
+                finals: &finals,
+                positions: &positions,
+                finalized_through: state.finalized_through(),
+                checkpoints: &[],
+                dead_letters: &pending_dead,
+                late: &[],
+                merger_state: Some(&blob),
+            })?;
+            metrics.dead_letters.inc_by(pending_dead.len() as u64);
+            pending_dead.clear();
+            summary.windows += finals.len() as u64;
+            for f in &finals {
+                metrics
+                    .windows_finalised
+                    .with_label_values(&[&crate::config::fmt_duration(Duration::from_millis(
+                        f.size_ms.unsigned_abs(),
+                    ))])
+                    .inc();
+            }
+            dirty = false;
+            last_commit = Instant::now();
+            let (open, held) = state.open_windows();
+            let mut st = shared.status.lock().expect("status lock");
+            st.records = summary.messages;
+            st.windows_finalised = already + summary.windows;
+            st.watermark_ms =
+                (state.finalized_through() > i64::MIN).then_some(state.finalized_through());
+            tracing::debug!(open, held, "merger committed");
+        }
+        shared.set_ready(source.healthy());
+        if n == 0 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    summary.elapsed = started.elapsed();
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::window::WindowConfig;
+
+    fn partial(p: u32, start: i64, views: u64) -> Msg {
+        Msg::Partial {
+            version: "v1".into(),
+            partitions: 2,
+            partition: p,
+            size_ms: 60_000,
+            start_ms: start,
+            watermark: 0,
+            sums: PartialAgg {
+                counts: [views, 0, 0, 0],
+                ..PartialAgg::default()
+            },
+        }
+    }
+
+    fn progress(p: u32, from: i64, through: i64, nonempty: &[i64]) -> Msg {
+        Msg::Progress {
+            version: "v1".into(),
+            partitions: 2,
+            partition: p,
+            from,
+            through,
+            nonempty: nonempty.iter().map(|&s| (60_000, s)).collect(),
+        }
+    }
+
+    #[test]
+    fn a_window_waits_for_every_partition_and_every_announced_partial() {
+        let mut core = WindowCore::new(WindowConfig::default(), 0);
+        let mut s = MergeState::default();
+        // Partition 0 is complete through 60 s with a partial; partition 1's progress
+        // announces a partial that has not arrived (another kappa.partials partition).
+        s.apply(partial(0, 0, 3)).unwrap();
+        s.apply(progress(0, i64::MIN, 60_000, &[0])).unwrap();
+        assert!(
+            s.take_final(&mut core).is_empty(),
+            "partition 1 has not reported"
+        );
+        s.apply(progress(1, i64::MIN, 70_000, &[0])).unwrap();
+        assert!(
+            s.take_final(&mut core).is_empty(),
+            "partition 1's partial is missing"
+        );
+        s.apply(partial(1, 0, 4)).unwrap();
+        // A repeat (another worker after a rebalance) is ignored: the first one counts.
+        s.apply(partial(1, 0, 4)).unwrap();
+        let f = s.take_final(&mut core);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].events_by_type[0], 7);
+        assert_eq!(s.finalized_through(), 60_000);
+        // A repeat of an already final window does not reopen it.
+        s.apply(partial(0, 0, 3)).unwrap();
+        assert!(s.take_final(&mut core).is_empty());
+        assert_eq!(s.open_windows(), (0, 0));
+    }
+
+    #[test]
+    fn a_window_without_events_on_a_partition_completes_on_progress_alone() {
+        let mut core = WindowCore::new(WindowConfig::default(), 0);
+        let mut s = MergeState::default();
+        s.apply(partial(0, 0, 2)).unwrap();
+        s.apply(progress(0, i64::MIN, 60_000, &[0])).unwrap();
+        s.apply(progress(1, i64::MIN, 30_000, &[])).unwrap();
+        assert!(s.take_final(&mut core).is_empty());
+        s.apply(progress(1, 30_000, 61_000, &[])).unwrap();
+        assert_eq!(s.take_final(&mut core).len(), 1);
+    }
+
+    #[test]
+    fn a_gap_in_a_partitions_progress_holds_its_windows() {
+        let mut core = WindowCore::new(WindowConfig::default(), 0);
+        let mut s = MergeState::default();
+        s.apply(partial(0, 0, 2)).unwrap();
+        s.apply(progress(0, i64::MIN, 60_000, &[0])).unwrap();
+        s.apply(progress(1, 10_000, 61_000, &[])).unwrap();
+        assert!(s.take_final(&mut core).is_empty());
+        assert_eq!(s.gaps, 1);
+    }
+}

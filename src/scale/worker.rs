@@ -1,0 +1,383 @@
+//! The worker (`kappa run --role worker`): one window core per source partition it owns in
+//! the worker group; publishes each window's full sums per partition to `kappa.partials`
+//! when that partition's watermark passes the window's end.
+//!
+//! Positions: a worker has no store. Its position on a partition is a resume state written
+//! to the compacted topic `kappa.worker-state` (key `version/partition`) and then
+//! committed to the worker group as the offset — both only after everything published
+//! before has been acknowledged by Kafka. The state holds the partition's resume point
+//! (the first offset of any still-open window) and what a restart needs to decide exactly
+//! as before: the max event time before that offset, how far windows were published, and
+//! how far it had read. Whoever owns the partition next — this process after a restart, or
+//! another worker after a rebalance — resumes from there and re-publishes at most what was
+//! published since; repeats are harmless. (The state rides in a topic of its own rather
+//! than in the offset commit's metadata: the test broker, Tansu, does not keep metadata.)
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use super::Msg;
+use crate::config::Config;
+use crate::event::decode_schemas;
+use crate::log::{Record, RecordBatch};
+use crate::metrics::Metrics;
+use crate::pipeline::{Shared, dead_letter, not_in_future};
+use crate::sink::{KafkaSink, Sink};
+use crate::source::{KafkaSource, Source};
+use crate::window::{Outcome, PartitionResume, WindowCore};
+
+/// Prefix of the commit metadata this version of kappa writes.
+const META: &str = "kappa-worker/1";
+
+/// One owned source partition.
+struct Part {
+    core: WindowCore,
+    /// Next offset to read.
+    next: u64,
+    /// Offsets below this were read by a previous owner (re-read to rebuild state only).
+    handled: u64,
+    /// Every window ending at or before this has been published for this partition.
+    published: i64,
+}
+
+/// What a worker resumes a partition with (after its offset in the state record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Resume {
+    max_ts_before: i64,
+    published: i64,
+    handled: u64,
+}
+
+fn encode_meta(version: &str, offset: u64, r: Resume) -> String {
+    format!(
+        "{META} {version} {offset} {} {} {}",
+        r.max_ts_before, r.published, r.handled
+    )
+}
+
+/// The resume offset and state in `meta`, if it was written by a worker of `version`.
+fn decode_meta(version: &str, meta: &str) -> Option<(u64, Resume)> {
+    let mut it = meta.split(' ');
+    if it.next()? != META || it.next()? != version {
+        return None;
+    }
+    let offset = it.next()?.parse().ok()?;
+    let r = Resume {
+        max_ts_before: it.next()?.parse().ok()?,
+        published: it.next()?.parse().ok()?,
+        handled: it.next()?.parse().ok()?,
+    };
+    it.next().is_none().then_some((offset, r))
+}
+
+/// The resume offset of a state record (the source assigns the partition there).
+#[must_use]
+pub fn state_offset(version: &str, meta: &str) -> Option<u64> {
+    decode_meta(version, meta).map(|(o, _)| o)
+}
+
+impl Part {
+    fn new(cfg: &Config, version: &str, committed: Option<&(Option<u64>, String)>, p: u32) -> Self {
+        let mut core = WindowCore::new(cfg.window_config(), 1);
+        let (offset, meta) = match committed {
+            Some((Some(o), meta)) => (*o, meta.as_str()),
+            _ => (0, ""),
+        };
+        let resume = decode_meta(version, meta).map(|(_, r)| r);
+        if resume.is_none() && offset > 0 {
+            tracing::warn!(
+                partition = p,
+                offset,
+                "no resume state for this partition in the worker-state topic ({meta:?}); starting at the group's offset with empty windows"
+            );
+        }
+        let r = resume.unwrap_or(Resume {
+            max_ts_before: i64::MIN,
+            published: i64::MIN,
+            handled: 0,
+        });
+        core.restore(
+            r.published,
+            &[PartitionResume {
+                offset,
+                max_ts_before: r.max_ts_before,
+            }],
+        );
+        Self {
+            core,
+            next: offset,
+            handled: r.handled,
+            published: r.published,
+        }
+    }
+
+    /// The resume state of this partition: offset and state record.
+    fn commit_entry(&self, version: &str) -> (u64, String) {
+        let resume = self.core.resume_points(&[self.next])[0];
+        let meta = encode_meta(
+            version,
+            resume.offset,
+            Resume {
+                max_ts_before: resume.max_ts_before,
+                published: self.published,
+                handled: self.next.max(self.handled),
+            },
+        );
+        (resume.offset, meta)
+    }
+}
+
+/// What one worker run did.
+#[derive(Debug, Default)]
+pub struct WorkerSummary {
+    /// Records read.
+    pub records: u64,
+    /// Partials published.
+    pub partials: u64,
+    /// Wall time.
+    pub elapsed: Duration,
+}
+
+/// Publishes one message to `kappa.partials`.
+fn publish(sink: &mut KafkaSink, msg: &Msg) -> anyhow::Result<()> {
+    let now = chrono::Utc::now().timestamp_millis();
+    sink.append(msg.key().as_bytes(), &msg.encode(), now)?;
+    Ok(())
+}
+
+/// Runs a worker for `version` until `cancel`.
+///
+/// # Errors
+/// Kafka failures (an undelivered partial ends the worker: its positions were not
+/// committed, so its successor re-publishes).
+pub fn run(
+    cfg: &Config,
+    version: &str,
+    metrics: Arc<Metrics>,
+    shared: Arc<Shared>,
+    cancel: &CancellationToken,
+) -> anyhow::Result<WorkerSummary> {
+    let started = Instant::now();
+    let mut k = cfg.kafka.clone();
+    k.group_id.clone_from(&cfg.kafka.worker_group_id);
+    let mut state_topic = cfg.kafka.clone();
+    state_topic.topic.clone_from(&cfg.kafka.worker_state_topic);
+    let mut source = KafkaSource::connect_with(
+        &k,
+        None,
+        Some(state_topic),
+        version,
+        false,
+        metrics.clone(),
+        &|| cancel.is_cancelled(),
+    )?;
+    let partitions = source.partitions();
+    metrics.init_partitions("kafka", partitions);
+    let mut sink = KafkaSink::for_topic(&cfg.kafka, &cfg.kafka.partials_topic, metrics.clone())?;
+    let mut states =
+        KafkaSink::for_topic(&cfg.kafka, &cfg.kafka.worker_state_topic, metrics.clone())?;
+    let mut parts: BTreeMap<u32, Part> = BTreeMap::new();
+    let mut batch = RecordBatch::new();
+    let mut summary = WorkerSummary::default();
+    let mut last_commit = Instant::now();
+    let mut uncommitted = false;
+    let (max_bytes, max_future) = (cfg.pipeline.max_record_bytes, cfg.pipeline.max_future);
+    tracing::info!(
+        version,
+        group = k.group_id,
+        topic = k.topic,
+        "worker started"
+    );
+    loop {
+        if let Some(owned) = source.take_assignment() {
+            // Revoked partitions' uncommitted work is dropped: their next owner resumes
+            // from the last commit, which only covers what was acknowledged.
+            let committed = source.take_group_state();
+            parts = owned
+                .iter()
+                .map(|&p| (p, Part::new(cfg, version, committed.get(&p), p)))
+                .collect();
+            let mut st = shared.status.lock().expect("status lock");
+            st.state = "running".into();
+        }
+        if cancel.is_cancelled() {
+            break;
+        }
+        batch.clear();
+        let n = source.poll(&mut batch, cfg.pipeline.batch_records)?;
+        let mut touched = Vec::new();
+        {
+            let mut st = shared.status.lock().expect("status lock");
+            for rec in batch.iter() {
+                let Some(part) = parts.get_mut(&rec.partition) else {
+                    continue;
+                };
+                if touched.last() != Some(&rec.partition) && !touched.contains(&rec.partition) {
+                    touched.push(rec.partition);
+                }
+                if let Some(msg) = read(
+                    part, &rec, version, max_bytes, max_future, cfg, &metrics, &mut st,
+                ) {
+                    publish(&mut sink, &msg)?;
+                }
+            }
+            st.records += n as u64;
+        }
+        summary.records += n as u64;
+        uncommitted |= n > 0;
+        for p in touched {
+            let part = parts.get_mut(&p).expect("touched partitions are owned");
+            let partials = part.core.advance_partials();
+            let through = part.core.finalized_through();
+            if through <= part.published {
+                continue;
+            }
+            let mut nonempty = Vec::with_capacity(partials.len());
+            for (size_ms, start_ms, sums) in partials {
+                nonempty.push((size_ms, start_ms));
+                publish(
+                    &mut sink,
+                    &Msg::Partial {
+                        version: version.to_string(),
+                        partitions,
+                        partition: p,
+                        size_ms,
+                        start_ms,
+                        watermark: through,
+                        sums,
+                    },
+                )?;
+                summary.partials += 1;
+            }
+            publish(
+                &mut sink,
+                &Msg::Progress {
+                    version: version.to_string(),
+                    partitions,
+                    partition: p,
+                    from: part.published,
+                    through,
+                    nonempty,
+                },
+            )?;
+            part.published = through;
+        }
+        if uncommitted && last_commit.elapsed() >= cfg.pipeline.commit_interval {
+            commit(&mut sink, &mut states, &source, &parts, version)?;
+            uncommitted = false;
+            last_commit = Instant::now();
+        }
+        shared.set_ready(source.healthy() && !parts.is_empty());
+        sink.flush()?;
+    }
+    if uncommitted {
+        commit(&mut sink, &mut states, &source, &parts, version)?;
+    }
+    summary.elapsed = started.elapsed();
+    Ok(summary)
+}
+
+/// Waits until Kafka acknowledged everything published, then writes each owned
+/// partition's resume state (and waits for that too), then commits the offsets to the group.
+fn commit(
+    sink: &mut KafkaSink,
+    states: &mut KafkaSink,
+    source: &KafkaSource,
+    parts: &BTreeMap<u32, Part>,
+    version: &str,
+) -> anyhow::Result<()> {
+    sink.finish()?;
+    let now = chrono::Utc::now().timestamp_millis();
+    let entries: Vec<(u32, u64, String)> = parts
+        .iter()
+        .map(|(&p, part)| {
+            let (o, m) = part.commit_entry(version);
+            (p, o, m)
+        })
+        .collect();
+    for (p, _, m) in &entries {
+        states.append(format!("{version}/{p}").as_bytes(), m.as_bytes(), now)?;
+    }
+    states.finish()?;
+    if let Err(e) = source.commit_with_metadata(&entries) {
+        // Typically a rebalance in progress: the next owner resumes from the previous
+        // commit and re-publishes; nothing is lost.
+        tracing::warn!("{e}");
+    }
+    Ok(())
+}
+
+/// One record through the partition's core; an invalid record becomes a dead letter to
+/// publish (once: not when re-read by a later owner).
+#[allow(clippy::too_many_arguments)]
+fn read(
+    part: &mut Part,
+    rec: &Record<'_>,
+    version: &str,
+    max_bytes: usize,
+    max_future: Duration,
+    cfg: &Config,
+    metrics: &Metrics,
+    st: &mut crate::pipeline::Status,
+) -> Option<Msg> {
+    let replaying = rec.offset < part.handled;
+    part.next = rec.offset + 1;
+    let decoded = decode_schemas(rec.value, max_bytes, &cfg.pipeline.accept_schemas)
+        .and_then(|ev| not_in_future(ev, rec, max_future));
+    match decoded {
+        Err(e) if !replaying => {
+            st.invalid += 1;
+            metrics
+                .invalid_records
+                .with_label_values(&[e.kind.as_str()])
+                .inc();
+            Some(Msg::Dead {
+                version: version.to_string(),
+                letter: dead_letter(rec, e),
+            })
+        }
+        Err(_) => None,
+        Ok(ev) => {
+            match part.core.on_event(0, rec.offset, &ev, replaying) {
+                _ if replaying => {}
+                Outcome::Accepted => st.accepted += 1,
+                Outcome::Duplicate => st.duplicates += 1,
+                Outcome::Late(_) => st.late += 1,
+            }
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commit_metadata_round_trips_and_belongs_to_one_version() {
+        let r = Resume {
+            max_ts_before: -5,
+            published: 1_700_000_060_000,
+            handled: 42,
+        };
+        let m = encode_meta("v1", 9, r);
+        assert_eq!(decode_meta("v1", &m), Some((9, r)));
+        assert_eq!(state_offset("v1", &m), Some(9));
+        assert_eq!(decode_meta("v2", &m), None);
+        assert_eq!(decode_meta("v1", ""), None);
+        assert_eq!(decode_meta("v1", &format!("{m} 7")), None);
+        let fresh = encode_meta(
+            "v1",
+            0,
+            Resume {
+                max_ts_before: i64::MIN,
+                published: i64::MIN,
+                handled: 0,
+            },
+        );
+        assert!(decode_meta("v1", &fresh).is_some());
+    }
+}
