@@ -117,12 +117,14 @@ impl Compose {
         v
     }
 
-    /// The kappa service whose command is `subcommand` (e.g. `run`), exactly one.
+    /// The kappa service whose command is `subcommand` (e.g. `run`), exactly one; a `run`
+    /// with `--role worker|merger` (scaling out) does not count.
     fn kappa_running(&self, subcommand: &str) -> (&str, &Value) {
         let found: Vec<_> = self
             .kappa_services()
             .into_iter()
             .filter(|(_, s)| kappa_subcommand(&command(s)).as_deref() == Some(subcommand))
+            .filter(|(_, s)| flag_value(&command(s), "--role").is_none())
             .collect();
         assert_eq!(
             found.len(),
@@ -969,5 +971,57 @@ fn dashboard_queries_use_metrics_kappa_exports() {
         "kappa_finalisation_delay_seconds",
     ] {
         assert!(used.contains(m), "the pipeline dashboard shows no {m}");
+    }
+}
+
+#[test]
+fn scale_out_services_can_be_scaled_and_share_the_kafka_settings() {
+    let compose = Compose::load();
+    let role = |name: &str| {
+        let s = compose.service(name);
+        assert_eq!(
+            kappa_subcommand(&command(s)).as_deref(),
+            Some("run"),
+            "{name}"
+        );
+        flag_value(&command(s), "--role")
+    };
+    assert_eq!(role("worker").as_deref(), Some("worker"));
+    assert_eq!(role("merger").as_deref(), Some("merger"));
+    // `--scale worker=3` needs a worker without a fixed host port or container name.
+    let worker = compose.service("worker");
+    assert!(
+        ports(worker).iter().all(|(host, _)| host.is_none()),
+        "worker publishes a host port: it could not be scaled"
+    );
+    assert!(
+        worker["container_name"].is_null(),
+        "worker has a container_name"
+    );
+    // Workers and merger agree on the topics they exchange partials through.
+    let w = effective_config("worker", worker);
+    let m = effective_config("merger", compose.service("merger"));
+    for key in ["brokers", "topic", "partials-topic", "worker-state-topic"] {
+        assert_eq!(w["kafka"][key], m["kafka"][key], "kafka.{key}");
+    }
+    // The merger's store (results and positions) survives a recreated container.
+    let merger = compose.service("merger");
+    let data_dir = m["data-dir"].as_str().unwrap();
+    assert!(
+        mounts(merger).iter().any(|mt| mt.target == data_dir),
+        "merger: data-dir {data_dir} is not a mounted volume"
+    );
+    // Topics as code: the partials and worker-state topics exist in topics/.
+    for t in ["kappa.partials", "kappa.worker-state"] {
+        assert!(
+            std::fs::read_dir(root().join("topics"))
+                .unwrap()
+                .any(|f| read(&format!(
+                    "topics/{}",
+                    f.unwrap().file_name().to_string_lossy()
+                ))
+                .contains(&format!("name = \"{t}\""))),
+            "topics/ has no {t}"
+        );
     }
 }

@@ -291,8 +291,8 @@ fn run_role(cfg: &Config, args: &RunArgs) -> anyhow::Result<()> {
             } else {
                 let s = merger::run(&cfg, &version, store, metrics, shared, &token)?;
                 Ok(format!(
-                    "merger stopped: {} messages ({} partials, {} keys) merged into {} final windows in {:.1} s",
-                    s.messages, s.partials, s.keys, s.windows, s.elapsed.as_secs_f64()
+                    "merger stopped: {} messages ({} partials, {} keys) merged into {} final windows in {:.1} s ({:.3} s busy)",
+                    s.messages, s.partials, s.keys, s.windows, s.elapsed.as_secs_f64(), s.busy.as_secs_f64()
                 ))
             }
         })?;

@@ -188,6 +188,8 @@ pub struct MergerSummary {
     pub windows: u64,
     /// Wall time.
     pub elapsed: Duration,
+    /// Time spent decoding, merging and committing (wall time less waiting for messages).
+    pub busy: Duration,
 }
 
 /// Runs the merger for `version` until `cancel`.
@@ -264,6 +266,7 @@ pub fn run(
         }
         batch.clear();
         let n = source.poll(&mut batch, cfg.pipeline.batch_records)?;
+        let work = Instant::now();
         for rec in batch.iter() {
             next[rec.partition as usize] = rec.offset + 1;
             summary.messages += 1;
@@ -343,6 +346,9 @@ pub fn run(
             st.watermark_ms =
                 (state.finalized_through() > i64::MIN).then_some(state.finalized_through());
             tracing::debug!(open, held, "merger committed");
+        }
+        if n > 0 || due {
+            summary.busy += work.elapsed();
         }
         shared.set_ready(source.healthy());
         if n == 0 {
