@@ -508,6 +508,16 @@ fn three_workers_and_a_merger_equal_one_process_through_kills() {
     drop(merger);
     produce_part(2);
     merger = Server::start_env(merger_dir.path(), &["--role", "merger"], &env);
+    // Replays across roles are not built: refused with a reason, nothing changes.
+    let out = kappa(merger_dir.path())
+        .args(["replay", "--from", "earliest", "--version", "v2"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("not supported yet"),
+        "{err}"
+    );
 
     // The reference: one process over the same topic, up to the log end (no drain: the
     // workers run live, so the same windows are final: those every partition passed).

@@ -271,6 +271,13 @@ fn run_role(cfg: &Config, args: &RunArgs) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot listen on {} (http.listen / --listen)", cfg.http.listen))?;
         let addr = listener.local_addr()?;
+        if role == Role::Merger {
+            // The CLI's read and control commands on this data directory come here.
+            let _ = std::fs::write(
+                cfg.data_dir.join(super::read::SERVER_FILE),
+                format!("http://{addr}\n"),
+            );
+        }
         let http_stop = CancellationToken::new();
         let st = AppState {
             store: store.clone(),
@@ -284,6 +291,7 @@ fn run_role(cfg: &Config, args: &RunArgs) -> anyhow::Result<()> {
         tracing::info!("kappa {name} serving on http://{addr} (metrics at /metrics)");
         eprintln!("listening on http://{addr}");
         let token = cancel.clone();
+        let cfg_dir = cfg.data_dir.clone();
         let thread = std::thread::Builder::new().name(name.into()).spawn(move || -> anyhow::Result<String> {
             if role == Role::Worker {
                 let s = worker::run(&cfg, &version, metrics, shared, &token)?;
@@ -299,6 +307,9 @@ fn run_role(cfg: &Config, args: &RunArgs) -> anyhow::Result<()> {
         let result = tokio::task::spawn_blocking(move || thread.join())
             .await?
             .map_err(|_| anyhow::anyhow!("the {name} thread panicked"))?;
+        if role == Role::Merger {
+            let _ = std::fs::remove_file(cfg_dir.join(super::read::SERVER_FILE));
+        }
         http_stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
         eprintln!("{}", result?);
