@@ -49,6 +49,9 @@ pub struct KafkaSection {
     pub worker_group_id: String,
     /// Compacted topic of the workers' resume states (one record per version/partition).
     pub worker_state_topic: String,
+    /// Compacted topic through which a merger tells workers which output versions to
+    /// compute (replays across roles).
+    pub control_topic: String,
     /// Consumer session timeout (a dead member's partitions move after this).
     #[serde(with = "humantime_serde")]
     pub session_timeout: Duration,
@@ -68,6 +71,7 @@ impl Default for KafkaSection {
             partials_topic: "kappa.partials".into(),
             worker_group_id: "kappa-workers".into(),
             worker_state_topic: "kappa.worker-state".into(),
+            control_topic: "kappa.control".into(),
             session_timeout: Duration::from_secs(10),
             statistics_interval: Duration::from_secs(1),
             properties: std::collections::BTreeMap::new(),

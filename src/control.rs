@@ -142,6 +142,11 @@ pub struct Control {
     metrics: Arc<Metrics>,
     /// The version the main pipeline computes (not managed here).
     main_version: String,
+    /// A merger's control plane: replays are computed by the workers, told through the
+    /// control topic of this Kafka configuration (`--role merger`).
+    remote: Option<crate::config::KafkaSection>,
+    /// Set by [`Control::stop`].
+    shutting_down: std::sync::atomic::AtomicBool,
     inner: Mutex<Inner>,
 }
 
@@ -244,8 +249,169 @@ impl Control {
             store,
             metrics,
             main_version,
+            remote: None,
+            shutting_down: std::sync::atomic::AtomicBool::new(false),
             inner: Mutex::new(Inner::default()),
         })
+    }
+
+    /// A merger's control plane: a replay into a new version publishes an order on the
+    /// control topic; the workers compute the version's partials, the merger merges them,
+    /// and the replay is caught up once the version is final as far as the main one.
+    #[must_use]
+    pub fn new_remote(
+        cfg: Config,
+        store: Store,
+        metrics: Arc<Metrics>,
+        main_version: String,
+    ) -> Arc<Self> {
+        let remote = Some(cfg.kafka.clone());
+        Arc::new(Self {
+            cfg,
+            store,
+            metrics,
+            main_version,
+            remote,
+            shutting_down: std::sync::atomic::AtomicBool::new(false),
+            inner: Mutex::new(Inner::default()),
+        })
+    }
+
+    /// Starts a replay across workers and a merger (see [`Control::new_remote`]).
+    fn start_remote(
+        self: &Arc<Self>,
+        req: &ReplayRequest,
+        kafka: &crate::config::KafkaSection,
+    ) -> Result<serde_json::Value, ControlError> {
+        let plan = self.plan(req)?;
+        if plan.in_place || !plan.from_earliest() {
+            return Err(ControlError::Invalid(
+                "across workers and a merger, a replay builds a new version from the earliest offsets (--from earliest --version NEW); in-place corrections and --from TIME are not supported there yet (run them with `kappa run`, --role all)".into(),
+            ));
+        }
+        let lines = plan.describe();
+        if req.dry_run {
+            return Ok(serde_json::json!({ "lines": lines }));
+        }
+        let mut inner = self.inner.lock().expect("control lock");
+        let id = next_replay_id(&self.store)?.max(inner.jobs.keys().last().map_or(1, |k| k + 1));
+        let version = plan.version.clone();
+        let promote = plan.request.promote;
+        let fingerprint = plan.fingerprint.clone();
+        let job = Job::start(&self.store, plan, id)?;
+        self.store.create_version(
+            &crate::store::VersionInfo {
+                name: version.clone(),
+                config: fingerprint.clone(),
+                created_ms: chrono::Utc::now().timestamp_millis(),
+                finalized_through: i64::MIN,
+            },
+            &[],
+        )?;
+        let order = |active: bool| crate::scale::VersionOrder {
+            version: version.clone(),
+            active,
+            config: fingerprint.clone(),
+        };
+        if let Err(e) = crate::scale::publish_order(kafka, &order(true), self.metrics.clone()) {
+            job.finish(&self.store, &format!("failed: {e}"), 0);
+            let _ = self.store.drop_version(&version);
+            return Err(ControlError::Internal(e.to_string()));
+        }
+        tracing::info!(
+            replay = id,
+            version,
+            "replay started: the workers compute the version, the merger merges it"
+        );
+        let (store, metrics, k, main) = (
+            self.store.clone(),
+            self.metrics.clone(),
+            kafka.clone(),
+            self.main_version.clone(),
+        );
+        let j = job.clone();
+        let ctl = self.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("replay-{id}"))
+            .spawn(move || {
+                metrics.replays_active.inc();
+                let caught_up = || -> Result<bool, StoreError> {
+                    let main_ft = store
+                        .version(&main)?
+                        .map_or(i64::MIN, |i| i.finalized_through);
+                    let ft = store
+                        .version(&version)?
+                        .map_or(i64::MIN, |i| i.finalized_through);
+                    Ok(main_ft > i64::MIN && ft >= main_ft)
+                };
+                loop {
+                    if ctl.shutting_down.load(std::sync::atomic::Ordering::Relaxed) {
+                        // A shutdown, not a cancel: the version stays, the workers go on
+                        // computing it, and the next merger goes on merging it.
+                        break;
+                    }
+                    if j.cancel.is_cancelled() {
+                        let stop = crate::scale::VersionOrder {
+                            version: version.clone(),
+                            active: false,
+                            config: fingerprint.clone(),
+                        };
+                        let _ = crate::scale::publish_order(&k, &stop, metrics.clone());
+                        let _ = store.drop_version(&version);
+                        j.finish(&store, "cancelled", 0);
+                        break;
+                    }
+                    match caught_up() {
+                        Ok(true) => {
+                            let windows: u64 = j
+                                .plan
+                                .cfg
+                                .window_config()
+                                .sizes_ms
+                                .iter()
+                                .filter_map(|&size| {
+                                    store.window_count(&version, size, i64::MIN, i64::MAX).ok()
+                                })
+                                .sum();
+                            let outcome = if promote {
+                                match store.promote(&version) {
+                                    Ok(()) => "caught-up, promoted".to_string(),
+                                    Err(e) => format!("failed: {e}"),
+                                }
+                            } else {
+                                "caught-up".to_string()
+                            };
+                            j.finish(&store, &outcome, windows);
+                            break;
+                        }
+                        Ok(false) => std::thread::sleep(std::time::Duration::from_millis(200)),
+                        Err(e) => {
+                            j.finish(&store, &format!("failed: {e}"), 0);
+                            break;
+                        }
+                    }
+                }
+                metrics.replays_active.dec();
+                tracing::info!(
+                    replay = id,
+                    outcome = j.view().record.outcome,
+                    "replay finished"
+                );
+            })
+            .map_err(|e| ControlError::Internal(e.to_string()))?;
+        inner.runners.insert(
+            job.plan.version.clone(),
+            Runner {
+                cancel: job.cancel.clone(),
+                thread: Some(thread),
+            },
+        );
+        inner.jobs.insert(id, job.clone());
+        drop(inner);
+        self.update_metrics();
+        let mut v = serde_json::to_value(job.view()).unwrap_or_default();
+        v["lines"] = serde_json::json!(lines);
+        Ok(v)
     }
 
     /// Starts a live pipeline for every version other than the main one.
@@ -324,6 +490,9 @@ impl Control {
         self: &Arc<Self>,
         req: &ReplayRequest,
     ) -> Result<serde_json::Value, ControlError> {
+        if let Some(k) = &self.remote {
+            return self.start_remote(req, k);
+        }
         let plan = self.plan(req)?;
         let lines = plan.describe();
         let mut inner = self.inner.lock().expect("control lock");
@@ -510,6 +679,17 @@ impl Control {
                 let _ = t.join();
             }
         }
+        if let Some(k) = &self.remote {
+            // The workers stop computing it.
+            let info = self.store.version(version)?;
+            let stop = crate::scale::VersionOrder {
+                version: version.to_string(),
+                active: false,
+                config: info.map(|i| i.config).unwrap_or_default(),
+            };
+            crate::scale::publish_order(k, &stop, self.metrics.clone())
+                .map_err(|e| ControlError::Internal(e.to_string()))?;
+        }
         self.store.drop_version(version)?;
         Ok(())
     }
@@ -536,6 +716,8 @@ impl Control {
 
     /// Stops every replay and version pipeline (each commits first).
     pub fn stop(&self) {
+        self.shutting_down
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         let mut inner = self.inner.lock().expect("control lock");
         for j in inner.jobs.values() {
             j.cancel.cancel();

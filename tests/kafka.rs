@@ -478,6 +478,7 @@ fn three_workers_and_a_merger_equal_one_process_through_kills() {
     create_topic_with(topic, 6);
     create_topic_with(&format!("{topic}.partials"), 6);
     create_topic_with(&format!("{topic}.state"), 1);
+    create_topic_with(&format!("{topic}.control"), 1);
     let (single, merger_dir) = (temp(), temp());
     // Three parts of 40 000 events, 20 minutes of event time each, produced while the
     // workers and the merger run, so that the kills fall between open windows.
@@ -508,14 +509,20 @@ fn three_workers_and_a_merger_equal_one_process_through_kills() {
     drop(merger);
     produce_part(2);
     merger = Server::start_env(merger_dir.path(), &["--role", "merger"], &env);
-    // Replays across roles are not built: refused with a reason, nothing changes.
+    // In-place corrections across roles are not built: refused with a reason.
     let out = kappa(merger_dir.path())
-        .args(["replay", "--from", "earliest", "--version", "v2"])
+        .args([
+            "replay",
+            "--from",
+            "2026-11-23T00:10:00Z",
+            "--to",
+            "2026-11-23T00:20:00Z",
+        ])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        !out.status.success() && err.contains("not supported yet"),
+        !out.status.success() && err.contains("not supported there yet"),
         "{err}"
     );
 
@@ -542,6 +549,38 @@ fn three_workers_and_a_merger_equal_one_process_through_kills() {
         expected_windows,
         "no window beyond the reference"
     );
+
+    // A replay into a new version across roles: the merger tells the workers (control
+    // topic), they compute v2 in their own group, the merger merges it and reports it
+    // caught up once it is final as far as v1. Equal to the single process's replay.
+    let mut c = kappa(merger_dir.path());
+    c.args([
+        "replay",
+        "--from",
+        "earliest",
+        "--version",
+        "v2",
+        "--detach",
+    ]);
+    ok(c);
+    let outcome = || -> String {
+        let v: Value = serde_json::from_str(&merger.get("/api/replays").1).unwrap_or_default();
+        v["replays"]
+            .as_array()
+            .and_then(|rs| rs.iter().find(|r| r["version"] == "v2"))
+            .and_then(|r| r["outcome"].as_str())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let t = Instant::now();
+    while outcome() == "running" && t.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(outcome(), "caught-up", "{}", merger.stderr_text());
+    let mut c = kk(single.path(), topic);
+    c.args(["replay", "--from", "earliest", "--version", "v2"])
+        .env(WINDOWS_1M_5M.0, WINDOWS_1M_5M.1);
+    ok(c);
     assert!(merger.interrupt().success());
     for w in workers {
         // After the kill, the survivors took over partitions at the victim's last resume
@@ -553,6 +592,12 @@ fn three_workers_and_a_merger_equal_one_process_through_kills() {
     assert!(
         export(merger_dir.path()) == expected,
         "the merger's results differ from the single process's"
+    );
+    let v2 = export_version(merger_dir.path(), "v2");
+    assert!(v2.len() > 50, "{} lines of v2", v2.len());
+    assert!(
+        v2 == export_version(single.path(), "v2"),
+        "the replay across roles differs from the single process's replay"
     );
     assert_eq!(dead_letter_count(merger_dir.path()), expected_dead);
 }

@@ -279,11 +279,15 @@ fn run_role(cfg: &Config, args: &RunArgs) -> anyhow::Result<()> {
             );
         }
         let http_stop = CancellationToken::new();
+        // A merger's replays are computed by the workers (told through the control topic).
+        let control = (role == Role::Merger).then(|| {
+            crate::control::Control::new_remote(cfg.clone(), store.clone(), metrics.clone(), version.clone())
+        });
         let st = AppState {
             store: store.clone(),
             metrics: metrics.clone(),
             shared: shared.clone(),
-            control: None,
+            control: control.clone(),
             token: cfg.http.token.clone(),
         };
         let stop = http_stop.clone();
@@ -294,7 +298,7 @@ fn run_role(cfg: &Config, args: &RunArgs) -> anyhow::Result<()> {
         let cfg_dir = cfg.data_dir.clone();
         let thread = std::thread::Builder::new().name(name.into()).spawn(move || -> anyhow::Result<String> {
             if role == Role::Worker {
-                let s = worker::run(&cfg, &version, metrics, shared, &token)?;
+                let s = worker::supervise(&cfg, &version, metrics, shared, &token)?;
                 Ok(format!("worker stopped: {} records read, {} partials published in {:.1} s", s.records, s.partials, s.elapsed.as_secs_f64()))
             } else {
                 let s = merger::run(&cfg, &version, store, metrics, shared, &token)?;
@@ -307,6 +311,9 @@ fn run_role(cfg: &Config, args: &RunArgs) -> anyhow::Result<()> {
         let result = tokio::task::spawn_blocking(move || thread.join())
             .await?
             .map_err(|_| anyhow::anyhow!("the {name} thread panicked"))?;
+        if let Some(c) = control {
+            tokio::task::spawn_blocking(move || c.stop()).await?;
+        }
         if role == Role::Merger {
             let _ = std::fs::remove_file(cfg_dir.join(super::read::SERVER_FILE));
         }

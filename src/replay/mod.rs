@@ -206,7 +206,7 @@ impl Job {
     }
 
     /// Updates the history record.
-    fn finish(&self, store: &Store, outcome: &str, windows: u64) {
+    pub(crate) fn finish(&self, store: &Store, outcome: &str, windows: u64) {
         let mut r = self.record.lock().expect("record lock");
         r.outcome = outcome.to_string();
         r.ended_ms = Some(chrono::Utc::now().timestamp_millis());

@@ -192,7 +192,57 @@ pub struct MergerSummary {
     pub busy: Duration,
 }
 
-/// Runs the merger for `version` until `cancel`.
+/// One output version being merged.
+struct Merging {
+    state: MergeState,
+    core: WindowCore,
+}
+
+impl Merging {
+    /// The version's merge state as last committed, and a core with its configuration.
+    fn load(store: &Store, cfg: &Config, version: &str, fingerprint: &str) -> anyhow::Result<Self> {
+        let state = match store.merger_state(version)? {
+            Some(bytes) => bincode::serde::decode_from_slice(&bytes, bincode::config::standard())
+                .map(|(s, _)| s)
+                .map_err(|e| {
+                    anyhow::anyhow!("the merger state of {version} does not decode: {e}")
+                })?,
+            None => MergeState::default(),
+        };
+        let vcfg = cfg
+            .with_fingerprint(fingerprint)
+            .map_err(|e| anyhow::anyhow!("version {version}: {e}"))?;
+        Ok(Self {
+            state,
+            core: WindowCore::new(vcfg.window_config(), 0),
+        })
+    }
+}
+
+/// Adds the store's versions not merged yet (a replay across roles created one) and
+/// forgets dropped ones; `main` always stays.
+fn refresh(
+    store: &Store,
+    cfg: &Config,
+    main: &str,
+    merging: &mut BTreeMap<String, Merging>,
+) -> anyhow::Result<()> {
+    let versions = store.versions()?;
+    merging.retain(|v, _| v == main || versions.iter().any(|i| &i.name == v));
+    for info in versions {
+        if info.name.starts_with(crate::replay::SCRATCH_PREFIX) || merging.contains_key(&info.name)
+        {
+            continue;
+        }
+        tracing::info!(version = info.name, "merging this output version");
+        let m = Merging::load(store, cfg, &info.name, &info.config)?;
+        merging.insert(info.name, m);
+    }
+    Ok(())
+}
+
+/// Runs the merger until `cancel`: `version` (its positions on `kappa.partials` are kept
+/// under it) and every other output version of the store.
 ///
 /// # Errors
 /// Store or Kafka failures, or partials that contradict each other.
@@ -211,12 +261,12 @@ pub fn run(
         created_ms: chrono::Utc::now().timestamp_millis(),
         finalized_through: i64::MIN,
     })?;
-    let mut state: MergeState = match store.merger_state(version)? {
-        Some(bytes) => bincode::serde::decode_from_slice(&bytes, bincode::config::standard())
-            .map(|(s, _)| s)
-            .map_err(|e| anyhow::anyhow!("the merger state in the store does not decode: {e}"))?,
-        None => MergeState::default(),
-    };
+    let mut merging: BTreeMap<String, Merging> = BTreeMap::new();
+    merging.insert(
+        version.to_string(),
+        Merging::load(&store, cfg, version, &cfg.results_fingerprint())?,
+    );
+    refresh(&store, cfg, version, &mut merging)?;
     let mut k = cfg.kafka.clone();
     k.topic.clone_from(&cfg.kafka.partials_topic);
     let mut source = KafkaSource::connect(
@@ -241,19 +291,20 @@ pub fn run(
             }
         }
     }
-    let mut core = WindowCore::new(cfg.window_config(), 0);
     let mut batch = RecordBatch::new();
     let mut summary = MergerSummary::default();
-    // The status counts every final window of the version, across restarts.
+    // The status counts every final window of the main version, across restarts.
     let already: u64 = cfg
         .window_config()
         .sizes_ms
         .iter()
         .map(|&size| store.window_count(version, size, i64::MIN, i64::MAX))
         .sum::<Result<u64, _>>()?;
+    let mut main_windows = 0u64;
     let mut pending_dead: Vec<DeadLetter> = Vec::new();
     let mut dirty = false;
     let mut last_commit = Instant::now();
+    let mut last_refresh = Instant::now();
     {
         let mut st = shared.status.lock().expect("status lock");
         st.state = "running".into();
@@ -282,29 +333,46 @@ pub fn run(
                     continue;
                 }
             };
-            let ours = match &msg {
+            let v = match &msg {
                 Msg::Partial {
                     version: v, sums, ..
                 } => {
                     summary.partials += 1;
                     summary.keys +=
                         (sums.categories.len() + sums.products.len() + sums.queries.len()) as u64;
-                    v == version
+                    v.clone()
                 }
-                Msg::Progress { version: v, .. } | Msg::Dead { version: v, .. } => v == version,
+                Msg::Progress { version: v, .. } | Msg::Dead { version: v, .. } => v.clone(),
             };
-            if !ours {
-                continue;
+            if !merging.contains_key(&v) && last_refresh.elapsed() >= Duration::from_secs(1) {
+                refresh(&store, cfg, version, &mut merging)?;
+                last_refresh = Instant::now();
             }
-            if let Some(d) = state.apply(msg).map_err(|e| anyhow::anyhow!(e))? {
-                pending_dead.push(d);
+            let Some(m) = merging.get_mut(&v) else {
+                continue; // a version this store does not have
+            };
+            if let Some(d) = m
+                .state
+                .apply(msg)
+                .map_err(|e| anyhow::anyhow!("version {v}: {e}"))?
+            {
+                // Dead letters are per source record, not per version: the main one's count.
+                if v == version {
+                    pending_dead.push(d);
+                }
             }
         }
-        let finals = state.take_final(&mut core);
-        let due =
-            !finals.is_empty() || (dirty && last_commit.elapsed() >= cfg.pipeline.commit_interval);
+        if last_refresh.elapsed() >= Duration::from_secs(1) {
+            refresh(&store, cfg, version, &mut merging)?;
+            last_refresh = Instant::now();
+        }
+        let finals: Vec<(String, Vec<FinalWindow>)> = merging
+            .iter_mut()
+            .map(|(v, m)| (v.clone(), m.state.take_final(&mut m.core)))
+            .collect();
+        let any_final = finals.iter().any(|(_, f)| !f.is_empty());
+        let due = any_final || (dirty && last_commit.elapsed() >= cfg.pipeline.commit_interval);
         if due || (cancel.is_cancelled() && dirty) {
-            let blob = bincode::serde::encode_to_vec(&state, bincode::config::standard())?;
             let positions: Vec<PartitionPosition> = next
                 .iter()
                 .enumerate()
@@ -316,35 +384,57 @@ pub fn run(
                     max_ts: i64::MIN,
                 })
                 .collect();
-            store.commit(&Commit {
-                version,
-                finals: &finals,
-                positions: &positions,
-                finalized_through: state.finalized_through(),
-                checkpoints: &[],
-                dead_letters: &pending_dead,
-                late: &[],
-                merger_state: Some(&blob),
-            })?;
+            let blobs: Vec<Vec<u8>> = finals
+                .iter()
+                .map(|(v, _)| {
+                    bincode::serde::encode_to_vec(&merging[v].state, bincode::config::standard())
+                })
+                .collect::<Result<_, _>>()?;
+            let commits: Vec<Commit<'_>> = finals
+                .iter()
+                .zip(&blobs)
+                .map(|((v, f), blob)| {
+                    let main = v == version;
+                    // Every version keeps the positions: whichever is the main one after a
+                    // restart (a promotion changes it) resumes from them.
+                    Commit {
+                        version: v,
+                        finals: f,
+                        positions: &positions,
+                        finalized_through: merging[v].state.finalized_through(),
+                        checkpoints: &[],
+                        dead_letters: if main { &pending_dead } else { &[] },
+                        late: &[],
+                        merger_state: Some(blob),
+                    }
+                })
+                .collect();
+            store.commit_all(&commits)?;
             metrics.dead_letters.inc_by(pending_dead.len() as u64);
             pending_dead.clear();
-            summary.windows += finals.len() as u64;
-            for f in &finals {
-                metrics
-                    .windows_finalised
-                    .with_label_values(&[&crate::config::fmt_duration(Duration::from_millis(
-                        f.size_ms.unsigned_abs(),
-                    ))])
-                    .inc();
+            for (v, f) in &finals {
+                summary.windows += f.len() as u64;
+                if v == version {
+                    main_windows += f.len() as u64;
+                }
+                for w in f {
+                    metrics
+                        .windows_finalised
+                        .with_label_values(&[&crate::config::fmt_duration(Duration::from_millis(
+                            w.size_ms.unsigned_abs(),
+                        ))])
+                        .inc();
+                }
             }
             dirty = false;
             last_commit = Instant::now();
-            let (open, held) = state.open_windows();
+            let main_state = &merging[version].state;
+            let (open, held) = main_state.open_windows();
             let mut st = shared.status.lock().expect("status lock");
             st.records = summary.messages;
-            st.windows_finalised = already + summary.windows;
-            st.watermark_ms =
-                (state.finalized_through() > i64::MIN).then_some(state.finalized_through());
+            st.windows_finalised = already + main_windows;
+            st.watermark_ms = (main_state.finalized_through() > i64::MIN)
+                .then_some(main_state.finalized_through());
             tracing::debug!(open, held, "merger committed");
         }
         if n > 0 || due {

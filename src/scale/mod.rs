@@ -35,8 +35,53 @@ pub enum Role {
     Merger,
 }
 
-/// The default topic of partials (`kafka.partials-topic`).
-pub const PARTIALS_TOPIC: &str = "kappa.partials";
+/// What the merger tells the workers about one output version (`kafka.control-topic`,
+/// key = version, JSON): compute it with this configuration, or stop.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionOrder {
+    /// Output version.
+    pub version: String,
+    /// Compute it (true) or stop (false: dropped, cancelled).
+    pub active: bool,
+    /// Its result-deciding configuration (`Config::results_fingerprint`).
+    pub config: String,
+}
+
+/// Publishes `order` to the control topic and waits until Kafka has it.
+///
+/// # Errors
+/// Kafka refused or could not deliver.
+pub fn publish_order(
+    k: &crate::config::KafkaSection,
+    order: &VersionOrder,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
+) -> Result<(), crate::sink::SinkError> {
+    use crate::sink::Sink;
+    let mut sink = crate::sink::KafkaSink::for_topic(k, &k.control_topic, metrics)?;
+    let value = serde_json::to_vec(order).expect("serialisable");
+    sink.append(
+        order.version.as_bytes(),
+        &value,
+        chrono::Utc::now().timestamp_millis(),
+    )?;
+    sink.finish()
+}
+
+/// The latest order per version on the control topic.
+///
+/// # Errors
+/// Kafka failures (an unknown topic included).
+pub fn read_orders(
+    k: &crate::config::KafkaSection,
+) -> Result<std::collections::BTreeMap<String, VersionOrder>, crate::source::SourceError> {
+    let mut c = k.clone();
+    c.topic.clone_from(&k.control_topic);
+    Ok(crate::source::read_latest(&c)?
+        .into_values()
+        .filter_map(|v| serde_json::from_str::<VersionOrder>(&v).ok())
+        .map(|o| (o.version.clone(), o))
+        .collect())
+}
 
 /// First byte of every message: the encoding's version.
 const FORMAT: u8 = 1;

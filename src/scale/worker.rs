@@ -141,6 +141,93 @@ pub struct WorkerSummary {
     pub elapsed: Duration,
 }
 
+/// Runs the worker of `main_version` and, beside it, one for every other output version
+/// the control topic says is active (a replay across roles), each on its own thread, in
+/// its own consumer group (`worker-group-id.version`) and with its own configuration;
+/// stops those the control topic stops. Until `cancel`.
+///
+/// # Errors
+/// The main version's worker failed.
+pub fn supervise(
+    cfg: &Config,
+    main_version: &str,
+    metrics: Arc<Metrics>,
+    shared: Arc<Shared>,
+    cancel: &CancellationToken,
+) -> anyhow::Result<WorkerSummary> {
+    type Handle = std::thread::JoinHandle<anyhow::Result<WorkerSummary>>;
+    let mut others: BTreeMap<String, (CancellationToken, Handle)> = BTreeMap::new();
+    let main = {
+        let (cfg, v, m, token) = (
+            cfg.clone(),
+            main_version.to_string(),
+            metrics.clone(),
+            cancel.clone(),
+        );
+        std::thread::Builder::new()
+            .name(format!("worker-{v}"))
+            .spawn(move || run(&cfg, &v, m, shared, &token))?
+    };
+    let mut warned = false;
+    while !cancel.is_cancelled() && !main.is_finished() {
+        match super::read_orders(&cfg.kafka) {
+            Ok(orders) => {
+                for (v, order) in orders {
+                    if v == main_version {
+                        continue;
+                    }
+                    let running = others.get(&v).is_some_and(|(_, h)| !h.is_finished());
+                    if order.active && !running {
+                        let mut vcfg = match cfg.with_fingerprint(&order.config) {
+                            Ok(c) => c,
+                            Err(e) => {
+                                tracing::error!(version = v, "cannot compute this version: {e}");
+                                continue;
+                            }
+                        };
+                        vcfg.kafka.worker_group_id = format!("{}.{v}", cfg.kafka.worker_group_id);
+                        let token = cancel.child_token();
+                        let (t, name, m) = (token.clone(), v.clone(), metrics.clone());
+                        tracing::info!(
+                            version = v,
+                            "the merger asks for this output version: computing it"
+                        );
+                        let h = std::thread::Builder::new()
+                            .name(format!("worker-{v}"))
+                            .spawn(move || run(&vcfg, &name, m, Arc::new(Shared::default()), &t))?;
+                        others.insert(v, (token, h));
+                    } else if !order.active
+                        && let Some((token, h)) = others.remove(&v)
+                    {
+                        tracing::info!(version = v, "the merger stopped this output version");
+                        token.cancel();
+                        let _ = h.join();
+                    }
+                }
+                warned = false;
+            }
+            Err(e) if !warned => {
+                tracing::warn!("reading the control topic {}: {e}", cfg.kafka.control_topic);
+                warned = true;
+            }
+            Err(_) => {}
+        }
+        for _ in 0..10 {
+            if cancel.is_cancelled() || main.is_finished() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    cancel.cancel();
+    for (_, (token, h)) in others {
+        token.cancel();
+        let _ = h.join();
+    }
+    main.join()
+        .map_err(|_| anyhow::anyhow!("the worker thread panicked"))?
+}
+
 /// Publishes one message to `kappa.partials`.
 fn publish(sink: &mut KafkaSink, msg: &Msg) -> anyhow::Result<()> {
     let now = chrono::Utc::now().timestamp_millis();

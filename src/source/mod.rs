@@ -5,7 +5,7 @@ mod embedded;
 mod kafka;
 
 pub use embedded::EmbeddedSource;
-pub use kafka::KafkaSource;
+pub use kafka::{KafkaSource, read_latest};
 
 use crate::log::{LogError, RecordBatch};
 

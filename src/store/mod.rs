@@ -393,8 +393,17 @@ impl Store {
     /// # Errors
     /// Store failure; nothing of the batch is then written.
     pub fn commit(&self, c: &Commit<'_>) -> Result<()> {
+        self.commit_all(std::slice::from_ref(c))
+    }
+
+    /// Several versions' commits in one transaction (a merger's: every version it merges,
+    /// with its positions on `kappa.partials` in one of them).
+    ///
+    /// # Errors
+    /// Store failure (nothing is written then).
+    pub fn commit_all(&self, commits: &[Commit<'_>]) -> Result<()> {
         let tx = self.db()?.begin_write()?;
-        {
+        for c in commits {
             let mut results = tx.open_table(RESULTS)?;
             for w in c.finals {
                 write_window(&mut results, c.version, w)?;
@@ -698,6 +707,7 @@ impl Store {
                 .retain_in((name, 0u32, 0u64)..=(name, u32::MAX, u64::MAX), |_, _| {
                     false
                 })?;
+            tx.open_table(MERGER)?.remove(name)?;
         }
         tx.commit()?;
         Ok(())
