@@ -277,43 +277,62 @@ impl Control {
         })
     }
 
-    /// Starts a replay across workers and a merger (see [`Control::new_remote`]).
+    /// Starts a replay across workers and a merger (see [`Control::new_remote`]). A new
+    /// version: the workers compute it from the plan's starts, live; it is caught up once
+    /// final as far as the main one. In place: they compute a scratch version from the
+    /// starts up to the log end as it is now and drain it; this process then swaps its
+    /// windows of the range into the serving version, as a single process does.
     fn start_remote(
         self: &Arc<Self>,
         req: &ReplayRequest,
         kafka: &crate::config::KafkaSection,
     ) -> Result<serde_json::Value, ControlError> {
         let plan = self.plan(req)?;
-        if plan.in_place || !plan.from_earliest() {
-            return Err(ControlError::Invalid(
-                "across workers and a merger, a replay builds a new version from the earliest offsets (--from earliest --version NEW); in-place corrections and --from TIME are not supported there yet (run them with `kappa run`, --role all)".into(),
-            ));
-        }
         let lines = plan.describe();
         if req.dry_run {
             return Ok(serde_json::json!({ "lines": lines }));
         }
         let mut inner = self.inner.lock().expect("control lock");
+        if inner
+            .jobs
+            .values()
+            .any(|j| j.is_active() && j.plan.version == plan.version && !plan.in_place)
+        {
+            return Err(ControlError::Conflict(format!(
+                "version {} is already being built",
+                plan.version
+            )));
+        }
         let id = next_replay_id(&self.store)?.max(inner.jobs.keys().last().map_or(1, |k| k + 1));
-        let version = plan.version.clone();
+        let in_place = plan.in_place;
+        let version = plan.target_version(id);
         let promote = plan.request.promote;
-        let fingerprint = plan.fingerprint.clone();
+        let start_order = crate::scale::VersionOrder {
+            version: version.clone(),
+            active: true,
+            config: plan.fingerprint.clone(),
+            starts: plan
+                .starts
+                .iter()
+                .map(|s| (s.partition, s.resume_offset, s.resume_max_ts))
+                .collect(),
+            ends: if in_place {
+                plan.ends.clone()
+            } else {
+                Vec::new()
+            },
+        };
         let job = Job::start(&self.store, plan, id)?;
         self.store.create_version(
             &crate::store::VersionInfo {
                 name: version.clone(),
-                config: fingerprint.clone(),
+                config: start_order.config.clone(),
                 created_ms: chrono::Utc::now().timestamp_millis(),
                 finalized_through: i64::MIN,
             },
             &[],
         )?;
-        let order = |active: bool| crate::scale::VersionOrder {
-            version: version.clone(),
-            active,
-            config: fingerprint.clone(),
-        };
-        if let Err(e) = crate::scale::publish_order(kafka, &order(true), self.metrics.clone()) {
+        if let Err(e) = crate::scale::publish_order(kafka, &start_order, self.metrics.clone()) {
             job.finish(&self.store, &format!("failed: {e}"), 0);
             let _ = self.store.drop_version(&version);
             return Err(ControlError::Internal(e.to_string()));
@@ -321,6 +340,7 @@ impl Control {
         tracing::info!(
             replay = id,
             version,
+            in_place,
             "replay started: the workers compute the version, the merger merges it"
         );
         let (store, metrics, k, main) = (
@@ -331,48 +351,71 @@ impl Control {
         );
         let j = job.clone();
         let ctl = self.clone();
+        let runner_key = version.clone();
         let thread = std::thread::Builder::new()
             .name(format!("replay-{id}"))
             .spawn(move || {
                 metrics.replays_active.inc();
+                let finalized = |v: &str| -> Result<i64, StoreError> {
+                    Ok(store.version(v)?.map_or(i64::MIN, |i| i.finalized_through))
+                };
                 let caught_up = || -> Result<bool, StoreError> {
-                    let main_ft = store
-                        .version(&main)?
-                        .map_or(i64::MIN, |i| i.finalized_through);
-                    let ft = store
-                        .version(&version)?
-                        .map_or(i64::MIN, |i| i.finalized_through);
+                    let ft = finalized(&version)?;
+                    if in_place {
+                        return Ok(ft == i64::MAX);
+                    }
+                    let main_ft = finalized(&main)?;
                     Ok(main_ft > i64::MIN && ft >= main_ft)
+                };
+                let stop = || {
+                    let order = crate::scale::VersionOrder {
+                        active: false,
+                        starts: Vec::new(),
+                        ends: Vec::new(),
+                        ..start_order.clone()
+                    };
+                    if let Err(e) = crate::scale::publish_order(&k, &order, metrics.clone()) {
+                        tracing::error!(replay = id, "telling the workers to stop: {e}");
+                    }
+                };
+                let windows = || -> u64 {
+                    j.plan
+                        .cfg
+                        .window_config()
+                        .sizes_ms
+                        .iter()
+                        .filter_map(|&size| {
+                            store.window_count(&version, size, i64::MIN, i64::MAX).ok()
+                        })
+                        .sum()
                 };
                 loop {
                     if ctl.shutting_down.load(std::sync::atomic::Ordering::Relaxed) {
-                        // A shutdown, not a cancel: the version stays, the workers go on
-                        // computing it, and the next merger goes on merging it.
+                        // A shutdown, not a cancel: a new version stays and the workers go on
+                        // computing it; an in-place correction is rolled back at the next
+                        // start (`recover_interrupted`).
                         break;
                     }
                     if j.cancel.is_cancelled() {
-                        let stop = crate::scale::VersionOrder {
-                            version: version.clone(),
-                            active: false,
-                            config: fingerprint.clone(),
-                        };
-                        let _ = crate::scale::publish_order(&k, &stop, metrics.clone());
+                        stop();
                         let _ = store.drop_version(&version);
                         j.finish(&store, "cancelled", 0);
                         break;
                     }
                     match caught_up() {
+                        Ok(true) if in_place => {
+                            stop();
+                            let p = &j.plan;
+                            match store.copy_windows(&version, &p.version, p.from_ms, p.to_ms) {
+                                Ok(n) => j.finish(&store, "completed", n),
+                                Err(e) => j.finish(&store, &format!("failed: {e}"), 0),
+                            }
+                            if let Err(e) = store.drop_version(&version) {
+                                tracing::error!(replay = id, "dropping {version}: {e}");
+                            }
+                            break;
+                        }
                         Ok(true) => {
-                            let windows: u64 = j
-                                .plan
-                                .cfg
-                                .window_config()
-                                .sizes_ms
-                                .iter()
-                                .filter_map(|&size| {
-                                    store.window_count(&version, size, i64::MIN, i64::MAX).ok()
-                                })
-                                .sum();
                             let outcome = if promote {
                                 match store.promote(&version) {
                                     Ok(()) => "caught-up, promoted".to_string(),
@@ -381,7 +424,7 @@ impl Control {
                             } else {
                                 "caught-up".to_string()
                             };
-                            j.finish(&store, &outcome, windows);
+                            j.finish(&store, &outcome, windows());
                             break;
                         }
                         Ok(false) => std::thread::sleep(std::time::Duration::from_millis(200)),
@@ -400,7 +443,7 @@ impl Control {
             })
             .map_err(|e| ControlError::Internal(e.to_string()))?;
         inner.runners.insert(
-            job.plan.version.clone(),
+            runner_key,
             Runner {
                 cancel: job.cancel.clone(),
                 thread: Some(thread),
@@ -686,6 +729,8 @@ impl Control {
                 version: version.to_string(),
                 active: false,
                 config: info.map(|i| i.config).unwrap_or_default(),
+                starts: Vec::new(),
+                ends: Vec::new(),
             };
             crate::scale::publish_order(k, &stop, self.metrics.clone())
                 .map_err(|e| ControlError::Internal(e.to_string()))?;

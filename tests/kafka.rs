@@ -509,23 +509,6 @@ fn three_workers_and_a_merger_equal_one_process_through_kills() {
     drop(merger);
     produce_part(2);
     merger = Server::start_env(merger_dir.path(), &["--role", "merger"], &env);
-    // In-place corrections across roles are not built: refused with a reason.
-    let out = kappa(merger_dir.path())
-        .args([
-            "replay",
-            "--from",
-            "2026-11-23T00:10:00Z",
-            "--to",
-            "2026-11-23T00:20:00Z",
-        ])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && err.contains("not supported there yet"),
-        "{err}"
-    );
-
     // The reference: one process over the same topic, up to the log end (no drain: the
     // workers run live, so the same windows are final: those every partition passed).
     let mut c = kk(single.path(), topic);
@@ -553,34 +536,71 @@ fn three_workers_and_a_merger_equal_one_process_through_kills() {
     // A replay into a new version across roles: the merger tells the workers (control
     // topic), they compute v2 in their own group, the merger merges it and reports it
     // caught up once it is final as far as v1. Equal to the single process's replay.
-    let mut c = kappa(merger_dir.path());
-    c.args([
-        "replay",
-        "--from",
-        "earliest",
-        "--version",
-        "v2",
-        "--detach",
-    ]);
-    ok(c);
-    let outcome = || -> String {
-        let v: Value = serde_json::from_str(&merger.get("/api/replays").1).unwrap_or_default();
-        v["replays"]
-            .as_array()
-            .and_then(|rs| rs.iter().find(|r| r["version"] == "v2"))
-            .and_then(|r| r["outcome"].as_str())
-            .unwrap_or_default()
-            .to_string()
+    // Starts a replay on the merger (detached) and waits up to 2 minutes for its outcome.
+    let replay_on_merger = |merger: &Server, args: &[&str]| -> String {
+        let mut c = kappa(merger_dir.path());
+        c.arg("replay").args(args).arg("--detach");
+        let out = String::from_utf8(ok(c).stdout).unwrap();
+        let id = out
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("replay ")?
+                    .split_whitespace()
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("no replay id in {out}"));
+        let outcome = || -> String {
+            let v: Value = serde_json::from_str(&merger.get(&format!("/api/replays/{id}")).1)
+                .unwrap_or_default();
+            v["outcome"].as_str().unwrap_or_default().to_string()
+        };
+        let t = Instant::now();
+        while outcome() == "running" && t.elapsed() < Duration::from_secs(120) {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        outcome()
     };
-    let t = Instant::now();
-    while outcome() == "running" && t.elapsed() < Duration::from_secs(120) {
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    assert_eq!(outcome(), "caught-up", "{}", merger.stderr_text());
+    assert_eq!(
+        replay_on_merger(&merger, &["--from", "earliest", "--version", "v2"]),
+        "caught-up",
+        "{}",
+        merger.stderr_text()
+    );
     let mut c = kk(single.path(), topic);
     c.args(["replay", "--from", "earliest", "--version", "v2"])
         .env(WINDOWS_1M_5M.0, WINDOWS_1M_5M.1);
     ok(c);
+
+    // An in-place correction across roles with a larger lateness bound (it takes in events
+    // that were late live): the workers compute a scratch version to the log end and drain
+    // it, the merger swaps its windows of the range into v1. Equal to the single process's
+    // correction.
+    let correction = [
+        "--from",
+        "2026-11-23T00:10:00Z",
+        "--to",
+        "2026-11-23T00:40:00Z",
+        "--max-delay",
+        "10m",
+    ];
+    assert_eq!(
+        replay_on_merger(&merger, &correction),
+        "completed",
+        "{}",
+        merger.stderr_text()
+    );
+    let mut c = kk(single.path(), topic);
+    c.arg("replay")
+        .args(correction)
+        .env(WINDOWS_1M_5M.0, WINDOWS_1M_5M.1);
+    ok(c);
+    let corrected = export(single.path());
+    assert!(
+        corrected != expected,
+        "the correction changed nothing: a weak test"
+    );
     assert!(merger.interrupt().success());
     for w in workers {
         // After the kill, the survivors took over partitions at the victim's last resume
@@ -590,7 +610,7 @@ fn three_workers_and_a_merger_equal_one_process_through_kills() {
         assert!(w.interrupt().success());
     }
     assert!(
-        export(merger_dir.path()) == expected,
+        export(merger_dir.path()) == corrected,
         "the merger's results differ from the single process's"
     );
     let v2 = export_version(merger_dir.path(), "v2");

@@ -254,6 +254,23 @@ fn run_role(cfg: &Config, args: &RunArgs) -> anyhow::Result<()> {
         let metrics = Arc::new(Metrics::new());
         // A worker's store holds no results (they live at the merger); it backs /api/status.
         let store = Store::open(&cfg.store_path())?;
+        if role == Role::Merger {
+            // An in-place correction a previous merger left unfinished is rolled back: the
+            // workers stop its scratch version, which is dropped; its record is marked.
+            for v in store.versions()? {
+                if v.name.starts_with(crate::replay::SCRATCH_PREFIX) {
+                    let stop = crate::scale::VersionOrder {
+                        version: v.name.clone(),
+                        active: false,
+                        config: v.config.clone(),
+                        starts: Vec::new(),
+                        ends: Vec::new(),
+                    };
+                    crate::scale::publish_order(&cfg.kafka, &stop, metrics.clone())?;
+                }
+            }
+            crate::control::recover_interrupted(&store)?;
+        }
         let (cfg, version) = if role == Role::Merger {
             main_version(cfg, &store)?
         } else {

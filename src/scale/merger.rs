@@ -230,8 +230,7 @@ fn refresh(
     let versions = store.versions()?;
     merging.retain(|v, _| v == main || versions.iter().any(|i| &i.name == v));
     for info in versions {
-        if info.name.starts_with(crate::replay::SCRATCH_PREFIX) || merging.contains_key(&info.name)
-        {
+        if merging.contains_key(&info.name) {
             continue;
         }
         tracing::info!(version = info.name, "merging this output version");
@@ -302,6 +301,7 @@ pub fn run(
         .sum::<Result<u64, _>>()?;
     let mut main_windows = 0u64;
     let mut pending_dead: Vec<DeadLetter> = Vec::new();
+    let mut pending_checkpoints: Vec<(u32, u64, i64)> = Vec::new();
     let mut dirty = false;
     let mut last_commit = Instant::now();
     let mut last_refresh = Instant::now();
@@ -351,6 +351,15 @@ pub fn run(
             let Some(m) = merging.get_mut(&v) else {
                 continue; // a version this store does not have
             };
+            if v == version
+                && let Msg::Progress {
+                    partition,
+                    checkpoint: Some((offset, ts)),
+                    ..
+                } = &msg
+            {
+                pending_checkpoints.push((*partition, *offset, *ts));
+            }
             if let Some(d) = m
                 .state
                 .apply(msg)
@@ -402,7 +411,7 @@ pub fn run(
                         finals: f,
                         positions: &positions,
                         finalized_through: merging[v].state.finalized_through(),
-                        checkpoints: &[],
+                        checkpoints: if main { &pending_checkpoints } else { &[] },
                         dead_letters: if main { &pending_dead } else { &[] },
                         late: &[],
                         merger_state: Some(blob),
@@ -412,6 +421,7 @@ pub fn run(
             store.commit_all(&commits)?;
             metrics.dead_letters.inc_by(pending_dead.len() as u64);
             pending_dead.clear();
+            pending_checkpoints.clear();
             for (v, f) in &finals {
                 summary.windows += f.len() as u64;
                 if v == version {
@@ -477,6 +487,7 @@ mod tests {
             from,
             through,
             nonempty: nonempty.iter().map(|&s| (60_000, s)).collect(),
+            checkpoint: None,
         }
     }
 

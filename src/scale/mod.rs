@@ -45,6 +45,14 @@ pub struct VersionOrder {
     pub active: bool,
     /// Its result-deciding configuration (`Config::results_fingerprint`).
     pub config: String,
+    /// Where each source partition starts when nothing was computed for it yet:
+    /// (partition, offset, max event time before it). Empty: the beginning.
+    #[serde(default)]
+    pub starts: Vec<(u32, u64, i64)>,
+    /// An in-place correction's scratch version: read each partition up to this offset,
+    /// then make every window of it final. Empty: live, no end.
+    #[serde(default)]
+    pub ends: Vec<u64>,
 }
 
 /// Publishes `order` to the control topic and waits until Kafka has it.
@@ -121,6 +129,9 @@ pub enum Msg {
         through: i64,
         /// Windows of the range with a partial.
         nonempty: Vec<(i64, i64)>,
+        /// An event-time index checkpoint of the partition: (offset, max event time before
+        /// it), about every 10 000 records (the merger's store keeps them for replays).
+        checkpoint: Option<(u64, i64)>,
     },
     /// An invalid record a worker read (the merger stores it with the results).
     Dead {
@@ -191,6 +202,7 @@ mod tests {
             from: i64::MIN,
             through: 1_700_000_060_000,
             nonempty: vec![(60_000, 1_700_000_000_000)],
+            checkpoint: Some((10_000, 1_699_999_999_000)),
         };
         let bytes = m.encode();
         assert_eq!(Msg::decode(&bytes).unwrap(), m);

@@ -39,8 +39,11 @@ struct Part {
     next: u64,
     /// Offsets below this were read by a previous owner (re-read to rebuild state only).
     handled: u64,
-    /// Every window ending at or before this has been published for this partition.
+    /// Every window ending at or before this has been published for this partition
+    /// (`i64::MAX`: drained, a bounded version's partition is done).
     published: i64,
+    /// Offset of the last event-time checkpoint sent with a progress message.
+    last_checkpoint: u64,
 }
 
 /// What a worker resumes a partition with (after its offset in the state record).
@@ -80,11 +83,19 @@ pub fn state_offset(version: &str, meta: &str) -> Option<u64> {
 }
 
 impl Part {
-    fn new(cfg: &Config, version: &str, committed: Option<&(Option<u64>, String)>, p: u32) -> Self {
+    /// `seed`: where to start (offset, max event time before it) when the partition has no
+    /// state and no committed offset (a replay's start).
+    fn new(
+        cfg: &Config,
+        version: &str,
+        committed: Option<&(Option<u64>, String)>,
+        p: u32,
+        seed: Option<(u64, i64)>,
+    ) -> Self {
         let mut core = WindowCore::new(cfg.window_config(), 1);
         let (offset, meta) = match committed {
             Some((Some(o), meta)) => (*o, meta.as_str()),
-            _ => (0, ""),
+            _ => (seed.map_or(0, |s| s.0), ""),
         };
         let resume = decode_meta(version, meta).map(|(_, r)| r);
         if resume.is_none() && offset > 0 {
@@ -95,7 +106,7 @@ impl Part {
             );
         }
         let r = resume.unwrap_or(Resume {
-            max_ts_before: i64::MIN,
+            max_ts_before: seed.filter(|s| s.0 == offset).map_or(i64::MIN, |s| s.1),
             published: i64::MIN,
             handled: 0,
         });
@@ -111,6 +122,7 @@ impl Part {
             next: offset,
             handled: r.handled,
             published: r.published,
+            last_checkpoint: offset,
         }
     }
 
@@ -166,7 +178,7 @@ pub fn supervise(
         );
         std::thread::Builder::new()
             .name(format!("worker-{v}"))
-            .spawn(move || run(&cfg, &v, m, shared, &token))?
+            .spawn(move || run(&cfg, &v, None, m, shared, &token))?
     };
     let mut warned = false;
     while !cancel.is_cancelled() && !main.is_finished() {
@@ -194,7 +206,16 @@ pub fn supervise(
                         );
                         let h = std::thread::Builder::new()
                             .name(format!("worker-{v}"))
-                            .spawn(move || run(&vcfg, &name, m, Arc::new(Shared::default()), &t))?;
+                            .spawn(move || {
+                                run(
+                                    &vcfg,
+                                    &name,
+                                    Some(&order),
+                                    m,
+                                    Arc::new(Shared::default()),
+                                    &t,
+                                )
+                            })?;
                         others.insert(v, (token, h));
                     } else if !order.active
                         && let Some((token, h)) = others.remove(&v)
@@ -243,11 +264,21 @@ fn publish(sink: &mut KafkaSink, msg: &Msg) -> anyhow::Result<()> {
 pub fn run(
     cfg: &Config,
     version: &str,
+    order: Option<&super::VersionOrder>,
     metrics: Arc<Metrics>,
     shared: Arc<Shared>,
     cancel: &CancellationToken,
 ) -> anyhow::Result<WorkerSummary> {
     let started = Instant::now();
+    let seeds: std::collections::HashMap<u32, (u64, i64)> = order
+        .map(|o| {
+            o.starts
+                .iter()
+                .map(|&(p, off, ts)| (p, (off, ts)))
+                .collect()
+        })
+        .unwrap_or_default();
+    let ends: Vec<u64> = order.map(|o| o.ends.clone()).unwrap_or_default();
     let mut k = cfg.kafka.clone();
     k.group_id.clone_from(&cfg.kafka.worker_group_id);
     let mut state_topic = cfg.kafka.clone();
@@ -255,7 +286,10 @@ pub fn run(
     let mut source = KafkaSource::connect_with(
         &k,
         None,
-        Some(state_topic),
+        Some((
+            state_topic,
+            seeds.iter().map(|(&p, &(o, _))| (p, o)).collect(),
+        )),
         version,
         false,
         metrics.clone(),
@@ -285,7 +319,11 @@ pub fn run(
             let committed = source.take_group_state();
             parts = owned
                 .iter()
-                .map(|&p| (p, Part::new(cfg, version, committed.get(&p), p)))
+                .map(|&p| {
+                    let part =
+                        Part::new(cfg, version, committed.get(&p), p, seeds.get(&p).copied());
+                    (p, part)
+                })
                 .collect();
             let mut st = shared.status.lock().expect("status lock");
             st.state = "running".into();
@@ -302,6 +340,12 @@ pub fn run(
                 let Some(part) = parts.get_mut(&rec.partition) else {
                     continue;
                 };
+                if ends
+                    .get(rec.partition as usize)
+                    .is_some_and(|&e| rec.offset >= e)
+                {
+                    continue; // past a bounded version's end
+                }
                 if touched.last() != Some(&rec.partition) && !touched.contains(&rec.partition) {
                     touched.push(rec.partition);
                 }
@@ -339,6 +383,12 @@ pub fn run(
                 )?;
                 summary.partials += 1;
             }
+            let checkpoint = (part.next >= part.handled
+                && part.next >= part.last_checkpoint + crate::pipeline::CHECKPOINT_EVERY)
+                .then(|| {
+                    part.last_checkpoint = part.next;
+                    (part.next, part.core.max_event_time(0))
+                });
             publish(
                 &mut sink,
                 &Msg::Progress {
@@ -348,9 +398,52 @@ pub fn run(
                     from: part.published,
                     through,
                     nonempty,
+                    checkpoint,
                 },
             )?;
             part.published = through;
+        }
+        // A bounded version (an in-place correction's scratch): a partition read to its
+        // end has every window made final, as a single process's drain does.
+        for (&p, part) in &mut parts {
+            let Some(&end) = ends.get(p as usize) else {
+                continue;
+            };
+            if part.next < end || part.published == i64::MAX {
+                continue;
+            }
+            let partials = part.core.drain_partials();
+            let mut nonempty = Vec::with_capacity(partials.len());
+            for (size_ms, start_ms, sums) in partials {
+                nonempty.push((size_ms, start_ms));
+                publish(
+                    &mut sink,
+                    &Msg::Partial {
+                        version: version.to_string(),
+                        partitions,
+                        partition: p,
+                        size_ms,
+                        start_ms,
+                        watermark: i64::MAX,
+                        sums,
+                    },
+                )?;
+                summary.partials += 1;
+            }
+            publish(
+                &mut sink,
+                &Msg::Progress {
+                    version: version.to_string(),
+                    partitions,
+                    partition: p,
+                    from: part.published,
+                    through: i64::MAX,
+                    nonempty,
+                    checkpoint: None,
+                },
+            )?;
+            part.published = i64::MAX;
+            uncommitted = true;
         }
         if uncommitted && last_commit.elapsed() >= cfg.pipeline.commit_interval {
             commit(&mut sink, &mut states, &source, &parts, version)?;

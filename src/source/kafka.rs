@@ -75,8 +75,9 @@ pub struct Ctx {
     /// Where positions live; None for a worker, whose positions are the group's committed
     /// offsets (with its resume state in their metadata).
     store: Option<Store>,
-    /// A worker's state topic (`kafka.worker-state-topic`): read on every assignment.
-    state_topic: Option<KafkaSection>,
+    /// A worker's state topic (`kafka.worker-state-topic`): read on every assignment; and
+    /// where partitions start that have neither a state nor a committed offset (a replay).
+    state_topic: Option<(KafkaSection, HashMap<u32, u64>)>,
     version: String,
     topic: String,
     /// Where assigned partitions' records go (None once the source is dropped).
@@ -230,7 +231,7 @@ impl Ctx {
         // The state topic holds each partition's latest resume state (offset included); the
         // group's committed offset is the fallback (and what lag tooling sees).
         let saved = match &self.state_topic {
-            Some(k) => loop {
+            Some((k, _)) => loop {
                 match read_latest(k) {
                     Ok(m) => break m,
                     Err(e) => tracing::warn!("reading {}: {e}; retrying", k.topic),
@@ -255,7 +256,11 @@ impl Ctx {
                 },
                 None => (at, e.metadata().to_string()),
             };
-            let at = entry.0;
+            let seed = self
+                .state_topic
+                .as_ref()
+                .and_then(|(_, s)| s.get(&p).copied());
+            let at = entry.0.or(seed);
             state.insert(p, entry);
             let offset = at.map_or(Offset::Beginning, |o| {
                 Offset::Offset(i64::try_from(o).unwrap_or(i64::MAX))
@@ -443,7 +448,7 @@ impl KafkaSource {
     pub fn connect_with(
         k: &KafkaSection,
         store: Option<Store>,
-        state_topic: Option<KafkaSection>,
+        state_topic: Option<(KafkaSection, HashMap<u32, u64>)>,
         version: &str,
         bounded: bool,
         metrics: Arc<Metrics>,
