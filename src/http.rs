@@ -382,7 +382,7 @@ async fn control<T: serde::Serialize + Send + 'static>(
     let Some(c) = st.control.clone() else {
         return Ok(json_reply(
             StatusCode::SERVICE_UNAVAILABLE,
-            &json!({"error": "this process has no replay or version control: replays and versions are run by `kappa run` (--role all); across workers and a merger they are not supported yet"}),
+            &json!({"error": "this process has no replay or version control: ask `kappa run` or the merger (a worker has none)"}),
         ));
     };
     let r = tokio::task::spawn_blocking(move || f(&c)).await;
