@@ -443,6 +443,8 @@ fn role_env(topic: &str) -> Vec<(String, String)> {
         format!("{topic}.state"),
     ));
     env.push((WINDOWS_1M_5M.0.into(), WINDOWS_1M_5M.1.into()));
+    // As the single-process reference (a bounded run never uses idleness).
+    env.push(("KAPPA_PIPELINE__IDLE_TIMEOUT".into(), "0s".into()));
     env
 }
 

@@ -35,6 +35,8 @@ pub struct MergeState {
     partitions: u32,
     /// Per source partition: every window ending at or before this is complete on it.
     covered: Vec<i64>,
+    /// Per source partition: reported idle by its worker (left out of the minimum).
+    idle: Vec<bool>,
     /// Open windows by (end, size).
     open: BTreeMap<(i64, i64), OpenWindow>,
     /// Every window ending at or before this is final here.
@@ -48,6 +50,7 @@ impl Default for MergeState {
         Self {
             partitions: 0,
             covered: Vec::new(),
+            idle: Vec::new(),
             open: BTreeMap::new(),
             finalized_through: i64::MIN,
             gaps: 0,
@@ -62,12 +65,15 @@ impl MergeState {
     /// A message whose partition count differs from the one seen first.
     pub fn apply(&mut self, msg: Msg) -> Result<Option<DeadLetter>, String> {
         let partitions = match &msg {
-            Msg::Partial { partitions, .. } | Msg::Progress { partitions, .. } => *partitions,
+            Msg::Partial { partitions, .. }
+            | Msg::Progress { partitions, .. }
+            | Msg::Idle { partitions, .. } => *partitions,
             Msg::Dead { letter, .. } => return Ok(Some(letter.clone())),
         };
         if self.partitions == 0 {
             self.partitions = partitions;
             self.covered = vec![i64::MIN; partitions as usize];
+            self.idle = vec![false; partitions as usize];
         } else if partitions != self.partitions {
             return Err(format!(
                 "a worker reports {partitions} source partitions, others {}: the source topic changed under a running merger",
@@ -102,6 +108,7 @@ impl MergeState {
                 let Some(covered) = self.covered.get_mut(partition as usize) else {
                     return Ok(None);
                 };
+                self.idle[partition as usize] = false;
                 if from > *covered {
                     // Ranges of one partition arrive in order (one key, one partition of
                     // kappa.partials); a gap means its history is missing (retention).
@@ -127,6 +134,13 @@ impl MergeState {
                     }
                 }
             }
+            Msg::Idle {
+                partition, idle, ..
+            } => {
+                if let Some(i) = self.idle.get_mut(partition as usize) {
+                    *i = idle;
+                }
+            }
             Msg::Dead { .. } => unreachable!("handled above"),
         }
         Ok(None)
@@ -134,8 +148,16 @@ impl MergeState {
 
     /// Every source partition's coverage, the minimum: windows ending at or before it have
     /// all their progress.
+    /// Idle partitions are left out, as a single process leaves them out of its watermark;
+    /// with every partition idle, nothing moves.
     fn covered_through(&self) -> i64 {
-        self.covered.iter().copied().min().unwrap_or(i64::MIN)
+        self.covered
+            .iter()
+            .zip(&self.idle)
+            .filter(|(_, idle)| !**idle)
+            .map(|(c, _)| *c)
+            .min()
+            .unwrap_or(i64::MIN)
     }
 
     /// Makes final every complete window, oldest end first, stopping at the first one
@@ -342,7 +364,9 @@ pub fn run(
                         (sums.categories.len() + sums.products.len() + sums.queries.len()) as u64;
                     v.clone()
                 }
-                Msg::Progress { version: v, .. } | Msg::Dead { version: v, .. } => v.clone(),
+                Msg::Progress { version: v, .. }
+                | Msg::Idle { version: v, .. }
+                | Msg::Dead { version: v, .. } => v.clone(),
             };
             if !merging.contains_key(&v) && last_refresh.elapsed() >= Duration::from_secs(1) {
                 refresh(&store, cfg, version, &mut merging)?;
@@ -531,6 +555,43 @@ mod tests {
         assert!(s.take_final(&mut core).is_empty());
         s.apply(progress(1, 30_000, 61_000, &[])).unwrap();
         assert_eq!(s.take_final(&mut core).len(), 1);
+    }
+
+    fn idle(p: u32, idle: bool) -> Msg {
+        Msg::Idle {
+            version: "v1".into(),
+            partitions: 2,
+            partition: p,
+            idle,
+        }
+    }
+
+    #[test]
+    fn an_idle_partition_does_not_hold_windows_back_and_its_late_partials_are_ignored() {
+        let mut core = WindowCore::new(WindowConfig::default(), 0);
+        let mut s = MergeState::default();
+        s.apply(partial(0, 0, 2)).unwrap();
+        s.apply(progress(0, i64::MIN, 120_000, &[0])).unwrap();
+        s.apply(progress(1, i64::MIN, 30_000, &[])).unwrap();
+        assert!(
+            s.take_final(&mut core).is_empty(),
+            "partition 1 holds the window"
+        );
+        s.apply(idle(1, true)).unwrap();
+        let f = s.take_final(&mut core);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].events_by_type[0], 2);
+        // Active again: its partial of the closed window comes too late and is ignored, as
+        // a single process records late events of a closed window.
+        s.apply(partial(1, 0, 5)).unwrap();
+        s.apply(progress(1, 30_000, 70_000, &[0])).unwrap();
+        assert!(s.take_final(&mut core).is_empty());
+        assert_eq!(s.open_windows(), (0, 0));
+        // Every partition idle: nothing moves.
+        s.apply(partial(0, 120_000, 1)).unwrap();
+        s.apply(idle(0, true)).unwrap();
+        s.apply(idle(1, true)).unwrap();
+        assert!(s.take_final(&mut core).is_empty());
     }
 
     #[test]

@@ -133,6 +133,18 @@ pub enum Msg {
         /// it), about every 10 000 records (the merger's store keeps them for replays).
         checkpoint: Option<(u64, i64)>,
     },
+    /// A source partition went idle (caught up with its log end and silent for
+    /// `pipeline.idle-timeout`: it no longer holds windows back) or active again.
+    Idle {
+        /// Output version.
+        version: String,
+        /// Source partitions in all.
+        partitions: u32,
+        /// The source partition.
+        partition: u32,
+        /// Idle (true) or active again (false).
+        idle: bool,
+    },
     /// An invalid record a worker read (the merger stores it with the results).
     Dead {
         /// Output version.
@@ -155,6 +167,9 @@ impl Msg {
                 ..
             } => format!("{version}/w/{size_ms}/{start_ms}"),
             Msg::Progress {
+                version, partition, ..
+            }
+            | Msg::Idle {
                 version, partition, ..
             } => format!("{version}/p/{partition}"),
             Msg::Dead { version, letter } => format!("{version}/p/{}", letter.partition),

@@ -44,6 +44,10 @@ struct Part {
     published: i64,
     /// Offset of the last event-time checkpoint sent with a progress message.
     last_checkpoint: u64,
+    /// When a record of this partition last arrived (or the partition was assigned).
+    last_record: Instant,
+    /// Reported idle to the merger.
+    idle: bool,
 }
 
 /// What a worker resumes a partition with (after its offset in the state record).
@@ -123,6 +127,8 @@ impl Part {
             handled: r.handled,
             published: r.published,
             last_checkpoint: offset,
+            last_record: Instant::now(),
+            idle: false,
         }
     }
 
@@ -249,6 +255,15 @@ pub fn supervise(
         .map_err(|_| anyhow::anyhow!("the worker thread panicked"))?
 }
 
+fn idle_msg(version: &str, partitions: u32, partition: u32, idle: bool) -> Msg {
+    Msg::Idle {
+        version: version.to_string(),
+        partitions,
+        partition,
+        idle,
+    }
+}
+
 /// Publishes one message to `kappa.partials`.
 fn publish(sink: &mut KafkaSink, msg: &Msg) -> anyhow::Result<()> {
     let now = chrono::Utc::now().timestamp_millis();
@@ -359,6 +374,34 @@ pub fn run(
         }
         summary.records += n as u64;
         uncommitted |= n > 0;
+        let now = Instant::now();
+        for &p in &touched {
+            let part = parts.get_mut(&p).expect("touched partitions are owned");
+            part.last_record = now;
+            if part.idle {
+                part.idle = false;
+                publish(&mut sink, &idle_msg(version, partitions, p, false))?;
+            }
+        }
+        // Idleness, as in a single process (live versions only): a partition caught up with
+        // its log end and silent for idle-timeout no longer holds the merger's windows back.
+        let timeout = cfg.pipeline.idle_timeout;
+        if n == 0 && !timeout.is_zero() && ends.is_empty() && source.lag_known() {
+            let log_ends = source.end_offsets()?;
+            for (&p, part) in &mut parts {
+                let caught_up = log_ends.get(p as usize).is_some_and(|&e| part.next >= e);
+                if !part.idle && caught_up && part.last_record.elapsed() >= timeout {
+                    tracing::info!(
+                        version,
+                        partition = p,
+                        "partition idle for {}: no longer holding the merger's windows back",
+                        crate::config::fmt_duration(timeout)
+                    );
+                    part.idle = true;
+                    publish(&mut sink, &idle_msg(version, partitions, p, true))?;
+                }
+            }
+        }
         for p in touched {
             let part = parts.get_mut(&p).expect("touched partitions are owned");
             let partials = part.core.advance_partials();
