@@ -321,13 +321,14 @@ impl Control {
             } else {
                 Vec::new()
             },
+            incarnation: chrono::Utc::now().timestamp_millis(),
         };
         let job = Job::start(&self.store, plan, id)?;
         self.store.create_version(
             &crate::store::VersionInfo {
                 name: version.clone(),
                 config: start_order.config.clone(),
-                created_ms: chrono::Utc::now().timestamp_millis(),
+                created_ms: start_order.incarnation,
                 finalized_through: i64::MIN,
             },
             &[],
@@ -728,6 +729,7 @@ impl Control {
             let stop = crate::scale::VersionOrder {
                 version: version.to_string(),
                 active: false,
+                incarnation: info.as_ref().map_or(0, |i| i.created_ms),
                 config: info.map(|i| i.config).unwrap_or_default(),
                 starts: Vec::new(),
                 ends: Vec::new(),

@@ -570,6 +570,17 @@ fn three_workers_and_a_merger_equal_one_process_through_kills() {
         "{}",
         merger.stderr_text()
     );
+    // Dropped and built again under the same name: a new consumer group and new resume
+    // states, nothing of the first one.
+    let mut c = kappa(merger_dir.path());
+    c.args(["versions", "drop", "v2"]);
+    ok(c);
+    assert_eq!(
+        replay_on_merger(&merger, &["--from", "earliest", "--version", "v2"]),
+        "caught-up",
+        "{}",
+        merger.stderr_text()
+    );
     let mut c = kk(single.path(), topic);
     c.args(["replay", "--from", "earliest", "--version", "v2"])
         .env(WINDOWS_1M_5M.0, WINDOWS_1M_5M.1);

@@ -265,6 +265,7 @@ fn run_role(cfg: &Config, args: &RunArgs) -> anyhow::Result<()> {
                         config: v.config.clone(),
                         starts: Vec::new(),
                         ends: Vec::new(),
+                        incarnation: v.created_ms,
                     };
                     crate::scale::publish_order(&cfg.kafka, &stop, metrics.clone())?;
                 }

@@ -43,6 +43,9 @@ pub struct MergeState {
     finalized_through: i64,
     /// Progress ranges that did not join the covered range (logged once each).
     gaps: u64,
+    /// `created_ms` of the version this state belongs to (a state left by a dropped
+    /// version of the same name is not taken).
+    created_ms: i64,
 }
 
 impl Default for MergeState {
@@ -54,6 +57,7 @@ impl Default for MergeState {
             open: BTreeMap::new(),
             finalized_through: i64::MIN,
             gaps: 0,
+            created_ms: 0,
         }
     }
 }
@@ -113,7 +117,7 @@ impl MergeState {
                     // Ranges of one partition arrive in order (one key, one partition of
                     // kappa.partials); a gap means its history is missing (retention).
                     self.gaps += 1;
-                    if self.gaps == 1 {
+                    if self.gaps < 100 {
                         tracing::error!(
                             partition,
                             from,
@@ -149,7 +153,7 @@ impl MergeState {
     /// Every source partition's coverage, the minimum: windows ending at or before it have
     /// all their progress.
     /// Idle partitions are left out, as a single process leaves them out of its watermark;
-    /// with every partition idle, nothing moves.
+    /// with every partition idle, the furthest one counts (as there too).
     fn covered_through(&self) -> i64 {
         self.covered
             .iter()
@@ -157,6 +161,7 @@ impl MergeState {
             .filter(|(_, idle)| !**idle)
             .map(|(c, _)| *c)
             .min()
+            .or_else(|| self.covered.iter().copied().max())
             .unwrap_or(i64::MIN)
     }
 
@@ -218,12 +223,15 @@ pub struct MergerSummary {
 struct Merging {
     state: MergeState,
     core: WindowCore,
+    /// Its result-deciding configuration: workers must send the same.
+    fingerprint: String,
 }
 
 impl Merging {
     /// The version's merge state as last committed, and a core with its configuration.
-    fn load(store: &Store, cfg: &Config, version: &str, fingerprint: &str) -> anyhow::Result<Self> {
-        let state = match store.merger_state(version)? {
+    fn load(store: &Store, cfg: &Config, info: &crate::store::VersionInfo) -> anyhow::Result<Self> {
+        let (version, fingerprint) = (&info.name, &info.config);
+        let mut state = match store.merger_state(version)? {
             Some(bytes) => bincode::serde::decode_from_slice(&bytes, bincode::config::standard())
                 .map(|(s, _)| s)
                 .map_err(|e| {
@@ -231,12 +239,19 @@ impl Merging {
                 })?,
             None => MergeState::default(),
         };
+        if state.created_ms != info.created_ms {
+            state = MergeState {
+                created_ms: info.created_ms,
+                ..MergeState::default()
+            };
+        }
         let vcfg = cfg
             .with_fingerprint(fingerprint)
             .map_err(|e| anyhow::anyhow!("version {version}: {e}"))?;
         Ok(Self {
             state,
             core: WindowCore::new(vcfg.window_config(), 0),
+            fingerprint: fingerprint.clone(),
         })
     }
 }
@@ -250,15 +265,24 @@ fn refresh(
     merging: &mut BTreeMap<String, Merging>,
 ) -> anyhow::Result<()> {
     let versions = store.versions()?;
-    merging.retain(|v, _| v == main || versions.iter().any(|i| &i.name == v));
+    // Forgotten: dropped versions, and versions dropped and created again under their name.
+    merging.retain(|v, m| {
+        versions
+            .iter()
+            .any(|i| &i.name == v && i.created_ms == m.state.created_ms)
+    });
     for info in versions {
         if merging.contains_key(&info.name) {
             continue;
         }
         tracing::info!(version = info.name, "merging this output version");
-        let m = Merging::load(store, cfg, &info.name, &info.config)?;
+        let m = Merging::load(store, cfg, &info)?;
         merging.insert(info.name, m);
     }
+    anyhow::ensure!(
+        merging.contains_key(main),
+        "output version {main} is not in the store"
+    );
     Ok(())
 }
 
@@ -283,10 +307,6 @@ pub fn run(
         finalized_through: i64::MIN,
     })?;
     let mut merging: BTreeMap<String, Merging> = BTreeMap::new();
-    merging.insert(
-        version.to_string(),
-        Merging::load(&store, cfg, version, &cfg.results_fingerprint())?,
-    );
     refresh(&store, cfg, version, &mut merging)?;
     let mut k = cfg.kafka.clone();
     k.topic.clone_from(&cfg.kafka.partials_topic);
@@ -327,6 +347,7 @@ pub fn run(
     let mut dirty = false;
     let mut last_commit = Instant::now();
     let mut last_refresh = Instant::now();
+    let mut foreign: std::collections::HashSet<String> = std::collections::HashSet::new();
     {
         let mut st = shared.status.lock().expect("status lock");
         st.state = "running".into();
@@ -344,17 +365,16 @@ pub fn run(
             next[rec.partition as usize] = rec.offset + 1;
             summary.messages += 1;
             dirty = true;
-            let msg = match Msg::decode(rec.value) {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::error!(
-                        partition = rec.partition,
-                        offset = rec.offset,
-                        "{e}; skipped"
-                    );
-                    continue;
-                }
-            };
+            // Skipping a message could stall a partition for good (a lost progress range):
+            // stop, with the position, instead.
+            let msg = Msg::decode(rec.value).map_err(|e| {
+                anyhow::anyhow!(
+                    "{} partition {} offset {}: {e}",
+                    k.topic,
+                    rec.partition,
+                    rec.offset
+                )
+            })?;
             let v = match &msg {
                 Msg::Partial {
                     version: v, sums, ..
@@ -368,13 +388,25 @@ pub fn run(
                 | Msg::Idle { version: v, .. }
                 | Msg::Dead { version: v, .. } => v.clone(),
             };
-            if !merging.contains_key(&v) && last_refresh.elapsed() >= Duration::from_secs(1) {
+            // A replay creates its version before ordering it, so an unknown version is
+            // looked up at once (versions of another store are remembered, not re-read).
+            if !merging.contains_key(&v) && !foreign.contains(&v) {
                 refresh(&store, cfg, version, &mut merging)?;
-                last_refresh = Instant::now();
+                if !merging.contains_key(&v) {
+                    foreign.insert(v.clone());
+                }
             }
             let Some(m) = merging.get_mut(&v) else {
                 continue; // a version this store does not have
             };
+            if let Msg::Partial { config, .. } | Msg::Progress { config, .. } = &msg
+                && *config != m.fingerprint
+            {
+                anyhow::bail!(
+                    "a worker computes {v} with another configuration ({config}) than the merger's store holds for it ({}): run every worker with the same window sizes, delay and limits",
+                    m.fingerprint
+                );
+            }
             if v == version
                 && let Msg::Progress {
                     partition,
@@ -397,6 +429,7 @@ pub fn run(
         }
         if last_refresh.elapsed() >= Duration::from_secs(1) {
             refresh(&store, cfg, version, &mut merging)?;
+            foreign.clear();
             last_refresh = Instant::now();
         }
         let finals: Vec<(String, Vec<FinalWindow>)> = merging
@@ -496,6 +529,7 @@ mod tests {
             size_ms: 60_000,
             start_ms: start,
             watermark: 0,
+            config: String::new(),
             sums: PartialAgg {
                 counts: [views, 0, 0, 0],
                 ..PartialAgg::default()
@@ -508,6 +542,7 @@ mod tests {
             version: "v1".into(),
             partitions: 2,
             partition: p,
+            config: String::new(),
             from,
             through,
             nonempty: nonempty.iter().map(|&s| (60_000, s)).collect(),
@@ -587,11 +622,13 @@ mod tests {
         s.apply(progress(1, 30_000, 70_000, &[0])).unwrap();
         assert!(s.take_final(&mut core).is_empty());
         assert_eq!(s.open_windows(), (0, 0));
-        // Every partition idle: nothing moves.
+        // Every partition idle: the furthest coverage counts, as a single process's
+        // furthest watermark does.
         s.apply(partial(0, 120_000, 1)).unwrap();
+        s.apply(progress(0, 120_000, 200_000, &[120_000])).unwrap();
         s.apply(idle(0, true)).unwrap();
         s.apply(idle(1, true)).unwrap();
-        assert!(s.take_final(&mut core).is_empty());
+        assert_eq!(s.take_final(&mut core).len(), 1);
     }
 
     #[test]

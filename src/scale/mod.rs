@@ -53,6 +53,10 @@ pub struct VersionOrder {
     /// then make every window of it final. Empty: live, no end.
     #[serde(default)]
     pub ends: Vec<u64>,
+    /// Which creation of the version (its `created_ms`): a name used again after a drop
+    /// gets a new consumer group and new resume states, never the old ones.
+    #[serde(default)]
+    pub incarnation: i64,
 }
 
 /// Publishes `order` to the control topic and waits until Kafka has it.
@@ -111,6 +115,8 @@ pub enum Msg {
         start_ms: i64,
         /// The partition's watermark when published.
         watermark: i64,
+        /// The worker's result-deciding configuration (the merger refuses another).
+        config: String,
         /// Sums over every key.
         sums: PartialAgg,
     },
@@ -123,6 +129,8 @@ pub enum Msg {
         partitions: u32,
         /// The source partition.
         partition: u32,
+        /// The worker's result-deciding configuration (the merger refuses another).
+        config: String,
         /// Exclusive start of the range (the partition's previous finalisation point).
         from: i64,
         /// Inclusive end of the range (the partition's watermark).
@@ -214,6 +222,7 @@ mod tests {
             version: "v1".into(),
             partitions: 6,
             partition: 2,
+            config: "window-sizes=[1m]".into(),
             from: i64::MIN,
             through: 1_700_000_060_000,
             nonempty: vec![(60_000, 1_700_000_000_000)],

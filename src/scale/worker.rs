@@ -174,7 +174,23 @@ pub fn supervise(
     cancel: &CancellationToken,
 ) -> anyhow::Result<WorkerSummary> {
     type Handle = std::thread::JoinHandle<anyhow::Result<WorkerSummary>>;
-    let mut others: BTreeMap<String, (CancellationToken, Handle)> = BTreeMap::new();
+    /// An ordered version's loop: its incarnation, stop token and thread.
+    struct Loop {
+        incarnation: i64,
+        token: CancellationToken,
+        handle: Handle,
+    }
+    fn stop(v: &str, l: Loop) {
+        l.token.cancel();
+        match l.handle.join() {
+            Ok(Err(e)) => tracing::error!(version = v, "its worker stopped: {e}"),
+            Err(_) => tracing::error!(version = v, "its worker panicked"),
+            Ok(Ok(_)) => {}
+        }
+    }
+    let mut others: BTreeMap<String, Loop> = BTreeMap::new();
+    // A loop that failed is started again, but not more than every 5 s.
+    let mut failed_at: BTreeMap<String, Instant> = BTreeMap::new();
     let main = {
         let (cfg, v, m, token) = (
             cfg.clone(),
@@ -188,48 +204,75 @@ pub fn supervise(
     };
     let mut warned = false;
     while !cancel.is_cancelled() && !main.is_finished() {
+        // Loops that ended by themselves (an error): logged, retried later.
+        let ended: Vec<String> = others
+            .iter()
+            .filter(|(_, l)| l.handle.is_finished())
+            .map(|(v, _)| v.clone())
+            .collect();
+        for v in ended {
+            if let Some(l) = others.remove(&v) {
+                stop(&v, l);
+                failed_at.insert(v, Instant::now());
+            }
+        }
         match super::read_orders(&cfg.kafka) {
             Ok(orders) => {
                 for (v, order) in orders {
                     if v == main_version {
                         continue;
                     }
-                    let running = others.get(&v).is_some_and(|(_, h)| !h.is_finished());
-                    if order.active && !running {
-                        let mut vcfg = match cfg.with_fingerprint(&order.config) {
-                            Ok(c) => c,
-                            Err(e) => {
-                                tracing::error!(version = v, "cannot compute this version: {e}");
-                                continue;
-                            }
-                        };
-                        vcfg.kafka.worker_group_id = format!("{}.{v}", cfg.kafka.worker_group_id);
-                        let token = cancel.child_token();
-                        let (t, name, m) = (token.clone(), v.clone(), metrics.clone());
-                        tracing::info!(
-                            version = v,
-                            "the merger asks for this output version: computing it"
-                        );
-                        let h = std::thread::Builder::new()
-                            .name(format!("worker-{v}"))
-                            .spawn(move || {
-                                run(
-                                    &vcfg,
-                                    &name,
-                                    Some(&order),
-                                    m,
-                                    Arc::new(Shared::default()),
-                                    &t,
-                                )
-                            })?;
-                        others.insert(v, (token, h));
-                    } else if !order.active
-                        && let Some((token, h)) = others.remove(&v)
+                    // A loop for another creation of this name stops first.
+                    if others
+                        .get(&v)
+                        .is_some_and(|l| !order.active || l.incarnation != order.incarnation)
+                        && let Some(l) = others.remove(&v)
                     {
                         tracing::info!(version = v, "the merger stopped this output version");
-                        token.cancel();
-                        let _ = h.join();
+                        stop(&v, l);
                     }
+                    let backoff = failed_at
+                        .get(&v)
+                        .is_some_and(|t| t.elapsed() < Duration::from_secs(5));
+                    if !order.active || others.contains_key(&v) || backoff {
+                        continue;
+                    }
+                    let mut vcfg = match cfg.with_fingerprint(&order.config) {
+                        Ok(c) => c,
+                        Err(e) => {
+                            tracing::error!(version = v, "cannot compute this version: {e}");
+                            continue;
+                        }
+                    };
+                    vcfg.kafka.worker_group_id =
+                        format!("{}.{v}@{}", cfg.kafka.worker_group_id, order.incarnation);
+                    let token = cancel.child_token();
+                    let (t, name, m) = (token.clone(), v.clone(), metrics.clone());
+                    tracing::info!(
+                        version = v,
+                        "the merger asks for this output version: computing it"
+                    );
+                    let incarnation = order.incarnation;
+                    let handle = std::thread::Builder::new()
+                        .name(format!("worker-{v}"))
+                        .spawn(move || {
+                            run(
+                                &vcfg,
+                                &name,
+                                Some(&order),
+                                m,
+                                Arc::new(Shared::default()),
+                                &t,
+                            )
+                        })?;
+                    others.insert(
+                        v,
+                        Loop {
+                            incarnation,
+                            token,
+                            handle,
+                        },
+                    );
                 }
                 warned = false;
             }
@@ -247,9 +290,8 @@ pub fn supervise(
         }
     }
     cancel.cancel();
-    for (_, (token, h)) in others {
-        token.cancel();
-        let _ = h.join();
+    for (v, l) in others {
+        stop(&v, l);
     }
     main.join()
         .map_err(|_| anyhow::anyhow!("the worker thread panicked"))?
@@ -294,6 +336,12 @@ pub fn run(
         })
         .unwrap_or_default();
     let ends: Vec<u64> = order.map(|o| o.ends.clone()).unwrap_or_default();
+    let fingerprint = cfg.results_fingerprint();
+    // Resume states and the consumer group belong to one creation of the version.
+    let instance = order.map_or_else(
+        || version.to_string(),
+        |o| format!("{version}@{}", o.incarnation),
+    );
     let mut k = cfg.kafka.clone();
     k.group_id.clone_from(&cfg.kafka.worker_group_id);
     let mut state_topic = cfg.kafka.clone();
@@ -305,7 +353,7 @@ pub fn run(
             state_topic,
             seeds.iter().map(|(&p, &(o, _))| (p, o)).collect(),
         )),
-        version,
+        &instance,
         false,
         metrics.clone(),
         &|| cancel.is_cancelled(),
@@ -336,10 +384,15 @@ pub fn run(
                 .iter()
                 .map(|&p| {
                     let part =
-                        Part::new(cfg, version, committed.get(&p), p, seeds.get(&p).copied());
+                        Part::new(cfg, &instance, committed.get(&p), p, seeds.get(&p).copied());
                     (p, part)
                 })
                 .collect();
+            // A new owner starts active: an idle mark its predecessor left must not make the
+            // merger close windows without the records this owner is about to read.
+            for &p in &owned {
+                publish(&mut sink, &idle_msg(version, partitions, p, false))?;
+            }
             let mut st = shared.status.lock().expect("status lock");
             st.state = "running".into();
         }
@@ -390,7 +443,10 @@ pub fn run(
             let log_ends = source.end_offsets()?;
             for (&p, part) in &mut parts {
                 let caught_up = log_ends.get(p as usize).is_some_and(|&e| part.next >= e);
-                if !part.idle && caught_up && part.last_record.elapsed() >= timeout {
+                // Only with no open window: its events are all in published partials, so
+                // nothing of it is lost when the merger closes windows without it.
+                let open = part.core.open_state().0;
+                if !part.idle && caught_up && open == 0 && part.last_record.elapsed() >= timeout {
                     tracing::info!(
                         version,
                         partition = p,
@@ -418,6 +474,7 @@ pub fn run(
                         version: version.to_string(),
                         partitions,
                         partition: p,
+                        config: fingerprint.clone(),
                         size_ms,
                         start_ms,
                         watermark: through,
@@ -438,6 +495,7 @@ pub fn run(
                     version: version.to_string(),
                     partitions,
                     partition: p,
+                    config: fingerprint.clone(),
                     from: part.published,
                     through,
                     nonempty,
@@ -465,6 +523,7 @@ pub fn run(
                         version: version.to_string(),
                         partitions,
                         partition: p,
+                        config: fingerprint.clone(),
                         size_ms,
                         start_ms,
                         watermark: i64::MAX,
@@ -479,6 +538,7 @@ pub fn run(
                     version: version.to_string(),
                     partitions,
                     partition: p,
+                    config: fingerprint.clone(),
                     from: part.published,
                     through: i64::MAX,
                     nonempty,
@@ -489,7 +549,7 @@ pub fn run(
             uncommitted = true;
         }
         if uncommitted && last_commit.elapsed() >= cfg.pipeline.commit_interval {
-            commit(&mut sink, &mut states, &source, &parts, version)?;
+            commit(&mut sink, &mut states, &source, &parts, &instance)?;
             uncommitted = false;
             last_commit = Instant::now();
         }
@@ -497,7 +557,7 @@ pub fn run(
         sink.flush()?;
     }
     if uncommitted {
-        commit(&mut sink, &mut states, &source, &parts, version)?;
+        commit(&mut sink, &mut states, &source, &parts, &instance)?;
     }
     summary.elapsed = started.elapsed();
     Ok(summary)

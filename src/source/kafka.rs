@@ -225,7 +225,10 @@ impl Ctx {
         let committed = loop {
             match consumer.committed_offsets(want.clone(), Duration::from_secs(10)) {
                 Ok(c) => break c,
-                Err(e) => tracing::warn!("reading the group's committed offsets: {e}; retrying"),
+                Err(e) => {
+                    tracing::warn!("reading the group's committed offsets: {e}; retrying");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
             }
         };
         // The state topic holds each partition's latest resume state (offset included); the
@@ -881,8 +884,13 @@ pub fn read_latest(k: &KafkaSection) -> Result<HashMap<String, String>, SourceEr
 /// # Errors
 /// Brokers unreachable within 10 s, or an unknown topic.
 pub fn high_watermarks(k: &KafkaSection) -> Result<Vec<u64>, SourceError> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &k.brokers)
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &k.brokers);
+    // A secured cluster needs its SASL/TLS settings here as everywhere.
+    for (key, v) in &k.properties {
+        c.set(key, v);
+    }
+    let consumer: BaseConsumer = c
         .create()
         .map_err(|e| SourceError::Kafka(format!("creating a client: {e}")))?;
     let timeout = Duration::from_secs(10);
