@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::pipeline::{Mode, Pipeline, Shared};
+use crate::pipeline::{Mode, PartitionStatus, Pipeline, Shared};
 use crate::replay::{self, Job, Plan, ReplayError, ReplayRequest, ReplayView, SCRATCH_PREFIX};
 use crate::source::{self, Source, SourceError};
 use crate::store::{ReplayRecord, Store, StoreError};
@@ -145,6 +145,8 @@ pub struct Control {
     /// A merger's control plane: replays are computed by the workers, told through the
     /// control topic of this Kafka configuration (`--role merger`).
     remote: Option<crate::config::KafkaSection>,
+    /// A merger's view of the workers' positions per version (replay progress).
+    positions: crate::scale::Positions,
     /// Set by [`Control::stop`].
     shutting_down: std::sync::atomic::AtomicBool,
     inner: Mutex<Inner>,
@@ -250,6 +252,7 @@ impl Control {
             metrics,
             main_version,
             remote: None,
+            positions: crate::scale::Positions::default(),
             shutting_down: std::sync::atomic::AtomicBool::new(false),
             inner: Mutex::new(Inner::default()),
         })
@@ -264,6 +267,7 @@ impl Control {
         store: Store,
         metrics: Arc<Metrics>,
         main_version: String,
+        positions: crate::scale::Positions,
     ) -> Arc<Self> {
         let remote = Some(cfg.kafka.clone());
         Arc::new(Self {
@@ -272,6 +276,7 @@ impl Control {
             metrics,
             main_version,
             remote,
+            positions,
             shutting_down: std::sync::atomic::AtomicBool::new(false),
             inner: Mutex::new(Inner::default()),
         })
@@ -353,6 +358,7 @@ impl Control {
         let j = job.clone();
         let ctl = self.clone();
         let runner_key = version.clone();
+        let positions = self.positions.clone();
         let thread = std::thread::Builder::new()
             .name(format!("replay-{id}"))
             .spawn(move || {
@@ -391,6 +397,28 @@ impl Control {
                         .sum()
                 };
                 loop {
+                    // Progress: the positions the workers reported through the merger.
+                    if let Some(pos) = positions.lock().expect("positions lock").get(&version) {
+                        let mut st = j.shared.status.lock().expect("status lock");
+                        st.partitions = pos
+                            .iter()
+                            .map(|(&partition, &position)| PartitionStatus {
+                                partition,
+                                position,
+                                owned: true,
+                                ..PartitionStatus::default()
+                            })
+                            .collect();
+                        st.records = j
+                            .plan
+                            .starts
+                            .iter()
+                            .map(|s| {
+                                pos.get(&s.partition)
+                                    .map_or(0, |&p| p.saturating_sub(s.next_offset))
+                            })
+                            .sum();
+                    }
                     if ctl.shutting_down.load(std::sync::atomic::Ordering::Relaxed) {
                         // A shutdown, not a cancel: a new version stays and the workers go on
                         // computing it; an in-place correction is rolled back at the next

@@ -562,6 +562,13 @@ fn three_workers_and_a_merger_equal_one_process_through_kills() {
         while outcome() == "running" && t.elapsed() < Duration::from_secs(120) {
             std::thread::sleep(Duration::from_millis(200));
         }
+        // Progress comes from the positions the workers report through the merger.
+        let v: Value =
+            serde_json::from_str(&merger.get(&format!("/api/replays/{id}")).1).unwrap_or_default();
+        assert!(
+            v["done"].as_u64().unwrap_or(0) > 0,
+            "no progress reported: {v}"
+        );
         outcome()
     };
     assert_eq!(

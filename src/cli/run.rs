@@ -298,8 +298,15 @@ fn run_role(cfg: &Config, args: &RunArgs) -> anyhow::Result<()> {
         }
         let http_stop = CancellationToken::new();
         // A merger's replays are computed by the workers (told through the control topic).
+        let positions = crate::scale::Positions::default();
         let control = (role == Role::Merger).then(|| {
-            crate::control::Control::new_remote(cfg.clone(), store.clone(), metrics.clone(), version.clone())
+            crate::control::Control::new_remote(
+                cfg.clone(),
+                store.clone(),
+                metrics.clone(),
+                version.clone(),
+                positions.clone(),
+            )
         });
         let st = AppState {
             store: store.clone(),
@@ -319,7 +326,7 @@ fn run_role(cfg: &Config, args: &RunArgs) -> anyhow::Result<()> {
                 let s = worker::supervise(&cfg, &version, metrics, shared, &token)?;
                 Ok(format!("worker stopped: {} records read, {} partials published in {:.1} s", s.records, s.partials, s.elapsed.as_secs_f64()))
             } else {
-                let s = merger::run(&cfg, &version, store, metrics, shared, &token)?;
+                let s = merger::run(&cfg, &version, store, metrics, shared, &positions, &token)?;
                 Ok(format!(
                     "merger stopped: {} messages ({} partials, {} keys) merged into {} final windows in {:.1} s ({:.3} s busy)",
                     s.messages, s.partials, s.keys, s.windows, s.elapsed.as_secs_f64(), s.busy.as_secs_f64()

@@ -297,6 +297,7 @@ pub fn run(
     store: Store,
     metrics: Arc<Metrics>,
     shared: Arc<Shared>,
+    positions: &super::Positions,
     cancel: &CancellationToken,
 ) -> anyhow::Result<MergerSummary> {
     let started = Instant::now();
@@ -407,14 +408,25 @@ pub fn run(
                     m.fingerprint
                 );
             }
-            if v == version
-                && let Msg::Progress {
-                    partition,
-                    checkpoint: Some((offset, ts)),
-                    ..
-                } = &msg
+            if let Msg::Progress {
+                partition,
+                checkpoint,
+                position,
+                ..
+            } = &msg
             {
-                pending_checkpoints.push((*partition, *offset, *ts));
+                if v == version
+                    && let Some((offset, ts)) = checkpoint
+                {
+                    pending_checkpoints.push((*partition, *offset, *ts));
+                }
+                let mut pos = positions.lock().expect("positions lock");
+                let at = pos
+                    .entry(v.clone())
+                    .or_default()
+                    .entry(*partition)
+                    .or_default();
+                *at = (*at).max(*position);
             }
             if let Some(d) = m
                 .state
@@ -547,6 +559,7 @@ mod tests {
             through,
             nonempty: nonempty.iter().map(|&s| (60_000, s)).collect(),
             checkpoint: None,
+            position: 0,
         }
     }
 

@@ -35,6 +35,12 @@ pub enum Role {
     Merger,
 }
 
+/// Per output version and source partition, the furthest position workers reported
+/// (shared by the merger's loop with its control plane, for replay progress).
+pub type Positions = std::sync::Arc<
+    std::sync::Mutex<std::collections::BTreeMap<String, std::collections::BTreeMap<u32, u64>>>,
+>;
+
 /// What the merger tells the workers about one output version (`kafka.control-topic`,
 /// key = version, JSON): compute it with this configuration, or stop.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -140,6 +146,8 @@ pub enum Msg {
         /// An event-time index checkpoint of the partition: (offset, max event time before
         /// it), about every 10 000 records (the merger's store keeps them for replays).
         checkpoint: Option<(u64, i64)>,
+        /// The worker's next offset to read on the partition (a replay's progress).
+        position: u64,
     },
     /// A source partition went idle (caught up with its log end and silent for
     /// `pipeline.idle-timeout`: it no longer holds windows back) or active again.
@@ -227,6 +235,7 @@ mod tests {
             through: 1_700_000_060_000,
             nonempty: vec![(60_000, 1_700_000_000_000)],
             checkpoint: Some((10_000, 1_699_999_999_000)),
+            position: 10_000,
         };
         let bytes = m.encode();
         assert_eq!(Msg::decode(&bytes).unwrap(), m);

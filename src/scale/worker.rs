@@ -500,6 +500,7 @@ pub fn run(
                     through,
                     nonempty,
                     checkpoint,
+                    position: part.next,
                 },
             )?;
             part.published = through;
@@ -543,6 +544,7 @@ pub fn run(
                     through: i64::MAX,
                     nonempty,
                     checkpoint: None,
+                    position: part.next,
                 },
             )?;
             part.published = i64::MAX;
