@@ -288,6 +288,36 @@ fn live_run_tails_a_producer_in_another_process() {
 }
 
 #[test]
+fn sigterm_stops_gracefully_like_ctrl_c() {
+    // `docker stop` and systemd send SIGTERM: the run commits what it read and exits 0.
+    let dir = temp();
+    produce(dir.path(), 5_000, 12);
+    let mut server = Server::start(dir.path(), &["--idle-timeout", "0s"]);
+    server.wait_for(
+        |s| {
+            let (_, body) = s.get("/api/status");
+            serde_json::from_str::<Value>(&body).is_ok_and(|v| v["records"] == 5_000)
+        },
+        "the run to read all 5000 records",
+    );
+    signal(&server.child, "TERM");
+    let status = server.child.wait().unwrap();
+    assert!(status.success(), "SIGTERM exits 0: {status:?}");
+    assert!(
+        server.stderr_text().contains("stopping: committing"),
+        "{}",
+        server.stderr_text()
+    );
+    // Its last commit holds every record: a bounded run re-reads the open windows' records
+    // to rebuild them, and finds nothing new.
+    let out = run_drain(dir.path(), &[]);
+    assert!(
+        out.contains("new records: 0 accepted, 0 late, 0 duplicates, 0 invalid"),
+        "{out}"
+    );
+}
+
+#[test]
 fn a_second_writer_is_refused_with_a_clear_message() {
     let dir = temp();
     let mut first = kappa(dir.path());

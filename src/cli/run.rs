@@ -155,15 +155,28 @@ fn main_version(cfg: &Config, store: &Store) -> anyhow::Result<(Config, String)>
     }
 }
 
-/// First Ctrl-C cancels `cancel` (graceful: commit and exit 0); a second exits at once.
+/// The first Ctrl-C or SIGTERM (`docker stop`, systemd) cancels `cancel` (graceful: commit
+/// and exit 0); a second Ctrl-C exits at once.
 fn on_ctrl_c(cancel: CancellationToken) {
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("stopping: committing what was processed (Ctrl-C again to exit at once)");
-            cancel.cancel();
-            if tokio::signal::ctrl_c().await.is_ok() {
-                std::process::exit(130);
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let terminated = async {
+            match term.as_mut() {
+                Some(t) => {
+                    t.recv().await;
+                }
+                None => std::future::pending::<()>().await,
             }
+        };
+        tokio::select! {
+            r = tokio::signal::ctrl_c() => if r.is_err() { return; },
+            () = terminated => {}
+        }
+        eprintln!("stopping: committing what was processed (Ctrl-C again to exit at once)");
+        cancel.cancel();
+        if tokio::signal::ctrl_c().await.is_ok() {
+            std::process::exit(130);
         }
     });
 }
