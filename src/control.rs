@@ -282,6 +282,21 @@ impl Control {
         })
     }
 
+    /// The next replay's number; refused while a new version of the same name is built.
+    fn next_id(&self, inner: &Inner, plan: &Plan) -> Result<u64, ControlError> {
+        if inner
+            .jobs
+            .values()
+            .any(|j| j.is_active() && j.plan.version == plan.version && !plan.in_place)
+        {
+            return Err(ControlError::Conflict(format!(
+                "version {} is already being built",
+                plan.version
+            )));
+        }
+        Ok(next_replay_id(&self.store)?.max(inner.jobs.keys().last().map_or(1, |k| k + 1)))
+    }
+
     /// Starts a replay across workers and a merger (see [`Control::new_remote`]). A new
     /// version: the workers compute it from the plan's starts, live; it is caught up once
     /// final as far as the main one. In place: they compute a scratch version from the
@@ -297,18 +312,8 @@ impl Control {
         if req.dry_run {
             return Ok(serde_json::json!({ "lines": lines }));
         }
-        let mut inner = self.inner.lock().expect("control lock");
-        if inner
-            .jobs
-            .values()
-            .any(|j| j.is_active() && j.plan.version == plan.version && !plan.in_place)
-        {
-            return Err(ControlError::Conflict(format!(
-                "version {} is already being built",
-                plan.version
-            )));
-        }
-        let id = next_replay_id(&self.store)?.max(inner.jobs.keys().last().map_or(1, |k| k + 1));
+        let inner = self.inner.lock().expect("control lock");
+        let id = self.next_id(&inner, &plan)?;
         let in_place = plan.in_place;
         let version = plan.target_version(id);
         let promote = plan.request.promote;
@@ -385,16 +390,10 @@ impl Control {
                         tracing::error!(replay = id, "telling the workers to stop: {e}");
                     }
                 };
-                let windows = || -> u64 {
-                    j.plan
-                        .cfg
-                        .window_config()
-                        .sizes_ms
-                        .iter()
-                        .filter_map(|&size| {
-                            store.window_count(&version, size, i64::MIN, i64::MAX).ok()
-                        })
-                        .sum()
+                let windows = || {
+                    store
+                        .window_count_all(&version, &j.plan.cfg.window_config().sizes_ms)
+                        .unwrap_or(0)
                 };
                 loop {
                     // Progress: the positions the workers reported through the merger.
@@ -471,19 +470,7 @@ impl Control {
                 );
             })
             .map_err(|e| ControlError::Internal(e.to_string()))?;
-        inner.runners.insert(
-            runner_key,
-            Runner {
-                cancel: job.cancel.clone(),
-                thread: Some(thread),
-            },
-        );
-        inner.jobs.insert(id, job.clone());
-        drop(inner);
-        self.update_metrics();
-        let mut v = serde_json::to_value(job.view()).unwrap_or_default();
-        v["lines"] = serde_json::json!(lines);
-        Ok(v)
+        Ok(self.register(inner, job, runner_key, thread, lines))
     }
 
     /// Starts a live pipeline for every version other than the main one.
@@ -567,18 +554,8 @@ impl Control {
         }
         let plan = self.plan(req)?;
         let lines = plan.describe();
-        let mut inner = self.inner.lock().expect("control lock");
-        if inner
-            .jobs
-            .values()
-            .any(|j| j.is_active() && j.plan.version == plan.version && !plan.in_place)
-        {
-            return Err(ControlError::Conflict(format!(
-                "version {} is already being built",
-                plan.version
-            )));
-        }
-        let id = next_replay_id(&self.store)?.max(inner.jobs.keys().last().map_or(1, |k| k + 1));
+        let inner = self.inner.lock().expect("control lock");
+        let id = self.next_id(&inner, &plan)?;
         let job = Job::start(&self.store, plan, id)?;
         let (store, metrics, cfg) = (self.store.clone(), self.metrics.clone(), self.cfg.clone());
         let j = job.clone();
@@ -594,19 +571,33 @@ impl Control {
             .map_err(|e| ControlError::Internal(e.to_string()))?;
         // A new version's thread goes on as its pipeline; an in-place one is kept here so
         // that a shutdown waits for it.
+        let key = job.plan.target_version(id);
+        Ok(self.register(inner, job, key, thread, lines))
+    }
+
+    /// Keeps a started replay (its job and the thread carrying it, under the version it
+    /// builds) and answers with its view and plan lines.
+    fn register(
+        &self,
+        mut inner: std::sync::MutexGuard<'_, Inner>,
+        job: Arc<Job>,
+        key: String,
+        thread: JoinHandle<()>,
+        lines: Vec<String>,
+    ) -> serde_json::Value {
         inner.runners.insert(
-            job.plan.target_version(id),
+            key,
             Runner {
                 cancel: job.cancel.clone(),
                 thread: Some(thread),
             },
         );
-        inner.jobs.insert(id, job.clone());
+        inner.jobs.insert(job.id(), job.clone());
         drop(inner);
         self.update_metrics();
         let mut v = serde_json::to_value(job.view()).unwrap_or_default();
         v["lines"] = serde_json::json!(lines);
-        Ok(v)
+        v
     }
 
     /// One replay: running ones from memory, finished ones from the history.

@@ -31,14 +31,7 @@ fn sigkill_at_random_moments_then_restart_gives_identical_results() {
     let t0 = Instant::now();
     let out = {
         let mut c = kappa(reference.path());
-        c.args([
-            "run",
-            "--until-caught-up",
-            "--drain",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .envs(env);
+        c.args(RUN_DRAIN).envs(env);
         String::from_utf8(ok(c).stdout).unwrap()
     };
     let run_ms = u64::try_from(t0.elapsed().as_millis()).unwrap().max(50);

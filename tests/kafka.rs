@@ -70,13 +70,7 @@ fn produce_both(kdir: &std::path::Path, edir: &std::path::Path, topic: &str, n: 
 
 fn drain_kafka(dir: &std::path::Path, topic: &str) -> String {
     let mut c = kk(dir, topic);
-    c.args([
-        "run",
-        "--until-caught-up",
-        "--drain",
-        "--listen",
-        "127.0.0.1:0",
-    ]);
+    c.args(RUN_DRAIN);
     String::from_utf8(ok(c).stdout).unwrap()
 }
 
@@ -163,14 +157,7 @@ fn sigkill_over_kafka_then_restart_gives_identical_results() {
     let t0 = Instant::now();
     {
         let mut c = kk(probe.path(), topic);
-        c.args([
-            "run",
-            "--until-caught-up",
-            "--drain",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .envs(env);
+        c.args(RUN_DRAIN).envs(env);
         ok(c);
     }
     let run_ms = u64::try_from(t0.elapsed().as_millis()).unwrap().max(100);

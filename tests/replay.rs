@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{Server, copy_dir, kappa, ok, temp};
+use common::{RUN_DRAIN, Server, copy_dir, kappa, ok, temp};
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
@@ -467,13 +467,7 @@ fn after_a_schema_change_a_new_version_counts_both_schemas() {
     let old = dir.join("v1-only.toml");
     std::fs::write(&old, "[pipeline]\naccept-schemas = [1]\n").unwrap();
     let mut c = kappa(dir);
-    c.arg("--config").arg(&old).args([
-        "run",
-        "--until-caught-up",
-        "--drain",
-        "--listen",
-        "127.0.0.1:0",
-    ]);
+    c.arg("--config").arg(&old).args(RUN_DRAIN);
     let out = String::from_utf8(ok(c).stdout).unwrap();
     let schema_2 = (events.lines().count() as u64).div_ceil(3);
     assert_eq!(common::counts(&out)[3], schema_2, "{out}");

@@ -336,12 +336,7 @@ pub fn run(
     let mut batch = RecordBatch::new();
     let mut summary = MergerSummary::default();
     // The status counts every final window of the main version, across restarts.
-    let already: u64 = cfg
-        .window_config()
-        .sizes_ms
-        .iter()
-        .map(|&size| store.window_count(version, size, i64::MIN, i64::MAX))
-        .sum::<Result<u64, _>>()?;
+    let already = store.window_count_all(version, &cfg.window_config().sizes_ms)?;
     let mut main_windows = 0u64;
     let mut pending_dead: Vec<DeadLetter> = Vec::new();
     let mut pending_checkpoints: Vec<(u32, u64, i64)> = Vec::new();

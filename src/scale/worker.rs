@@ -297,12 +297,66 @@ pub fn supervise(
         .map_err(|_| anyhow::anyhow!("the worker thread panicked"))?
 }
 
-fn idle_msg(version: &str, partitions: u32, partition: u32, idle: bool) -> Msg {
-    Msg::Idle {
-        version: version.to_string(),
-        partitions,
-        partition,
-        idle,
+/// What every message of one version's worker carries, and the messages built from it.
+struct Out {
+    version: String,
+    partitions: u32,
+    fingerprint: String,
+}
+
+impl Out {
+    /// Reports `partition` idle or active again.
+    fn idle(&self, sink: &mut KafkaSink, partition: u32, idle: bool) -> anyhow::Result<()> {
+        let msg = Msg::Idle {
+            version: self.version.clone(),
+            partitions: self.partitions,
+            partition,
+            idle,
+        };
+        publish(sink, &msg)
+    }
+
+    /// Publishes the partials of windows the partition just finalised, then the progress
+    /// range `(part.published, through]` announcing them; returns how many partials.
+    fn publish_windows(
+        &self,
+        sink: &mut KafkaSink,
+        partition: u32,
+        part: &mut Part,
+        partials: Vec<(i64, i64, crate::window::PartialAgg)>,
+        through: i64,
+        checkpoint: Option<(u64, i64)>,
+    ) -> anyhow::Result<u64> {
+        let n = partials.len() as u64;
+        let mut nonempty = Vec::with_capacity(partials.len());
+        for (size_ms, start_ms, sums) in partials {
+            nonempty.push((size_ms, start_ms));
+            let msg = Msg::Partial {
+                version: self.version.clone(),
+                partitions: self.partitions,
+                partition,
+                config: self.fingerprint.clone(),
+                size_ms,
+                start_ms,
+                watermark: through,
+                sums,
+            };
+            publish(sink, &msg)?;
+        }
+        let msg = Msg::Progress {
+            version: self.version.clone(),
+            partitions: self.partitions,
+            partition,
+            config: self.fingerprint.clone(),
+            from: part.published,
+            through,
+            nonempty,
+            checkpoint,
+            position: part.next,
+        };
+        publish(sink, &msg)?;
+        part.published = through;
+        Ok(n)
     }
 }
 
@@ -336,7 +390,6 @@ pub fn run(
         })
         .unwrap_or_default();
     let ends: Vec<u64> = order.map(|o| o.ends.clone()).unwrap_or_default();
-    let fingerprint = cfg.results_fingerprint();
     // Resume states and the consumer group belong to one creation of the version.
     let instance = order.map_or_else(
         || version.to_string(),
@@ -359,6 +412,11 @@ pub fn run(
         &|| cancel.is_cancelled(),
     )?;
     let partitions = source.partitions();
+    let out = Out {
+        version: version.to_string(),
+        partitions,
+        fingerprint: cfg.results_fingerprint(),
+    };
     metrics.init_partitions("kafka", partitions);
     let mut sink = KafkaSink::for_topic(&cfg.kafka, &cfg.kafka.partials_topic, metrics.clone())?;
     let mut states =
@@ -391,7 +449,7 @@ pub fn run(
             // A new owner starts active: an idle mark its predecessor left must not make the
             // merger close windows without the records this owner is about to read.
             for &p in &owned {
-                publish(&mut sink, &idle_msg(version, partitions, p, false))?;
+                out.idle(&mut sink, p, false)?;
             }
             let mut st = shared.status.lock().expect("status lock");
             st.state = "running".into();
@@ -433,7 +491,7 @@ pub fn run(
             part.last_record = now;
             if part.idle {
                 part.idle = false;
-                publish(&mut sink, &idle_msg(version, partitions, p, false))?;
+                out.idle(&mut sink, p, false)?;
             }
         }
         // Idleness, as in a single process (live versions only): a partition caught up with
@@ -454,7 +512,7 @@ pub fn run(
                         crate::config::fmt_duration(timeout)
                     );
                     part.idle = true;
-                    publish(&mut sink, &idle_msg(version, partitions, p, true))?;
+                    out.idle(&mut sink, p, true)?;
                 }
             }
         }
@@ -465,45 +523,14 @@ pub fn run(
             if through <= part.published {
                 continue;
             }
-            let mut nonempty = Vec::with_capacity(partials.len());
-            for (size_ms, start_ms, sums) in partials {
-                nonempty.push((size_ms, start_ms));
-                publish(
-                    &mut sink,
-                    &Msg::Partial {
-                        version: version.to_string(),
-                        partitions,
-                        partition: p,
-                        config: fingerprint.clone(),
-                        size_ms,
-                        start_ms,
-                        watermark: through,
-                        sums,
-                    },
-                )?;
-                summary.partials += 1;
-            }
             let checkpoint = (part.next >= part.handled
                 && part.next >= part.last_checkpoint + crate::pipeline::CHECKPOINT_EVERY)
                 .then(|| {
                     part.last_checkpoint = part.next;
                     (part.next, part.core.max_event_time(0))
                 });
-            publish(
-                &mut sink,
-                &Msg::Progress {
-                    version: version.to_string(),
-                    partitions,
-                    partition: p,
-                    config: fingerprint.clone(),
-                    from: part.published,
-                    through,
-                    nonempty,
-                    checkpoint,
-                    position: part.next,
-                },
-            )?;
-            part.published = through;
+            summary.partials +=
+                out.publish_windows(&mut sink, p, part, partials, through, checkpoint)?;
         }
         // A bounded version (an in-place correction's scratch): a partition read to its
         // end has every window made final, as a single process's drain does.
@@ -515,39 +542,8 @@ pub fn run(
                 continue;
             }
             let partials = part.core.drain_partials();
-            let mut nonempty = Vec::with_capacity(partials.len());
-            for (size_ms, start_ms, sums) in partials {
-                nonempty.push((size_ms, start_ms));
-                publish(
-                    &mut sink,
-                    &Msg::Partial {
-                        version: version.to_string(),
-                        partitions,
-                        partition: p,
-                        config: fingerprint.clone(),
-                        size_ms,
-                        start_ms,
-                        watermark: i64::MAX,
-                        sums,
-                    },
-                )?;
-                summary.partials += 1;
-            }
-            publish(
-                &mut sink,
-                &Msg::Progress {
-                    version: version.to_string(),
-                    partitions,
-                    partition: p,
-                    config: fingerprint.clone(),
-                    from: part.published,
-                    through: i64::MAX,
-                    nonempty,
-                    checkpoint: None,
-                    position: part.next,
-                },
-            )?;
-            part.published = i64::MAX;
+            summary.partials +=
+                out.publish_windows(&mut sink, p, part, partials, i64::MAX, None)?;
             uncommitted = true;
         }
         if uncommitted && last_commit.elapsed() >= cfg.pipeline.commit_interval {

@@ -168,7 +168,7 @@ impl Ctx {
 
     /// Assigns `owned` at the resume offsets the store holds (the group's committed
     /// offsets where it holds none) and announces the new assignment to the pipeline.
-    fn assign_from_store(&self, consumer: &BaseConsumer<Self>, mut owned: Vec<u32>) {
+    fn assign_from_store(&self, consumer: &BaseConsumer<Self>, owned: Vec<u32>) {
         self.metrics.kafka_rebalances.inc();
         let Some(store) = &self.store else {
             return self.assign_from_group(consumer, owned);
@@ -201,23 +201,14 @@ impl Ctx {
                     .ok();
             }
         }
-        self.forward(consumer, &owned);
-        if let Err(e) = consumer.assign(&tpl) {
-            tracing::error!("assigning partitions: {e}");
-        }
-        owned.sort_unstable();
-        tracing::info!(
-            ?owned,
-            "partitions assigned; resuming from the store's positions"
-        );
-        *self.shared.assignment.lock().expect("assignment lock") = Some(owned);
+        self.assign_and_announce(consumer, &tpl, owned, "the store's positions");
     }
 }
 
 impl Ctx {
     /// A worker's assignment: each partition at the group's committed offset, whose
     /// metadata the worker reads back (through `take_group_state`) to restore its state.
-    fn assign_from_group(&self, consumer: &BaseConsumer<Self>, mut owned: Vec<u32>) {
+    fn assign_from_group(&self, consumer: &BaseConsumer<Self>, owned: Vec<u32>) {
         let mut want = TopicPartitionList::new();
         for &p in &owned {
             want.add_partition(&self.topic, i32::try_from(p).unwrap_or(i32::MAX));
@@ -272,15 +263,23 @@ impl Ctx {
                 .ok();
         }
         drop(state);
+        self.assign_and_announce(consumer, &tpl, owned, "the group's committed offsets");
+    }
+
+    /// Forwards `owned` to the batch queue, assigns `tpl` and announces the assignment.
+    fn assign_and_announce(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        tpl: &TopicPartitionList,
+        mut owned: Vec<u32>,
+        from: &str,
+    ) {
         self.forward(consumer, &owned);
-        if let Err(e) = consumer.assign(&tpl) {
+        if let Err(e) = consumer.assign(tpl) {
             tracing::error!("assigning partitions: {e}");
         }
         owned.sort_unstable();
-        tracing::info!(
-            ?owned,
-            "partitions assigned; resuming from the group's committed offsets"
-        );
+        tracing::info!(?owned, "partitions assigned; resuming from {from}");
         *self.shared.assignment.lock().expect("assignment lock") = Some(owned);
     }
 }

@@ -795,6 +795,17 @@ impl Store {
         Ok(windows)
     }
 
+    /// Number of final windows of `version` over every size in `sizes_ms`.
+    ///
+    /// # Errors
+    /// Store failure.
+    pub fn window_count_all(&self, version: &str, sizes_ms: &[i64]) -> Result<u64> {
+        sizes_ms
+            .iter()
+            .map(|&size| self.window_count(version, size, i64::MIN, i64::MAX))
+            .sum()
+    }
+
     /// Number of final windows of `size_ms` in `version` starting in `[from, to)`.
     ///
     /// # Errors

@@ -243,83 +243,61 @@ impl WindowCore {
 
     /// Finalises every window the pipeline watermark has reached, oldest end first.
     pub fn advance(&mut self) -> Vec<FinalWindow> {
-        if let Some(wm) = self.pipeline_watermark() {
-            self.finalized_through = self.finalized_through.max(wm);
-        }
-        self.pop_until(self.finalized_through)
+        self.finalise_to_watermark();
+        let top_k = self.cfg.top_k;
+        self.pop_final(|size, start, agg, names| agg.finish(size, start, top_k, names))
     }
 
     /// Finalises every open window, as if the input had ended.
     pub fn drain(&mut self) -> Vec<FinalWindow> {
-        if let Some((&(end, _), _)) = self.windows.last_key_value() {
-            self.finalized_through = self.finalized_through.max(end);
-        }
-        self.pop_until(self.finalized_through)
-    }
-
-    fn pop_until(&mut self, through: i64) -> Vec<FinalWindow> {
-        let (top_k, names) = (self.cfg.top_k, &self.names);
-        let mut out = Vec::new();
-        Self::pop_each(
-            &mut self.windows,
-            &self.cfg.sizes_ms,
-            through,
-            |size, start, agg| {
-                out.push(agg.finish(size, start, top_k, names));
-            },
-        );
-        out
-    }
-
-    /// Removes the windows ending at or before `through`, oldest end first, handing each to
-    /// `f` as (size, start, aggregates).
-    fn pop_each(
-        windows: &mut BTreeMap<(i64, usize), WindowAgg>,
-        sizes_ms: &[i64],
-        through: i64,
-        mut f: impl FnMut(i64, i64, WindowAgg),
-    ) {
-        while let Some(entry) = windows.first_entry() {
-            let (end, i) = *entry.key();
-            if end > through {
-                break;
-            }
-            let agg = entry.remove();
-            let size = sizes_ms[i];
-            f(size, end - size, agg);
-        }
+        self.finalise_everything();
+        let top_k = self.cfg.top_k;
+        self.pop_final(|size, start, agg, names| agg.finish(size, start, top_k, names))
     }
 
     /// Like [`WindowCore::advance`], but hands out each window's full sums (a worker's
     /// partials: every key, no top-K cut) as (size, start, sums).
     pub fn advance_partials(&mut self) -> Vec<(i64, i64, PartialAgg)> {
-        if let Some(wm) = self.pipeline_watermark() {
-            self.finalized_through = self.finalized_through.max(wm);
-        }
-        let names = &self.names;
-        let mut out = Vec::new();
-        Self::pop_each(
-            &mut self.windows,
-            &self.cfg.sizes_ms,
-            self.finalized_through,
-            |size, start, agg| out.push((size, start, agg.to_partial(names))),
-        );
-        out
+        self.finalise_to_watermark();
+        self.pop_final(|size, start, agg, names| (size, start, agg.to_partial(names)))
     }
 
     /// Like [`WindowCore::drain`], as partials.
     pub fn drain_partials(&mut self) -> Vec<(i64, i64, PartialAgg)> {
+        self.finalise_everything();
+        self.pop_final(|size, start, agg, names| (size, start, agg.to_partial(names)))
+    }
+
+    /// Moves the finalisation point to the pipeline watermark.
+    fn finalise_to_watermark(&mut self) {
+        if let Some(wm) = self.pipeline_watermark() {
+            self.finalized_through = self.finalized_through.max(wm);
+        }
+    }
+
+    /// Moves the finalisation point past every open window.
+    fn finalise_everything(&mut self) {
         if let Some((&(end, _), _)) = self.windows.last_key_value() {
             self.finalized_through = self.finalized_through.max(end);
         }
-        let names = &self.names;
+    }
+
+    /// Removes the windows ending at or before the finalisation point, oldest end first,
+    /// each turned into its output by `f(size, start, aggregates, names)`.
+    fn pop_final<T>(
+        &mut self,
+        mut f: impl FnMut(i64, i64, &WindowAgg, &[Box<str>]) -> T,
+    ) -> Vec<T> {
         let mut out = Vec::new();
-        Self::pop_each(
-            &mut self.windows,
-            &self.cfg.sizes_ms,
-            self.finalized_through,
-            |size, start, agg| out.push((size, start, agg.to_partial(names))),
-        );
+        while let Some(entry) = self.windows.first_entry() {
+            let (end, i) = *entry.key();
+            if end > self.finalized_through {
+                break;
+            }
+            let agg = entry.remove();
+            let size = self.cfg.sizes_ms[i];
+            out.push(f(size, end - size, &agg, &self.names));
+        }
         out
     }
 

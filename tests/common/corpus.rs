@@ -6,7 +6,7 @@ use std::process::Stdio;
 
 use serde_json::Value;
 
-use super::ok;
+use super::{RUN_DRAIN, ok};
 
 const GOOD: &str = r#"{"schema":1,"event_id":"EID","event_type":"purchase","user_id":"u_1","session_id":"s_1","product_id":"p_1","category":"shoes","price":"59.90","quantity":2,"ts":"2026-11-23T10:00:01.234Z"}"#;
 
@@ -99,13 +99,7 @@ pub fn produce_corpus(mut c: std::process::Command, records: &[(&str, Vec<u8>)])
 /// a `kappa` command on the data directory (with the source's flags).
 pub fn check_accounted(k: impl Fn() -> std::process::Command, records: &[(&str, Vec<u8>)]) {
     let mut c = k();
-    c.args([
-        "run",
-        "--until-caught-up",
-        "--drain",
-        "--listen",
-        "127.0.0.1:0",
-    ]);
+    c.args(RUN_DRAIN);
     let out = String::from_utf8(ok(c).stdout).unwrap();
     let [accepted, late, dups, invalid] = super::counts(&out);
     assert_eq!(

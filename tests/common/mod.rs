@@ -6,6 +6,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// `kappa run` up to the log end as it is now, every window final (a bounded run).
+pub const RUN_DRAIN: [&str; 5] = [
+    "run",
+    "--until-caught-up",
+    "--drain",
+    "--listen",
+    "127.0.0.1:0",
+];
+
 /// Path of the binary under test.
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_kappa")
@@ -92,14 +101,7 @@ pub fn produce_lines(dir: &Path, text: &str) {
 /// `kappa run --until-caught-up --drain` with extra args; returns stdout.
 pub fn run_drain(dir: &Path, extra: &[&str]) -> String {
     let mut c = kappa(dir);
-    c.args([
-        "run",
-        "--until-caught-up",
-        "--drain",
-        "--listen",
-        "127.0.0.1:0",
-    ])
-    .args(extra);
+    c.args(RUN_DRAIN).args(extra);
     String::from_utf8(ok(c).stdout).unwrap()
 }
 
@@ -306,15 +308,9 @@ pub fn kill_bounded_runs(
             return;
         }
         let mut c = command();
-        c.args([
-            "run",
-            "--until-caught-up",
-            "--drain",
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        c.args(RUN_DRAIN)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         let mut child = c.spawn().unwrap();
         let wait = Duration::from_millis(rng.random_range(run_ms / 10..run_ms));
         let t = Instant::now();
