@@ -19,7 +19,7 @@ use crate::metrics::Metrics;
 use crate::pipeline::{Mode, PartitionStatus, Pipeline, Shared};
 use crate::replay::{self, Job, Plan, ReplayError, ReplayRequest, ReplayView, SCRATCH_PREFIX};
 use crate::source::{self, Source, SourceError};
-use crate::store::{ReplayRecord, Store, StoreError};
+use crate::store::{ReplayEnd, ReplayRecord, Store, StoreError, VersionState};
 
 /// One output version as `kappa versions list` and `GET /api/versions` show it.
 #[derive(Debug, Clone, Serialize)]
@@ -42,6 +42,10 @@ pub struct VersionView {
     pub size_bytes: u64,
     /// Being computed by a running pipeline right now (server only).
     pub running: Option<bool>,
+    /// `ready`, `building` (a replay builds it), `dropping`.
+    pub state: &'static str,
+    /// The replay building it, while `building`.
+    pub replay: Option<u64>,
 }
 
 /// The versions in the store (scratch versions of in-place corrections left out), lag
@@ -83,40 +87,67 @@ pub fn list_versions(store: &Store, ends: &[u64]) -> Result<Vec<VersionView>, St
             lag,
             size_bytes: store.version_bytes(&v.name)?,
             running: None,
+            state: v.state.as_str(),
+            replay: match v.state {
+                VersionState::Building { replay, .. } => Some(replay),
+                _ => None,
+            },
             name: v.name,
         });
     }
     Ok(out)
 }
 
-/// A history record as a (finished) replay view.
+/// A history record as a (finished) replay view. Only a replay that got to the end
+/// (completed, caught up) is shown done; for one cancelled, failed or interrupted, progress
+/// is the records it read over those it had to read (per-partition positions are not kept).
 #[must_use]
 pub fn view_of_record(r: &ReplayRecord) -> ReplayView {
-    let partitions: Vec<replay::PartitionProgress> = r
+    let finished = r.outcome == "completed" || r.outcome.starts_with("caught-up");
+    let total: u64 = r
         .starts
         .iter()
-        .enumerate()
-        .map(|(p, &s)| {
-            let end = r.ends.get(p).copied().unwrap_or(s);
-            replay::PartitionProgress {
-                partition: u32::try_from(p).unwrap_or(u32::MAX),
-                done: end.saturating_sub(s),
-                total: end.saturating_sub(s),
-                position: end,
-            }
-        })
-        .collect();
-    let total = partitions.iter().map(|p| p.total).sum();
+        .zip(&r.ends)
+        .map(|(s, e)| e.saturating_sub(*s))
+        .sum();
+    let partitions: Vec<replay::PartitionProgress> = if finished {
+        r.starts
+            .iter()
+            .enumerate()
+            .map(|(p, &s)| {
+                let end = r.ends.get(p).copied().unwrap_or(s);
+                replay::PartitionProgress {
+                    partition: u32::try_from(p).unwrap_or(u32::MAX),
+                    done: end.saturating_sub(s),
+                    total: end.saturating_sub(s),
+                    position: end,
+                }
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let done = if finished {
+        total
+    } else {
+        r.records.min(total)
+    };
     #[allow(clippy::cast_precision_loss)]
     let rate = match r.ended_ms {
         Some(end) if end > r.started_ms => r.records as f64 * 1000.0 / (end - r.started_ms) as f64,
         _ => 0.0,
     };
+    #[allow(clippy::cast_precision_loss)]
+    let progress = if total == 0 || finished {
+        1.0
+    } else {
+        done as f64 / total as f64
+    };
     ReplayView {
         record: r.clone(),
         active: false,
-        progress: 1.0,
-        done: total,
+        progress,
+        done,
         total,
         rate,
         eta_seconds: None,
@@ -182,6 +213,7 @@ impl From<StoreError> for ControlError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Mismatch(m) => Self::Conflict(m),
+            e @ StoreError::NoVersion(_) => Self::NotFound(e.to_string()),
             other => Self::Internal(other.to_string()),
         }
     }
@@ -214,17 +246,21 @@ pub fn next_replay_id(store: &Store) -> Result<u64, StoreError> {
     Ok(store.replays()?.last().map_or(1, |r| r.id + 1))
 }
 
-/// Cleans up after a process that died mid-replay: scratch versions of in-place
-/// corrections are dropped (the serving version was never half-written: the swap is one
-/// transaction) and running records become `interrupted`; a new version that was still
-/// catching up keeps its positions and goes on where it was.
+/// Cleans up after a process that died mid-replay or mid-drop: scratch versions of
+/// in-place corrections and versions being dropped are removed (the serving version was
+/// never half-written: a swap is one transaction), and running records become
+/// `interrupted`. A new version that was still being built keeps its positions and its
+/// promise to be promoted: the next server carries its replay on
+/// ([`Control::resume_versions`]), which records it as running again.
 ///
 /// # Errors
 /// Store failure.
 pub fn recover_interrupted(store: &Store) -> Result<(), StoreError> {
+    store.remove_dropping()?;
+    // Scratch versions a store written before version states left behind.
     for v in store.versions()? {
         if v.name.starts_with(SCRATCH_PREFIX) {
-            store.drop_version(&v.name)?;
+            store.remove_version(&v.name)?;
         }
     }
     for mut r in store.replays()? {
@@ -235,6 +271,39 @@ pub fn recover_interrupted(store: &Store) -> Result<(), StoreError> {
         }
     }
     Ok(())
+}
+
+/// Cancels replay `id` that no process is carrying on (a process building a new version
+/// died, and no server has resumed it): its unfinished version is removed and the record
+/// says `cancelled`, in one transaction.
+///
+/// # Errors
+/// Unknown replay, one with nothing unfinished; store failure.
+pub fn cancel_unfinished(store: &Store, id: u64) -> Result<ReplayView, ControlError> {
+    let mut record = store
+        .replays()?
+        .into_iter()
+        .find(|r| r.id == id)
+        .ok_or_else(|| ControlError::NotFound(format!("no replay {id}")))?;
+    let building = store
+        .versions()?
+        .into_iter()
+        .find(|v| matches!(v.state, VersionState::Building { replay, .. } if replay == id));
+    let Some(version) = building else {
+        return Err(ControlError::Conflict(format!(
+            "replay {id} has finished ({})",
+            record.outcome
+        )));
+    };
+    record.outcome = "cancelled".into();
+    record.ended_ms = Some(chrono::Utc::now().timestamp_millis());
+    store.end_replay(
+        &mut record,
+        ReplayEnd::Discard {
+            version: &version.name,
+        },
+    )?;
+    Ok(view_of_record(&record))
 }
 
 impl Control {
@@ -334,18 +403,42 @@ impl Control {
             incarnation: chrono::Utc::now().timestamp_millis(),
         };
         let job = Job::start(&self.store, plan, id)?;
-        self.store.create_version(
+        let state = if in_place {
+            VersionState::Correcting {
+                replay: id,
+                target: job.plan.version.clone(),
+            }
+        } else {
+            VersionState::Building {
+                replay: id,
+                promote,
+            }
+        };
+        if let Err(e) = self.store.create_version(
             &crate::store::VersionInfo {
                 name: version.clone(),
                 config: start_order.config.clone(),
                 created_ms: start_order.incarnation,
                 finalized_through: i64::MIN,
+                state,
             },
             &[],
-        )?;
+        ) {
+            let _ = job.finish(
+                &self.store,
+                &format!("failed: {e}"),
+                0,
+                ReplayEnd::RecordOnly,
+            );
+            return Err(e.into());
+        }
         if let Err(e) = crate::scale::publish_order(kafka, &start_order, self.metrics.clone()) {
-            job.finish(&self.store, &format!("failed: {e}"), 0);
-            let _ = self.store.drop_version(&version);
+            let _ = job.finish(
+                &self.store,
+                &format!("failed: {e}"),
+                0,
+                ReplayEnd::Discard { version: &version },
+            );
             return Err(ControlError::Internal(e.to_string()));
         }
         tracing::info!(
@@ -426,38 +519,40 @@ impl Control {
                     }
                     if j.cancel.is_cancelled() {
                         stop();
-                        let _ = store.drop_version(&version);
-                        j.finish(&store, "cancelled", 0);
+                        let _ = j.finish(
+                            &store,
+                            "cancelled",
+                            0,
+                            ReplayEnd::Discard { version: &version },
+                        );
                         break;
                     }
                     match caught_up() {
                         Ok(true) if in_place => {
                             stop();
                             let p = &j.plan;
-                            match store.copy_windows(&version, &p.version, p.from_ms, p.to_ms) {
-                                Ok(n) => j.finish(&store, "completed", n),
-                                Err(e) => j.finish(&store, &format!("failed: {e}"), 0),
-                            }
-                            if let Err(e) = store.drop_version(&version) {
-                                tracing::error!(replay = id, "dropping {version}: {e}");
-                            }
+                            let swap = ReplayEnd::Swap {
+                                scratch: &version,
+                                from_ms: p.from_ms,
+                                to_ms: p.to_ms,
+                            };
+                            let _ = j.finish(&store, "completed", 0, swap);
                             break;
                         }
                         Ok(true) => {
                             let outcome = if promote {
-                                match store.promote(&version) {
-                                    Ok(()) => "caught-up, promoted".to_string(),
-                                    Err(e) => format!("failed: {e}"),
-                                }
+                                "caught-up, promoted"
                             } else {
-                                "caught-up".to_string()
+                                "caught-up"
                             };
-                            j.finish(&store, &outcome, windows());
+                            let end = ReplayEnd::CaughtUp { version: &version };
+                            let _ = j.finish(&store, outcome, windows(), end);
                             break;
                         }
                         Ok(false) => std::thread::sleep(std::time::Duration::from_millis(200)),
                         Err(e) => {
-                            j.finish(&store, &format!("failed: {e}"), 0);
+                            let end = ReplayEnd::RecordOnly;
+                            let _ = j.finish(&store, &format!("failed: {e}"), 0, end);
                             break;
                         }
                     }
@@ -478,13 +573,36 @@ impl Control {
     /// # Errors
     /// Store failure.
     pub fn resume_versions(self: &Arc<Self>) -> Result<(), ControlError> {
+        let history = self.store.replays()?;
         for v in self.store.versions()? {
-            if v.name != self.main_version && !v.name.starts_with(SCRATCH_PREFIX) {
-                let cfg = self
-                    .cfg
-                    .with_fingerprint(&v.config)
-                    .map_err(|e| ControlError::Internal(format!("version {}: {e}", v.name)))?;
-                self.spawn_runner(v.name, cfg)?;
+            if v.name == self.main_version {
+                continue;
+            }
+            match v.state {
+                VersionState::Ready => {
+                    let cfg = self
+                        .cfg
+                        .with_fingerprint(&v.config)
+                        .map_err(|e| ControlError::Internal(format!("version {}: {e}", v.name)))?;
+                    self.spawn_runner(v.name, cfg)?;
+                }
+                // A replay a process that died left unfinished goes on, promise included.
+                VersionState::Building { replay, .. } => {
+                    let record = history.iter().find(|r| r.id == replay).cloned();
+                    let Some(record) = record else {
+                        tracing::error!(
+                            "output version {} is being built by replay {replay}, which is not in the history: drop it (`kappa versions drop {}` after `kappa replay cancel {replay}`)",
+                            v.name,
+                            v.name
+                        );
+                        continue;
+                    };
+                    let job = Job::resume(&self.store, &self.cfg, record, &v)?;
+                    tracing::info!("replay {replay}: carrying on building {}", v.name);
+                    let inner = self.inner.lock().expect("control lock");
+                    self.spawn_job(inner, job)?;
+                }
+                VersionState::Correcting { .. } | VersionState::Dropping => {}
             }
         }
         Ok(())
@@ -557,6 +675,20 @@ impl Control {
         let inner = self.inner.lock().expect("control lock");
         let id = self.next_id(&inner, &plan)?;
         let job = Job::start(&self.store, plan, id)?;
+        let mut v = self.spawn_job(inner, job)?;
+        v["lines"] = serde_json::json!(lines);
+        Ok(v)
+    }
+
+    /// Runs `job` on its own thread, kept under the version it builds (a new version's
+    /// thread goes on as its pipeline; an in-place one is kept so that a shutdown waits for
+    /// it); answers with its view.
+    fn spawn_job(
+        &self,
+        inner: std::sync::MutexGuard<'_, Inner>,
+        job: Arc<Job>,
+    ) -> Result<serde_json::Value, ControlError> {
+        let id = job.id();
         let (store, metrics, cfg) = (self.store.clone(), self.metrics.clone(), self.cfg.clone());
         let j = job.clone();
         let thread = std::thread::Builder::new()
@@ -569,10 +701,8 @@ impl Control {
                 }
             })
             .map_err(|e| ControlError::Internal(e.to_string()))?;
-        // A new version's thread goes on as its pipeline; an in-place one is kept here so
-        // that a shutdown waits for it.
         let key = job.plan.target_version(id);
-        Ok(self.register(inner, job, key, thread, lines))
+        Ok(self.register(inner, job, key, thread, Vec::new()))
     }
 
     /// Keeps a started replay (its job and the thread carrying it, under the version it
@@ -657,15 +787,22 @@ impl Control {
                 }
                 Ok(j.view())
             }
-            Some(j) => Err(ControlError::Conflict(format!(
-                "replay {id} has finished ({}); to remove a version it built: kappa versions drop {}",
-                j.view().record.outcome,
-                j.plan.version
-            ))),
-            None => {
-                self.replay(id)?;
-                Err(ControlError::Conflict(format!("replay {id} has finished")))
+            Some(j) => {
+                let outcome = j.view().record.outcome;
+                let hint = if j.plan.in_place || self.store.version(&j.plan.version)?.is_none() {
+                    String::new()
+                } else {
+                    format!(
+                        "; to remove the version it built: kappa versions drop {}",
+                        j.plan.version
+                    )
+                };
+                Err(ControlError::Conflict(format!(
+                    "replay {id} has finished ({outcome}){hint}"
+                )))
             }
+            // Nothing here carries it on: a version a dead process left being built goes.
+            None => cancel_unfinished(&self.store, id),
         }
     }
 
@@ -688,48 +825,26 @@ impl Control {
     /// # Errors
     /// Unknown version, or one still being built.
     pub fn promote(&self, version: &str) -> Result<(), ControlError> {
-        let building = self
-            .inner
-            .lock()
-            .expect("control lock")
-            .jobs
-            .values()
-            .any(|j| j.is_active() && !j.plan.in_place && j.plan.version == version);
-        if building {
-            return Err(ControlError::Conflict(format!(
-                "version {version} is still catching up; promote it when its replay is done, or replay with --promote"
-            )));
-        }
-        if self.store.version(version)?.is_none() {
-            return Err(ControlError::NotFound(format!(
-                "no output version {version}"
-            )));
-        }
+        // Every check is in the store's transaction that promotes.
         self.store.promote(version)?;
         self.update_metrics();
         Ok(())
     }
 
-    /// Stops `version`'s pipeline and deletes it.
+    /// Stops `version`'s pipeline and deletes it: checked and marked
+    /// [`VersionState::Dropping`] in one store transaction first (so nothing promotes it
+    /// meanwhile), removed once its pipeline has stopped.
     ///
     /// # Errors
-    /// The serving version, the main pipeline's version, an unknown one.
+    /// The serving version, the main pipeline's version, one a replay is building, an
+    /// unknown one.
     pub fn drop_version(&self, version: &str) -> Result<(), ControlError> {
         if version == self.main_version {
             return Err(ControlError::Conflict(format!(
                 "{version} is the version this server's main pipeline computes: promote another one, restart `kappa run` (it computes the serving version), then drop {version}"
             )));
         }
-        if self.store.version(version)?.is_none() || version.starts_with(SCRATCH_PREFIX) {
-            return Err(ControlError::NotFound(format!(
-                "no output version {version}"
-            )));
-        }
-        if self.store.serving()? == version {
-            return Err(ControlError::Conflict(format!(
-                "{version} is the serving version: promote another one first"
-            )));
-        }
+        self.store.begin_drop(version)?;
         let runner = self
             .inner
             .lock()
@@ -756,7 +871,7 @@ impl Control {
             crate::scale::publish_order(k, &stop, self.metrics.clone())
                 .map_err(|e| ControlError::Internal(e.to_string()))?;
         }
-        self.store.drop_version(version)?;
+        self.store.remove_version(version)?;
         Ok(())
     }
 

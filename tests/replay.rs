@@ -549,7 +549,7 @@ fn bad_replay_requests_get_one_clear_line_and_a_non_zero_exit() {
         ),
         (&["versions", "drop", "v1"], "serving version"),
         (&["versions", "promote", "v9"], "no output version v9"),
-        (&["replay", "cancel", "1"], "no replay is running"),
+        (&["replay", "cancel", "1"], "no replay 1"),
     ];
     for (args, want) in cases {
         let out = kappa(dir).args(*args).output().unwrap();
@@ -730,4 +730,234 @@ fn log_format_json_writes_one_json_object_per_line() {
                 .is_some_and(|m| m.contains("state restored"))),
         "{err}"
     );
+}
+
+/// Sends a control request with a JSON body, as the CLI does; returns (status, body).
+fn control(base: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .new_agent();
+    let url = format!("{base}{path}");
+    let resp = match method {
+        "POST" => agent
+            .post(&url)
+            .header("content-type", "application/json")
+            .send(body),
+        "DELETE" => agent.delete(&url).call(),
+        m => panic!("method {m}"),
+    };
+    let mut resp = resp.unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.body_mut().read_to_string().unwrap_or_default())
+}
+
+/// Leaves in `dir`'s store exactly what a replay into a new version writes before it
+/// reads anything: its record (running) and its version, with the promise to promote —
+/// the state a process killed while building the version leaves behind.
+fn leave_unfinished_build(dir: &Path, version: &str, promote: bool) {
+    use kappa::replay::{Job, ReplayRequest, resolve};
+    use kappa::store::{VersionInfo, VersionState};
+    let cfg = kappa::config::Config::load(None, &serde_json::json!({ "data-dir": dir })).unwrap();
+    let store = kappa::store::Store::open(&cfg.store_path()).unwrap();
+    let ends = kappa::source::log_end_offsets(&cfg).unwrap();
+    let req = ReplayRequest {
+        from: "earliest".into(),
+        version: Some(version.into()),
+        promote,
+        ..ReplayRequest::default()
+    };
+    let plan = resolve(&cfg, &store, &ends, &req).unwrap();
+    let id = kappa::control::next_replay_id(&store).unwrap();
+    let info = VersionInfo {
+        name: version.into(),
+        config: plan.fingerprint.clone(),
+        created_ms: 0,
+        finalized_through: i64::MIN,
+        state: VersionState::Building {
+            replay: id,
+            promote,
+        },
+    };
+    let starts = plan.starts.clone();
+    Job::start(&store, plan, id).unwrap();
+    store.create_version(&info, &starts).unwrap();
+}
+
+fn serving(server: &Server) -> String {
+    let (_, body) = server.get("/api/versions");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    v["versions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["serving"] == true)
+        .map(|v| v["name"].as_str().unwrap().to_string())
+        .unwrap_or_default()
+}
+
+fn replay_view(server: &Server, id: u64) -> Value {
+    serde_json::from_str(&server.get(&format!("/api/replays/{id}")).1).unwrap()
+}
+
+#[test]
+fn a_new_version_promised_promotion_is_promoted_by_the_next_server_after_a_crash() {
+    let t = temp();
+    let dir = t.path();
+    common::produce(dir, 20_000, 83);
+    common::run_drain(dir, &[]);
+    leave_unfinished_build(dir, "v2", true);
+    let server = Server::start(dir, &[]);
+    server.wait_for(|s| serving(s) == "v2", "v2 promoted by the resumed replay");
+    server.wait_for(
+        |s| replay_view(s, 1)["outcome"] == "caught-up, promoted",
+        "the history of replay 1 to say it was promoted",
+    );
+    drop(server);
+    // What it built is the version a replay that was never interrupted builds.
+    let t2 = temp();
+    common::produce(t2.path(), 20_000, 83);
+    common::run_drain(t2.path(), &[]);
+    ok({
+        let mut c = kappa(t2.path());
+        c.args(["replay", "--from", "earliest", "--version", "v2"]);
+        c
+    });
+    assert_same(
+        &common::export_version(dir, "v2"),
+        &common::export_version(t2.path(), "v2"),
+        "resumed build vs uninterrupted build",
+    );
+}
+
+#[test]
+fn versions_being_built_refuse_a_drop_and_promote_and_drop_raced_agree_with_the_store() {
+    let t = temp();
+    let dir = t.path();
+    common::produce(dir, 5_000, 85);
+    common::run_drain(dir, &[]);
+    leave_unfinished_build(dir, "v2", false);
+    let server = Server::start(dir, &[]);
+    // A drop of a version a replay builds is refused, and nothing is cancelled or dropped;
+    // once the replay has caught up the same drop goes through.
+    loop {
+        let active = replay_view(&server, 1)["active"] == true;
+        let (status, body) = control(&server.base, "DELETE", "/api/versions/v2", "");
+        if active && status == 409 {
+            assert!(body.contains("replay 1"), "{body}");
+            assert_eq!(replay_view(&server, 1)["active"], true, "not cancelled");
+            continue;
+        }
+        assert_eq!(status, 200, "{body}");
+        break;
+    }
+    // Promote and drop of the same version, released together: never both done, and the
+    // serving pointer always names a version that exists.
+    for round in 0..6 {
+        let (s, body) = control(
+            &server.base,
+            "POST",
+            "/api/replays",
+            r#"{"from":"earliest","version":"v2"}"#,
+        );
+        assert_eq!(s, 202, "{body}");
+        let id = serde_json::from_str::<Value>(&body).unwrap()["id"]
+            .as_u64()
+            .unwrap();
+        server.wait_for(
+            |s| replay_view(s, id)["outcome"] == "caught-up",
+            "v2 caught up",
+        );
+        let barrier = std::sync::Barrier::new(2);
+        let (p, d) = std::thread::scope(|s| {
+            let p = s.spawn(|| {
+                barrier.wait();
+                control(&server.base, "POST", "/api/versions/v2/promote", "{}").0
+            });
+            let d = s.spawn(|| {
+                barrier.wait();
+                control(&server.base, "DELETE", "/api/versions/v2", "").0
+            });
+            (p.join().unwrap(), d.join().unwrap())
+        });
+        assert!(!(p == 200 && d == 200), "round {round}: both answered 200");
+        let (_, body) = server.get("/api/versions");
+        let names: Vec<String> = serde_json::from_str::<Value>(&body).unwrap()["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v["name"].as_str().unwrap().to_string())
+            .collect();
+        let now = serving(&server);
+        assert!(
+            names.contains(&now),
+            "round {round}: serving {now} not in {names:?}"
+        );
+        assert_eq!(
+            names.contains(&"v2".to_string()),
+            d != 200,
+            "round {round}: the drop's answer ({d}) matches what happened"
+        );
+        if now == "v2" {
+            // The main pipeline computes v1, so v2 stays; make v1 serving for the next round.
+            assert_eq!(
+                control(&server.base, "POST", "/api/versions/v1/promote", "{}").0,
+                200
+            );
+        }
+        if names.contains(&"v2".to_string()) {
+            assert_eq!(
+                control(&server.base, "DELETE", "/api/versions/v2", "").0,
+                200
+            );
+        }
+    }
+}
+
+#[test]
+fn a_replay_reports_progress_while_it_reads_and_a_cancelled_one_is_not_done() {
+    let t = temp();
+    let dir = t.path();
+    common::produce(dir, 200_000, 87);
+    common::run_drain(dir, &[]);
+    let server = Server::start(dir, &[]);
+    let (s, body) = control(
+        &server.base,
+        "POST",
+        "/api/replays",
+        r#"{"from":"earliest","version":"v2"}"#,
+    );
+    assert_eq!(s, 202, "{body}");
+    let mut seen = Vec::new();
+    loop {
+        let v = replay_view(&server, 1);
+        if v["active"] != true {
+            break;
+        }
+        seen.push(v["done"].as_u64().unwrap());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        seen.iter().any(|&d| d > 0),
+        "progress while the replay read: {seen:?}"
+    );
+    let done = replay_view(&server, 1);
+    assert_eq!(done["progress"], 1.0, "{done}");
+    // A replay cancelled part-way is not shown done.
+    let (s, body) = control(
+        &server.base,
+        "POST",
+        "/api/replays",
+        r#"{"from":"earliest","version":"v3"}"#,
+    );
+    assert_eq!(s, 202, "{body}");
+    server.wait_for(
+        |s| replay_view(s, 2)["done"].as_u64() > Some(0),
+        "replay 2 reads",
+    );
+    let (s, body) = control(&server.base, "DELETE", "/api/replays/2", "");
+    assert_eq!(s, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["outcome"], "cancelled");
+    assert!(v["progress"].as_f64().unwrap() < 1.0, "{v}");
 }

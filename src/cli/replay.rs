@@ -502,9 +502,13 @@ fn replay_action(cfg: &Config, action: &ReplayAction) -> anyhow::Result<()> {
                 print_outcome(&v);
                 Ok(())
             }
-            Access::Local(_) => anyhow::bail!(
-                "no kappa server holds the store, so no replay is running in the background (a foreground replay stops with Ctrl-C)"
-            ),
+            // No server: nothing runs in the background; a new version a process that died
+            // left being built can still be cancelled (a foreground replay stops with Ctrl-C).
+            Access::Local(store) => {
+                let v = control::cancel_unfinished(&store, *id)?;
+                print_outcome(&v);
+                Ok(())
+            }
         },
         ReplayAction::History { server } => {
             let views = all_replays(&access(cfg, server.as_ref())?)?;
@@ -584,14 +588,7 @@ pub fn versions(cfg: &Config, cmd: &VersionsCommand) -> anyhow::Result<()> {
         }
         VersionsCommand::Drop { version, server } => {
             match access(cfg, server.as_ref())? {
-                Access::Local(store) => {
-                    if version.starts_with(crate::replay::SCRATCH_PREFIX)
-                        || store.version(version)?.is_none()
-                    {
-                        anyhow::bail!("no output version {version}");
-                    }
-                    store.drop_version(version)?;
-                }
+                Access::Local(store) => store.drop_version(version)?,
                 Access::Remote(base) => {
                     call(
                         "DELETE",

@@ -184,6 +184,7 @@ impl Pipeline {
             config: cfg.results_fingerprint(),
             created_ms: chrono::Utc::now().timestamp_millis(),
             finalized_through: i64::MIN,
+            state: crate::store::VersionState::Ready,
         })?;
         let partitions = source.partitions() as usize;
         metrics.init_partitions(source.kind(), source.partitions());
@@ -370,6 +371,7 @@ impl Pipeline {
         let mut batch = RecordBatch::new();
         let mut last_commit = Instant::now();
         let mut last_refresh = Instant::now() - Duration::from_secs(10);
+        let mut last_lag_check = last_refresh;
         self.metrics.pipeline_up.set(1);
         loop {
             if cancel.is_cancelled() {
@@ -426,11 +428,13 @@ impl Pipeline {
             if matches!(mode, Mode::UntilCaughtUp { .. }) && n == 0 && self.source.exhausted() {
                 break;
             }
+            // Its own clock: sharing `last_refresh` kept the status (what a replay's progress
+            // is read from) from ever being published while catching up.
             if let Mode::CatchUp { max_lag } = mode
-                && (n == 0 || last_refresh.elapsed() >= Duration::from_secs(1))
+                && (n == 0 || last_lag_check.elapsed() >= Duration::from_secs(1))
             {
                 self.refresh_lag()?;
-                last_refresh = Instant::now();
+                last_lag_check = Instant::now();
                 if !self.owned.is_empty()
                     && self.source.lag_known()
                     && self.owned.iter().all(|&p| {

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::Metrics;
 use crate::pipeline::{Mode, Pipeline, PipelineError, Shared};
 use crate::source::SourceError;
-use crate::store::{ReplayRecord, Store, StoreError};
+use crate::store::{ReplayEnd, ReplayRecord, Store, StoreError, VersionInfo, VersionState};
 
 /// Lag (records, on every partition) under which a new version counts as caught up and
 /// `--promote` makes it serving.
@@ -98,6 +98,9 @@ pub struct Job {
     pub shared: Arc<Shared>,
     started: Instant,
     active: AtomicBool,
+    /// Carries on a replay a process that died left unfinished (its version exists, with
+    /// the positions it had reached).
+    resumed: bool,
 }
 
 impl Job {
@@ -132,6 +135,88 @@ impl Job {
             shared: Arc::new(Shared::default()),
             started: Instant::now(),
             active: AtomicBool::new(true),
+            resumed: false,
+        }))
+    }
+
+    /// Carries on replay `record`, whose new version `info` a process that died left
+    /// [`VersionState::Building`]: the same plan (configuration, starts, ends, the promise
+    /// to promote) from the positions the version reached. Recorded as running again.
+    ///
+    /// # Errors
+    /// A version that is not being built by this replay; store failure.
+    pub fn resume(
+        store: &Store,
+        cfg: &crate::config::Config,
+        mut record: ReplayRecord,
+        info: &VersionInfo,
+    ) -> Result<Arc<Self>, ReplayError> {
+        let VersionState::Building { replay, promote } = info.state else {
+            return Err(ReplayError::Invalid(format!(
+                "{} is not being built by a replay",
+                info.name
+            )));
+        };
+        if replay != record.id {
+            return Err(ReplayError::Invalid(format!(
+                "{} is being built by replay {replay}, not {}",
+                info.name, record.id
+            )));
+        }
+        let cfg = cfg
+            .with_fingerprint(&info.config)
+            .map_err(|e| ReplayError::Invalid(format!("version {}: {e}", info.name)))?;
+        let starts: Vec<_> = record
+            .starts
+            .iter()
+            .enumerate()
+            .map(|(p, &offset)| crate::store::PartitionPosition {
+                partition: u32::try_from(p).unwrap_or(u32::MAX),
+                next_offset: offset,
+                resume_offset: offset,
+                resume_max_ts: i64::MIN,
+                max_ts: i64::MIN,
+            })
+            .collect();
+        let records = record
+            .ends
+            .iter()
+            .zip(&record.starts)
+            .map(|(e, s)| e.saturating_sub(*s))
+            .sum();
+        let plan = Plan {
+            request: ReplayRequest {
+                from: record.from.clone(),
+                to: record.to.clone(),
+                version: Some(info.name.clone()),
+                promote,
+                reason: Some(record.reason.clone()),
+                plan: record.plan.clone(),
+                requested_by: Some(record.requested_by.clone()),
+                ..ReplayRequest::default()
+            },
+            version: info.name.clone(),
+            in_place: false,
+            cfg,
+            fingerprint: info.config.clone(),
+            from_ms: i64::MIN,
+            to_ms: i64::MAX,
+            starts,
+            ends: record.ends.clone(),
+            records,
+            rewrite: Vec::new(),
+        };
+        record.outcome = "running".into();
+        record.ended_ms = None;
+        store.record_replay(&record)?;
+        Ok(Arc::new(Self {
+            plan,
+            record: Mutex::new(record),
+            cancel: CancellationToken::new(),
+            shared: Arc::new(Shared::default()),
+            started: Instant::now(),
+            active: AtomicBool::new(true),
+            resumed: true,
         }))
     }
 
@@ -196,7 +281,7 @@ impl Job {
         ReplayView {
             record,
             active,
-            progress: if active { progress.min(1.0) } else { 1.0 },
+            progress: progress.min(1.0),
             done,
             total,
             rate,
@@ -205,18 +290,42 @@ impl Job {
         }
     }
 
-    /// Updates the history record.
-    pub(crate) fn finish(&self, store: &Store, outcome: &str, windows: u64) {
+    /// Ends the replay: `end`'s change to the versions and the history record with
+    /// `outcome`, in one store transaction ([`Store::end_replay`]). When that fails, the
+    /// record says so and what the replay built is discarded. Returns the windows written.
+    pub(crate) fn finish(
+        &self,
+        store: &Store,
+        outcome: &str,
+        windows: u64,
+        end: ReplayEnd<'_>,
+    ) -> Result<u64, StoreError> {
+        let mut record = self.settle(outcome, windows);
+        let result = store.end_replay(&mut record, end);
+        if let Err(e) = &result {
+            tracing::error!("ending replay {}: {e}", record.id);
+            record = self.settle(&format!("failed: {e}"), 0);
+            let fallback = match end {
+                ReplayEnd::Swap { scratch, .. } => ReplayEnd::Discard { version: scratch },
+                _ => ReplayEnd::RecordOnly,
+            };
+            if let Err(e) = store.end_replay(&mut record, fallback) {
+                tracing::error!("recording the outcome of replay {}: {e}", record.id);
+            }
+        }
+        *self.record.lock().expect("record lock") = record;
+        self.active.store(false, Ordering::Relaxed);
+        result
+    }
+
+    /// The history record with `outcome`, as of now.
+    fn settle(&self, outcome: &str, windows: u64) -> ReplayRecord {
         let mut r = self.record.lock().expect("record lock");
         r.outcome = outcome.to_string();
         r.ended_ms = Some(chrono::Utc::now().timestamp_millis());
         r.records = self.shared.status().records;
         r.windows = windows;
-        if let Err(e) = store.record_replay(&r) {
-            tracing::error!("recording the outcome of replay {}: {e}", r.id);
-        }
-        drop(r);
-        self.active.store(false, Ordering::Relaxed);
+        r.clone()
     }
 
     /// Carries the replay out on this thread: builds the target version from the plan's
@@ -246,9 +355,9 @@ impl Job {
             in_place = self.plan.in_place,
             from = self.plan.request.from,
             records = self.plan.records,
+            resumed = self.resumed,
             "replay started"
         );
-        let mut pipeline = None;
         let done = AtomicBool::new(false);
         let result = std::thread::scope(|scope| {
             // A progress line every 10 s while it reads.
@@ -276,7 +385,7 @@ impl Job {
                     }
                 }
             });
-            let r = self.run_inner(store, open, &mut pipeline, live_after);
+            let r = self.compute(store, open, live_after);
             done.store(true, Ordering::Relaxed);
             r
         });
@@ -285,30 +394,64 @@ impl Job {
             .replay_records
             .with_label_values(&[&version])
             .inc_by(self.view().done);
-        match &result {
-            Ok(windows) if self.cancel.is_cancelled() => self.finish(store, "cancelled", *windows),
-            Ok(windows) => {
-                metrics
-                    .replay_progress
-                    .with_label_values(&[&version])
-                    .set(1.0);
-                let outcome = match (self.plan.in_place, self.plan.request.promote) {
-                    (true, _) => "completed",
-                    (false, true) => "caught-up, promoted",
-                    (false, false) => "caught-up",
-                };
-                self.finish(store, outcome, *windows);
+        let plan = &self.plan;
+        let target = plan.target_version(id);
+        let ended = match &result {
+            // Nothing of this replay's was created: nothing to remove.
+            Err(Computed::NotCreated(e)) => {
+                self.finish(store, &format!("failed: {e}"), 0, ReplayEnd::RecordOnly)
             }
-            Err(e) => self.finish(store, &format!("failed: {e}"), 0),
+            Err(Computed::Failed(e)) => self.finish(
+                store,
+                &format!("failed: {e}"),
+                0,
+                ReplayEnd::Discard { version: &target },
+            ),
+            Ok((windows, _)) if self.cancel.is_cancelled() => self.finish(
+                store,
+                "cancelled",
+                *windows,
+                ReplayEnd::Discard { version: &target },
+            ),
+            Ok((windows, _)) if plan.in_place => self.finish(
+                store,
+                "completed",
+                *windows,
+                ReplayEnd::Swap {
+                    scratch: &target,
+                    from_ms: plan.from_ms,
+                    to_ms: plan.to_ms,
+                },
+            ),
+            Ok((windows, _)) => self.finish(
+                store,
+                if plan.request.promote {
+                    "caught-up, promoted"
+                } else {
+                    "caught-up"
+                },
+                *windows,
+                ReplayEnd::CaughtUp { version: &target },
+            ),
+        };
+        if ended.is_ok() && !self.cancel.is_cancelled() && result.is_ok() {
+            metrics
+                .replay_progress
+                .with_label_values(&[&version])
+                .set(1.0);
         }
+        let record = self.view().record;
         tracing::info!(
             replay = id,
             version,
-            outcome = self.view().record.outcome,
-            records = self.view().record.records,
+            outcome = record.outcome,
+            records = record.records,
             "replay finished"
         );
-        if let (Some(mut p), true, Ok(_)) = (pipeline, live_after, &result)
+        let (windows, pipeline) = result.map_err(Computed::into_inner)?;
+        ended?;
+        if let (Some(mut p), true) = (pipeline, live_after)
+            && !plan.in_place
             && !self.cancel.is_cancelled()
         {
             tracing::info!("output version {version} caught up; it goes on consuming live");
@@ -316,87 +459,104 @@ impl Job {
                 tracing::error!("output version {version} stopped: {e}");
             }
         }
-        result
+        Ok(windows)
     }
 
-    fn run_inner(
+    /// Computes the target version from the plan's starts (or, resumed, from where it
+    /// stands) up to the log end: the version is created first, marked with what it is for
+    /// ([`VersionState::Building`] with the promise to promote, or
+    /// [`VersionState::Correcting`] its target), so a restart knows.
+    fn compute(
         &self,
         store: &Store,
         open: &Opener<'_>,
-        keep: &mut Option<Pipeline>,
         live_after: bool,
-    ) -> Result<u64, ReplayError> {
+    ) -> Result<(u64, Option<Pipeline>), Computed> {
         let plan = &self.plan;
-        let target = plan.target_version(self.id());
-        store.create_version(
-            &crate::store::VersionInfo {
-                name: target.clone(),
-                config: plan.fingerprint.clone(),
-                created_ms: chrono::Utc::now().timestamp_millis(),
-                finalized_through: i64::MIN,
-            },
-            &plan.starts,
-        )?;
-        let result = (|| {
-            let source = open(&target, &self.cancel)?;
-            let pipeline = Pipeline::new(
-                &plan.cfg,
-                &target,
-                source,
-                store.clone(),
-                Arc::new(Metrics::new()),
-                self.shared.clone(),
-            )?;
-            let mut pipeline = if plan.from_earliest() {
-                pipeline
-            } else {
-                pipeline.without_index()
-            };
-            // In place, the log up to its end now is taken as complete for the range: the
-            // windows are drained (a larger --max-delay would otherwise hold them open), and
-            // only those the serving version already has final are swapped in.
-            // A new version in a server catches up with a log that keeps growing, then goes
-            // on live; in the foreground it reads to the log end as it was at start.
-            let mode = if plan.in_place {
-                Mode::UntilCaughtUp { drain: true }
-            } else if live_after {
-                Mode::CatchUp {
-                    max_lag: PROMOTE_MAX_LAG,
+        let id = self.id();
+        let target = plan.target_version(id);
+        if !self.resumed {
+            let state = if plan.in_place {
+                VersionState::Correcting {
+                    replay: id,
+                    target: plan.version.clone(),
                 }
             } else {
-                Mode::UntilCaughtUp { drain: false }
-            };
-            let summary = pipeline.run_phase(mode, &self.cancel)?;
-            Ok::<_, ReplayError>((summary.windows, pipeline))
-        })();
-        if !plan.in_place {
-            return match result {
-                Ok((windows, pipeline)) if !self.cancel.is_cancelled() => {
-                    if plan.request.promote {
-                        store.promote(&target)?;
-                        tracing::info!(
-                            "output version {target} caught up and promoted: it is serving now"
-                        );
-                    }
-                    *keep = Some(pipeline);
-                    Ok(windows)
-                }
-                other => {
-                    // An unfinished new version is of no use: remove it.
-                    store.drop_version(&target)?;
-                    other.map(|(w, _)| w)
+                VersionState::Building {
+                    replay: id,
+                    promote: plan.request.promote,
                 }
             };
+            store
+                .create_version(
+                    &VersionInfo {
+                        name: target.clone(),
+                        config: plan.fingerprint.clone(),
+                        created_ms: chrono::Utc::now().timestamp_millis(),
+                        finalized_through: i64::MIN,
+                        state,
+                    },
+                    &plan.starts,
+                )
+                .map_err(|e| Computed::NotCreated(e.into()))?;
         }
-        let out = match result {
-            Ok(_) if !self.cancel.is_cancelled() => store
-                .copy_windows(&target, &plan.version, plan.from_ms, plan.to_ms)
-                .map_err(ReplayError::from),
-            Ok(_) => Ok(0),
-            Err(e) => Err(e),
+        let source = open(&target, &self.cancel).map_err(|e| Computed::Failed(e.into()))?;
+        let pipeline = Pipeline::new(
+            &plan.cfg,
+            &target,
+            source,
+            store.clone(),
+            Arc::new(Metrics::new()),
+            self.shared.clone(),
+        )
+        .map_err(|e| Computed::Failed(e.into()))?;
+        let mut pipeline = if plan.from_earliest() && !self.resumed {
+            pipeline
+        } else {
+            pipeline.without_index()
         };
-        store.drop_version(&target)?;
-        out
+        // In place, the log up to its end now is taken as complete for the range: the
+        // windows are drained (a larger --max-delay would otherwise hold them open), and
+        // only those the serving version already has final are swapped in.
+        // A new version in a server catches up with a log that keeps growing, then goes
+        // on live; in the foreground it reads to the log end as it was at start.
+        let mode = if plan.in_place {
+            Mode::UntilCaughtUp { drain: true }
+        } else if live_after {
+            Mode::CatchUp {
+                max_lag: PROMOTE_MAX_LAG,
+            }
+        } else {
+            Mode::UntilCaughtUp { drain: false }
+        };
+        let summary = pipeline
+            .run_phase(mode, &self.cancel)
+            .map_err(|e| Computed::Failed(e.into()))?;
+        Ok((summary.windows, Some(pipeline)))
+    }
+}
+
+/// Why computing a replay's version failed.
+enum Computed {
+    /// Before its version was created (a name taken, …): nothing to clean up.
+    NotCreated(ReplayError),
+    /// Afterwards: what it built is discarded.
+    Failed(ReplayError),
+}
+
+impl Computed {
+    fn into_inner(self) -> ReplayError {
+        match self {
+            Self::NotCreated(e) | Self::Failed(e) => e,
+        }
+    }
+}
+
+impl std::fmt::Display for Computed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotCreated(e) | Self::Failed(e) => e.fmt(f),
+        }
     }
 }
 

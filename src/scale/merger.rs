@@ -306,6 +306,7 @@ pub fn run(
         config: cfg.results_fingerprint(),
         created_ms: chrono::Utc::now().timestamp_millis(),
         finalized_through: i64::MIN,
+        state: crate::store::VersionState::Ready,
     })?;
     let mut merging: BTreeMap<String, Merging> = BTreeMap::new();
     refresh(&store, cfg, version, &mut merging)?;

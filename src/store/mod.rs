@@ -12,7 +12,8 @@ mod rows;
 
 pub use rows::{
     Aggregate, CountRow, DEAD_LETTER_RAW_BYTES, DeadLetter, LateRecord, PartitionPosition,
-    ProductRow, QueryRow, ReplayRecord, Row, SalesRow, VersionInfo, WindowRows, rows_of,
+    ProductRow, QueryRow, ReplayRecord, Row, SalesRow, VersionInfo, VersionState, WindowRows,
+    rows_of,
 };
 
 use std::path::{Path, PathBuf};
@@ -72,9 +73,13 @@ pub enum StoreError {
         /// What was wrong.
         reason: String,
     },
-    /// The store belongs to another log or configuration.
+    /// The store belongs to another log or configuration, or the request is refused in
+    /// the state the store is in (a 409 over HTTP).
     #[error("{0}")]
     Mismatch(String),
+    /// No such output version (a 404 over HTTP).
+    #[error("no output version {0}")]
+    NoVersion(String),
     /// The database is closed for a reopen after an I/O failure (disk full, …).
     #[error("the store is closed after an I/O failure and is being reopened")]
     Closed,
@@ -133,6 +138,44 @@ pub(crate) fn decode<T: DeserializeOwned>(
             reason: "empty value".into(),
         }),
     }
+}
+
+/// A stored [`VersionInfo`], whichever layout wrote it.
+fn version_info(bytes: &[u8]) -> Result<VersionInfo, StoreError> {
+    decode::<VersionInfo>("versions", bytes).or_else(|e| {
+        decode::<rows::VersionInfoV1>("versions", bytes)
+            .map_err(|_| e)
+            .map(Into::into)
+    })
+}
+
+/// How a replay ends, written in one transaction with its history record (so the history
+/// never disagrees with the store, whatever instant the process dies at).
+#[derive(Debug, Clone, Copy)]
+pub enum ReplayEnd<'a> {
+    /// A new version caught up: it is [`VersionState::Ready`], and serving if its replay
+    /// promised so.
+    CaughtUp {
+        /// The version built.
+        version: &'a str,
+    },
+    /// An in-place correction: the scratch version's final windows with starts in
+    /// `[from_ms, to_ms)` replace its target's, and the scratch version is removed.
+    Swap {
+        /// The scratch version.
+        scratch: &'a str,
+        /// First window start rewritten.
+        from_ms: i64,
+        /// Windows starting at or after this are left alone.
+        to_ms: i64,
+    },
+    /// Cancelled or failed: what the replay built is removed.
+    Discard {
+        /// The new or scratch version.
+        version: &'a str,
+    },
+    /// Nothing to change but the record.
+    RecordOnly,
 }
 
 /// Everything one pipeline batch makes durable, atomically.
@@ -317,9 +360,7 @@ impl Store {
         let tx = self.db()?.begin_write()?;
         let out = {
             let mut t = tx.open_table(VERSIONS)?;
-            let existing = t
-                .get(info.name.as_str())?
-                .map(|v| decode::<VersionInfo>("versions", v.value()));
+            let existing = t.get(info.name.as_str())?.map(|v| version_info(v.value()));
             if let Some(existing) = existing {
                 let existing = existing?;
                 if existing.config != info.config {
@@ -357,9 +398,7 @@ impl Store {
     pub fn versions(&self) -> Result<Vec<VersionInfo>> {
         let tx = self.db()?.begin_read()?;
         let t = tx.open_table(VERSIONS)?;
-        t.iter()?
-            .map(|r| decode("versions", r?.1.value()))
-            .collect()
+        t.iter()?.map(|r| version_info(r?.1.value())).collect()
     }
 
     /// A version's committed state: `(finalized_through, positions by partition)`, or
@@ -372,7 +411,7 @@ impl Store {
         let v = tx.open_table(VERSIONS)?;
         let Some(info) = v
             .get(version)?
-            .map(|g| decode::<VersionInfo>("versions", g.value()))
+            .map(|g| version_info(g.value()))
             .transpose()?
         else {
             return Ok(None);
@@ -404,6 +443,22 @@ impl Store {
     pub fn commit_all(&self, commits: &[Commit<'_>]) -> Result<()> {
         let tx = self.db()?.begin_write()?;
         for c in commits {
+            let mut versions = tx.open_table(VERSIONS)?;
+            let info = versions
+                .get(c.version)?
+                .map(|g| version_info(g.value()))
+                .transpose()?;
+            let Some(mut info) = info else {
+                // Dropped while its pipeline was stopping: nothing of it is written, so no
+                // rows or positions outlive the version.
+                tracing::warn!(
+                    "not committing for output version {}: it was dropped",
+                    c.version
+                );
+                continue;
+            };
+            info.finalized_through = c.finalized_through;
+            versions.insert(c.version, encode(&info).as_slice())?;
             let mut results = tx.open_table(RESULTS)?;
             for w in c.finals {
                 write_window(&mut results, c.version, w)?;
@@ -411,15 +466,6 @@ impl Store {
             let mut pos = tx.open_table(POSITIONS)?;
             for p in c.positions {
                 pos.insert((c.version, p.partition), encode(p).as_slice())?;
-            }
-            let mut versions = tx.open_table(VERSIONS)?;
-            let info = versions
-                .get(c.version)?
-                .map(|g| decode::<VersionInfo>("versions", g.value()))
-                .transpose()?;
-            if let Some(mut info) = info {
-                info.finalized_through = c.finalized_through;
-                versions.insert(c.version, encode(&info).as_slice())?;
             }
             let mut idx = tx.open_table(EVENT_INDEX)?;
             for &(p, off, ts) in c.checkpoints {
@@ -659,58 +705,170 @@ impl Store {
     pub fn version(&self, name: &str) -> Result<Option<VersionInfo>> {
         let tx = self.db()?.begin_read()?;
         let t = tx.open_table(VERSIONS)?;
-        t.get(name)?
-            .map(|g| decode("versions", g.value()))
-            .transpose()
+        t.get(name)?.map(|g| version_info(g.value())).transpose()
     }
 
     /// Makes `name` the serving version (atomically: readers see the old or the new one).
+    /// Checked in the same transaction: it exists and is complete ([`VersionState::Ready`]),
+    /// and no in-place correction of the version serving now is running (it would land in
+    /// a version nobody reads any more).
     ///
     /// # Errors
-    /// Unknown version; store failure.
+    /// Unknown version, one being built or dropped, a correction in flight; store failure.
     pub fn promote(&self, name: &str) -> Result<()> {
         let tx = self.db()?.begin_write()?;
         {
-            if tx.open_table(VERSIONS)?.get(name)?.is_none() {
-                return Err(StoreError::Mismatch(format!("no output version {name}")));
+            let versions = tx.open_table(VERSIONS)?;
+            let info = user_version(&versions, name)?;
+            let mut meta = tx.open_table(META)?;
+            let serving = meta.get("serving")?.map(|v| v.value().to_string());
+            refuse_unless_ready(&info, "promoted")?;
+            if serving.as_deref() != Some(name)
+                && let Some((replay, target)) = correction_of(&versions, serving.as_deref())?
+            {
+                return Err(StoreError::Mismatch(format!(
+                    "replay {replay} is correcting {target} in place: promoting {name} now would leave that correction in a version nobody reads; wait for it to complete (`kappa replay status {replay}`) or cancel it (`kappa replay cancel {replay}`)"
+                )));
             }
-            tx.open_table(META)?.insert("serving", name)?;
+            meta.insert("serving", name)?;
         }
         tx.commit()?;
         Ok(())
     }
 
-    /// Deletes a version: its results, positions, late records and description. Refused
-    /// for the serving version.
+    /// Deletes a version — its results, positions, late records and description — in one
+    /// transaction that also checks it may go: not serving, not being corrected. For a
+    /// process that holds the store alone (no replay can be running elsewhere): a version a
+    /// dead process left being built goes too, and its replay is recorded `cancelled`.
     ///
     /// # Errors
-    /// Serving or unknown version; store failure.
+    /// Serving, unknown or busy version; store failure.
     pub fn drop_version(&self, name: &str) -> Result<()> {
-        if self.serving()? == name {
-            return Err(StoreError::Mismatch(format!(
-                "{name} is the serving version: promote another one first (`kappa versions promote …`)"
-            )));
-        }
         let tx = self.db()?.begin_write()?;
-        {
-            let mut v = tx.open_table(VERSIONS)?;
-            if v.remove(name)?.is_none() {
-                return Err(StoreError::Mismatch(format!("no output version {name}")));
+        let info = check_droppable(&tx, name, true)?;
+        if let VersionState::Building { replay, .. } = info.state {
+            let mut replays = tx.open_table(REPLAYS)?;
+            let record = replays
+                .get(replay)?
+                .map(|g| decode::<ReplayRecord>("replays", g.value()))
+                .transpose()?;
+            if let Some(mut r) = record {
+                r.outcome = format!("cancelled: {name} was dropped");
+                r.ended_ms = Some(chrono::Utc::now().timestamp_millis());
+                replays.insert(replay, encode(&r).as_slice())?;
             }
-            tx.open_table(RESULTS)?.retain_in(
-                (name, 0u8, i64::MIN, i64::MIN, "")..(name, u8::MAX, i64::MAX, i64::MAX, ""),
-                |_, _| false,
-            )?;
-            tx.open_table(POSITIONS)?
-                .retain_in((name, 0u32)..=(name, u32::MAX), |_, _| false)?;
-            tx.open_table(LATE)?
-                .retain_in((name, 0u32, 0u64)..=(name, u32::MAX, u64::MAX), |_, _| {
-                    false
-                })?;
-            tx.open_table(MERGER)?.remove(name)?;
         }
+        remove_version(&tx, name)?;
         tx.commit()?;
         Ok(())
+    }
+
+    /// First half of dropping a version a pipeline computes: checks it may go (as
+    /// [`Store::drop_version`]) and marks it [`VersionState::Dropping`] in one transaction,
+    /// so that nothing promotes it while its pipeline stops; [`Store::remove_version`] then
+    /// deletes it (or the next start does, see [`Store::remove_dropping`]).
+    ///
+    /// # Errors
+    /// Serving, unknown or busy version; store failure.
+    pub fn begin_drop(&self, name: &str) -> Result<()> {
+        let tx = self.db()?.begin_write()?;
+        let mut info = check_droppable(&tx, name, false)?;
+        info.state = VersionState::Dropping;
+        tx.open_table(VERSIONS)?
+            .insert(name, encode(&info).as_slice())?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Deletes a version without checks: the second half of [`Store::begin_drop`].
+    ///
+    /// # Errors
+    /// Store failure.
+    pub fn remove_version(&self, name: &str) -> Result<()> {
+        let tx = self.db()?.begin_write()?;
+        remove_version(&tx, name)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Removes what a process that died left half-done: versions being dropped, and the
+    /// scratch versions of in-place corrections (the serving version was never
+    /// half-written: a swap is one transaction). Returns the replays whose scratch went.
+    ///
+    /// # Errors
+    /// Store failure.
+    pub fn remove_dropping(&self) -> Result<Vec<u64>> {
+        let mut scratch = Vec::new();
+        for v in self.versions()? {
+            match v.state {
+                VersionState::Dropping => self.remove_version(&v.name)?,
+                VersionState::Correcting { replay, .. } => {
+                    self.remove_version(&v.name)?;
+                    scratch.push(replay);
+                }
+                VersionState::Ready | VersionState::Building { .. } => {}
+            }
+        }
+        Ok(scratch)
+    }
+
+    /// Ends a replay: `end`'s change to the versions and the replay's history record, in
+    /// one transaction. A new version promised to be promoted is not, when an in-place
+    /// correction of the serving version is running (the correction would land in a version
+    /// nobody reads): the record's outcome then says so. Returns the windows in the record
+    /// (for a swap, those it rewrote).
+    ///
+    /// # Errors
+    /// Unknown version; store failure (nothing is written then).
+    pub fn end_replay(&self, record: &mut ReplayRecord, end: ReplayEnd<'_>) -> Result<u64> {
+        let tx = self.db()?.begin_write()?;
+        match end {
+            ReplayEnd::CaughtUp { version } => {
+                let mut versions = tx.open_table(VERSIONS)?;
+                let mut info = user_version(&versions, version)?;
+                if let VersionState::Building { promote: true, .. } = info.state {
+                    let mut meta = tx.open_table(META)?;
+                    let serving = meta.get("serving")?.map(|v| v.value().to_string());
+                    match correction_of(&versions, serving.as_deref())? {
+                        Some((replay, target)) => {
+                            record.outcome = format!(
+                                "caught-up, not promoted: replay {replay} was correcting {target} in place (promote it with `kappa versions promote {version}`)"
+                            );
+                        }
+                        None => {
+                            meta.insert("serving", version)?;
+                        }
+                    }
+                }
+                info.state = VersionState::Ready;
+                versions.insert(version, encode(&info).as_slice())?;
+            }
+            ReplayEnd::Swap {
+                scratch,
+                from_ms,
+                to_ms,
+            } => {
+                let info = tx
+                    .open_table(VERSIONS)?
+                    .get(scratch)?
+                    .map(|g| version_info(g.value()))
+                    .transpose()?
+                    .ok_or_else(|| StoreError::NoVersion(scratch.to_string()))?;
+                let VersionState::Correcting { target, .. } = info.state else {
+                    return Err(StoreError::Mismatch(format!(
+                        "{scratch} is not the scratch version of a correction"
+                    )));
+                };
+                record.windows = copy_windows(&tx, scratch, &target, from_ms, to_ms)?;
+                remove_version(&tx, scratch)?;
+            }
+            ReplayEnd::Discard { version } => remove_version(&tx, version)?,
+            ReplayEnd::RecordOnly => {}
+        }
+        tx.open_table(REPLAYS)?
+            .insert(record.id, encode(&*record).as_slice())?;
+        tx.commit()?;
+        Ok(record.windows)
     }
 
     /// Bytes of results, positions and late records a version holds (keys and values; the
@@ -735,64 +893,6 @@ impl Store {
             n += (name.len() + 12 + r?.1.value().len()) as u64;
         }
         Ok(n)
-    }
-
-    /// Replaces `to`'s final windows whose start is in `[from_ms, to_ms)` by `from`'s, for
-    /// every size, in one transaction — only windows final in both versions (a window still
-    /// open in `to` is left to the pipeline computing it). Returns the number of windows
-    /// (of all sizes) rewritten.
-    ///
-    /// # Errors
-    /// Unknown version; store failure.
-    pub fn copy_windows(&self, from: &str, to: &str, from_ms: i64, to_ms: i64) -> Result<u64> {
-        let tx = self.db()?.begin_write()?;
-        let mut windows = 0;
-        {
-            let versions = tx.open_table(VERSIONS)?;
-            let final_through = |name: &str| -> Result<i64> {
-                versions
-                    .get(name)?
-                    .map(|g| decode::<VersionInfo>("versions", g.value()))
-                    .transpose()?
-                    .map(|v| v.finalized_through)
-                    .ok_or_else(|| StoreError::Mismatch(format!("no output version {name}")))
-            };
-            let through = final_through(from)?.min(final_through(to)?);
-            let mut results = tx.open_table(RESULTS)?;
-            let sizes = self.sizes(from)?;
-            for size in sizes {
-                // start ∈ [from_ms, to_ms) and start + size <= through.
-                let hi = to_ms.min(through.saturating_sub(size).saturating_add(1));
-                if hi <= from_ms {
-                    continue;
-                }
-                for agg in Aggregate::ALL {
-                    let a = agg as u8;
-                    results
-                        .retain_in((to, a, size, from_ms, "")..(to, a, size, hi, ""), |_, _| {
-                            false
-                        })?;
-                    let rows: Vec<(i64, String, Vec<u8>)> = results
-                        .range((from, a, size, from_ms, "")..(from, a, size, hi, ""))?
-                        .map(|r| {
-                            let (k, v) = r?;
-                            let (_, _, _, start, key) = k.value();
-                            Ok((start, key.to_string(), v.value().to_vec()))
-                        })
-                        .collect::<Result<_>>()?;
-                    if agg == Aggregate::EventsByType {
-                        let mut starts: Vec<i64> = rows.iter().map(|r| r.0).collect();
-                        starts.dedup();
-                        windows += starts.len() as u64;
-                    }
-                    for (start, key, value) in rows {
-                        results.insert((to, a, size, start, key.as_str()), value.as_slice())?;
-                    }
-                }
-            }
-        }
-        tx.commit()?;
-        Ok(windows)
     }
 
     /// Number of final windows of `version` over every size in `sizes_ms`.
@@ -884,3 +984,164 @@ fn write_window(
     }
     Ok(())
 }
+
+type Versions<'t> = redb::Table<'t, &'static str, &'static [u8]>;
+
+/// A version people name (not an in-place correction's scratch), read in `versions`.
+fn user_version(versions: &Versions<'_>, name: &str) -> Result<VersionInfo> {
+    let info = versions
+        .get(name)?
+        .map(|g| version_info(g.value()))
+        .transpose()?;
+    match info {
+        Some(i) if !matches!(i.state, VersionState::Correcting { .. }) => Ok(i),
+        _ => Err(StoreError::NoVersion(name.to_string())),
+    }
+}
+
+/// Refuses to act (`what`: "promoted", "dropped") on a version that is not complete.
+fn refuse_unless_ready(info: &VersionInfo, what: &str) -> Result<()> {
+    let name = &info.name;
+    match &info.state {
+        VersionState::Ready => Ok(()),
+        VersionState::Building { replay, promote } => Err(StoreError::Mismatch(format!(
+            "{name} is still being built by replay {replay}{}; it cannot be {what} before that replay ends (`kappa replay status {replay}`; `kappa replay cancel {replay}` stops it and removes {name})",
+            if *promote {
+                ", which promotes it once caught up"
+            } else {
+                ""
+            }
+        ))),
+        VersionState::Dropping => Err(StoreError::Mismatch(format!("{name} is being dropped"))),
+        VersionState::Correcting { .. } => Err(StoreError::NoVersion(name.clone())),
+    }
+}
+
+/// The running in-place correction of `target`, if any: `(replay, target)`.
+fn correction_of(versions: &Versions<'_>, target: Option<&str>) -> Result<Option<(u64, String)>> {
+    let Some(target) = target else {
+        return Ok(None);
+    };
+    for r in versions.iter()? {
+        if let VersionState::Correcting { replay, target: t } = version_info(r?.1.value())?.state
+            && t == target
+        {
+            return Ok(Some((replay, t)));
+        }
+    }
+    Ok(None)
+}
+
+/// Checks, in the transaction that drops it, that `name` may be dropped; one a replay
+/// builds only when `building_ok` (no replay can be running).
+fn check_droppable(
+    tx: &redb::WriteTransaction,
+    name: &str,
+    building_ok: bool,
+) -> Result<VersionInfo> {
+    let versions = tx.open_table(VERSIONS)?;
+    let info = user_version(&versions, name)?;
+    let serving = tx
+        .open_table(META)?
+        .get("serving")?
+        .map(|v| v.value().to_string());
+    if serving.as_deref() == Some(name) {
+        return Err(StoreError::Mismatch(format!(
+            "{name} is the serving version: promote another one first (`kappa versions promote …`)"
+        )));
+    }
+    if !(building_ok && matches!(info.state, VersionState::Building { .. })) {
+        refuse_unless_ready(&info, "dropped")?;
+    }
+    if let Some((replay, _)) = correction_of(&versions, Some(name))? {
+        return Err(StoreError::Mismatch(format!(
+            "replay {replay} is correcting {name} in place: wait for it or cancel it (`kappa replay cancel {replay}`) first"
+        )));
+    }
+    Ok(info)
+}
+
+/// Deletes a version's results, positions, late records, merger state and description.
+fn remove_version(tx: &redb::WriteTransaction, name: &str) -> Result<()> {
+    tx.open_table(VERSIONS)?.remove(name)?;
+    tx.open_table(RESULTS)?.retain_in(
+        (name, 0u8, i64::MIN, i64::MIN, "")..(name, u8::MAX, i64::MAX, i64::MAX, ""),
+        |_, _| false,
+    )?;
+    tx.open_table(POSITIONS)?
+        .retain_in((name, 0u32)..=(name, u32::MAX), |_, _| false)?;
+    tx.open_table(LATE)?
+        .retain_in((name, 0u32, 0u64)..=(name, u32::MAX, u64::MAX), |_, _| {
+            false
+        })?;
+    tx.open_table(MERGER)?.remove(name)?;
+    Ok(())
+}
+
+/// Replaces `to`'s final windows whose start is in `[from_ms, to_ms)` by `from`'s, for
+/// every size — only windows final in both versions (a window still open in `to` is left
+/// to the pipeline computing it). Returns the number of windows (of all sizes) rewritten.
+fn copy_windows(
+    tx: &redb::WriteTransaction,
+    from: &str,
+    to: &str,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<u64> {
+    let mut windows = 0;
+    let versions = tx.open_table(VERSIONS)?;
+    let final_through = |name: &str| -> Result<i64> {
+        versions
+            .get(name)?
+            .map(|g| version_info(g.value()))
+            .transpose()?
+            .map(|v| v.finalized_through)
+            .ok_or_else(|| StoreError::NoVersion(name.to_string()))
+    };
+    let through = final_through(from)?.min(final_through(to)?);
+    let mut results = tx.open_table(RESULTS)?;
+    let funnel = Aggregate::EventsByType as u8;
+    let mut sizes = Vec::new();
+    let mut next = i64::MIN;
+    while let Some(r) = results
+        .range((from, funnel, next, i64::MIN, "")..(from, funnel, i64::MAX, i64::MIN, ""))?
+        .next()
+    {
+        let size = r?.0.value().2;
+        sizes.push(size);
+        next = size + 1;
+    }
+    for size in sizes {
+        // start ∈ [from_ms, to_ms) and start + size <= through.
+        let hi = to_ms.min(through.saturating_sub(size).saturating_add(1));
+        if hi <= from_ms {
+            continue;
+        }
+        for agg in Aggregate::ALL {
+            let a = agg as u8;
+            results.retain_in((to, a, size, from_ms, "")..(to, a, size, hi, ""), |_, _| {
+                false
+            })?;
+            let rows: Vec<(i64, String, Vec<u8>)> = results
+                .range((from, a, size, from_ms, "")..(from, a, size, hi, ""))?
+                .map(|r| {
+                    let (k, v) = r?;
+                    let (_, _, _, start, key) = k.value();
+                    Ok((start, key.to_string(), v.value().to_vec()))
+                })
+                .collect::<Result<_>>()?;
+            if agg == Aggregate::EventsByType {
+                let mut starts: Vec<i64> = rows.iter().map(|r| r.0).collect();
+                starts.dedup();
+                windows += starts.len() as u64;
+            }
+            for (start, key, value) in rows {
+                results.insert((to, a, size, start, key.as_str()), value.as_slice())?;
+            }
+        }
+    }
+    Ok(windows)
+}
+
+#[cfg(test)]
+mod tests;

@@ -307,6 +307,69 @@ pub struct VersionInfo {
     pub created_ms: i64,
     /// Every window ending at or before this is final.
     pub finalized_through: i64,
+    /// Where it is in its life: what a replay promised about it survives a restart.
+    pub state: VersionState,
+}
+
+/// Where an output version is in its life. Stored with the version, so that a decision
+/// taken about it (promote it once caught up, it is being dropped, it is the scratch of a
+/// correction of another version) is checked and acted on in the transaction that changes
+/// it, and carried on by the next process after a crash.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VersionState {
+    /// Computed live; complete as far as its positions go.
+    #[default]
+    Ready,
+    /// Being built by replay `replay`; made serving once caught up when `promote`.
+    Building {
+        /// The replay building it.
+        replay: u64,
+        /// It becomes serving once caught up (`--promote`).
+        promote: bool,
+    },
+    /// Scratch version of in-place correction `replay`, whose windows go into `target`.
+    Correcting {
+        /// The correction.
+        replay: u64,
+        /// The version corrected.
+        target: String,
+    },
+    /// Being dropped: its pipeline is stopping; it is removed then (or at the next start).
+    Dropping,
+}
+
+impl VersionState {
+    /// Its name on the wire (`ready`, `building`, `correcting`, `dropping`).
+    #[must_use]
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Ready => "ready",
+            Self::Building { .. } => "building",
+            Self::Correcting { .. } => "correcting",
+            Self::Dropping => "dropping",
+        }
+    }
+}
+
+/// [`VersionInfo`] as stores written before [`VersionState`] hold it.
+#[derive(Deserialize)]
+pub(super) struct VersionInfoV1 {
+    name: String,
+    config: String,
+    created_ms: i64,
+    finalized_through: i64,
+}
+
+impl From<VersionInfoV1> for VersionInfo {
+    fn from(v: VersionInfoV1) -> Self {
+        Self {
+            name: v.name,
+            config: v.config,
+            created_ms: v.created_ms,
+            finalized_through: v.finalized_through,
+            state: VersionState::Ready,
+        }
+    }
 }
 
 /// An invalid record, set aside.

@@ -1,0 +1,266 @@
+//! The version lifecycle: every check-then-act on versions, the serving pointer and
+//! replays happens in the one write transaction that acts.
+
+use super::*;
+
+fn store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(&dir.path().join("kappa.redb")).unwrap();
+    (dir, store)
+}
+
+fn version(name: &str, state: VersionState) -> VersionInfo {
+    VersionInfo {
+        name: name.into(),
+        config: "cfg".into(),
+        created_ms: 0,
+        finalized_through: i64::MIN,
+        state,
+    }
+}
+
+fn record(id: u64, version: &str, in_place: bool) -> ReplayRecord {
+    ReplayRecord {
+        id,
+        version: version.into(),
+        in_place,
+        from: "earliest".into(),
+        to: None,
+        config: "cfg".into(),
+        plan: None,
+        reason: String::new(),
+        requested_by: String::new(),
+        started_ms: 0,
+        ended_ms: None,
+        starts: vec![0],
+        ends: vec![10],
+        records: 0,
+        windows: 0,
+        outcome: "running".into(),
+    }
+}
+
+fn names(store: &Store) -> Vec<String> {
+    store
+        .versions()
+        .unwrap()
+        .into_iter()
+        .map(|v| v.name)
+        .collect()
+}
+
+#[test]
+fn promote_and_drop_raced_never_leave_the_serving_pointer_on_a_dropped_version() {
+    let (_dir, store) = store();
+    store
+        .ensure_version(&version("v1", VersionState::Ready))
+        .unwrap();
+    let mut both_ok = 0;
+    for round in 0..400 {
+        if store.version("v2").unwrap().is_none() {
+            store
+                .create_version(&version("v2", VersionState::Ready), &[])
+                .unwrap();
+        }
+        store.promote("v1").unwrap();
+        let barrier = std::sync::Barrier::new(2);
+        let (promoted, dropped) = std::thread::scope(|s| {
+            let p = s.spawn(|| {
+                barrier.wait();
+                store.promote("v2").is_ok()
+            });
+            let d = s.spawn(|| {
+                barrier.wait();
+                store.drop_version("v2").is_ok()
+            });
+            (p.join().unwrap(), d.join().unwrap())
+        });
+        let serving = store.serving().unwrap();
+        assert!(
+            names(&store).contains(&serving),
+            "round {round}: serving {serving} is not a version (promoted {promoted}, dropped {dropped})"
+        );
+        both_ok += u32::from(promoted && dropped);
+    }
+    // Both may succeed only in the order drop-then-… which fails promote; never both.
+    assert_eq!(
+        both_ok, 0,
+        "promote and drop of the same version both succeeded"
+    );
+}
+
+#[test]
+fn a_version_being_built_or_dropped_cannot_be_promoted_or_dropped() {
+    let (_dir, store) = store();
+    store
+        .ensure_version(&version("v1", VersionState::Ready))
+        .unwrap();
+    let building = VersionState::Building {
+        replay: 3,
+        promote: false,
+    };
+    store.create_version(&version("v2", building), &[]).unwrap();
+    for e in [
+        store.begin_drop("v2").unwrap_err(),
+        store.promote("v2").unwrap_err(),
+    ] {
+        assert!(
+            matches!(&e, StoreError::Mismatch(m) if m.contains("replay 3")),
+            "{e}"
+        );
+    }
+    assert!(
+        store.version("v2").unwrap().is_some(),
+        "refused: nothing dropped"
+    );
+    // Holding the store alone, no replay runs: its version goes, the replay is cancelled.
+    store.record_replay(&record(3, "v2", false)).unwrap();
+    store.drop_version("v2").unwrap();
+    assert!(store.version("v2").unwrap().is_none());
+    assert!(store.replays().unwrap()[0].outcome.starts_with("cancelled"));
+    store
+        .create_version(&version("v3", VersionState::Ready), &[])
+        .unwrap();
+    store.begin_drop("v3").unwrap();
+    assert!(matches!(
+        store.promote("v3").unwrap_err(),
+        StoreError::Mismatch(m) if m.contains("being dropped")
+    ));
+    assert_eq!(store.remove_dropping().unwrap(), Vec::<u64>::new());
+    assert!(
+        store.version("v3").unwrap().is_none(),
+        "removed at the next start"
+    );
+    assert!(matches!(
+        store.drop_version("nosuch").unwrap_err(),
+        StoreError::NoVersion(_)
+    ));
+}
+
+#[test]
+fn promoting_while_the_serving_version_is_corrected_in_place_is_refused() {
+    let (_dir, store) = store();
+    store
+        .ensure_version(&version("v1", VersionState::Ready))
+        .unwrap();
+    store
+        .create_version(&version("v2", VersionState::Ready), &[])
+        .unwrap();
+    let scratch = VersionState::Correcting {
+        replay: 7,
+        target: "v1".into(),
+    };
+    store
+        .create_version(&version("_replay-7", scratch), &[])
+        .unwrap();
+    let e = store.promote("v2").unwrap_err();
+    assert!(
+        matches!(&e, StoreError::Mismatch(m) if m.contains("replay 7")),
+        "{e}"
+    );
+    assert_eq!(store.serving().unwrap(), "v1");
+    // Neither may the corrected version be dropped, nor the scratch be named.
+    assert!(store.drop_version("v1").is_err());
+    assert!(matches!(
+        store.promote("_replay-7").unwrap_err(),
+        StoreError::NoVersion(_)
+    ));
+    // A new version promised promotion catches up meanwhile: not promoted, and says why.
+    let building = VersionState::Building {
+        replay: 8,
+        promote: true,
+    };
+    store.create_version(&version("v3", building), &[]).unwrap();
+    let mut r = record(8, "v3", false);
+    r.outcome = "caught-up, promoted".into();
+    store
+        .end_replay(&mut r, ReplayEnd::CaughtUp { version: "v3" })
+        .unwrap();
+    assert_eq!(store.serving().unwrap(), "v1");
+    assert!(r.outcome.contains("not promoted"), "{}", r.outcome);
+    assert_eq!(store.replays().unwrap()[0].outcome, r.outcome);
+    assert_eq!(
+        store.version("v3").unwrap().unwrap().state,
+        VersionState::Ready
+    );
+}
+
+#[test]
+fn a_caught_up_build_keeps_its_promise_and_its_record_in_one_transaction() {
+    let (_dir, store) = store();
+    store
+        .ensure_version(&version("v1", VersionState::Ready))
+        .unwrap();
+    let building = VersionState::Building {
+        replay: 1,
+        promote: true,
+    };
+    store.create_version(&version("v2", building), &[]).unwrap();
+    let mut r = record(1, "v2", false);
+    r.outcome = "caught-up, promoted".into();
+    store
+        .end_replay(&mut r, ReplayEnd::CaughtUp { version: "v2" })
+        .unwrap();
+    assert_eq!(store.serving().unwrap(), "v2");
+    assert_eq!(store.replays().unwrap(), vec![r]);
+}
+
+#[test]
+fn a_swap_writes_the_windows_the_outcome_and_removes_the_scratch_together() {
+    let (_dir, store) = store();
+    store
+        .ensure_version(&version("v1", VersionState::Ready))
+        .unwrap();
+    let scratch = VersionState::Correcting {
+        replay: 2,
+        target: "v1".into(),
+    };
+    store
+        .create_version(&version("_replay-2", scratch), &[])
+        .unwrap();
+    let mut r = record(2, "v1", true);
+    r.outcome = "completed".into();
+    store
+        .end_replay(
+            &mut r,
+            ReplayEnd::Swap {
+                scratch: "_replay-2",
+                from_ms: i64::MIN,
+                to_ms: i64::MAX,
+            },
+        )
+        .unwrap();
+    assert_eq!(names(&store), ["v1"], "the scratch went with the swap");
+    assert_eq!(store.replays().unwrap()[0].outcome, "completed");
+    // A swap that cannot be carried out writes nothing, not even the record.
+    let mut bad = record(3, "v1", true);
+    bad.outcome = "completed".into();
+    assert!(
+        store
+            .end_replay(
+                &mut bad,
+                ReplayEnd::Swap {
+                    scratch: "v1",
+                    from_ms: 0,
+                    to_ms: 1,
+                },
+            )
+            .is_err()
+    );
+    assert_eq!(store.replays().unwrap().len(), 1);
+}
+
+#[test]
+fn stores_written_before_version_states_still_open() {
+    let (_dir, store) = store();
+    let old = encode(&("v1", "cfg", 5i64, 7i64));
+    let tx = store.db().unwrap().begin_write().unwrap();
+    tx.open_table(VERSIONS)
+        .unwrap()
+        .insert("v1", old.as_slice())
+        .unwrap();
+    tx.commit().unwrap();
+    let v = store.version("v1").unwrap().unwrap();
+    assert_eq!((v.created_ms, v.finalized_through), (5, 7));
+    assert_eq!(v.state, VersionState::Ready);
+}
