@@ -238,11 +238,16 @@ impl Config {
             }
             fig = fig.merge(Toml::file_exact(path));
         }
+        // Only `KAPPA_*` variables that name a configuration key are configuration; others
+        // (a compose file's own `KAPPA_TOKEN`, …) are not read — but one that looks like a
+        // key with a typo is an error naming the key it resembles.
+        let keys = EnvKeys::of_defaults();
+        keys.check_typos(std::env::vars().map(|(k, _)| k))?;
         fig = fig
-            .merge(
-                Env::prefixed("KAPPA_")
-                    .map(|k| k.as_str().replace("__", ".").replace('_', "-").into()),
-            )
+            .merge(Env::prefixed("KAPPA_").filter_map(move |k| {
+                let key = env_key(k.as_str());
+                keys.known(&key).then(|| key.into())
+            }))
             .merge(Serialized::defaults(overrides));
         let cfg: Config = fig.extract().map_err(|e| ConfigError(one_line(&e)))?;
         cfg.validate()?;
@@ -467,6 +472,103 @@ impl Config {
 }
 
 /// Figment's error as one line: the first problem, with the key and the source.
+/// `HTTP__TOKEN` (after `KAPPA_`) → `http.token`.
+fn env_key(var: &str) -> String {
+    var.to_ascii_lowercase()
+        .replace("__", ".")
+        .replace('_', "-")
+}
+
+/// The configuration keys an environment variable may set: the leaves of the default tree
+/// (and anything under a table that is empty by default, such as `kafka.properties`).
+#[derive(Clone)]
+struct EnvKeys {
+    leaves: Vec<String>,
+    tables: Vec<String>,
+}
+
+impl EnvKeys {
+    fn of_defaults() -> Self {
+        fn walk(prefix: &str, v: &serde_json::Value, out: &mut EnvKeys) {
+            match v {
+                serde_json::Value::Object(m) if m.is_empty() => out.tables.push(prefix.into()),
+                serde_json::Value::Object(m) => {
+                    for (k, v) in m {
+                        let key = if prefix.is_empty() {
+                            k.clone()
+                        } else {
+                            format!("{prefix}.{k}")
+                        };
+                        walk(&key, v, out);
+                    }
+                }
+                _ => out.leaves.push(prefix.into()),
+            }
+        }
+        let mut keys = Self {
+            leaves: Vec::new(),
+            tables: Vec::new(),
+        };
+        let tree = serde_json::to_value(Config::default()).unwrap_or_default();
+        walk("", &tree, &mut keys);
+        keys
+    }
+
+    fn known(&self, key: &str) -> bool {
+        self.leaves.iter().any(|l| l == key)
+            || self.tables.iter().any(|t| {
+                key.strip_prefix(t.as_str())
+                    .is_some_and(|r| r.starts_with('.'))
+            })
+    }
+
+    /// An error for the first `KAPPA_*` variable that is no key but is within two edits of
+    /// one.
+    fn check_typos(&self, vars: impl Iterator<Item = String>) -> Result<(), ConfigError> {
+        for var in vars {
+            let Some(rest) = var.strip_prefix("KAPPA_") else {
+                continue;
+            };
+            let key = env_key(rest);
+            if self.known(&key) {
+                continue;
+            }
+            let closest = self
+                .leaves
+                .iter()
+                .map(|l| (edit_distance(l, &key), l))
+                .min();
+            if let Some((d, leaf)) = closest
+                && d <= 2
+            {
+                return Err(ConfigError(format!(
+                    "{var} is not a configuration variable; did you mean KAPPA_{} ({leaf})?",
+                    leaf.to_ascii_uppercase()
+                        .replace('.', "__")
+                        .replace('-', "_")
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Levenshtein distance (keys are short).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
 fn one_line(e: &figment::Error) -> String {
     let first = e.clone().into_iter().next().unwrap_or_else(|| e.clone());
     let mut msg = first.kind.to_string();

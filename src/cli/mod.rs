@@ -137,6 +137,10 @@ pub struct RunArgs {
     /// With --until-caught-up: also finalise the windows still open, as if the input ended.
     #[arg(long, requires = "until_caught_up")]
     pub drain: bool,
+    /// With --version: create that output version when the store does not have it (a
+    /// name not in the store is otherwise refused as a typo).
+    #[arg(long)]
+    pub create: bool,
     /// What this process does: `all` (read, window, store, serve), `worker` (publish
     /// partial aggregates of its source partitions to Kafka) or `merger` (merge them, store,
     /// serve). Worker and merger need Kafka.

@@ -85,7 +85,12 @@ pub(super) fn access(cfg: &Config, server: Option<&String>) -> anyhow::Result<Ac
         );
     }
     match Store::open(&cfg.store_path()) {
-        Ok(s) => Ok(Access::Local(s)),
+        // This process holds the store alone, so nothing runs a replay: what a process that
+        // died left half-done is cleaned up first (history `running` → `interrupted`, …).
+        Ok(s) => {
+            crate::control::recover_interrupted(&s)?;
+            Ok(Access::Local(s))
+        }
         // The running server says where it listens (it may not be http.listen: --listen).
         Err(StoreError::Locked(_)) => Ok(Access::Remote(
             std::fs::read_to_string(cfg.data_dir.join(SERVER_FILE))

@@ -46,6 +46,9 @@ pub struct ReplayArgs {
     /// Why (kept in the replay history).
     #[arg(long, value_name = "TEXT")]
     pub reason: Option<String>,
+    /// Who asks (kept in the replay history; default: the user this process runs as).
+    #[arg(long, value_name = "NAME")]
+    pub requested_by: Option<String>,
     /// Print the start offset per partition, the windows rewritten and the records to read;
     /// change nothing.
     #[arg(long)]
@@ -68,6 +71,9 @@ pub enum ReplayAction {
         /// Follow it until it ends (a progress bar in a terminal, lines otherwise).
         #[arg(long)]
         watch: bool,
+        /// The whole replay as JSON (the API's answer) instead of the table.
+        #[arg(long)]
+        json: bool,
         /// URL of the running kappa.
         #[arg(long, value_name = "URL")]
         server: Option<String>,
@@ -129,10 +135,32 @@ struct PlanFile {
     reason: Option<String>,
 }
 
-fn who() -> String {
-    std::env::var("USER")
-        .or_else(|_| std::env::var("LOGNAME"))
-        .unwrap_or_else(|_| "unknown".into())
+/// Who asks: `--requested-by`, else the user this process runs as (`$USER`, `$LOGNAME`,
+/// else the name `/etc/passwd` gives its uid, else `uid N`).
+fn who(given: Option<&String>) -> String {
+    if let Some(w) = given.filter(|w| !w.trim().is_empty()) {
+        return w.trim().to_string();
+    }
+    if let Some(u) = ["USER", "LOGNAME"]
+        .iter()
+        .filter_map(|k| std::env::var(k).ok())
+        .find(|u| !u.is_empty())
+    {
+        return u;
+    }
+    use std::os::unix::fs::MetadataExt;
+    let Ok(uid) = std::fs::metadata("/proc/self").map(|m| m.uid()) else {
+        return "unknown".into();
+    };
+    std::fs::read_to_string("/etc/passwd")
+        .ok()
+        .and_then(|passwd| {
+            passwd.lines().find_map(|l| {
+                let f: Vec<&str> = l.split(':').collect();
+                (f.len() > 2 && f[2] == uid.to_string()).then(|| f[0].to_string())
+            })
+        })
+        .unwrap_or_else(|| format!("uid {uid}"))
 }
 
 /// The request the flags (over the plan file) describe.
@@ -183,7 +211,7 @@ fn request(
         config,
         reason: a.reason.clone().or(file.reason),
         plan: a.plan.as_ref().map(|p| p.display().to_string()),
-        requested_by: Some(who()),
+        requested_by: Some(who(a.requested_by.as_ref())),
         dry_run: a.dry_run,
     })
 }
@@ -342,9 +370,19 @@ pub fn replay(cfg: &Config, config_file: Option<&Path>, a: &ReplayArgs) -> anyho
     }
 }
 
+/// A replay that did not get to its end (failed, cancelled) is an error exit.
 fn fail_unless_done(v: &ReplayView) -> anyhow::Result<()> {
-    if v.record.outcome.starts_with("failed") {
-        anyhow::bail!("replay {} {}", v.record.id, v.record.outcome);
+    let outcome = &v.record.outcome;
+    if outcome.starts_with("failed") || outcome.starts_with("cancelled") {
+        anyhow::bail!(
+            "replay {} {outcome}{}",
+            v.record.id,
+            if v.record.in_place {
+                ": the serving version is as it was"
+            } else {
+                ""
+            }
+        );
     }
     Ok(())
 }
@@ -385,7 +423,7 @@ fn foreground(cfg: &Config, store: &Store, req: &ReplayRequest) -> anyhow::Resul
     let v = if v.active { job.view() } else { v };
     print_outcome(&v);
     result?;
-    Ok(())
+    fail_unless_done(&v)
 }
 
 /// Ctrl-C cancels a foreground replay (it then commits what it did and cleans up).
@@ -469,7 +507,12 @@ fn one_replay(access: &Access, id: u64) -> anyhow::Result<ReplayView> {
 
 fn replay_action(cfg: &Config, action: &ReplayAction) -> anyhow::Result<()> {
     match action {
-        ReplayAction::Status { id, watch, server } => {
+        ReplayAction::Status {
+            id,
+            watch,
+            json,
+            server,
+        } => {
             let access = access(cfg, server.as_ref())?;
             let fetch_all = || all_replays(&access);
             let fetch = |id: u64| one_replay(&access, id);
@@ -484,9 +527,25 @@ fn replay_action(cfg: &Config, action: &ReplayAction) -> anyhow::Result<()> {
                     let v = follow(|| fetch(*id))?;
                     print_outcome(&v);
                 }
+                Some(id) if *json => {
+                    println!("{}", serde_json::to_string_pretty(&fetch(*id)?)?);
+                }
                 Some(id) => {
                     let v = fetch(*id)?;
-                    println!("{}", serde_json::to_string_pretty(&v)?);
+                    history_table(std::slice::from_ref(&v));
+                    println!(
+                        "progress {:.1}% ({}/{} records){}",
+                        v.progress * 100.0,
+                        v.done,
+                        v.total,
+                        if v.active { " — active" } else { "" }
+                    );
+                    for p in &v.partitions {
+                        println!(
+                            "  partition {:>3}: {}/{} records, next offset {}",
+                            p.partition, p.done, p.total, p.position
+                        );
+                    }
                 }
             }
             Ok(())

@@ -37,6 +37,7 @@ struct Running {
 async fn start(
     cfg: &Config,
     mode: Mode,
+    create: bool,
     cancel: &CancellationToken,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<Running> {
@@ -48,7 +49,7 @@ async fn start(
     }
     let store = Store::open(&cfg.store_path())?;
     crate::control::recover_interrupted(&store)?;
-    let (cfg, version) = main_version(cfg, &store)?;
+    let (cfg, version) = main_version(cfg, &store, create)?;
     let cfg = &cfg;
     let shared = Arc::new(Shared::default());
     let listener = tokio::net::TcpListener::bind(cfg.http.listen)
@@ -134,15 +135,33 @@ async fn start(
 /// The version the main pipeline computes and the configuration it computes it with:
 /// `pipeline.version` when set (its configuration must then match the stored one), else
 /// the serving version with the configuration it was created with.
-fn main_version(cfg: &Config, store: &Store) -> anyhow::Result<(Config, String)> {
-    if !cfg.pipeline.version.is_empty() {
-        return Ok((cfg.clone(), cfg.pipeline.version.clone()));
+fn main_version(cfg: &Config, store: &Store, create: bool) -> anyhow::Result<(Config, String)> {
+    let named = &cfg.pipeline.version;
+    if !named.is_empty() {
+        let versions: Vec<String> = store
+            .versions()?
+            .into_iter()
+            .map(|v| v.name)
+            .filter(|n| !n.starts_with(crate::replay::SCRATCH_PREFIX))
+            .collect();
+        // A new name on a store that has versions is a typo until said otherwise.
+        if !create && !versions.is_empty() && !versions.contains(named) {
+            anyhow::bail!(
+                "no output version {named} (the store has {}): `kappa run --version {named} --create` computes a new one from the log's beginning",
+                versions.join(", ")
+            );
+        }
+        return Ok((cfg.clone(), named.clone()));
     }
     let serving = store.serving()?;
     match store.version(&serving)? {
         Some(info) => {
             let stored = cfg.with_fingerprint(&info.config)?;
-            if stored.results_fingerprint() != cfg.results_fingerprint() {
+            // Only a configuration someone gave (file, environment, flags) is worth a
+            // warning; the built-in defaults are not a request.
+            let given = cfg.results_fingerprint();
+            let defaults = Config::default().results_fingerprint();
+            if stored.results_fingerprint() != given && given != defaults {
                 tracing::warn!(
                     "serving version {serving} keeps the configuration it was created with ({}); the one given ({}) applies to new versions: `kappa replay --from earliest --version NEW --config FILE`",
                     info.config,
@@ -224,7 +243,7 @@ pub fn run(cfg: &Config, args: &RunArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let cancel = CancellationToken::new();
         on_ctrl_c(cancel.clone());
-        let r = start(cfg, mode, &cancel, Arc::new(Metrics::new())).await?;
+        let r = start(cfg, mode, args.create, &cancel, Arc::new(Metrics::new())).await?;
         tracing::info!(
             "kappa serving on http://{} (metrics at /metrics, API at /api/…)",
             r.addr
@@ -286,7 +305,7 @@ fn run_role(cfg: &Config, args: &RunArgs) -> anyhow::Result<()> {
             crate::control::recover_interrupted(&store)?;
         }
         let (cfg, version) = if role == Role::Merger {
-            main_version(cfg, &store)?
+            main_version(cfg, &store, args.create)?
         } else {
             let v = if cfg.pipeline.version.is_empty() { "v1".to_string() } else { cfg.pipeline.version.clone() };
             (cfg.clone(), v)
@@ -415,7 +434,7 @@ pub fn demo(cfg: &Config, args: &DemoArgs) -> anyhow::Result<()> {
             ..crate::generator::GenConfig::default()
         };
         let producer = super::produce::spawn_paced(cfg, gen_cfg, cancel.clone(), metrics.clone())?;
-        let r = start(cfg, Mode::Live, &cancel, metrics).await?;
+        let r = start(cfg, Mode::Live, true, &cancel, metrics).await?;
         let base = format!("http://{}", r.addr);
         println!("kappa demo: producing about {} events/s into {} and processing them live", args.rate, cfg.log_dir().display());
         println!("  metrics          {base}/metrics");

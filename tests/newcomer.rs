@@ -1,0 +1,230 @@
+//! What a new user trips over (issue 16), on the real binary: stray `KAPPA_*` variables,
+//! a mistyped version name, the replay bookkeeping after Ctrl-C or `kill -9`, the history's
+//! "who", `replay status ID`, and the version workflow after a promotion.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use common::{kappa, ok, temp};
+
+fn fails(mut c: std::process::Command) -> String {
+    let out = c.output().unwrap();
+    assert!(!out.status.success(), "{c:?} succeeded");
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    err
+}
+
+#[test]
+fn only_kappa_variables_that_name_a_key_are_configuration_and_a_typo_is_named() {
+    let t = temp();
+    let dir = t.path();
+    common::produce(dir, 2000, 11);
+    common::run_drain(dir, &[]);
+    // A compose file's own variable is not configuration.
+    let mut c = kappa(dir);
+    c.env("KAPPA_TOKEN", "abc").args(["query"]);
+    ok(c);
+    // A key, set through the environment, is.
+    let mut c = kappa(dir);
+    c.env("KAPPA_PIPELINE__TOP_K", "0").args(["query"]);
+    assert!(fails(c).contains("pipeline.top-k"));
+    // A typo of a key is an error that names the key.
+    let mut c = kappa(dir);
+    c.env("KAPPA_HTTP__TOKN", "abc").args(["query"]);
+    let err = fails(c);
+    assert!(
+        err.contains("KAPPA_HTTP__TOKN") && err.contains("KAPPA_HTTP__TOKEN"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_mistyped_version_is_refused_with_the_versions_and_create_makes_a_new_one() {
+    let t = temp();
+    let dir = t.path();
+    common::produce(dir, 2000, 13);
+    common::run_drain(dir, &[]);
+    let mut c = kappa(dir);
+    c.args(common::RUN_DRAIN).args(["--version", "v1x"]);
+    let err = fails(c);
+    assert!(
+        err.contains("no output version v1x") && err.contains("v1"),
+        "{err}"
+    );
+    assert_eq!(common::export_version(dir, "v1x").len(), 0);
+    common::run_drain(dir, &["--version", "v1x", "--create"]);
+    assert_eq!(
+        common::export_version(dir, "v1x"),
+        common::export_version(dir, "v1"),
+        "the created version computes the same results"
+    );
+}
+
+/// Starts a foreground replay and waits until it says it started.
+fn foreground_replay(dir: &Path, args: &[&str]) -> (Child, BufReader<std::process::ChildStdout>) {
+    let mut c = kappa(dir);
+    c.args(["replay", "--from", "earliest"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = c.spawn().unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("started") {
+        line.clear();
+        assert!(out.read_line(&mut line).unwrap() > 0, "no start line");
+    }
+    (child, out)
+}
+
+fn history(dir: &Path) -> String {
+    let mut c = kappa(dir);
+    c.args(["replay", "history"]);
+    String::from_utf8(ok(c).stdout).unwrap()
+}
+
+#[test]
+fn replay_bookkeeping_after_kill_and_ctrl_c_and_who_asked() {
+    let t = temp();
+    let dir = t.path();
+    common::produce(dir, 300_000, 17);
+    common::run_drain(dir, &[]);
+    // kill -9 mid-way: the next command's history says interrupted, not running.
+    let mut killed = false;
+    for _ in 0..5 {
+        let (mut child, _out) = foreground_replay(dir, &["--version", "v2"]);
+        std::thread::sleep(Duration::from_millis(300));
+        if child.try_wait().unwrap().is_none() {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            killed = true;
+            break;
+        }
+        ok({
+            let mut c = kappa(dir);
+            c.args(["versions", "drop", "v2"]);
+            c
+        });
+    }
+    assert!(killed, "the replay ran long enough to be killed");
+    let h = history(dir);
+    let last = h.lines().last().unwrap();
+    assert!(last.contains("interrupted"), "{h}");
+    assert!(!h.contains("running"), "{h}");
+    // Without a server, dropping the version it left cancels that replay.
+    ok({
+        let mut c = kappa(dir);
+        c.args(["versions", "drop", "v2"]);
+        c
+    });
+    // Ctrl-C: cancelled, not 100 %, and a non-zero exit; the history says who asked.
+    let mut interrupted = false;
+    for _ in 0..5 {
+        let (child, mut out) =
+            foreground_replay(dir, &["--version", "v3", "--requested-by", "ops-oncall"]);
+        std::thread::sleep(Duration::from_millis(300));
+        let mut child = child;
+        if child.try_wait().unwrap().is_some() {
+            ok({
+                let mut c = kappa(dir);
+                c.args(["versions", "drop", "v3"]);
+                c
+            });
+            continue;
+        }
+        common::signal(&child, "INT");
+        let status = child.wait().unwrap();
+        let mut rest = String::new();
+        std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
+        assert!(
+            !status.success(),
+            "a cancelled replay exits non-zero: {rest}"
+        );
+        assert!(rest.contains("cancelled"), "{rest}");
+        interrupted = true;
+        break;
+    }
+    assert!(interrupted, "the replay ran long enough to be interrupted");
+    let h = history(dir);
+    assert!(h.contains("ops-oncall"), "{h}");
+    // `replay status ID` is a table with the progress; --json is the API's answer.
+    let id = h
+        .lines()
+        .last()
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string();
+    let mut c = kappa(dir);
+    c.args(["replay", "status", &id]);
+    let table = String::from_utf8(ok(c).stdout).unwrap();
+    assert!(
+        table.contains("progress") && !table.trim_start().starts_with('{'),
+        "{table}"
+    );
+    assert!(
+        !table.contains("100.0%"),
+        "a cancelled replay is not done: {table}"
+    );
+    let mut c = kappa(dir);
+    c.args(["replay", "status", &id, "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&ok(c).stdout).unwrap();
+    assert_eq!(v["outcome"], "cancelled");
+    // Without --requested-by or $USER, the user is found all the same.
+    let (mut child, _out) = {
+        let mut c = kappa(dir);
+        c.env_remove("USER")
+            .env_remove("LOGNAME")
+            .args(["replay", "--from", "earliest", "--version", "v4"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = c.spawn().unwrap();
+        let out = BufReader::new(child.stdout.take().unwrap());
+        (child, out)
+    };
+    child.wait().unwrap();
+    let h = history(dir);
+    let last = h.lines().last().unwrap();
+    assert!(!last.contains("(unknown)") && last.contains('('), "{h}");
+}
+
+#[test]
+fn a_plain_run_after_promoting_a_version_with_another_configuration_does_not_warn() {
+    let t = temp();
+    let dir = t.path();
+    common::produce(dir, 3000, 19);
+    common::run_drain(dir, &[]);
+    let cfg = dir.join("new.toml");
+    std::fs::write(&cfg, "[pipeline]\ntop-k = 20\n").unwrap();
+    ok({
+        let mut c = kappa(dir);
+        c.arg("--config").arg(&cfg).args([
+            "replay",
+            "--from",
+            "earliest",
+            "--version",
+            "v2",
+            "--promote",
+        ]);
+        c
+    });
+    let mut c = kappa(dir);
+    c.args(common::RUN_DRAIN);
+    let out = ok(c);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("configuration"), "no warning: {err}");
+    // A configuration given that differs from the serving version's still warns.
+    let mut c = kappa(dir);
+    c.env("KAPPA_PIPELINE__TOP_K", "5").args(common::RUN_DRAIN);
+    let out = ok(c);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("keeps the configuration"),
+        "a given configuration that differs is worth a warning"
+    );
+}
