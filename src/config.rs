@@ -569,20 +569,44 @@ fn edit_distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
+/// The first error, naming the key and where the value came from (a file, the
+/// environment; flags need no saying). One line, except a TOML syntax error, which keeps
+/// its line, column and caret.
 fn one_line(e: &figment::Error) -> String {
+    use figment::error::Kind;
     let first = e.clone().into_iter().next().unwrap_or_else(|| e.clone());
-    let mut msg = first.kind.to_string();
+    let mut msg = match &first.kind {
+        Kind::UnknownField(field, expected) => format!(
+            "unknown key {field:?}; the keys here are {}",
+            expected.join(", ")
+        ),
+        kind => kind.to_string(),
+    };
     if !first.path.is_empty() {
         msg = format!("{}: {msg}", first.path.join("."));
     }
     if let Some(md) = &first.metadata {
-        let src = md
-            .source
-            .as_ref()
-            .map_or_else(|| md.name.to_string(), ToString::to_string);
-        msg = format!("{msg} (from {src})");
+        let src = match &md.source {
+            Some(figment::Source::File(path)) => Some(path.display().to_string()),
+            Some(figment::Source::Custom(s)) => Some(s.clone()),
+            // Built-in defaults and command-line flags (serialized in code).
+            Some(figment::Source::Code(_)) => None,
+            Some(other) => Some(other.to_string()),
+            None => Some(md.name.to_string()),
+        };
+        if let Some(src) = src {
+            msg = if msg.contains("TOML parse error") {
+                format!("{src}: {}", msg.trim_end())
+            } else {
+                format!("{msg} (from {src})")
+            };
+        }
     }
-    msg.replace('\n', " ")
+    if msg.contains("TOML parse error") {
+        msg.trim_end().to_string()
+    } else {
+        msg.replace('\n', " ")
+    }
 }
 
 #[cfg(test)]

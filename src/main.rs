@@ -9,16 +9,25 @@ fn main() {
         Err(e)
             if matches!(
                 e.kind(),
-                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+                clap::error::ErrorKind::DisplayHelp
+                    | clap::error::ErrorKind::DisplayVersion
+                    | clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
             ) =>
         {
             e.exit()
         }
         Err(e) => {
             // One line naming what is wrong, not a usage dump.
+            // One line naming what is wrong (and the values that would do), not a usage dump.
             let text = e.render().to_string();
             let first = text.lines().next().unwrap_or("invalid arguments");
-            eprintln!("{first} (see kappa --help)");
+            let possible = text
+                .lines()
+                .map(str::trim)
+                .find(|l| l.starts_with("[possible values:"))
+                .map(|l| format!(" {l}"))
+                .unwrap_or_default();
+            eprintln!("{first}{possible} (see kappa --help)");
             std::process::exit(2);
         }
     };
@@ -46,7 +55,14 @@ fn main() {
         }
         let chain: Vec<String> = e.chain().map(ToString::to_string).collect();
         let mut msg = chain.join(": ");
-        msg = msg.replace('\n', " ");
+        // One line, except a configuration file's syntax error, which keeps the line,
+        // column and caret the TOML parser drew.
+        if !e
+            .chain()
+            .any(|c| c.downcast_ref::<kappa::config::ConfigError>().is_some())
+        {
+            msg = msg.replace('\n', " ");
+        }
         eprintln!("error: {msg}");
         std::process::exit(1);
     }

@@ -228,3 +228,65 @@ fn a_plain_run_after_promoting_a_version_with_another_configuration_does_not_war
         "a given configuration that differs is worth a warning"
     );
 }
+
+#[test]
+fn errors_say_what_would_do_and_bare_kappa_lists_the_commands() {
+    let t = temp();
+    let dir = t.path();
+    // A bad flag value lists the values that would do; no source location leaks.
+    let mut c = kappa(dir);
+    c.args(["query", "--format", "yaml"]);
+    let err = fails(c);
+    assert!(err.contains("table") && err.contains("json"), "{err}");
+    let mut c = kappa(dir);
+    c.args(["run", "--max-delay", "10x"]);
+    let out = c.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && !err.contains(".rs:"), "{err}");
+    // An unknown key: its name and the keys there, without nested quoting.
+    let file = dir.join("bad.toml");
+    std::fs::write(&file, "[pipeline]\ntopk = 3\n").unwrap();
+    let mut c = kappa(dir);
+    c.arg("--config").arg(&file).arg("config");
+    let err = fails(c);
+    assert!(
+        err.contains("\"topk\"") && err.contains("top-k") && !err.contains("``"),
+        "{err}"
+    );
+    // A TOML syntax error keeps its line, column and caret.
+    std::fs::write(&file, "[pipeline]\ntop-k = \n").unwrap();
+    let mut c = kappa(dir);
+    c.arg("--config").arg(&file).arg("config");
+    let out = c.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("line 2, column 9") && err.lines().any(|l| l.trim() == "|         ^".trim()),
+        "{err}"
+    );
+    // Bare `kappa`: the command list, not one line.
+    let out = std::process::Command::new(common::bin()).output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("replay") && text.contains("versions") && text.contains("demo"),
+        "{text}"
+    );
+}
+
+#[test]
+fn the_demo_banner_names_the_live_page_and_how_it_stops() {
+    let t = temp();
+    let mut c = kappa(t.path());
+    c.args(["demo", "--duration", "1s", "--listen", "127.0.0.1:0"]);
+    let out = String::from_utf8(ok(c).stdout).unwrap();
+    assert!(
+        out.lines()
+            .any(|l| l.contains("live page") && l.trim_end().ends_with('/')),
+        "{out}"
+    );
+    assert!(
+        out.contains("stops after 1s") && !out.contains("Ctrl-C to stop"),
+        "{out}"
+    );
+}

@@ -718,11 +718,17 @@ fn log_format_json_writes_one_json_object_per_line() {
         .unwrap();
     assert!(out.status.success());
     let err = String::from_utf8(out.stderr).unwrap();
+    // Every line, the address the server listens on included, is a JSON object.
     let lines: Vec<Value> = err
         .lines()
-        .filter(|l| !l.starts_with("listening on"))
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
         .collect();
+    assert!(
+        lines.iter().any(|v| v["fields"]["listening"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("http://127.0.0.1:"))),
+        "{err}"
+    );
     assert!(
         lines.iter().any(|v| v["level"] == "INFO"
             && v["fields"]["message"]

@@ -228,7 +228,7 @@ fn load_config(cli: &Cli, flags: Option<&PipelineFlags>) -> anyhow::Result<Confi
 pub fn dispatch(cli: &Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Demo(a) => run::demo(&load_config(cli, Some(&a.flags))?, a),
-        Command::Run(a) => run::run(&load_config(cli, Some(&a.flags))?, a),
+        Command::Run(a) => run::run(&load_config(cli, Some(&a.flags))?, a, cli.log_format),
         Command::Produce(a) => produce::produce(&load_config(cli, None)?, a),
         Command::Query(a) => read::query(&load_config(cli, None)?, a),
         Command::Export(a) => read::export(&load_config(cli, None)?, a),

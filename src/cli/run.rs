@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
-use super::{DemoArgs, RunArgs};
+use super::{DemoArgs, LogFormat, RunArgs};
 use crate::config::Config;
 use crate::http::{AppState, serve};
 use crate::metrics::Metrics;
@@ -227,13 +227,25 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// Says on stderr where the server listens (scripts and the tests read it): a plain line,
+/// or with `--log-format json` a JSON object like every other line there.
+fn announce(addr: std::net::SocketAddr, log_format: LogFormat) {
+    match log_format {
+        LogFormat::Human => eprintln!("listening on http://{addr}"),
+        LogFormat::Json => eprintln!(
+            "{}",
+            serde_json::json!({ "level": "INFO", "fields": { "message": format!("listening on http://{addr}"), "listening": format!("http://{addr}") }, "target": "kappa" })
+        ),
+    }
+}
+
 /// `kappa run`.
 ///
 /// # Errors
 /// Start-up failure or a pipeline failure.
-pub fn run(cfg: &Config, args: &RunArgs) -> anyhow::Result<()> {
+pub fn run(cfg: &Config, args: &RunArgs, log_format: LogFormat) -> anyhow::Result<()> {
     if args.role != crate::scale::Role::All {
-        return run_role(cfg, args);
+        return run_role(cfg, args, log_format);
     }
     let mode = if args.until_caught_up {
         Mode::UntilCaughtUp { drain: args.drain }
@@ -248,7 +260,7 @@ pub fn run(cfg: &Config, args: &RunArgs) -> anyhow::Result<()> {
             "kappa serving on http://{} (metrics at /metrics, API at /api/…)",
             r.addr
         );
-        eprintln!("listening on http://{}", r.addr);
+        announce(r.addr, log_format);
         let summary = finish(r, &cfg.data_dir).await?;
         if args.until_caught_up {
             print_summary(&summary);
@@ -258,7 +270,7 @@ pub fn run(cfg: &Config, args: &RunArgs) -> anyhow::Result<()> {
 }
 
 /// `kappa run --role worker|merger`.
-fn run_role(cfg: &Config, args: &RunArgs) -> anyhow::Result<()> {
+fn run_role(cfg: &Config, args: &RunArgs, log_format: LogFormat) -> anyhow::Result<()> {
     use crate::scale::{Role, merger, worker};
     let role = args.role;
     let name = if role == Role::Worker {
@@ -350,7 +362,7 @@ fn run_role(cfg: &Config, args: &RunArgs) -> anyhow::Result<()> {
         let stop = http_stop.clone();
         let http = tokio::spawn(serve(listener, st, async move { stop.cancelled().await }));
         tracing::info!("kappa {name} serving on http://{addr} (metrics at /metrics)");
-        eprintln!("listening on http://{addr}");
+        announce(addr, log_format);
         let token = cancel.clone();
         let cfg_dir = cfg.data_dir.clone();
         let thread = std::thread::Builder::new().name(name.into()).spawn(move || -> anyhow::Result<String> {
@@ -437,13 +449,18 @@ pub fn demo(cfg: &Config, args: &DemoArgs) -> anyhow::Result<()> {
         let r = start(cfg, Mode::Live, true, &cancel, metrics).await?;
         let base = format!("http://{}", r.addr);
         println!("kappa demo: producing about {} events/s into {} and processing them live", args.rate, cfg.log_dir().display());
+        println!("  live page        {base}/");
         println!("  metrics          {base}/metrics");
         println!("  status           {base}/api/status");
         println!("  latest windows   {base}/api/latest");
         println!("  top products     {base}/api/top-products?size=1m&window=latest");
         println!("  open windows     {base}/api/provisional?size=1m");
         println!("  sales by category {base}/api/windows?aggregate=sales_by_category&size=1m");
-        println!("1-minute windows become final about {} after they end (the lateness bound). Ctrl-C to stop.", crate::config::fmt_duration(cfg.pipeline.max_delay));
+        let stop = args.duration.map_or_else(
+            || "Ctrl-C to stop".to_string(),
+            |d| format!("stops after {} (Ctrl-C stops it earlier)", crate::config::fmt_duration(d)),
+        );
+        println!("1-minute windows become final about {} after they end (the lateness bound). {stop}.", crate::config::fmt_duration(cfg.pipeline.max_delay));
         let shared = r.shared.clone();
         let printer_cancel = cancel.clone();
         let m = r.metrics.clone();
