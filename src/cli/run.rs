@@ -62,7 +62,7 @@ async fn start(
     let addr = listener.local_addr()?;
     // For the CLI's control commands (`kappa replay`, `versions`) to find this server.
     let _ = std::fs::write(
-        cfg.data_dir.join(super::read::SERVER_FILE),
+        cfg.data_dir.join(super::client::SERVER_FILE),
         format!("http://{addr}\n"),
     );
     // The embedded log opens at once (its errors end the start-up); Kafka connects on the
@@ -98,7 +98,9 @@ async fn start(
         token: cfg.http.token.clone(),
     };
     let stop = http_stop.clone();
-    let http = tokio::spawn(serve(listener, st, async move { stop.cancelled().await }));
+    let http = tokio::spawn(serve(listener, st, cfg.http.clone(), async move {
+        stop.cancelled().await
+    }));
     let token = cancel.clone();
     let (cfg2, metrics2, shared2) = (cfg.clone(), metrics.clone(), shared.clone());
     let pipeline = std::thread::Builder::new()
@@ -195,7 +197,7 @@ async fn finish(r: Running, data_dir: &std::path::Path) -> anyhow::Result<Summar
         .await?
         .map_err(|_| anyhow::anyhow!("the pipeline thread panicked"))?;
     tokio::task::spawn_blocking(move || control.stop()).await?;
-    let _ = std::fs::remove_file(data_dir.join(super::read::SERVER_FILE));
+    let _ = std::fs::remove_file(data_dir.join(super::client::SERVER_FILE));
     http_stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
     summary
@@ -305,7 +307,7 @@ fn run_role(cfg: &Config, args: &RunArgs) -> anyhow::Result<()> {
         if role == Role::Merger {
             // The CLI's read and control commands on this data directory come here.
             let _ = std::fs::write(
-                cfg.data_dir.join(super::read::SERVER_FILE),
+                cfg.data_dir.join(super::client::SERVER_FILE),
                 format!("http://{addr}\n"),
             );
         }
@@ -329,7 +331,9 @@ fn run_role(cfg: &Config, args: &RunArgs) -> anyhow::Result<()> {
             token: cfg.http.token.clone(),
         };
         let stop = http_stop.clone();
-        let http = tokio::spawn(serve(listener, st, async move { stop.cancelled().await }));
+        let http = tokio::spawn(serve(listener, st, cfg.http.clone(), async move {
+        stop.cancelled().await
+    }));
         tracing::info!("kappa {name} serving on http://{addr} (metrics at /metrics)");
         eprintln!("listening on http://{addr}");
         let token = cancel.clone();
@@ -353,7 +357,7 @@ fn run_role(cfg: &Config, args: &RunArgs) -> anyhow::Result<()> {
             tokio::task::spawn_blocking(move || c.stop()).await?;
         }
         if role == Role::Merger {
-            let _ = std::fs::remove_file(cfg_dir.join(super::read::SERVER_FILE));
+            let _ = std::fs::remove_file(cfg_dir.join(super::client::SERVER_FILE));
         }
         http_stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
