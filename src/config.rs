@@ -137,8 +137,9 @@ pub struct HttpSection {
     /// when set; required to listen on an address other than loopback.
     pub token: String,
     /// A connection that has not sent a complete request head this long after it opened,
-    /// or after its previous response, is closed: slow headers and idle keep-alive
-    /// connections cannot hold the server's connections.
+    /// or after its previous response, is closed, as is a request whose body sends
+    /// nothing for this long: slow headers, stalled bodies and idle keep-alive connections
+    /// cannot hold the server's connections.
     #[serde(with = "humantime_serde")]
     pub header_read_timeout: Duration,
     /// Most connections served at once. A new connection beyond it closes the one that has

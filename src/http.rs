@@ -813,13 +813,15 @@ pub async fn serve(
             activity,
             epoch: conns.epoch,
         });
+        let routes = hyper_util::service::TowerToHyperService::new(service.clone());
+        let service = hyper::service::service_fn(move |req: hyper::Request<_>| {
+            use hyper::service::Service;
+            routes.call(req.map(|body| StallGuard::new(body, header_read_timeout)))
+        });
         let conn = hyper::server::conn::http1::Builder::new()
             .timer(hyper_util::rt::TokioTimer::new())
             .header_read_timeout(header_read_timeout)
-            .serve_connection(
-                io,
-                hyper_util::service::TowerToHyperService::new(service.clone()),
-            );
+            .serve_connection(io, service);
         let conn = graceful.watch(conn);
         let conns = conns.clone();
         tokio::spawn(async move {
@@ -940,6 +942,69 @@ impl Connections {
             t.capped = false;
             t.shed = 0;
         }
+    }
+}
+
+/// A request body that fails when no data arrives for `timeout`: a client that sends its
+/// head and then stalls the body holds no connection longer than one that stalls the head.
+struct StallGuard<B> {
+    inner: B,
+    timeout: std::time::Duration,
+    /// Armed while the body waits for data; dropped when data comes.
+    sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<B> StallGuard<B> {
+    fn new(inner: B, timeout: std::time::Duration) -> Self {
+        Self {
+            inner,
+            timeout,
+            sleep: None,
+        }
+    }
+}
+
+impl<B> http_body::Body for StallGuard<B>
+where
+    B: http_body::Body + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = B::Data;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+            std::task::Poll::Ready(frame) => {
+                this.sleep = None;
+                std::task::Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            std::task::Poll::Pending => {
+                let timeout = this.timeout;
+                let sleep = this
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                if sleep.as_mut().poll(cx).is_ready() {
+                    return std::task::Poll::Ready(Some(Err(format!(
+                        "no request body data for {} (http.header-read-timeout)",
+                        crate::config::fmt_duration(timeout)
+                    )
+                    .into())));
+                }
+                std::task::Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }
 

@@ -29,7 +29,7 @@ fn closed_by_server(sock: &mut TcpStream) -> bool {
 }
 
 #[test]
-fn half_sent_requests_and_idle_connections_are_closed_and_health_stays_reachable() {
+fn half_sent_requests_stalled_bodies_and_idle_connections_are_closed_and_health_stays_reachable() {
     let dir = temp();
     produce(dir.path(), 1_000, 1);
     let env = [
@@ -69,6 +69,16 @@ fn half_sent_requests_and_idle_connections_are_closed_and_health_stays_reachable
         (1..=50).contains(&still_open),
         "{still_open} half-sent connections open: the cap holds and health got in before their timeout"
     );
+    // A control request whose head came and whose body stalls.
+    let mut stalled = TcpStream::connect(&addr).unwrap();
+    stalled
+        .write_all(
+            format!(
+                "POST /api/replays HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
+            )
+            .as_bytes(),
+        )
+        .unwrap();
     // A keep-alive connection that got its answer and then idles.
     let mut idle = TcpStream::connect(&addr).unwrap();
     idle.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\n\r\n").as_bytes())
@@ -85,6 +95,10 @@ fn half_sent_requests_and_idle_connections_are_closed_and_health_stays_reachable
     assert!(
         closed_by_server(&mut idle),
         "idle keep-alive connection still open"
+    );
+    assert!(
+        closed_by_server(&mut stalled),
+        "stalled request body still open"
     );
     assert_eq!(s.get("/healthz").0, 200);
     let log = s.stderr_text();
