@@ -1086,3 +1086,103 @@ impl tokio::io::AsyncWrite for Tracked {
         std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admission_of_state_changes() {
+        let listen: SocketAddr = "[::1]:9464".parse().unwrap();
+        let json = Some("application/json");
+        let check = |method: &warp::http::Method,
+                     host: Option<&str>,
+                     origin: Option<&str>,
+                     content_type: Option<&str>,
+                     auth: Option<&str>,
+                     token: &str| {
+            admit(token, listen, method, host, origin, content_type, auth).map_err(|r| r.0)
+        };
+        let (post, delete) = (&warp::http::Method::POST, &warp::http::Method::DELETE);
+        // Token-less: loopback names of the port only, same origin only, JSON POSTs only.
+        for host in [
+            "[::1]:9464",
+            "localhost:9464",
+            "LOCALHOST:9464",
+            "127.0.0.1:9464",
+        ] {
+            assert_eq!(
+                check(post, Some(host), None, json, None, ""),
+                Ok(()),
+                "{host}"
+            );
+        }
+        let same = Some("http://localhost:9464");
+        let typed = Some("Application/JSON; charset=utf-8");
+        assert_eq!(
+            check(post, Some("localhost:9464"), same, typed, None, ""),
+            Ok(())
+        );
+        for (host, origin) in [
+            (Some("localhost:9465"), None),
+            (Some("localhost"), None),
+            (Some("evil.example:9464"), Some("http://evil.example:9464")),
+            (Some("localhost:9464"), Some("http://evil.example")),
+            (Some("localhost:9464"), Some("null")),
+            (None, None),
+        ] {
+            assert_eq!(
+                check(post, host, origin, json, None, ""),
+                Err(StatusCode::FORBIDDEN),
+                "{host:?} {origin:?}"
+            );
+        }
+        assert_eq!(
+            check(
+                post,
+                Some("localhost:9464"),
+                None,
+                Some("text/plain"),
+                None,
+                ""
+            ),
+            Err(StatusCode::UNSUPPORTED_MEDIA_TYPE)
+        );
+        assert_eq!(
+            check(delete, Some("localhost:9464"), None, None, None, ""),
+            Ok(())
+        );
+        // With a token any Host (a proxy's name), the scheme in any case, Origin still checked.
+        let proxied = Some("kappa.example.com");
+        for auth in ["Bearer t0k", "bearer t0k", "BEARER  t0k"] {
+            assert_eq!(
+                check(post, proxied, None, json, Some(auth), "t0k"),
+                Ok(()),
+                "{auth}"
+            );
+        }
+        for auth in [
+            None,
+            Some("Bearer t0"),
+            Some("Basic t0k"),
+            Some("Bearert0k"),
+        ] {
+            assert_eq!(
+                check(post, proxied, None, json, auth, "t0k"),
+                Err(StatusCode::UNAUTHORIZED),
+                "{auth:?}"
+            );
+        }
+        assert_eq!(
+            check(
+                post,
+                proxied,
+                Some("https://evil.example"),
+                json,
+                Some("bearer t0k"),
+                "t0k"
+            ),
+            Err(StatusCode::FORBIDDEN)
+        );
+    }
+}
