@@ -136,6 +136,26 @@ pub struct HttpSection {
     /// Bearer token the state-changing endpoints (replay, cancel, promote, drop) require
     /// when set; required to listen on an address other than loopback.
     pub token: String,
+    /// A connection that has not sent a complete request head this long after it opened,
+    /// or after its previous response, is closed, as is a request whose body sends
+    /// nothing for this long: slow headers, stalled bodies and idle keep-alive connections
+    /// cannot hold the server's connections.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Most connections served at once. A new connection beyond it closes the one that has
+    /// been silent longest (the health checks of a prober that sends at once get in).
+    pub max_connections: usize,
+    /// How long the CLI (`query`, `export`, `replay`, `versions`, `dead-letters`) waits to
+    /// connect to a running kappa.
+    #[serde(with = "humantime_serde")]
+    pub client_connect_timeout: Duration,
+    /// How long the CLI waits for each read from a running kappa before giving up.
+    #[serde(with = "humantime_serde")]
+    pub client_read_timeout: Duration,
+    /// `kappa export` through a server: the server writes the whole export before its first
+    /// byte, so the CLI waits this long instead of `client-read-timeout`.
+    #[serde(with = "humantime_serde")]
+    pub client_export_timeout: Duration,
 }
 
 impl Default for Config {
@@ -182,6 +202,11 @@ impl Default for HttpSection {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
             token: String::new(),
+            header_read_timeout: Duration::from_secs(10),
+            max_connections: 512,
+            client_connect_timeout: Duration::from_secs(5),
+            client_read_timeout: Duration::from_secs(30),
+            client_export_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -333,6 +358,26 @@ impl Config {
             return bad(format!(
                 "log.partitions must be between 1 and 1024, got {}",
                 self.log.partitions
+            ));
+        }
+        let h = &self.http;
+        for (key, d) in [
+            ("http.header-read-timeout", h.header_read_timeout),
+            ("http.client-connect-timeout", h.client_connect_timeout),
+            ("http.client-read-timeout", h.client_read_timeout),
+            ("http.client-export-timeout", h.client_export_timeout),
+        ] {
+            if d < Duration::from_millis(100) || d > Duration::from_secs(86_400) {
+                return bad(format!(
+                    "{key} must be between 100ms and 1day, got {}",
+                    fmt_duration(d)
+                ));
+            }
+        }
+        if h.max_connections < 8 || h.max_connections > 1 << 20 {
+            return bad(format!(
+                "http.max-connections must be between 8 and 1048576, got {}",
+                h.max_connections
             ));
         }
         if self.log.segment_bytes < 1 << 16 {

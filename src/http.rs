@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
@@ -29,6 +30,15 @@ pub enum ApiError {
     /// The store failed (500).
     #[error("store: {0}")]
     Store(#[from] crate::store::StoreError),
+}
+
+impl From<query::VersionError> for ApiError {
+    fn from(e: query::VersionError) -> Self {
+        match e {
+            query::VersionError::Unknown(_) => Self::NotFound(e.to_string()),
+            query::VersionError::Store(s) => Self::Store(s),
+        }
+    }
 }
 
 impl ApiError {
@@ -59,33 +69,32 @@ pub struct AppState {
 /// The built-in live page (`/`): one HTML file with its CSS and script, no external assets.
 pub const LIVE_PAGE: &str = include_str!("page/index.html");
 
-/// Whether a state-changing request carries the configured token.
-fn authorised(st: &AppState, header: Option<&str>) -> bool {
-    st.token.is_empty()
+/// Whether a state-changing request carries the configured token (`Authorization: Bearer
+/// TOKEN`, the scheme in any case as RFC 9110 says).
+fn authorised_token(token: &str, header: Option<&str>) -> bool {
+    token.is_empty()
         || header
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .is_some_and(|t| constant_time_eq(t.trim().as_bytes(), st.token.as_bytes()))
+            .and_then(|h| h.trim().split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .is_some_and(|(_, t)| constant_time_eq(t.trim().as_bytes(), token.as_bytes()))
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn unauthorised() -> Response {
-    json_reply(
-        StatusCode::UNAUTHORIZED,
-        &json!({"error": "this endpoint changes state: send `Authorization: Bearer <http.token>`"}),
-    )
-}
-
 fn json_reply(status: StatusCode, v: &Value) -> Response {
     warp::reply::with_status(warp::reply::json(v), status).into_response()
+}
+
+fn error_reply(e: &ApiError) -> Response {
+    json_reply(e.status(), &json!({ "error": e.to_string() }))
 }
 
 fn result(r: Result<Value, ApiError>) -> Response {
     match r {
         Ok(v) => json_reply(StatusCode::OK, &v),
-        Err(e) => json_reply(e.status(), &json!({ "error": e.to_string() })),
+        Err(e) => error_reply(&e),
     }
 }
 
@@ -134,10 +143,7 @@ impl Params {
         }
     }
     fn version(&self, st: &AppState) -> Result<String, ApiError> {
-        match self.get("version") {
-            Some(v) => Ok(v.to_string()),
-            None => Ok(st.store.serving()?),
-        }
+        Ok(query::output_version(&st.store, self.get("version"))?)
     }
 }
 
@@ -173,6 +179,13 @@ fn windows(st: &AppState, q: HashMap<String, String>) -> Result<Value, ApiError>
         p.time("from", i64::MIN)?
     };
     let to = p.time("to", i64::MAX)?;
+    if p.get("from") != Some("latest") && from > to {
+        return Err(ApiError::BadRequest(format!(
+            "from ({}) is after to ({})",
+            p.get("from").unwrap_or_default(),
+            p.get("to").unwrap_or_default()
+        )));
+    }
     let flat = match p.get("flat") {
         None | Some("false") => false,
         Some("true") => true,
@@ -328,7 +341,7 @@ fn export(st: &AppState, q: HashMap<String, String>) -> Response {
         Ok(buf) => {
             warp::reply::with_header(buf, "content-type", "application/x-ndjson").into_response()
         }
-        Err(e) => json_reply(e.status(), &json!({ "error": e.to_string() })),
+        Err(e) => error_reply(&e),
     }
 }
 
@@ -396,51 +409,165 @@ async fn control<T: serde::Serialize + Send + 'static>(
     })
 }
 
-/// [`control`] for a state-changing request: refused (401) without the token.
-async fn control_authorised<T: serde::Serialize + Send + 'static>(
-    st: AppState,
-    header: Option<String>,
-    ok: StatusCode,
-    f: impl FnOnce(&Arc<crate::control::Control>) -> Result<T, crate::control::ControlError>
-    + Send
-    + 'static,
-) -> Result<Response, Infallible> {
-    if !authorised(&st, header.as_deref()) {
-        return Ok(unauthorised());
+/// Why a state-changing request is refused before it runs (403, 401 or 415).
+#[derive(Debug)]
+struct Refused(StatusCode, String);
+
+impl warp::reject::Reject for Refused {}
+
+/// Admits a state-changing request (replay, cancel, promote, drop) or says why not. A
+/// browser on this machine can send such a request to a loopback server without a
+/// preflight, and DNS rebinding can make a foreign page same-origin with it, so:
+/// - an `Origin` header, when sent, must be the origin of the address the request went
+///   to (its `Host`): no cross-site request changes state;
+/// - without `http.token` (only allowed on loopback), `Host` must be a loopback name of
+///   this server's port (`localhost`, `127.0.0.1`, `[::1]` or the listen address): a
+///   rebound foreign name is refused;
+/// - a POST must say `content-type: application/json`, which a browser sends cross-site
+///   only after a CORS preflight this server never grants;
+/// - with `http.token`, the `Authorization: Bearer` header must carry it.
+fn admitted(
+    token: String,
+    listen: SocketAddr,
+) -> impl Filter<Extract = (), Error = warp::Rejection> + Clone {
+    warp::method()
+        .and(warp::host::optional())
+        .and(warp::header::optional::<String>("origin"))
+        .and(warp::header::optional::<String>("content-type"))
+        .and(warp::header::optional::<String>("authorization"))
+        .and_then(
+            move |method: warp::http::Method,
+                  host: Option<warp::host::Authority>,
+                  origin: Option<String>,
+                  content_type: Option<String>,
+                  authorization: Option<String>| {
+                let r = admit(
+                    &token,
+                    listen,
+                    &method,
+                    host.as_ref().map(warp::host::Authority::as_str),
+                    origin.as_deref(),
+                    content_type.as_deref(),
+                    authorization.as_deref(),
+                );
+                std::future::ready(r.map_err(warp::reject::custom))
+            },
+        )
+        .untuple_one()
+}
+
+/// The checks of [`admitted`], without warp.
+fn admit(
+    token: &str,
+    listen: SocketAddr,
+    method: &warp::http::Method,
+    host: Option<&str>,
+    origin: Option<&str>,
+    content_type: Option<&str>,
+    authorization: Option<&str>,
+) -> Result<(), Refused> {
+    let forbidden = |m: String| Err(Refused(StatusCode::FORBIDDEN, m));
+    let Some(host) = host else {
+        return forbidden("refused: the request has no Host header".into());
+    };
+    if let Some(o) = origin {
+        let authority = o
+            .split_once("://")
+            .map(|(_, a)| a.trim_end_matches('/'))
+            .unwrap_or_default();
+        if !authority.eq_ignore_ascii_case(host) {
+            return forbidden(format!(
+                "refused: Origin {o:?} is not this server ({host}); the control API takes no cross-site requests"
+            ));
+        }
     }
-    control(st, ok, f).await
+    if token.is_empty() {
+        let port = listen.port();
+        let names = loopback_hosts(listen);
+        let ok = names.iter().any(|n| host.eq_ignore_ascii_case(n))
+            || (port == 80
+                && names
+                    .iter()
+                    .any(|n| host.eq_ignore_ascii_case(n.trim_end_matches(":80"))));
+        if !ok {
+            return forbidden(format!(
+                "refused: Host {host:?} is not this server's address ({}); without http.token only its loopback names may change state",
+                names.join(", ")
+            ));
+        }
+    }
+    if !authorised_token(token, authorization) {
+        return Err(Refused(
+            StatusCode::UNAUTHORIZED,
+            "this endpoint changes state: send `Authorization: Bearer <http.token>`".into(),
+        ));
+    }
+    let json = content_type
+        .and_then(|c| c.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"));
+    if method == warp::http::Method::POST && !json {
+        return Err(Refused(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!(
+                "send content-type: application/json (got {}); promote takes an empty body or {{}}",
+                content_type.map_or_else(|| "none".to_string(), |c| format!("{c:?}"))
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The `Host` values under which a token-less server on `listen` accepts state changes.
+fn loopback_hosts(listen: SocketAddr) -> Vec<String> {
+    let port = listen.port();
+    let mut names: Vec<String> = ["localhost", "127.0.0.1", "[::1]"]
+        .iter()
+        .map(|n| format!("{n}:{port}"))
+        .collect();
+    let own = listen.to_string();
+    if !names.contains(&own) {
+        names.push(own);
+    }
+    names
+}
+
+/// The replay id of a path, or 400 naming it.
+fn replay_id(id: &str) -> Result<u64, ApiError> {
+    id.parse()
+        .map_err(|_| ApiError::BadRequest(format!("a replay id is a number, got {id:?}")))
 }
 
 /// The control routes: replays and versions.
 fn control_routes(
     st: AppState,
+    listen: SocketAddr,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     use crate::replay::ReplayRequest;
+    let admit = {
+        let token = st.token.clone();
+        move || admitted(token.clone(), listen)
+    };
     let with = move || {
         let st = st.clone();
         warp::any().map(move || st.clone())
     };
-    let auth = || warp::header::optional::<String>("authorization");
     let start = warp::path!("api" / "replays")
         .and(warp::post())
-        .and(auth())
+        .and(admit())
         .and(warp::body::content_length_limit(64 * 1024))
         .and(warp::body::json::<ReplayRequest>())
         .and(with())
-        .and_then(
-            |h: Option<String>, req: ReplayRequest, st: AppState| async move {
-                if req.dry_run {
-                    control_authorised(st, h, StatusCode::OK, move |c| {
-                        let plan = c.plan(&req)?;
-                        Ok(json!({ "dry_run": true, "lines": plan.describe(), "plan": plan }))
-                    })
-                    .await
-                } else {
-                    control_authorised(st, h, StatusCode::ACCEPTED, move |c| c.start_replay(&req))
-                        .await
-                }
-            },
-        );
+        .and_then(|req: ReplayRequest, st: AppState| async move {
+            if req.dry_run {
+                control(st, StatusCode::OK, move |c| {
+                    let plan = c.plan(&req)?;
+                    Ok(json!({ "dry_run": true, "lines": plan.describe(), "plan": plan }))
+                })
+                .await
+            } else {
+                control(st, StatusCode::ACCEPTED, move |c| c.start_replay(&req)).await
+            }
+        });
     let list = warp::path!("api" / "replays")
         .and(warp::get())
         .and(with())
@@ -449,16 +576,24 @@ fn control_routes(
                 Ok(json!({ "replays": c.replays()? }))
             })
         });
-    let one = warp::path!("api" / "replays" / u64)
+    let one = warp::path!("api" / "replays" / String)
         .and(warp::get())
         .and(with())
-        .and_then(|id: u64, st: AppState| control(st, StatusCode::OK, move |c| c.replay(id)));
-    let cancel = warp::path!("api" / "replays" / u64)
+        .and_then(|id: String, st: AppState| async move {
+            match replay_id(&id) {
+                Ok(id) => control(st, StatusCode::OK, move |c| c.replay(id)).await,
+                Err(e) => Ok(error_reply(&e)),
+            }
+        });
+    let cancel = warp::path!("api" / "replays" / String)
         .and(warp::delete())
-        .and(auth())
+        .and(admit())
         .and(with())
-        .and_then(|id: u64, h: Option<String>, st: AppState| async move {
-            control_authorised(st, h, StatusCode::OK, move |c| c.cancel(id)).await
+        .and_then(|id: String, st: AppState| async move {
+            match replay_id(&id) {
+                Ok(id) => control(st, StatusCode::OK, move |c| c.cancel(id)).await,
+                Err(e) => Ok(error_reply(&e)),
+            }
         });
     let versions = warp::path!("api" / "versions")
         .and(warp::get())
@@ -470,10 +605,10 @@ fn control_routes(
         });
     let promote = warp::path!("api" / "versions" / String / "promote")
         .and(warp::post())
-        .and(auth())
+        .and(admit())
         .and(with())
-        .and_then(|v: String, h: Option<String>, st: AppState| async move {
-            control_authorised(st, h, StatusCode::OK, move |c| {
+        .and_then(|v: String, st: AppState| async move {
+            control(st, StatusCode::OK, move |c| {
                 c.promote(&v)?;
                 Ok(json!({ "serving": v }))
             })
@@ -481,10 +616,10 @@ fn control_routes(
         });
     let drop = warp::path!("api" / "versions" / String)
         .and(warp::delete())
-        .and(auth())
+        .and(admit())
         .and(with())
-        .and_then(|v: String, h: Option<String>, st: AppState| async move {
-            control_authorised(st, h, StatusCode::OK, move |c| {
+        .and_then(|v: String, st: AppState| async move {
+            control(st, StatusCode::OK, move |c| {
                 c.drop_version(&v)?;
                 Ok(json!({ "dropped": v }))
             })
@@ -506,8 +641,14 @@ fn control_routes(
 }
 
 /// All routes.
-pub fn routes(st: AppState) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
-    let controls = control_routes(st.clone());
+///
+/// `listen` is the address the server is bound to: a token-less server takes state changes
+/// only under its loopback names (see [`admitted`]).
+pub fn routes(
+    st: AppState,
+    listen: SocketAddr,
+) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
+    let controls = control_routes(st.clone(), listen);
     let with = move || {
         let st = st.clone();
         warp::any().map(move || st.clone())
@@ -597,50 +738,451 @@ pub fn routes(st: AppState) -> impl Filter<Extract = (Response,), Error = Infall
         .recover(|rej: warp::Rejection| async move {
             // The most specific rejection first: a POST with a bad body is also "method not
             // allowed" for every GET route it was tried against.
-            let (code, msg) =
-                if let Some(e) = rej.find::<warp::filters::body::BodyDeserializeError>() {
-                    (StatusCode::BAD_REQUEST, format!("bad request body: {e}"))
-                } else if rej.find::<warp::reject::UnsupportedMediaType>().is_some() {
-                    (
-                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                        "send the body as JSON (content-type: application/json)".to_string(),
-                    )
-                } else if rej.find::<warp::reject::PayloadTooLarge>().is_some() {
-                    (
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "request body too large".to_string(),
-                    )
-                } else if rej.find::<warp::reject::LengthRequired>().is_some() {
-                    (
-                        StatusCode::LENGTH_REQUIRED,
-                        "content-length required".to_string(),
-                    )
-                } else if rej.is_not_found() {
-                    (StatusCode::NOT_FOUND, "no such endpoint".to_string())
-                } else if rej.find::<warp::reject::MethodNotAllowed>().is_some() {
-                    (
-                        StatusCode::METHOD_NOT_ALLOWED,
-                        "method not allowed".to_string(),
-                    )
-                } else if let Some(e) = rej.find::<warp::reject::InvalidQuery>() {
-                    (StatusCode::BAD_REQUEST, e.to_string())
-                } else {
-                    (StatusCode::BAD_REQUEST, format!("{rej:?}"))
-                };
+            let (code, msg) = if let Some(Refused(code, msg)) = rej.find::<Refused>() {
+                (*code, msg.clone())
+            } else if let Some(e) = rej.find::<warp::filters::body::BodyDeserializeError>() {
+                (StatusCode::BAD_REQUEST, format!("bad request body: {e}"))
+            } else if rej.find::<warp::reject::UnsupportedMediaType>().is_some() {
+                (
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "send the body as JSON (content-type: application/json)".to_string(),
+                )
+            } else if rej.find::<warp::reject::PayloadTooLarge>().is_some() {
+                (
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "request body too large".to_string(),
+                )
+            } else if rej.find::<warp::reject::LengthRequired>().is_some() {
+                (
+                    StatusCode::LENGTH_REQUIRED,
+                    "content-length required".to_string(),
+                )
+            } else if rej.is_not_found() {
+                (StatusCode::NOT_FOUND, "no such endpoint".to_string())
+            } else if rej.find::<warp::reject::MethodNotAllowed>().is_some() {
+                (
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method not allowed".to_string(),
+                )
+            } else if let Some(e) = rej.find::<warp::reject::InvalidQuery>() {
+                (StatusCode::BAD_REQUEST, e.to_string())
+            } else {
+                (StatusCode::BAD_REQUEST, format!("{rej:?}"))
+            };
             Ok::<_, Infallible>(json_reply(code, &json!({ "error": msg })))
         })
         .unify()
 }
 
 /// Serves `routes` on an already bound listener until `shutdown` resolves.
+///
+/// HTTP/1.1 through hyper directly (warp's own server has no timeouts): a connection that
+/// does not send a complete request head within `http.header-read-timeout` of opening or
+/// of its previous response is closed, so half-sent requests and idle keep-alive
+/// connections cannot pile up; at most `http.max-connections` are open, a new one beyond
+/// closing the connection that has been silent longest, so `/healthz` and `/readyz` stay
+/// reachable for a client that sends its request at once.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     st: AppState,
+    http: crate::config::HttpSection,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    warp::serve(routes(st))
-        .incoming(listener)
-        .graceful(shutdown)
-        .run()
-        .await;
+    let listen = listener.local_addr().unwrap_or(http.listen);
+    let service = warp::service(routes(st, listen));
+    let conns = Arc::new(Connections::new(http.max_connections));
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let header_read_timeout = http.header_read_timeout;
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let stream = tokio::select! {
+            () = &mut shutdown => break,
+            r = listener.accept() => match r {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    conns.accept_failed(&e);
+                    // Out of descriptors: the connection just shed frees one shortly.
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                    continue;
+                }
+            },
+        };
+        let (id, activity, evict) = conns.admit();
+        let io = hyper_util::rt::TokioIo::new(Tracked {
+            inner: stream,
+            activity,
+            epoch: conns.epoch,
+        });
+        let routes = hyper_util::service::TowerToHyperService::new(service.clone());
+        let service = hyper::service::service_fn(move |req: hyper::Request<_>| {
+            use hyper::service::Service;
+            routes.call(req.map(|body| StallGuard::new(body, header_read_timeout)))
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(header_read_timeout)
+            .serve_connection(io, service);
+        let conn = graceful.watch(conn);
+        let conns = conns.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                r = conn => if let Err(e) = r {
+                    tracing::debug!("HTTP connection closed: {e}");
+                },
+                () = evict.cancelled() => {}
+            }
+            conns.remove(id);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+/// The open connections of [`serve`]: their last activity and a way to close each.
+struct Connections {
+    /// `http.max-connections`.
+    max: usize,
+    /// Start of the activity clock (milliseconds since it in [`Tracked::activity`]).
+    epoch: std::time::Instant,
+    inner: std::sync::Mutex<ConnTable>,
+}
+
+#[derive(Default)]
+struct ConnTable {
+    next_id: u64,
+    open: HashMap<u64, ConnSlot>,
+    /// At the cap since the last "cap reached" line (logged once per episode).
+    capped: bool,
+    /// Connections closed to make room in this episode.
+    shed: u64,
+}
+
+struct ConnSlot {
+    activity: Arc<std::sync::atomic::AtomicU64>,
+    evict: tokio_util::sync::CancellationToken,
+}
+
+impl Connections {
+    fn new(max: usize) -> Self {
+        Self {
+            max,
+            epoch: std::time::Instant::now(),
+            inner: std::sync::Mutex::new(ConnTable::default()),
+        }
+    }
+
+    /// Registers a new connection, closing the longest-silent one first when at the cap.
+    fn admit(
+        &self,
+    ) -> (
+        u64,
+        Arc<std::sync::atomic::AtomicU64>,
+        tokio_util::sync::CancellationToken,
+    ) {
+        let mut t = self.inner.lock().expect("connections lock");
+        if t.open.len() >= self.max {
+            self.shed_oldest(&mut t, "http.max-connections");
+        }
+        t.next_id += 1;
+        let id = t.next_id;
+        let activity = Arc::new(std::sync::atomic::AtomicU64::new(Tracked::now_ms(
+            self.epoch,
+        )));
+        let evict = tokio_util::sync::CancellationToken::new();
+        t.open.insert(
+            id,
+            ConnSlot {
+                activity: activity.clone(),
+                evict: evict.clone(),
+            },
+        );
+        (id, activity, evict)
+    }
+
+    /// `accept` failed: out of file descriptors sheds a connection like the cap does.
+    fn accept_failed(&self, e: &std::io::Error) {
+        // EMFILE (24) and ENFILE (23): the process's or the system's descriptor limit.
+        if matches!(e.raw_os_error(), Some(23 | 24)) {
+            let mut t = self.inner.lock().expect("connections lock");
+            self.shed_oldest(&mut t, "the file descriptor limit (ulimit -n)");
+        } else {
+            tracing::debug!("HTTP accept failed: {e}");
+        }
+    }
+
+    fn shed_oldest(&self, t: &mut ConnTable, limit: &str) {
+        let oldest = t
+            .open
+            .iter()
+            .min_by_key(|(_, s)| s.activity.load(std::sync::atomic::Ordering::Relaxed))
+            .map(|(id, _)| *id);
+        if let Some(slot) = oldest.and_then(|id| t.open.remove(&id)) {
+            slot.evict.cancel();
+            t.shed += 1;
+        }
+        if !t.capped {
+            t.capped = true;
+            tracing::warn!(
+                "HTTP connection limit reached ({} open, limit from {limit}): each new connection now closes the one silent longest until fewer are open",
+                t.open.len() + 1
+            );
+        }
+    }
+
+    fn remove(&self, id: u64) {
+        let mut t = self.inner.lock().expect("connections lock");
+        t.open.remove(&id);
+        // Hysteresis: one line per episode, not one per connection at the edge.
+        if t.capped && t.open.len() < self.max - self.max / 10 {
+            tracing::info!(
+                "HTTP connections below the limit again ({} open); {} were closed to make room",
+                t.open.len(),
+                t.shed
+            );
+            t.capped = false;
+            t.shed = 0;
+        }
+    }
+}
+
+/// A request body that fails when no data arrives for `timeout`: a client that sends its
+/// head and then stalls the body holds no connection longer than one that stalls the head.
+struct StallGuard<B> {
+    inner: B,
+    timeout: std::time::Duration,
+    /// Armed while the body waits for data; dropped when data comes.
+    sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<B> StallGuard<B> {
+    fn new(inner: B, timeout: std::time::Duration) -> Self {
+        Self {
+            inner,
+            timeout,
+            sleep: None,
+        }
+    }
+}
+
+impl<B> http_body::Body for StallGuard<B>
+where
+    B: http_body::Body + Unpin,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    type Data = B::Data;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+            std::task::Poll::Ready(frame) => {
+                this.sleep = None;
+                std::task::Poll::Ready(frame.map(|f| f.map_err(Into::into)))
+            }
+            std::task::Poll::Pending => {
+                let timeout = this.timeout;
+                let sleep = this
+                    .sleep
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                if sleep.as_mut().poll(cx).is_ready() {
+                    return std::task::Poll::Ready(Some(Err(format!(
+                        "no request body data for {} (http.header-read-timeout)",
+                        crate::config::fmt_duration(timeout)
+                    )
+                    .into())));
+                }
+                std::task::Poll::Pending
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// A TCP stream that records when it last moved bytes (milliseconds since `epoch`).
+struct Tracked {
+    inner: tokio::net::TcpStream,
+    activity: Arc<std::sync::atomic::AtomicU64>,
+    epoch: std::time::Instant,
+}
+
+impl Tracked {
+    fn now_ms(epoch: std::time::Instant) -> u64 {
+        u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn touch(&self) {
+        self.activity.store(
+            Self::now_ms(self.epoch),
+            std::sync::atomic::Ordering::Relaxed,
+        );
+    }
+}
+
+impl tokio::io::AsyncRead for Tracked {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = std::pin::Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(r, std::task::Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.touch();
+        }
+        r
+    }
+}
+
+impl tokio::io::AsyncWrite for Tracked {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, data);
+        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        r
+    }
+
+    fn poll_write_vectored(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let r = std::pin::Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            self.touch();
+        }
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admission_of_state_changes() {
+        let listen: SocketAddr = "[::1]:9464".parse().unwrap();
+        let json = Some("application/json");
+        let check = |method: &warp::http::Method,
+                     host: Option<&str>,
+                     origin: Option<&str>,
+                     content_type: Option<&str>,
+                     auth: Option<&str>,
+                     token: &str| {
+            admit(token, listen, method, host, origin, content_type, auth).map_err(|r| r.0)
+        };
+        let (post, delete) = (&warp::http::Method::POST, &warp::http::Method::DELETE);
+        // Token-less: loopback names of the port only, same origin only, JSON POSTs only.
+        for host in [
+            "[::1]:9464",
+            "localhost:9464",
+            "LOCALHOST:9464",
+            "127.0.0.1:9464",
+        ] {
+            assert_eq!(
+                check(post, Some(host), None, json, None, ""),
+                Ok(()),
+                "{host}"
+            );
+        }
+        let same = Some("http://localhost:9464");
+        let typed = Some("Application/JSON; charset=utf-8");
+        assert_eq!(
+            check(post, Some("localhost:9464"), same, typed, None, ""),
+            Ok(())
+        );
+        for (host, origin) in [
+            (Some("localhost:9465"), None),
+            (Some("localhost"), None),
+            (Some("evil.example:9464"), Some("http://evil.example:9464")),
+            (Some("localhost:9464"), Some("http://evil.example")),
+            (Some("localhost:9464"), Some("null")),
+            (None, None),
+        ] {
+            assert_eq!(
+                check(post, host, origin, json, None, ""),
+                Err(StatusCode::FORBIDDEN),
+                "{host:?} {origin:?}"
+            );
+        }
+        assert_eq!(
+            check(
+                post,
+                Some("localhost:9464"),
+                None,
+                Some("text/plain"),
+                None,
+                ""
+            ),
+            Err(StatusCode::UNSUPPORTED_MEDIA_TYPE)
+        );
+        assert_eq!(
+            check(delete, Some("localhost:9464"), None, None, None, ""),
+            Ok(())
+        );
+        // With a token any Host (a proxy's name), the scheme in any case, Origin still checked.
+        let proxied = Some("kappa.example.com");
+        for auth in ["Bearer t0k", "bearer t0k", "BEARER  t0k"] {
+            assert_eq!(
+                check(post, proxied, None, json, Some(auth), "t0k"),
+                Ok(()),
+                "{auth}"
+            );
+        }
+        for auth in [
+            None,
+            Some("Bearer t0"),
+            Some("Basic t0k"),
+            Some("Bearert0k"),
+        ] {
+            assert_eq!(
+                check(post, proxied, None, json, auth, "t0k"),
+                Err(StatusCode::UNAUTHORIZED),
+                "{auth:?}"
+            );
+        }
+        assert_eq!(
+            check(
+                post,
+                proxied,
+                Some("https://evil.example"),
+                json,
+                Some("bearer t0k"),
+                "t0k"
+            ),
+            Err(StatusCode::FORBIDDEN)
+        );
+    }
 }

@@ -35,6 +35,33 @@ pub fn parse_size(s: &str) -> Result<i64, String> {
     i64::try_from(d.as_millis()).map_err(|_| format!("size {s:?} is too large"))
 }
 
+/// A version a read names that the store does not hold.
+#[derive(Debug, thiserror::Error)]
+pub enum VersionError {
+    /// No such output version (or only a replay's scratch copy).
+    #[error("no output version {0}")]
+    Unknown(String),
+    /// Reading failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The output version a read is about: `named` when the store holds it, else the serving
+/// one. Every read that takes a version (the API, `kappa query`, `kappa export`) resolves
+/// it here, so a name that does not exist is an error rather than an empty answer.
+///
+/// # Errors
+/// [`VersionError::Unknown`] for a name the store does not hold; store failure.
+pub fn output_version(store: &Store, named: Option<&str>) -> Result<String, VersionError> {
+    let Some(name) = named else {
+        return Ok(store.serving()?);
+    };
+    if name.starts_with(crate::replay::SCRATCH_PREFIX) || store.version(name)?.is_none() {
+        return Err(VersionError::Unknown(name.to_string()));
+    }
+    Ok(name.to_string())
+}
+
 /// Parses a log position `partition:offset`.
 ///
 /// # Errors

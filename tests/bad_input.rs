@@ -143,7 +143,8 @@ fn bad_http_requests_get_json_errors_with_the_right_status() {
         ),
         ("GET", "/api/top-products?size=0s".into(), None, 400),
         ("GET", "/api/dead-letters?after=x".into(), None, 400),
-        ("GET", "/api/replays/abc".into(), None, 404),
+        ("GET", "/api/replays/abc".into(), None, 400),
+        ("DELETE", "/api/replays/abc".into(), None, 400),
         ("GET", "/api/replays/999".into(), None, 404),
         ("DELETE", "/api/versions/v9".into(), None, 404),
         (
@@ -185,7 +186,7 @@ fn bad_http_requests_get_json_errors_with_the_right_status() {
         sock.set_read_timeout(Some(std::time::Duration::from_secs(10)))
             .unwrap();
         sock.write_all(
-            b"POST /api/replays HTTP/1.1\r\nHost: kappa\r\nContent-Type: application/json\r\nContent-Length: 66000\r\n\r\n",
+            format!("POST /api/replays HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: 66000\r\n\r\n").as_bytes(),
         )
         .unwrap();
         let mut answer = String::new();

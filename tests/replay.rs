@@ -677,7 +677,11 @@ fn state_changing_endpoints_need_the_token_and_a_public_address_needs_one() {
         if let Some(a) = auth {
             r = r.header("authorization", a);
         }
-        r.send_empty().unwrap().status().as_u16()
+        r.header("content-type", "application/json")
+            .send("{}")
+            .unwrap()
+            .status()
+            .as_u16()
     };
     assert_eq!(post(None), 401);
     assert_eq!(post(Some("Bearer wrong")), 401);

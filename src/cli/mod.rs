@@ -1,6 +1,7 @@
 //! The `kappa` command line: argument definitions (help text from the doc comments) and
 //! dispatch to the commands.
 
+mod client;
 mod produce;
 mod read;
 mod replay;

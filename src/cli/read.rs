@@ -8,8 +8,8 @@ use anyhow::Context;
 use clap::Args;
 use serde_json::Value;
 
+use super::client::{Access, access};
 use crate::config::Config;
-use crate::store::{Store, StoreError};
 
 /// `kappa query`.
 #[derive(Debug, Args)]
@@ -65,93 +65,6 @@ pub enum Format {
     Json,
 }
 
-/// File in the data directory where a running `kappa run` writes its URL.
-pub(super) const SERVER_FILE: &str = "kappa.server";
-
-/// The store itself, or the URL of the process that holds it.
-pub(super) enum Access {
-    Local(Store),
-    Remote(String),
-}
-
-pub(super) fn access(cfg: &Config, server: Option<&String>) -> anyhow::Result<Access> {
-    if let Some(url) = server {
-        return Ok(Access::Remote(url.trim_end_matches('/').to_string()));
-    }
-    if !cfg.store_path().exists() {
-        anyhow::bail!(
-            "no results yet: {} does not exist (run `kappa run` or `kappa demo` first)",
-            cfg.store_path().display()
-        );
-    }
-    match Store::open(&cfg.store_path()) {
-        // This process holds the store alone, so nothing runs a replay: what a process that
-        // died left half-done is cleaned up first (history `running` → `interrupted`, …).
-        Ok(s) => {
-            crate::control::recover_interrupted(&s)?;
-            Ok(Access::Local(s))
-        }
-        // The running server says where it listens (it may not be http.listen: --listen).
-        Err(StoreError::Locked(_)) => Ok(Access::Remote(
-            std::fs::read_to_string(cfg.data_dir.join(SERVER_FILE))
-                .ok()
-                .map(|s| s.trim().to_string())
-                .filter(|s| s.starts_with("http://"))
-                .unwrap_or_else(|| format!("http://{}", cfg.http.listen)),
-        )),
-        Err(e) => Err(e.into()),
-    }
-}
-
-fn get(url: &str) -> anyhow::Result<Vec<u8>> {
-    call("GET", url, None, "")
-}
-
-/// One request to a running kappa (with the bearer `token` unless empty); a non-2xx
-/// answer becomes its `error` text.
-pub(super) fn call(
-    method: &str,
-    url: &str,
-    body: Option<&Value>,
-    token: &str,
-) -> anyhow::Result<Vec<u8>> {
-    let agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .new_agent();
-    let bearer = format!("Bearer {token}");
-    let sent = match (method, body) {
-        ("POST", Some(b)) => agent
-            .post(url)
-            .header("authorization", &bearer)
-            .send_json(b),
-        ("POST", None) => agent
-            .post(url)
-            .header("authorization", &bearer)
-            .send_empty(),
-        ("DELETE", _) => agent.delete(url).header("authorization", &bearer).call(),
-        _ => agent.get(url).call(),
-    };
-    let mut resp = sent.with_context(|| {
-        format!("the store is held by a running kappa, but {url} cannot be reached")
-    })?;
-    let status = resp.status();
-    let body = resp
-        .body_mut()
-        .with_config()
-        .limit(1 << 34)
-        .read_to_vec()
-        .context("reading the response")?;
-    if !status.is_success() {
-        let msg = serde_json::from_slice::<Value>(&body)
-            .ok()
-            .and_then(|v| v["error"].as_str().map(String::from))
-            .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
-        anyhow::bail!("{url}: {status}: {msg}");
-    }
-    Ok(body)
-}
-
 fn version_param(v: Option<&String>) -> String {
     v.map(|v| format!("?version={v}")).unwrap_or_default()
 }
@@ -163,14 +76,11 @@ fn version_param(v: Option<&String>) -> String {
 pub fn query(cfg: &Config, a: &QueryArgs) -> anyhow::Result<()> {
     let latest: Value = match access(cfg, a.server.as_ref())? {
         Access::Local(store) => {
-            let version = match &a.output_version {
-                Some(v) => v.clone(),
-                None => store.serving()?,
-            };
+            let version = crate::query::output_version(&store, a.output_version.as_deref())?;
             crate::query::latest(&store, &version)?
         }
-        Access::Remote(base) => serde_json::from_slice(&get(&format!(
-            "{base}/api/latest{}",
+        Access::Remote(server) => serde_json::from_slice(&server.get(&format!(
+            "/api/latest{}",
             version_param(a.output_version.as_ref())
         ))?)?,
     };
@@ -279,15 +189,12 @@ pub fn export(cfg: &Config, a: &ExportArgs) -> anyhow::Result<()> {
     };
     match access(cfg, a.server.as_ref())? {
         Access::Local(store) => {
-            let version = match &a.output_version {
-                Some(v) => v.clone(),
-                None => store.serving()?,
-            };
+            let version = crate::query::output_version(&store, a.output_version.as_deref())?;
             crate::query::export(&store, &version, &mut out)?;
         }
-        Access::Remote(base) => {
-            out.write_all(&get(&format!(
-                "{base}/api/export{}",
+        Access::Remote(server) => {
+            out.write_all(&server.for_export(cfg).get(&format!(
+                "/api/export{}",
                 version_param(a.output_version.as_ref())
             ))?)?;
         }
@@ -318,8 +225,8 @@ pub fn dead_letters(cfg: &Config, a: &DeadLetterArgs) -> anyhow::Result<()> {
             }
             crate::query::dead_letters(&store, after, a.limit)?
         }
-        Access::Remote(base) => {
-            serde_json::from_slice(&get(&format!("{base}/api/dead-letters{url_params}"))?)?
+        Access::Remote(server) => {
+            serde_json::from_slice(&server.get(&format!("/api/dead-letters{url_params}"))?)?
         }
     };
     let mut out = std::io::stdout().lock();

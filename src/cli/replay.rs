@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
-use super::read::{Access, access, call};
+use super::client::{Access, access};
 use crate::config::Config;
 use crate::control::{self, list_versions, view_of_record};
 use crate::metrics::Metrics;
@@ -338,11 +338,11 @@ pub fn replay(cfg: &Config, config_file: Option<&Path>, a: &ReplayArgs) -> anyho
     }
     let req = request(cfg, config_file, a)?;
     match access(cfg, a.server.as_ref())? {
-        Access::Remote(base) => {
+        Access::Remote(server) => {
             let body = serde_json::to_value(&req)?;
-            let resp: Value = serde_json::from_slice(&call(
+            let resp: Value = serde_json::from_slice(&server.call(
                 "POST",
-                &format!("{base}/api/replays"),
+                "/api/replays",
                 Some(&body),
                 &cfg.http.token,
             )?)?;
@@ -356,13 +356,16 @@ pub fn replay(cfg: &Config, config_file: Option<&Path>, a: &ReplayArgs) -> anyho
             let id = resp["id"]
                 .as_u64()
                 .context("the server did not say the replay's id")?;
-            println!("replay {id} started on the running kappa at {base}");
+            println!(
+                "replay {id} started on the running kappa at {}",
+                server.base
+            );
             if a.detach {
                 println!("follow it with `kappa replay status {id} --watch`");
                 return Ok(());
             }
-            let url = format!("{base}/api/replays/{id}");
-            let v = follow(|| parse_view(&call("GET", &url, None, "")?))?;
+            let path = format!("/api/replays/{id}");
+            let v = follow(|| parse_view(&server.get(&path)?))?;
             print_outcome(&v);
             fail_unless_done(&v)
         }
@@ -479,9 +482,8 @@ fn history_table(views: &[ReplayView]) {
 fn all_replays(access: &Access) -> anyhow::Result<Vec<ReplayView>> {
     match access {
         Access::Local(store) => Ok(store.replays()?.iter().map(view_of_record).collect()),
-        Access::Remote(base) => {
-            let v: Value =
-                serde_json::from_slice(&call("GET", &format!("{base}/api/replays"), None, "")?)?;
+        Access::Remote(server) => {
+            let v: Value = serde_json::from_slice(&server.get("/api/replays")?)?;
             v["replays"]
                 .as_array()
                 .into_iter()
@@ -499,9 +501,7 @@ fn one_replay(access: &Access, id: u64) -> anyhow::Result<ReplayView> {
             .into_iter()
             .find(|v| v.record.id == id)
             .ok_or_else(|| anyhow::anyhow!("no replay {id}")),
-        Access::Remote(base) => {
-            parse_view(&call("GET", &format!("{base}/api/replays/{id}"), None, "")?)
-        }
+        Access::Remote(server) => parse_view(&server.get(&format!("/api/replays/{id}"))?),
     }
 }
 
@@ -551,10 +551,10 @@ fn replay_action(cfg: &Config, action: &ReplayAction) -> anyhow::Result<()> {
             Ok(())
         }
         ReplayAction::Cancel { id, server } => match access(cfg, server.as_ref())? {
-            Access::Remote(base) => {
-                let v = parse_view(&call(
+            Access::Remote(server) => {
+                let v = parse_view(&server.call(
                     "DELETE",
-                    &format!("{base}/api/replays/{id}"),
+                    &format!("/api/replays/{id}"),
                     None,
                     &cfg.http.token,
                 )?)?;
@@ -589,12 +589,7 @@ pub fn versions(cfg: &Config, cmd: &VersionsCommand) -> anyhow::Result<()> {
                     let ends = crate::source::log_end_offsets(cfg)?;
                     json!({ "versions": list_versions(&store, &ends)? })
                 }
-                Access::Remote(base) => serde_json::from_slice(&call(
-                    "GET",
-                    &format!("{base}/api/versions"),
-                    None,
-                    "",
-                )?)?,
+                Access::Remote(server) => serde_json::from_slice(&server.get("/api/versions")?)?,
             };
             println!(
                 "{:<2}{:<12} {:>12} {:>10} {:<22} {:<28} config",
@@ -633,10 +628,10 @@ pub fn versions(cfg: &Config, cmd: &VersionsCommand) -> anyhow::Result<()> {
         VersionsCommand::Promote { version, server } => {
             match access(cfg, server.as_ref())? {
                 Access::Local(store) => store.promote(version)?,
-                Access::Remote(base) => {
-                    call(
+                Access::Remote(server) => {
+                    server.call(
                         "POST",
-                        &format!("{base}/api/versions/{version}/promote"),
+                        &format!("/api/versions/{version}/promote"),
                         None,
                         &cfg.http.token,
                     )?;
@@ -648,10 +643,10 @@ pub fn versions(cfg: &Config, cmd: &VersionsCommand) -> anyhow::Result<()> {
         VersionsCommand::Drop { version, server } => {
             match access(cfg, server.as_ref())? {
                 Access::Local(store) => store.drop_version(version)?,
-                Access::Remote(base) => {
-                    call(
+                Access::Remote(server) => {
+                    server.call(
                         "DELETE",
-                        &format!("{base}/api/versions/{version}"),
+                        &format!("/api/versions/{version}"),
                         None,
                         &cfg.http.token,
                     )?;

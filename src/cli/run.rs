@@ -63,7 +63,7 @@ async fn start(
     let addr = listener.local_addr()?;
     // For the CLI's control commands (`kappa replay`, `versions`) to find this server.
     let _ = std::fs::write(
-        cfg.data_dir.join(super::read::SERVER_FILE),
+        cfg.data_dir.join(super::client::SERVER_FILE),
         format!("http://{addr}\n"),
     );
     // The embedded log opens at once (its errors end the start-up); Kafka connects on the
@@ -99,7 +99,9 @@ async fn start(
         token: cfg.http.token.clone(),
     };
     let stop = http_stop.clone();
-    let http = tokio::spawn(serve(listener, st, async move { stop.cancelled().await }));
+    let http = tokio::spawn(serve(listener, st, cfg.http.clone(), async move {
+        stop.cancelled().await
+    }));
     let token = cancel.clone();
     let (cfg2, metrics2, shared2) = (cfg.clone(), metrics.clone(), shared.clone());
     let pipeline = std::thread::Builder::new()
@@ -214,7 +216,7 @@ async fn finish(r: Running, data_dir: &std::path::Path) -> anyhow::Result<Summar
         .await?
         .map_err(|_| anyhow::anyhow!("the pipeline thread panicked"))?;
     tokio::task::spawn_blocking(move || control.stop()).await?;
-    let _ = std::fs::remove_file(data_dir.join(super::read::SERVER_FILE));
+    let _ = std::fs::remove_file(data_dir.join(super::client::SERVER_FILE));
     http_stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
     summary
@@ -336,7 +338,7 @@ fn run_role(cfg: &Config, args: &RunArgs, log_format: LogFormat) -> anyhow::Resu
         if role == Role::Merger {
             // The CLI's read and control commands on this data directory come here.
             let _ = std::fs::write(
-                cfg.data_dir.join(super::read::SERVER_FILE),
+                cfg.data_dir.join(super::client::SERVER_FILE),
                 format!("http://{addr}\n"),
             );
         }
@@ -360,7 +362,9 @@ fn run_role(cfg: &Config, args: &RunArgs, log_format: LogFormat) -> anyhow::Resu
             token: cfg.http.token.clone(),
         };
         let stop = http_stop.clone();
-        let http = tokio::spawn(serve(listener, st, async move { stop.cancelled().await }));
+        let http = tokio::spawn(serve(listener, st, cfg.http.clone(), async move {
+        stop.cancelled().await
+    }));
         tracing::info!("kappa {name} serving on http://{addr} (metrics at /metrics)");
         announce(addr, log_format);
         let token = cancel.clone();
@@ -384,7 +388,7 @@ fn run_role(cfg: &Config, args: &RunArgs, log_format: LogFormat) -> anyhow::Resu
             tokio::task::spawn_blocking(move || c.stop()).await?;
         }
         if role == Role::Merger {
-            let _ = std::fs::remove_file(cfg_dir.join(super::read::SERVER_FILE));
+            let _ = std::fs::remove_file(cfg_dir.join(super::client::SERVER_FILE));
         }
         http_stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
