@@ -245,3 +245,40 @@ fn secrets_stay_out_of_logs_metrics_and_listings() {
         assert!(!seen.contains(secret), "{secret} leaked");
     }
 }
+
+/// `--partitions` is `log.partitions`: the one validation (1–1024) whether the value comes
+/// from the flag, the config file or the environment; nothing is created when refused.
+#[test]
+fn partitions_out_of_range_are_refused_from_the_flag_the_file_and_the_environment() {
+    let t = temp();
+    let produce = ["produce", "--rate", "0", "--events", "10"];
+    let file = t.path().join("p.toml");
+    for n in ["5000", "0"] {
+        let mut by_flag = kappa(t.path());
+        by_flag.args(produce).args(["--partitions", n]);
+        std::fs::write(&file, format!("[log]\npartitions = {n}\n")).unwrap();
+        let mut by_file = kappa(t.path());
+        by_file.arg("--config").arg(&file).args(produce);
+        let mut by_env = kappa(t.path());
+        by_env.env("KAPPA_LOG__PARTITIONS", n).args(produce);
+        for (how, mut c) in [("flag", by_flag), ("file", by_file), ("env", by_env)] {
+            let out = c.output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{n} by {how}: {err}");
+            assert_eq!(
+                err.trim(),
+                format!(
+                    "error: invalid configuration: log.partitions must be between 1 and 1024, got {n}"
+                ),
+                "{n} by {how}"
+            );
+            assert!(!t.path().join("log").exists(), "{n} by {how}: no log made");
+        }
+    }
+    // In range, the flag still decides the count of a new log.
+    let mut c = kappa(t.path());
+    c.args(produce).args(["--partitions", "3"]);
+    ok(c);
+    let meta = std::fs::read_to_string(t.path().join("log/meta.json")).unwrap();
+    assert!(meta.contains("\"partitions\":3"), "{meta}");
+}

@@ -69,7 +69,8 @@ pub struct ProduceArgs {
     /// Share of malformed records (0..1).
     #[arg(long, default_value_t = 0.0)]
     pub malformed_share: f64,
-    /// Partitions when the log is created [default: log.partitions, 4].
+    /// Partitions when the log is created [default: log.partitions, 4]; 1–1024, validated
+    /// as `log.partitions` (an existing log with another count is an error).
     #[arg(long)]
     pub partitions: Option<u32>,
 }
@@ -118,9 +119,11 @@ impl ProduceArgs {
 }
 
 /// The embedded log under the data directory, or the Kafka topic with `--kafka`.
+/// `partitions_flag`: whether `--partitions` was given (its value, validated, is
+/// `cfg.log.partitions`).
 fn open_sink(
     cfg: &Config,
-    partitions: Option<u32>,
+    partitions_flag: bool,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<Box<dyn Sink>> {
     if !cfg.kafka.brokers.is_empty() {
@@ -134,7 +137,9 @@ fn open_sink(
         None
     };
     let log_cfg = LogConfig {
-        partitions: partitions.or(existing).unwrap_or(cfg.log.partitions),
+        partitions: existing
+            .filter(|_| !partitions_flag)
+            .unwrap_or(cfg.log.partitions),
         segment_bytes: cfg.log.segment_bytes,
         fsync_interval: cfg.log.fsync_interval,
     };
@@ -153,7 +158,7 @@ pub fn spawn_paced(
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<std::thread::JoinHandle<anyhow::Result<u64>>> {
     gen_cfg.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut writer = open_sink(cfg, None, metrics.clone())?;
+    let mut writer = open_sink(cfg, false, metrics.clone())?;
     Ok(std::thread::Builder::new()
         .name("producer".into())
         .spawn(move || {
@@ -252,7 +257,7 @@ pub fn produce(cfg: &Config, args: &ProduceArgs) -> anyhow::Result<()> {
             std::fs::File::create(out)
                 .with_context(|| format!("cannot create {}", out.display()))?,
         )))),
-        None => open_sink(cfg, args.partitions, Arc::new(Metrics::new()))?,
+        None => open_sink(cfg, args.partitions.is_some(), Arc::new(Metrics::new()))?,
     };
     let mut last_report = Instant::now();
     let mut count = 0u64;
@@ -317,7 +322,7 @@ fn produce_input(
                 .with_context(|| format!("cannot read {}", input.display()))?,
         ))
     };
-    let mut writer = open_sink(cfg, args.partitions, Arc::new(Metrics::new()))?;
+    let mut writer = open_sink(cfg, args.partitions.is_some(), Arc::new(Metrics::new()))?;
     let started = Instant::now();
     let mut n = 0u64;
     let mut skipped = 0u64;
