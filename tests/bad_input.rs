@@ -282,3 +282,142 @@ fn partitions_out_of_range_are_refused_from_the_flag_the_file_and_the_environmen
     let meta = std::fs::read_to_string(t.path().join("log/meta.json")).unwrap();
     assert!(meta.contains("\"partitions\":3"), "{meta}");
 }
+
+/// A purchase line of schema 2 (`unit_price_minor` in `currency`) or 1 (`price`), all of
+/// one user (one partition: dead letters come back in line order).
+fn purchase(id: &str, price: &str, currency: Option<&str>) -> String {
+    let head = format!(
+        r#""event_id":"{id}","event_type":"purchase","user_id":"u","session_id":"s","product_id":"p_1","category":"shoes","ts":"2026-11-23T10:00:05Z""#
+    );
+    match currency {
+        Some(c) => {
+            format!(r#"{{"schema":2,{head},"unit_price_minor":{price},"currency":"{c}","qty":1}}"#)
+        }
+        None => format!(r#"{{"schema":1,{head},"price":"{price}","quantity":1}}"#),
+    }
+}
+
+/// Dead-letter kinds and the revenue of `shoes` in the latest 1-minute window.
+fn kinds_and_shoe_revenue(dir: &std::path::Path, extra: &[&str]) -> (Vec<String>, String) {
+    common::run_drain(dir, extra);
+    let mut c = kappa(dir);
+    c.args(extra).args(["dead-letters", "--format", "json"]);
+    let v: Value = serde_json::from_slice(&ok(c).stdout).unwrap();
+    let kinds = v["dead_letters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            format!(
+                "{}: {}",
+                d["kind"].as_str().unwrap(),
+                d["reason"].as_str().unwrap()
+            )
+        })
+        .collect();
+    let mut c = kappa(dir);
+    c.args(extra).args(["query", "--format", "json"]);
+    let v: Value = serde_json::from_slice(&ok(c).stdout).unwrap();
+    let minute = v["windows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["size"] == "1m")
+        .unwrap();
+    let shoes = &minute["aggregates"]["sales_by_category"][0];
+    assert_eq!(shoes["category"], "shoes", "{minute}");
+    (kinds, shoes["revenue"].as_str().unwrap().to_string())
+}
+
+/// Schema 2 money: one configured currency (`pipeline.currency`, EUR by default); prices in
+/// another are dead letters, never summed with it; the price bound is schema 1's; in yen
+/// (no minor unit) ¥100 is revenue "100.00", from either schema.
+#[test]
+fn prices_in_one_configured_currency_others_dead_lettered_and_yen_in_whole_units() {
+    let t = temp();
+    let lines = [
+        purchase("eur", "5990", Some("EUR")),
+        purchase("usd", "1000", Some("USD")),
+        purchase("jpy", "100", Some("JPY")),
+        purchase("max", "9223372036854775807", Some("EUR")),
+        purchase("v1", "10.00", None),
+    ];
+    common::produce_lines(t.path(), &lines.join("\n"));
+    let (kinds, revenue) = kinds_and_shoe_revenue(t.path(), &[]);
+    assert_eq!(revenue, "69.90", "EUR 59.90 + schema 1 10.00 only");
+    assert_eq!(
+        kinds,
+        [
+            "currency_mismatch: currency USD is not the configured currency EUR (pipeline.currency)",
+            "currency_mismatch: currency JPY is not the configured currency EUR (pipeline.currency)",
+            "bad_value: price is too large: unit_price_minor 9223372036854775807 EUR",
+        ]
+    );
+
+    let t = temp();
+    let yen = t.path().join("yen.toml");
+    std::fs::write(&yen, "[pipeline]\ncurrency = \"JPY\"\n").unwrap();
+    let lines = [
+        purchase("jpy", "100", Some("JPY")),
+        purchase("v1", "250", None),
+        purchase("half", "2.5", None),
+        purchase("eur", "5990", Some("EUR")),
+    ];
+    common::produce_lines(t.path(), &lines.join("\n"));
+    let config = ["--config", yen.to_str().unwrap()];
+    let (kinds, revenue) = kinds_and_shoe_revenue(t.path(), &config);
+    assert_eq!(revenue, "350.00", "¥100 + ¥250");
+    assert_eq!(
+        kinds,
+        [
+            "bad_value: price has more than 0 decimal places: 2.5",
+            "currency_mismatch: currency EUR is not the configured currency JPY (pipeline.currency)",
+        ]
+    );
+}
+
+/// Top searches: composed and decomposed spellings of one query, and zero-width characters,
+/// make one key; a query empty once normalised is dead-lettered, not counted as "".
+#[test]
+fn top_searches_normalise_unicode_and_dead_letter_empty_queries() {
+    let t = temp();
+    let search = |id: &str, q: &str| {
+        format!(
+            r#"{{"schema":1,"event_id":"{id}","event_type":"search","user_id":"u","session_id":"s","ts":"2026-11-23T10:00:05Z","query":"{q}"}}"#
+        )
+    };
+    let lines = [
+        search("nfc", "Caf\\u00e9"),
+        search("nfd", "CAFE\\u0301"),
+        search("zw", "caf\\u200b\\u00e9\\ufeff"),
+        search("blank", " \\u200b\\u2060 "),
+        search("empty", ""),
+    ];
+    common::produce_lines(t.path(), &lines.join("\n"));
+    common::run_drain(t.path(), &[]);
+    let mut c = kappa(t.path());
+    c.args(["query", "--format", "json"]);
+    let v: Value = serde_json::from_slice(&ok(c).stdout).unwrap();
+    let minute = v["windows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["size"] == "1m")
+        .unwrap();
+    let top = &minute["aggregates"]["top_searches"];
+    assert_eq!(
+        top,
+        &serde_json::json!([{"rank": 1, "query": "caf\u{e9}", "count": 3}]),
+        "{minute}"
+    );
+    let mut c = kappa(t.path());
+    c.args(["dead-letters", "--format", "json"]);
+    let v: Value = serde_json::from_slice(&ok(c).stdout).unwrap();
+    let kinds: Vec<&str> = v["dead_letters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["empty_query", "empty_query"]);
+}
