@@ -18,7 +18,7 @@ fn main() {
             // One line naming what is wrong, not a usage dump.
             let text = e.render().to_string();
             let first = text.lines().next().unwrap_or("invalid arguments");
-            eprintln!("{first} (see kappa --help)");
+            eprintln!("{} (see kappa --help)", kappa::cli::text::printable(first));
             std::process::exit(2);
         }
     };
@@ -45,9 +45,8 @@ fn main() {
             std::process::exit(0);
         }
         let chain: Vec<String> = e.chain().map(ToString::to_string).collect();
-        let mut msg = chain.join(": ");
-        msg = msg.replace('\n', " ");
-        eprintln!("error: {msg}");
+        let msg = chain.join(": ").replace('\n', " ");
+        eprintln!("error: {}", kappa::cli::text::printable(&msg));
         std::process::exit(1);
     }
 }

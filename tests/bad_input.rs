@@ -421,3 +421,109 @@ fn top_searches_normalise_unicode_and_dead_letter_empty_queries() {
         .collect();
     assert_eq!(kinds, ["empty_query", "empty_query"]);
 }
+
+/// Bytes a terminal acts on: C0 controls but the line feed, DEL, and C1 controls (UTF-8).
+fn raw_controls(out: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(out);
+    text.chars()
+        .filter(|&c| c != '\n' && c.is_control())
+        .map(|c| format!("U+{:04X}", u32::from(c)))
+        .collect()
+}
+
+/// Input with ESC, OSC, BEL, CR and C1 CSI in queries, product ids, malformed records, a
+/// replay reason and a config key: every human-readable output shows them escaped; JSON
+/// output keeps them exact.
+#[test]
+fn human_readable_output_never_writes_raw_control_characters() {
+    let t = temp();
+    let dir = t.path();
+    let evil = "\u{1b}[2J\u{1b}]0;pwned\u{7}\rX\u{9b}31m";
+    let json_evil = serde_json::to_string(evil).unwrap(); // quoted, escaped
+    let lines = [
+        format!(
+            r#"{{"schema":1,"event_id":"q","event_type":"search","user_id":"u","session_id":"s","ts":"2026-11-23T10:00:05Z","query":{json_evil}}}"#
+        ),
+        format!(
+            r#"{{"schema":1,"event_id":"p","event_type":"purchase","user_id":"u","session_id":"s","product_id":{json_evil},"category":{json_evil},"price":"1.00","quantity":1,"ts":"2026-11-23T10:00:05Z"}}"#
+        ),
+        format!(
+            r#"{{"schema":1,"event_id":"t","event_type":{json_evil},"user_id":"u","session_id":"s","ts":"2026-11-23T10:00:05Z"}}"#
+        ),
+        // Raw control bytes: not JSON, dead-lettered with them in `raw`.
+        format!("{{\"schema\":1,\"event_id\":\"{evil}\"}}"),
+    ];
+    common::produce_lines(dir, &lines.join("\n"));
+    common::run_drain(dir, &[]);
+    let mut c = kappa(dir);
+    c.args([
+        "replay",
+        "--from",
+        "earliest",
+        "--to",
+        "2026-11-23T11:00:00Z",
+        "--reason",
+        evil,
+    ]);
+    let replay = ok(c);
+    let bad_config = dir.join("evil.toml");
+    std::fs::write(&bad_config, format!("[pipeline]\n{json_evil} = 1\n")).unwrap();
+    let mut config_error = kappa(dir);
+    config_error.arg("--config").arg(&bad_config).arg("query");
+    let config_error = config_error.output().unwrap();
+    assert_eq!(config_error.status.code(), Some(1));
+
+    let mut outputs = vec![
+        ("replay (plan)", replay.stdout),
+        ("config error", config_error.stderr),
+    ];
+    for args in [
+        &["query"][..],
+        &["dead-letters"],
+        &["replay", "history"],
+        &["versions", "list"],
+    ] {
+        let mut c = kappa(dir);
+        c.args(args);
+        outputs.push((args.join(" ").leak(), ok(c).stdout));
+    }
+    for (what, out) in &outputs {
+        assert_eq!(
+            raw_controls(out),
+            Vec::<String>::new(),
+            "{what}: {}",
+            String::from_utf8_lossy(out)
+        );
+    }
+    let shown = |what: &str| {
+        let (_, out) = outputs.iter().find(|(w, _)| *w == what).unwrap();
+        String::from_utf8_lossy(out).into_owned()
+    };
+    let escaped = "\\u{1b}[2J\\u{1b}]0;pwned\\u{7}\\rX\\u{9b}31m";
+    for what in ["query", "replay history", "config error"] {
+        assert!(shown(what).contains(escaped), "{what}: {}", shown(what));
+    }
+    assert!(
+        shown("dead-letters").contains("\\u{1b}"),
+        "{}",
+        shown("dead-letters")
+    );
+
+    // JSON keeps the exact text.
+    let mut c = kappa(dir);
+    c.args(["query", "--format", "json"]);
+    let v: Value = serde_json::from_slice(&ok(c).stdout).unwrap();
+    let minute = v["windows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["size"] == "1m")
+        .unwrap();
+    let query = minute["aggregates"]["top_searches"][0]["query"]
+        .as_str()
+        .unwrap();
+    let mut normalised = String::new();
+    kappa::event::normalize_query(evil, &mut normalised);
+    assert!(normalised.contains('\u{1b}'));
+    assert_eq!(query, normalised);
+}

@@ -5,6 +5,7 @@ mod produce;
 mod read;
 mod replay;
 mod run;
+pub mod text;
 
 use std::path::PathBuf;
 use std::time::Duration;
