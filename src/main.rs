@@ -44,8 +44,18 @@ fn main() {
         if e.chain().any(broken_pipe) {
             std::process::exit(0);
         }
-        let chain: Vec<String> = e.chain().map(ToString::to_string).collect();
-        let msg = chain.join(": ").replace('\n', " ");
+        // Each cause once: an error whose text already includes its source's (thiserror's
+        // "I/O error on FILE: {source}") does not repeat it.
+        let mut msg = String::new();
+        for cause in e.chain().map(ToString::to_string) {
+            if !msg.contains(&cause) {
+                if !msg.is_empty() {
+                    msg.push_str(": ");
+                }
+                msg.push_str(&cause);
+            }
+        }
+        let msg = msg.replace('\n', " ");
         eprintln!("error: {}", kappa::cli::text::printable(&msg));
         std::process::exit(1);
     }

@@ -527,3 +527,118 @@ fn human_readable_output_never_writes_raw_control_characters() {
     assert!(normalised.contains('\u{1b}'));
     assert_eq!(query, normalised);
 }
+
+/// A 40 MiB line — more than a log record holds — is appended cut (still oversize for any
+/// configuration) and dead-lettered at its position like any invalid record; the import
+/// goes on with the lines after it.
+#[test]
+fn a_line_too_large_for_the_log_is_dead_lettered_in_place_and_the_import_goes_on() {
+    let t = temp();
+    let file = t.path().join("in.jsonl");
+    let big = format!(
+        r#"{{"schema":1,"event_id":"big","user_id":"u","note":"{}"}}"#,
+        "a".repeat(40 << 20)
+    );
+    let lines = [
+        purchase("g0", "1.00", None),
+        purchase("g1", "1.00", None),
+        big,
+        purchase("g2", "1.00", None),
+        purchase("g3", "1.00", None),
+    ];
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let mut c = kappa(t.path());
+    c.args(["produce", "--input"]).arg(&file);
+    let out = ok(c);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("line 3 of ") && err.contains("to be dead-lettered (oversize)"),
+        "{err}"
+    );
+    assert!(err.contains("appended 5 records"), "{err}");
+    let counts = common::counts(&common::run_drain(t.path(), &[]));
+    assert_eq!(counts, [4, 0, 0, 1], "accepted, late, duplicates, invalid");
+    let mut c = kappa(t.path());
+    c.args(["dead-letters", "--format", "json"]);
+    let v: Value = serde_json::from_slice(&ok(c).stdout).unwrap();
+    let d = &v["dead_letters"][0];
+    assert_eq!(d["kind"], "oversize", "{d}");
+    assert_eq!(
+        d["offset"], 2,
+        "the third line of the one user's partition: {d}"
+    );
+    assert!(
+        d["raw"]
+            .as_str()
+            .unwrap()
+            .starts_with(r#"{"schema":1,"event_id":"big""#),
+        "{d}"
+    );
+}
+
+/// The disk fills up during `produce --input`: one error line naming the cause once, how
+/// many lines went in and the line to resume from (and how many later lines are in
+/// already); resuming from there loses nothing and counts nothing twice.
+#[test]
+fn a_full_disk_during_produce_input_says_how_many_lines_went_in_and_where_to_resume() {
+    let t = temp();
+    let data = t.path().join("data");
+    let disk = common::Tmpfs::mount(&data, "2m");
+    let lines: Vec<String> = (0..10_000)
+        .map(|i| {
+            format!(
+                r#"{{"schema":1,"event_id":"e{i}","event_type":"purchase","user_id":"u{i}","session_id":"s","product_id":"p_{}","category":"shoes","price":"1.00","quantity":1,"ts":"2026-11-23T10:00:05Z","context":{{"referrer":"google_search","campaign":{{"id":"camp_123","name":"summer-sale"}}}}}}"#,
+                i % 50
+            )
+        })
+        .collect();
+    let file = t.path().join("in.jsonl");
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    assert!(std::fs::metadata(&file).unwrap().len() > 2 << 20);
+    let mut c = kappa(&data);
+    c.args(["produce", "--input"]).arg(&file);
+    let out = c.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    assert_eq!(err.matches("No space left on device").count(), 1, "{err}");
+    let number_before = |tail: &str| -> u64 {
+        let at = err
+            .find(tail)
+            .unwrap_or_else(|| panic!("{tail:?} in {err}"));
+        err[..at]
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap_or_else(|_| panic!("a number before {tail:?}: {err}"))
+    };
+    let appended = number_before(" lines appended");
+    let resume: u64 = err
+        .split("resume from line ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{err}"));
+    let later = if err.contains(" later lines are in the log already") {
+        number_before(" later lines are in the log already")
+    } else {
+        0
+    };
+    assert!(appended > 0 && appended < 10_000, "{err}");
+    assert_eq!(appended, resume - 1 + later, "{err}");
+
+    // Space again; the rest, from the line named.
+    disk.resize("64m");
+    let rest = t.path().join("rest.jsonl");
+    std::fs::write(&rest, lines[(resume - 1) as usize..].join("\n")).unwrap();
+    let mut c = kappa(&data);
+    c.args(["produce", "--input"]).arg(&rest);
+    ok(c);
+    let counts = common::counts(&common::run_drain(&data, &[]));
+    assert_eq!(
+        counts,
+        [10_000, 0, later, 0],
+        "every line once, the later ones again as duplicates ({err})"
+    );
+}
