@@ -17,7 +17,7 @@ fn main() {
         .filter(|l| !l.is_empty())
         .collect();
     let bytes: usize = lines.iter().map(|l| l.len()).sum();
-    let schemas = kappa::event::KNOWN_SCHEMAS;
+    let rules = kappa::event::Rules::new(65_536);
     let run = |name: &str, f: &dyn Fn(&[u8]) -> bool| {
         let mut best = f64::MAX;
         let mut ok = 0;
@@ -38,6 +38,6 @@ fn main() {
         kappa::event::decode(l, 65_536).is_ok()
     });
     run("serde_json (borrowed)", &|l| {
-        kappa::event::decode_serde(l, 65_536, schemas).is_ok()
+        kappa::event::decode_serde(l, &rules).is_ok()
     });
 }

@@ -12,6 +12,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::window::WindowConfig;
 
+/// Upper bound of `pipeline.max-record-bytes`: half the log's record limit, so a line
+/// `kappa produce --input` cuts to that limit is still oversize for every configuration.
+pub const MAX_RECORD_LIMIT: usize = crate::log::MAX_RECORD_BYTES / 2;
+
 /// A configuration that cannot be used, with a one-line explanation.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]
@@ -125,6 +129,21 @@ pub struct PipelineSection {
     /// Event schema versions decoded; records of other versions are dead-lettered (`[1]`
     /// behaves as a build that predates schema 2).
     pub accept_schemas: Vec<u64>,
+    /// The currency of every price (ISO 4217, 0 or 2 decimals): schema 1 prices are in it,
+    /// schema 2 prices in another currency are dead-lettered (`currency_mismatch`).
+    pub currency: crate::event::money::Currency,
+}
+
+impl PipelineSection {
+    /// What the decoder accepts under this configuration.
+    #[must_use]
+    pub fn decode_rules(&self) -> crate::event::Rules {
+        crate::event::Rules {
+            max_bytes: self.max_record_bytes,
+            schemas: crate::event::Schemas::of(&self.accept_schemas),
+            currency: self.currency,
+        }
+    }
 }
 
 /// `[http]`: the HTTP server.
@@ -193,6 +212,7 @@ impl Default for PipelineSection {
             batch_records: 65_536,
             commit_interval: Duration::from_millis(500),
             accept_schemas: crate::event::KNOWN_SCHEMAS.to_vec(),
+            currency: crate::event::money::Currency::EUR,
         }
     }
 }
@@ -240,10 +260,35 @@ fn de_durations<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Duration>, D::Err
         .collect()
 }
 
-/// Formats a duration the way the configuration writes it (`1m`, `1h 30m`, `250ms`).
+/// Formats a duration the way the configuration writes it (`1m`, `1h30m`, `250ms`,
+/// `31days`): days, hours, minutes, seconds and below — never months or years (which
+/// `humantime` counts as 30.44 and 365.25 days). Below 30 days the text is `humantime`'s,
+/// so stored version configurations read the same; `humantime` parses it back.
 #[must_use]
 pub fn fmt_duration(d: Duration) -> String {
-    humantime::format_duration(d).to_string().replace(' ', "")
+    use std::fmt::Write;
+    let (secs, nanos) = (d.as_secs(), d.subsec_nanos());
+    if secs == 0 && nanos == 0 {
+        return "0s".into();
+    }
+    let mut out = String::new();
+    let days = secs / 86_400;
+    if days > 0 {
+        let _ = write!(out, "{days}day{}", if days == 1 { "" } else { "s" });
+    }
+    for (v, unit) in [
+        (secs / 3600 % 24, "h"),
+        (secs / 60 % 60, "m"),
+        (secs % 60, "s"),
+        (u64::from(nanos / 1_000_000), "ms"),
+        (u64::from(nanos / 1000 % 1000), "us"),
+        (u64::from(nanos % 1000), "ns"),
+    ] {
+        if v > 0 {
+            let _ = write!(out, "{v}{unit}");
+        }
+    }
+    out
 }
 
 impl Config {
@@ -323,10 +368,16 @@ impl Config {
                 p.top_k
             ));
         }
-        if p.max_record_bytes < 256 {
+        if p.max_record_bytes < 256 || p.max_record_bytes > MAX_RECORD_LIMIT {
             return bad(format!(
-                "pipeline.max-record-bytes must be at least 256, got {}",
+                "pipeline.max-record-bytes must be between 256 and {MAX_RECORD_LIMIT}, got {}",
                 p.max_record_bytes
+            ));
+        }
+        if p.max_future > Duration::from_secs(7 * 86_400) {
+            return bad(format!(
+                "pipeline.max-future {} is above 7 days",
+                fmt_duration(p.max_future)
             ));
         }
         if p.batch_records == 0 {
@@ -434,6 +485,10 @@ impl Config {
             let list: Vec<String> = schemas.iter().map(u64::to_string).collect();
             fp.push_str(&format!(" schemas=[{}]", list.join(",")));
         }
+        // Likewise only when not the default (versions made before it were in euros).
+        if self.pipeline.currency != crate::event::money::Currency::EUR {
+            fp.push_str(&format!(" currency={}", self.pipeline.currency));
+        }
         fp
     }
 
@@ -446,6 +501,7 @@ impl Config {
         let bad = || ConfigError(format!("unreadable version configuration {fingerprint:?}"));
         let mut c = self.clone();
         c.pipeline.accept_schemas = crate::event::KNOWN_SCHEMAS.to_vec();
+        c.pipeline.currency = crate::event::money::Currency::EUR;
         for item in fingerprint.split_whitespace() {
             let (key, value) = item.split_once('=').ok_or_else(bad)?;
             let list = || -> Vec<&str> {
@@ -468,6 +524,10 @@ impl Config {
                     c.pipeline.max_record_bytes = value.parse().map_err(|_| bad())?
                 }
                 "max-future" => c.pipeline.max_future = dur(value)?,
+                "currency" => {
+                    c.pipeline.currency =
+                        crate::event::money::Currency::parse(value).map_err(|_| bad())?;
+                }
                 "schemas" => {
                     c.pipeline.accept_schemas = list()
                         .into_iter()
@@ -706,6 +766,55 @@ mod tests {
     }
 
     #[test]
+    fn durations_print_in_days_hours_minutes_and_read_back() {
+        let d = |s: u64| fmt_duration(Duration::from_secs(s));
+        assert_eq!(d(31 * 86_400), "31days");
+        assert_eq!(d(86_400), "1day");
+        assert_eq!(d(90_061), "1day1h1m1s");
+        assert_eq!(d(0), "0s");
+        assert_eq!(fmt_duration(Duration::from_millis(1500)), "1s500ms");
+        for secs in [
+            1,
+            59,
+            3600,
+            86_399,
+            7 * 86_400,
+            31 * 86_400,
+            400 * 86_400 + 7,
+        ] {
+            let text = d(secs);
+            assert!(!text.contains("month") && !text.contains("year"), "{text}");
+            assert_eq!(
+                humantime::parse_duration(&text).unwrap(),
+                Duration::from_secs(secs)
+            );
+        }
+        // Below 30 days, what humantime wrote (stored configurations keep their text).
+        for secs in [1, 61, 3661, 86_400, 7 * 86_400 + 5, 29 * 86_400] {
+            let old = humantime::format_duration(Duration::from_secs(secs)).to_string();
+            assert_eq!(d(secs), old.replace(' ', ""));
+        }
+    }
+
+    #[test]
+    fn bounds_of_max_future_max_record_bytes_and_currency() {
+        let e = load_toml("[pipeline]\nmax-future = \"36500days\"\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "invalid configuration: pipeline.max-future 36500days is above 7 days"
+        );
+        assert!(load_toml("[pipeline]\nmax-future = \"7days\"\n").is_ok());
+        let e = load_toml("[pipeline]\nmax-record-bytes = 40000000\n").unwrap_err();
+        assert!(e.to_string().contains("max-record-bytes"), "{e}");
+        let e = load_toml("[pipeline]\ncurrency = \"KWD\"\n").unwrap_err();
+        assert!(e.to_string().contains("pipeline.currency"), "{e}");
+        assert!(e.to_string().contains("3 decimal places"), "{e}");
+        let c = load_toml("[pipeline]\ncurrency = \"JPY\"\n").unwrap();
+        assert!(c.results_fingerprint().ends_with(" currency=JPY"));
+        assert!(!Config::default().results_fingerprint().contains("currency"));
+    }
+
+    #[test]
     fn fingerprint_changes_with_results_config_only() {
         let a = Config::default();
         let mut b = a.clone();
@@ -724,6 +833,7 @@ mod tests {
         a.pipeline.max_record_bytes = 1000;
         a.pipeline.max_future = Duration::from_secs(60);
         a.pipeline.accept_schemas = vec![1];
+        a.pipeline.currency = crate::event::money::Currency::parse("JPY").unwrap();
         let b = Config::default()
             .with_fingerprint(&a.results_fingerprint())
             .unwrap();

@@ -568,31 +568,30 @@ impl Control {
         Ok(self.register(inner, job, runner_key, thread, lines))
     }
 
-    /// Starts a live pipeline for every version other than the main one.
+    /// Starts a pipeline for every version other than the main one, in the main one's
+    /// `mode` (a bounded run brings every version to the log end, drained with `--drain`:
+    /// see [`Control::join_versions`]); cancelling `parent` stops them.
     ///
     /// # Errors
     /// Store failure.
-    pub fn resume_versions(self: &Arc<Self>) -> Result<(), ControlError> {
+    pub fn resume_versions(
+        self: &Arc<Self>,
+        mode: Mode,
+        parent: &CancellationToken,
+    ) -> Result<(), ControlError> {
         let history = self.store.replays()?;
         for v in self.store.versions()? {
-            if v.name == self.main_version {
+            if v.name == self.main_version || v.name.starts_with(SCRATCH_PREFIX) {
                 continue;
             }
             match v.state {
-                VersionState::Ready => {
-                    let cfg = self
-                        .cfg
-                        .with_fingerprint(&v.config)
-                        .map_err(|e| ControlError::Internal(format!("version {}: {e}", v.name)))?;
-                    self.spawn_runner(v.name, cfg)?;
-                }
-                // A replay a process that died left unfinished goes on, promise included.
-                VersionState::Building { replay, .. } => {
+                // A replay a process that died left unfinished goes on in a live server,
+                // promise included; a bounded run computes its version like any other.
+                VersionState::Building { replay, .. } if mode == Mode::Live => {
                     let record = history.iter().find(|r| r.id == replay).cloned();
                     let Some(record) = record else {
                         tracing::error!(
-                            "output version {} is being built by replay {replay}, which is not in the history: drop it (`kappa versions drop {}` after `kappa replay cancel {replay}`)",
-                            v.name,
+                            "output version {} is being built by replay {replay}, which is not in the history: `kappa replay cancel {replay}` removes it",
                             v.name
                         );
                         continue;
@@ -602,19 +601,42 @@ impl Control {
                     let inner = self.inner.lock().expect("control lock");
                     self.spawn_job(inner, job)?;
                 }
+                VersionState::Ready | VersionState::Building { .. } => {
+                    let cfg = self
+                        .cfg
+                        .with_fingerprint(&v.config)
+                        .map_err(|e| ControlError::Internal(format!("version {}: {e}", v.name)))?;
+                    self.spawn_runner(v.name, cfg, mode, parent.child_token())?;
+                }
                 VersionState::Correcting { .. } | VersionState::Dropping => {}
             }
         }
         Ok(())
     }
 
+    /// Waits until the version pipelines end by themselves (bounded runs).
+    pub fn join_versions(&self) {
+        let threads: Vec<_> = {
+            let mut inner = self.inner.lock().expect("control lock");
+            inner
+                .runners
+                .values_mut()
+                .filter_map(|r| r.thread.take())
+                .collect()
+        };
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+
     fn spawn_runner(
         self: &Arc<Self>,
         version: String,
         mut cfg: Config,
+        mode: Mode,
+        cancel: CancellationToken,
     ) -> Result<(), ControlError> {
         cfg.pipeline.idle_timeout = std::time::Duration::ZERO;
-        let cancel = CancellationToken::new();
         let (store, metrics, token) = (self.store.clone(), self.metrics.clone(), cancel.clone());
         let name = version.clone();
         tracing::info!("output version {version}: resuming its pipeline");
@@ -632,7 +654,7 @@ impl Control {
                         Arc::new(Metrics::new()),
                         Arc::new(Shared::default()),
                     )?;
-                    p.without_index().run(Mode::Live, &token)?;
+                    p.without_index().run(mode, &token)?;
                     Ok(())
                 };
                 if let Err(e) = run() {

@@ -27,7 +27,10 @@ fn main() {
                 .find(|l| l.starts_with("[possible values:"))
                 .map(|l| format!(" {l}"))
                 .unwrap_or_default();
-            eprintln!("{first}{possible} (see kappa --help)");
+            eprintln!(
+                "{}{possible} (see kappa --help)",
+                kappa::cli::text::printable(first)
+            );
             std::process::exit(2);
         }
     };
@@ -53,17 +56,35 @@ fn main() {
         if e.chain().any(broken_pipe) {
             std::process::exit(0);
         }
-        let chain: Vec<String> = e.chain().map(ToString::to_string).collect();
-        let mut msg = chain.join(": ");
+        // Each cause once: an error whose text already includes its source's (thiserror's
+        // "I/O error on FILE: {source}") does not repeat it.
+        let mut msg = String::new();
+        for cause in e.chain().map(ToString::to_string) {
+            if !msg.contains(&cause) {
+                if !msg.is_empty() {
+                    msg.push_str(": ");
+                }
+                msg.push_str(&cause);
+            }
+        }
         // One line, except a configuration file's syntax error, which keeps the line,
         // column and caret the TOML parser drew.
-        if !e
-            .chain()
+        if e.chain()
             .any(|c| c.downcast_ref::<kappa::config::ConfigError>().is_some())
         {
-            msg = msg.replace('\n', " ");
+            eprintln!(
+                "error: {}",
+                msg.lines()
+                    .map(kappa::cli::text::printable)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+        } else {
+            eprintln!(
+                "error: {}",
+                kappa::cli::text::printable(&msg.replace('\n', " "))
+            );
         }
-        eprintln!("error: {msg}");
         std::process::exit(1);
     }
 }

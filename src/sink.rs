@@ -31,11 +31,23 @@ pub enum SinkError {
 pub trait Sink: Send {
     /// Label for metrics (`embedded`, `kafka`).
     fn kind(&self) -> &'static str;
-    /// Appends one record (buffered).
+    /// Appends one record (buffered); its `(partition, offset)` when the sink assigns it
+    /// at once (the embedded log).
     ///
     /// # Errors
     /// The record cannot be accepted.
-    fn append(&mut self, key: &[u8], value: &[u8], timestamp_ms: i64) -> Result<(), SinkError>;
+    fn append(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        timestamp_ms: i64,
+    ) -> Result<Option<(u32, u64)>, SinkError>;
+    /// After a failure: drops what is not written yet (see [`LogWriter::discard_pending`])
+    /// and says, per partition, the offset below which appended records are in the log
+    /// ([`LogWriter::written_ends`]); `None` when the sink cannot tell (Kafka, files).
+    fn abandon(&mut self) -> Option<Vec<u64>> {
+        None
+    }
     /// Makes appended records visible to readers (embedded) / serves delivery reports.
     ///
     /// # Errors
@@ -52,9 +64,18 @@ impl Sink for LogWriter {
     fn kind(&self) -> &'static str {
         "embedded"
     }
-    fn append(&mut self, key: &[u8], value: &[u8], timestamp_ms: i64) -> Result<(), SinkError> {
-        LogWriter::append(self, key, value, timestamp_ms)?;
-        Ok(())
+    fn append(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        timestamp_ms: i64,
+    ) -> Result<Option<(u32, u64)>, SinkError> {
+        Ok(Some(LogWriter::append(self, key, value, timestamp_ms)?))
+    }
+    fn abandon(&mut self) -> Option<Vec<u64>> {
+        let ends = LogWriter::written_ends(self);
+        self.discard_pending();
+        Some(ends)
     }
     fn flush(&mut self) -> Result<(), SinkError> {
         Ok(LogWriter::flush(self)?)
@@ -71,11 +92,17 @@ impl Sink for LinesSink {
     fn kind(&self) -> &'static str {
         "file"
     }
-    fn append(&mut self, _key: &[u8], value: &[u8], _timestamp_ms: i64) -> Result<(), SinkError> {
+    fn append(
+        &mut self,
+        _key: &[u8],
+        value: &[u8],
+        _timestamp_ms: i64,
+    ) -> Result<Option<(u32, u64)>, SinkError> {
         self.0
             .write_all(value)
             .and_then(|()| self.0.write_all(b"\n"))
-            .map_err(SinkError::Io)
+            .map_err(SinkError::Io)?;
+        Ok(None)
     }
     fn flush(&mut self) -> Result<(), SinkError> {
         Ok(())
@@ -184,7 +211,12 @@ impl Sink for KafkaSink {
         "kafka"
     }
 
-    fn append(&mut self, key: &[u8], value: &[u8], timestamp_ms: i64) -> Result<(), SinkError> {
+    fn append(
+        &mut self,
+        key: &[u8],
+        value: &[u8],
+        timestamp_ms: i64,
+    ) -> Result<Option<(u32, u64)>, SinkError> {
         loop {
             let rec = BaseRecord::to(&self.topic)
                 .key(key)
@@ -207,7 +239,7 @@ impl Sink for KafkaSink {
         if self.sent.is_multiple_of(1024) {
             self.producer.poll(Duration::ZERO);
         }
-        Ok(())
+        Ok(None)
     }
 
     fn flush(&mut self) -> Result<(), SinkError> {

@@ -971,3 +971,42 @@ fn a_replay_reports_progress_while_it_reads_and_a_cancelled_one_is_not_done() {
     assert_eq!(v["outcome"], "cancelled");
     assert!(v["progress"].as_f64().unwrap() < 1.0, "{v}");
 }
+
+/// `run --until-caught-up --drain` brings every version it computes to the log end and
+/// drains it, not only the serving one: a second version equals the first afterwards.
+#[test]
+fn a_bounded_drained_run_finalises_every_version_not_only_the_serving_one() {
+    let t = temp();
+    let dir = t.path();
+    let early = generate(dir, &["--events", "3000", "--seed", "61"]);
+    common::produce_lines(dir, &early);
+    common::run_drain(dir, &[]);
+    let mut c = kappa(dir);
+    c.args(["replay", "--from", "earliest", "--version", "v2"]);
+    ok(c);
+    // (v2's windows are still open: a replay does not drain.)
+    // Later traffic (other windows), then one bounded, drained run of the serving v1.
+    let later = generate(
+        dir,
+        &[
+            "--events",
+            "3000",
+            "--seed",
+            "62",
+            "--start",
+            "2026-11-23T05:00:00Z",
+        ],
+    );
+    common::produce_lines(dir, &later);
+    common::run_drain(dir, &[]);
+    let v1 = common::export_version(dir, "v1");
+    assert!(
+        v1.iter().any(|l| start_of(l).starts_with("2026-11-23T05:")),
+        "v1 has the later windows"
+    );
+    assert_same(
+        &common::export_version(dir, "v2"),
+        &v1,
+        "v2 against v1 after the drained run",
+    );
+}

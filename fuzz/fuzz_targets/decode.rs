@@ -3,11 +3,15 @@
 //! agrees with the serde_json decoder it replaced (same events, same accept/reject).
 #![no_main]
 
-use kappa::event::{EventType, decode, decode_schemas, decode_serde};
+use kappa::event::{EventType, Rules, Schemas, decode, decode_serde, decode_with};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    for result in [decode(data, 65_536), decode_schemas(data, 65_536, &[1])] {
+    let v1_only = Rules {
+        schemas: Schemas::of(&[1]),
+        ..Rules::new(65_536)
+    };
+    for result in [decode(data, 65_536), decode_with(data, &v1_only)] {
         if let Ok(e) = result {
             assert!(!e.event_id.is_empty());
             assert!(u64::from(e.quantity) <= 1_000_000);
@@ -16,7 +20,7 @@ fuzz_target!(|data: &[u8]| {
             }
         }
     }
-    match (decode(data, 65_536), decode_serde(data, 65_536, &[1, 2])) {
+    match (decode(data, 65_536), decode_serde(data, &Rules::new(65_536))) {
         (Ok(a), Ok(b)) => assert_eq!(a, b),
         (Err(_), Err(_)) => {}
         (a, b) => panic!("scanner {a:?} / serde {b:?}"),

@@ -6,6 +6,7 @@ mod produce;
 mod read;
 mod replay;
 mod run;
+pub mod text;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -222,6 +223,16 @@ fn load_config(cli: &Cli, flags: Option<&PipelineFlags>) -> anyhow::Result<Confi
     Ok(Config::load(cli.config.as_deref(), &overrides)?)
 }
 
+/// [`load_config`] with `kappa produce`'s flags (`--partitions` is `log.partitions`, so
+/// it is validated like the file and the environment).
+fn produce_config(cli: &Cli, a: &produce::ProduceArgs) -> anyhow::Result<Config> {
+    let mut overrides = PipelineFlags::default().overrides(cli);
+    if let (Some(n), Value::Object(root)) = (a.partitions, &mut overrides) {
+        root.insert("log".into(), json!({ "partitions": n }));
+    }
+    Ok(Config::load(cli.config.as_deref(), &overrides)?)
+}
+
 /// Runs the parsed command.
 ///
 /// # Errors
@@ -230,7 +241,7 @@ pub fn dispatch(cli: &Cli) -> anyhow::Result<()> {
     match &cli.command {
         Command::Demo(a) => run::demo(&load_config(cli, Some(&a.flags))?, a),
         Command::Run(a) => run::run(&load_config(cli, Some(&a.flags))?, a, cli.log_format),
-        Command::Produce(a) => produce::produce(&load_config(cli, None)?, a),
+        Command::Produce(a) => produce::produce(&produce_config(cli, a)?, a),
         Command::Query(a) => read::query(&load_config(cli, None)?, a),
         Command::Export(a) => read::export(&load_config(cli, None)?, a),
         Command::DeadLetters(a) => read::dead_letters(&load_config(cli, None)?, a),

@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::generator::{GenConfig, GenRecord, Generator};
 use crate::log::{LogConfig, LogWriter};
 use crate::metrics::Metrics;
-use crate::sink::{KafkaSink, LinesSink, Sink};
+use crate::sink::{KafkaSink, LinesSink, Sink, SinkError};
 
 /// `kappa produce`.
 #[derive(Debug, Args)]
@@ -69,7 +69,8 @@ pub struct ProduceArgs {
     /// Share of malformed records (0..1).
     #[arg(long, default_value_t = 0.0)]
     pub malformed_share: f64,
-    /// Partitions when the log is created [default: log.partitions, 4].
+    /// Partitions when the log is created [default: log.partitions, 4]; 1–1024, validated
+    /// as `log.partitions` (an existing log with another count is an error).
     #[arg(long)]
     pub partitions: Option<u32>,
 }
@@ -118,9 +119,11 @@ impl ProduceArgs {
 }
 
 /// The embedded log under the data directory, or the Kafka topic with `--kafka`.
+/// `partitions_flag`: whether `--partitions` was given (its value, validated, is
+/// `cfg.log.partitions`).
 fn open_sink(
     cfg: &Config,
-    partitions: Option<u32>,
+    partitions_flag: bool,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<Box<dyn Sink>> {
     if !cfg.kafka.brokers.is_empty() {
@@ -134,7 +137,9 @@ fn open_sink(
         None
     };
     let log_cfg = LogConfig {
-        partitions: partitions.or(existing).unwrap_or(cfg.log.partitions),
+        partitions: existing
+            .filter(|_| !partitions_flag)
+            .unwrap_or(cfg.log.partitions),
         segment_bytes: cfg.log.segment_bytes,
         fsync_interval: cfg.log.fsync_interval,
     };
@@ -153,7 +158,7 @@ pub fn spawn_paced(
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<std::thread::JoinHandle<anyhow::Result<u64>>> {
     gen_cfg.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let mut writer = open_sink(cfg, None, metrics.clone())?;
+    let mut writer = open_sink(cfg, false, metrics.clone())?;
     Ok(std::thread::Builder::new()
         .name("producer".into())
         .spawn(move || {
@@ -252,7 +257,7 @@ pub fn produce(cfg: &Config, args: &ProduceArgs) -> anyhow::Result<()> {
             std::fs::File::create(out)
                 .with_context(|| format!("cannot create {}", out.display()))?,
         )))),
-        None => open_sink(cfg, args.partitions, Arc::new(Metrics::new()))?,
+        None => open_sink(cfg, args.partitions.is_some(), Arc::new(Metrics::new()))?,
     };
     let mut last_report = Instant::now();
     let mut count = 0u64;
@@ -302,36 +307,114 @@ fn user_id_of(line: &[u8]) -> &[u8] {
     }
 }
 
+/// Where an import stopped, for the one error line that says what is in the log.
+struct Import<'a> {
+    /// The input, printable.
+    name: &'a str,
+    /// Lines known to be in the log (all lines appended before the last good flush).
+    appended: u64,
+    /// `(line number, position)` of every line appended since the last good flush.
+    unflushed: Vec<(u64, Option<(u32, u64)>)>,
+}
+
+impl Import<'_> {
+    /// A good flush: every line appended so far is in the log.
+    fn flushed(&mut self) {
+        self.appended += self.unflushed.len() as u64;
+        self.unflushed.clear();
+    }
+
+    /// The error of a failed append (of line `failed`) or flush: the cause, how many lines
+    /// are in the log and the line to resume from — exactly, from the log's written ends.
+    fn stopped(
+        &self,
+        cause: &SinkError,
+        failed: Option<u64>,
+        ends: Option<Vec<u64>>,
+    ) -> anyhow::Error {
+        let name = self.name;
+        let Some(ends) = ends else {
+            let resume = self.unflushed.first().map(|l| l.0).or(failed).unwrap_or(1);
+            return anyhow::anyhow!(
+                "{cause}; {name}: {} lines appended for sure, resume from line {resume} \
+                 (`tail -n +{resume}`; lines after it may be in already)",
+                self.appended
+            );
+        };
+        let in_log = |pos: Option<(u32, u64)>| {
+            pos.is_some_and(|(p, o)| ends.get(p as usize).is_some_and(|&end| o < end))
+        };
+        let written: Vec<u64> = self
+            .unflushed
+            .iter()
+            .filter(|l| in_log(l.1))
+            .map(|l| l.0)
+            .collect();
+        let resume = self
+            .unflushed
+            .iter()
+            .filter(|l| !in_log(l.1))
+            .map(|l| l.0)
+            .chain(failed)
+            .min();
+        let appended = self.appended + written.len() as u64;
+        let Some(resume) = resume else {
+            return anyhow::anyhow!("{cause}; {name}: all {appended} lines read were appended");
+        };
+        let later = written.iter().filter(|&&l| l > resume).count();
+        let later = if later == 0 {
+            String::new()
+        } else {
+            format!(
+                "; {later} later lines are in the log already (other partitions), and come \
+                 again as duplicates, which the pipeline counts once"
+            )
+        };
+        anyhow::anyhow!(
+            "{cause}; {name}: {appended} lines appended, resume from line {resume} \
+             (`tail -n +{resume}`){later}"
+        )
+    }
+}
+
 fn produce_input(
     cfg: &Config,
     args: &ProduceArgs,
     input: &PathBuf,
     cancel: &CancellationToken,
 ) -> anyhow::Result<()> {
+    let name = super::text::printable(&input.display().to_string()).into_owned();
     let reader: Box<dyn BufRead> = if input.as_os_str() == "-" {
         Box::new(std::io::stdin().lock())
     } else {
         Box::new(std::io::BufReader::with_capacity(
             1 << 20,
-            std::fs::File::open(input)
-                .with_context(|| format!("cannot read {}", input.display()))?,
+            std::fs::File::open(input).with_context(|| format!("cannot read {name}"))?,
         ))
     };
-    let mut writer = open_sink(cfg, args.partitions, Arc::new(Metrics::new()))?;
+    let mut writer = open_sink(cfg, args.partitions.is_some(), Arc::new(Metrics::new()))?;
     let started = Instant::now();
     let mut n = 0u64;
+    let mut line_no = 0u64;
     let mut skipped = 0u64;
+    let mut unflushed_bytes = 0usize;
+    let mut import = Import {
+        name: &name,
+        appended: 0,
+        unflushed: Vec::new(),
+    };
     let mut reader = reader;
     let mut line = Vec::new();
     loop {
         line.clear();
         if reader
             .read_until(b'\n', &mut line)
-            .with_context(|| format!("reading {}", input.display()))?
+            .with_context(|| format!("reading {name} after line {line_no}"))?
             == 0
         {
             break;
         }
+        line_no += 1;
         if line.last() == Some(&b'\n') {
             line.pop();
             if line.last() == Some(&b'\r') {
@@ -343,10 +426,35 @@ fn produce_input(
             continue;
         }
         let key = user_id_of(&line).to_vec();
-        writer.append(&key, &line, now_ms())?;
+        // A line the log cannot hold is appended cut, still larger than any configuration
+        // accepts (`pipeline.max-record-bytes` ≤ MAX_RECORD_LIMIT): the pipeline dead-letters
+        // it (`oversize`) at its position like any invalid record, with its first 4 KiB.
+        let value = if key.len() + line.len() > crate::log::MAX_RECORD_BYTES {
+            eprintln!(
+                "line {line_no} of {name}: {} bytes, more than a log record holds ({}): \
+                 appended cut to {} bytes, to be dead-lettered (oversize)",
+                line.len(),
+                crate::log::MAX_RECORD_BYTES,
+                crate::config::MAX_RECORD_LIMIT + 1
+            );
+            &line[..=crate::config::MAX_RECORD_LIMIT]
+        } else {
+            &line[..]
+        };
+        match writer.append(&key, value, now_ms()) {
+            Ok(pos) => import.unflushed.push((line_no, pos)),
+            Err(e) => return Err(import.stopped(&e, Some(line_no), writer.abandon())),
+        }
         n += 1;
-        if n.is_multiple_of(65_536) {
-            writer.flush()?;
+        unflushed_bytes += value.len();
+        // Written every 1 MiB (or 65536 lines): a failed write leaves at most that much
+        // of the input in doubt, in line order.
+        if unflushed_bytes >= 1 << 20 || import.unflushed.len() >= 65_536 {
+            if let Err(e) = writer.flush() {
+                return Err(import.stopped(&e, None, writer.abandon()));
+            }
+            import.flushed();
+            unflushed_bytes = 0;
             if cancel.is_cancelled() {
                 break;
             }
@@ -355,10 +463,11 @@ fn produce_input(
             break;
         }
     }
-    writer.finish()?;
+    if let Err(e) = writer.finish() {
+        return Err(import.stopped(&e, None, writer.abandon()));
+    }
     eprintln!(
-        "appended {n} records from {} in {:.2} s ({skipped} blank lines skipped)",
-        input.display(),
+        "appended {n} records from {name} in {:.2} s ({skipped} blank lines skipped)",
         started.elapsed().as_secs_f64()
     );
     Ok(())

@@ -9,6 +9,7 @@ use clap::Args;
 use serde_json::Value;
 
 use super::client::{Access, access};
+use super::text::printable;
 use crate::config::Config;
 
 /// `kappa query`.
@@ -94,10 +95,11 @@ pub fn query(cfg: &Config, a: &QueryArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// A JSON value as plain text (strings without quotes), so width formatting applies.
+/// A JSON value as plain, printable text (strings without quotes, control characters
+/// escaped), so width formatting applies.
 fn t(v: &Value) -> String {
     match v {
-        Value::String(s) => s.clone(),
+        Value::String(s) => printable(s).into_owned(),
         Value::Null => String::new(),
         other => other.to_string(),
     }
@@ -109,7 +111,7 @@ fn print_table(out: &mut dyn Write, latest: &Value) -> std::io::Result<()> {
         writeln!(
             out,
             "no final windows yet in version {} (a window is final once the watermark passes its end)",
-            latest["version"].as_str().unwrap_or("?")
+            t(&latest["version"])
         )?;
         return Ok(());
     }
@@ -118,16 +120,16 @@ fn print_table(out: &mut dyn Write, latest: &Value) -> std::io::Result<()> {
         writeln!(
             out,
             "── {} window {} → {} (final, version {})",
-            w["size"].as_str().unwrap_or(""),
-            w["window_start"].as_str().unwrap_or(""),
-            w["window_end"].as_str().unwrap_or(""),
-            latest["version"].as_str().unwrap_or("")
+            t(&w["size"]),
+            t(&w["window_start"]),
+            t(&w["window_end"]),
+            t(&latest["version"])
         )?;
         let funnel: Vec<String> = aggs["events_by_type"]
             .as_array()
             .into_iter()
             .flatten()
-            .map(|r| format!("{} {}", r["event_type"].as_str().unwrap_or(""), r["count"]))
+            .map(|r| format!("{} {}", t(&r["event_type"]), t(&r["count"])))
             .collect();
         writeln!(out, "  events: {}", funnel.join(" · "))?;
         writeln!(
@@ -243,16 +245,17 @@ pub fn dead_letters(cfg: &Config, a: &DeadLetterArgs) -> anyhow::Result<()> {
         let raw: String = d["raw"].as_str().unwrap_or("").chars().take(80).collect();
         writeln!(
             out,
-            "{}:{} {} {}: {}\n    {raw}",
-            d["partition"],
-            d["offset"],
-            d["record_time"].as_str().unwrap_or(""),
-            d["kind"].as_str().unwrap_or(""),
-            d["reason"].as_str().unwrap_or("")
+            "{}:{} {} {}: {}\n    {}",
+            t(&d["partition"]),
+            t(&d["offset"]),
+            t(&d["record_time"]),
+            t(&d["kind"]),
+            t(&d["reason"]),
+            printable(&raw)
         )?;
     }
     if let Some(next) = v["next"].as_str() {
-        writeln!(out, "more: --after {next}")?;
+        writeln!(out, "more: --after {}", printable(next))?;
     }
     Ok(())
 }

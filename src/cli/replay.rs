@@ -11,6 +11,7 @@ use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 
 use super::client::{Access, access};
+use super::text::printable;
 use crate::config::Config;
 use crate::control::{self, list_versions, view_of_record};
 use crate::metrics::Metrics;
@@ -310,7 +311,7 @@ fn print_outcome(v: &ReplayView) {
     println!(
         "replay {} {}: {} records in {secs:.1} s ({:.0} records/s); {} windows {}",
         r.id,
-        r.outcome,
+        printable(&r.outcome),
         r.records,
         if secs > 0.0 {
             r.records as f64 / secs
@@ -318,13 +319,15 @@ fn print_outcome(v: &ReplayView) {
             0.0
         },
         r.windows,
-        if r.in_place {
-            "rewritten in "
-        } else {
-            "final in "
-        }
-        .to_string()
-            + &r.version
+        printable(
+            &(if r.in_place {
+                "rewritten in "
+            } else {
+                "final in "
+            }
+            .to_string()
+                + &r.version)
+        )
     );
 }
 
@@ -347,7 +350,7 @@ pub fn replay(cfg: &Config, config_file: Option<&Path>, a: &ReplayArgs) -> anyho
                 &cfg.http.token,
             )?)?;
             for line in resp["lines"].as_array().into_iter().flatten() {
-                println!("{}", line.as_str().unwrap_or_default());
+                println!("{}", printable(line.as_str().unwrap_or_default()));
             }
             if req.dry_run {
                 println!("dry run: nothing changed");
@@ -396,7 +399,7 @@ fn foreground(cfg: &Config, store: &Store, req: &ReplayRequest) -> anyhow::Resul
     let ends = crate::source::log_end_offsets(cfg)?;
     let plan = resolve(cfg, store, &ends, req)?;
     for line in plan.describe() {
-        println!("{line}");
+        println!("{}", printable(&line));
     }
     if req.dry_run {
         println!("dry run: nothing changed");
@@ -459,20 +462,20 @@ fn history_table(views: &[ReplayView]) {
         println!(
             "{:>4}  {:<10} {:<8} {:<26} {:<26} {:<20} {:>10}  {:<20} {}{}",
             r.id,
-            r.version,
+            printable(&r.version),
             if r.in_place { "in-place" } else { "version" },
-            r.from,
-            r.to.as_deref().unwrap_or("-"),
+            printable(&r.from),
+            printable(r.to.as_deref().unwrap_or("-")),
             crate::event::time::format_rfc3339_ms(r.started_ms)
                 .get(..19)
                 .unwrap_or_default(),
             r.records,
-            if v.active { "running" } else { &r.outcome },
-            r.reason,
+            printable(if v.active { "running" } else { &r.outcome }),
+            printable(&r.reason),
             if r.requested_by.is_empty() {
                 String::new()
             } else {
-                format!(" ({})", r.requested_by)
+                format!(" ({})", printable(&r.requested_by))
             }
         );
     }
@@ -610,7 +613,7 @@ pub fn versions(cfg: &Config, cmd: &VersionsCommand) -> anyhow::Result<()> {
                     } else {
                         ""
                     },
-                    v["name"].as_str().unwrap_or_default(),
+                    printable(v["name"].as_str().unwrap_or_default()),
                     v["lag"].as_u64().unwrap_or(0),
                     human_bytes(v["size_bytes"].as_u64().unwrap_or(0)),
                     v["finalized_through"]
@@ -619,7 +622,7 @@ pub fn versions(cfg: &Config, cmd: &VersionsCommand) -> anyhow::Result<()> {
                         .get(..19)
                         .unwrap_or("-"),
                     positions.join(","),
-                    v["config"].as_str().unwrap_or_default()
+                    printable(v["config"].as_str().unwrap_or_default())
                 );
             }
             println!("(* serving)");
@@ -637,7 +640,7 @@ pub fn versions(cfg: &Config, cmd: &VersionsCommand) -> anyhow::Result<()> {
                     )?;
                 }
             }
-            println!("{version} is serving");
+            println!("{} is serving", printable(version));
             Ok(())
         }
         VersionsCommand::Drop { version, server } => {
@@ -652,7 +655,7 @@ pub fn versions(cfg: &Config, cmd: &VersionsCommand) -> anyhow::Result<()> {
                     )?;
                 }
             }
-            println!("{version} dropped");
+            println!("{} dropped", printable(version));
             Ok(())
         }
     }

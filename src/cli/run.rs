@@ -31,6 +31,8 @@ struct Running {
     http_stop: CancellationToken,
     addr: std::net::SocketAddr,
     metrics: Arc<Metrics>,
+    /// `--until-caught-up`: the version pipelines end by themselves, and are waited for.
+    bounded: bool,
 }
 
 /// Opens the store and source, binds the HTTP listener and starts the pipeline thread.
@@ -87,9 +89,9 @@ async fn start(
     };
     let control =
         crate::control::Control::new(cfg.clone(), store.clone(), metrics.clone(), version.clone());
-    if mode == Mode::Live {
-        control.resume_versions()?;
-    }
+    // Every version this process computes runs in the same mode: a bounded run brings
+    // each to the log end (and drains each with --drain), not only the main one.
+    control.resume_versions(mode, cancel)?;
     let http_stop = CancellationToken::new();
     let st = AppState {
         store: store.clone(),
@@ -131,6 +133,7 @@ async fn start(
         http_stop,
         addr,
         metrics,
+        bounded,
     })
 }
 
@@ -210,12 +213,19 @@ async fn finish(r: Running, data_dir: &std::path::Path) -> anyhow::Result<Summar
         http,
         http_stop,
         control,
+        bounded,
         ..
     } = r;
     let summary = tokio::task::spawn_blocking(move || pipeline.join())
         .await?
         .map_err(|_| anyhow::anyhow!("the pipeline thread panicked"))?;
-    tokio::task::spawn_blocking(move || control.stop()).await?;
+    tokio::task::spawn_blocking(move || {
+        if bounded {
+            control.join_versions();
+        }
+        control.stop();
+    })
+    .await?;
     let _ = std::fs::remove_file(data_dir.join(super::client::SERVER_FILE));
     http_stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), http).await;

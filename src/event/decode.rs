@@ -5,10 +5,10 @@ use std::borrow::Cow;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::money::parse_price_minor;
+use super::money::{Currency, bounded, parse_price};
 use super::scan::{Fields, RawPrice};
-use super::time::parse_rfc3339_ms;
-use super::{Event, EventType, KNOWN_SCHEMAS};
+use super::time::{MAX_EVENT_MS, MIN_EVENT_MS, format_rfc3339_ms, parse_rfc3339_ms};
+use super::{Event, EventType, KNOWN_SCHEMAS, query_is_blank};
 
 /// Largest accepted quantity on one event.
 pub const MAX_QUANTITY: i64 = 1_000_000;
@@ -33,11 +33,15 @@ pub enum InvalidKind {
     UnknownSchema,
     /// Event time too far ahead of the record's ingest time.
     FutureTimestamp,
+    /// A schema 2 price in another currency than the configured one (`pipeline.currency`).
+    CurrencyMismatch,
+    /// A search whose query is empty once normalised (blank or zero-width characters only).
+    EmptyQuery,
 }
 
 impl InvalidKind {
     /// Every kind, for pre-registering metric labels.
-    pub const ALL: [InvalidKind; 8] = [
+    pub const ALL: [InvalidKind; 10] = [
         Self::Oversize,
         Self::NotJson,
         Self::MissingField,
@@ -46,6 +50,8 @@ impl InvalidKind {
         Self::UnknownEventType,
         Self::UnknownSchema,
         Self::FutureTimestamp,
+        Self::CurrencyMismatch,
+        Self::EmptyQuery,
     ];
 
     /// Snake-case label.
@@ -60,6 +66,8 @@ impl InvalidKind {
             Self::UnknownEventType => "unknown_event_type",
             Self::UnknownSchema => "unknown_schema",
             Self::FutureTimestamp => "future_timestamp",
+            Self::CurrencyMismatch => "currency_mismatch",
+            Self::EmptyQuery => "empty_query",
         }
     }
 }
@@ -145,7 +153,7 @@ fn required<T>(v: Option<T>, name: &str) -> Result<T, DecodeError> {
     v.ok_or_else(|| DecodeError::new(InvalidKind::MissingField, format!("missing field `{name}`")))
 }
 
-fn price_of(raw: RawPrice<'_>) -> Result<u64, DecodeError> {
+fn price_of(raw: RawPrice<'_>, currency: Currency) -> Result<u64, DecodeError> {
     let (digits, text) = match raw {
         RawPrice::Str(inner) => (inner, inner),
         RawPrice::Num(n) => (n, n),
@@ -156,21 +164,65 @@ fn price_of(raw: RawPrice<'_>) -> Result<u64, DecodeError> {
             ));
         }
     };
-    parse_price_minor(digits)
+    parse_price(digits, currency)
         .map_err(|e| DecodeError::new(InvalidKind::BadValue, format!("{e}: {text}")))
 }
 
-/// [`decode_schemas`] with `serde_json` (borrowed) reading the fields: the decoder kappa
+/// A set of schema versions (of those this build knows).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schemas(u64);
+
+impl Schemas {
+    /// The known versions among `versions`.
+    #[must_use]
+    pub fn of(versions: &[u64]) -> Self {
+        Self(
+            versions
+                .iter()
+                .filter(|v| KNOWN_SCHEMAS.contains(v))
+                .fold(0, |set, v| set | 1 << v),
+        )
+    }
+
+    /// Whether `version` is in the set.
+    #[must_use]
+    pub fn contains(self, version: u64) -> bool {
+        version < 64 && self.0 & (1 << version) != 0
+    }
+}
+
+/// What a configuration accepts: the record size limit, the schema versions and the
+/// currency of prices (`pipeline.max-record-bytes`, `accept-schemas`, `currency`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rules {
+    /// Records larger than this are `oversize`.
+    pub max_bytes: usize,
+    /// Schema versions decoded; others are `unknown_schema`.
+    pub schemas: Schemas,
+    /// Schema 2 prices in another currency are `currency_mismatch`; schema 1 prices are in
+    /// this currency.
+    pub currency: Currency,
+}
+
+impl Rules {
+    /// Every known schema, euros, and `max_bytes`.
+    #[must_use]
+    pub fn new(max_bytes: usize) -> Self {
+        Self {
+            max_bytes,
+            schemas: Schemas::of(KNOWN_SCHEMAS),
+            currency: Currency::EUR,
+        }
+    }
+}
+
+/// [`decode_with`] with `serde_json` (borrowed) reading the fields: the decoder kappa
 /// used before its own scanner; kept to check the scanner against (tests, the `decode`
 /// fuzz target).
 #[doc(hidden)]
-pub fn decode_serde<'a>(
-    value: &'a [u8],
-    max_bytes: usize,
-    schemas: &[u64],
-) -> Result<Event<'a>, DecodeError> {
-    check_size(value, max_bytes)?;
-    build(serde_fields(value)?, schemas)
+pub fn decode_serde<'a>(value: &'a [u8], rules: &Rules) -> Result<Event<'a>, DecodeError> {
+    check_size(value, rules.max_bytes)?;
+    build(serde_fields(value)?, rules)
 }
 
 /// Records larger than `max_bytes` are rejected before parsing.
@@ -185,6 +237,18 @@ fn check_size(value: &[u8], max_bytes: usize) -> Result<(), DecodeError> {
 }
 
 fn serde_fields(value: &[u8]) -> Result<Fields<'_>, DecodeError> {
+    // Like the scanner: any other JSON value at the top is a type error, but only once it
+    // is read whole (serde would read an array as the struct's fields, and call `[[[`
+    // unterminated a type error).
+    let json_ws = |c: &&u8| matches!(c, b' ' | b'\n' | b'\r' | b'\t');
+    if value.iter().find(|c| !json_ws(c)) != Some(&b'{') {
+        serde_json::from_slice::<serde_json::Value>(value)
+            .map_err(|e| DecodeError::new(InvalidKind::NotJson, e.to_string()))?;
+        return Err(DecodeError::new(
+            InvalidKind::BadType,
+            "invalid type: expected a JSON object",
+        ));
+    }
     let w: Wire<'_> = serde_json::from_slice(value).map_err(|e| {
         let kind = match e.classify() {
             serde_json::error::Category::Data => {
@@ -235,28 +299,24 @@ fn serde_fields(value: &[u8]) -> Result<Fields<'_>, DecodeError> {
 /// # Errors
 /// A [`DecodeError`] naming what is wrong; the caller dead-letters the record.
 pub fn decode(value: &[u8], max_bytes: usize) -> Result<Event<'_>, DecodeError> {
-    decode_schemas(value, max_bytes, KNOWN_SCHEMAS)
+    decode_with(value, &Rules::new(max_bytes))
 }
 
-/// [`decode`] accepting only the schema versions in `schemas` (a version configured for
-/// schema 1 only dead-letters schema 2 records, as a build that predates it would).
+/// [`decode`] under a configuration's [`Rules`] (a version configured for schema 1 only
+/// dead-letters schema 2 records, as a build that predates it would).
 ///
 /// # Errors
 /// A [`DecodeError`] naming what is wrong; the caller dead-letters the record.
-pub fn decode_schemas<'a>(
-    value: &'a [u8],
-    max_bytes: usize,
-    schemas: &[u64],
-) -> Result<Event<'a>, DecodeError> {
-    check_size(value, max_bytes)?;
+pub fn decode_with<'a>(value: &'a [u8], rules: &Rules) -> Result<Event<'a>, DecodeError> {
+    check_size(value, rules.max_bytes)?;
     let w = super::scan::scan(value)?;
-    build(w, schemas)
+    build(w, rules)
 }
 
 /// Checks and upcasts scanned fields into an [`Event`].
-fn build<'a>(w: Fields<'a>, schemas: &[u64]) -> Result<Event<'a>, DecodeError> {
+fn build<'a>(w: Fields<'a>, rules: &Rules) -> Result<Event<'a>, DecodeError> {
     let schema = required(w.schema, "schema")?;
-    if !KNOWN_SCHEMAS.contains(&schema) || !schemas.contains(&schema) {
+    if !rules.schemas.contains(schema) {
         return Err(DecodeError::new(
             InvalidKind::UnknownSchema,
             format!("unknown schema version {schema}"),
@@ -282,8 +342,24 @@ fn build<'a>(w: Fields<'a>, schemas: &[u64]) -> Result<Event<'a>, DecodeError> {
             format!("ts is not an RFC 3339 time: {ts_text:?}"),
         )
     })?;
+    if !(MIN_EVENT_MS..=MAX_EVENT_MS).contains(&ts_ms) {
+        return Err(DecodeError::new(
+            InvalidKind::BadValue,
+            format!(
+                "ts {ts_text:?} is outside the event times kappa windows ({} to {})",
+                format_rfc3339_ms(MIN_EVENT_MS),
+                format_rfc3339_ms(MAX_EVENT_MS)
+            ),
+        ));
+    }
     if event_type == EventType::Search {
         let query = required(w.query, "query")?;
+        if query_is_blank(&query) {
+            return Err(DecodeError::new(
+                InvalidKind::EmptyQuery,
+                format!("query {query:?} is empty once normalised"),
+            ));
+        }
         return Ok(Event {
             event_id,
             event_type,
@@ -307,7 +383,7 @@ fn build<'a>(w: Fields<'a>, schemas: &[u64]) -> Result<Event<'a>, DecodeError> {
     // renames `quantity` to `qty`; both become the one internal event.
     let (price_minor, quantity) = if schema == 2 {
         let minor = required(w.unit_price_minor, "unit_price_minor")?;
-        let minor = u64::try_from(minor).map_err(|_| {
+        let minor_units = u64::try_from(minor).map_err(|_| {
             DecodeError::new(
                 InvalidKind::BadValue,
                 format!("negative unit_price_minor {minor}"),
@@ -320,9 +396,31 @@ fn build<'a>(w: Fields<'a>, schemas: &[u64]) -> Result<Event<'a>, DecodeError> {
                 format!("currency {currency:?} is not an ISO 4217 code"),
             ));
         }
-        (minor, w.qty)
+        if currency != rules.currency.code() {
+            return Err(DecodeError::new(
+                InvalidKind::CurrencyMismatch,
+                format!(
+                    "currency {currency} is not the configured currency {} (pipeline.currency)",
+                    rules.currency
+                ),
+            ));
+        }
+        let hundredths = minor_units
+            .checked_mul(rules.currency.hundredths_per_minor())
+            .ok_or(super::money::PriceError::TooLarge)
+            .and_then(bounded)
+            .map_err(|e| {
+                DecodeError::new(
+                    InvalidKind::BadValue,
+                    format!("{e}: unit_price_minor {minor} {currency}"),
+                )
+            })?;
+        (hundredths, w.qty)
     } else {
-        (price_of(required(w.price, "price")?)?, w.quantity)
+        (
+            price_of(required(w.price, "price")?, rules.currency)?,
+            w.quantity,
+        )
     };
     let quantity = match (quantity, event_type) {
         (None, EventType::View) => 1,
@@ -427,9 +525,113 @@ mod tests {
 
     #[test]
     fn a_schema_1_only_decoder_dead_letters_schema_2() {
-        let e = decode_schemas(PURCHASE_V2.as_bytes(), 65_536, &[1]).unwrap_err();
+        let rules = Rules {
+            schemas: Schemas::of(&[1]),
+            ..Rules::new(65_536)
+        };
+        let e = decode_with(PURCHASE_V2.as_bytes(), &rules).unwrap_err();
         assert_eq!(e.kind, InvalidKind::UnknownSchema);
-        assert!(decode_schemas(PURCHASE.as_bytes(), 65_536, &[1]).is_ok());
+        assert!(decode_with(PURCHASE.as_bytes(), &rules).is_ok());
+    }
+
+    /// Both decoders, which must agree, under `rules`.
+    fn both(s: &str, rules: &Rules) -> Result<Event<'static>, DecodeError> {
+        let owned: &'static [u8] = Box::leak(s.as_bytes().to_vec().into_boxed_slice());
+        let a = decode_with(owned, rules);
+        assert_eq!(a, decode_serde(owned, rules), "the decoders differ on {s}");
+        a
+    }
+
+    #[test]
+    fn schema_2_prices_have_the_schema_1_bound() {
+        let eur = Rules::new(65_536);
+        let price = |minor: &str| both(&PURCHASE_V2.replace("5990", minor), &eur);
+        assert_eq!(
+            price("1000000000000").unwrap().price_minor,
+            crate::event::money::MAX_PRICE_MINOR
+        );
+        for over in ["1000000000001", "9223372036854775807"] {
+            let e = price(over).unwrap_err();
+            assert_eq!(e.kind, InvalidKind::BadValue, "{over}");
+            assert!(e.message.starts_with("price is too large"), "{e}");
+        }
+        // The same bound as schema 1's.
+        let e = both(&PURCHASE.replace("59.90", "10000000000.01"), &eur).unwrap_err();
+        assert_eq!(e.kind, InvalidKind::BadValue);
+    }
+
+    #[test]
+    fn prices_in_another_currency_are_dead_lettered_not_summed() {
+        let eur = Rules::new(65_536);
+        for other in ["USD", "JPY"] {
+            let e = both(&PURCHASE_V2.replace("EUR", other), &eur).unwrap_err();
+            assert_eq!(e.kind, InvalidKind::CurrencyMismatch, "{other}");
+            assert_eq!(
+                e.message,
+                format!("currency {other} is not the configured currency EUR (pipeline.currency)")
+            );
+        }
+        // In yen (no minor unit): ¥100 is 100.00, whichever schema says it.
+        let jpy = Rules {
+            currency: Currency::parse("JPY").unwrap(),
+            ..Rules::new(65_536)
+        };
+        let v2 = PURCHASE_V2.replace("EUR", "JPY").replace("5990", "100");
+        assert_eq!(both(&v2, &jpy).unwrap().price_minor, 10_000);
+        let v1 = PURCHASE.replace("59.90", "100");
+        assert_eq!(both(&v1, &jpy).unwrap().price_minor, 10_000);
+        let e = both(&PURCHASE.replace("59.90", "100.5"), &jpy).unwrap_err();
+        assert_eq!(
+            (e.kind, e.message.as_str()),
+            (
+                InvalidKind::BadValue,
+                "price has more than 0 decimal places: 100.5"
+            )
+        );
+        assert_eq!(
+            both(PURCHASE_V2, &jpy).unwrap_err().kind,
+            InvalidKind::CurrencyMismatch
+        );
+        // ¥10 billion is the bound in yen too.
+        let e = both(&v2.replace(":100,", ":10000000001,"), &jpy).unwrap_err();
+        assert_eq!(e.kind, InvalidKind::BadValue);
+    }
+
+    #[test]
+    fn event_times_outside_years_1_to_9998_are_bad_values() {
+        let at = |ts: &str| {
+            both(
+                &PURCHASE.replace("2026-11-23T10:00:01.234Z", ts),
+                &Rules::new(65_536),
+            )
+        };
+        assert!(at("0001-01-01T00:00:00Z").is_ok());
+        assert!(at("9998-12-31T23:59:59.999Z").is_ok());
+        for ts in [
+            "9999-12-31T23:59:59Z",
+            "9999-01-01T00:00:00Z",
+            "0000-12-31T23:59:59Z",
+        ] {
+            let e = at(ts).unwrap_err();
+            assert_eq!(e.kind, InvalidKind::BadValue, "{ts}");
+            assert!(e.message.contains("outside the event times"), "{e}");
+        }
+    }
+
+    #[test]
+    fn searches_with_an_empty_normalised_query_are_dead_lettered() {
+        let search = |q: &str| {
+            both(
+                &format!(
+                    r#"{{"schema":1,"event_id":"a","event_type":"search","user_id":"u","session_id":"s","ts":"2026-11-23T10:00:00Z","query":"{q}"}}"#
+                ),
+                &Rules::new(65_536),
+            )
+        };
+        for q in ["", "   ", r"\u200b\ufeff", r" \u2060\t"] {
+            assert_eq!(search(q).unwrap_err().kind, InvalidKind::EmptyQuery, "{q}");
+        }
+        assert_eq!(search(r"a\u200b").unwrap().query, "a\u{200b}");
     }
 
     #[test]
@@ -463,6 +665,12 @@ mod tests {
         assert_eq!(kind_of(&PURCHASE.as_bytes()[..40]), InvalidKind::NotJson);
         assert_eq!(kind_of(b"[1,2]"), InvalidKind::BadType);
         assert_eq!(kind_of(b"42"), InvalidKind::BadType);
+        // Not JSON at all, though it starts like an array or a number.
+        for s in ["[[[", "[[[1,2", "[1] x", "42 x", "[1,]"] {
+            assert_eq!(kind_of(s.as_bytes()), InvalidKind::NotJson, "{s}");
+            let serde = decode_serde(s.as_bytes(), &Rules::new(65_536)).unwrap_err();
+            assert_eq!(serde.kind, InvalidKind::NotJson, "{s}");
+        }
         assert_eq!(
             kind_of(PURCHASE.replace("\"event_id\":\"9f1c\",", "").as_bytes()),
             InvalidKind::MissingField
@@ -551,16 +759,14 @@ mod tests {
 
         fn same(input: &[u8]) -> Result<(), TestCaseError> {
             let a = decode(input, 65_536);
-            let b = decode_serde(input, 65_536, KNOWN_SCHEMAS);
+            let b = decode_serde(input, &Rules::new(65_536));
             match (&a, &b) {
                 (Ok(x), Ok(y)) => prop_assert_eq!(x, y),
                 (Err(x), Err(y)) => {
-                    // Numbers too large for any integer type (serde: syntax; scanner: type),
-                    // and top-level arrays (serde reads them as the struct's fields).
+                    // Numbers too large for any integer type (serde: syntax; scanner: type).
                     let huge = y.kind == InvalidKind::NotJson && x.kind == InvalidKind::BadType;
-                    let array = input.iter().find(|c| !c.is_ascii_whitespace()) == Some(&b'[');
                     prop_assert!(
-                        x.kind == y.kind || huge || array,
+                        x.kind == y.kind || huge,
                         "scanner {:?} / serde {:?} on {:?}",
                         x,
                         y,
@@ -597,8 +803,22 @@ mod tests {
                 "{}",
                 "{\"schema\":1} x",
                 "{\"schema\":1,\"schema\":1}",
+                "[[[",
+                "[1,2] x",
+                " 42 ",
             ] {
                 same(s.as_bytes()).unwrap();
+            }
+            // Around the nesting limit, at the top and inside the object.
+            for n in 120..135 {
+                let nested = format!("{}{}", "[".repeat(n), "]".repeat(n));
+                same(nested.as_bytes()).unwrap();
+                same(
+                    PURCHASE
+                        .replace("\"query\":null", &format!("\"query\":{nested}"))
+                        .as_bytes(),
+                )
+                .unwrap();
             }
         }
 

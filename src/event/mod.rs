@@ -7,7 +7,7 @@ pub mod money;
 mod scan;
 pub mod time;
 
-pub use decode::{DecodeError, InvalidKind, decode, decode_schemas, decode_serde};
+pub use decode::{DecodeError, InvalidKind, Rules, Schemas, decode, decode_serde, decode_with};
 
 use std::borrow::Cow;
 
@@ -76,19 +76,47 @@ pub struct Event<'a> {
     pub query: Cow<'a, str>,
 }
 
-/// Normalises a search query into `out`: trimmed, lower-cased, inner whitespace collapsed
-/// to single spaces.
+/// Zero-width characters a query may carry invisibly (zero-width space, non-joiner,
+/// joiner, word joiner, byte-order mark): dropped by [`normalize_query`].
+#[must_use]
+pub fn is_zero_width(c: char) -> bool {
+    matches!(c, '\u{200B}'..='\u{200D}' | '\u{2060}' | '\u{FEFF}')
+}
+
+/// Whether [`normalize_query`] makes `query` empty (only whitespace and zero-width
+/// characters): such a search is dead-lettered (`empty_query`).
+#[must_use]
+pub fn query_is_blank(query: &str) -> bool {
+    query.chars().all(|c| c.is_whitespace() || is_zero_width(c))
+}
+
+/// Normalises a search query into `out`: lower-cased, Unicode NFC (composed and decomposed
+/// spellings of one query are one key), zero-width characters dropped, trimmed, inner
+/// whitespace collapsed to single spaces. The one normaliser of `top_searches` (the window
+/// core and the tests' batch model).
 pub fn normalize_query(query: &str, out: &mut String) {
+    use unicode_normalization::UnicodeNormalization;
     out.clear();
-    for word in query.split_whitespace() {
+    if query.is_ascii() {
+        for word in query.split_whitespace() {
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            out.extend(word.chars().map(|c| c.to_ascii_lowercase()));
+        }
+        return;
+    }
+    let folded: String = query
+        .chars()
+        .filter(|&c| !is_zero_width(c))
+        .flat_map(char::to_lowercase)
+        .nfc()
+        .collect();
+    for word in folded.split_whitespace() {
         if !out.is_empty() {
             out.push(' ');
         }
-        if word.is_ascii() {
-            out.extend(word.chars().map(|c| c.to_ascii_lowercase()));
-        } else {
-            out.extend(word.chars().flat_map(char::to_lowercase));
-        }
+        out.push_str(word);
     }
 }
 
@@ -105,5 +133,22 @@ mod tests {
         assert_eq!(s, "été robe");
         normalize_query("   ", &mut s);
         assert_eq!(s, "");
+    }
+
+    #[test]
+    fn composed_and_decomposed_spellings_are_one_query() {
+        let (mut a, mut b) = (String::new(), String::new());
+        normalize_query("Caf\u{e9} Cr\u{e8}me", &mut a);
+        normalize_query("CAFE\u{301} cre\u{300}me", &mut b);
+        assert_eq!(a, "caf\u{e9} cr\u{e8}me");
+        assert_eq!(a, b);
+        normalize_query("\u{FEFF}red\u{200B} \u{2060} shoes\u{200D}", &mut a);
+        assert_eq!(a, "red shoes");
+        for blank in ["", "  \t", "\u{200B}\u{FEFF}", " \u{2060} \u{200C} "] {
+            assert!(query_is_blank(blank), "{blank:?}");
+            normalize_query(blank, &mut a);
+            assert_eq!(a, "", "{blank:?}");
+        }
+        assert!(!query_is_blank(" a\u{200B}"));
     }
 }

@@ -6,8 +6,8 @@
 //!
 //! Classification, matching `serde_json` + `#[derive(Deserialize)]` on the same struct:
 //! syntax errors (including trailing characters and too deep nesting) → `NotJson`; a field
-//! of the wrong JSON type, a number that does not fit, or a top level that is not an object
-//! → `BadType`; a field given twice → `BadValue`. `tests` (and the `decode` fuzz target)
+//! of the wrong JSON type, a number that does not fit, or a top level that is valid JSON
+//! but not an object → `BadType`; a field given twice → `BadValue`. `tests` (and the `decode` fuzz target)
 //! compare it with the `serde_json` decoder it replaced.
 
 use std::borrow::Cow;
@@ -444,10 +444,12 @@ pub(crate) fn scan(value: &[u8]) -> Result<Fields<'_>, DecodeError> {
     let mut f = Fields::default();
     s.ws();
     if s.peek() != Some(b'{') {
-        // Another JSON value is a type error (as serde_json reports it: on the first value,
-        // whatever follows); anything else is not JSON.
-        if s.peek() != Some(b'[') {
-            s.skip(0)?;
+        // Another JSON value is a type error once it is read whole (`[[[` unterminated or
+        // `42 x` are not JSON at all). It counts as a level of nesting, as the object would.
+        s.skip(1)?;
+        s.ws();
+        if s.i != value.len() {
+            return Err(syntax("trailing characters", s.i));
         }
         return Err(DecodeError::new(
             InvalidKind::BadType,

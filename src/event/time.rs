@@ -3,6 +3,12 @@
 //! Event time is carried internally as milliseconds since the Unix epoch (`i64`). Parsing
 //! is on the hot path, so it is hand-written (checked against `chrono` in the tests).
 
+/// Earliest event time kappa windows: 0001-01-01T00:00:00Z.
+pub const MIN_EVENT_MS: i64 = -62_135_596_800_000;
+/// Latest event time kappa windows: 9998-12-31T23:59:59.999Z. With windows of at most 31
+/// days, every window start and end is then a four-digit year (no "10000-01-01…").
+pub const MAX_EVENT_MS: i64 = 253_370_764_799_999;
+
 /// Days since 1970-01-01 of a proleptic Gregorian civil date (Howard Hinnant's algorithm).
 #[must_use]
 pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
@@ -180,6 +186,20 @@ mod tests {
         ] {
             assert_eq!(parse_rfc3339_ms(s), None, "{s}");
         }
+    }
+
+    #[test]
+    fn the_event_time_range_is_years_1_to_9998() {
+        assert_eq!(parse_rfc3339_ms("0001-01-01T00:00:00Z"), Some(MIN_EVENT_MS));
+        assert_eq!(
+            parse_rfc3339_ms("9998-12-31T23:59:59.999Z"),
+            Some(MAX_EVENT_MS)
+        );
+        let window = 31 * 86_400_000;
+        let last_end = (MAX_EVENT_MS.div_euclid(window) + 1) * window;
+        assert!(format_rfc3339_ms(last_end).starts_with("9999-"));
+        let first_start = MIN_EVENT_MS.div_euclid(window) * window;
+        assert!(format_rfc3339_ms(first_start).starts_with("0000-"));
     }
 
     #[test]

@@ -105,6 +105,29 @@ impl LogWriter {
         &self.log_id
     }
 
+    /// Per partition, the offset below which appended records are written to the segment
+    /// files (visible to readers; those at or above it are still buffered). After a failed
+    /// [`flush`](Self::flush) or append, this says exactly which records are in the log.
+    #[must_use]
+    pub fn written_ends(&self) -> Vec<u64> {
+        self.parts
+            .iter()
+            .map(|p| p.next_offset - p.pending_records)
+            .collect()
+    }
+
+    /// Drops the appended records not yet written (after a failed write: so that the log
+    /// holds exactly what [`written_ends`](Self::written_ends) said, and closing does not
+    /// retry them). Their offsets are given out again.
+    pub fn discard_pending(&mut self) {
+        for p in &mut self.parts {
+            p.next_offset -= p.pending_records;
+            p.pending_records = 0;
+            p.pending.clear();
+            p.pending_index.clear();
+        }
+    }
+
     /// Appends to partition [`partition_for`]`(key)`; returns `(partition, offset)`.
     /// Buffered in memory until [`flush`](Self::flush) (a segment roll, or a
     /// partition buffer beyond 8 MiB, writes that partition's buffer earlier).
@@ -220,6 +243,8 @@ struct PartWriter {
     last_index_pos: u64,
     pending: Vec<u8>,
     pending_index: Vec<u8>,
+    /// Records whose frames are in `pending` (the last ones appended).
+    pending_records: u64,
     /// Written but not yet fdatasync'ed.
     unsynced: bool,
 }
@@ -325,6 +350,7 @@ impl PartWriter {
             last_index_pos: entries.last().map_or(0, |e| e.position),
             pending: Vec::new(),
             pending_index: Vec::new(),
+            pending_records: 0,
             unsynced: false,
         }
     }
@@ -357,6 +383,7 @@ impl PartWriter {
         }
         let offset = self.next_offset;
         encode_frame(&mut self.pending, offset, timestamp_ms, key, value);
+        self.pending_records += 1;
         self.next_offset += 1;
         self.max_ts = self.max_ts.max(timestamp_ms);
         Ok(offset)
@@ -372,6 +399,7 @@ impl PartWriter {
             }
             self.seg_len += self.pending.len() as u64;
             self.pending.clear();
+            self.pending_records = 0;
             if self.pending.capacity() > 2 * AUTO_WRITE_BYTES {
                 self.pending.shrink_to(AUTO_WRITE_BYTES);
             }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::event::{InvalidKind, decode_schemas};
+use crate::event::{InvalidKind, Rules, decode_with};
 use crate::log::{Record, RecordBatch};
 use crate::metrics::Metrics;
 use crate::source::{Source, SourceError};
@@ -38,12 +38,11 @@ const PARALLEL_DECODE_MIN: usize = 8192;
 /// chunks; a small batch on this thread alone).
 fn decode_batch<'b>(
     batch: &'b RecordBatch,
-    max_bytes: usize,
-    schemas: &[u64],
+    rules: &Rules,
     threads: usize,
 ) -> Vec<Result<crate::event::Event<'b>, crate::event::DecodeError>> {
     let n = batch.len();
-    let one = |i: usize| decode_schemas(batch.get(i).value, max_bytes, schemas);
+    let one = |i: usize| decode_with(batch.get(i).value, rules);
     if threads < 2 {
         return (0..n).map(one).collect();
     }
@@ -390,10 +389,9 @@ impl Pipeline {
                 // Idleness is per batch: a clock read per record would cost more than it tells.
                 let now = Instant::now();
                 let mut seen = vec![false; self.partitions];
-                let max_bytes = self.cfg.pipeline.max_record_bytes;
+                let rules = self.cfg.pipeline.decode_rules();
                 if self.decode_threads > 1 && batch.len() >= PARALLEL_DECODE_MIN {
-                    let schemas = &self.cfg.pipeline.accept_schemas;
-                    let decoded = decode_batch(&batch, max_bytes, schemas, self.decode_threads);
+                    let decoded = decode_batch(&batch, &rules, self.decode_threads);
                     for (rec, ev) in batch.iter().zip(decoded) {
                         summary.bytes += rec.value.len() as u64;
                         seen[rec.partition as usize] = true;
@@ -404,8 +402,7 @@ impl Pipeline {
                     for rec in batch.iter() {
                         summary.bytes += rec.value.len() as u64;
                         seen[rec.partition as usize] = true;
-                        let ev =
-                            decode_schemas(rec.value, max_bytes, &self.cfg.pipeline.accept_schemas);
+                        let ev = decode_with(rec.value, &rules);
                         self.process(&rec, ev);
                     }
                 }

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Msg;
 use crate::config::Config;
-use crate::event::decode_schemas;
+use crate::event::decode_with;
 use crate::log::{Record, RecordBatch};
 use crate::metrics::Metrics;
 use crate::pipeline::{Shared, dead_letter, not_in_future};
@@ -606,8 +606,11 @@ fn read(
 ) -> Option<Msg> {
     let replaying = rec.offset < part.handled;
     part.next = rec.offset + 1;
-    let decoded = decode_schemas(rec.value, max_bytes, &cfg.pipeline.accept_schemas)
-        .and_then(|ev| not_in_future(ev, rec, max_future));
+    let rules = crate::event::Rules {
+        max_bytes,
+        ..cfg.pipeline.decode_rules()
+    };
+    let decoded = decode_with(rec.value, &rules).and_then(|ev| not_in_future(ev, rec, max_future));
     match decoded {
         Err(e) if !replaying => {
             st.invalid += 1;

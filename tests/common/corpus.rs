@@ -55,7 +55,12 @@ pub fn corpus() -> Vec<(&'static str, Vec<u8>)> {
             with("big", r#""quantity":2"#, &format!(r#""quantity":2,"note":"{big}""#))
         }),
         ("far past", with("past", "2026-11-23T10:00:01.234Z", "0001-01-01T00:00:00Z")),
-        ("far future", with("future", "2026-11-23T10:00:01.234Z", "9999-12-31T23:59:59Z")),
+        ("far future", with("future", "2026-11-23T10:00:01.234Z", "2099-12-31T23:59:59Z")),
+        ("year 9999 (no window end in four digits)", with("y9999", "2026-11-23T10:00:01.234Z", "9999-12-31T23:59:59Z")),
+        ("unterminated nested arrays", b"[[[".to_vec()),
+        ("schema 2 in another currency", br#"{"schema":2,"event_id":"yen","event_type":"purchase","user_id":"u_2","session_id":"s","product_id":"p_2","category":"toys","unit_price_minor":100,"currency":"JPY","qty":1,"ts":"2026-11-23T10:00:02Z"}"#.to_vec()),
+        ("schema 2 price above the bound", br#"{"schema":2,"event_id":"max","event_type":"purchase","user_id":"u_2","session_id":"s","product_id":"p_2","category":"toys","unit_price_minor":9223372036854775807,"currency":"EUR","qty":1,"ts":"2026-11-23T10:00:02Z"}"#.to_vec()),
+        ("search with a zero-width query", br#"{"schema":1,"event_id":"zw","event_type":"search","user_id":"u_3","session_id":"s","ts":"2026-11-23T10:00:03Z","query":" \u200b "}"#.to_vec()),
         ("bad timestamp", with("bad-ts", "2026-11-23T10:00:01.234Z", "yesterday")),
         ("unknown schema", with("s3", r#""schema":1"#, r#""schema":3"#)),
         ("schema as a string", with("s-str", r#""schema":1"#, r#""schema":"1""#)),
@@ -136,6 +141,8 @@ pub fn check_accounted(k: impl Fn() -> std::process::Command, records: &[(&str, 
         "future_timestamp",
         "missing_field",
         "unknown_event_type",
+        "currency_mismatch",
+        "empty_query",
     ] {
         assert!(kinds.contains(k), "a {k} dead letter among {kinds:?}");
     }
