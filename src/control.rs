@@ -256,7 +256,7 @@ pub fn next_replay_id(store: &Store) -> Result<u64, StoreError> {
 /// # Errors
 /// Store failure.
 pub fn recover_interrupted(store: &Store) -> Result<(), StoreError> {
-    store.remove_dropping()?;
+    store.remove_unfinished()?;
     // Scratch versions a store written before version states left behind.
     for v in store.versions()? {
         if v.name.starts_with(SCRATCH_PREFIX) {

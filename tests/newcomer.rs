@@ -295,3 +295,30 @@ fn the_demo_banner_names_the_live_page_and_how_it_stops() {
         "{out}"
     );
 }
+
+#[test]
+fn a_second_batch_into_the_same_log_continues_in_event_time_and_is_not_late() {
+    let t = temp();
+    let dir = t.path();
+    // First as the README's live example writes (event time = now), then a batch with
+    // the defaults.
+    for (seed, start) in [("1", Some("now")), ("2", None)] {
+        ok({
+            let mut c = kappa(dir);
+            c.args(["produce", "--rate", "0", "--events", "3000", "--seed", seed]);
+            if let Some(s) = start {
+                c.args(["--start", s]);
+            }
+            c
+        });
+        // A live-style run (no drain): the second batch is read after the first's windows
+        // moved the watermark on.
+        let out = ok({
+            let mut c = kappa(dir);
+            c.args(["run", "--until-caught-up", "--listen", "127.0.0.1:0"]);
+            c
+        });
+        let [accepted, late, _, _] = common::counts(&String::from_utf8_lossy(&out.stdout));
+        assert_eq!((accepted, late), (3000, 0), "batch with seed {seed}");
+    }
+}

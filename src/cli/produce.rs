@@ -42,8 +42,12 @@ pub struct ProduceArgs {
     /// Seed: the same seed and --start give byte-identical events.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Event time of the first event: RFC 3339, or `now`.
-    #[arg(long, default_value = "2026-11-23T00:00:00Z")]
+    /// Event time of the first event: RFC 3339, `now`, or `auto` (the default): as fast as
+    /// possible (--rate 0), just after the latest event time in the embedded log when it
+    /// holds events (a second batch is not late against the first), else
+    /// 2026-11-23T00:00:00Z (reproducible); paced (--rate > 0), now, or after the log's
+    /// latest event time if that is later.
+    #[arg(long, default_value = "auto")]
     pub start: String,
     /// A flat rate: ignore the hourly traffic curve (for benchmarks at a fixed rate).
     #[arg(long)]
@@ -83,10 +87,50 @@ fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// The fixed first event time of a batch into an empty log (reproducible bytes).
+const FIXED_START: &str = "2026-11-23T00:00:00Z";
+
+/// The latest event time among the last record of each partition of the embedded log
+/// (records that do not decode are skipped), if it holds any.
+fn log_event_time(cfg: &Config) -> anyhow::Result<Option<i64>> {
+    let dir = cfg.log_dir();
+    if !cfg.kafka.brokers.is_empty() || !dir.join("meta.json").exists() {
+        return Ok(None);
+    }
+    let mut reader = crate::log::LogReader::open(&dir)?;
+    let rules = cfg.pipeline.decode_rules();
+    let mut latest = None;
+    for p in 0..reader.partitions() {
+        let end = reader.end_offset(p)?;
+        // A few records back: the last one may be malformed or a duplicate.
+        reader.seek(p, end.saturating_sub(16))?;
+        let mut batch = crate::log::RecordBatch::new();
+        reader.read(p, 16, &mut batch)?;
+        for rec in batch.iter() {
+            if let Ok(ev) = crate::event::decode_with(rec.value, &rules) {
+                latest = latest.max(Some(ev.ts_ms));
+            }
+        }
+    }
+    Ok(latest)
+}
+
 impl ProduceArgs {
-    fn gen_config(&self) -> anyhow::Result<GenConfig> {
+    fn gen_config(&self, cfg: &Config) -> anyhow::Result<GenConfig> {
         let start_ms = if self.start == "now" {
             now_ms()
+        } else if self.start == "auto" {
+            let after_log = log_event_time(cfg)?.map(|t| t + 1000);
+            if self.rate > 0.0 {
+                // Paced: event time follows the wall clock, never behind the log.
+                after_log.map_or_else(now_ms, |t| t.max(now_ms()))
+            } else {
+                match after_log {
+                    Some(t) => t,
+                    None => crate::event::time::parse_rfc3339_ms(FIXED_START)
+                        .expect("a valid RFC 3339 constant"),
+                }
+            }
         } else {
             crate::event::time::parse_rfc3339_ms(&self.start).with_context(|| {
                 format!("--start {:?} is not an RFC 3339 time or `now`", self.start)
@@ -242,7 +286,7 @@ pub fn produce(cfg: &Config, args: &ProduceArgs) -> anyhow::Result<()> {
     if let Some(input) = &args.input {
         return produce_input(cfg, args, input, &cancel);
     }
-    let gen_cfg = args.gen_config()?;
+    let gen_cfg = args.gen_config(cfg)?;
     if args.rate == 0.0 && args.events.is_none() && args.duration.is_none() {
         anyhow::bail!("with --rate 0 (as fast as possible) give --events N or --duration D");
     }

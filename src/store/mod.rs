@@ -766,7 +766,7 @@ impl Store {
     /// First half of dropping a version a pipeline computes: checks it may go (as
     /// [`Store::drop_version`]) and marks it [`VersionState::Dropping`] in one transaction,
     /// so that nothing promotes it while its pipeline stops; [`Store::remove_version`] then
-    /// deletes it (or the next start does, see [`Store::remove_dropping`]).
+    /// deletes it (or the next start does, see [`Store::remove_unfinished`]).
     ///
     /// # Errors
     /// Serving, unknown or busy version; store failure.
@@ -793,23 +793,20 @@ impl Store {
 
     /// Removes what a process that died left half-done: versions being dropped, and the
     /// scratch versions of in-place corrections (the serving version was never
-    /// half-written: a swap is one transaction). Returns the replays whose scratch went.
+    /// half-written: a swap is one transaction).
     ///
     /// # Errors
     /// Store failure.
-    pub fn remove_dropping(&self) -> Result<Vec<u64>> {
-        let mut scratch = Vec::new();
+    pub fn remove_unfinished(&self) -> Result<()> {
         for v in self.versions()? {
-            match v.state {
-                VersionState::Dropping => self.remove_version(&v.name)?,
-                VersionState::Correcting { replay, .. } => {
-                    self.remove_version(&v.name)?;
-                    scratch.push(replay);
-                }
-                VersionState::Ready | VersionState::Building { .. } => {}
+            if matches!(
+                v.state,
+                VersionState::Dropping | VersionState::Correcting { .. }
+            ) {
+                self.remove_version(&v.name)?;
             }
         }
-        Ok(scratch)
+        Ok(())
     }
 
     /// Ends a replay: `end`'s change to the versions and the replay's history record, in
