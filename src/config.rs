@@ -62,6 +62,10 @@ pub struct KafkaSection {
     /// How often librdkafka reports statistics (the lag comes from them).
     #[serde(with = "humantime_serde")]
     pub statistics_interval: Duration,
+    /// How long a command that talks to Kafka once (`topics`, `produce`) waits for the
+    /// brokers before it gives up with one line (`kappa run` keeps retrying instead).
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
     /// Extra librdkafka properties (`"socket.timeout.ms" = "10000"`), applied last.
     pub properties: std::collections::BTreeMap<String, String>,
 }
@@ -78,6 +82,7 @@ impl Default for KafkaSection {
             control_topic: "kappa.control".into(),
             session_timeout: Duration::from_secs(10),
             statistics_interval: Duration::from_secs(1),
+            connect_timeout: Duration::from_secs(10),
             properties: std::collections::BTreeMap::new(),
         }
     }

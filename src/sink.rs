@@ -154,12 +154,31 @@ pub struct KafkaSink {
 }
 
 impl KafkaSink {
-    /// Creates the producer.
+    /// Creates the producer of `kappa produce` and checks that the brokers answer within
+    /// `kafka.connect-timeout` and have the topic: a dead broker or a missing topic is one
+    /// line at once, not minutes of retries.
     ///
     /// # Errors
-    /// Invalid configuration.
+    /// Invalid configuration; brokers that do not answer; no such topic.
     pub fn new(k: &KafkaSection, metrics: Arc<Metrics>) -> Result<Self, SinkError> {
-        Self::for_topic(k, &k.topic, metrics)
+        let sink = Self::for_topic(k, &k.topic, metrics)?;
+        let md = crate::topics::reachable(sink.producer.client(), k, Some(&k.topic)).map_err(
+            |e| match e {
+                crate::topics::TopicsError::Unreachable(m) => SinkError::Kafka(m),
+                other => SinkError::Kafka(other.to_string()),
+            },
+        )?;
+        if md
+            .topics()
+            .first()
+            .is_none_or(|t| t.error().is_some() || t.partitions().is_empty())
+        {
+            return Err(SinkError::Kafka(format!(
+                "no topic {} on {} (create it with `kappa topics apply`)",
+                k.topic, k.brokers
+            )));
+        }
+        Ok(sink)
     }
 
     /// Creates a producer for `topic` (a worker's partials).

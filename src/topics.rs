@@ -43,6 +43,89 @@ pub enum TopicsError {
     /// The admin API failed.
     #[error("kafka: {0}")]
     Kafka(String),
+    /// The brokers did not answer within `kafka.connect-timeout`.
+    #[error("kafka: {0}")]
+    Unreachable(String),
+}
+
+/// The specifications in the repository's `topics/`, built into the binary: used when no
+/// `--dir` is given and `./topics` does not exist (a binary run outside the repository).
+pub const BUILT_IN: [(&str, &str); 4] = [
+    (
+        "kappa-control.toml",
+        include_str!("../topics/kappa-control.toml"),
+    ),
+    (
+        "kappa-partials.toml",
+        include_str!("../topics/kappa-partials.toml"),
+    ),
+    (
+        "kappa-worker-state.toml",
+        include_str!("../topics/kappa-worker-state.toml"),
+    ),
+    (
+        "shop-events.toml",
+        include_str!("../topics/shop-events.toml"),
+    ),
+];
+
+/// The specifications of `dir`, or with `dir` `None` those of `./topics`, else the
+/// built-in ones. Returns where they came from too.
+///
+/// # Errors
+/// An unreadable or invalid specification, a directory with none.
+pub fn specs(dir: Option<&Path>) -> Result<(Vec<TopicSpec>, String), TopicsError> {
+    match dir {
+        Some(d) => Ok((load_specs(d)?, d.display().to_string())),
+        None if Path::new("topics").is_dir() => {
+            Ok((load_specs(Path::new("topics"))?, "topics".into()))
+        }
+        None => {
+            let specs = BUILT_IN
+                .iter()
+                .map(|(file, text)| parse_spec(Path::new(file), text))
+                .collect::<Result<_, _>>()?;
+            Ok((
+                specs,
+                "the ones built into kappa (no ./topics here; --dir DIR for others)".into(),
+            ))
+        }
+    }
+}
+
+fn parse_spec(f: &Path, text: &str) -> Result<TopicSpec, TopicsError> {
+    let spec_err = |reason: String| TopicsError::Spec {
+        path: f.display().to_string(),
+        reason,
+    };
+    let spec: TopicSpec = toml::from_str(text).map_err(|e| spec_err(e.message().to_string()))?;
+    if spec.partitions == 0 || spec.replication_factor == 0 {
+        return Err(spec_err(
+            "partitions and replication-factor must be at least 1".into(),
+        ));
+    }
+    Ok(spec)
+}
+
+/// Metadata of the cluster (of `topic` only, if given), waiting at most
+/// `kafka.connect-timeout`: a dead broker is one line, not a long wait.
+///
+/// # Errors
+/// The brokers did not answer in time.
+pub fn reachable(
+    client: &rdkafka::client::Client<impl rdkafka::client::ClientContext>,
+    k: &KafkaSection,
+    topic: Option<&str>,
+) -> Result<rdkafka::metadata::Metadata, TopicsError> {
+    client
+        .fetch_metadata(topic, k.connect_timeout)
+        .map_err(|e| {
+            TopicsError::Unreachable(format!(
+                "brokers {} did not answer within {} (kafka.connect-timeout): {e}",
+                k.brokers,
+                crate::config::fmt_duration(k.connect_timeout)
+            ))
+        })
 }
 
 /// Reads every `*.toml` of `dir`, sorted by file name.
@@ -68,15 +151,7 @@ pub fn load_specs(dir: &Path) -> Result<Vec<TopicSpec>, TopicsError> {
         .iter()
         .map(|f| {
             let text = std::fs::read_to_string(f).map_err(|e| spec_err(f, e.to_string()))?;
-            let spec: TopicSpec =
-                toml::from_str(&text).map_err(|e| spec_err(f, e.message().to_string()))?;
-            if spec.partitions == 0 || spec.replication_factor == 0 {
-                return Err(spec_err(
-                    f,
-                    "partitions and replication-factor must be at least 1".into(),
-                ));
-            }
-            Ok(spec)
+            parse_spec(f, &text)
         })
         .collect()
 }
@@ -112,10 +187,7 @@ pub async fn apply(
 ) -> Result<Vec<(String, Applied)>, TopicsError> {
     let kerr = |e: rdkafka::error::KafkaError| TopicsError::Kafka(e.to_string());
     let admin: AdminClient<DefaultClientContext> = client_config(k).create().map_err(kerr)?;
-    let md = admin
-        .inner()
-        .fetch_metadata(None, Duration::from_secs(10))
-        .map_err(|e| TopicsError::Kafka(format!("brokers {} unreachable: {e}", k.brokers)))?;
+    let md = reachable(admin.inner(), k, None)?;
     let existing: BTreeMap<String, usize> = md
         .topics()
         .iter()
@@ -203,9 +275,7 @@ pub fn end_offsets(k: &KafkaSection, topic: &str) -> Result<Vec<i64>, TopicsErro
     let consumer: BaseConsumer = client_config(k)
         .create()
         .map_err(|e| TopicsError::Kafka(e.to_string()))?;
-    let md = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .map_err(|e| TopicsError::Kafka(format!("brokers {} unreachable: {e}", k.brokers)))?;
+    let md = reachable(consumer.client(), k, Some(topic))?;
     let t = md
         .topics()
         .first()
@@ -215,7 +285,7 @@ pub fn end_offsets(k: &KafkaSection, topic: &str) -> Result<Vec<i64>, TopicsErro
         .iter()
         .map(|p| {
             consumer
-                .fetch_watermarks(topic, p.id(), Duration::from_secs(10))
+                .fetch_watermarks(topic, p.id(), k.connect_timeout)
                 .map(|(_, high)| high)
                 .map_err(|e| TopicsError::Kafka(e.to_string()))
         })

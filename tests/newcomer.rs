@@ -322,3 +322,36 @@ fn a_second_batch_into_the_same_log_continues_in_event_time_and_is_not_late() {
         assert_eq!((accepted, late), (3000, 0), "batch with seed {seed}");
     }
 }
+
+#[test]
+fn kafka_commands_against_a_dead_broker_give_up_in_bounded_time_with_one_line() {
+    let t = temp();
+    let dead = "127.0.0.1:1";
+    for args in [
+        &["topics", "list"][..],
+        &["topics", "apply", "--dry-run"],
+        &["produce", "--events", "10", "--rate", "0"],
+    ] {
+        let mut c = kappa(t.path());
+        c.args(["--kafka", dead])
+            .args(args)
+            .env("KAPPA_KAFKA__CONNECT_TIMEOUT", "1s");
+        let err = fails(c);
+        assert!(
+            err.contains(dead) && err.contains("kafka.connect-timeout"),
+            "{args:?}: {err}"
+        );
+    }
+    // Outside the repository, the topic specifications built into kappa are used.
+    let mut c = kappa(t.path());
+    c.current_dir(t.path())
+        .args(["--kafka", dead, "topics", "apply", "--dry-run"])
+        .env("KAPPA_KAFKA__CONNECT_TIMEOUT", "1s");
+    let out = c.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("built into kappa") && !err.contains("No such file"),
+        "{err}"
+    );
+}

@@ -95,15 +95,15 @@ pub enum TopicsCommand {
         /// Only say what would be created.
         #[arg(long)]
         dry_run: bool,
-        /// Directory of the specifications.
-        #[arg(long, default_value = "topics")]
-        dir: PathBuf,
+        /// Directory of the specifications [default: ./topics, else the ones built in].
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
     /// Show each specified topic's partitions and per-partition end offsets.
     List {
-        /// Directory of the specifications.
-        #[arg(long, default_value = "topics")]
-        dir: PathBuf,
+        /// Directory of the specifications [default: ./topics, else the ones built in].
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
 }
 
@@ -264,7 +264,10 @@ fn topics(cfg: &Config, cmd: &TopicsCommand) -> anyhow::Result<()> {
     }
     match cmd {
         TopicsCommand::Apply { dry_run, dir } => {
-            let specs = crate::topics::load_specs(dir)?;
+            let (specs, from) = crate::topics::specs(dir.as_deref())?;
+            if from != "topics" {
+                eprintln!("(topic specifications: {from})");
+            }
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
@@ -286,7 +289,12 @@ fn topics(cfg: &Config, cmd: &TopicsCommand) -> anyhow::Result<()> {
             }
         }
         TopicsCommand::List { dir } => {
-            for spec in crate::topics::load_specs(dir)? {
+            let (specs, from) = crate::topics::specs(dir.as_deref())?;
+            if from != "topics" {
+                eprintln!("(topic specifications: {from})");
+            }
+            let mut failed = 0;
+            for spec in specs {
                 match crate::topics::end_offsets(&cfg.kafka, &spec.name) {
                     Ok(ends) => {
                         let list: Vec<String> = ends
@@ -301,8 +309,16 @@ fn topics(cfg: &Config, cmd: &TopicsCommand) -> anyhow::Result<()> {
                             list.join(" ")
                         );
                     }
-                    Err(e) => println!("{}: {e}", spec.name),
+                    // Nothing answers at all: one line, not one per topic.
+                    Err(e @ crate::topics::TopicsError::Unreachable(_)) => return Err(e.into()),
+                    Err(e) => {
+                        eprintln!("{}: {e}", spec.name);
+                        failed += 1;
+                    }
                 }
+            }
+            if failed > 0 {
+                anyhow::bail!("{failed} topic(s) could not be listed");
             }
         }
     }
