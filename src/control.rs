@@ -16,10 +16,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::pipeline::{Mode, PartitionStatus, Pipeline, Shared};
+use crate::pipeline::{Mode, Pipeline, Shared};
 use crate::replay::{self, Job, Plan, ReplayError, ReplayRequest, ReplayView, SCRATCH_PREFIX};
 use crate::source::{self, Source, SourceError};
-use crate::store::{ReplayEnd, ReplayRecord, Store, StoreError, VersionState};
+use crate::store::{Outcome, ReplayEnd, ReplayRecord, Store, StoreError, VersionState};
 
 /// One output version as `kappa versions list` and `GET /api/versions` show it.
 #[derive(Debug, Clone, Serialize)]
@@ -103,7 +103,7 @@ pub fn list_versions(store: &Store, ends: &[u64]) -> Result<Vec<VersionView>, St
 /// is the records it read over those it had to read (per-partition positions are not kept).
 #[must_use]
 pub fn view_of_record(r: &ReplayRecord) -> ReplayView {
-    let finished = r.outcome == "completed" || r.outcome.starts_with("caught-up");
+    let finished = r.outcome.is_done();
     let total: u64 = r
         .starts
         .iter()
@@ -264,8 +264,8 @@ pub fn recover_interrupted(store: &Store) -> Result<(), StoreError> {
         }
     }
     for mut r in store.replays()? {
-        if r.outcome == "running" {
-            r.outcome = "interrupted".into();
+        if r.outcome == Outcome::Running {
+            r.outcome = Outcome::Interrupted;
             r.ended_ms = Some(chrono::Utc::now().timestamp_millis());
             store.record_replay(&r)?;
         }
@@ -295,7 +295,7 @@ pub fn cancel_unfinished(store: &Store, id: u64) -> Result<ReplayView, ControlEr
             record.outcome
         )));
     };
-    record.outcome = "cancelled".into();
+    record.outcome = Outcome::Cancelled(None);
     record.ended_ms = Some(chrono::Utc::now().timestamp_millis());
     store.end_replay(
         &mut record,
@@ -304,6 +304,46 @@ pub fn cancel_unfinished(store: &Store, id: u64) -> Result<ReplayView, ControlEr
         },
     )?;
     Ok(view_of_record(&record))
+}
+
+/// The workers of a merger's control plane, as a replay sees them: their progress comes
+/// from the merger's loop, and they are told to stop on the control topic.
+struct RemoteWorkers {
+    control: Arc<Control>,
+    kafka: crate::config::KafkaSection,
+    /// The order that started the version (a stop order repeats it, inactive).
+    order: crate::scale::VersionOrder,
+}
+
+impl replay::Workers for RemoteWorkers {
+    fn positions(&self, version: &str) -> Option<BTreeMap<u32, u64>> {
+        self.control
+            .positions
+            .lock()
+            .expect("positions lock")
+            .get(version)
+            .cloned()
+    }
+
+    fn stop(&self, version: &str) {
+        let order = crate::scale::VersionOrder {
+            active: false,
+            starts: Vec::new(),
+            ends: Vec::new(),
+            ..self.order.clone()
+        };
+        if let Err(e) =
+            crate::scale::publish_order(&self.kafka, &order, self.control.metrics.clone())
+        {
+            tracing::error!(version, "telling the workers to stop: {e}");
+        }
+    }
+
+    fn shutting_down(&self) -> bool {
+        self.control
+            .shutting_down
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 impl Control {
@@ -385,7 +425,6 @@ impl Control {
         let id = self.next_id(&inner, &plan)?;
         let in_place = plan.in_place;
         let version = plan.target_version(id);
-        let promote = plan.request.promote;
         let start_order = crate::scale::VersionOrder {
             version: version.clone(),
             active: true,
@@ -403,30 +442,13 @@ impl Control {
             incarnation: chrono::Utc::now().timestamp_millis(),
         };
         let job = Job::start(&self.store, plan, id)?;
-        let state = if in_place {
-            VersionState::Correcting {
-                replay: id,
-                target: job.plan.version.clone(),
-            }
-        } else {
-            VersionState::Building {
-                replay: id,
-                promote,
-            }
-        };
-        if let Err(e) = self.store.create_version(
-            &crate::store::VersionInfo {
-                name: version.clone(),
-                config: start_order.config.clone(),
-                created_ms: start_order.incarnation,
-                finalized_through: i64::MIN,
-                state,
-            },
-            &[],
-        ) {
+        if let Err(e) = self
+            .store
+            .create_version(&job.target_info(start_order.incarnation), &[])
+        {
             let _ = job.finish(
                 &self.store,
-                &format!("failed: {e}"),
+                Outcome::Failed(e.to_string()),
                 0,
                 ReplayEnd::RecordOnly,
             );
@@ -435,7 +457,7 @@ impl Control {
         if let Err(e) = crate::scale::publish_order(kafka, &start_order, self.metrics.clone()) {
             let _ = job.finish(
                 &self.store,
-                &format!("failed: {e}"),
+                Outcome::Failed(e.to_string()),
                 0,
                 ReplayEnd::Discard { version: &version },
             );
@@ -447,123 +469,21 @@ impl Control {
             in_place,
             "replay started: the workers compute the version, the merger merges it"
         );
-        let (store, metrics, k, main) = (
+        let (store, metrics, main) = (
             self.store.clone(),
             self.metrics.clone(),
-            kafka.clone(),
             self.main_version.clone(),
         );
+        let workers = RemoteWorkers {
+            control: self.clone(),
+            kafka: kafka.clone(),
+            order: start_order,
+        };
         let j = job.clone();
-        let ctl = self.clone();
         let runner_key = version.clone();
-        let positions = self.positions.clone();
         let thread = std::thread::Builder::new()
             .name(format!("replay-{id}"))
-            .spawn(move || {
-                metrics.replays_active.inc();
-                let finalized = |v: &str| -> Result<i64, StoreError> {
-                    Ok(store.version(v)?.map_or(i64::MIN, |i| i.finalized_through))
-                };
-                let caught_up = || -> Result<bool, StoreError> {
-                    let ft = finalized(&version)?;
-                    if in_place {
-                        return Ok(ft == i64::MAX);
-                    }
-                    let main_ft = finalized(&main)?;
-                    Ok(main_ft > i64::MIN && ft >= main_ft)
-                };
-                let stop = || {
-                    let order = crate::scale::VersionOrder {
-                        active: false,
-                        starts: Vec::new(),
-                        ends: Vec::new(),
-                        ..start_order.clone()
-                    };
-                    if let Err(e) = crate::scale::publish_order(&k, &order, metrics.clone()) {
-                        tracing::error!(replay = id, "telling the workers to stop: {e}");
-                    }
-                };
-                let windows = || {
-                    store
-                        .window_count_all(&version, &j.plan.cfg.window_config().sizes_ms)
-                        .unwrap_or(0)
-                };
-                loop {
-                    // Progress: the positions the workers reported through the merger.
-                    if let Some(pos) = positions.lock().expect("positions lock").get(&version) {
-                        let mut st = j.shared.status.lock().expect("status lock");
-                        st.partitions = pos
-                            .iter()
-                            .map(|(&partition, &position)| PartitionStatus {
-                                partition,
-                                position,
-                                owned: true,
-                                ..PartitionStatus::default()
-                            })
-                            .collect();
-                        st.records = j
-                            .plan
-                            .starts
-                            .iter()
-                            .map(|s| {
-                                pos.get(&s.partition)
-                                    .map_or(0, |&p| p.saturating_sub(s.next_offset))
-                            })
-                            .sum();
-                    }
-                    if ctl.shutting_down.load(std::sync::atomic::Ordering::Relaxed) {
-                        // A shutdown, not a cancel: a new version stays and the workers go on
-                        // computing it; an in-place correction is rolled back at the next
-                        // start (`recover_interrupted`).
-                        break;
-                    }
-                    if j.cancel.is_cancelled() {
-                        stop();
-                        let _ = j.finish(
-                            &store,
-                            "cancelled",
-                            0,
-                            ReplayEnd::Discard { version: &version },
-                        );
-                        break;
-                    }
-                    match caught_up() {
-                        Ok(true) if in_place => {
-                            stop();
-                            let p = &j.plan;
-                            let swap = ReplayEnd::Swap {
-                                scratch: &version,
-                                from_ms: p.from_ms,
-                                to_ms: p.to_ms,
-                            };
-                            let _ = j.finish(&store, "completed", 0, swap);
-                            break;
-                        }
-                        Ok(true) => {
-                            let outcome = if promote {
-                                "caught-up, promoted"
-                            } else {
-                                "caught-up"
-                            };
-                            let end = ReplayEnd::CaughtUp { version: &version };
-                            let _ = j.finish(&store, outcome, windows(), end);
-                            break;
-                        }
-                        Ok(false) => std::thread::sleep(std::time::Duration::from_millis(200)),
-                        Err(e) => {
-                            let end = ReplayEnd::RecordOnly;
-                            let _ = j.finish(&store, &format!("failed: {e}"), 0, end);
-                            break;
-                        }
-                    }
-                }
-                metrics.replays_active.dec();
-                tracing::info!(
-                    replay = id,
-                    outcome = j.view().record.outcome,
-                    "replay finished"
-                );
-            })
+            .spawn(move || j.run_remote(&store, &metrics, &workers, &main))
             .map_err(|e| ControlError::Internal(e.to_string()))?;
         Ok(self.register(inner, job, runner_key, thread, lines))
     }

@@ -631,7 +631,7 @@ fn a_cancelled_replay_leaves_the_serving_version_as_it_was_and_no_new_version() 
         let job = Job::start(&store, plan, id).unwrap();
         job.cancel.cancel();
         job.run(&store, &metrics, &open, false).unwrap();
-        assert_eq!(job.view().record.outcome, "cancelled");
+        assert_eq!(job.view().record.outcome.to_string(), "cancelled");
         assert!(!job.is_active());
     }
     let names: Vec<String> = store

@@ -16,7 +16,7 @@ use crate::config::Config;
 use crate::control::{self, list_versions, view_of_record};
 use crate::metrics::Metrics;
 use crate::replay::{Job, ReplayRequest, ReplayView, resolve};
-use crate::store::Store;
+use crate::store::{Outcome, Store};
 
 /// `kappa replay`.
 #[derive(Debug, Args)]
@@ -311,7 +311,7 @@ fn print_outcome(v: &ReplayView) {
     println!(
         "replay {} {}: {} records in {secs:.1} s ({:.0} records/s); {} windows {}",
         r.id,
-        printable(&r.outcome),
+        printable(&r.outcome.to_string()),
         r.records,
         if secs > 0.0 {
             r.records as f64 / secs
@@ -379,7 +379,7 @@ pub fn replay(cfg: &Config, config_file: Option<&Path>, a: &ReplayArgs) -> anyho
 /// A replay that did not get to its end (failed, cancelled) is an error exit.
 fn fail_unless_done(v: &ReplayView) -> anyhow::Result<()> {
     let outcome = &v.record.outcome;
-    if outcome.starts_with("failed") || outcome.starts_with("cancelled") {
+    if matches!(outcome, Outcome::Failed(_) | Outcome::Cancelled(_)) {
         anyhow::bail!(
             "replay {} {outcome}{}",
             v.record.id,
@@ -470,7 +470,11 @@ fn history_table(views: &[ReplayView]) {
                 .get(..19)
                 .unwrap_or_default(),
             r.records,
-            printable(if v.active { "running" } else { &r.outcome }),
+            printable(&if v.active {
+                Outcome::Running.to_string()
+            } else {
+                r.outcome.to_string()
+            }),
             printable(&r.reason),
             if r.requested_by.is_empty() {
                 String::new()

@@ -26,7 +26,9 @@ use tokio_util::sync::CancellationToken;
 use crate::metrics::Metrics;
 use crate::pipeline::{Mode, Pipeline, PipelineError, Shared};
 use crate::source::SourceError;
-use crate::store::{ReplayEnd, ReplayRecord, Store, StoreError, VersionInfo, VersionState};
+use crate::store::{
+    Outcome, ReplayEnd, ReplayRecord, Store, StoreError, VersionInfo, VersionState,
+};
 
 /// Lag (records, on every partition) under which a new version counts as caught up and
 /// `--promote` makes it serving.
@@ -125,7 +127,7 @@ impl Job {
             ends: plan.ends.clone(),
             records: 0,
             windows: 0,
-            outcome: "running".into(),
+            outcome: Outcome::Running,
         };
         store.record_replay(&record)?;
         Ok(Arc::new(Self {
@@ -206,7 +208,7 @@ impl Job {
             records,
             rewrite: Vec::new(),
         };
-        record.outcome = "running".into();
+        record.outcome = Outcome::Running;
         record.ended_ms = None;
         store.record_replay(&record)?;
         Ok(Arc::new(Self {
@@ -296,7 +298,7 @@ impl Job {
     pub(crate) fn finish(
         &self,
         store: &Store,
-        outcome: &str,
+        outcome: Outcome,
         windows: u64,
         end: ReplayEnd<'_>,
     ) -> Result<u64, StoreError> {
@@ -304,7 +306,7 @@ impl Job {
         let result = store.end_replay(&mut record, end);
         if let Err(e) = &result {
             tracing::error!("ending replay {}: {e}", record.id);
-            record = self.settle(&format!("failed: {e}"), 0);
+            record = self.settle(Outcome::Failed(e.to_string()), 0);
             let fallback = match end {
                 ReplayEnd::Swap { scratch, .. } => ReplayEnd::Discard { version: scratch },
                 _ => ReplayEnd::RecordOnly,
@@ -319,9 +321,9 @@ impl Job {
     }
 
     /// The history record with `outcome`, as of now.
-    fn settle(&self, outcome: &str, windows: u64) -> ReplayRecord {
+    fn settle(&self, outcome: Outcome, windows: u64) -> ReplayRecord {
         let mut r = self.record.lock().expect("record lock");
-        r.outcome = outcome.to_string();
+        r.outcome = outcome;
         r.ended_ms = Some(chrono::Utc::now().timestamp_millis());
         r.records = self.shared.status().records;
         r.windows = windows;
@@ -395,45 +397,7 @@ impl Job {
             .with_label_values(&[&version])
             .inc_by(self.view().done);
         let plan = &self.plan;
-        let target = plan.target_version(id);
-        let ended = match &result {
-            // Nothing of this replay's was created: nothing to remove.
-            Err(Computed::NotCreated(e)) => {
-                self.finish(store, &format!("failed: {e}"), 0, ReplayEnd::RecordOnly)
-            }
-            Err(Computed::Failed(e)) => self.finish(
-                store,
-                &format!("failed: {e}"),
-                0,
-                ReplayEnd::Discard { version: &target },
-            ),
-            Ok((windows, _)) if self.cancel.is_cancelled() => self.finish(
-                store,
-                "cancelled",
-                *windows,
-                ReplayEnd::Discard { version: &target },
-            ),
-            Ok((windows, _)) if plan.in_place => self.finish(
-                store,
-                "completed",
-                *windows,
-                ReplayEnd::Swap {
-                    scratch: &target,
-                    from_ms: plan.from_ms,
-                    to_ms: plan.to_ms,
-                },
-            ),
-            Ok((windows, _)) => self.finish(
-                store,
-                if plan.request.promote {
-                    "caught-up, promoted"
-                } else {
-                    "caught-up"
-                },
-                *windows,
-                ReplayEnd::CaughtUp { version: &target },
-            ),
-        };
+        let ended = self.end(store, result.as_ref().map(|(w, _)| *w));
         if ended.is_ok() && !self.cancel.is_cancelled() && result.is_ok() {
             metrics
                 .replay_progress
@@ -444,7 +408,7 @@ impl Job {
         tracing::info!(
             replay = id,
             version,
-            outcome = record.outcome,
+            outcome = %record.outcome,
             records = record.records,
             "replay finished"
         );
@@ -462,6 +426,146 @@ impl Job {
         Ok(windows)
     }
 
+    /// The version this replay writes, marked with what it is for: a new version
+    /// [`VersionState::Building`] (with the promise to promote), a correction's scratch
+    /// [`VersionState::Correcting`] its target — so that a restart knows.
+    #[must_use]
+    pub fn target_info(&self, created_ms: i64) -> VersionInfo {
+        let plan = &self.plan;
+        let replay = self.id();
+        VersionInfo {
+            name: plan.target_version(replay),
+            config: plan.fingerprint.clone(),
+            created_ms,
+            finalized_through: i64::MIN,
+            state: if plan.in_place {
+                VersionState::Correcting {
+                    replay,
+                    target: plan.version.clone(),
+                }
+            } else {
+                VersionState::Building {
+                    replay,
+                    promote: plan.request.promote,
+                }
+            },
+        }
+    }
+
+    /// Ends the replay by what computing its version gave — the one place that decides,
+    /// for every executor, between the swap of a correction, a caught-up version (promoted
+    /// if promised), a discard (cancelled, failed) and a failure before anything was made.
+    fn end(&self, store: &Store, computed: Result<u64, &Computed>) -> Result<u64, StoreError> {
+        let plan = &self.plan;
+        let target = plan.target_version(self.id());
+        let (outcome, windows, end) = match computed {
+            // Nothing of this replay's was created: nothing to remove.
+            Err(Computed::NotCreated(e)) => {
+                (Outcome::Failed(e.to_string()), 0, ReplayEnd::RecordOnly)
+            }
+            Err(Computed::Failed(e)) => (
+                Outcome::Failed(e.to_string()),
+                0,
+                ReplayEnd::Discard { version: &target },
+            ),
+            Ok(w) if self.cancel.is_cancelled() => (
+                Outcome::Cancelled(None),
+                w,
+                ReplayEnd::Discard { version: &target },
+            ),
+            Ok(w) if plan.in_place => (
+                Outcome::Completed,
+                w,
+                ReplayEnd::Swap {
+                    scratch: &target,
+                    from_ms: plan.from_ms,
+                    to_ms: plan.to_ms,
+                },
+            ),
+            Ok(w) => (
+                if plan.request.promote {
+                    Outcome::CaughtUpPromoted
+                } else {
+                    Outcome::CaughtUp
+                },
+                w,
+                ReplayEnd::CaughtUp { version: &target },
+            ),
+        };
+        self.finish(store, outcome, windows, end)
+    }
+
+    /// Carries the replay out with workers computing its version (`--role merger`: this
+    /// process merges what they publish): follows their progress, and once the version is
+    /// final as far as `main` (a new version) or drained (a correction's scratch), tells
+    /// them to stop and ends it like [`Job::run`]. Returns without ending it when
+    /// `workers` says the merger is shutting down (the next start rolls a correction back;
+    /// a new version stays).
+    pub fn run_remote(&self, store: &Store, metrics: &Metrics, workers: &dyn Workers, main: &str) {
+        metrics.replays_active.inc();
+        let id = self.id();
+        let plan = &self.plan;
+        let version = plan.target_version(id);
+        let finalized = |v: &str| -> Result<i64, StoreError> {
+            Ok(store.version(v)?.map_or(i64::MIN, |i| i.finalized_through))
+        };
+        let caught_up = || -> Result<bool, StoreError> {
+            let ft = finalized(&version)?;
+            if plan.in_place {
+                return Ok(ft == i64::MAX);
+            }
+            let main_ft = finalized(main)?;
+            Ok(main_ft > i64::MIN && ft >= main_ft)
+        };
+        let computed = loop {
+            // Progress: the positions the workers reported through the merger.
+            if let Some(pos) = workers.positions(&version) {
+                let mut st = self.shared.status.lock().expect("status lock");
+                st.partitions = pos
+                    .iter()
+                    .map(|(&partition, &position)| crate::pipeline::PartitionStatus {
+                        partition,
+                        position,
+                        owned: true,
+                        ..crate::pipeline::PartitionStatus::default()
+                    })
+                    .collect();
+                st.records = plan
+                    .starts
+                    .iter()
+                    .map(|s| {
+                        pos.get(&s.partition)
+                            .map_or(0, |&p| p.saturating_sub(s.next_offset))
+                    })
+                    .sum();
+            }
+            if workers.shutting_down() {
+                metrics.replays_active.dec();
+                return;
+            }
+            if self.cancel.is_cancelled() {
+                break Ok(0);
+            }
+            match caught_up() {
+                Ok(true) if plan.in_place => break Ok(0),
+                Ok(true) => {
+                    break Ok(store
+                        .window_count_all(&version, &plan.cfg.window_config().sizes_ms)
+                        .unwrap_or(0));
+                }
+                Ok(false) => std::thread::sleep(std::time::Duration::from_millis(200)),
+                Err(e) => break Err(Computed::Failed(e.into())),
+            }
+        };
+        // A new version that caught up stays computed by the workers (it goes on live).
+        if self.cancel.is_cancelled() || plan.in_place || computed.is_err() {
+            workers.stop(&version);
+        }
+        let _ = self.end(store, computed.as_ref().map(|w| *w));
+        metrics.replays_active.dec();
+        tracing::info!(replay = id, outcome = %self.view().record.outcome, "replay finished");
+    }
+
     /// Computes the target version from the plan's starts (or, resumed, from where it
     /// stands) up to the log end: the version is created first, marked with what it is for
     /// ([`VersionState::Building`] with the promise to promote, or
@@ -476,28 +580,9 @@ impl Job {
         let id = self.id();
         let target = plan.target_version(id);
         if !self.resumed {
-            let state = if plan.in_place {
-                VersionState::Correcting {
-                    replay: id,
-                    target: plan.version.clone(),
-                }
-            } else {
-                VersionState::Building {
-                    replay: id,
-                    promote: plan.request.promote,
-                }
-            };
+            let info = self.target_info(chrono::Utc::now().timestamp_millis());
             store
-                .create_version(
-                    &VersionInfo {
-                        name: target.clone(),
-                        config: plan.fingerprint.clone(),
-                        created_ms: chrono::Utc::now().timestamp_millis(),
-                        finalized_through: i64::MIN,
-                        state,
-                    },
-                    &plan.starts,
-                )
+                .create_version(&info, &plan.starts)
                 .map_err(|e| Computed::NotCreated(e.into()))?;
         }
         let source = open(&target, &self.cancel).map_err(|e| Computed::Failed(e.into()))?;
@@ -558,6 +643,17 @@ impl std::fmt::Display for Computed {
             Self::NotCreated(e) | Self::Failed(e) => e.fmt(f),
         }
     }
+}
+
+/// The workers that compute a replay's version in a scaled-out deployment, as the
+/// merger's control plane sees them ([`Job::run_remote`]).
+pub trait Workers {
+    /// The positions they reported for `version`, per partition.
+    fn positions(&self, version: &str) -> Option<std::collections::BTreeMap<u32, u64>>;
+    /// Tells them to stop computing `version`.
+    fn stop(&self, version: &str);
+    /// The merger is shutting down (not a cancel).
+    fn shutting_down(&self) -> bool;
 }
 
 /// Opens a source for an output version (standalone: explicit assignment), giving up

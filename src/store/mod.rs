@@ -11,7 +11,7 @@
 mod rows;
 
 pub use rows::{
-    Aggregate, CountRow, DEAD_LETTER_RAW_BYTES, DeadLetter, LateRecord, PartitionPosition,
+    Aggregate, CountRow, DEAD_LETTER_RAW_BYTES, DeadLetter, LateRecord, Outcome, PartitionPosition,
     ProductRow, QueryRow, ReplayRecord, Row, SalesRow, VersionInfo, VersionState, WindowRows,
     rows_of,
 };
@@ -753,7 +753,7 @@ impl Store {
                 .map(|g| decode::<ReplayRecord>("replays", g.value()))
                 .transpose()?;
             if let Some(mut r) = record {
-                r.outcome = format!("cancelled: {name} was dropped");
+                r.outcome = Outcome::Cancelled(Some(format!("{name} was dropped")));
                 r.ended_ms = Some(chrono::Utc::now().timestamp_millis());
                 replays.insert(replay, encode(&r).as_slice())?;
             }
@@ -828,9 +828,9 @@ impl Store {
                     let serving = meta.get("serving")?.map(|v| v.value().to_string());
                     match correction_of(&versions, serving.as_deref())? {
                         Some((replay, target)) => {
-                            record.outcome = format!(
-                                "caught-up, not promoted: replay {replay} was correcting {target} in place (promote it with `kappa versions promote {version}`)"
-                            );
+                            record.outcome = Outcome::CaughtUpNotPromoted(format!(
+                                "replay {replay} was correcting {target} in place (promote it with `kappa versions promote {version}`)"
+                            ));
                         }
                         None => {
                             meta.insert("serving", version)?;

@@ -444,6 +444,109 @@ pub struct ReplayRecord {
     pub records: u64,
     /// Windows rewritten (in place) or final so far (new version).
     pub windows: u64,
-    /// `running`, `caught-up`, `completed`, `cancelled`, `failed: …`, `interrupted`.
-    pub outcome: String,
+    /// Where it stands or how it ended.
+    pub outcome: Outcome,
+}
+
+/// How a replay stands or ended. Stored and shown as its text ([`Outcome::as_str`] plus,
+/// for some, a detail after `: `), so the history's bytes and the API's `outcome` strings
+/// are what they were before this type existed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Reading.
+    Running,
+    /// An in-place correction swapped in.
+    Completed,
+    /// A new version caught up.
+    CaughtUp,
+    /// A new version caught up and was made serving.
+    CaughtUpPromoted,
+    /// A new version caught up; its promised promotion was not done (why).
+    CaughtUpNotPromoted(String),
+    /// Stopped on request (why, if not the operator's cancel).
+    Cancelled(Option<String>),
+    /// Failed (the error).
+    Failed(String),
+    /// Its process died; a new version's replay is carried on by the next server.
+    Interrupted,
+}
+
+impl Outcome {
+    /// The kind, without detail: `running`, `completed`, `caught-up`,
+    /// `caught-up, promoted`, `caught-up, not promoted`, `cancelled`, `failed`,
+    /// `interrupted`.
+    #[must_use]
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Completed => "completed",
+            Self::CaughtUp => "caught-up",
+            Self::CaughtUpPromoted => "caught-up, promoted",
+            Self::CaughtUpNotPromoted(_) => "caught-up, not promoted",
+            Self::Cancelled(_) => "cancelled",
+            Self::Failed(_) => "failed",
+            Self::Interrupted => "interrupted",
+        }
+    }
+
+    /// It got to its end (the swap, or the version caught up).
+    #[must_use]
+    pub fn is_done(&self) -> bool {
+        matches!(
+            self,
+            Self::Completed
+                | Self::CaughtUp
+                | Self::CaughtUpPromoted
+                | Self::CaughtUpNotPromoted(_)
+        )
+    }
+
+    fn detail(&self) -> Option<&str> {
+        match self {
+            Self::CaughtUpNotPromoted(d) | Self::Failed(d) => Some(d),
+            Self::Cancelled(d) => d.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Reads the stored text back (text it does not know is kept as a failure's detail).
+    #[must_use]
+    pub fn parse(text: &str) -> Self {
+        let (kind, detail) = match text.split_once(": ") {
+            Some((k, d)) => (k, Some(d.to_string())),
+            None => (text, None),
+        };
+        match (kind, detail) {
+            ("running", None) => Self::Running,
+            ("completed", None) => Self::Completed,
+            ("caught-up", None) => Self::CaughtUp,
+            ("caught-up, promoted", None) => Self::CaughtUpPromoted,
+            ("caught-up, not promoted", d) => Self::CaughtUpNotPromoted(d.unwrap_or_default()),
+            ("cancelled", d) => Self::Cancelled(d),
+            ("failed", d) => Self::Failed(d.unwrap_or_default()),
+            ("interrupted", None) => Self::Interrupted,
+            _ => Self::Failed(text.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.detail() {
+            Some(d) => write!(f, "{}: {d}", self.as_str()),
+            None => f.write_str(self.as_str()),
+        }
+    }
+}
+
+impl Serialize for Outcome {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Outcome {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Self::parse(&String::deserialize(d)?))
+    }
 }

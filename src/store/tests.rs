@@ -36,7 +36,7 @@ fn record(id: u64, version: &str, in_place: bool) -> ReplayRecord {
         ends: vec![10],
         records: 0,
         windows: 0,
-        outcome: "running".into(),
+        outcome: Outcome::Running,
     }
 }
 
@@ -117,7 +117,10 @@ fn a_version_being_built_or_dropped_cannot_be_promoted_or_dropped() {
     store.record_replay(&record(3, "v2", false)).unwrap();
     store.drop_version("v2").unwrap();
     assert!(store.version("v2").unwrap().is_none());
-    assert!(store.replays().unwrap()[0].outcome.starts_with("cancelled"));
+    assert!(matches!(
+        store.replays().unwrap()[0].outcome,
+        Outcome::Cancelled(Some(_))
+    ));
     store
         .create_version(&version("v3", VersionState::Ready), &[])
         .unwrap();
@@ -172,12 +175,16 @@ fn promoting_while_the_serving_version_is_corrected_in_place_is_refused() {
     };
     store.create_version(&version("v3", building), &[]).unwrap();
     let mut r = record(8, "v3", false);
-    r.outcome = "caught-up, promoted".into();
+    r.outcome = Outcome::CaughtUpPromoted;
     store
         .end_replay(&mut r, ReplayEnd::CaughtUp { version: "v3" })
         .unwrap();
     assert_eq!(store.serving().unwrap(), "v1");
-    assert!(r.outcome.contains("not promoted"), "{}", r.outcome);
+    assert!(
+        matches!(&r.outcome, Outcome::CaughtUpNotPromoted(why) if why.contains("replay 7")),
+        "{}",
+        r.outcome
+    );
     assert_eq!(store.replays().unwrap()[0].outcome, r.outcome);
     assert_eq!(
         store.version("v3").unwrap().unwrap().state,
@@ -197,7 +204,7 @@ fn a_caught_up_build_keeps_its_promise_and_its_record_in_one_transaction() {
     };
     store.create_version(&version("v2", building), &[]).unwrap();
     let mut r = record(1, "v2", false);
-    r.outcome = "caught-up, promoted".into();
+    r.outcome = Outcome::CaughtUpPromoted;
     store
         .end_replay(&mut r, ReplayEnd::CaughtUp { version: "v2" })
         .unwrap();
@@ -219,7 +226,7 @@ fn a_swap_writes_the_windows_the_outcome_and_removes_the_scratch_together() {
         .create_version(&version("_replay-2", scratch), &[])
         .unwrap();
     let mut r = record(2, "v1", true);
-    r.outcome = "completed".into();
+    r.outcome = Outcome::Completed;
     store
         .end_replay(
             &mut r,
@@ -231,10 +238,10 @@ fn a_swap_writes_the_windows_the_outcome_and_removes_the_scratch_together() {
         )
         .unwrap();
     assert_eq!(names(&store), ["v1"], "the scratch went with the swap");
-    assert_eq!(store.replays().unwrap()[0].outcome, "completed");
+    assert_eq!(store.replays().unwrap()[0].outcome, Outcome::Completed);
     // A swap that cannot be carried out writes nothing, not even the record.
     let mut bad = record(3, "v1", true);
-    bad.outcome = "completed".into();
+    bad.outcome = Outcome::Completed;
     assert!(
         store
             .end_replay(
@@ -263,4 +270,32 @@ fn stores_written_before_version_states_still_open() {
     let v = store.version("v1").unwrap().unwrap();
     assert_eq!((v.created_ms, v.finalized_through), (5, 7));
     assert_eq!(v.state, VersionState::Ready);
+}
+
+#[test]
+fn outcomes_read_back_as_the_text_they_were_stored_as() {
+    for text in [
+        "running",
+        "completed",
+        "caught-up",
+        "caught-up, promoted",
+        "caught-up, not promoted: replay 3 was correcting v1 in place",
+        "cancelled",
+        "cancelled: v2 was dropped",
+        "failed: store error: disk full",
+        "interrupted",
+    ] {
+        let o = Outcome::parse(text);
+        assert_eq!(o.to_string(), text);
+        // The stored bytes are those of the text (stores written before the type read back).
+        assert_eq!(encode(&o), encode(&text.to_string()));
+        assert_eq!(
+            decode::<Outcome>("replays", &encode(&text.to_string())).unwrap(),
+            o
+        );
+    }
+    assert!(matches!(
+        Outcome::parse("something else"),
+        Outcome::Failed(_)
+    ));
 }
