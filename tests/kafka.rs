@@ -949,3 +949,110 @@ fn kafka_consumer_groups_describes_the_positions_and_lag_kappa_reports() {
         assert_eq!(*current, ours[p].0, "partition {p}: {after:?} vs {ours:?}");
     }
 }
+
+/// A config file with the SASL_PLAINTEXT SCRAM-SHA-512 client settings and `password`.
+fn sasl_config(dir: &std::path::Path, password: &str) -> std::path::PathBuf {
+    let path = dir.join("sasl.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[kafka.properties]\n\"security.protocol\" = \"SASL_PLAINTEXT\"\n\"sasl.mechanisms\" = \"SCRAM-SHA-512\"\n\"sasl.username\" = \"{}\"\n\"sasl.password\" = \"{password}\"\n",
+            common::broker::SASL_USER
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn sasl_scram_reads_with_the_right_password_and_a_wrong_one_is_one_clear_line_never_leaked() {
+    let _serial = serial();
+    let topic = "t-sasl";
+    create_topic_with(topic, 2);
+    let dir = temp();
+    let mut c = kk(dir.path(), topic);
+    c.args(["produce", "--rate", "0", "--events", "1000"]);
+    ok(c);
+    let sasl = shared()
+        .0
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .sasl_bootstrap
+        .clone();
+    let env = |group: &str| {
+        let mut e = kafka_env(topic);
+        e.retain(|(k, _)| k != "KAPPA_KAFKA__BROKERS" && k != "KAPPA_KAFKA__GROUP_ID");
+        e.push(("KAPPA_KAFKA__BROKERS".into(), sasl.clone()));
+        e.push(("KAPPA_KAFKA__GROUP_ID".into(), group.into()));
+        e
+    };
+    // Every answer kappa gives, to look for a password in.
+    let everything = |s: &Server| -> String {
+        [
+            "/readyz",
+            "/api/status",
+            "/metrics",
+            "/api/versions",
+            "/api/replays",
+        ]
+        .iter()
+        .map(|p| s.get(p).1)
+        .chain([s.stderr_text()])
+        .collect::<Vec<_>>()
+        .join("\n")
+    };
+    let right = common::broker::SASL_PASSWORD;
+    let good = temp();
+    let cfg = sasl_config(good.path(), right);
+    let s = Server::start_env(
+        good.path(),
+        &["--config", cfg.to_str().unwrap(), "--idle-timeout", "0s"],
+        &env("g-sasl-good"),
+    );
+    let t = Instant::now();
+    while !(new_records(&s) == 1000 && s.get("/readyz").0 == 200) {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the 1000 records over SASL: {}\n{}",
+            s.get("/readyz").1,
+            s.stderr_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let seen = everything(&s);
+    assert!(!seen.contains(right), "the password leaked: {seen}");
+    assert!(s.interrupt().success());
+
+    let wrong = "not-the-password-5b1c";
+    let bad = temp();
+    let cfg = sasl_config(bad.path(), wrong);
+    let mut s = Server::start_env(
+        bad.path(),
+        &["--config", cfg.to_str().unwrap(), "--idle-timeout", "0s"],
+        &env("g-sasl-bad"),
+    );
+    let auth_lines = |s: &Server| -> Vec<String> {
+        s.stderr_text()
+            .lines()
+            .filter(|l| l.contains("SASL credentials"))
+            .map(str::to_string)
+            .collect()
+    };
+    let t = Instant::now();
+    while auth_lines(&s).is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "no line about the credentials: {}",
+            s.stderr_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Several retries later: still one line, still unready, still running.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(auth_lines(&s).len(), 1, "{}", s.stderr_text());
+    assert_eq!(s.get("/readyz").0, 503);
+    assert_eq!(new_records(&s), 0);
+    assert!(s.child.try_wait().unwrap().is_none(), "no crash");
+    let seen = everything(&s);
+    assert!(!seen.contains(wrong), "the password leaked: {seen}");
+}

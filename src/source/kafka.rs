@@ -59,6 +59,7 @@ struct Shared {
     high: Mutex<HashMap<u32, u64>>,
     /// Set by error callbacks when no broker can be reached; cleared by traffic.
     broker_down: AtomicBool,
+
     /// Without a store (a worker): each assigned partition's committed offset and metadata
     /// in the group, as read by the rebalance callback (offset None: nothing committed).
     group_state: Mutex<HashMap<u32, (Option<u64>, String)>>,
@@ -551,22 +552,33 @@ impl KafkaSource {
         }
         *consumer.context().fetch.lock().expect("fetch queue lock") = Some(FetchQueue(q));
         let mut backoff = Duration::from_millis(200);
+        // What the last retry said: a reason is logged once, its repeats at debug.
+        let mut said = String::new();
         let partitions = loop {
-            match consumer.fetch_metadata(Some(&k.topic), Duration::from_secs(2)) {
+            let why = match consumer.fetch_metadata(Some(&k.topic), Duration::from_secs(2)) {
                 Ok(md) => match md.topics().first() {
                     Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
                         break u32::try_from(t.partitions().len()).unwrap_or(u32::MAX);
                     }
-                    _ => tracing::warn!(
-                        "topic {} not found on {} (create it with `kappa topics apply`); retrying in {backoff:?}",
-                        k.topic,
-                        k.brokers
+                    _ => format!(
+                        "topic {} not found on {} (create it with `kappa topics apply`)",
+                        k.topic, k.brokers
                     ),
                 },
-                Err(e) => tracing::warn!(
-                    "kafka brokers {} unreachable ({e}); retrying in {backoff:?}",
-                    k.brokers
-                ),
+                // librdkafka reports refused SASL credentials as a transport failure here.
+                Err(e) => match k.properties.get("sasl.username") {
+                    Some(user) => format!(
+                        "kafka brokers {} unreachable or refusing the SASL credentials of user {user} ({e})",
+                        k.brokers
+                    ),
+                    None => format!("kafka brokers {} unreachable ({e})", k.brokers),
+                },
+            };
+            if why == said {
+                tracing::debug!("{why}; retrying in {backoff:?}");
+            } else {
+                tracing::warn!("{why}; retrying with backoff");
+                said = why;
             }
             if cancel() {
                 return Err(SourceError::Kafka(
@@ -685,7 +697,6 @@ impl KafkaSource {
     }
 
     /// One fetched record: appended, skipped, or the log went backwards (diverged).
-    #[allow(clippy::too_many_arguments)]
     fn take_record(
         &mut self,
         batch: &mut RecordBatch,
