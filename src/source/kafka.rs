@@ -203,7 +203,10 @@ impl Ctx {
         let committed = if self.bounded {
             HashMap::new()
         } else {
-            self.committed(consumer, owned.iter().filter(|p| !stored.contains_key(p)))
+            match self.committed(consumer, owned.iter().filter(|p| !stored.contains_key(p))) {
+                Some(c) => c,
+                None => return, // the consumer is closing
+            }
         };
         let mut tpl = TopicPartitionList::new();
         {
@@ -236,32 +239,26 @@ impl Ctx {
         &self,
         consumer: &BaseConsumer<Self>,
         partitions: impl Iterator<Item = &'a u32>,
-    ) -> HashMap<u32, u64> {
+    ) -> Option<HashMap<u32, u64>> {
         let mut want = TopicPartitionList::new();
         for &p in partitions {
             want.add_partition(&self.topic, i32::try_from(p).unwrap_or(i32::MAX));
         }
         if want.count() == 0 {
-            return HashMap::new();
+            return Some(HashMap::new());
         }
-        let got = loop {
-            match consumer.committed_offsets(want.clone(), Duration::from_secs(10)) {
-                Ok(c) => break c,
-                Err(e) => {
-                    tracing::warn!("reading the group's committed offsets: {e}; retrying");
-                    std::thread::sleep(Duration::from_millis(500));
-                }
-            }
-        };
-        got.elements()
-            .iter()
-            .filter_map(|e| match e.offset() {
-                Offset::Offset(o) if o >= 0 => {
-                    Some((e.partition().unsigned_abs(), o.unsigned_abs()))
-                }
-                _ => None,
-            })
-            .collect()
+        let got = committed_list(consumer, &want)?;
+        Some(
+            got.elements()
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    Offset::Offset(o) if o >= 0 => {
+                        Some((e.partition().unsigned_abs(), o.unsigned_abs()))
+                    }
+                    _ => None,
+                })
+                .collect(),
+        )
     }
 
     /// A worker's assignment: each partition at the group's committed offset, whose
@@ -271,14 +268,8 @@ impl Ctx {
         for &p in &owned {
             want.add_partition(&self.topic, i32::try_from(p).unwrap_or(i32::MAX));
         }
-        let committed = loop {
-            match consumer.committed_offsets(want.clone(), Duration::from_secs(10)) {
-                Ok(c) => break c,
-                Err(e) => {
-                    tracing::warn!("reading the group's committed offsets: {e}; retrying");
-                    std::thread::sleep(Duration::from_millis(500));
-                }
-            }
+        let Some(committed) = committed_list(consumer, &want) else {
+            return; // the consumer is closing
         };
         // The state topic holds each partition's latest resume state (offset included); the
         // group's committed offset is the fallback (and what lag tooling sees).
@@ -460,6 +451,29 @@ impl Tracked {
     fn at_eof(&mut self, partition: i32) {
         if let Some(e) = self.eof.get_mut(partition.unsigned_abs() as usize) {
             *e = true;
+        }
+    }
+}
+
+/// The group's committed offsets of `want`, retried until the coordinator answers; None
+/// once the consumer is closing (a rebalance served while it closes must not retry
+/// forever: the process would never exit).
+fn committed_list<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    want: &TopicPartitionList,
+) -> Option<TopicPartitionList> {
+    loop {
+        match consumer.committed_offsets(want.clone(), Duration::from_secs(10)) {
+            Ok(c) => return Some(c),
+            Err(e) => {
+                // SAFETY: the client is live for the call.
+                if unsafe { rdsys::rd_kafka_consumer_closed(consumer.client().native_ptr()) } != 0 {
+                    tracing::debug!("reading the group's committed offsets: {e}; closing");
+                    return None;
+                }
+                tracing::warn!("reading the group's committed offsets: {e}; retrying");
+                std::thread::sleep(Duration::from_millis(500));
+            }
         }
     }
 }
