@@ -5,9 +5,10 @@
 
 FROM rust:1-bookworm AS builder
 # rdkafka-sys builds the bundled librdkafka from C with its configure script and make;
-# zlib1g-dev for its compression (libz-sys links the system zlib).
+# zlib1g-dev for its compression (libz-sys links the system zlib), libssl-dev for SASL
+# SCRAM and TLS (openssl-sys links the system OpenSSL).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends build-essential cmake pkg-config zlib1g-dev \
+ && apt-get install -y --no-install-recommends build-essential cmake pkg-config zlib1g-dev libssl-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # Only what the crate needs to build: edits to docs, grafana/ or tests/ keep this layer.
@@ -23,7 +24,7 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
 
 FROM debian:bookworm-slim
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates zlib1g \
+ && apt-get install -y --no-install-recommends ca-certificates zlib1g libssl3 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --user-group --uid 10001 --home-dir /app --no-create-home \
         --shell /usr/sbin/nologin kappa \

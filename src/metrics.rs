@@ -49,6 +49,8 @@ pub struct Metrics {
     pub kafka_errors: IntCounter,
     /// `kappa_kafka_rebalances_total`.
     pub kafka_rebalances: IntCounter,
+    /// `kappa_kafka_history_diverged`.
+    pub kafka_history_diverged: IntGauge,
     /// `kappa_serving_version_info{version}`.
     pub serving_version: IntGaugeVec,
     /// `kappa_build_info{version}`.
@@ -212,6 +214,14 @@ impl Metrics {
                 IntCounter::new(
                     "kappa_kafka_rebalances_total",
                     "Consumer-group assignments received.",
+                )
+                .expect("valid"),
+            ),
+            kafka_history_diverged: reg(
+                &r,
+                IntGauge::new(
+                    "kappa_kafka_history_diverged",
+                    "1 once the topic no longer holds the history kappa indexed (recreated, records deleted before they were read); kappa stopped reading.",
                 )
                 .expect("valid"),
             ),

@@ -1,5 +1,5 @@
-//! The test broker itself: Tansu starts, speaks the Kafka protocol, restarts on the same
-//! port, and stops.
+//! The test broker itself: Apache Kafka (KRaft, one node) starts, speaks the Kafka
+//! protocol, keeps its data across a restart on the same ports, and stops.
 
 mod common;
 
@@ -8,6 +8,7 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use common::broker::Broker;
+use common::{kappa, ok, temp};
 
 /// Sends a Kafka ApiVersions v0 request; returns (correlation id, error code) of the answer.
 fn api_versions(bootstrap: &str) -> (i32, i16) {
@@ -34,27 +35,74 @@ fn api_versions(bootstrap: &str) -> (i32, i16) {
     )
 }
 
+/// The end offsets of `topic` as Kafka's own GetOffsetShell prints them (`topic:p:offset`).
+fn end_offsets(b: &Broker, topic: &str) -> String {
+    let mut lines: Vec<String> = b
+        .tool("org.apache.kafka.tools.GetOffsetShell", &["--topic", topic])
+        .lines()
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    lines.join(",")
+}
+
 #[test]
-fn broker_starts_speaks_kafka_restarts_on_the_same_port_and_stops() {
+fn broker_starts_speaks_kafka_keeps_data_across_a_restart_and_stops() {
     let mut b = Broker::start();
     assert!(b.bootstrap.starts_with("127.0.0.1:"), "{}", b.bootstrap);
-    TcpStream::connect(&b.bootstrap).expect("broker accepts connections");
     assert_eq!(
         api_versions(&b.bootstrap),
         (4242, 0),
         "log {}",
         b.log.display()
     );
+    assert_eq!(api_versions(&b.sasl_bootstrap).0, 4242, "SASL listener");
 
-    let before = b.bootstrap.clone();
+    // A topic with records, written through kappa.
+    let dir = temp();
+    std::fs::write(
+        dir.path().join("t.toml"),
+        "name = \"smoke\"\npartitions = 2\nreplication-factor = 1\n",
+    )
+    .unwrap();
+    let mut c = kappa(dir.path());
+    c.args(["--kafka", &b.bootstrap, "topics", "apply", "--dir"])
+        .arg(dir.path());
+    ok(c);
+    let mut c = kappa(dir.path());
+    c.args([
+        "--kafka",
+        &b.bootstrap,
+        "--topic",
+        "smoke",
+        "produce",
+        "--rate",
+        "0",
+        "--events",
+        "500",
+    ]);
+    ok(c);
+    let before = end_offsets(&b, "smoke");
+    let total = |s: &str| -> u64 {
+        s.split(',')
+            .filter_map(|l| l.rsplit(':').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    assert_eq!(total(&before), 500, "{before}");
+
+    let addr = b.bootstrap.clone();
     b.restart();
-    assert_eq!(b.bootstrap, before, "restart keeps the port");
-    TcpStream::connect(&b.bootstrap).expect("broker accepts connections after restart");
+    assert_eq!(b.bootstrap, addr, "restart keeps the port");
     assert_eq!(
         api_versions(&b.bootstrap),
         (4242, 0),
         "log {}",
         b.log.display()
+    );
+    assert_eq!(
+        end_offsets(&b, "smoke"),
+        before,
+        "the records survive a restart"
     );
 
     b.stop();

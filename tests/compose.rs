@@ -1031,3 +1031,30 @@ fn scale_out_services_can_be_scaled_and_share_the_kafka_settings() {
         );
     }
 }
+
+#[test]
+fn compose_runs_the_kafka_version_the_tests_run() {
+    // scripts/kafka pins the version the test broker (tests/common/broker.rs) runs.
+    let script = std::fs::read_to_string(root().join("scripts/kafka")).unwrap();
+    let pinned = script
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("VERSION=\"${KAFKA_VERSION:-")?
+                .strip_suffix("}\"")
+        })
+        .expect("scripts/kafka: a VERSION=\"${KAFKA_VERSION:-X}\" line");
+    let broker = std::fs::read_to_string(root().join("tests/common/broker.rs")).unwrap();
+    assert!(
+        broker.contains(&format!("pub const KAFKA_VERSION: &str = \"{pinned}\";")),
+        "tests/common/broker.rs runs another Kafka version than scripts/kafka ({pinned})"
+    );
+    let compose = Compose::load();
+    let image = compose.service("kafka")["image"]
+        .as_str()
+        .expect("kafka: an image");
+    assert_eq!(
+        image,
+        format!("apache/kafka:{pinned}"),
+        "docker-compose.yml runs another Kafka than the tests"
+    );
+}

@@ -1,4 +1,5 @@
-//! kappa against a real Kafka-protocol broker (Tansu on 127.0.0.1, one per test binary).
+//! kappa against a real Apache Kafka broker (KRaft, one node on 127.0.0.1, one per test
+//! binary; some tests start their own to stop and restart it).
 
 mod common;
 
@@ -12,14 +13,27 @@ use rand::SeedableRng;
 use serde_json::Value;
 
 /// One broker for the whole test binary; each test uses its own topic and group.
-fn broker() -> &'static str {
+fn shared() -> &'static (std::sync::Mutex<Broker>, String) {
     static B: OnceLock<(std::sync::Mutex<Broker>, String)> = OnceLock::new();
-    &B.get_or_init(|| {
+    B.get_or_init(|| {
         let b = Broker::start();
         let addr = b.bootstrap.clone();
         (std::sync::Mutex::new(b), addr)
     })
-    .1
+}
+
+/// The shared broker's bootstrap address.
+fn broker() -> &'static str {
+    &shared().1
+}
+
+/// Runs a Kafka command-line tool against the shared broker (see [`Broker::tool`]).
+fn tool(main: &str, args: &[&str]) -> String {
+    shared()
+        .0
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .tool(main, args)
 }
 
 /// The Kafka tests run one at a time: group joins and session timeouts are wall-clock
@@ -202,10 +216,18 @@ fn two_processes_in_one_group_split_the_partitions() {
             })
             .unwrap_or_default()
     };
-    sa.wait_for(
-        |sa| new_records(sa) + new_records(&sb) == 20_000,
-        "both members together to read every record",
-    );
+    let t = Instant::now();
+    while new_records(&sa) + new_records(&sb) != 20_000 {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "both members together to read every record: {} + {}\n{}\n{}",
+            new_records(&sa),
+            new_records(&sb),
+            sa.stderr_text(),
+            sb.stderr_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let (oa, ob) = (owned(&sa), owned(&sb));
     assert!(
         !oa.is_empty() && !ob.is_empty(),
@@ -219,7 +241,7 @@ fn two_processes_in_one_group_split_the_partitions() {
 #[test]
 fn broker_loss_makes_kappa_unready_without_crashing_and_it_recovers() {
     let _serial = serial();
-    // Its own broker: this test stops and restarts it (memory storage loses the topic).
+    // Its own broker: this test stops and restarts it.
     let mut own = Broker::start();
     let topic = "t-loss";
     let dir = temp();
@@ -274,15 +296,32 @@ fn broker_loss_makes_kappa_unready_without_crashing_and_it_recovers() {
         assert_eq!(s.get("/readyz").0, 503);
         std::thread::sleep(Duration::from_millis(200));
     }
-    // The broker comes back (memory storage: empty; the topic is recreated): kappa rejoins
-    // and is ready again.
-    own.restart();
-    apply(&own.bootstrap);
+    // The broker comes back with its data: kappa rejoins (a new member: its session
+    // expired), resumes from its store and reads only what is new.
+    own.start_again();
     s.wait_for(
         |s| s.get("/readyz").0 == 200,
         "/readyz to recover once the broker is back",
     );
     assert!(s.child.try_wait().unwrap().is_none(), "still running");
+    produce(&own.bootstrap, "1000");
+    s.wait_for(|s| new_records(s) >= 3000, "the 1000 new records");
+    assert!(s.interrupt().success());
+    // Nothing counted twice: a bounded run over the whole topic on a fresh store reads
+    // every record once; kappa's results equal it.
+    let fresh = temp();
+    let mut c = kappa(fresh.path());
+    c.args(["--kafka", &own.bootstrap, "--topic", topic])
+        .args(RUN_DRAIN);
+    ok(c);
+    let mut c = kappa(dir.path());
+    c.args(["--kafka", &own.bootstrap, "--topic", topic])
+        .args(RUN_DRAIN);
+    ok(c);
+    assert!(
+        export(dir.path()) == export(fresh.path()),
+        "an outage longer than the session changed the results"
+    );
 }
 
 #[test]
@@ -306,7 +345,7 @@ fn broker_unreachable_at_start_means_unready_until_it_appears() {
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(s.get("/readyz").0, 503, "still retrying, still unready");
     // The broker appears, the topic is created and filled: kappa connects and consumes.
-    own.restart();
+    own.start_again();
     let specs = temp();
     std::fs::write(
         specs.path().join("t.toml"),
@@ -428,6 +467,10 @@ fn role_env(topic: &str) -> Vec<(String, String)> {
     env.push((
         "KAPPA_KAFKA__WORKER_STATE_TOPIC".into(),
         format!("{topic}.state"),
+    ));
+    env.push((
+        "KAPPA_KAFKA__CONTROL_TOPIC".into(),
+        format!("{topic}.control"),
     ));
     env.push((WINDOWS_1M_5M.0.into(), WINDOWS_1M_5M.1.into()));
     // As the single-process reference (a bounded run never uses idleness).
@@ -627,4 +670,408 @@ fn three_workers_and_a_merger_equal_one_process_through_kills() {
         "the replay across roles differs from the single process's replay"
     );
     assert_eq!(dead_letter_count(merger_dir.path()), expected_dead);
+}
+
+/// `kappa` on `dir` against the broker at `bootstrap`, quietly.
+fn kappa_at(dir: &std::path::Path, bootstrap: &str) -> Command {
+    let mut c = kappa(dir);
+    c.args(["--kafka", bootstrap]);
+    c
+}
+
+/// Creates `topic` with `partitions` partitions on `bootstrap`; retries while a deletion
+/// of the same name is still going on. Panics unless it is created.
+fn create_topic_at(bootstrap: &str, topic: &str, partitions: u32) {
+    let specs = temp();
+    std::fs::write(
+        specs.path().join("t.toml"),
+        format!("name = \"{topic}\"\npartitions = {partitions}\nreplication-factor = 1\n[config]\n\"retention.ms\" = \"-1\"\n"),
+    )
+    .unwrap();
+    let t = Instant::now();
+    loop {
+        let mut c = kappa_at(specs.path(), bootstrap);
+        c.args(["topics", "apply", "--dir"]).arg(specs.path());
+        let out = c.output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        if out.status.success() && text.contains("created") {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "topic {topic} not created: {text} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn status(s: &Server) -> Value {
+    serde_json::from_str(&s.get("/api/status").1).unwrap_or_default()
+}
+
+/// Waits until `s` reports the diverged state (naming `what`) on /readyz and /api/status,
+/// the metric, and exactly one log line; it keeps running.
+fn assert_diverged(s: &mut Server, what: &str) {
+    let t = Instant::now();
+    loop {
+        let (code, body) = s.get("/readyz");
+        let v: Value = serde_json::from_str(&body).unwrap_or_default();
+        if code == 503 && v["state"] == "diverged" {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "no diverged state: /readyz {code} {body}\n{}",
+            s.stderr_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let st = status(s);
+    assert_eq!(st["state"], "diverged", "{st}");
+    let err = st["error"].as_str().unwrap_or_default();
+    assert!(err.contains(what), "the error says {what}: {err}");
+    let metrics = s.get("/metrics").1;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "kappa_kafka_history_diverged 1"),
+        "metric: {}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("diverged"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let log = s.stderr_text();
+    assert_eq!(
+        log.lines()
+            .filter(|l| l.contains("no longer holds the history"))
+            .count(),
+        1,
+        "one log line: {log}"
+    );
+    assert!(s.child.try_wait().unwrap().is_none(), "kappa keeps running");
+}
+
+/// Reads all `n` records of `topic` live on `dir`, then stops (the store has positions).
+fn read_live(dir: &std::path::Path, topic: &str, n: u64) {
+    let s = Server::start_env(dir, &["--idle-timeout", "0s"], &kafka_env(topic));
+    s.wait_for(|s| new_records(s) == n, "every record read");
+    assert!(s.interrupt().success());
+}
+
+#[test]
+fn a_deleted_and_recreated_topic_is_reported_and_never_read() {
+    let _serial = serial();
+    let topic = "t-recreate";
+    create_topic_with(topic, 2);
+    let dir = temp();
+    let mut c = kk(dir.path(), topic);
+    c.args(produce_args(4000, 31));
+    ok(c);
+    read_live(dir.path(), topic, 4000);
+    // Another topic under the same name, with fewer records than kappa read.
+    tool(
+        "org.apache.kafka.tools.TopicCommand",
+        &["--delete", "--topic", topic],
+    );
+    create_topic_at(broker(), topic, 2);
+    let mut c = kk(dir.path(), topic);
+    c.args(produce_args(200, 32));
+    ok(c);
+    let mut s = Server::start_env(dir.path(), &["--idle-timeout", "0s"], &kafka_env(topic));
+    assert_diverged(&mut s, "deleted and recreated");
+    assert_eq!(new_records(&s), 0, "nothing of the new history read");
+}
+
+#[test]
+fn records_deleted_before_kappa_read_them_are_reported_never_skipped() {
+    let _serial = serial();
+    let topic = "t-delete-records";
+    create_topic_with(topic, 2);
+    let dir = temp();
+    let mut c = kk(dir.path(), topic);
+    c.args(produce_args(4000, 41));
+    ok(c);
+    read_live(dir.path(), topic, 4000);
+    let mut c = kk(dir.path(), topic);
+    c.args(produce_args(4000, 42));
+    ok(c);
+    // deleteRecords on partition 0 up to its end: what kappa has not read there is gone.
+    let ends = tool("org.apache.kafka.tools.GetOffsetShell", &["--topic", topic]);
+    let end0: u64 = ends
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{topic}:0:"))?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no end offset of partition 0 in {ends}"));
+    let json = temp();
+    let file = json.path().join("delete.json");
+    std::fs::write(
+        &file,
+        format!(
+            r#"{{"version":1,"partitions":[{{"topic":"{topic}","partition":0,"offset":{end0}}}]}}"#
+        ),
+    )
+    .unwrap();
+    tool(
+        "org.apache.kafka.tools.DeleteRecordsCommand",
+        &["--offset-json-file", file.to_str().unwrap()],
+    );
+    let mut s = Server::start_env(dir.path(), &["--idle-timeout", "0s"], &kafka_env(topic));
+    assert_diverged(&mut s, "were deleted");
+}
+
+#[test]
+fn a_broker_restart_within_the_group_session_loses_and_doubles_nothing() {
+    let _serial = serial();
+    let mut own = Broker::start();
+    let topic = "t-bounce";
+    create_topic_at(&own.bootstrap, topic, 4);
+    let (kdir, edir) = (temp(), temp());
+    let produce_both = |bootstrap: &str, seed: u64| {
+        let mut c = kappa_at(kdir.path(), bootstrap);
+        c.args(["--topic", topic]).args(produce_args(10_000, seed));
+        ok(c);
+        produce(edir.path(), 10_000, seed);
+    };
+    produce_both(&own.bootstrap, 51);
+    // A session long enough to outlast the broker's restart: the member keeps its
+    // partitions, no rebalance.
+    let env = vec![
+        ("KAPPA_KAFKA__BROKERS".to_string(), own.bootstrap.clone()),
+        ("KAPPA_KAFKA__TOPIC".to_string(), topic.to_string()),
+        ("KAPPA_KAFKA__GROUP_ID".to_string(), "g-bounce".to_string()),
+        (
+            "KAPPA_KAFKA__SESSION_TIMEOUT".to_string(),
+            "45s".to_string(),
+        ),
+        (
+            "KAPPA_KAFKA__STATISTICS_INTERVAL".to_string(),
+            "500ms".to_string(),
+        ),
+    ];
+    let s = Server::start_env(kdir.path(), &["--idle-timeout", "0s"], &env);
+    s.wait_for(
+        |s| new_records(s) == 10_000 && s.get("/readyz").0 == 200,
+        "the first 10000 records",
+    );
+    own.stop();
+    s.wait_for(
+        |s| s.get("/readyz").0 == 503,
+        "/readyz to turn 503 while the broker is down",
+    );
+    own.start_again();
+    let back = Instant::now();
+    while s.get("/readyz").0 != 200 {
+        assert!(
+            back.elapsed() < Duration::from_secs(10),
+            "/readyz not 200 within 10 s of the broker's return: {}\n{}",
+            s.get("/readyz").1,
+            s.stderr_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    produce_both(&own.bootstrap, 52);
+    s.wait_for(|s| new_records(s) == 20_000, "the next 10000 records");
+    assert!(s.interrupt().success());
+    let mut c = kappa_at(kdir.path(), &own.bootstrap);
+    c.args(["--topic", topic]).args(RUN_DRAIN);
+    ok(c);
+    run_drain(edir.path(), &[]);
+    assert!(
+        export(kdir.path()) == export(edir.path()),
+        "a broker restart changed the results"
+    );
+}
+
+/// `kafka-consumer-groups --describe` of `group`: partition → (current offset, log end
+/// offset, lag), for the rows of `topic`.
+fn describe_group(group: &str, topic: &str) -> std::collections::BTreeMap<u64, (u64, u64, u64)> {
+    let out = tool(
+        "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
+        &["--describe", "--group", group],
+    );
+    out.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            if f.len() < 6 || f[1] != topic {
+                return None;
+            }
+            Some((
+                f[2].parse().ok()?,
+                (f[3].parse().ok()?, f[4].parse().ok()?, f[5].parse().ok()?),
+            ))
+        })
+        .collect()
+}
+
+#[test]
+fn kafka_consumer_groups_describes_the_positions_and_lag_kappa_reports() {
+    let _serial = serial();
+    let topic = "t-lag";
+    create_topic(topic);
+    let dir = temp();
+    let mut c = kk(dir.path(), topic);
+    c.args(produce_args(8000, 61));
+    ok(c);
+    let s = Server::start_env(dir.path(), &["--idle-timeout", "0s"], &kafka_env(topic));
+    s.wait_for(|s| new_records(s) == 8000, "every record read");
+    // kappa's view: position, end offset (real high watermarks) and lag per partition.
+    let kappa_view = |s: &Server| -> std::collections::BTreeMap<u64, (u64, u64, u64)> {
+        status(s)["partitions"]
+            .as_array()
+            .map(|ps| {
+                ps.iter()
+                    .map(|p| {
+                        (
+                            p["partition"].as_u64().unwrap(),
+                            (
+                                p["position"].as_u64().unwrap(),
+                                p["end_offset"].as_u64().unwrap(),
+                                p["lag"].as_u64().unwrap(),
+                            ),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    s.wait_for(
+        |s| {
+            let v = kappa_view(s);
+            v.len() == 4 && v.values().map(|x| x.1).sum::<u64>() == 8000
+        },
+        "kappa to see every partition's end (8000 records)",
+    );
+    let ours = kappa_view(&s);
+    // The group's committed offsets follow the store's commits: poll the tool until they
+    // agree (at most 60 s).
+    let t = Instant::now();
+    let mut theirs = describe_group("g-t-lag", topic);
+    while theirs != ours {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "kafka-consumer-groups {theirs:?} vs kappa {ours:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        theirs = describe_group("g-t-lag", topic);
+    }
+    assert!(s.interrupt().success());
+    // Stopped, with 1000 more records: the tool's lag is exactly those, from kappa's last
+    // positions.
+    let mut c = kk(dir.path(), topic);
+    c.args(["produce", "--rate", "0", "--events", "1000", "--seed", "62"]);
+    ok(c);
+    let after = describe_group("g-t-lag", topic);
+    assert_eq!(after.values().map(|x| x.2).sum::<u64>(), 1000, "{after:?}");
+    for (p, (current, _, _)) in &after {
+        assert_eq!(*current, ours[p].0, "partition {p}: {after:?} vs {ours:?}");
+    }
+}
+
+/// A config file with the SASL_PLAINTEXT SCRAM-SHA-512 client settings and `password`.
+fn sasl_config(dir: &std::path::Path, password: &str) -> std::path::PathBuf {
+    let path = dir.join("sasl.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[kafka.properties]\n\"security.protocol\" = \"SASL_PLAINTEXT\"\n\"sasl.mechanisms\" = \"SCRAM-SHA-512\"\n\"sasl.username\" = \"{}\"\n\"sasl.password\" = \"{password}\"\n",
+            common::broker::SASL_USER
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn sasl_scram_reads_with_the_right_password_and_a_wrong_one_is_one_clear_line_never_leaked() {
+    let _serial = serial();
+    let topic = "t-sasl";
+    create_topic_with(topic, 2);
+    let dir = temp();
+    let mut c = kk(dir.path(), topic);
+    c.args(["produce", "--rate", "0", "--events", "1000"]);
+    ok(c);
+    let sasl = shared()
+        .0
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .sasl_bootstrap
+        .clone();
+    let env = |group: &str| {
+        let mut e = kafka_env(topic);
+        e.retain(|(k, _)| k != "KAPPA_KAFKA__BROKERS" && k != "KAPPA_KAFKA__GROUP_ID");
+        e.push(("KAPPA_KAFKA__BROKERS".into(), sasl.clone()));
+        e.push(("KAPPA_KAFKA__GROUP_ID".into(), group.into()));
+        e
+    };
+    // Every answer kappa gives, to look for a password in.
+    let everything = |s: &Server| -> String {
+        [
+            "/readyz",
+            "/api/status",
+            "/metrics",
+            "/api/versions",
+            "/api/replays",
+        ]
+        .iter()
+        .map(|p| s.get(p).1)
+        .chain([s.stderr_text()])
+        .collect::<Vec<_>>()
+        .join("\n")
+    };
+    let right = common::broker::SASL_PASSWORD;
+    let good = temp();
+    let cfg = sasl_config(good.path(), right);
+    let s = Server::start_env(
+        good.path(),
+        &["--config", cfg.to_str().unwrap(), "--idle-timeout", "0s"],
+        &env("g-sasl-good"),
+    );
+    let t = Instant::now();
+    while !(new_records(&s) == 1000 && s.get("/readyz").0 == 200) {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the 1000 records over SASL: {}\n{}",
+            s.get("/readyz").1,
+            s.stderr_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let seen = everything(&s);
+    assert!(!seen.contains(right), "the password leaked: {seen}");
+    assert!(s.interrupt().success());
+
+    let wrong = "not-the-password-5b1c";
+    let bad = temp();
+    let cfg = sasl_config(bad.path(), wrong);
+    let mut s = Server::start_env(
+        bad.path(),
+        &["--config", cfg.to_str().unwrap(), "--idle-timeout", "0s"],
+        &env("g-sasl-bad"),
+    );
+    let auth_lines = |s: &Server| -> Vec<String> {
+        s.stderr_text()
+            .lines()
+            .filter(|l| l.contains("SASL credentials"))
+            .map(str::to_string)
+            .collect()
+    };
+    let t = Instant::now();
+    while auth_lines(&s).is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "no line about the credentials: {}",
+            s.stderr_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // Several retries later: still one line, still unready, still running.
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(auth_lines(&s).len(), 1, "{}", s.stderr_text());
+    assert_eq!(s.get("/readyz").0, 503);
+    assert_eq!(new_records(&s), 0);
+    assert!(s.child.try_wait().unwrap().is_none(), "no crash");
+    let seen = everything(&s);
+    assert!(!seen.contains(wrong), "the password leaked: {seen}");
 }

@@ -460,6 +460,14 @@ impl Pipeline {
             }
             self.shared
                 .set_ready(self.source.healthy() && !self.owned.is_empty());
+            if let Some(why) = self.source.diverged()
+                && self.status.state != "diverged"
+            {
+                // The source logged it once and reads nothing more: say so until a restart.
+                self.status.state = "diverged".into();
+                self.status.error = Some(why);
+                self.publish(false);
+            }
             if last_refresh.elapsed() >= Duration::from_secs(1) {
                 self.refresh_lag()?;
                 self.publish(true);

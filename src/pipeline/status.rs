@@ -29,7 +29,8 @@ pub struct PartitionStatus {
 /// The pipeline's progress, refreshed after every commit and on a timer.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Status {
-    /// `starting`, `recovering`, `running`, `caught-up`, `stopped`, `failed`.
+    /// `starting`, `recovering`, `running`, `caught-up`, `stopped`, `failed`, `stalled`,
+    /// `diverged` (Kafka: the topic no longer holds the history kappa indexed).
     pub state: String,
     /// Output version being computed.
     pub version: String,

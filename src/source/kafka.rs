@@ -15,8 +15,13 @@
 //!   callback before the partition is assigned; rebalances, statistics and errors stay on
 //!   the consumer queue, served first on every poll. Per-record `poll` cost two clock reads
 //!   and a queue hand-off per record: kappa reached 53 % of a bare consumer with it.
-//! - A partition whose offsets go backwards (topic recreated or truncated) stops the
-//!   pipeline with a clear error rather than silently mixing two logs.
+//! - kappa never silently reads another history than the one it indexed: the consumer
+//!   never resets an offset by itself (`auto.offset.reset=error`; partitions with no
+//!   position start at the beginning explicitly). A position out of range (the topic was
+//!   deleted and recreated, or records were deleted by retention or `deleteRecords` before
+//!   kappa read them) or offsets that go backwards make the source *diverged*: one error
+//!   line, `kappa_kafka_history_diverged` 1, nothing more read, not ready; the pipeline
+//!   reports state `diverged`. A bounded run stops with the error instead.
 
 use std::collections::HashMap;
 use std::ffi::CString;
@@ -47,10 +52,14 @@ struct Shared {
     assignment: Mutex<Option<Vec<u32>>>,
     /// Offsets the rebalance callback assigned, per partition.
     assigned_at: Mutex<HashMap<u32, u64>>,
+    /// Per assigned partition, the offset the store says kappa has read up to (its next
+    /// offset): the log's end can never be below it.
+    read_to: Mutex<HashMap<u32, u64>>,
     /// High watermark per partition from the latest statistics.
     high: Mutex<HashMap<u32, u64>>,
     /// Set by error callbacks when no broker can be reached; cleared by traffic.
     broker_down: AtomicBool,
+
     /// Without a store (a worker): each assigned partition's committed offset and metadata
     /// in the group, as read by the rebalance callback (offset None: nothing committed).
     group_state: Mutex<HashMap<u32, (Option<u64>, String)>>,
@@ -106,6 +115,11 @@ unsafe impl Send for Taken {}
 
 impl ClientContext for Ctx {
     fn stats(&self, s: Statistics) {
+        // A broker connection is up again: reachable, even when no record or end-of-log
+        // event follows (a broker back within the group session, nothing new to read).
+        if s.brokers.values().any(|b| b.nodeid >= 0 && b.state == "UP") {
+            self.shared.regained();
+        }
         if let Some(t) = s.topics.get(&self.topic) {
             let mut high = self.shared.high.lock().expect("high lock");
             for (&p, part) in &t.partitions {
@@ -184,18 +198,31 @@ impl Ctx {
                 HashMap::new()
             }
         };
+        // Partitions the store has no position for start at the group's committed offset
+        // (live) or at the beginning: explicitly, as the consumer never resets by itself.
+        let committed = if self.bounded {
+            HashMap::new()
+        } else {
+            match self.committed(consumer, owned.iter().filter(|p| !stored.contains_key(p))) {
+                Some(c) => c,
+                None => return, // the consumer is closing
+            }
+        };
         let mut tpl = TopicPartitionList::new();
         {
             let mut assigned = self.shared.assigned_at.lock().expect("assigned lock");
             assigned.clear();
+            let mut read_to = self.shared.read_to.lock().expect("read_to lock");
+            read_to.clear();
             for &p in &owned {
-                let offset = match stored.get(&p) {
-                    Some(&(resume, _)) => {
+                let offset = match (stored.get(&p), committed.get(&p)) {
+                    (Some(&(resume, next)), _) => {
                         assigned.insert(p, resume);
+                        read_to.insert(p, next);
                         Offset::Offset(i64::try_from(resume).unwrap_or(i64::MAX))
                     }
-                    None if self.bounded => Offset::Beginning,
-                    None => Offset::Stored,
+                    (None, Some(&at)) => Offset::Offset(i64::try_from(at).unwrap_or(i64::MAX)),
+                    (None, None) => Offset::Beginning,
                 };
                 tpl.add_partition_offset(&self.topic, i32::try_from(p).unwrap_or(i32::MAX), offset)
                     .ok();
@@ -206,6 +233,34 @@ impl Ctx {
 }
 
 impl Ctx {
+    /// The group's committed offsets of `partitions` (those with one), retried until the
+    /// coordinator answers.
+    fn committed<'a>(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        partitions: impl Iterator<Item = &'a u32>,
+    ) -> Option<HashMap<u32, u64>> {
+        let mut want = TopicPartitionList::new();
+        for &p in partitions {
+            want.add_partition(&self.topic, i32::try_from(p).unwrap_or(i32::MAX));
+        }
+        if want.count() == 0 {
+            return Some(HashMap::new());
+        }
+        let got = committed_list(consumer, &want)?;
+        Some(
+            got.elements()
+                .iter()
+                .filter_map(|e| match e.offset() {
+                    Offset::Offset(o) if o >= 0 => {
+                        Some((e.partition().unsigned_abs(), o.unsigned_abs()))
+                    }
+                    _ => None,
+                })
+                .collect(),
+        )
+    }
+
     /// A worker's assignment: each partition at the group's committed offset, whose
     /// metadata the worker reads back (through `take_group_state`) to restore its state.
     fn assign_from_group(&self, consumer: &BaseConsumer<Self>, owned: Vec<u32>) {
@@ -213,14 +268,8 @@ impl Ctx {
         for &p in &owned {
             want.add_partition(&self.topic, i32::try_from(p).unwrap_or(i32::MAX));
         }
-        let committed = loop {
-            match consumer.committed_offsets(want.clone(), Duration::from_secs(10)) {
-                Ok(c) => break c,
-                Err(e) => {
-                    tracing::warn!("reading the group's committed offsets: {e}; retrying");
-                    std::thread::sleep(Duration::from_millis(500));
-                }
-            }
+        let Some(committed) = committed_list(consumer, &want) else {
+            return; // the consumer is closing
         };
         // The state topic holds each partition's latest resume state (offset included); the
         // group's committed offset is the fallback (and what lag tooling sees).
@@ -327,6 +376,8 @@ pub struct KafkaSource {
     bootstrap: String,
     /// Reused buffer of message handles for batch fetches.
     taken: Taken,
+    /// Set once the topic no longer holds the history kappa indexed: what happened.
+    diverged: Option<String>,
 }
 
 impl Drop for KafkaSource {
@@ -344,17 +395,30 @@ impl Drop for KafkaSource {
 
 /// The partitions the source owns and where each one is.
 struct Tracked {
-    topic: String,
     owned: Vec<u32>,
     /// Next offset expected per partition (to detect a log that went backwards).
     next: Vec<Option<u64>>,
     /// Partition reached its end and nothing arrived since.
     eof: Vec<bool>,
+    /// Per partition, the offset kappa has read up to according to the store.
+    read_to: Vec<Option<u64>>,
+}
+
+/// What became of one fetched record.
+enum Accepted {
+    Appended,
+    /// Its partition is no longer owned (fetched before a revoke).
+    Skipped,
+    /// Its offset is before the next one expected: the log went backwards.
+    WentBack {
+        partition: u32,
+        expected: u64,
+    },
 }
 
 impl Tracked {
-    /// Appends one fetched record to `batch` unless its partition is no longer owned;
-    /// `Ok(true)` when appended.
+    /// Appends one fetched record to `batch` unless its partition is no longer owned or
+    /// its offset goes backwards.
     fn accept(
         &mut self,
         batch: &mut RecordBatch,
@@ -363,30 +427,53 @@ impl Tracked {
         ts: i64,
         key: &[u8],
         payload: &[u8],
-    ) -> Result<bool, SourceError> {
+    ) -> Accepted {
         let p = partition.unsigned_abs();
         if !self.owned.contains(&p) {
-            return Ok(false); // fetched before a revoke
+            return Accepted::Skipped;
         }
         let offset = offset.unsigned_abs();
         if let Some(expected) = self.next[p as usize]
             && offset < expected
         {
-            return Err(SourceError::Kafka(format!(
-                "partition {p} of {} went back from offset {expected} to {offset}: the topic was recreated or truncated; kappa stops rather than mix two logs (use a new data directory, or replay)",
-                self.topic
-            )));
+            return Accepted::WentBack {
+                partition: p,
+                expected,
+            };
         }
         self.next[p as usize] = Some(offset + 1);
         self.eof[p as usize] = false;
         batch.push(p, offset, ts.max(0), key, payload);
-        Ok(true)
+        Accepted::Appended
     }
 
     /// A partition reached its end.
     fn at_eof(&mut self, partition: i32) {
         if let Some(e) = self.eof.get_mut(partition.unsigned_abs() as usize) {
             *e = true;
+        }
+    }
+}
+
+/// The group's committed offsets of `want`, retried until the coordinator answers; None
+/// once the consumer is closing (a rebalance served while it closes must not retry
+/// forever: the process would never exit).
+fn committed_list<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    want: &TopicPartitionList,
+) -> Option<TopicPartitionList> {
+    loop {
+        match consumer.committed_offsets(want.clone(), Duration::from_secs(10)) {
+            Ok(c) => return Some(c),
+            Err(e) => {
+                // SAFETY: the client is live for the call.
+                if unsafe { rdsys::rd_kafka_consumer_closed(consumer.client().native_ptr()) } != 0 {
+                    tracing::debug!("reading the group's committed offsets: {e}; closing");
+                    return None;
+                }
+                tracing::warn!("reading the group's committed offsets: {e}; retrying");
+                std::thread::sleep(Duration::from_millis(500));
+            }
         }
     }
 }
@@ -400,7 +487,9 @@ fn consumer_config(k: &KafkaSection) -> ClientConfig {
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("enable.partition.eof", "true")
-        .set("auto.offset.reset", "earliest")
+        // Never jump to another offset silently: an out-of-range position is reported
+        // (the source diverges) instead of read from the log start or end.
+        .set("auto.offset.reset", "error")
         .set("session.timeout.ms", session.to_string())
         .set(
             "heartbeat.interval.ms",
@@ -477,22 +566,33 @@ impl KafkaSource {
         }
         *consumer.context().fetch.lock().expect("fetch queue lock") = Some(FetchQueue(q));
         let mut backoff = Duration::from_millis(200);
+        // What the last retry said: a reason is logged once, its repeats at debug.
+        let mut said = String::new();
         let partitions = loop {
-            match consumer.fetch_metadata(Some(&k.topic), Duration::from_secs(2)) {
+            let why = match consumer.fetch_metadata(Some(&k.topic), Duration::from_secs(2)) {
                 Ok(md) => match md.topics().first() {
                     Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
                         break u32::try_from(t.partitions().len()).unwrap_or(u32::MAX);
                     }
-                    _ => tracing::warn!(
-                        "topic {} not found on {} (create it with `kappa topics apply`); retrying in {backoff:?}",
-                        k.topic,
-                        k.brokers
+                    _ => format!(
+                        "topic {} not found on {} (create it with `kappa topics apply`)",
+                        k.topic, k.brokers
                     ),
                 },
-                Err(e) => tracing::warn!(
-                    "kafka brokers {} unreachable ({e}); retrying in {backoff:?}",
-                    k.brokers
-                ),
+                // librdkafka reports refused SASL credentials as a transport failure here.
+                Err(e) => match k.properties.get("sasl.username") {
+                    Some(user) => format!(
+                        "kafka brokers {} unreachable or refusing the SASL credentials of user {user} ({e})",
+                        k.brokers
+                    ),
+                    None => format!("kafka brokers {} unreachable ({e})", k.brokers),
+                },
+            };
+            if why == said {
+                tracing::debug!("{why}; retrying in {backoff:?}");
+            } else {
+                tracing::warn!("{why}; retrying with backoff");
+                said = why;
             }
             if cancel() {
                 return Err(SourceError::Kafka(
@@ -520,18 +620,126 @@ impl KafkaSource {
             topic: k.topic.clone(),
             partitions,
             pos: Tracked {
-                topic: k.topic.clone(),
                 owned: Vec::new(),
                 next: vec![None; n],
                 eof: vec![false; n],
+                read_to: vec![None; n],
             },
             bootstrap: k.brokers.clone(),
             taken: Taken(Vec::new()),
+            diverged: None,
         })
     }
 }
 
 impl KafkaSource {
+    /// The topic no longer holds the history kappa indexed (`what`, on `partition`): one
+    /// error line, the metric, every partition paused, nothing more delivered. A bounded
+    /// run stops with the error instead (it would never reach the end).
+    fn diverge(&mut self, partition: Option<u32>, what: &str) -> Result<(), SourceError> {
+        if self.diverged.is_some() {
+            return Ok(());
+        }
+        let which =
+            partition.map_or_else(|| "a partition".to_string(), |p| format!("partition {p}"));
+        let msg = format!(
+            "{which} of topic {} no longer holds the history kappa indexed: {what}; kappa stopped reading rather than mix two histories (replay into a new version, or start on a new data directory)",
+            self.topic
+        );
+        if self.consumer.context().bounded {
+            return Err(SourceError::Kafka(msg));
+        }
+        tracing::error!("{msg}");
+        self.consumer
+            .context()
+            .metrics
+            .kafka_history_diverged
+            .set(1);
+        if let Ok(a) = self.consumer.assignment() {
+            let _ = self.consumer.pause(&a);
+        }
+        self.diverged = Some(msg);
+        Ok(())
+    }
+
+    /// The broker refused the position `offset` of `partition` (out of range): says which
+    /// way from the partition's log start and end.
+    fn out_of_range(&mut self, partition: i32, offset: i64) -> Result<(), SourceError> {
+        let p = partition.unsigned_abs();
+        let at = if offset >= 0 {
+            offset.unsigned_abs()
+        } else {
+            self.pos
+                .next
+                .get(p as usize)
+                .copied()
+                .flatten()
+                .unwrap_or(0)
+        };
+        let what = match self.consumer.fetch_watermarks(
+            &self.topic,
+            partition,
+            Duration::from_secs(10),
+        ) {
+            Ok((_, high)) if at > high.unsigned_abs() => format!(
+                "its position {at} is beyond the log end {high} (the topic was deleted and recreated, or truncated)"
+            ),
+            Ok((low, _)) if at < low.unsigned_abs() => format!(
+                "records {at}..{low} were deleted (retention or deleteRecords) before kappa read them"
+            ),
+            Ok((low, high)) => {
+                format!("the broker refused position {at} (the log holds {low}..{high})")
+            }
+            Err(e) => format!("the broker refused position {at} ({e})"),
+        };
+        self.diverge(Some(p), &what)
+    }
+
+    /// The log of `partition` ends at `end`: below what kappa read there (the topic was
+    /// deleted and recreated, or truncated) the source diverges.
+    fn check_end(&mut self, partition: i32, end: i64) -> Result<(), SourceError> {
+        let p = partition.unsigned_abs();
+        match self.pos.read_to.get(p as usize).copied().flatten() {
+            Some(read) if end >= 0 && end.unsigned_abs() < read => self.diverge(
+                Some(p),
+                &format!(
+                    "its log ends at {end}, below offset {read} kappa had read (the topic was deleted and recreated, or truncated)"
+                ),
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    /// One fetched record: appended, skipped, or the log went backwards (diverged).
+    fn take_record(
+        &mut self,
+        batch: &mut RecordBatch,
+        partition: i32,
+        offset: i64,
+        ts: i64,
+        key: &[u8],
+        payload: &[u8],
+    ) -> Result<bool, SourceError> {
+        if self.diverged.is_some() {
+            return Ok(false);
+        }
+        match self.pos.accept(batch, partition, offset, ts, key, payload) {
+            Accepted::Appended => Ok(true),
+            Accepted::Skipped => Ok(false),
+            Accepted::WentBack {
+                partition,
+                expected,
+            } => self
+                .diverge(
+                    Some(partition),
+                    &format!(
+                        "its offsets went back from {expected} to {offset} (the topic was deleted and recreated, or truncated)"
+                    ),
+                )
+                .map(|()| false),
+        }
+    }
+
     /// A worker's view of its latest assignment: per partition, the group's committed
     /// offset (None: nothing committed) and the metadata committed with it.
     #[must_use]
@@ -618,7 +826,7 @@ impl KafkaSource {
                 match msg.err {
                     RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR => {
                         answered = true;
-                        match self.pos.accept(
+                        match self.take_record(
                             batch,
                             msg.partition,
                             msg.offset,
@@ -634,6 +842,13 @@ impl KafkaSource {
                     RDKafkaRespErr::RD_KAFKA_RESP_ERR__PARTITION_EOF => {
                         answered = true;
                         self.pos.at_eof(msg.partition);
+                        if result.is_ok() {
+                            result = self.check_end(msg.partition, msg.offset);
+                        }
+                    }
+                    RDKafkaRespErr::RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET => {
+                        answered = true;
+                        result = self.out_of_range(msg.partition, msg.offset);
                     }
                     err => {
                         let text = String::from_utf8_lossy(bytes(msg.payload, msg.len));
@@ -705,14 +920,17 @@ impl Source for KafkaSource {
             };
             match res {
                 Ok(m) => {
+                    // Copied out of the message (which borrows the consumer): records only
+                    // land here before their partition is forwarded, a handful at most.
                     let ts = m.timestamp().to_millis().unwrap_or(0);
-                    let (key, payload) =
-                        (m.key().unwrap_or_default(), m.payload().unwrap_or_default());
+                    let (key, payload) = (
+                        m.key().unwrap_or_default().to_vec(),
+                        m.payload().unwrap_or_default().to_vec(),
+                    );
+                    let (p, o) = (m.partition(), m.offset());
+                    drop(m);
                     answered = true;
-                    if self
-                        .pos
-                        .accept(batch, m.partition(), m.offset(), ts, key, payload)?
-                    {
+                    if self.take_record(batch, p, o, ts, &key, &payload)? {
                         n += 1;
                     }
                 }
@@ -720,6 +938,17 @@ impl Source for KafkaSource {
                     answered = true;
                     self.pos.at_eof(p);
                 }
+                Err(KafkaError::MessageConsumption(
+                    rdkafka::types::RDKafkaErrorCode::AutoOffsetReset,
+                )) => {
+                    // Not forwarded yet, so the partition is not told here.
+                    self.diverge(None, "a position is out of range")?;
+                }
+                // Already said once by the error callback (brokers lost).
+                Err(KafkaError::MessageConsumption(
+                    rdkafka::types::RDKafkaErrorCode::AllBrokersDown
+                    | rdkafka::types::RDKafkaErrorCode::BrokerTransportFailure,
+                )) => {}
                 Err(e) => tracing::warn!("kafka consumer: {e}"),
             }
         }
@@ -742,6 +971,20 @@ impl Source for KafkaSource {
     }
 
     fn end_offsets(&mut self) -> Result<Vec<u64>, SourceError> {
+        let owned_high: Vec<(u32, u64)> = {
+            let high = self.shared.high.lock().expect("high lock");
+            self.pos
+                .owned
+                .iter()
+                .filter_map(|p| Some((*p, *high.get(p)?)))
+                .collect()
+        };
+        for (p, h) in owned_high {
+            self.check_end(
+                i32::try_from(p).unwrap_or(i32::MAX),
+                i64::try_from(h).unwrap_or(i64::MAX),
+            )?;
+        }
         let high = self.shared.high.lock().expect("high lock");
         Ok((0..self.partitions)
             .map(|p| {
@@ -763,6 +1006,13 @@ impl Source for KafkaSource {
         self.pos.owned.clone_from(&a);
         for &p in &a {
             self.pos.eof[p as usize] = false;
+            self.pos.read_to[p as usize] = self
+                .shared
+                .read_to
+                .lock()
+                .expect("read_to lock")
+                .get(&p)
+                .copied();
             self.pos.next[p as usize] = self
                 .shared
                 .assigned_at
@@ -809,7 +1059,11 @@ impl Source for KafkaSource {
     }
 
     fn healthy(&self) -> bool {
-        !self.shared.broker_down.load(Ordering::Relaxed)
+        self.diverged.is_none() && !self.shared.broker_down.load(Ordering::Relaxed)
+    }
+
+    fn diverged(&self) -> Option<String> {
+        self.diverged.clone()
     }
 
     fn describe(&self) -> String {

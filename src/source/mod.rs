@@ -72,6 +72,12 @@ pub trait Source: Send {
     fn healthy(&self) -> bool {
         true
     }
+    /// Set once the log no longer holds the history the store was built from (Kafka: a
+    /// topic deleted and recreated, records deleted before they were read): what happened.
+    /// The source then delivers nothing more; the pipeline reports the state.
+    fn diverged(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Opens the configured source for output version `version`: the embedded log under the

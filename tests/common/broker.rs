@@ -1,134 +1,159 @@
-//! A real Kafka-protocol broker for the black-box tests: Tansu (Apache-2.0, written in Rust),
-//! one process per `Broker`, in-memory storage, on a free port of 127.0.0.1.
+//! A real Apache Kafka broker for the black-box tests: one JVM per `Broker`, a single-node
+//! KRaft cluster (combined broker and controller) on free ports of 127.0.0.1, its log
+//! directory in a temp dir that survives `stop`/`start` (a restart keeps every record,
+//! committed offset and topic).
 //!
-//! The binary comes from `$TANSU_BIN`, else from the cache where `scripts/tansu` installs
-//! it (`scripts/test` runs that script and sets the variable). A missing binary is a test
-//! failure, never a silent skip. The broker's output goes to a log file in a temp dir (kept
-//! when the test panics); its path is in every panic message.
+//! The jars come from `$KAFKA_LIBS`, else from the cache where `scripts/kafka` installs
+//! them (`scripts/test` runs that script). A missing install is a test failure, never a
+//! silent skip. The broker's output goes to a log file in the temp dir (kept when the test
+//! panics); its path is in every panic message. Brokers die with their test binary (a
+//! watchdog per JVM), and on drop.
 //!
-//! Known Tansu 0.6 quirks (see the report in the issue): the high watermark reported by
-//! ListOffsets is the base offset of the last batch + 1 (not the last offset + 1) when the
-//! last batch holds several records; ListOffsets by timestamp answers offset 0; joining a
-//! consumer group takes about `session.timeout.ms / 2`.
+//! Listeners: PLAINTEXT (`bootstrap`), SASL_PLAINTEXT with SCRAM-SHA-512 (`sasl_bootstrap`,
+//! user [`SASL_USER`] / [`SASL_PASSWORD`], created at format time) and the controller's.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::Once;
 use std::time::{Duration, Instant};
 
-/// How long a broker may take to listen.
-const READY_TIMEOUT: Duration = Duration::from_secs(30);
-/// Fresh ports tried by `start` when the broker exits at once (port taken meanwhile).
-const PORT_ATTEMPTS: usize = 5;
+/// The Apache Kafka version `scripts/kafka` installs (keep both, and docker-compose.yml, in
+/// step).
+pub const KAFKA_VERSION: &str = "4.4.0";
+/// The SCRAM-SHA-512 user of the SASL listener.
+pub const SASL_USER: &str = "kappa";
+/// Its password.
+pub const SASL_PASSWORD: &str = "kappa-test-secret-7f3a";
 
-/// A running Tansu broker; killed on drop.
+/// How long a broker may take to start (two cores shared by several builds).
+const READY_TIMEOUT: Duration = Duration::from_secs(90);
+/// Fresh ports tried by `start` when the broker exits at once (a port taken meanwhile).
+const PORT_ATTEMPTS: usize = 3;
+/// The line the broker logs once it serves requests (logger `kafka.server.KafkaRaftServer`).
+const STARTED: &str = "Kafka Server started";
+/// A fixed cluster id (any valid base64 UUID; each broker has its own log directory).
+const CLUSTER_ID: &str = "MkU3OEVBNTcwNTJENDM2Qk";
+
+/// A running (or stopped) Apache Kafka broker; killed on drop.
 pub struct Broker {
-    /// `127.0.0.1:PORT`, for `bootstrap.servers`.
+    /// `127.0.0.1:PORT` of the PLAINTEXT listener, for `bootstrap.servers`.
     pub bootstrap: String,
     pub port: u16,
-    /// The broker's stdout and stderr (all its runs, appended).
+    /// `127.0.0.1:PORT` of the SASL_PLAINTEXT (SCRAM-SHA-512) listener.
+    pub sasl_bootstrap: String,
+    /// The broker's output (all its runs, appended).
     pub log: PathBuf,
-    child: Child,
-    bin: PathBuf,
-    running: bool,
+    child: Option<Child>,
+    libs: PathBuf,
+    ports: Ports,
     dir: tempfile::TempDir,
 }
 
-/// Why a broker did not become ready.
-enum NotReady {
-    Exited(ExitStatus),
-    TimedOut,
+#[derive(Clone, Copy)]
+struct Ports {
+    plain: u16,
+    sasl: u16,
+    controller: u16,
 }
 
 impl Broker {
-    /// Starts a broker on a free port and waits until it accepts connections.
+    /// Formats a new log directory and starts a broker on free ports; waits until it
+    /// serves requests.
     pub fn start() -> Self {
-        let bin = tansu_bin();
+        let libs = kafka_libs();
         let dir = tempfile::Builder::new()
-            .prefix("kappa-tansu-")
+            .prefix("kappa-kafka-")
             .tempdir()
-            .expect("temp dir for the broker log");
-        let log = dir.path().join("tansu.log");
+            .expect("temp dir for the broker");
+        let log = dir.path().join("kafka.log");
+        let mut b = Self {
+            bootstrap: String::new(),
+            port: 0,
+            sasl_bootstrap: String::new(),
+            log,
+            child: None,
+            libs,
+            ports: Ports {
+                plain: 0,
+                sasl: 0,
+                controller: 0,
+            },
+            dir,
+        };
+        let t0 = Instant::now();
         let mut exits = Vec::new();
-        for _ in 0..PORT_ATTEMPTS {
-            let port = free_port();
-            let mut child = spawn(&bin, port, &log);
-            match wait_ready(&mut child, port, READY_TIMEOUT) {
+        for attempt in 0..PORT_ATTEMPTS {
+            b.set_ports(Ports {
+                plain: free_port(),
+                sasl: free_port(),
+                controller: free_port(),
+            });
+            if attempt == 0 {
+                b.format();
+            }
+            match b.spawn_and_wait() {
                 Ok(()) => {
-                    return Self {
-                        bootstrap: format!("127.0.0.1:{port}"),
-                        port,
-                        log,
-                        child,
-                        bin,
-                        running: true,
-                        dir,
-                    };
+                    static ONCE: Once = Once::new();
+                    ONCE.call_once(|| {
+                        eprintln!(
+                            "test broker: Apache Kafka {KAFKA_VERSION} (KRaft, one node) formatted and started in {:.1} s",
+                            t0.elapsed().as_secs_f64()
+                        );
+                    });
+                    return b;
                 }
-                Err(NotReady::Exited(status)) => exits.push(format!("port {port}: {status}")),
-                Err(NotReady::TimedOut) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    let _ = dir.keep();
-                    panic!(
-                        "the test broker did not listen on 127.0.0.1:{port} within {READY_TIMEOUT:?}; log {}:\n{}",
-                        log.display(),
-                        tail(&log)
-                    );
-                }
+                Err(e) => exits.push(e),
             }
         }
-        let _ = dir.keep();
+        b.keep();
         panic!(
-            "the test broker exited at start {PORT_ATTEMPTS} times ({}); log {}:\n{}",
-            exits.join(", "),
-            log.display(),
-            tail(&log)
+            "the test broker did not start {PORT_ATTEMPTS} times ({}); log {}:\n{}",
+            exits.join("; "),
+            b.log.display(),
+            tail(&b.log)
         );
     }
 
-    /// Kills the broker and starts a new one on the same port (memory storage: all data is
-    /// lost), waiting until it listens again.
-    pub fn restart(&mut self) {
-        self.stop();
+    /// Starts the stopped broker again on the same ports and log directory (every record,
+    /// topic and committed offset kept); waits until it serves requests.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "start_again on a running broker");
         let deadline = Instant::now() + READY_TIMEOUT;
         let mut last = String::from("no attempt");
+        // The ports may still be held for a moment after the stop: retry until the deadline.
         while Instant::now() < deadline {
-            let mut child = spawn(&self.bin, self.port, &self.log);
-            match wait_ready(&mut child, self.port, deadline - Instant::now()) {
-                Ok(()) => {
-                    self.child = child;
-                    self.running = true;
-                    return;
-                }
-                // The port may still be held for a moment (or was taken meanwhile): retry.
-                Err(NotReady::Exited(status)) => {
-                    last = format!("exited with {status}");
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-                Err(NotReady::TimedOut) => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    last = "timed out".into();
+            match self.spawn_and_wait() {
+                Ok(()) => return,
+                Err(e) => {
+                    last = e;
+                    std::thread::sleep(Duration::from_millis(500));
                 }
             }
         }
+        self.keep();
         panic!(
-            "the test broker did not listen again on {} within {READY_TIMEOUT:?} ({last}); log {}:\n{}",
+            "the test broker did not start again on {} within {READY_TIMEOUT:?} ({last}); log {}:\n{}",
             self.bootstrap,
             self.log.display(),
             tail(&self.log)
         );
     }
 
-    /// Kills the broker and waits for it (idempotent).
+    /// Stops and starts the broker (its data kept).
+    pub fn restart(&mut self) {
+        self.stop();
+        self.start_again();
+    }
+
+    /// Kills the broker (SIGKILL: an abrupt loss, as a crash or a network cut) and waits
+    /// for it; idempotent. The log directory stays.
     pub fn stop(&mut self) {
-        if self.running {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-            self.running = false;
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
         }
     }
 
@@ -137,9 +162,184 @@ impl Broker {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// The temp dir holding the log.
+    /// The temp dir holding the log and the data.
     pub fn dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Runs a Kafka command-line tool (`main` class, e.g.
+    /// `org.apache.kafka.tools.consumer.group.ConsumerGroupCommand`) against this broker's
+    /// PLAINTEXT listener (`--bootstrap-server` is added); panics unless it succeeds.
+    pub fn tool(&self, main: &str, args: &[&str]) -> String {
+        let out = self.tool_output(main, args);
+        assert!(
+            out.status.success(),
+            "{main} {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// [`Broker::tool`] without the success check.
+    pub fn tool_output(&self, main: &str, args: &[&str]) -> Output {
+        java(&self.libs)
+            .args(["-Xmx256m", "-XX:TieredStopAtLevel=1", main])
+            .args(["--bootstrap-server", &self.bootstrap])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("running java {main}: {e}"))
+    }
+
+    fn set_ports(&mut self, p: Ports) {
+        self.ports = p;
+        self.port = p.plain;
+        self.bootstrap = format!("127.0.0.1:{}", p.plain);
+        self.sasl_bootstrap = format!("127.0.0.1:{}", p.sasl);
+        let data = self.dir.path().join("data");
+        let props = format!(
+            "process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:{c}
+listeners=PLAINTEXT://127.0.0.1:{p},SASL_PLAINTEXT://127.0.0.1:{s},CONTROLLER://127.0.0.1:{c}
+advertised.listeners=PLAINTEXT://127.0.0.1:{p},SASL_PLAINTEXT://127.0.0.1:{s}
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+sasl.enabled.mechanisms=SCRAM-SHA-512
+listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+log.dirs={data}
+num.partitions=1
+default.replication.factor=1
+min.insync.replicas=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=4
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=2
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+group.consumer.min.session.timeout.ms=1000
+group.consumer.min.heartbeat.interval.ms=100
+group.min.session.timeout.ms=1000
+log.flush.interval.messages=9223372036854775807
+num.network.threads=2
+num.io.threads=2
+num.recovery.threads.per.data.dir=1
+background.threads=2
+auto.create.topics.enable=false
+delete.topic.enable=true
+",
+            p = p.plain,
+            s = p.sasl,
+            c = p.controller,
+            data = data.display(),
+        );
+        std::fs::write(self.props(), props).expect("write server.properties");
+    }
+
+    fn props(&self) -> PathBuf {
+        self.dir.path().join("server.properties")
+    }
+
+    /// `StorageTool format`: a new log directory with the SCRAM user.
+    fn format(&self) {
+        let scram = format!("SCRAM-SHA-512=[name={SASL_USER},password={SASL_PASSWORD}]");
+        let props = self.props();
+        let mut c = java(&self.libs);
+        c.args([
+            "-Xmx256m",
+            "-XX:TieredStopAtLevel=1",
+            "kafka.tools.StorageTool",
+        ])
+        .args(["format", "--cluster-id", CLUSTER_ID, "--config"])
+        .arg(&props)
+        .args(["--add-scram", &scram])
+        .stdin(Stdio::null());
+        let out = c
+            .output()
+            .unwrap_or_else(|e| panic!("running java (Java >= 17 is needed): {e}"));
+        let mut log = self.open_log();
+        let _ = writeln!(log, "=== {c:?}");
+        let _ = log.write_all(&out.stdout);
+        let _ = log.write_all(&out.stderr);
+        assert!(
+            out.status.success(),
+            "formatting the broker's log directory failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+
+    fn open_log(&self) -> File {
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .unwrap_or_else(|e| panic!("open broker log {}: {e}", self.log.display()))
+    }
+
+    /// Spawns the broker JVM and waits until it logs that it started (or exits).
+    fn spawn_and_wait(&mut self) -> Result<(), String> {
+        let from = std::fs::metadata(&self.log).map_or(0, |m| m.len());
+        let mut out = self.open_log();
+        let mut c = java(&self.libs);
+        c.args([
+            "-Xms64m",
+            "-Xmx512m",
+            "-XX:+UseSerialGC",
+            "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
+            "-Dorg.slf4j.simpleLogger.log.kafka.server.KafkaRaftServer=info",
+            "-Dorg.slf4j.simpleLogger.showDateTime=true",
+            "-Dorg.slf4j.simpleLogger.dateTimeFormat=HH:mm:ss.SSS",
+            "kafka.Kafka",
+        ])
+        .arg(self.props());
+        let _ = writeln!(out, "=== {c:?}");
+        let err = out.try_clone().expect("clone log file handle");
+        let mut child = c
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap_or_else(|e| panic!("running java (Java >= 17 is needed): {e}"));
+        watchdog(child.id());
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Err(format!("broker exited with {status}"));
+            }
+            if self.logged_since(from, STARTED)
+                && TcpStream::connect_timeout(
+                    &std::net::SocketAddr::from((Ipv4Addr::LOCALHOST, self.ports.plain)),
+                    Duration::from_millis(500),
+                )
+                .is_ok()
+            {
+                self.child = Some(child);
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("not started within {READY_TIMEOUT:?}"));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Whether the log has `needle` after byte `from`.
+    fn logged_since(&self, from: u64, needle: &str) -> bool {
+        std::fs::read(&self.log).is_ok_and(|b| {
+            let from = usize::try_from(from).unwrap_or(usize::MAX).min(b.len());
+            String::from_utf8_lossy(&b[from..]).contains(needle)
+        })
+    }
+
+    fn keep(&mut self) {
+        self.dir.disable_cleanup(true);
     }
 }
 
@@ -147,33 +347,50 @@ impl Drop for Broker {
     fn drop(&mut self) {
         self.stop();
         if std::thread::panicking() {
-            self.dir.disable_cleanup(true);
+            self.keep();
             eprintln!("test broker log kept at {}", self.log.display());
         }
     }
 }
 
-/// The Tansu binary: `$TANSU_BIN`, else the `scripts/tansu` cache path. Panics if missing.
-pub fn tansu_bin() -> PathBuf {
-    let path = match nonempty("TANSU_BIN") {
+/// `java -cp LIBS/*`.
+fn java(libs: &Path) -> Command {
+    let mut c = Command::new(java_bin());
+    c.arg("-cp").arg(libs.join("*"));
+    c
+}
+
+/// `$JAVA_HOME/bin/java` or `java` on the PATH.
+fn java_bin() -> PathBuf {
+    nonempty("JAVA_HOME").map_or_else(
+        || PathBuf::from("java"),
+        |h| PathBuf::from(h).join("bin").join("java"),
+    )
+}
+
+/// The directory of the Kafka jars: `$KAFKA_LIBS`, else the `scripts/kafka` cache path.
+/// Panics if it is not there.
+pub fn kafka_libs() -> PathBuf {
+    let path = match nonempty("KAFKA_LIBS") {
         Some(p) => Some(PathBuf::from(p)),
-        None => default_path(),
+        None => default_libs(),
     };
     match path {
-        Some(p) if p.is_file() => p,
+        Some(p) if p.join(format!("kafka_2.13-{KAFKA_VERSION}.jar")).is_file() => p,
         other => panic!(
-            "the test broker is not installed: run scripts/tansu (scripts/test does it); looked for {}",
+            "the test broker (Apache Kafka {KAFKA_VERSION}) is not installed: run scripts/kafka (scripts/test does it); looked in {}",
             other.map_or_else(
-                || "$HOME/.cache/kappa/tansu/tansu".into(),
+                || format!("$HOME/.cache/kappa/kafka-{KAFKA_VERSION}/libs"),
                 |p| p.display().to_string()
             )
         ),
     }
 }
 
-/// `${TANSU_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kappa}/tansu/tansu`, as in scripts/tansu.
-fn default_path() -> Option<PathBuf> {
-    let cache = match nonempty("TANSU_CACHE_DIR") {
+/// `${KAFKA_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/kappa}/kafka-VERSION/libs`, as in
+/// scripts/kafka.
+fn default_libs() -> Option<PathBuf> {
+    let cache = match nonempty("KAFKA_CACHE_DIR") {
         Some(c) => PathBuf::from(c),
         None => match nonempty("XDG_CACHE_HOME") {
             Some(x) => PathBuf::from(x).join("kappa"),
@@ -182,7 +399,7 @@ fn default_path() -> Option<PathBuf> {
                 .join("kappa"),
         },
     };
-    Some(cache.join("tansu").join("tansu"))
+    Some(cache.join(format!("kafka-{KAFKA_VERSION}")).join("libs"))
 }
 
 fn nonempty(var: &str) -> Option<std::ffi::OsString> {
@@ -197,106 +414,24 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Starts `tansu broker` on `port`, its output appended to `log`.
-fn spawn(bin: &Path, port: u16, log: &Path) -> Child {
-    let mut out = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap_or_else(|e| panic!("open broker log {}: {e}", log.display()));
-    let url = format!("tcp://127.0.0.1:{port}");
-    let args = [
-        "broker",
-        "--listener-url",
-        &url,
-        "--advertised-listener-url",
-        &url,
-        "--storage-engine",
-        "memory://tansu/",
-        "--silent",
-    ];
-    let _ = writeln!(out, "=== {} {}", bin.display(), args.join(" "));
-    let err: File = out.try_clone().expect("clone log file handle");
-    let child = Command::new(bin)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .unwrap_or_else(|e| {
-            panic!(
-                "the test broker is not installed or does not run ({}: {e}): run scripts/tansu (scripts/test does it)",
-                bin.display()
-            )
-        });
-    // The broker outlives a test binary that exits without dropping it (statics are not
-    // dropped): a watchdog stops it once this process is gone.
+/// The broker outlives a test binary that exits without dropping it (statics are not
+/// dropped): a watchdog kills it once this process is gone.
+fn watchdog(pid: u32) {
     let _ = Command::new("bash")
         .arg("-c")
         .arg(format!(
-            "while kill -0 {} 2>/dev/null; do sleep 1; done; kill {} 2>/dev/null",
-            std::process::id(),
-            child.id()
+            "while kill -0 {me} 2>/dev/null && kill -0 {pid} 2>/dev/null; do sleep 1; done; kill -0 {me} 2>/dev/null || kill -9 {pid} 2>/dev/null",
+            me = std::process::id(),
         ))
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn();
-    child
-}
-
-/// Waits until `child` is alive, accepts TCP connections on `port`, and (where /proc tells)
-/// is the process listening there, not something that took the port meanwhile.
-fn wait_ready(child: &mut Child, port: u16, timeout: Duration) -> Result<(), NotReady> {
-    let deadline = Instant::now() + timeout;
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Err(NotReady::Exited(status));
-        }
-        if TcpStream::connect_timeout(&addr, Duration::from_millis(250)).is_ok()
-            && listens_on(child.id(), port)
-        {
-            // Tansu exits (status 0) right after failing to bind: be sure it is still up.
-            if let Ok(Some(status)) = child.try_wait() {
-                return Err(NotReady::Exited(status));
-            }
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            return Err(NotReady::TimedOut);
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-}
-
-/// Whether process `pid` owns a listening IPv4 TCP socket on `port` (Linux /proc); `true`
-/// where /proc cannot tell.
-fn listens_on(pid: u32, port: u16) -> bool {
-    let (Ok(table), Ok(fds)) = (
-        std::fs::read_to_string(format!("/proc/{pid}/net/tcp")),
-        std::fs::read_dir(format!("/proc/{pid}/fd")),
-    ) else {
-        return true;
-    };
-    let inodes: Vec<String> = fds
-        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
-        .filter_map(|l| {
-            let l = l.to_string_lossy();
-            Some(l.strip_prefix("socket:[")?.strip_suffix(']')?.to_string())
-        })
-        .collect();
-    let port_hex = format!(":{port:04X}");
-    table.lines().skip(1).any(|line| {
-        let f: Vec<&str> = line.split_whitespace().collect();
-        // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
-        f.len() > 9 && f[1].ends_with(&port_hex) && f[3] == "0A" && inodes.iter().any(|i| i == f[9])
-    })
 }
 
 /// The last lines of a log, for panic messages.
 fn tail(log: &Path) -> String {
     let text = std::fs::read_to_string(log).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
-    lines[lines.len().saturating_sub(30)..].join("\n")
+    lines[lines.len().saturating_sub(40)..].join("\n")
 }
