@@ -355,3 +355,24 @@ fn kafka_commands_against_a_dead_broker_give_up_in_bounded_time_with_one_line() 
         "{err}"
     );
 }
+
+#[test]
+fn sigterm_while_run_waits_for_the_brokers_is_a_graceful_exit() {
+    let t = temp();
+    let mut c = kappa(t.path());
+    c.args(["--kafka", "127.0.0.1:1", "run", "--listen", "127.0.0.1:0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    // Wait until it listens (it serves /readyz 503 meanwhile), then SIGTERM.
+    let mut err = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.starts_with("listening on") {
+        line.clear();
+        assert!(err.read_line(&mut line).unwrap() > 0, "no listening line");
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    common::signal(&child, "TERM");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "exit status {status}");
+}

@@ -112,14 +112,20 @@ async fn start(
             let pipeline = match embedded {
                 Some(p) => p,
                 None => {
-                    let source = crate::source::open(
+                    let source = match crate::source::open(
                         &cfg2,
                         &store,
                         &version,
                         bounded,
                         metrics2.clone(),
                         &|| token.is_cancelled(),
-                    )?;
+                    ) {
+                        // Ctrl-C or SIGTERM while the brokers are awaited: a graceful stop.
+                        Err(crate::source::SourceError::Cancelled) => {
+                            return Ok(Summary::default());
+                        }
+                        other => other?,
+                    };
                     Pipeline::new(&cfg2, &version, source, store, metrics2, shared2)?
                 }
             };

@@ -595,9 +595,7 @@ impl KafkaSource {
                 said = why;
             }
             if cancel() {
-                return Err(SourceError::Kafka(
-                    "cancelled while waiting for the brokers".into(),
-                ));
+                return Err(SourceError::Cancelled);
             }
             std::thread::sleep(backoff);
             backoff = (backoff * 2).min(Duration::from_secs(5));

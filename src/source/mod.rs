@@ -18,6 +18,9 @@ pub enum SourceError {
     /// Kafka failed in a way retries do not fix.
     #[error("kafka: {0}")]
     Kafka(String),
+    /// Stopped (Ctrl-C, SIGTERM) before the source was ready: not a failure.
+    #[error("stopped while waiting for the brokers")]
+    Cancelled,
 }
 
 /// A partitioned, offset-addressed log the pipeline consumes.
