@@ -104,6 +104,32 @@ pub enum VersionsCommand {
         #[arg(long, value_name = "URL")]
         server: Option<String>,
     },
+    /// Compare two versions on their common final windows: per window and aggregate, rows
+    /// added, removed and changed (deltas, rank moves), with a summary.
+    Compare {
+        /// Old side.
+        a: String,
+        /// New side.
+        b: String,
+        /// First window start (RFC 3339 or epoch ms).
+        #[arg(long, value_name = "TIME")]
+        from: Option<String>,
+        /// Windows starting at or after this are left out.
+        #[arg(long, value_name = "TIME")]
+        to: Option<String>,
+        /// Changed rows listed per window (all are counted).
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Differing windows listed (all are counted).
+        #[arg(long, default_value_t = 100)]
+        windows: usize,
+        /// The comparison as JSON (the API's answer).
+        #[arg(long)]
+        json: bool,
+        /// URL of the running kappa.
+        #[arg(long, value_name = "URL")]
+        server: Option<String>,
+    },
     /// Make a version serving (the API and Grafana read it).
     Promote {
         /// Version.
@@ -595,8 +621,8 @@ pub fn versions(cfg: &Config, cmd: &VersionsCommand) -> anyhow::Result<()> {
                 Access::Remote(server) => serde_json::from_slice(&server.get("/api/versions")?)?,
             };
             println!(
-                "{:<2}{:<12} {:>12} {:>10} {:<22} {:<28} config",
-                "", "version", "lag", "size", "final through", "positions"
+                "{:<2}{:<12} {:>12} {:>10} {:<22} {:<28} {:<17} config",
+                "", "version", "lag", "size", "final through", "positions", "digest"
             );
             for v in list["versions"].as_array().into_iter().flatten() {
                 let positions: Vec<String> = v["positions"]
@@ -607,7 +633,7 @@ pub fn versions(cfg: &Config, cmd: &VersionsCommand) -> anyhow::Result<()> {
                     .map(|(p, o)| format!("{p}:{}", o.as_u64().unwrap_or(0)))
                     .collect();
                 println!(
-                    "{:<2}{:<12} {:>12} {:>10} {:<22} {:<28} {}",
+                    "{:<2}{:<12} {:>12} {:>10} {:<22} {:<28} {:<17} {}",
                     if v["serving"].as_bool() == Some(true) {
                         "*"
                     } else {
@@ -622,10 +648,64 @@ pub fn versions(cfg: &Config, cmd: &VersionsCommand) -> anyhow::Result<()> {
                         .get(..19)
                         .unwrap_or("-"),
                     positions.join(","),
+                    // The first 16 hex digits: enough to tell versions apart by eye
+                    // (`kappa fingerprint` prints all 32).
+                    v["digest"].as_str().unwrap_or("-").get(..16).unwrap_or("-"),
                     printable(v["config"].as_str().unwrap_or_default())
                 );
             }
             println!("(* serving)");
+            Ok(())
+        }
+        VersionsCommand::Compare {
+            a,
+            b,
+            from,
+            to,
+            limit,
+            windows,
+            json,
+            server,
+        } => {
+            for (flag, n) in [("--limit", *limit), ("--windows", *windows)] {
+                if !(1..=10_000).contains(&n) {
+                    anyhow::bail!("{flag} must be between 1 and 10000, got {n}");
+                }
+            }
+            let c: crate::compare::Comparison = match access(cfg, server.as_ref())? {
+                Access::Local(store) => {
+                    let a = crate::query::output_version(&store, Some(a))?;
+                    let b = crate::query::output_version(&store, Some(b))?;
+                    let scope = crate::compare::Scope {
+                        from: super::read::time_flag("--from", from.as_ref(), i64::MIN)?,
+                        to: super::read::time_flag("--to", to.as_ref(), i64::MAX)?,
+                        rows_per_window: *limit,
+                        max_windows: *windows,
+                    };
+                    crate::compare::compare(&store, &a, &b, scope)?
+                }
+                Access::Remote(server) => {
+                    let (limit, windows) = (limit.to_string(), windows.to_string());
+                    serde_json::from_slice(&server.get(&format!(
+                        "/api/versions/compare{}",
+                        super::read::query_string(&[
+                            ("a", Some(a)),
+                            ("b", Some(b)),
+                            ("from", from.as_deref()),
+                            ("to", to.as_deref()),
+                            ("limit", Some(&limit)),
+                            ("windows", Some(&windows)),
+                        ])
+                    ))?)?
+                }
+            };
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&c)?);
+            } else {
+                for line in crate::compare::describe(&c) {
+                    println!("{line}");
+                }
+            }
             Ok(())
         }
         VersionsCommand::Promote { version, server } => {
