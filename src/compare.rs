@@ -14,7 +14,7 @@ use serde_json::{Map, Value, json};
 use crate::event::money::format_minor;
 use crate::event::time::format_rfc3339_ms;
 use crate::query::size_name;
-use crate::store::{Aggregate, Row, Store, StoreError, WindowPrint, digest, hex};
+use crate::store::{Aggregate, Row, Store, StoreError, WindowPrint, WindowReader, digest, hex};
 
 /// The fingerprints of `version`'s final windows starting in `[from, to)` as JSON: one
 /// hash per window, a digest per size and one for the whole range.
@@ -73,12 +73,14 @@ pub struct Scope {
     pub max_windows: usize,
 }
 
+/// Everything, with the bounds a correction's recorded diff keeps: 100 differing windows,
+/// 100 changed rows each (every change is counted in the totals).
 impl Default for Scope {
     fn default() -> Self {
         Self {
             from: i64::MIN,
             to: i64::MAX,
-            rows_per_window: 20,
+            rows_per_window: 100,
             max_windows: 100,
         }
     }
@@ -340,18 +342,22 @@ fn row_changes(a: &[(Aggregate, Vec<Row>)], b: &[(Aggregate, Vec<Row>)]) -> Vec<
 ///
 /// # Errors
 /// Unknown version; store failure.
-pub fn compare(store: &Store, a: &str, b: &str, scope: Scope) -> Result<Comparison, StoreError> {
+pub fn compare(
+    store: &impl WindowReader,
+    a: &str,
+    b: &str,
+    scope: Scope,
+) -> Result<Comparison, StoreError> {
     let through = |v: &str| -> Result<i64, StoreError> {
         store
-            .version(v)?
-            .map(|i| i.finalized_through)
+            .finalized_through(v)?
             .ok_or_else(|| StoreError::NoVersion(v.to_string()))
     };
     let through = through(a)?.min(through(b)?);
     let final_in = |p: &WindowPrint| p.start_ms.saturating_add(p.size_ms) <= through;
     let side = |v: &str| -> Result<BTreeMap<(i64, i64), u128>, StoreError> {
         Ok(store
-            .fingerprints(v, scope.from, scope.to)?
+            .prints(v, scope.from, scope.to)?
             .into_iter()
             .filter(final_in)
             .map(|p| ((p.size_ms, p.start_ms), p.hash))
@@ -394,8 +400,8 @@ pub fn compare(store: &Store, a: &str, b: &str, scope: Scope) -> Result<Comparis
             }
             _ => WindowStatus::Changed,
         };
-        let ra = store.window_rows(a, size, start)?;
-        let rb = store.window_rows(b, size, start)?;
+        let ra = store.rows(a, size, start)?;
+        let rb = store.rows(b, size, start)?;
         let delta = revenue(&rb) - revenue(&ra);
         *rev += delta;
         let mut changes = row_changes(&ra, &rb);

@@ -385,6 +385,11 @@ impl Control {
     ) -> Result<serde_json::Value, ControlError> {
         let plan = self.plan(req)?;
         let lines = plan.describe();
+        if req.dry_run && req.diff {
+            return Err(ControlError::Invalid(
+                "--dry-run --diff is not available across workers and a merger yet: run the correction, its diff is recorded (`kappa replay show ID`)".into(),
+            ));
+        }
         if req.dry_run {
             return Ok(serde_json::json!({ "lines": lines }));
         }

@@ -598,7 +598,7 @@ fn control_routes(
         .and(warp::body::json::<ReplayRequest>())
         .and(with())
         .and_then(|req: ReplayRequest, st: AppState| async move {
-            if req.dry_run {
+            if req.dry_run && !req.diff {
                 control(st, StatusCode::OK, move |c| {
                     let plan = c.plan(&req)?;
                     Ok(json!({ "dry_run": true, "lines": plan.describe(), "plan": plan }))
@@ -624,6 +624,22 @@ fn control_routes(
                 Ok(id) => control(st, StatusCode::OK, move |c| c.replay(id)).await,
                 Err(e) => Ok(error_reply(&e)),
             }
+        });
+    let diff = warp::path!("api" / "replays" / String / "diff")
+        .and(warp::get())
+        .and(with())
+        .map(|id: String, st: AppState| match replay_id(&id) {
+            Ok(id) => match st.store.replay_diff(id) {
+                Ok(Some(json)) => {
+                    warp::reply::with_header(json, "content-type", "application/json")
+                        .into_response()
+                }
+                Ok(None) => error_reply(&ApiError::NotFound(format!(
+                    "no diff recorded for replay {id} (only in-place corrections and `--dry-run --diff` record one)"
+                ))),
+                Err(e) => error_reply(&e.into()),
+            },
+            Err(e) => error_reply(&e),
         });
     let cancel = warp::path!("api" / "replays" / String)
         .and(warp::delete())
@@ -669,6 +685,8 @@ fn control_routes(
         .or(list)
         .unify()
         .or(one)
+        .unify()
+        .or(diff)
         .unify()
         .or(cancel)
         .unify()

@@ -204,3 +204,193 @@ fn fingerprints_agree_across_batch_sizes_and_crashes_and_differ_after_a_one_even
         "the removed event was at {ts}"
     );
 }
+
+/// Events by type per 1-minute window start (epoch ms) → event type → count.
+type Counts = BTreeMap<i64, BTreeMap<String, u64>>;
+
+fn ms(t: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(t)
+        .unwrap()
+        .timestamp_millis()
+}
+
+/// The naive batch computation over the whole log (no lateness, no duplicates here).
+fn model_counts(events: &str) -> Counts {
+    let mut m = Counts::new();
+    for line in events.lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        let start = ms(v["ts"].as_str().unwrap()).div_euclid(60_000) * 60_000;
+        *m.entry(start)
+            .or_default()
+            .entry(v["event_type"].as_str().unwrap().to_string())
+            .or_insert(0) += 1;
+    }
+    m
+}
+
+/// The same from the store's export of v1.
+fn exported_counts(dir: &Path) -> Counts {
+    let mut c = kappa(dir);
+    c.args(["export", "--version", "v1"]);
+    let mut m = Counts::new();
+    for l in String::from_utf8(ok(c).stdout).unwrap().lines() {
+        let v: Value = serde_json::from_str(l).unwrap();
+        if v["aggregate"] == "events_by_type" && v["size"] == "1m" && v["count"] != 0 {
+            m.entry(ms(v["window_start"].as_str().unwrap()))
+                .or_default()
+                .insert(
+                    v["event_type"].as_str().unwrap().to_string(),
+                    v["count"].as_u64().unwrap(),
+                );
+        }
+    }
+    m
+}
+
+/// `kappa replay show ID --format json`'s diff.
+fn recorded_diff(dir: &Path, id: u64) -> Value {
+    let mut c = kappa(dir);
+    c.args(["replay", "show", &id.to_string(), "--format", "json"]);
+    let v: Value = serde_json::from_slice(&ok(c).stdout).unwrap();
+    assert!(v["diff"].is_object(), "replay {id} has a diff: {v}");
+    v["diff"].clone()
+}
+
+/// Window start → (event type → count delta) of the 1m windows a diff lists.
+fn diff_counts(diff: &Value) -> BTreeMap<i64, BTreeMap<String, i64>> {
+    diff["windows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|w| w["size"] == "1m")
+        .map(|w| {
+            let deltas = w["changes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|c| c["aggregate"] == "events_by_type" && c["change"] == "changed")
+                .map(|c| {
+                    (
+                        c["key"].as_str().unwrap().to_string(),
+                        c["delta"]["count"].as_i64().unwrap(),
+                    )
+                })
+                .collect();
+            (ms(w["window_start"].as_str().unwrap()), deltas)
+        })
+        .collect()
+}
+
+#[test]
+fn a_correction_diff_lists_exactly_the_windows_late_data_changes_and_nothing_over_unchanged_history()
+ {
+    let t = temp();
+    let dir = t.path();
+    // 8 minutes of event time with 5 % of events 1–10 minutes late (live max-delay: 30 s).
+    let events = generate(
+        dir,
+        &[
+            "--events",
+            "120000",
+            "--sim-rate",
+            "250",
+            "--late-share",
+            "0.05",
+            "--seed",
+            "11",
+        ],
+    );
+    common::produce_lines(dir, &events);
+    common::run_drain(dir, &[]);
+    let before = exported_counts(dir);
+    let digest_before = fingerprint(dir, &[])["digest"].clone();
+
+    // What the model says the correction changes: the windows of the range whose counts
+    // differ from the live ones, by how much.
+    let (from, to) = ("2026-11-23T00:03:00Z", "2026-11-23T00:06:00Z");
+    let (lo, hi) = (ms(from), ms(to));
+    let model = model_counts(&events);
+    let expected: BTreeMap<i64, BTreeMap<String, i64>> = model
+        .iter()
+        .filter(|(s, m)| (lo..hi).contains(*s) && before.get(*s) != Some(*m))
+        .map(|(s, m)| {
+            let old = before.get(s).cloned().unwrap_or_default();
+            let d = m
+                .iter()
+                .map(|(k, n)| {
+                    (
+                        k.clone(),
+                        i64::try_from(*n).unwrap()
+                            - i64::try_from(old.get(k).copied().unwrap_or(0)).unwrap(),
+                    )
+                })
+                .filter(|(_, d)| *d != 0)
+                .collect();
+            (*s, d)
+        })
+        .collect();
+    assert!(!expected.is_empty(), "late data changes windows in range");
+
+    let replay = |extra: &[&str]| {
+        let mut c = kappa(dir);
+        c.args([
+            "replay",
+            "--from",
+            from,
+            "--to",
+            to,
+            "--max-delay",
+            "2h",
+            "--diff",
+        ])
+        .args(extra);
+        String::from_utf8(ok(c).stdout).unwrap()
+    };
+
+    // Dry run: the diff, and nothing changed.
+    let out = replay(&["--dry-run"]);
+    assert!(out.contains("nothing changed"), "{out}");
+    let dry = recorded_diff(dir, 1);
+    assert_eq!(diff_counts(&dry), expected, "dry-run diff vs the model");
+    assert_eq!(
+        fingerprint(dir, &[])["digest"],
+        digest_before,
+        "a dry run changes nothing"
+    );
+    assert_eq!(exported_counts(dir), before);
+
+    // The correction: the same diff, recorded in the history; the results are the model's.
+    let out = replay(&["--reason", "late data"]);
+    assert!(out.contains("completed"), "{out}");
+    let applied = recorded_diff(dir, 2);
+    assert_eq!(
+        diff_counts(&applied),
+        expected,
+        "recorded diff vs the model"
+    );
+    assert_eq!(applied["windows"], dry["windows"]);
+    assert_eq!(applied["summary"], dry["summary"]);
+    let after = exported_counts(dir);
+    for s in expected.keys() {
+        assert_eq!(after.get(s), model.get(s), "window {s} corrected");
+    }
+    // The swapped windows carry their own fingerprints.
+    assert_eq!(hashes(&fingerprint(dir, &[])), hashes_of_export(dir, "v1"));
+
+    // Over history that is now right, a correction changes nothing, and says so.
+    replay(&["--reason", "again"]);
+    let again = recorded_diff(dir, 3);
+    assert_eq!(again["summary"]["windows_differing"], 0, "{again}");
+    assert!(
+        again["summary"]["windows_compared"].as_u64().unwrap() >= 3,
+        "{again}"
+    );
+    assert_eq!(again["windows"], serde_json::json!([]));
+
+    // `versions compare` uses the same comparison: a version equals itself.
+    let mut c = kappa(dir);
+    c.args(["versions", "compare", "v1", "v1", "--json"]);
+    let same: Value = serde_json::from_slice(&ok(c).stdout).unwrap();
+    assert_eq!(same["summary"]["windows_differing"], 0);
+    assert!(same["summary"]["windows_compared"].as_u64().unwrap() > 8);
+}

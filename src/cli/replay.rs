@@ -54,6 +54,10 @@ pub struct ReplayArgs {
     /// change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Also print what the correction changes, per window and aggregate (with --dry-run:
+    /// computed into a scratch version and discarded; the serving version is untouched).
+    #[arg(long)]
+    pub diff: bool,
     /// With a running server: return once the replay has started.
     #[arg(long)]
     pub detach: bool,
@@ -75,6 +79,18 @@ pub enum ReplayAction {
         /// The whole replay as JSON (the API's answer) instead of the table.
         #[arg(long)]
         json: bool,
+        /// URL of the running kappa.
+        #[arg(long, value_name = "URL")]
+        server: Option<String>,
+    },
+    /// One replay's record and the diff recorded with it (what an in-place correction
+    /// changed, or what a `--dry-run --diff` would have).
+    Show {
+        /// Replay number.
+        id: u64,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = super::read::Format::Table)]
+        format: super::read::Format,
         /// URL of the running kappa.
         #[arg(long, value_name = "URL")]
         server: Option<String>,
@@ -240,6 +256,7 @@ fn request(
         plan: a.plan.as_ref().map(|p| p.display().to_string()),
         requested_by: Some(who(a.requested_by.as_ref())),
         dry_run: a.dry_run,
+        diff: a.diff,
     })
 }
 
@@ -378,7 +395,7 @@ pub fn replay(cfg: &Config, config_file: Option<&Path>, a: &ReplayArgs) -> anyho
             for line in resp["lines"].as_array().into_iter().flatten() {
                 println!("{}", printable(line.as_str().unwrap_or_default()));
             }
-            if req.dry_run {
+            if req.dry_run && !req.diff {
                 println!("dry run: nothing changed");
                 return Ok(());
             }
@@ -396,7 +413,11 @@ pub fn replay(cfg: &Config, config_file: Option<&Path>, a: &ReplayArgs) -> anyho
             let path = format!("/api/replays/{id}");
             let v = follow(|| parse_view(&server.get(&path)?))?;
             print_outcome(&v);
-            fail_unless_done(&v)
+            fail_unless_done(&v)?;
+            if req.diff {
+                print_diff(&Access::Remote(server), id)?;
+            }
+            Ok(())
         }
         Access::Local(store) => foreground(cfg, &store, &req),
     }
@@ -427,7 +448,7 @@ fn foreground(cfg: &Config, store: &Store, req: &ReplayRequest) -> anyhow::Resul
     for line in plan.describe() {
         println!("{}", printable(&line));
     }
-    if req.dry_run {
+    if req.dry_run && !req.diff {
         println!("dry run: nothing changed");
         return Ok(());
     }
@@ -455,7 +476,11 @@ fn foreground(cfg: &Config, store: &Store, req: &ReplayRequest) -> anyhow::Resul
     let v = if v.active { job.view() } else { v };
     print_outcome(&v);
     result?;
-    fail_unless_done(&v)
+    fail_unless_done(&v)?;
+    if req.diff {
+        print_diff(&Access::Local(store.clone()), id)?;
+    }
+    Ok(())
 }
 
 /// Ctrl-C cancels a foreground replay (it then commits what it did and cleans up).
@@ -534,6 +559,33 @@ fn one_replay(access: &Access, id: u64) -> anyhow::Result<ReplayView> {
     }
 }
 
+/// The diff recorded with replay `id`, if any.
+fn replay_diff(access: &Access, id: u64) -> anyhow::Result<Option<crate::compare::Comparison>> {
+    let json = match access {
+        Access::Local(store) => store.replay_diff(id)?,
+        Access::Remote(server) => match server.get(&format!("/api/replays/{id}/diff")) {
+            Ok(body) => Some(body),
+            Err(e) if e.to_string().contains("404") => None,
+            Err(e) => return Err(e),
+        },
+    };
+    json.map(|j| serde_json::from_slice(&j).context("reading the recorded diff"))
+        .transpose()
+}
+
+/// Prints the diff recorded with replay `id` (after a replay run with `--diff`).
+fn print_diff(access: &Access, id: u64) -> anyhow::Result<()> {
+    match replay_diff(access, id)? {
+        Some(d) => {
+            for line in crate::compare::describe(&d) {
+                println!("{}", printable(&line));
+            }
+        }
+        None => println!("no diff recorded with replay {id}"),
+    }
+    Ok(())
+}
+
 fn replay_action(cfg: &Config, action: &ReplayAction) -> anyhow::Result<()> {
     match action {
         ReplayAction::Status {
@@ -598,6 +650,30 @@ fn replay_action(cfg: &Config, action: &ReplayAction) -> anyhow::Result<()> {
                 Ok(())
             }
         },
+        ReplayAction::Show { id, format, server } => {
+            let access = access(cfg, server.as_ref())?;
+            let v = one_replay(&access, *id)?;
+            let diff = replay_diff(&access, *id)?;
+            if *format == super::read::Format::Json {
+                let mut out = serde_json::to_value(&v)?;
+                out["diff"] = diff
+                    .map(serde_json::to_value)
+                    .transpose()?
+                    .unwrap_or_default();
+                println!("{}", serde_json::to_string_pretty(&out)?);
+                return Ok(());
+            }
+            history_table(std::slice::from_ref(&v));
+            match diff {
+                Some(d) => {
+                    for line in crate::compare::describe(&d) {
+                        println!("{}", printable(&line));
+                    }
+                }
+                None => println!("no diff recorded with replay {id}"),
+            }
+            Ok(())
+        }
         ReplayAction::History { server } => {
             let views = all_replays(&access(cfg, server.as_ref())?)?;
             history_table(&views);

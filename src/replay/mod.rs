@@ -306,7 +306,9 @@ impl Job {
             tracing::error!("ending replay {}: {e}", record.id);
             record = self.settle(&format!("failed: {e}"), 0);
             let fallback = match end {
-                ReplayEnd::Swap { scratch, .. } => ReplayEnd::Discard { version: scratch },
+                ReplayEnd::Swap { scratch, .. } | ReplayEnd::DryRun { scratch, .. } => {
+                    ReplayEnd::Discard { version: scratch }
+                }
                 _ => ReplayEnd::RecordOnly,
             };
             if let Err(e) = store.end_replay(&mut record, fallback) {
@@ -412,6 +414,17 @@ impl Job {
                 "cancelled",
                 *windows,
                 ReplayEnd::Discard { version: &target },
+            ),
+            // `--dry-run --diff`: what the swap would change is recorded; nothing changes.
+            Ok((windows, _)) if plan.in_place && plan.request.dry_run => self.finish(
+                store,
+                "dry run: diff recorded, nothing changed",
+                *windows,
+                ReplayEnd::DryRun {
+                    scratch: &target,
+                    from_ms: plan.from_ms,
+                    to_ms: plan.to_ms,
+                },
             ),
             Ok((windows, _)) if plan.in_place => self.finish(
                 store,

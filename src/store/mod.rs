@@ -43,6 +43,9 @@ const REPLAYS: TableDefinition<u64, &[u8]> = TableDefinition::new("replays");
 /// Content hash of each final window: (version, size, start) → xxh3-128 of its canonical
 /// export rows (see [`fingerprint`]), written in the transaction that writes the window.
 const FINGERPRINTS: TableDefinition<(&str, i64, i64), u128> = TableDefinition::new("fingerprints");
+/// The diff of each in-place correction (and dry run with `--diff`): replay id → JSON of
+/// its [`crate::compare::Comparison`], written with the replay's end.
+const REPLAY_DIFFS: TableDefinition<u64, &[u8]> = TableDefinition::new("replay_diffs");
 /// A merger's open state per version (`kappa run --role merger`).
 const MERGER: TableDefinition<&str, &[u8]> = TableDefinition::new("merger_state");
 
@@ -165,13 +168,25 @@ pub enum ReplayEnd<'a> {
         version: &'a str,
     },
     /// An in-place correction: the scratch version's final windows with starts in
-    /// `[from_ms, to_ms)` replace its target's, and the scratch version is removed.
+    /// `[from_ms, to_ms)` replace its target's, and the scratch version is removed. What
+    /// it changes (target → scratch, [`crate::compare::compare`]) is recorded as the
+    /// replay's diff, computed in the same transaction.
     Swap {
         /// The scratch version.
         scratch: &'a str,
         /// First window start rewritten.
         from_ms: i64,
         /// Windows starting at or after this are left alone.
+        to_ms: i64,
+    },
+    /// A dry run of an in-place correction (`--dry-run --diff`): what the swap would
+    /// change is recorded as the replay's diff, and the scratch version is removed.
+    DryRun {
+        /// The scratch version.
+        scratch: &'a str,
+        /// First window start compared.
+        from_ms: i64,
+        /// Windows starting at or after this are not compared.
         to_ms: i64,
     },
     /// Cancelled or failed: what the replay built is removed.
@@ -269,6 +284,7 @@ impl Store {
             tx.open_table(META)?;
             tx.open_table(REPLAYS)?;
             tx.open_table(FINGERPRINTS)?;
+            tx.open_table(REPLAY_DIFFS)?;
             backfill_fingerprints(&tx)?;
         }
         tx.commit()?;
@@ -855,6 +871,11 @@ impl Store {
                 scratch,
                 from_ms,
                 to_ms,
+            }
+            | ReplayEnd::DryRun {
+                scratch,
+                from_ms,
+                to_ms,
             } => {
                 let info = tx
                     .open_table(VERSIONS)?
@@ -867,7 +888,20 @@ impl Store {
                         "{scratch} is not the scratch version of a correction"
                     )));
                 };
-                record.windows = copy_windows(&tx, scratch, &target, from_ms, to_ms)?;
+                let scope = crate::compare::Scope {
+                    from: from_ms,
+                    to: to_ms,
+                    ..crate::compare::Scope::default()
+                };
+                let mut diff = crate::compare::compare(&InTx(&tx), &target, scratch, scope)?;
+                // People read it as a change to the target, not to a scratch name.
+                diff.b = format!("{target} corrected by replay {}", record.id);
+                let json = serde_json::to_vec(&diff).expect("a comparison serialises");
+                tx.open_table(REPLAY_DIFFS)?
+                    .insert(record.id, json.as_slice())?;
+                if matches!(end, ReplayEnd::Swap { .. }) {
+                    record.windows = copy_windows(&tx, scratch, &target, from_ms, to_ms)?;
+                }
                 remove_version(&tx, scratch)?;
             }
             ReplayEnd::Discard { version } => remove_version(&tx, version)?,
@@ -962,20 +996,19 @@ impl Store {
     /// Store failure.
     pub fn fingerprints(&self, version: &str, from: i64, to: i64) -> Result<Vec<WindowPrint>> {
         let tx = self.db()?.begin_read()?;
-        let t = tx.open_table(FINGERPRINTS)?;
-        let mut out = Vec::new();
-        for r in t.range((version, i64::MIN, i64::MIN)..=(version, i64::MAX, i64::MAX))? {
-            let (k, v) = r?;
-            let (_, size_ms, start_ms) = k.value();
-            if (from..to).contains(&start_ms) {
-                out.push(WindowPrint {
-                    size_ms,
-                    start_ms,
-                    hash: v.value(),
-                });
-            }
-        }
-        Ok(out)
+        prints_in(&tx.open_table(FINGERPRINTS)?, version, from, to)
+    }
+
+    /// The diff recorded with replay `id` (JSON of a [`crate::compare::Comparison`]).
+    ///
+    /// # Errors
+    /// Store failure.
+    pub fn replay_diff(&self, id: u64) -> Result<Option<Vec<u8>>> {
+        let tx = self.db()?.begin_read()?;
+        Ok(tx
+            .open_table(REPLAY_DIFFS)?
+            .get(id)?
+            .map(|g| g.value().to_vec()))
     }
 
     /// Every aggregate's rows of the final window `(size, start)` of `version`, in
@@ -1007,6 +1040,95 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// Reading final windows: their version's `finalized_through`, fingerprints and rows —
+/// from a read snapshot ([`Store`]) or inside a write transaction, so that what a
+/// transaction records about windows (a correction's diff) is what it acts on.
+pub trait WindowReader {
+    /// The version's `finalized_through`, or `None` for no such version.
+    ///
+    /// # Errors
+    /// Store failure.
+    fn finalized_through(&self, version: &str) -> Result<Option<i64>>;
+    /// See [`Store::fingerprints`].
+    ///
+    /// # Errors
+    /// Store failure.
+    fn prints(&self, version: &str, from: i64, to: i64) -> Result<Vec<WindowPrint>>;
+    /// See [`Store::window_rows`].
+    ///
+    /// # Errors
+    /// Store failure.
+    fn rows(
+        &self,
+        version: &str,
+        size_ms: i64,
+        start_ms: i64,
+    ) -> Result<Vec<(Aggregate, Vec<Row>)>>;
+}
+
+impl WindowReader for Store {
+    fn finalized_through(&self, version: &str) -> Result<Option<i64>> {
+        Ok(self.version(version)?.map(|v| v.finalized_through))
+    }
+    fn prints(&self, version: &str, from: i64, to: i64) -> Result<Vec<WindowPrint>> {
+        self.fingerprints(version, from, to)
+    }
+    fn rows(
+        &self,
+        version: &str,
+        size_ms: i64,
+        start_ms: i64,
+    ) -> Result<Vec<(Aggregate, Vec<Row>)>> {
+        self.window_rows(version, size_ms, start_ms)
+    }
+}
+
+/// A write transaction, read as it stands.
+struct InTx<'a>(&'a redb::WriteTransaction);
+
+impl WindowReader for InTx<'_> {
+    fn finalized_through(&self, version: &str) -> Result<Option<i64>> {
+        self.0
+            .open_table(VERSIONS)?
+            .get(version)?
+            .map(|g| version_info(g.value()).map(|v| v.finalized_through))
+            .transpose()
+    }
+    fn prints(&self, version: &str, from: i64, to: i64) -> Result<Vec<WindowPrint>> {
+        prints_in(&self.0.open_table(FINGERPRINTS)?, version, from, to)
+    }
+    fn rows(
+        &self,
+        version: &str,
+        size_ms: i64,
+        start_ms: i64,
+    ) -> Result<Vec<(Aggregate, Vec<Row>)>> {
+        stored_window(&self.0.open_table(RESULTS)?, version, size_ms, start_ms)
+    }
+}
+
+/// Fingerprints of `version`'s windows starting in `[from, to)`, in (size, start) order.
+fn prints_in(
+    t: &impl ReadableTable<(&'static str, i64, i64), u128>,
+    version: &str,
+    from: i64,
+    to: i64,
+) -> Result<Vec<WindowPrint>> {
+    let mut out = Vec::new();
+    for r in t.range((version, i64::MIN, i64::MIN)..=(version, i64::MAX, i64::MAX))? {
+        let (k, v) = r?;
+        let (_, size_ms, start_ms) = k.value();
+        if (from..to).contains(&start_ms) {
+            out.push(WindowPrint {
+                size_ms,
+                start_ms,
+                hash: v.value(),
+            });
+        }
+    }
+    Ok(out)
 }
 
 type Prints<'t> = redb::Table<'t, (&'static str, i64, i64), u128>;
