@@ -546,11 +546,12 @@ pub fn describe(c: &Comparison) -> Vec<String> {
                         .rank
                         .map(|(o, n)| format!(" rank {o}→{n}"))
                         .unwrap_or_default();
-                    format!(
-                        "~ {} → {} ({delta}){rank}",
-                        fields(&ch.old),
-                        fields(&ch.new)
-                    )
+                    let delta = if delta.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({delta})")
+                    };
+                    format!("~ {} → {}{delta}{rank}", fields(&ch.old), fields(&ch.new))
                 }
             };
             out.push(format!(

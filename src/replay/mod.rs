@@ -416,10 +416,10 @@ impl Job {
                 ReplayEnd::Discard { version: &target },
             ),
             // `--dry-run --diff`: what the swap would change is recorded; nothing changes.
-            Ok((windows, _)) if plan.in_place && plan.request.dry_run => self.finish(
+            Ok(_) if plan.in_place && plan.request.dry_run => self.finish(
                 store,
                 "dry run: diff recorded, nothing changed",
-                *windows,
+                0,
                 ReplayEnd::DryRun {
                     scratch: &target,
                     from_ms: plan.from_ms,
