@@ -576,3 +576,61 @@ pub fn describe(c: &Comparison) -> Vec<String> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::ProductRow;
+
+    fn product(rank: u32, id: &str, units: u64) -> Row {
+        Row::Product {
+            rank,
+            row: ProductRow {
+                product_id: id.into(),
+                units,
+                revenue_minor: u128::from(units) * 100,
+            },
+        }
+    }
+
+    #[test]
+    fn top_k_entries_are_matched_by_product_so_moves_show_as_rank_changes() {
+        let agg = Aggregate::TopProductsByUnits;
+        let a = vec![(
+            agg,
+            vec![
+                product(1, "p1", 9),
+                product(2, "p2", 5),
+                product(3, "p3", 4),
+            ],
+        )];
+        let b = vec![(
+            agg,
+            vec![
+                product(1, "p2", 10),
+                product(2, "p1", 9),
+                product(3, "p4", 4),
+            ],
+        )];
+        let changes = row_changes(&a, &b);
+        let by_key = |k: &str| changes.iter().find(|c| c.key == k).unwrap();
+        assert_eq!(changes.len(), 4, "{changes:#?}");
+        assert_eq!(by_key("p1").change, ChangeKind::Changed);
+        assert_eq!(by_key("p1").rank, Some((1, 2)));
+        assert_eq!(by_key("p1").delta.as_ref().unwrap().len(), 0);
+        assert_eq!(by_key("p2").rank, Some((2, 1)));
+        let d = by_key("p2").delta.clone().unwrap();
+        assert_eq!(d["units"], 5);
+        assert_eq!(d["revenue"], "+5.00");
+        assert_eq!(by_key("p3").change, ChangeKind::Removed);
+        assert_eq!(by_key("p4").change, ChangeKind::Added);
+        assert!(row_changes(&a, &a).is_empty());
+    }
+
+    #[test]
+    fn signed_money_has_a_sign_and_two_places() {
+        assert_eq!(signed_money(-1230), "-12.30");
+        assert_eq!(signed_money(5), "+0.05");
+        assert_eq!(signed_money(0), "0.00");
+    }
+}
