@@ -46,6 +46,10 @@ pub struct VersionView {
     pub state: &'static str,
     /// The replay building it, while `building`.
     pub replay: Option<u64>,
+    /// Its final windows (all sizes).
+    pub final_windows: usize,
+    /// Digest of their fingerprints (`kappa fingerprint`): equal digests, equal results.
+    pub digest: String,
 }
 
 /// The versions in the store (scratch versions of in-place corrections left out), lag
@@ -77,6 +81,7 @@ pub fn list_versions(store: &Store, ends: &[u64]) -> Result<Vec<VersionView>, St
             .zip(&positions)
             .map(|(e, p)| e.saturating_sub(*p))
             .sum();
+        let prints = store.fingerprints(&v.name, i64::MIN, i64::MAX)?;
         out.push(VersionView {
             serving: v.name == serving,
             config: v.config.clone(),
@@ -92,6 +97,8 @@ pub fn list_versions(store: &Store, ends: &[u64]) -> Result<Vec<VersionView>, St
                 VersionState::Building { replay, .. } => Some(replay),
                 _ => None,
             },
+            final_windows: prints.len(),
+            digest: crate::store::hex(crate::store::digest(&prints)),
             name: v.name,
         });
     }
@@ -418,6 +425,11 @@ impl Control {
     ) -> Result<serde_json::Value, ControlError> {
         let plan = self.plan(req)?;
         let lines = plan.describe();
+        if req.dry_run && req.diff {
+            return Err(ControlError::Invalid(
+                "--dry-run --diff is not available across workers and a merger yet: run the correction, its diff is recorded (`kappa replay show ID`)".into(),
+            ));
+        }
         if req.dry_run {
             return Ok(serde_json::json!({ "lines": lines }));
         }

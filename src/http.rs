@@ -345,8 +345,48 @@ fn export(st: &AppState, q: HashMap<String, String>) -> Response {
     }
 }
 
+fn fingerprint(st: &AppState, q: HashMap<String, String>) -> Result<Value, ApiError> {
+    let p = Params::check(q, &["version", "from", "to"])?;
+    let version = p.version(st)?;
+    Ok(crate::compare::fingerprint_json(
+        &st.store,
+        &version,
+        p.time("from", i64::MIN)?,
+        p.time("to", i64::MAX)?,
+    )?)
+}
+
+/// `GET /api/versions/compare?a=&b=`: `a` defaults to the serving version.
+fn compare_versions(st: &AppState, q: HashMap<String, String>) -> Result<Value, ApiError> {
+    let p = Params::check(q, &["a", "b", "from", "to", "limit", "windows"])?;
+    let a = query::output_version(&st.store, p.get("a"))?;
+    let b = p.get("b").ok_or_else(|| {
+        ApiError::BadRequest("b (the version to compare with a) is required".into())
+    })?;
+    let b = query::output_version(&st.store, Some(b))?;
+    let windows = match p.get("windows") {
+        None => 100,
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=10_000).contains(n))
+            .ok_or_else(|| {
+                ApiError::BadRequest(format!("windows must be between 1 and 10000, got {v:?}"))
+            })?,
+    };
+    let scope = crate::compare::Scope {
+        from: p.time("from", i64::MIN)?,
+        to: p.time("to", i64::MAX)?,
+        rows_per_window: p.limit(20, 10_000)?,
+        max_windows: windows,
+    };
+    let c = crate::compare::compare(&st.store, &a, &b, scope)?;
+    Ok(serde_json::to_value(c).unwrap_or_default())
+}
+
 /// The JSON read endpoints by name (`/api/{name}`), with their handlers.
-const READ_ENDPOINTS: [(&str, Handler); 6] = [
+const READ_ENDPOINTS: [(&str, Handler); 7] = [
+    ("fingerprint", fingerprint),
     ("windows", windows),
     ("top-products", top_products),
     ("provisional", provisional),
@@ -558,7 +598,7 @@ fn control_routes(
         .and(warp::body::json::<ReplayRequest>())
         .and(with())
         .and_then(|req: ReplayRequest, st: AppState| async move {
-            if req.dry_run {
+            if req.dry_run && !req.diff {
                 control(st, StatusCode::OK, move |c| {
                     let plan = c.plan(&req)?;
                     Ok(json!({ "dry_run": true, "lines": plan.describe(), "plan": plan }))
@@ -584,6 +624,22 @@ fn control_routes(
                 Ok(id) => control(st, StatusCode::OK, move |c| c.replay(id)).await,
                 Err(e) => Ok(error_reply(&e)),
             }
+        });
+    let diff = warp::path!("api" / "replays" / String / "diff")
+        .and(warp::get())
+        .and(with())
+        .map(|id: String, st: AppState| match replay_id(&id) {
+            Ok(id) => match st.store.replay_diff(id) {
+                Ok(Some(json)) => {
+                    warp::reply::with_header(json, "content-type", "application/json")
+                        .into_response()
+                }
+                Ok(None) => error_reply(&ApiError::NotFound(format!(
+                    "no diff recorded for replay {id} (only in-place corrections and `--dry-run --diff` record one)"
+                ))),
+                Err(e) => error_reply(&e.into()),
+            },
+            Err(e) => error_reply(&e),
         });
     let cancel = warp::path!("api" / "replays" / String)
         .and(warp::delete())
@@ -629,6 +685,8 @@ fn control_routes(
         .or(list)
         .unify()
         .or(one)
+        .unify()
+        .or(diff)
         .unify()
         .or(cancel)
         .unify()
@@ -707,6 +765,11 @@ pub fn routes(
             .and(q())
             .map(move |st: AppState, q| result(f(&st, q)))
     };
+    let compare = warp::get()
+        .and(warp::path!("api" / "versions" / "compare"))
+        .and(with())
+        .and(q())
+        .map(|st: AppState, q| result(compare_versions(&st, q)));
     let export = api("export")
         .and(with())
         .and(q())
@@ -730,6 +793,10 @@ pub fn routes(
         .or(handler(READ_ENDPOINTS[4].0, READ_ENDPOINTS[4].1))
         .unify()
         .or(handler(READ_ENDPOINTS[5].0, READ_ENDPOINTS[5].1))
+        .unify()
+        .or(handler(READ_ENDPOINTS[6].0, READ_ENDPOINTS[6].1))
+        .unify()
+        .or(compare)
         .unify()
         .or(export)
         .unify()

@@ -14,6 +14,7 @@
 //! - [`store`]: redb — final results, positions, event-time index, dead letters, versions;
 //! - [`replay`]: replays — plans, in-place corrections, new output versions;
 //! - [`control`]: the running server's replays and version pipelines;
+//! - [`compare`]: window fingerprints and the comparison of two versions (compare, diffs);
 //! - [`query`]: reading results back (JSON shapes shared by the API and the CLI);
 //! - [`http`]: the warp server — metrics, health, JSON API;
 //! - [`metrics`]: the catalogue of Prometheus metrics;
@@ -25,6 +26,7 @@
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod compare;
 pub mod config;
 pub mod control;
 pub mod event;

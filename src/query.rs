@@ -195,13 +195,10 @@ pub enum ExportError {
 pub fn export(store: &Store, version: &str, out: &mut dyn Write) -> Result<u64, ExportError> {
     let mut n = 0u64;
     store.for_each_row(version, |agg, size, start, row| {
+        // The version, then the fields a window's fingerprint hashes.
         let mut obj = serde_json::Map::new();
         obj.insert("version".into(), version.into());
-        obj.insert("aggregate".into(), agg.as_str().into());
-        obj.insert("size".into(), size_name(size).into());
-        obj.insert("window_start".into(), format_rfc3339_ms(start).into());
-        obj.insert("window_end".into(), format_rfc3339_ms(start + size).into());
-        obj.extend(row.to_json());
+        obj.extend(crate::store::export_fields(agg, size, start, row));
         serde_json::to_writer(&mut *out, &obj).map_err(std::io::Error::from)?;
         out.write_all(b"\n")?;
         n += 1;

@@ -71,12 +71,15 @@ pub enum Command {
     Query(read::QueryArgs),
     /// Write every final window result as JSON lines.
     Export(read::ExportArgs),
+    /// Print the content hash of each final window and a digest per size and range: equal
+    /// digests, equal results (across versions, stores and machines).
+    Fingerprint(read::FingerprintArgs),
     /// List invalid records kept in the dead-letter store.
     DeadLetters(read::DeadLetterArgs),
     /// Recompute results from the log: correct the serving version in place over a time
     /// range, or build a new output version (`--version`); `status`, `cancel`, `history`.
     Replay(replay::ReplayArgs),
-    /// Output versions: `list`, `promote V`, `drop V`.
+    /// Output versions: `list`, `compare A B`, `promote V`, `drop V`.
     #[command(subcommand)]
     Versions(replay::VersionsCommand),
     /// Kafka topics as code: `apply` the specifications in topics/, `list` them.
@@ -244,6 +247,7 @@ pub fn dispatch(cli: &Cli) -> anyhow::Result<()> {
         Command::Produce(a) => produce::produce(&produce_config(cli, a)?, a),
         Command::Query(a) => read::query(&load_config(cli, None)?, a),
         Command::Export(a) => read::export(&load_config(cli, None)?, a),
+        Command::Fingerprint(a) => read::fingerprint(&load_config(cli, None)?, a),
         Command::DeadLetters(a) => read::dead_letters(&load_config(cli, None)?, a),
         Command::Topics(t) => topics(&load_config(cli, None)?, t),
         Command::Replay(a) => replay::replay(&load_config(cli, None)?, cli.config.as_deref(), a),

@@ -40,6 +40,26 @@ pub struct ExportArgs {
     pub server: Option<String>,
 }
 
+/// `kappa fingerprint`.
+#[derive(Debug, Args)]
+pub struct FingerprintArgs {
+    /// Output version [default: the serving one].
+    #[arg(long = "version", value_name = "NAME")]
+    pub output_version: Option<String>,
+    /// First window start (RFC 3339 or epoch ms) [default: the first].
+    #[arg(long, value_name = "TIME")]
+    pub from: Option<String>,
+    /// Windows starting at or after this are left out [default: none].
+    #[arg(long, value_name = "TIME")]
+    pub to: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    /// URL of a running kappa, used when the store is held by it.
+    #[arg(long, value_name = "URL")]
+    pub server: Option<String>,
+}
+
 /// `kappa dead-letters`.
 #[derive(Debug, Args)]
 pub struct DeadLetterArgs {
@@ -257,5 +277,90 @@ pub fn dead_letters(cfg: &Config, a: &DeadLetterArgs) -> anyhow::Result<()> {
     if let Some(next) = v["next"].as_str() {
         writeln!(out, "more: --after {}", printable(next))?;
     }
+    Ok(())
+}
+
+/// A query string of the parameters given (`?a=1&b=2`, or nothing).
+pub(super) fn query_string(params: &[(&str, Option<&str>)]) -> String {
+    let given: Vec<(&str, &str)> = params
+        .iter()
+        .filter_map(|(k, v)| v.map(|v| (*k, v)))
+        .collect();
+    if given.is_empty() {
+        return String::new();
+    }
+    format!(
+        "?{}",
+        serde_urlencoded::to_string(given).expect("strings always encode")
+    )
+}
+
+/// A `--from`/`--to` value, or the bound when not given.
+pub(super) fn time_flag(flag: &str, v: Option<&String>, default: i64) -> anyhow::Result<i64> {
+    v.map_or(Ok(default), |s| {
+        crate::query::parse_time(s).map_err(|e| anyhow::anyhow!("{flag}: {e}"))
+    })
+}
+
+/// `kappa fingerprint`.
+///
+/// # Errors
+/// Unknown version, bad time, store or server failure.
+pub fn fingerprint(cfg: &Config, a: &FingerprintArgs) -> anyhow::Result<()> {
+    let from = time_flag("--from", a.from.as_ref(), i64::MIN)?;
+    let to = time_flag("--to", a.to.as_ref(), i64::MAX)?;
+    let v: Value = match access(cfg, a.server.as_ref())? {
+        Access::Local(store) => {
+            let version = crate::query::output_version(&store, a.output_version.as_deref())?;
+            crate::compare::fingerprint_json(&store, &version, from, to)?
+        }
+        Access::Remote(server) => serde_json::from_slice(&server.get(&format!(
+            "/api/fingerprint{}",
+            query_string(&[
+                ("version", a.output_version.as_deref()),
+                ("from", a.from.as_deref()),
+                ("to", a.to.as_deref()),
+            ])
+        ))?)?,
+    };
+    let mut out = std::io::stdout().lock();
+    if a.format == Format::Json {
+        serde_json::to_writer_pretty(&mut out, &v)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    for w in v["windows"].as_array().into_iter().flatten() {
+        writeln!(
+            out,
+            "{:<4} {}  {}",
+            t(&w["size"]),
+            t(&w["window_start"]),
+            t(&w["hash"])
+        )?;
+    }
+    for s in v["sizes"].as_array().into_iter().flatten() {
+        writeln!(
+            out,
+            "digest {:<4} {}  ({} windows)",
+            t(&s["size"]),
+            t(&s["digest"]),
+            t(&s["windows"])
+        )?;
+    }
+    writeln!(
+        out,
+        "digest {} {}  ({} windows{}{})",
+        t(&v["version"]),
+        t(&v["digest"]),
+        t(&v["window_count"]),
+        v["from"]
+            .as_str()
+            .map(|f| format!(", from {}", printable(f)))
+            .unwrap_or_default(),
+        v["to"]
+            .as_str()
+            .map(|f| format!(", to {}", printable(f)))
+            .unwrap_or_default(),
+    )?;
     Ok(())
 }

@@ -54,6 +54,10 @@ pub struct ReplayArgs {
     /// change nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Also print what the correction changes, per window and aggregate (with --dry-run:
+    /// computed into a scratch version and discarded; the serving version is untouched).
+    #[arg(long)]
+    pub diff: bool,
     /// With a running server: return once the replay has started.
     #[arg(long)]
     pub detach: bool,
@@ -79,6 +83,18 @@ pub enum ReplayAction {
         #[arg(long, value_name = "URL")]
         server: Option<String>,
     },
+    /// One replay's record and the diff recorded with it (what an in-place correction
+    /// changed, or what a `--dry-run --diff` would have).
+    Show {
+        /// Replay number.
+        id: u64,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = super::read::Format::Table)]
+        format: super::read::Format,
+        /// URL of the running kappa.
+        #[arg(long, value_name = "URL")]
+        server: Option<String>,
+    },
     /// Stop a running replay (an in-place correction leaves every window as it was).
     Cancel {
         /// Replay number.
@@ -100,6 +116,32 @@ pub enum ReplayAction {
 pub enum VersionsCommand {
     /// Name, configuration, positions, lag, serving mark and size of each output version.
     List {
+        /// URL of the running kappa.
+        #[arg(long, value_name = "URL")]
+        server: Option<String>,
+    },
+    /// Compare two versions on their common final windows: per window and aggregate, rows
+    /// added, removed and changed (deltas, rank moves), with a summary.
+    Compare {
+        /// Old side.
+        a: String,
+        /// New side.
+        b: String,
+        /// First window start (RFC 3339 or epoch ms).
+        #[arg(long, value_name = "TIME")]
+        from: Option<String>,
+        /// Windows starting at or after this are left out.
+        #[arg(long, value_name = "TIME")]
+        to: Option<String>,
+        /// Changed rows listed per window (all are counted).
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        /// Differing windows listed (all are counted).
+        #[arg(long, default_value_t = 100)]
+        windows: usize,
+        /// The comparison as JSON (the API's answer).
+        #[arg(long)]
+        json: bool,
         /// URL of the running kappa.
         #[arg(long, value_name = "URL")]
         server: Option<String>,
@@ -214,6 +256,7 @@ fn request(
         plan: a.plan.as_ref().map(|p| p.display().to_string()),
         requested_by: Some(who(a.requested_by.as_ref())),
         dry_run: a.dry_run,
+        diff: a.diff,
     })
 }
 
@@ -352,7 +395,7 @@ pub fn replay(cfg: &Config, config_file: Option<&Path>, a: &ReplayArgs) -> anyho
             for line in resp["lines"].as_array().into_iter().flatten() {
                 println!("{}", printable(line.as_str().unwrap_or_default()));
             }
-            if req.dry_run {
+            if req.dry_run && !req.diff {
                 println!("dry run: nothing changed");
                 return Ok(());
             }
@@ -370,7 +413,11 @@ pub fn replay(cfg: &Config, config_file: Option<&Path>, a: &ReplayArgs) -> anyho
             let path = format!("/api/replays/{id}");
             let v = follow(|| parse_view(&server.get(&path)?))?;
             print_outcome(&v);
-            fail_unless_done(&v)
+            fail_unless_done(&v)?;
+            if req.diff {
+                print_diff(&Access::Remote(server), id)?;
+            }
+            Ok(())
         }
         Access::Local(store) => foreground(cfg, &store, &req),
     }
@@ -401,7 +448,7 @@ fn foreground(cfg: &Config, store: &Store, req: &ReplayRequest) -> anyhow::Resul
     for line in plan.describe() {
         println!("{}", printable(&line));
     }
-    if req.dry_run {
+    if req.dry_run && !req.diff {
         println!("dry run: nothing changed");
         return Ok(());
     }
@@ -429,7 +476,11 @@ fn foreground(cfg: &Config, store: &Store, req: &ReplayRequest) -> anyhow::Resul
     let v = if v.active { job.view() } else { v };
     print_outcome(&v);
     result?;
-    fail_unless_done(&v)
+    fail_unless_done(&v)?;
+    if req.diff {
+        print_diff(&Access::Local(store.clone()), id)?;
+    }
+    Ok(())
 }
 
 /// Ctrl-C cancels a foreground replay (it then commits what it did and cleans up).
@@ -512,6 +563,33 @@ fn one_replay(access: &Access, id: u64) -> anyhow::Result<ReplayView> {
     }
 }
 
+/// The diff recorded with replay `id`, if any.
+fn replay_diff(access: &Access, id: u64) -> anyhow::Result<Option<crate::compare::Comparison>> {
+    let json = match access {
+        Access::Local(store) => store.replay_diff(id)?,
+        Access::Remote(server) => match server.get(&format!("/api/replays/{id}/diff")) {
+            Ok(body) => Some(body),
+            Err(e) if e.to_string().contains("404") => None,
+            Err(e) => return Err(e),
+        },
+    };
+    json.map(|j| serde_json::from_slice(&j).context("reading the recorded diff"))
+        .transpose()
+}
+
+/// Prints the diff recorded with replay `id` (after a replay run with `--diff`).
+fn print_diff(access: &Access, id: u64) -> anyhow::Result<()> {
+    match replay_diff(access, id)? {
+        Some(d) => {
+            for line in crate::compare::describe(&d) {
+                println!("{}", printable(&line));
+            }
+        }
+        None => println!("no diff recorded with replay {id}"),
+    }
+    Ok(())
+}
+
 fn replay_action(cfg: &Config, action: &ReplayAction) -> anyhow::Result<()> {
     match action {
         ReplayAction::Status {
@@ -576,6 +654,30 @@ fn replay_action(cfg: &Config, action: &ReplayAction) -> anyhow::Result<()> {
                 Ok(())
             }
         },
+        ReplayAction::Show { id, format, server } => {
+            let access = access(cfg, server.as_ref())?;
+            let v = one_replay(&access, *id)?;
+            let diff = replay_diff(&access, *id)?;
+            if *format == super::read::Format::Json {
+                let mut out = serde_json::to_value(&v)?;
+                out["diff"] = diff
+                    .map(serde_json::to_value)
+                    .transpose()?
+                    .unwrap_or_default();
+                println!("{}", serde_json::to_string_pretty(&out)?);
+                return Ok(());
+            }
+            history_table(std::slice::from_ref(&v));
+            match diff {
+                Some(d) => {
+                    for line in crate::compare::describe(&d) {
+                        println!("{}", printable(&line));
+                    }
+                }
+                None => println!("no diff recorded with replay {id}"),
+            }
+            Ok(())
+        }
         ReplayAction::History { server } => {
             let views = all_replays(&access(cfg, server.as_ref())?)?;
             history_table(&views);
@@ -599,8 +701,8 @@ pub fn versions(cfg: &Config, cmd: &VersionsCommand) -> anyhow::Result<()> {
                 Access::Remote(server) => serde_json::from_slice(&server.get("/api/versions")?)?,
             };
             println!(
-                "{:<2}{:<12} {:>12} {:>10} {:<22} {:<28} config",
-                "", "version", "lag", "size", "final through", "positions"
+                "{:<2}{:<12} {:>12} {:>10} {:<22} {:<28} {:<17} config",
+                "", "version", "lag", "size", "final through", "positions", "digest"
             );
             for v in list["versions"].as_array().into_iter().flatten() {
                 let positions: Vec<String> = v["positions"]
@@ -611,7 +713,7 @@ pub fn versions(cfg: &Config, cmd: &VersionsCommand) -> anyhow::Result<()> {
                     .map(|(p, o)| format!("{p}:{}", o.as_u64().unwrap_or(0)))
                     .collect();
                 println!(
-                    "{:<2}{:<12} {:>12} {:>10} {:<22} {:<28} {}",
+                    "{:<2}{:<12} {:>12} {:>10} {:<22} {:<28} {:<17} {}",
                     if v["serving"].as_bool() == Some(true) {
                         "*"
                     } else {
@@ -626,10 +728,64 @@ pub fn versions(cfg: &Config, cmd: &VersionsCommand) -> anyhow::Result<()> {
                         .get(..19)
                         .unwrap_or("-"),
                     positions.join(","),
+                    // The first 16 hex digits: enough to tell versions apart by eye
+                    // (`kappa fingerprint` prints all 32).
+                    v["digest"].as_str().unwrap_or("-").get(..16).unwrap_or("-"),
                     printable(v["config"].as_str().unwrap_or_default())
                 );
             }
             println!("(* serving)");
+            Ok(())
+        }
+        VersionsCommand::Compare {
+            a,
+            b,
+            from,
+            to,
+            limit,
+            windows,
+            json,
+            server,
+        } => {
+            for (flag, n) in [("--limit", *limit), ("--windows", *windows)] {
+                if !(1..=10_000).contains(&n) {
+                    anyhow::bail!("{flag} must be between 1 and 10000, got {n}");
+                }
+            }
+            let c: crate::compare::Comparison = match access(cfg, server.as_ref())? {
+                Access::Local(store) => {
+                    let a = crate::query::output_version(&store, Some(a))?;
+                    let b = crate::query::output_version(&store, Some(b))?;
+                    let scope = crate::compare::Scope {
+                        from: super::read::time_flag("--from", from.as_ref(), i64::MIN)?,
+                        to: super::read::time_flag("--to", to.as_ref(), i64::MAX)?,
+                        rows_per_window: *limit,
+                        max_windows: *windows,
+                    };
+                    crate::compare::compare(&store, &a, &b, scope)?
+                }
+                Access::Remote(server) => {
+                    let (limit, windows) = (limit.to_string(), windows.to_string());
+                    serde_json::from_slice(&server.get(&format!(
+                        "/api/versions/compare{}",
+                        super::read::query_string(&[
+                            ("a", Some(a)),
+                            ("b", Some(b)),
+                            ("from", from.as_deref()),
+                            ("to", to.as_deref()),
+                            ("limit", Some(&limit)),
+                            ("windows", Some(&windows)),
+                        ])
+                    ))?)?
+                }
+            };
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&c)?);
+            } else {
+                for line in crate::compare::describe(&c) {
+                    println!("{line}");
+                }
+            }
             Ok(())
         }
         VersionsCommand::Promote { version, server } => {

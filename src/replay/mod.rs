@@ -308,7 +308,9 @@ impl Job {
             tracing::error!("ending replay {}: {e}", record.id);
             record = self.settle(Outcome::Failed(e.to_string()), 0);
             let fallback = match end {
-                ReplayEnd::Swap { scratch, .. } => ReplayEnd::Discard { version: scratch },
+                ReplayEnd::Swap { scratch, .. } | ReplayEnd::DryRun { scratch, .. } => {
+                    ReplayEnd::Discard { version: scratch }
+                }
                 _ => ReplayEnd::RecordOnly,
             };
             if let Err(e) = store.end_replay(&mut record, fallback) {
@@ -472,6 +474,16 @@ impl Job {
                 Outcome::Cancelled(None),
                 w,
                 ReplayEnd::Discard { version: &target },
+            ),
+            // `--dry-run --diff`: what the swap would change is recorded; nothing changes.
+            Ok(_) if plan.in_place && plan.request.dry_run => (
+                Outcome::DryRun,
+                0,
+                ReplayEnd::DryRun {
+                    scratch: &target,
+                    from_ms: plan.from_ms,
+                    to_ms: plan.to_ms,
+                },
             ),
             Ok(w) if plan.in_place => (
                 Outcome::Completed,

@@ -33,8 +33,12 @@ pub struct ReplayRequest {
     pub plan: Option<String>,
     /// Who asked.
     pub requested_by: Option<String>,
-    /// Resolve and describe only.
+    /// Resolve and describe only; with `diff`, also compute the correction into a scratch
+    /// version, record what it would change, and discard it.
     pub dry_run: bool,
+    /// Compute what an in-place correction changes (recorded with every in-place
+    /// correction anyway): with `dry_run`, without applying it.
+    pub diff: bool,
 }
 
 /// The windows of one size an in-place correction rewrites.
@@ -247,6 +251,11 @@ pub fn resolve(
         Some(t) => parse_rfc3339_ms(t)
             .ok_or_else(|| invalid(format!("--to {t:?} is not an RFC 3339 time")))?,
     };
+    if !in_place && req.diff {
+        return Err(invalid(
+            "--diff shows what an in-place correction changes in the serving version: drop --version (compare a new version with `kappa versions compare`)",
+        ));
+    }
     if !in_place && req.to.is_some() {
         return Err(invalid(
             "--to goes with an in-place correction: a new version is complete from --from on and keeps consuming live",

@@ -8,8 +8,10 @@
 //!
 //! Values are bincode 2.0.1 behind a one-byte format version ([`FORMAT`]).
 
+mod fingerprint;
 mod rows;
 
+pub use fingerprint::{WindowPrint, digest, export_fields, hex};
 pub use rows::{
     Aggregate, CountRow, DEAD_LETTER_RAW_BYTES, DeadLetter, LateRecord, Outcome, PartitionPosition,
     ProductRow, QueryRow, ReplayRecord, Row, SalesRow, VersionInfo, VersionState, WindowRows,
@@ -38,6 +40,12 @@ const DEAD_LETTERS: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("d
 const LATE: TableDefinition<(&str, u32, u64), &[u8]> = TableDefinition::new("late_events");
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 const REPLAYS: TableDefinition<u64, &[u8]> = TableDefinition::new("replays");
+/// Content hash of each final window: (version, size, start) → xxh3-128 of its canonical
+/// export rows (see [`fingerprint`]), written in the transaction that writes the window.
+const FINGERPRINTS: TableDefinition<(&str, i64, i64), u128> = TableDefinition::new("fingerprints");
+/// The diff of each in-place correction (and dry run with `--diff`): replay id → JSON of
+/// its [`crate::compare::Comparison`], written with the replay's end.
+const REPLAY_DIFFS: TableDefinition<u64, &[u8]> = TableDefinition::new("replay_diffs");
 /// A merger's open state per version (`kappa run --role merger`).
 const MERGER: TableDefinition<&str, &[u8]> = TableDefinition::new("merger_state");
 
@@ -160,13 +168,25 @@ pub enum ReplayEnd<'a> {
         version: &'a str,
     },
     /// An in-place correction: the scratch version's final windows with starts in
-    /// `[from_ms, to_ms)` replace its target's, and the scratch version is removed.
+    /// `[from_ms, to_ms)` replace its target's, and the scratch version is removed. What
+    /// it changes (target → scratch, [`crate::compare::compare`]) is recorded as the
+    /// replay's diff, computed in the same transaction.
     Swap {
         /// The scratch version.
         scratch: &'a str,
         /// First window start rewritten.
         from_ms: i64,
         /// Windows starting at or after this are left alone.
+        to_ms: i64,
+    },
+    /// A dry run of an in-place correction (`--dry-run --diff`): what the swap would
+    /// change is recorded as the replay's diff, and the scratch version is removed.
+    DryRun {
+        /// The scratch version.
+        scratch: &'a str,
+        /// First window start compared.
+        from_ms: i64,
+        /// Windows starting at or after this are not compared.
         to_ms: i64,
     },
     /// Cancelled or failed: what the replay built is removed.
@@ -263,6 +283,9 @@ impl Store {
             tx.open_table(LATE)?;
             tx.open_table(META)?;
             tx.open_table(REPLAYS)?;
+            tx.open_table(FINGERPRINTS)?;
+            tx.open_table(REPLAY_DIFFS)?;
+            backfill_fingerprints(&tx)?;
         }
         tx.commit()?;
         Ok(store)
@@ -460,8 +483,9 @@ impl Store {
             info.finalized_through = c.finalized_through;
             versions.insert(c.version, encode(&info).as_slice())?;
             let mut results = tx.open_table(RESULTS)?;
+            let mut prints = tx.open_table(FINGERPRINTS)?;
             for w in c.finals {
-                write_window(&mut results, c.version, w)?;
+                write_window(&mut results, &mut prints, c.version, w)?;
             }
             let mut pos = tx.open_table(POSITIONS)?;
             for p in c.positions {
@@ -844,6 +868,11 @@ impl Store {
                 scratch,
                 from_ms,
                 to_ms,
+            }
+            | ReplayEnd::DryRun {
+                scratch,
+                from_ms,
+                to_ms,
             } => {
                 let info = tx
                     .open_table(VERSIONS)?
@@ -856,7 +885,20 @@ impl Store {
                         "{scratch} is not the scratch version of a correction"
                     )));
                 };
-                record.windows = copy_windows(&tx, scratch, &target, from_ms, to_ms)?;
+                let scope = crate::compare::Scope {
+                    from: from_ms,
+                    to: to_ms,
+                    ..crate::compare::Scope::default()
+                };
+                let mut diff = crate::compare::compare(&InTx(&tx), &target, scratch, scope)?;
+                // People read it as a change to the target, not to a scratch name.
+                diff.b = format!("{target} corrected by replay {}", record.id);
+                let json = serde_json::to_vec(&diff).expect("a comparison serialises");
+                tx.open_table(REPLAY_DIFFS)?
+                    .insert(record.id, json.as_slice())?;
+                if matches!(end, ReplayEnd::Swap { .. }) {
+                    record.windows = copy_windows(&tx, scratch, &target, from_ms, to_ms)?;
+                }
                 remove_version(&tx, scratch)?;
             }
             ReplayEnd::Discard { version } => remove_version(&tx, version)?,
@@ -944,6 +986,43 @@ impl Store {
         t.iter()?.map(|r| decode("replays", r?.1.value())).collect()
     }
 
+    /// Fingerprints of the final windows of `version` starting in `[from, to)`, every size,
+    /// in (size, start) order.
+    ///
+    /// # Errors
+    /// Store failure.
+    pub fn fingerprints(&self, version: &str, from: i64, to: i64) -> Result<Vec<WindowPrint>> {
+        let tx = self.db()?.begin_read()?;
+        prints_in(&tx.open_table(FINGERPRINTS)?, version, from, to)
+    }
+
+    /// The diff recorded with replay `id` (JSON of a [`crate::compare::Comparison`]).
+    ///
+    /// # Errors
+    /// Store failure.
+    pub fn replay_diff(&self, id: u64) -> Result<Option<Vec<u8>>> {
+        let tx = self.db()?.begin_read()?;
+        Ok(tx
+            .open_table(REPLAY_DIFFS)?
+            .get(id)?
+            .map(|g| g.value().to_vec()))
+    }
+
+    /// Every aggregate's rows of the final window `(size, start)` of `version`, in
+    /// [`Aggregate::ALL`] order (empty lists when there is no such window).
+    ///
+    /// # Errors
+    /// Store failure.
+    pub fn window_rows(
+        &self,
+        version: &str,
+        size_ms: i64,
+        start_ms: i64,
+    ) -> Result<Vec<(Aggregate, Vec<Row>)>> {
+        let tx = self.db()?.begin_read()?;
+        stored_window(&tx.open_table(RESULTS)?, version, size_ms, start_ms)
+    }
+
     /// Event-time index checkpoints of one partition: `(offset, max event time before)`.
     ///
     /// # Errors
@@ -960,13 +1039,111 @@ impl Store {
     }
 }
 
+/// Reading final windows: their version's `finalized_through`, fingerprints and rows —
+/// from a read snapshot ([`Store`]) or inside a write transaction, so that what a
+/// transaction records about windows (a correction's diff) is what it acts on.
+pub trait WindowReader {
+    /// The version's `finalized_through`, or `None` for no such version.
+    ///
+    /// # Errors
+    /// Store failure.
+    fn finalized_through(&self, version: &str) -> Result<Option<i64>>;
+    /// See [`Store::fingerprints`].
+    ///
+    /// # Errors
+    /// Store failure.
+    fn prints(&self, version: &str, from: i64, to: i64) -> Result<Vec<WindowPrint>>;
+    /// See [`Store::window_rows`].
+    ///
+    /// # Errors
+    /// Store failure.
+    fn rows(
+        &self,
+        version: &str,
+        size_ms: i64,
+        start_ms: i64,
+    ) -> Result<Vec<(Aggregate, Vec<Row>)>>;
+}
+
+impl WindowReader for Store {
+    fn finalized_through(&self, version: &str) -> Result<Option<i64>> {
+        Ok(self.version(version)?.map(|v| v.finalized_through))
+    }
+    fn prints(&self, version: &str, from: i64, to: i64) -> Result<Vec<WindowPrint>> {
+        self.fingerprints(version, from, to)
+    }
+    fn rows(
+        &self,
+        version: &str,
+        size_ms: i64,
+        start_ms: i64,
+    ) -> Result<Vec<(Aggregate, Vec<Row>)>> {
+        self.window_rows(version, size_ms, start_ms)
+    }
+}
+
+/// A write transaction, read as it stands.
+struct InTx<'a>(&'a redb::WriteTransaction);
+
+impl WindowReader for InTx<'_> {
+    fn finalized_through(&self, version: &str) -> Result<Option<i64>> {
+        self.0
+            .open_table(VERSIONS)?
+            .get(version)?
+            .map(|g| version_info(g.value()).map(|v| v.finalized_through))
+            .transpose()
+    }
+    fn prints(&self, version: &str, from: i64, to: i64) -> Result<Vec<WindowPrint>> {
+        prints_in(&self.0.open_table(FINGERPRINTS)?, version, from, to)
+    }
+    fn rows(
+        &self,
+        version: &str,
+        size_ms: i64,
+        start_ms: i64,
+    ) -> Result<Vec<(Aggregate, Vec<Row>)>> {
+        stored_window(&self.0.open_table(RESULTS)?, version, size_ms, start_ms)
+    }
+}
+
+/// Fingerprints of `version`'s windows starting in `[from, to)`, in (size, start) order.
+fn prints_in(
+    t: &impl ReadableTable<(&'static str, i64, i64), u128>,
+    version: &str,
+    from: i64,
+    to: i64,
+) -> Result<Vec<WindowPrint>> {
+    let mut out = Vec::new();
+    for r in t.range((version, i64::MIN, i64::MIN)..=(version, i64::MAX, i64::MAX))? {
+        let (k, v) = r?;
+        let (_, size_ms, start_ms) = k.value();
+        if (from..to).contains(&start_ms) {
+            out.push(WindowPrint {
+                size_ms,
+                start_ms,
+                hash: v.value(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+type Prints<'t> = redb::Table<'t, (&'static str, i64, i64), u128>;
+
+/// Writes a final window's rows and its fingerprint.
 fn write_window(
     t: &mut redb::Table<ResultKey, &[u8]>,
+    prints: &mut Prints<'_>,
     version: &str,
     w: &FinalWindow,
 ) -> Result<()> {
     let (size, start) = (w.size_ms, w.start_ms);
-    for (agg, rows) in rows::rows_of(w) {
+    let all = rows::rows_of(w);
+    prints.insert(
+        (version, size, start),
+        fingerprint::of_rows(size, start, &all),
+    )?;
+    for (agg, rows) in all {
         let a = agg as u8;
         t.retain_in(
             (version, a, size, start, "")..(version, a, size, start.saturating_add(1), ""),
@@ -1072,6 +1249,72 @@ fn remove_version(tx: &redb::WriteTransaction, name: &str) -> Result<()> {
             false
         })?;
     tx.open_table(MERGER)?.remove(name)?;
+    tx.open_table(FINGERPRINTS)?.retain_in(
+        (name, i64::MIN, i64::MIN)..=(name, i64::MAX, i64::MAX),
+        |_, _| false,
+    )?;
+    Ok(())
+}
+
+/// The rows of every aggregate of the final window `(size, start)` of `version`, read in
+/// `results` (empty lists when it has none).
+fn stored_window(
+    results: &impl ReadableTable<ResultKey<'static>, &'static [u8]>,
+    version: &str,
+    size: i64,
+    start: i64,
+) -> Result<Vec<(Aggregate, Vec<Row>)>> {
+    let mut out = Vec::new();
+    for agg in Aggregate::ALL {
+        let a = agg as u8;
+        let mut rows = Vec::new();
+        for r in results.range((version, a, size, start, "")..(version, a, size, start + 1, ""))? {
+            let (k, v) = r?;
+            rows.push(Row::decode(agg, k.value().4, v.value())?);
+        }
+        out.push((agg, rows));
+    }
+    Ok(out)
+}
+
+/// Every final window `(version, size, start)` in `results`, found through the funnel
+/// aggregate (which every final window has).
+fn stored_windows(
+    results: &impl ReadableTable<ResultKey<'static>, &'static [u8]>,
+) -> Result<Vec<(String, i64, i64)>> {
+    let funnel = Aggregate::EventsByType as u8;
+    let mut out: Vec<(String, i64, i64)> = Vec::new();
+    for r in results.iter()? {
+        let (k, _) = r?;
+        let (v, a, size, start, _) = k.value();
+        if a == funnel
+            && out
+                .last()
+                .is_none_or(|(lv, ls, lst)| (lv.as_str(), *ls, *lst) != (v, size, start))
+        {
+            out.push((v.to_string(), size, start));
+        }
+    }
+    Ok(out)
+}
+
+/// Gives every final window of a store written before fingerprints its fingerprint, once
+/// (the `fingerprints` meta key records that it was done).
+fn backfill_fingerprints(tx: &redb::WriteTransaction) -> Result<()> {
+    let mut meta = tx.open_table(META)?;
+    if meta.get("fingerprints")?.is_some() {
+        return Ok(());
+    }
+    let results = tx.open_table(RESULTS)?;
+    let mut prints = tx.open_table(FINGERPRINTS)?;
+    for (version, size, start) in stored_windows(&results)? {
+        let rows = stored_window(&results, &version, size, start)?;
+        prints.insert(
+            (version.as_str(), size, start),
+            fingerprint::of_rows(size, start, &rows),
+        )?;
+    }
+    meta.insert("fingerprints", "xxh3-128 of canonical export rows")?;
     Ok(())
 }
 
@@ -1135,6 +1378,19 @@ fn copy_windows(
             for (start, key, value) in rows {
                 results.insert((to, a, size, start, key.as_str()), value.as_slice())?;
             }
+        }
+        // The fingerprints move with the windows.
+        let mut prints = tx.open_table(FINGERPRINTS)?;
+        prints.retain_in((to, size, from_ms)..(to, size, hi), |_, _| false)?;
+        let moved: Vec<(i64, u128)> = prints
+            .range((from, size, from_ms)..(from, size, hi))?
+            .map(|r| {
+                let (k, v) = r?;
+                Ok((k.value().2, v.value()))
+            })
+            .collect::<Result<_>>()?;
+        for (start, hash) in moved {
+            prints.insert((to, size, start), hash)?;
         }
     }
     Ok(windows)

@@ -469,6 +469,8 @@ pub enum Outcome {
     Failed(String),
     /// Its process died; a new version's replay is carried on by the next server.
     Interrupted,
+    /// `--dry-run --diff`: the diff is recorded, nothing changed.
+    DryRun,
 }
 
 impl Outcome {
@@ -486,6 +488,7 @@ impl Outcome {
             Self::Cancelled(_) => "cancelled",
             Self::Failed(_) => "failed",
             Self::Interrupted => "interrupted",
+            Self::DryRun => "dry run",
         }
     }
 
@@ -505,6 +508,7 @@ impl Outcome {
         match self {
             Self::CaughtUpNotPromoted(d) | Self::Failed(d) => Some(d),
             Self::Cancelled(d) => d.as_deref(),
+            Self::DryRun => Some("diff recorded, nothing changed"),
             _ => None,
         }
     }
@@ -525,6 +529,7 @@ impl Outcome {
             ("cancelled", d) => Self::Cancelled(d),
             ("failed", d) => Self::Failed(d.unwrap_or_default()),
             ("interrupted", None) => Self::Interrupted,
+            ("dry run", _) => Self::DryRun,
             _ => Self::Failed(text.to_string()),
         }
     }

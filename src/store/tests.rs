@@ -284,6 +284,7 @@ fn outcomes_read_back_as_the_text_they_were_stored_as() {
         "cancelled: v2 was dropped",
         "failed: store error: disk full",
         "interrupted",
+        "dry run: diff recorded, nothing changed",
     ] {
         let o = Outcome::parse(text);
         assert_eq!(o.to_string(), text);

@@ -1,0 +1,636 @@
+//! Comparing results: window fingerprints of a version, and the one comparison of two
+//! versions' final windows that `kappa versions compare`, a correction's diff (`kappa
+//! replay --diff`, the history's stored diff) and their HTTP routes all use.
+//!
+//! Windows whose fingerprints are equal are skipped without reading their rows; the others
+//! are compared row by row: per aggregate, rows are matched by identity (category, event
+//! type, product id, query), so a top-K entry that moved shows as a rank move.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::event::money::format_minor;
+use crate::event::time::format_rfc3339_ms;
+use crate::query::size_name;
+use crate::store::{Aggregate, Row, Store, StoreError, WindowPrint, WindowReader, digest, hex};
+
+/// The fingerprints of `version`'s final windows starting in `[from, to)` as JSON: one
+/// hash per window, a digest per size and one for the whole range.
+///
+/// # Errors
+/// Store failure.
+pub fn fingerprint_json(
+    store: &Store,
+    version: &str,
+    from: i64,
+    to: i64,
+) -> Result<Value, StoreError> {
+    let prints = store.fingerprints(version, from, to)?;
+    let mut sizes: Vec<Value> = Vec::new();
+    for chunk in prints.chunk_by(|a, b| a.size_ms == b.size_ms) {
+        sizes.push(json!({
+            "size": size_name(chunk[0].size_ms),
+            "windows": chunk.len(),
+            "digest": hex(digest(chunk)),
+        }));
+    }
+    Ok(json!({
+        "version": version,
+        "from": bound(from),
+        "to": bound(to),
+        "windows": prints.iter().map(|p| json!({
+            "size": size_name(p.size_ms),
+            "window_start": format_rfc3339_ms(p.start_ms),
+            "hash": hex(p.hash),
+        })).collect::<Vec<_>>(),
+        "sizes": sizes,
+        "window_count": prints.len(),
+        "digest": hex(digest(&prints)),
+    }))
+}
+
+/// A range bound as RFC 3339, or null when unbounded.
+fn bound(t: i64) -> Value {
+    if t == i64::MIN || t == i64::MAX {
+        Value::Null
+    } else {
+        format_rfc3339_ms(t).into()
+    }
+}
+
+/// What to compare and how much to show.
+#[derive(Debug, Clone, Copy)]
+pub struct Scope {
+    /// First window start compared.
+    pub from: i64,
+    /// Windows starting at or after this are not compared.
+    pub to: i64,
+    /// At most this many changed rows listed per window (every change is counted).
+    pub rows_per_window: usize,
+    /// At most this many differing windows listed (every one is counted).
+    pub max_windows: usize,
+}
+
+/// Everything, with the bounds a correction's recorded diff keeps: 100 differing windows,
+/// 100 changed rows each (every change is counted in the totals).
+impl Default for Scope {
+    fn default() -> Self {
+        Self {
+            from: i64::MIN,
+            to: i64::MAX,
+            rows_per_window: 100,
+            max_windows: 100,
+        }
+    }
+}
+
+/// Two versions' common final windows compared: `a` is the old (serving) side, `b` the new.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Comparison {
+    /// Old side.
+    pub a: String,
+    /// New side.
+    pub b: String,
+    /// First window start compared (RFC 3339), if bounded.
+    pub from: Option<String>,
+    /// End of the range (RFC 3339), if bounded.
+    pub to: Option<String>,
+    /// Windows ending at or before this are final in both, so compared.
+    pub final_through: Option<String>,
+    /// Totals over every window compared.
+    pub summary: Summary,
+    /// The differing windows, oldest first per size (at most `max_windows`).
+    pub windows: Vec<WindowDiff>,
+    /// More windows differ than are listed.
+    pub windows_truncated: bool,
+}
+
+/// Totals of a [`Comparison`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Final windows compared (in either version).
+    pub windows_compared: u64,
+    /// Of which differ.
+    pub windows_differing: u64,
+    /// Windows only the old side has.
+    pub windows_only_in_a: u64,
+    /// Windows only the new side has.
+    pub windows_only_in_b: u64,
+    /// Rows only the new side has.
+    pub rows_added: u64,
+    /// Rows only the old side has.
+    pub rows_removed: u64,
+    /// Rows both have, with other values (or rank).
+    pub rows_changed: u64,
+    /// Per window size.
+    pub sizes: Vec<SizeSummary>,
+}
+
+/// Totals of one window size.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SizeSummary {
+    /// Window size (`1m`).
+    pub size: String,
+    /// Windows compared.
+    pub windows_compared: u64,
+    /// Windows differing.
+    pub windows_differing: u64,
+    /// Revenue of the new side minus the old one's, over these windows (two decimals).
+    pub revenue_delta: String,
+}
+
+/// Whether a differing window is in both versions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WindowStatus {
+    /// In both, with different rows.
+    Changed,
+    /// Only the old side has it.
+    OnlyInA,
+    /// Only the new side has it.
+    OnlyInB,
+}
+
+/// One differing window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowDiff {
+    /// Size (`1m`).
+    pub size: String,
+    /// Start (RFC 3339).
+    pub window_start: String,
+    /// End (RFC 3339).
+    pub window_end: String,
+    /// In both or in one.
+    pub status: WindowStatus,
+    /// Old fingerprint.
+    pub hash_a: Option<String>,
+    /// New fingerprint.
+    pub hash_b: Option<String>,
+    /// Revenue delta (new − old).
+    pub revenue_delta: String,
+    /// Rows added.
+    pub rows_added: u64,
+    /// Rows removed.
+    pub rows_removed: u64,
+    /// Rows changed.
+    pub rows_changed: u64,
+    /// The first changes, in aggregate order.
+    pub changes: Vec<RowChange>,
+    /// More changes than listed.
+    pub changes_truncated: bool,
+}
+
+/// How a row differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ChangeKind {
+    /// Only in the new side.
+    Added,
+    /// Only in the old side.
+    Removed,
+    /// In both, different.
+    Changed,
+}
+
+/// One row that differs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RowChange {
+    /// Aggregate (`sales_by_category`, …).
+    pub aggregate: String,
+    /// Added, removed or changed.
+    pub change: ChangeKind,
+    /// The row's identity: category, event type, product id or query.
+    pub key: String,
+    /// Old row (its export fields).
+    pub old: Option<Map<String, Value>>,
+    /// New row.
+    pub new: Option<Map<String, Value>>,
+    /// New − old of each number (revenue with two decimals), for a changed row.
+    pub delta: Option<Map<String, Value>>,
+    /// Old and new rank of a top-K entry that moved.
+    pub rank: Option<(u32, u32)>,
+}
+
+/// A signed amount of minor units with two decimals (`-12.30`, `+0.05`, `0.00`).
+fn signed_money(d: i128) -> String {
+    let s = format_minor(d.unsigned_abs());
+    match d.signum() {
+        -1 => format!("-{s}"),
+        1 => format!("+{s}"),
+        _ => s,
+    }
+}
+
+/// A row's identity within its aggregate, its rank, and its numbers.
+fn identity(row: &Row) -> (String, Option<u32>) {
+    match row {
+        Row::Sales { category, .. } => (category.clone(), None),
+        Row::Count { event_type, .. } => (event_type.clone(), None),
+        Row::Product { rank, row } => (row.product_id.clone(), Some(*rank)),
+        Row::Query { rank, row } => (row.query.clone(), Some(*rank)),
+    }
+}
+
+/// The numbers of a row by field name (revenue in minor units).
+fn numbers(row: &Row) -> Vec<(&'static str, i128)> {
+    let i = |v: u64| i128::from(v);
+    let r = |v: u128| i128::try_from(v).unwrap_or(i128::MAX);
+    match row {
+        Row::Sales { row, .. } => vec![
+            ("purchases", i(row.purchases)),
+            ("units", i(row.units)),
+            ("revenue", r(row.revenue_minor)),
+        ],
+        Row::Product { row, .. } => {
+            vec![("units", i(row.units)), ("revenue", r(row.revenue_minor))]
+        }
+        Row::Count { row, .. } => vec![("count", i(row.count))],
+        Row::Query { row, .. } => vec![("count", i(row.count))],
+    }
+}
+
+fn revenue(rows: &[(Aggregate, Vec<Row>)]) -> i128 {
+    rows.iter()
+        .filter(|(a, _)| *a == Aggregate::SalesByCategory)
+        .flat_map(|(_, rs)| rs)
+        .map(|r| match r {
+            Row::Sales { row, .. } => i128::try_from(row.revenue_minor).unwrap_or(i128::MAX),
+            _ => 0,
+        })
+        .sum()
+}
+
+/// The row changes between two windows' rows (each in [`Aggregate::ALL`] order).
+fn row_changes(a: &[(Aggregate, Vec<Row>)], b: &[(Aggregate, Vec<Row>)]) -> Vec<RowChange> {
+    let mut out = Vec::new();
+    for agg in Aggregate::ALL {
+        let of = |side: &[(Aggregate, Vec<Row>)]| -> BTreeMap<String, (Option<u32>, Row)> {
+            side.iter()
+                .filter(|(x, _)| *x == agg)
+                .flat_map(|(_, rs)| rs)
+                .map(|r| {
+                    let (id, rank) = identity(r);
+                    (id, (rank, r.clone()))
+                })
+                .collect()
+        };
+        let (old, new) = (of(a), of(b));
+        let mut ids: Vec<&String> = old.keys().chain(new.keys()).collect();
+        ids.sort();
+        ids.dedup();
+        for id in ids {
+            let change = match (old.get(id), new.get(id)) {
+                (Some((_, o)), None) => RowChange {
+                    aggregate: agg.as_str().into(),
+                    change: ChangeKind::Removed,
+                    key: id.clone(),
+                    old: Some(o.to_json()),
+                    new: None,
+                    delta: None,
+                    rank: None,
+                },
+                (None, Some((_, n))) => RowChange {
+                    aggregate: agg.as_str().into(),
+                    change: ChangeKind::Added,
+                    key: id.clone(),
+                    old: None,
+                    new: Some(n.to_json()),
+                    delta: None,
+                    rank: None,
+                },
+                (Some((or, o)), Some((nr, n))) if o != n => {
+                    let mut delta = Map::new();
+                    for ((name, ov), (_, nv)) in numbers(o).into_iter().zip(numbers(n)) {
+                        let d = nv - ov;
+                        if d != 0 {
+                            delta.insert(
+                                name.into(),
+                                if name == "revenue" {
+                                    signed_money(d).into()
+                                } else {
+                                    i64::try_from(d).unwrap_or(i64::MAX).into()
+                                },
+                            );
+                        }
+                    }
+                    RowChange {
+                        aggregate: agg.as_str().into(),
+                        change: ChangeKind::Changed,
+                        key: id.clone(),
+                        old: Some(o.to_json()),
+                        new: Some(n.to_json()),
+                        delta: Some(delta),
+                        rank: match (or, nr) {
+                            (Some(x), Some(y)) if x != y => Some((*x, *y)),
+                            _ => None,
+                        },
+                    }
+                }
+                _ => continue,
+            };
+            out.push(change);
+        }
+    }
+    out
+}
+
+/// Compares `a` (old) with `b` (new) on their final windows in `scope`: the windows final
+/// in both (ending at or before the smaller of their `finalized_through`) that either has.
+/// Windows with equal fingerprints are not read.
+///
+/// # Errors
+/// Unknown version; store failure.
+pub fn compare(
+    store: &impl WindowReader,
+    a: &str,
+    b: &str,
+    scope: Scope,
+) -> Result<Comparison, StoreError> {
+    let through = |v: &str| -> Result<i64, StoreError> {
+        store
+            .finalized_through(v)?
+            .ok_or_else(|| StoreError::NoVersion(v.to_string()))
+    };
+    let through = through(a)?.min(through(b)?);
+    let final_in = |p: &WindowPrint| p.start_ms.saturating_add(p.size_ms) <= through;
+    let side = |v: &str| -> Result<BTreeMap<(i64, i64), u128>, StoreError> {
+        Ok(store
+            .prints(v, scope.from, scope.to)?
+            .into_iter()
+            .filter(final_in)
+            .map(|p| ((p.size_ms, p.start_ms), p.hash))
+            .collect())
+    };
+    let (pa, pb) = (side(a)?, side(b)?);
+    let mut keys: Vec<(i64, i64)> = pa.keys().chain(pb.keys()).copied().collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let mut summary = Summary::default();
+    let mut sizes: BTreeMap<i64, (SizeSummary, i128)> = BTreeMap::new();
+    let mut windows = Vec::new();
+    let mut windows_truncated = false;
+    for (size, start) in keys {
+        let (ha, hb) = (pa.get(&(size, start)), pb.get(&(size, start)));
+        let (s, rev) = sizes.entry(size).or_insert_with(|| {
+            (
+                SizeSummary {
+                    size: size_name(size),
+                    ..SizeSummary::default()
+                },
+                0,
+            )
+        });
+        s.windows_compared += 1;
+        summary.windows_compared += 1;
+        if ha == hb {
+            continue;
+        }
+        s.windows_differing += 1;
+        summary.windows_differing += 1;
+        let status = match (ha, hb) {
+            (Some(_), None) => {
+                summary.windows_only_in_a += 1;
+                WindowStatus::OnlyInA
+            }
+            (None, Some(_)) => {
+                summary.windows_only_in_b += 1;
+                WindowStatus::OnlyInB
+            }
+            _ => WindowStatus::Changed,
+        };
+        let ra = store.rows(a, size, start)?;
+        let rb = store.rows(b, size, start)?;
+        let delta = revenue(&rb) - revenue(&ra);
+        *rev += delta;
+        let mut changes = row_changes(&ra, &rb);
+        let count = |k: ChangeKind| changes.iter().filter(|c| c.change == k).count() as u64;
+        let (added, removed, changed) = (
+            count(ChangeKind::Added),
+            count(ChangeKind::Removed),
+            count(ChangeKind::Changed),
+        );
+        summary.rows_added += added;
+        summary.rows_removed += removed;
+        summary.rows_changed += changed;
+        if windows.len() == scope.max_windows {
+            windows_truncated = true;
+            continue;
+        }
+        let changes_truncated = changes.len() > scope.rows_per_window;
+        changes.truncate(scope.rows_per_window);
+        windows.push(WindowDiff {
+            size: size_name(size),
+            window_start: format_rfc3339_ms(start),
+            window_end: format_rfc3339_ms(start.saturating_add(size)),
+            status,
+            hash_a: ha.map(|h| hex(*h)),
+            hash_b: hb.map(|h| hex(*h)),
+            revenue_delta: signed_money(delta),
+            rows_added: added,
+            rows_removed: removed,
+            rows_changed: changed,
+            changes,
+            changes_truncated,
+        });
+    }
+    summary.sizes = sizes
+        .into_values()
+        .map(|(mut s, rev)| {
+            s.revenue_delta = signed_money(rev);
+            s
+        })
+        .collect();
+    let opt = |t: i64| (t != i64::MIN && t != i64::MAX).then(|| format_rfc3339_ms(t));
+    Ok(Comparison {
+        a: a.to_string(),
+        b: b.to_string(),
+        from: opt(scope.from),
+        to: opt(scope.to),
+        final_through: opt(through),
+        summary,
+        windows,
+        windows_truncated,
+    })
+}
+
+/// A comparison for people: the summary, then each differing window with its changes.
+#[must_use]
+pub fn describe(c: &Comparison) -> Vec<String> {
+    let s = &c.summary;
+    let mut out = vec![format!(
+        "{} → {}: {} final windows compared{}, {} differ ({} only in {}, {} only in {}); rows +{} −{} ~{}",
+        c.a,
+        c.b,
+        s.windows_compared,
+        c.final_through
+            .as_deref()
+            .map(|t| format!(" (final through {t})"))
+            .unwrap_or_default(),
+        s.windows_differing,
+        s.windows_only_in_a,
+        c.a,
+        s.windows_only_in_b,
+        c.b,
+        s.rows_added,
+        s.rows_removed,
+        s.rows_changed,
+    )];
+    for z in &s.sizes {
+        out.push(format!(
+            "  {:<4} {} compared, {} differ, revenue {}",
+            z.size, z.windows_compared, z.windows_differing, z.revenue_delta
+        ));
+    }
+    for w in &c.windows {
+        out.push(format!(
+            "── {} window {} ({}): revenue {}, rows +{} −{} ~{}",
+            w.size,
+            w.window_start,
+            match w.status {
+                WindowStatus::Changed => "changed".to_string(),
+                WindowStatus::OnlyInA => format!("only in {}", c.a),
+                WindowStatus::OnlyInB => format!("only in {}", c.b),
+            },
+            w.revenue_delta,
+            w.rows_added,
+            w.rows_removed,
+            w.rows_changed
+        ));
+        for ch in &w.changes {
+            let fields = |m: &Option<Map<String, Value>>| {
+                m.as_ref()
+                    .map(|m| {
+                        m.iter()
+                            .filter(|(k, _)| {
+                                !matches!(
+                                    k.as_str(),
+                                    "category" | "event_type" | "product_id" | "query"
+                                )
+                            })
+                            .map(|(k, v)| {
+                                format!(
+                                    "{k}={}",
+                                    v.as_str().map_or_else(|| v.to_string(), String::from)
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                            .join(" ")
+                    })
+                    .unwrap_or_default()
+            };
+            let line = match ch.change {
+                ChangeKind::Added => format!("+ {}", fields(&ch.new)),
+                ChangeKind::Removed => format!("- {}", fields(&ch.old)),
+                ChangeKind::Changed => {
+                    let delta = ch
+                        .delta
+                        .as_ref()
+                        .map(|d| {
+                            d.iter()
+                                .map(|(k, v)| {
+                                    format!(
+                                        "{k} {}",
+                                        v.as_i64().map_or_else(
+                                            || v.as_str().unwrap_or_default().to_string(),
+                                            |n| format!("{n:+}")
+                                        )
+                                    )
+                                })
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        })
+                        .unwrap_or_default();
+                    let rank = ch
+                        .rank
+                        .map(|(o, n)| format!(" rank {o}→{n}"))
+                        .unwrap_or_default();
+                    let delta = if delta.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({delta})")
+                    };
+                    format!("~ {} → {}{delta}{rank}", fields(&ch.old), fields(&ch.new))
+                }
+            };
+            out.push(format!(
+                "    {:<24} {:<24} {}",
+                ch.aggregate,
+                crate::cli::text::printable(&ch.key),
+                line
+            ));
+        }
+        if w.changes_truncated {
+            out.push(format!(
+                "    … {} more changed rows (raise --limit)",
+                w.rows_added + w.rows_removed + w.rows_changed - w.changes.len() as u64
+            ));
+        }
+    }
+    if c.windows_truncated {
+        out.push(format!(
+            "… {} more differing windows (narrow --from/--to)",
+            s.windows_differing - c.windows.len() as u64
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::ProductRow;
+
+    fn product(rank: u32, id: &str, units: u64) -> Row {
+        Row::Product {
+            rank,
+            row: ProductRow {
+                product_id: id.into(),
+                units,
+                revenue_minor: u128::from(units) * 100,
+            },
+        }
+    }
+
+    #[test]
+    fn top_k_entries_are_matched_by_product_so_moves_show_as_rank_changes() {
+        let agg = Aggregate::TopProductsByUnits;
+        let a = vec![(
+            agg,
+            vec![
+                product(1, "p1", 9),
+                product(2, "p2", 5),
+                product(3, "p3", 4),
+            ],
+        )];
+        let b = vec![(
+            agg,
+            vec![
+                product(1, "p2", 10),
+                product(2, "p1", 9),
+                product(3, "p4", 4),
+            ],
+        )];
+        let changes = row_changes(&a, &b);
+        let by_key = |k: &str| changes.iter().find(|c| c.key == k).unwrap();
+        assert_eq!(changes.len(), 4, "{changes:#?}");
+        assert_eq!(by_key("p1").change, ChangeKind::Changed);
+        assert_eq!(by_key("p1").rank, Some((1, 2)));
+        assert_eq!(by_key("p1").delta.as_ref().unwrap().len(), 0);
+        assert_eq!(by_key("p2").rank, Some((2, 1)));
+        let d = by_key("p2").delta.clone().unwrap();
+        assert_eq!(d["units"], 5);
+        assert_eq!(d["revenue"], "+5.00");
+        assert_eq!(by_key("p3").change, ChangeKind::Removed);
+        assert_eq!(by_key("p4").change, ChangeKind::Added);
+        assert!(row_changes(&a, &a).is_empty());
+    }
+
+    #[test]
+    fn signed_money_has_a_sign_and_two_places() {
+        assert_eq!(signed_money(-1230), "-12.30");
+        assert_eq!(signed_money(5), "+0.05");
+        assert_eq!(signed_money(0), "0.00");
+    }
+}
