@@ -56,15 +56,24 @@ fn half_sent_requests_stalled_bodies_and_idle_connections_are_closed_and_health_
         "healthz with the cap reached",
     );
     s.wait_for(|s| s.get("/readyz").0 != 0, "readyz with the cap reached");
-    let still_open = half
-        .iter_mut()
-        .map(|c| {
-            c.set_nonblocking(true).unwrap();
-            let open = matches!(c.read(&mut [0u8; 64]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
-            c.set_nonblocking(false).unwrap();
-            usize::from(open)
-        })
-        .sum::<usize>();
+    // A shed connection is closed by its own task: on a loaded machine the last few may
+    // take a moment, so count until the cap holds (or a generous deadline passes).
+    let count_open = |half: &mut Vec<TcpStream>| {
+        half.iter_mut()
+            .map(|c| {
+                c.set_nonblocking(true).unwrap();
+                let open = matches!(c.read(&mut [0u8; 64]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+                c.set_nonblocking(false).unwrap();
+                usize::from(open)
+            })
+            .sum::<usize>()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut still_open = count_open(&mut half);
+    while still_open > 50 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        still_open = count_open(&mut half);
+    }
     assert!(
         (1..=50).contains(&still_open),
         "{still_open} half-sent connections open: the cap holds and health got in before their timeout"

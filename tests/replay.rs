@@ -848,17 +848,27 @@ fn versions_being_built_refuse_a_drop_and_promote_and_drop_raced_agree_with_the_
     common::run_drain(dir, &[]);
     leave_unfinished_build(dir, "v2", false);
     let server = Server::start(dir, &[]);
-    // A drop of a version a replay builds is refused, and nothing is cancelled or dropped;
-    // once the replay has caught up the same drop goes through.
+    // A drop of a version a replay builds is refused, saying which replay, and cancels or
+    // drops nothing; once the replay has caught up the same drop goes through.
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let active = replay_view(&server, 1)["active"] == true;
         let (status, body) = control(&server.base, "DELETE", "/api/versions/v2", "");
-        if active && status == 409 {
+        if status == 409 && Instant::now() < deadline {
             assert!(body.contains("replay 1"), "{body}");
-            assert_eq!(replay_view(&server, 1)["active"], true, "not cancelled");
+            assert_ne!(
+                replay_view(&server, 1)["outcome"],
+                "cancelled",
+                "not cancelled"
+            );
+            std::thread::sleep(Duration::from_millis(50));
             continue;
         }
         assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            replay_view(&server, 1)["outcome"],
+            "caught-up",
+            "the drop came after the replay ended"
+        );
         break;
     }
     // Promote and drop of the same version, released together: never both done, and the

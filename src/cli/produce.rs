@@ -45,8 +45,8 @@ pub struct ProduceArgs {
     /// Event time of the first event: RFC 3339, `now`, or `auto` (the default): as fast as
     /// possible (--rate 0), just after the latest event time in the embedded log when it
     /// holds events (a second batch is not late against the first), else
-    /// 2026-11-23T00:00:00Z (reproducible); paced (--rate > 0), now, or after the log's
-    /// latest event time if that is later.
+    /// 2026-11-23T00:00:00Z (reproducible; always so with --kafka: a topic is not read
+    /// back); paced (--rate > 0), now, or after the log's latest event time if later.
     #[arg(long, default_value = "auto")]
     pub start: String,
     /// A flat rate: ignore the hourly traffic curve (for benchmarks at a fixed rate).
