@@ -428,6 +428,65 @@ fn publish(sink: &mut KafkaSink, msg: &Msg) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A worker's source and where its version starts and ends.
+struct Input {
+    source: KafkaSource,
+    /// Where partitions without state start (a replay's order): (offset, max ts before).
+    seeds: std::collections::HashMap<u32, (u64, i64)>,
+    /// A bounded version's end offsets (empty: live).
+    ends: Vec<u64>,
+    /// The version's creation: its resume states and consumer group belong to it.
+    instance: String,
+}
+
+impl Input {
+    /// Joins the worker group of `version` (as `order` says, if it is a replay's).
+    fn connect(
+        cfg: &Config,
+        version: &str,
+        order: Option<&super::VersionOrder>,
+        metrics: &Arc<Metrics>,
+        cancel: &CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let seeds: std::collections::HashMap<u32, (u64, i64)> = order
+            .map(|o| {
+                o.starts
+                    .iter()
+                    .map(|&(p, off, ts)| (p, (off, ts)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let ends: Vec<u64> = order.map(|o| o.ends.clone()).unwrap_or_default();
+        // Resume states and the consumer group belong to one creation of the version.
+        let instance = order.map_or_else(
+            || version.to_string(),
+            |o| format!("{version}@{}", o.incarnation),
+        );
+        let mut k = cfg.kafka.clone();
+        k.group_id.clone_from(&cfg.kafka.worker_group_id);
+        let mut state_topic = cfg.kafka.clone();
+        state_topic.topic.clone_from(&cfg.kafka.worker_state_topic);
+        let source = KafkaSource::connect_with(
+            &k,
+            None,
+            Some((
+                state_topic,
+                seeds.iter().map(|(&p, &(o, _))| (p, o)).collect(),
+            )),
+            &instance,
+            false,
+            metrics.clone(),
+            &|| cancel.is_cancelled(),
+        )?;
+        Ok(Self {
+            source,
+            seeds,
+            ends,
+            instance,
+        })
+    }
+}
+
 /// Runs a worker for `version` until `cancel`.
 ///
 /// # Errors
@@ -442,36 +501,12 @@ pub fn run(
     cancel: &CancellationToken,
 ) -> anyhow::Result<WorkerSummary> {
     let started = Instant::now();
-    let seeds: std::collections::HashMap<u32, (u64, i64)> = order
-        .map(|o| {
-            o.starts
-                .iter()
-                .map(|&(p, off, ts)| (p, (off, ts)))
-                .collect()
-        })
-        .unwrap_or_default();
-    let ends: Vec<u64> = order.map(|o| o.ends.clone()).unwrap_or_default();
-    // Resume states and the consumer group belong to one creation of the version.
-    let instance = order.map_or_else(
-        || version.to_string(),
-        |o| format!("{version}@{}", o.incarnation),
-    );
-    let mut k = cfg.kafka.clone();
-    k.group_id.clone_from(&cfg.kafka.worker_group_id);
-    let mut state_topic = cfg.kafka.clone();
-    state_topic.topic.clone_from(&cfg.kafka.worker_state_topic);
-    let mut source = KafkaSource::connect_with(
-        &k,
-        None,
-        Some((
-            state_topic,
-            seeds.iter().map(|(&p, &(o, _))| (p, o)).collect(),
-        )),
-        &instance,
-        false,
-        metrics.clone(),
-        &|| cancel.is_cancelled(),
-    )?;
+    let Input {
+        mut source,
+        seeds,
+        ends,
+        instance,
+    } = Input::connect(cfg, version, order, &metrics, cancel)?;
     let partitions = source.partitions();
     let mut out = Out {
         version: version.to_string(),
@@ -497,29 +532,14 @@ pub fn run(
     }
     tracing::info!(
         version,
-        group = k.group_id,
-        topic = k.topic,
+        group = cfg.kafka.worker_group_id,
+        topic = cfg.kafka.topic,
         "worker started"
     );
     let result = (|| -> anyhow::Result<()> {
         loop {
             if let Some(owned) = source.take_assignment() {
-                // Revoked partitions' uncommitted work is dropped: their next owner resumes
-                // from the last commit, which only covers what was acknowledged.
-                let committed = source.take_group_state();
-                parts = owned
-                    .iter()
-                    .map(|&p| {
-                        let part =
-                            Part::new(cfg, &instance, committed.get(&p), p, seeds.get(&p).copied());
-                        (p, part)
-                    })
-                    .collect();
-                // A new owner starts active: an idle mark its predecessor left must not make
-                // the merger close windows without the records this owner is about to read.
-                for &p in &owned {
-                    out.idle(&mut sink, p, false)?;
-                }
+                parts = assign(&owned, &mut source, cfg, &instance, &seeds, &out, &mut sink)?;
                 shared.status.lock().expect("status lock").state = "running".into();
             }
             if cancel.is_cancelled() {
@@ -558,28 +578,11 @@ pub fn run(
                     out.idle(&mut sink, p, false)?;
                 }
             }
-            // Idleness, as in a single process (live versions only): a partition caught up
-            // with its log end and silent for idle-timeout no longer holds the merger's
-            // windows back.
+            // Idleness, as in a single process (live versions only).
             let timeout = cfg.pipeline.idle_timeout;
             if n == 0 && !timeout.is_zero() && ends.is_empty() && source.lag_known() {
                 let log_ends = source.end_offsets()?;
-                for (&p, part) in &mut parts {
-                    let end = log_ends.get(p as usize).copied().unwrap_or(u64::MAX);
-                    // Only with no open window: its events are all in published partials, so
-                    // nothing of it is lost when the merger closes windows without it.
-                    let open = part.core.open_state().0;
-                    if !part.idle && open == 0 && part.cursor.idle(end, timeout) {
-                        tracing::info!(
-                            version,
-                            partition = p,
-                            "partition idle for {}: no longer holding the merger's windows back",
-                            crate::config::fmt_duration(timeout)
-                        );
-                        part.idle = true;
-                        out.idle(&mut sink, p, true)?;
-                    }
-                }
+                detect_idle(&mut parts, &log_ends, timeout, &out, &mut sink)?;
             }
             let (n, drained) = publish_final(&mut parts, &touched, &ends, &out, &mut sink)?;
             summary.partials += n;
@@ -606,6 +609,62 @@ pub fn run(
     result?;
     summary.elapsed = started.elapsed();
     Ok(summary)
+}
+
+/// The parts of a new assignment, from their resume states. Revoked partitions'
+/// uncommitted work is dropped: their next owner resumes from the last commit, which only
+/// covers what was acknowledged.
+fn assign(
+    owned: &[u32],
+    source: &mut KafkaSource,
+    cfg: &Config,
+    instance: &str,
+    seeds: &std::collections::HashMap<u32, (u64, i64)>,
+    out: &Out,
+    sink: &mut KafkaSink,
+) -> anyhow::Result<BTreeMap<u32, Part>> {
+    let committed = source.take_group_state();
+    let parts = owned
+        .iter()
+        .map(|&p| {
+            let part = Part::new(cfg, instance, committed.get(&p), p, seeds.get(&p).copied());
+            (p, part)
+        })
+        .collect();
+    // A new owner starts active: an idle mark its predecessor left must not make the merger
+    // close windows without the records this owner is about to read.
+    for &p in owned {
+        out.idle(sink, p, false)?;
+    }
+    Ok(parts)
+}
+
+/// A partition caught up with its log end and silent for `timeout` no longer holds the
+/// merger's windows back: reported idle.
+fn detect_idle(
+    parts: &mut BTreeMap<u32, Part>,
+    log_ends: &[u64],
+    timeout: Duration,
+    out: &Out,
+    sink: &mut KafkaSink,
+) -> anyhow::Result<()> {
+    for (&p, part) in parts {
+        let end = log_ends.get(p as usize).copied().unwrap_or(u64::MAX);
+        // Only with no open window: its events are all in published partials, so nothing
+        // of it is lost when the merger closes windows without it.
+        let open = part.core.open_state().0;
+        if !part.idle && open == 0 && part.cursor.idle(end, timeout) {
+            tracing::info!(
+                version = out.version,
+                partition = p,
+                "partition idle for {}: no longer holding the merger's windows back",
+                crate::config::fmt_duration(timeout)
+            );
+            part.idle = true;
+            out.idle(sink, p, true)?;
+        }
+    }
+    Ok(())
 }
 
 /// Every record of `batch` through its partition's cursor: late records and dead letters
