@@ -769,10 +769,51 @@ fn workers_and_a_merger_keep_and_count_late_and_invalid_records_as_one_process()
     assert_eq!(st["records"].as_u64(), Some(40_000), "{st}");
 
     assert!(single.interrupt().success());
+
+    // A correction with a larger lateness bound takes the late events in, across roles as
+    // in one process.
+    let before = export(single_dir.path());
+    let correction = [
+        "--from",
+        "2026-11-23T00:05:00Z",
+        "--to",
+        "2026-11-23T00:15:00Z",
+        "--max-delay",
+        "10m",
+    ];
+    let mut c = kk(single_dir.path(), topic);
+    c.arg("replay")
+        .args(correction)
+        .env(WINDOWS_1M_5M.0, WINDOWS_1M_5M.1);
+    ok(c);
+    let corrected = export(single_dir.path());
+    assert!(corrected != before, "the correction changed nothing");
+    let mut c = kappa(merger_dir.path());
+    c.arg("replay").args(correction).arg("--detach");
+    let out = String::from_utf8(ok(c).stdout).unwrap();
+    let id: u64 = out
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("replay ")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no replay id in {out}"));
+    poll(120, "the correction across roles did not complete", || {
+        let v: Value =
+            serde_json::from_str(&merger.get(&format!("/api/replays/{id}")).1).unwrap_or_default();
+        v["outcome"] == "completed"
+    });
     assert!(merger.interrupt().success());
     for w in workers {
         assert!(w.interrupt().success());
     }
+    assert!(
+        export(merger_dir.path()) == corrected,
+        "the correction across roles differs from the single process's"
+    );
     let dead = dead_letter_count(single_dir.path());
     assert!(dead > 50, "{dead} dead letters");
     assert_eq!(dead_letter_count(merger_dir.path()), dead);
