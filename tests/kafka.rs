@@ -1075,3 +1075,193 @@ fn sasl_scram_reads_with_the_right_password_and_a_wrong_one_is_one_clear_line_ne
     let seen = everything(&s);
     assert!(!seen.contains(wrong), "the password leaked: {seen}");
 }
+
+// ---- Issue 15, items 1–2 and issue 16, item 3: scale-out parity of what is kept and
+// counted (workers publish late-event records and dead letters; the merger stores them and
+// exports the single process's counters).
+
+/// The non-zero samples of the counters a single process exports about its input, from a
+/// `/metrics` text: (sample name with labels, value).
+fn input_counters(metrics: &str) -> std::collections::BTreeMap<String, f64> {
+    const NAMES: [&str; 5] = [
+        "kappa_records_consumed_total",
+        "kappa_late_records_total",
+        "kappa_duplicate_records_total",
+        "kappa_invalid_records_total",
+        "kappa_dead_letters_total",
+    ];
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (sample, value) = l.rsplit_once(' ')?;
+            let name = sample.split('{').next()?;
+            let v: f64 = value.parse().ok()?;
+            (NAMES.contains(&name) && v != 0.0).then(|| (sample.to_string(), v))
+        })
+        .collect()
+}
+
+/// A metric's samples summed (every label).
+fn metric_sum(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+        .sum()
+}
+
+/// Every late-event record `s` serves (one page).
+fn late_events(s: &Server) -> Value {
+    let (code, body) = s.get("/api/late-events?limit=10000");
+    assert_eq!(code, 200, "{body}");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    v["late_events"].clone()
+}
+
+/// Polls up to `secs` for `f`, then fails with `what`.
+fn poll(secs: u64, what: &str, f: impl Fn() -> bool) {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(secs) {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("{what} after {secs} s");
+}
+
+#[test]
+fn workers_and_a_merger_keep_and_count_late_and_invalid_records_as_one_process() {
+    let _serial = serial();
+    let topic = "t-parity";
+    create_topic_with(topic, 4);
+    create_topic_with(&format!("{topic}.partials"), 4);
+    create_topic_with(&format!("{topic}.state"), 1);
+    create_topic_with(&format!("{topic}.control"), 1);
+    let (single_dir, merger_dir) = (temp(), temp());
+    let produce_part = |i: u32| {
+        let mut c = kk(single_dir.path(), topic);
+        c.args(produce_args(20_000, 40 + u64::from(i)))
+            .args(["--sim-rate", "33", "--start"])
+            .arg(format!("2026-11-23T00:{:02}:00Z", i * 10));
+        ok(c);
+    };
+    produce_part(0);
+    let env = role_env(topic);
+    let worker_dirs = [temp(), temp()];
+    let start_worker =
+        |d: &tempfile::TempDir| Server::start_env(d.path(), &["--role", "worker"], &env);
+    let merger = Server::start_env(merger_dir.path(), &["--role", "merger"], &env);
+    let mut workers: Vec<Server> = worker_dirs.iter().map(start_worker).collect();
+    wait_windows(&merger, 5, 90, "the first part");
+    // A worker reports what it does: up, and the records it consumed.
+    let m = workers[0].get("/metrics").1;
+    assert!(m.contains("kappa_pipeline_up 1"), "{m}");
+    assert!(
+        metric_sum(&m, "kappa_records_consumed_total") > 0.0,
+        "a running worker consumed nothing: {m}"
+    );
+    // One worker dies mid-way: the other resumes its partitions from its last state and
+    // re-reads and re-publishes what it had done since; nothing is counted twice.
+    let victim = workers.remove(1);
+    signal(&victim.child, "KILL");
+    drop(victim);
+    produce_part(1);
+    let total = 40_000.0;
+
+    // The reference: one live process over the same topic and settings.
+    let mut single_env = kafka_env(topic);
+    single_env.push((WINDOWS_1M_5M.0.into(), WINDOWS_1M_5M.1.into()));
+    single_env.push(("KAPPA_PIPELINE__IDLE_TIMEOUT".into(), "0s".into()));
+    let single = Server::start_env(single_dir.path(), &[], &single_env);
+    poll(120, "the single process has not read the topic", || {
+        metric_sum(&single.get("/metrics").1, "kappa_records_consumed_total") >= total
+    });
+    poll(120, "the merger's counters do not cover the topic", || {
+        metric_sum(&merger.get("/metrics").1, "kappa_records_consumed_total") >= total
+    });
+    // Both have committed what they read (dead letters and late records are stored with
+    // the next commit after reading).
+    let expected_late = late_events(&single);
+    poll(60, "the merger's late-event records differ", || {
+        late_events(&merger) == late_events(&single)
+    });
+    assert!(
+        expected_late.as_array().unwrap().len() > 50,
+        "too few late events for a test: {expected_late}"
+    );
+    let expected = input_counters(&single.get("/metrics").1);
+    assert!(
+        expected
+            .keys()
+            .any(|k| k.starts_with("kappa_invalid_records_total")),
+        "{expected:?}"
+    );
+    assert_eq!(input_counters(&merger.get("/metrics").1), expected);
+
+    // The merger's status says how far results are final and where each partition is.
+    let st: Value = serde_json::from_str(&merger.get("/api/status").1).unwrap();
+    assert!(st["finalized_through_ms"].as_i64().is_some(), "{st}");
+    let parts = st["partitions"].as_array().unwrap();
+    assert_eq!(parts.len(), 4, "{st}");
+    assert_eq!(
+        parts
+            .iter()
+            .map(|p| p["position"].as_u64().unwrap())
+            .sum::<u64>(),
+        40_000,
+        "{st}"
+    );
+    assert_eq!(st["records"].as_u64(), Some(40_000), "{st}");
+
+    assert!(single.interrupt().success());
+
+    // A correction with a larger lateness bound takes the late events in, across roles as
+    // in one process.
+    let before = export(single_dir.path());
+    let correction = [
+        "--from",
+        "2026-11-23T00:05:00Z",
+        "--to",
+        "2026-11-23T00:15:00Z",
+        "--max-delay",
+        "10m",
+    ];
+    let mut c = kk(single_dir.path(), topic);
+    c.arg("replay")
+        .args(correction)
+        .env(WINDOWS_1M_5M.0, WINDOWS_1M_5M.1);
+    ok(c);
+    let corrected = export(single_dir.path());
+    assert!(corrected != before, "the correction changed nothing");
+    let mut c = kappa(merger_dir.path());
+    c.arg("replay").args(correction).arg("--detach");
+    let out = String::from_utf8(ok(c).stdout).unwrap();
+    let id: u64 = out
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("replay ")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no replay id in {out}"));
+    poll(120, "the correction across roles did not complete", || {
+        let v: Value =
+            serde_json::from_str(&merger.get(&format!("/api/replays/{id}")).1).unwrap_or_default();
+        v["outcome"] == "completed"
+    });
+    assert!(merger.interrupt().success());
+    for w in workers {
+        assert!(w.interrupt().success());
+    }
+    assert!(
+        export(merger_dir.path()) == corrected,
+        "the correction across roles differs from the single process's"
+    );
+    let dead = dead_letter_count(single_dir.path());
+    assert!(dead > 50, "{dead} dead letters");
+    assert_eq!(dead_letter_count(merger_dir.path()), dead);
+}

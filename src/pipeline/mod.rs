@@ -8,8 +8,10 @@
 //!   the already-handled offsets as replayed, so nothing is counted or recorded twice;
 //! - determinism: the window core decides per partition, in offset order.
 
+mod ingest;
 mod status;
 
+pub use ingest::{Counts, Cursor, Ingested, Tally};
 pub use status::{PartitionStatus, Shared, Status};
 
 use std::sync::Arc;
@@ -26,7 +28,7 @@ use crate::store::{
     Commit, DEAD_LETTER_RAW_BYTES, DeadLetter, LateRecord, PartitionPosition, Store, StoreError,
     VersionInfo,
 };
-use crate::window::{FinalWindow, Outcome, PartitionResume, WindowCore};
+use crate::window::{FinalWindow, PartitionResume, WindowCore};
 
 /// Records between two event-time index checkpoints of a partition.
 pub const CHECKPOINT_EVERY: u64 = 10_000;
@@ -132,25 +134,16 @@ pub struct Pipeline {
     core: WindowCore,
     version: String,
     partitions: usize,
-    /// Next offset to read, per partition.
-    next: Vec<u64>,
-    /// Offsets below this were handled by a previous process (re-read to rebuild state).
-    handled: Vec<u64>,
-    /// Offset of the last event-time checkpoint written, per partition.
-    last_checkpoint: Vec<u64>,
-    /// Wall clock of the last record, per partition (idleness).
-    last_record_at: Vec<Instant>,
+    /// Where reading each partition is.
+    cursors: Vec<Cursor>,
     pending: Pending,
     status: Status,
     ends: Vec<u64>,
-    /// Offsets between resume and handled that the previous process recorded as late: on
-    /// re-reading they stay late, whatever made them so (idleness included).
-    replay_late: std::collections::HashSet<(u32, u64)>,
     /// Partitions this process reads (all of an embedded log; a consumer group's share).
     owned: Vec<u32>,
-    /// Records read and duplicates dropped per partition since the last metrics flush
-    /// (counted locally: no atomic per record on the hot path).
-    unflushed: Vec<(u64, u64)>,
+    /// Outcomes per partition since the last flush to status and metrics (counted
+    /// locally: no atomic per record on the hot path).
+    tally: Tally,
     /// Threads decoding a batch (the records are independent; the window core then takes
     /// them in order on this thread, so results do not depend on it).
     decode_threads: usize,
@@ -193,9 +186,6 @@ impl Pipeline {
             .set(1);
         // State is built by `restore` once the source says which partitions are ours.
         let core = WindowCore::new(cfg.window_config(), partitions);
-        let next = vec![0; partitions];
-        let handled = vec![0; partitions];
-        let replay_late = std::collections::HashSet::new();
         let status = Status {
             state: "starting".into(),
             version: version.clone(),
@@ -211,16 +201,12 @@ impl Pipeline {
             core,
             version,
             partitions,
-            last_checkpoint: next.clone(),
-            next,
-            handled,
-            last_record_at: vec![Instant::now(); partitions],
+            cursors: vec![Cursor::new(0, 0, Default::default()); partitions],
             pending: Pending::default(),
             status,
             ends: vec![0; partitions],
-            unflushed: vec![(0, 0); partitions],
+            tally: Tally::new(partitions),
             owned: Vec::new(),
-            replay_late,
             write_index: true,
             caught_up_logged: false,
             decode_threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
@@ -288,30 +274,28 @@ impl Pipeline {
             ?owned,
             "state restored from the store; re-reading {reread} records to rebuild the open windows"
         );
-        self.replay_late.clear();
+        let mut cursors: Vec<Cursor> = (0..partitions)
+            .map(|i| Cursor::new(next[i], handled[i], Default::default()))
+            .collect();
         for &p in owned {
             let i = p as usize;
-            for off in self
+            let late = self
                 .store
-                .late_offsets(&self.version, p, next[i], handled[i])?
-            {
-                self.replay_late.insert((p, off));
-            }
+                .late_offsets(&self.version, p, next[i], handled[i])?;
+            cursors[i] = Cursor::new(next[i], handled[i], late.into_iter().collect());
             if known[i] {
                 self.source.seek(p, next[i])?;
             }
         }
         self.core = core;
-        self.last_checkpoint.clone_from(&next);
-        self.next = next;
-        self.handled = handled;
+        self.cursors = cursors;
         self.pending = Pending::default();
         self.owned = owned.to_vec();
         self.caught_up_logged = false;
         self.status.state = if self
             .owned
             .iter()
-            .any(|&p| self.next[p as usize] < self.handled[p as usize])
+            .any(|&p| self.cursors[p as usize].rebuilding())
         {
             "recovering"
         } else {
@@ -386,36 +370,10 @@ impl Pipeline {
                 .source
                 .poll(&mut batch, self.cfg.pipeline.batch_records)?;
             if n > 0 {
-                // Idleness is per batch: a clock read per record would cost more than it tells.
-                let now = Instant::now();
-                let mut seen = vec![false; self.partitions];
-                let rules = self.cfg.pipeline.decode_rules();
-                if self.decode_threads > 1 && batch.len() >= PARALLEL_DECODE_MIN {
-                    let decoded = decode_batch(&batch, &rules, self.decode_threads);
-                    for (rec, ev) in batch.iter().zip(decoded) {
-                        summary.bytes += rec.value.len() as u64;
-                        seen[rec.partition as usize] = true;
-                        self.process(&rec, ev);
-                    }
-                } else {
-                    // One core: decode in the loop, nothing materialised.
-                    for rec in batch.iter() {
-                        summary.bytes += rec.value.len() as u64;
-                        seen[rec.partition as usize] = true;
-                        let ev = decode_with(rec.value, &rules);
-                        self.process(&rec, ev);
-                    }
-                }
-                for (p, _) in seen.iter().enumerate().filter(|(_, s)| **s) {
-                    self.last_record_at[p] = now;
-                    if self.core.is_idle(p) {
-                        self.core.set_idle(p, false);
-                    }
-                }
+                summary.bytes += self.ingest_batch(&batch);
             }
             summary.records += n as u64;
             self.pending.records += n as u64;
-            self.status.records += n as u64;
             let finals = self.core.advance();
             let now = Instant::now();
             self.pending
@@ -435,7 +393,8 @@ impl Pipeline {
                 if !self.owned.is_empty()
                     && self.source.lag_known()
                     && self.owned.iter().all(|&p| {
-                        self.ends[p as usize].saturating_sub(self.next[p as usize]) <= max_lag
+                        self.ends[p as usize].saturating_sub(self.cursors[p as usize].next)
+                            <= max_lag
                     })
                 {
                     break;
@@ -512,57 +471,61 @@ impl Pipeline {
         Ok(summary)
     }
 
-    fn process<'b>(
+    /// Every record of `batch` through its partition's cursor (decoded on several threads
+    /// when the batch is large); returns the bytes read.
+    fn ingest_batch(&mut self, batch: &RecordBatch) -> u64 {
+        // Idleness is per batch: a clock read per record would cost more than it tells.
+        let now = Instant::now();
+        let mut seen = vec![false; self.partitions];
+        let mut bytes = 0;
+        let rules = self.cfg.pipeline.decode_rules();
+        let max_future = self.cfg.pipeline.max_future;
+        if self.decode_threads > 1 && batch.len() >= PARALLEL_DECODE_MIN {
+            let decoded = decode_batch(batch, &rules, self.decode_threads);
+            for (rec, ev) in batch.iter().zip(decoded) {
+                bytes += rec.value.len() as u64;
+                seen[rec.partition as usize] = true;
+                self.ingest(&rec, ev, max_future);
+            }
+        } else {
+            // One core: decode in the loop, nothing materialised.
+            for rec in batch.iter() {
+                bytes += rec.value.len() as u64;
+                seen[rec.partition as usize] = true;
+                let ev = decode_with(rec.value, &rules);
+                self.ingest(&rec, ev, max_future);
+            }
+        }
+        for (p, _) in seen.iter().enumerate().filter(|(_, s)| **s) {
+            self.cursors[p].last_record_at = now;
+            if self.core.is_idle(p) {
+                self.core.set_idle(p, false);
+            }
+        }
+        bytes
+    }
+
+    /// One record through its partition's cursor; what it leaves to commit is kept.
+    #[inline]
+    fn ingest<'b>(
         &mut self,
         rec: &Record<'b>,
-        decoded: Result<crate::event::Event<'b>, crate::event::DecodeError>,
+        ev: Result<crate::event::Event<'b>, crate::event::DecodeError>,
+        max_future: Duration,
     ) {
         let p = rec.partition as usize;
-        let replaying = rec.offset < self.handled[p];
-        self.next[p] = rec.offset + 1;
-        self.unflushed[p].0 += 1;
-        let decoded = decoded.and_then(|ev| not_in_future(ev, rec, self.cfg.pipeline.max_future));
-        match decoded {
-            Err(e) => {
-                if !replaying {
-                    self.status.invalid += 1;
-                    self.metrics
-                        .invalid_records
-                        .with_label_values(&[e.kind.as_str()])
-                        .inc();
-                    self.pending.dead.push(dead_letter(rec, e));
-                }
-            }
-            Ok(ev) if replaying && self.replay_late.contains(&(rec.partition, rec.offset)) => {
-                self.core.replay_late(p, ev.ts_ms)
-            }
-            Ok(ev) => match self.core.on_event(p, rec.offset, &ev, replaying) {
-                _ if replaying => {}
-                Outcome::Accepted => self.status.accepted += 1,
-                Outcome::Duplicate => {
-                    self.status.duplicates += 1;
-                    self.unflushed[p].1 += 1;
-                }
-                Outcome::Late(reason) => {
-                    self.status.late += 1;
-                    let size = self.core.config().sizes_ms[0];
-                    self.pending.late.push(LateRecord {
-                        partition: rec.partition,
-                        offset: rec.offset,
-                        event_ts: ev.ts_ms,
-                        window_start: crate::window::assign::window_start(ev.ts_ms, size),
-                        window_size: size,
-                        reason: reason.as_str().into(),
-                    });
-                }
-            },
+        let outcome = self.cursors[p].ingest(&mut self.core, p, rec, ev, max_future);
+        self.tally.count(p, &outcome);
+        match outcome {
+            Ingested::Late(l) => self.pending.late.push(l),
+            Ingested::Invalid(d) => self.pending.dead.push(d),
+            Ingested::Rebuilt | Ingested::Accepted | Ingested::Duplicate => {}
         }
     }
 
     fn detect_idle(&mut self, timeout: Duration) {
         for p in 0..self.partitions {
-            let caught_up = self.next[p] >= self.ends[p];
-            if caught_up && !self.core.is_idle(p) && self.last_record_at[p].elapsed() >= timeout {
+            if !self.core.is_idle(p) && self.cursors[p].idle(self.ends[p], timeout) {
                 tracing::info!(
                     partition = p,
                     "partition idle for {}: no longer holding the watermark back",
@@ -627,12 +590,13 @@ impl Pipeline {
     /// Writes pending finals, dead letters, late records, positions and checkpoints in one
     /// transaction. Returns the number of windows committed.
     fn commit(&mut self) -> Result<u64, PipelineError> {
-        let resume = self.core.resume_points(&self.next);
+        let next: Vec<u64> = self.cursors.iter().map(|c| c.next).collect();
+        let resume = self.core.resume_points(&next);
         let positions: Vec<PartitionPosition> = (0..self.partitions)
             .map(|p| PartitionPosition {
                 partition: u32::try_from(p).expect("partition fits u32"),
                 // Never move the "handled" mark back, even while re-reading after a restart.
-                next_offset: self.next[p].max(self.handled[p]),
+                next_offset: self.cursors[p].handled_mark(),
                 resume_offset: resume[p].offset,
                 resume_max_ts: resume[p].max_ts_before,
                 max_ts: self.core.max_event_time(p),
@@ -640,17 +604,14 @@ impl Pipeline {
             .collect();
         let mut checkpoints = Vec::new();
         for p in 0..self.partitions {
-            let replaying = self.next[p] < self.handled[p];
             if self.write_index
-                && !replaying
-                && self.next[p] >= self.last_checkpoint[p] + CHECKPOINT_EVERY
+                && let Some(at) = self.cursors[p].checkpoint_due()
             {
                 checkpoints.push((
                     u32::try_from(p).expect("partition fits u32"),
-                    self.next[p],
+                    at,
                     self.core.max_event_time(p),
                 ));
-                self.last_checkpoint[p] = self.next[p];
             }
         }
         let finals: Vec<FinalWindow> = self.pending.finals.iter().map(|(f, _)| f.clone()).collect();
@@ -689,22 +650,14 @@ impl Pipeline {
         self.metrics
             .dead_letters
             .inc_by(self.pending.dead.len() as u64);
-        for l in &self.pending.late {
-            self.metrics
-                .late_records
-                .with_label_values(&[&l.partition.to_string()])
-                .inc();
-        }
         let n = finals.len() as u64;
         self.status.windows_finalised += n;
         self.pending.finals.clear();
         self.pending.dead.clear();
         self.pending.late.clear();
         self.pending.records = 0;
-        for p in 0..self.partitions {
-            if self.next[p] >= self.handled[p] {
-                self.handled[p] = self.next[p];
-            }
+        for c in &mut self.cursors {
+            c.committed();
         }
         let committed: Vec<(u32, u64)> = positions
             .iter()
@@ -723,20 +676,12 @@ impl Pipeline {
     /// updates the gauges.
     fn publish(&mut self, provisional: bool) {
         let m = &self.metrics;
-        let kind = self.source.kind();
-        for (p, (read, dups)) in self.unflushed.iter_mut().enumerate() {
-            let label = p.to_string();
-            m.records_consumed
-                .with_label_values(&[kind, &label])
-                .inc_by(std::mem::take(read));
-            m.duplicate_records
-                .with_label_values(&[&label])
-                .inc_by(std::mem::take(dups));
-        }
+        self.tally
+            .flush(self.source.kind(), m, &mut self.status, |_, _| {});
         self.status.partitions = (0..self.partitions)
             .map(|p| {
                 let wm = self.core.partition_watermark(p);
-                let lag = self.ends[p].saturating_sub(self.next[p]);
+                let lag = self.ends[p].saturating_sub(self.cursors[p].next);
                 let label = p.to_string();
                 m.consumer_lag
                     .with_label_values(&[&label])
@@ -748,7 +693,7 @@ impl Pipeline {
                 }
                 PartitionStatus {
                     partition: u32::try_from(p).expect("partition fits u32"),
-                    position: self.next[p],
+                    position: self.cursors[p].next,
                     end_offset: self.ends[p],
                     lag,
                     watermark_ms: (wm != i64::MIN).then_some(wm),

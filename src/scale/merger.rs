@@ -14,9 +14,9 @@ use super::Msg;
 use crate::config::Config;
 use crate::log::RecordBatch;
 use crate::metrics::Metrics;
-use crate::pipeline::Shared;
+use crate::pipeline::{Counts, PartitionStatus, Shared, Status};
 use crate::source::{KafkaSource, Source};
-use crate::store::{Commit, DeadLetter, PartitionPosition, Store};
+use crate::store::{Commit, DeadLetter, LateRecord, PartitionPosition, Store};
 use crate::window::{FinalWindow, PartialAgg, WindowCore};
 
 /// An open window at the merger.
@@ -62,17 +62,28 @@ impl Default for MergeState {
     }
 }
 
+/// A record a worker set aside, for the merger to store with the results.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kept {
+    /// An invalid record.
+    Dead(DeadLetter),
+    /// A late event.
+    Late(LateRecord),
+}
+
 impl MergeState {
-    /// Takes one message of this version in; returns a dead letter to store, if any.
+    /// Takes one message of this version in; returns a record to store, if any.
     ///
     /// # Errors
     /// A message whose partition count differs from the one seen first.
-    pub fn apply(&mut self, msg: Msg) -> Result<Option<DeadLetter>, String> {
-        let partitions = match &msg {
+    pub fn apply(&mut self, msg: Msg) -> Result<Option<Kept>, String> {
+        let partitions = match msg {
             Msg::Partial { partitions, .. }
             | Msg::Progress { partitions, .. }
-            | Msg::Idle { partitions, .. } => *partitions,
-            Msg::Dead { letter, .. } => return Ok(Some(letter.clone())),
+            | Msg::Idle { partitions, .. }
+            | Msg::Totals { partitions, .. } => partitions,
+            Msg::Dead { letter, .. } => return Ok(Some(Kept::Dead(letter))),
+            Msg::Late { record, .. } => return Ok(Some(Kept::Late(record))),
         };
         if self.partitions == 0 {
             self.partitions = partitions;
@@ -145,7 +156,9 @@ impl MergeState {
                     *i = idle;
                 }
             }
-            Msg::Dead { .. } => unreachable!("handled above"),
+            // The counters', not the state's (`Reported`).
+            Msg::Totals { .. } => {}
+            Msg::Dead { .. } | Msg::Late { .. } => unreachable!("handled above"),
         }
         Ok(None)
     }
@@ -199,6 +212,71 @@ impl MergeState {
             self.open.len(),
             self.open.values().map(|w| w.parts.len()).sum(),
         )
+    }
+}
+
+/// What the workers reported about the main version's source partitions: what the merger's
+/// `/metrics` and `/api/status` show, as a single process over the same log would.
+#[derive(Debug, Default)]
+struct Reported {
+    /// Per source partition: the outcome totals with the most records (repeats and older
+    /// totals after a rebalance are not counted twice), its position and its end offset.
+    parts: Vec<(Counts, u64, u64)>,
+}
+
+impl Reported {
+    /// Takes in one partition's totals: their growth goes to the counters.
+    fn totals(
+        &mut self,
+        partition: u32,
+        counts: &Counts,
+        position: u64,
+        end: u64,
+        metrics: &Metrics,
+        shared: &Shared,
+    ) {
+        let i = partition as usize;
+        if self.parts.len() <= i {
+            self.parts.resize(i + 1, Default::default());
+        }
+        let (seen, at, known_end) = &mut self.parts[i];
+        *at = (*at).max(position);
+        *known_end = (*known_end).max(end);
+        if counts.new_records() <= seen.new_records() {
+            return;
+        }
+        // Records read for the first time only: re-reads after a rebalance are a worker's
+        // own business (its /metrics counts them).
+        let mut growth = counts.since(seen);
+        growth.read = counts.new_records() - seen.new_records();
+        growth.rebuilt = 0;
+        *seen = *counts;
+        let mut st = shared.status.lock().expect("status lock");
+        growth.apply(partition, "kafka", metrics, &mut st);
+        metrics.dead_letters.inc_by(growth.invalid_total());
+    }
+
+    /// The merger's status: finalisation, open windows and the source partitions.
+    fn status(&self, state: &MergeState, st: &mut Status) {
+        let ft = state.finalized_through();
+        st.finalized_through_ms = (ft > i64::MIN).then_some(ft);
+        st.watermark_ms = st.finalized_through_ms;
+        st.open_windows = state.open_windows().0;
+        st.partitions = (0..state.covered.len())
+            .map(|p| {
+                let (_, position, end) = self.parts.get(p).copied().unwrap_or_default();
+                let covered = state.covered[p];
+                PartitionStatus {
+                    partition: u32::try_from(p).expect("partition fits u32"),
+                    position,
+                    end_offset: end,
+                    lag: end.saturating_sub(position),
+                    watermark_ms: (covered > i64::MIN).then_some(covered),
+                    idle: state.idle[p],
+                    owned: true,
+                }
+            })
+            .collect();
     }
 }
 
@@ -340,6 +418,8 @@ pub fn run(
     let already = store.window_count_all(version, &cfg.window_config().sizes_ms)?;
     let mut main_windows = 0u64;
     let mut pending_dead: Vec<DeadLetter> = Vec::new();
+    let mut pending_late: BTreeMap<String, Vec<LateRecord>> = BTreeMap::new();
+    let mut reported = Reported::default();
     let mut pending_checkpoints: Vec<(u32, u64, i64)> = Vec::new();
     let mut dirty = false;
     let mut last_commit = Instant::now();
@@ -383,7 +463,9 @@ pub fn run(
                 }
                 Msg::Progress { version: v, .. }
                 | Msg::Idle { version: v, .. }
-                | Msg::Dead { version: v, .. } => v.clone(),
+                | Msg::Dead { version: v, .. }
+                | Msg::Late { version: v, .. }
+                | Msg::Totals { version: v, .. } => v.clone(),
             };
             // A replay creates its version before ordering it, so an unknown version is
             // looked up at once (versions of another store are remembered, not re-read).
@@ -403,6 +485,17 @@ pub fn run(
                     "a worker computes {v} with another configuration ({config}) than the merger's store holds for it ({}): run every worker with the same window sizes, delay and limits",
                     m.fingerprint
                 );
+            }
+            if let Msg::Totals {
+                partition,
+                position,
+                end,
+                counts,
+                ..
+            } = &msg
+                && v == version
+            {
+                reported.totals(*partition, counts, *position, *end, &metrics, &shared);
             }
             if let Msg::Progress {
                 partition,
@@ -424,15 +517,15 @@ pub fn run(
                     .or_default();
                 *at = (*at).max(*position);
             }
-            if let Some(d) = m
+            match m
                 .state
                 .apply(msg)
                 .map_err(|e| anyhow::anyhow!("version {v}: {e}"))?
             {
                 // Dead letters are per source record, not per version: the main one's count.
-                if v == version {
-                    pending_dead.push(d);
-                }
+                Some(Kept::Dead(d)) if v == version => pending_dead.push(d),
+                Some(Kept::Late(l)) => pending_late.entry(v).or_default().push(l),
+                Some(Kept::Dead(_)) | None => {}
             }
         }
         if last_refresh.elapsed() >= Duration::from_secs(1) {
@@ -478,14 +571,14 @@ pub fn run(
                         finalized_through: merging[v].state.finalized_through(),
                         checkpoints: if main { &pending_checkpoints } else { &[] },
                         dead_letters: if main { &pending_dead } else { &[] },
-                        late: &[],
+                        late: pending_late.get(v.as_str()).map_or(&[], Vec::as_slice),
                         merger_state: Some(blob),
                     }
                 })
                 .collect();
             store.commit_all(&commits)?;
-            metrics.dead_letters.inc_by(pending_dead.len() as u64);
             pending_dead.clear();
+            pending_late.clear();
             pending_checkpoints.clear();
             for (v, f) in &finals {
                 summary.windows += f.len() as u64;
@@ -506,10 +599,8 @@ pub fn run(
             let main_state = &merging[version].state;
             let (open, held) = main_state.open_windows();
             let mut st = shared.status.lock().expect("status lock");
-            st.records = summary.messages;
             st.windows_finalised = already + main_windows;
-            st.watermark_ms = (main_state.finalized_through() > i64::MIN)
-                .then_some(main_state.finalized_through());
+            reported.status(main_state, &mut st);
             tracing::debug!(open, held, "merger committed");
         }
         if n > 0 || due {

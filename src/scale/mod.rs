@@ -20,7 +20,8 @@ pub mod worker;
 
 use serde::{Deserialize, Serialize};
 
-use crate::store::DeadLetter;
+use crate::pipeline::Counts;
+use crate::store::{DeadLetter, LateRecord};
 use crate::window::PartialAgg;
 
 /// What `kappa run --role` runs.
@@ -101,7 +102,8 @@ pub fn read_orders(
         .collect())
 }
 
-/// First byte of every message: the encoding's version.
+/// First byte of every message: the encoding's version. New variants go at the end of
+/// [`Msg`], so that messages of older workers still decode.
 const FORMAT: u8 = 1;
 
 /// One message on `kappa.partials`.
@@ -168,6 +170,30 @@ pub enum Msg {
         /// The record and why it was refused.
         letter: DeadLetter,
     },
+    /// What a source partition's records did, from its start through `position`, across
+    /// owners: the merger's counters (what a single process would have counted). Sent
+    /// after each progress message.
+    Totals {
+        /// Output version.
+        version: String,
+        /// Source partitions in all.
+        partitions: u32,
+        /// The source partition.
+        partition: u32,
+        /// The worker's next offset to read on the partition.
+        position: u64,
+        /// The partition's end offset as the worker last read it (0: not known yet).
+        end: u64,
+        /// The outcome totals.
+        counts: Counts,
+    },
+    /// A late event a worker read (the merger stores it for a later replay).
+    Late {
+        /// Output version.
+        version: String,
+        /// The event's record.
+        record: LateRecord,
+    },
 }
 
 impl Msg {
@@ -187,8 +213,12 @@ impl Msg {
             }
             | Msg::Idle {
                 version, partition, ..
+            }
+            | Msg::Totals {
+                version, partition, ..
             } => format!("{version}/p/{partition}"),
             Msg::Dead { version, letter } => format!("{version}/p/{}", letter.partition),
+            Msg::Late { version, record } => format!("{version}/p/{}", record.partition),
         }
     }
 
@@ -244,5 +274,20 @@ mod tests {
         other[0] = 9;
         assert!(Msg::decode(&other).unwrap_err().contains("format 9"));
         assert!(Msg::decode(&bytes[..bytes.len() - 1]).is_err());
+        let t = Msg::Totals {
+            version: "v1".into(),
+            partitions: 6,
+            partition: 2,
+            position: 10_000,
+            end: 12_000,
+            counts: Counts {
+                read: 10_000,
+                accepted: 9_990,
+                late: 10,
+                ..Counts::default()
+            },
+        };
+        assert_eq!(Msg::decode(&t.encode()).unwrap(), t);
+        assert_eq!(t.key(), "v1/p/2");
     }
 }

@@ -22,12 +22,12 @@ use tokio_util::sync::CancellationToken;
 use super::Msg;
 use crate::config::Config;
 use crate::event::decode_with;
-use crate::log::{Record, RecordBatch};
+use crate::log::RecordBatch;
 use crate::metrics::Metrics;
-use crate::pipeline::{Shared, dead_letter, not_in_future};
+use crate::pipeline::{Counts, Cursor, Ingested, PartitionStatus, Shared, Tally};
 use crate::sink::{KafkaSink, Sink};
 use crate::source::{KafkaSource, Source};
-use crate::window::{Outcome, PartitionResume, WindowCore};
+use crate::window::{PartitionResume, WindowCore};
 
 /// Prefix of the commit metadata this version of kappa writes.
 const META: &str = "kappa-worker/1";
@@ -35,19 +35,17 @@ const META: &str = "kappa-worker/1";
 /// One owned source partition.
 struct Part {
     core: WindowCore,
-    /// Next offset to read.
-    next: u64,
-    /// Offsets below this were read by a previous owner (re-read to rebuild state only).
-    handled: u64,
+    /// Where reading is; offsets below its handled mark were read by a previous owner
+    /// (re-read to rebuild state only).
+    cursor: Cursor,
     /// Every window ending at or before this has been published for this partition
     /// (`i64::MAX`: drained, a bounded version's partition is done).
     published: i64,
-    /// Offset of the last event-time checkpoint sent with a progress message.
-    last_checkpoint: u64,
-    /// When a record of this partition last arrived (or the partition was assigned).
-    last_record: Instant,
     /// Reported idle to the merger.
     idle: bool,
+    /// Outcomes of the partition's records from its start through the handled mark, across
+    /// owners (published with each progress message: the merger's counters).
+    counts: Counts,
 }
 
 /// What a worker resumes a partition with (after its offset in the state record).
@@ -56,13 +54,52 @@ struct Resume {
     max_ts_before: i64,
     published: i64,
     handled: u64,
+    /// Outcome totals through `handled` (absent in states of older workers: zeros).
+    counts: Counts,
 }
 
 fn encode_meta(version: &str, offset: u64, r: Resume) -> String {
-    format!(
-        "{META} {version} {offset} {} {} {}",
-        r.max_ts_before, r.published, r.handled
-    )
+    let c = &r.counts;
+    let mut s = format!(
+        "{META} {version} {offset} {} {} {} {} {} {} {} {} {}",
+        r.max_ts_before,
+        r.published,
+        r.handled,
+        c.read,
+        c.rebuilt,
+        c.accepted,
+        c.duplicates,
+        c.late,
+        c.invalid.len()
+    );
+    for n in c.invalid {
+        s.push_str(&format!(" {n}"));
+    }
+    s
+}
+
+/// The outcome totals at the end of a state record (none: zeros).
+fn decode_counts<'a>(mut it: impl Iterator<Item = &'a str>) -> Option<Counts> {
+    let Some(first) = it.next() else {
+        return Some(Counts::default());
+    };
+    let num = |s: Option<&str>| s?.parse::<u64>().ok();
+    let mut c = Counts {
+        read: num(Some(first))?,
+        rebuilt: num(it.next())?,
+        accepted: num(it.next())?,
+        duplicates: num(it.next())?,
+        late: num(it.next())?,
+        ..Counts::default()
+    };
+    let kinds = num(it.next())?;
+    if kinds != c.invalid.len() as u64 {
+        return None;
+    }
+    for v in &mut c.invalid {
+        *v = num(it.next())?;
+    }
+    it.next().is_none().then_some(c)
 }
 
 /// The resume offset and state in `meta`, if it was written by a worker of `version`.
@@ -76,8 +113,10 @@ fn decode_meta(version: &str, meta: &str) -> Option<(u64, Resume)> {
         max_ts_before: it.next()?.parse().ok()?,
         published: it.next()?.parse().ok()?,
         handled: it.next()?.parse().ok()?,
+        counts: Counts::default(),
     };
-    it.next().is_none().then_some((offset, r))
+    let counts = decode_counts(it)?;
+    Some((offset, Resume { counts, ..r }))
 }
 
 /// The resume offset of a state record (the source assigns the partition there).
@@ -113,6 +152,7 @@ impl Part {
             max_ts_before: seed.filter(|s| s.0 == offset).map_or(i64::MIN, |s| s.1),
             published: i64::MIN,
             handled: 0,
+            counts: Counts::default(),
         });
         core.restore(
             r.published,
@@ -121,27 +161,27 @@ impl Part {
                 max_ts_before: r.max_ts_before,
             }],
         );
+        // A worker has no store of late records: re-read records are decided again.
         Self {
             core,
-            next: offset,
-            handled: r.handled,
+            cursor: Cursor::new(offset, r.handled, Default::default()),
             published: r.published,
-            last_checkpoint: offset,
-            last_record: Instant::now(),
             idle: false,
+            counts: r.counts,
         }
     }
 
     /// The resume state of this partition: offset and state record.
     fn commit_entry(&self, version: &str) -> (u64, String) {
-        let resume = self.core.resume_points(&[self.next])[0];
+        let resume = self.core.resume_points(&[self.cursor.next])[0];
         let meta = encode_meta(
             version,
             resume.offset,
             Resume {
                 max_ts_before: resume.max_ts_before,
                 published: self.published,
-                handled: self.next.max(self.handled),
+                handled: self.cursor.handled_mark(),
+                counts: self.counts,
             },
         );
         (resume.offset, meta)
@@ -302,6 +342,8 @@ struct Out {
     version: String,
     partitions: u32,
     fingerprint: String,
+    /// The source's end offsets as last read (progress messages carry them: the merger's lag).
+    ends: Vec<u64>,
 }
 
 impl Out {
@@ -352,11 +394,30 @@ impl Out {
             through,
             nonempty,
             checkpoint,
-            position: part.next,
+            position: part.cursor.next,
         };
         publish(sink, &msg)?;
         part.published = through;
         Ok(n)
+    }
+}
+
+impl Out {
+    /// Publishes each owned partition's outcome totals (before every commit: the merger's
+    /// counters follow the records read, not only the windows made final).
+    fn totals(&self, sink: &mut KafkaSink, parts: &BTreeMap<u32, Part>) -> anyhow::Result<()> {
+        for (&partition, part) in parts {
+            let msg = Msg::Totals {
+                version: self.version.clone(),
+                partitions: self.partitions,
+                partition,
+                position: part.cursor.next,
+                end: self.ends.get(partition as usize).copied().unwrap_or(0),
+                counts: part.counts,
+            };
+            publish(sink, &msg)?;
+        }
+        Ok(())
     }
 }
 
@@ -365,6 +426,65 @@ fn publish(sink: &mut KafkaSink, msg: &Msg) -> anyhow::Result<()> {
     let now = chrono::Utc::now().timestamp_millis();
     sink.append(msg.key().as_bytes(), &msg.encode(), now)?;
     Ok(())
+}
+
+/// A worker's source and where its version starts and ends.
+struct Input {
+    source: KafkaSource,
+    /// Where partitions without state start (a replay's order): (offset, max ts before).
+    seeds: std::collections::HashMap<u32, (u64, i64)>,
+    /// A bounded version's end offsets (empty: live).
+    ends: Vec<u64>,
+    /// The version's creation: its resume states and consumer group belong to it.
+    instance: String,
+}
+
+impl Input {
+    /// Joins the worker group of `version` (as `order` says, if it is a replay's).
+    fn connect(
+        cfg: &Config,
+        version: &str,
+        order: Option<&super::VersionOrder>,
+        metrics: &Arc<Metrics>,
+        cancel: &CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let seeds: std::collections::HashMap<u32, (u64, i64)> = order
+            .map(|o| {
+                o.starts
+                    .iter()
+                    .map(|&(p, off, ts)| (p, (off, ts)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let ends: Vec<u64> = order.map(|o| o.ends.clone()).unwrap_or_default();
+        // Resume states and the consumer group belong to one creation of the version.
+        let instance = order.map_or_else(
+            || version.to_string(),
+            |o| format!("{version}@{}", o.incarnation),
+        );
+        let mut k = cfg.kafka.clone();
+        k.group_id.clone_from(&cfg.kafka.worker_group_id);
+        let mut state_topic = cfg.kafka.clone();
+        state_topic.topic.clone_from(&cfg.kafka.worker_state_topic);
+        let source = KafkaSource::connect_with(
+            &k,
+            None,
+            Some((
+                state_topic,
+                seeds.iter().map(|(&p, &(o, _))| (p, o)).collect(),
+            )),
+            &instance,
+            false,
+            metrics.clone(),
+            &|| cancel.is_cancelled(),
+        )?;
+        Ok(Self {
+            source,
+            seeds,
+            ends,
+            instance,
+        })
+    }
 }
 
 /// Runs a worker for `version` until `cancel`.
@@ -381,41 +501,18 @@ pub fn run(
     cancel: &CancellationToken,
 ) -> anyhow::Result<WorkerSummary> {
     let started = Instant::now();
-    let seeds: std::collections::HashMap<u32, (u64, i64)> = order
-        .map(|o| {
-            o.starts
-                .iter()
-                .map(|&(p, off, ts)| (p, (off, ts)))
-                .collect()
-        })
-        .unwrap_or_default();
-    let ends: Vec<u64> = order.map(|o| o.ends.clone()).unwrap_or_default();
-    // Resume states and the consumer group belong to one creation of the version.
-    let instance = order.map_or_else(
-        || version.to_string(),
-        |o| format!("{version}@{}", o.incarnation),
-    );
-    let mut k = cfg.kafka.clone();
-    k.group_id.clone_from(&cfg.kafka.worker_group_id);
-    let mut state_topic = cfg.kafka.clone();
-    state_topic.topic.clone_from(&cfg.kafka.worker_state_topic);
-    let mut source = KafkaSource::connect_with(
-        &k,
-        None,
-        Some((
-            state_topic,
-            seeds.iter().map(|(&p, &(o, _))| (p, o)).collect(),
-        )),
-        &instance,
-        false,
-        metrics.clone(),
-        &|| cancel.is_cancelled(),
-    )?;
+    let Input {
+        mut source,
+        seeds,
+        ends,
+        instance,
+    } = Input::connect(cfg, version, order, &metrics, cancel)?;
     let partitions = source.partitions();
-    let out = Out {
+    let mut out = Out {
         version: version.to_string(),
         partitions,
         fingerprint: cfg.results_fingerprint(),
+        ends: Vec::new(),
     };
     metrics.init_partitions("kafka", partitions);
     let mut sink = KafkaSink::for_topic(&cfg.kafka, &cfg.kafka.partials_topic, metrics.clone())?;
@@ -424,141 +521,267 @@ pub fn run(
     let mut parts: BTreeMap<u32, Part> = BTreeMap::new();
     let mut batch = RecordBatch::new();
     let mut summary = WorkerSummary::default();
+    let mut tally = Tally::new(partitions as usize);
     let mut last_commit = Instant::now();
+    let mut last_refresh = Instant::now() - Duration::from_secs(10);
     let mut uncommitted = false;
-    let (max_bytes, max_future) = (cfg.pipeline.max_record_bytes, cfg.pipeline.max_future);
+    // The main version's worker is what this process's /metrics and /api/status report.
+    let main = order.is_none();
+    if main {
+        metrics.pipeline_up.set(1);
+    }
     tracing::info!(
         version,
-        group = k.group_id,
-        topic = k.topic,
+        group = cfg.kafka.worker_group_id,
+        topic = cfg.kafka.topic,
         "worker started"
     );
-    loop {
-        if let Some(owned) = source.take_assignment() {
-            // Revoked partitions' uncommitted work is dropped: their next owner resumes
-            // from the last commit, which only covers what was acknowledged.
-            let committed = source.take_group_state();
-            parts = owned
-                .iter()
-                .map(|&p| {
-                    let part =
-                        Part::new(cfg, &instance, committed.get(&p), p, seeds.get(&p).copied());
-                    (p, part)
-                })
-                .collect();
-            // A new owner starts active: an idle mark its predecessor left must not make the
-            // merger close windows without the records this owner is about to read.
-            for &p in &owned {
-                out.idle(&mut sink, p, false)?;
+    let result = (|| -> anyhow::Result<()> {
+        loop {
+            if let Some(owned) = source.take_assignment() {
+                parts = assign(&owned, &mut source, cfg, &instance, &seeds, &out, &mut sink)?;
+                shared.status.lock().expect("status lock").state = "running".into();
             }
-            let mut st = shared.status.lock().expect("status lock");
-            st.state = "running".into();
-        }
-        if cancel.is_cancelled() {
-            break;
-        }
-        batch.clear();
-        let n = source.poll(&mut batch, cfg.pipeline.batch_records)?;
-        let mut touched = Vec::new();
-        {
-            let mut st = shared.status.lock().expect("status lock");
-            for rec in batch.iter() {
-                let Some(part) = parts.get_mut(&rec.partition) else {
-                    continue;
-                };
-                if ends
-                    .get(rec.partition as usize)
-                    .is_some_and(|&e| rec.offset >= e)
-                {
-                    continue; // past a bounded version's end
-                }
-                if touched.last() != Some(&rec.partition) && !touched.contains(&rec.partition) {
-                    touched.push(rec.partition);
-                }
-                if let Some(msg) = read(
-                    part, &rec, version, max_bytes, max_future, cfg, &metrics, &mut st,
-                ) {
-                    publish(&mut sink, &msg)?;
-                }
+            if cancel.is_cancelled() {
+                break;
             }
-            st.records += n as u64;
-        }
-        summary.records += n as u64;
-        uncommitted |= n > 0;
-        let now = Instant::now();
-        for &p in &touched {
-            let part = parts.get_mut(&p).expect("touched partitions are owned");
-            part.last_record = now;
-            if part.idle {
-                part.idle = false;
-                out.idle(&mut sink, p, false)?;
-            }
-        }
-        // Idleness, as in a single process (live versions only): a partition caught up with
-        // its log end and silent for idle-timeout no longer holds the merger's windows back.
-        let timeout = cfg.pipeline.idle_timeout;
-        if n == 0 && !timeout.is_zero() && ends.is_empty() && source.lag_known() {
-            let log_ends = source.end_offsets()?;
-            for (&p, part) in &mut parts {
-                let caught_up = log_ends.get(p as usize).is_some_and(|&e| part.next >= e);
-                // Only with no open window: its events are all in published partials, so
-                // nothing of it is lost when the merger closes windows without it.
-                let open = part.core.open_state().0;
-                if !part.idle && caught_up && open == 0 && part.last_record.elapsed() >= timeout {
-                    tracing::info!(
-                        version,
-                        partition = p,
-                        "partition idle for {}: no longer holding the merger's windows back",
-                        crate::config::fmt_duration(timeout)
-                    );
-                    part.idle = true;
-                    out.idle(&mut sink, p, true)?;
-                }
-            }
-        }
-        for p in touched {
-            let part = parts.get_mut(&p).expect("touched partitions are owned");
-            let partials = part.core.advance_partials();
-            let through = part.core.finalized_through();
-            if through <= part.published {
-                continue;
-            }
-            let checkpoint = (part.next >= part.handled
-                && part.next >= part.last_checkpoint + crate::pipeline::CHECKPOINT_EVERY)
-                .then(|| {
-                    part.last_checkpoint = part.next;
-                    (part.next, part.core.max_event_time(0))
+            batch.clear();
+            let n = source.poll(&mut batch, cfg.pipeline.batch_records)?;
+            let touched =
+                ingest_batch(&batch, &mut parts, &ends, cfg, &out, &mut sink, &mut tally)?;
+            summary.records += n as u64;
+            uncommitted |= n > 0;
+            {
+                let mut st = shared.status.lock().expect("status lock");
+                let st = &mut *st;
+                tally.flush("kafka", &metrics, st, |p, c| {
+                    if let Some(part) = parts.get_mut(&p) {
+                        part.counts.merge(&Counts {
+                            read: c.read - c.rebuilt,
+                            rebuilt: 0,
+                            ..*c
+                        });
+                    }
                 });
-            summary.partials +=
-                out.publish_windows(&mut sink, p, part, partials, through, checkpoint)?;
-        }
-        // A bounded version (an in-place correction's scratch): a partition read to its
-        // end has every window made final, as a single process's drain does.
-        for (&p, part) in &mut parts {
-            let Some(&end) = ends.get(p as usize) else {
-                continue;
-            };
-            if part.next < end || part.published == i64::MAX {
-                continue;
             }
-            let partials = part.core.drain_partials();
-            summary.partials +=
-                out.publish_windows(&mut sink, p, part, partials, i64::MAX, None)?;
-            uncommitted = true;
+            if last_refresh.elapsed() >= Duration::from_secs(1) && source.lag_known() {
+                out.ends = source.end_offsets()?;
+                if main {
+                    publish_status(&shared, &metrics, &parts, &out.ends);
+                }
+                last_refresh = Instant::now();
+            }
+            for &p in &touched {
+                let part = parts.get_mut(&p).expect("touched partitions are owned");
+                if part.idle {
+                    part.idle = false;
+                    out.idle(&mut sink, p, false)?;
+                }
+            }
+            // Idleness, as in a single process (live versions only).
+            let timeout = cfg.pipeline.idle_timeout;
+            if n == 0 && !timeout.is_zero() && ends.is_empty() && source.lag_known() {
+                let log_ends = source.end_offsets()?;
+                detect_idle(&mut parts, &log_ends, timeout, &out, &mut sink)?;
+            }
+            let (n, drained) = publish_final(&mut parts, &touched, &ends, &out, &mut sink)?;
+            summary.partials += n;
+            uncommitted |= drained;
+            if uncommitted && last_commit.elapsed() >= cfg.pipeline.commit_interval {
+                out.totals(&mut sink, &parts)?;
+                commit(&mut sink, &mut states, &source, &parts, &instance)?;
+                uncommitted = false;
+                last_commit = Instant::now();
+            }
+            shared.set_ready(source.healthy() && !parts.is_empty());
+            sink.flush()?;
         }
-        if uncommitted && last_commit.elapsed() >= cfg.pipeline.commit_interval {
+        if uncommitted {
+            out.totals(&mut sink, &parts)?;
             commit(&mut sink, &mut states, &source, &parts, &instance)?;
-            uncommitted = false;
-            last_commit = Instant::now();
         }
-        shared.set_ready(source.healthy() && !parts.is_empty());
-        sink.flush()?;
+        Ok(())
+    })();
+    if main {
+        metrics.pipeline_up.set(0);
+        shared.set_ready(false);
     }
-    if uncommitted {
-        commit(&mut sink, &mut states, &source, &parts, &instance)?;
-    }
+    result?;
     summary.elapsed = started.elapsed();
     Ok(summary)
+}
+
+/// The parts of a new assignment, from their resume states. Revoked partitions'
+/// uncommitted work is dropped: their next owner resumes from the last commit, which only
+/// covers what was acknowledged.
+fn assign(
+    owned: &[u32],
+    source: &mut KafkaSource,
+    cfg: &Config,
+    instance: &str,
+    seeds: &std::collections::HashMap<u32, (u64, i64)>,
+    out: &Out,
+    sink: &mut KafkaSink,
+) -> anyhow::Result<BTreeMap<u32, Part>> {
+    let committed = source.take_group_state();
+    let parts = owned
+        .iter()
+        .map(|&p| {
+            let part = Part::new(cfg, instance, committed.get(&p), p, seeds.get(&p).copied());
+            (p, part)
+        })
+        .collect();
+    // A new owner starts active: an idle mark its predecessor left must not make the merger
+    // close windows without the records this owner is about to read.
+    for &p in owned {
+        out.idle(sink, p, false)?;
+    }
+    Ok(parts)
+}
+
+/// A partition caught up with its log end and silent for `timeout` no longer holds the
+/// merger's windows back: reported idle.
+fn detect_idle(
+    parts: &mut BTreeMap<u32, Part>,
+    log_ends: &[u64],
+    timeout: Duration,
+    out: &Out,
+    sink: &mut KafkaSink,
+) -> anyhow::Result<()> {
+    for (&p, part) in parts {
+        let end = log_ends.get(p as usize).copied().unwrap_or(u64::MAX);
+        // Only with no open window: its events are all in published partials, so nothing
+        // of it is lost when the merger closes windows without it.
+        let open = part.core.open_state().0;
+        if !part.idle && open == 0 && part.cursor.idle(end, timeout) {
+            tracing::info!(
+                version = out.version,
+                partition = p,
+                "partition idle for {}: no longer holding the merger's windows back",
+                crate::config::fmt_duration(timeout)
+            );
+            part.idle = true;
+            out.idle(sink, p, true)?;
+        }
+    }
+    Ok(())
+}
+
+/// Every record of `batch` through its partition's cursor: late records and dead letters
+/// are published (once: not when re-read by a later owner), outcomes counted in `tally`.
+/// Returns the partitions that had records.
+fn ingest_batch(
+    batch: &RecordBatch,
+    parts: &mut BTreeMap<u32, Part>,
+    ends: &[u64],
+    cfg: &Config,
+    out: &Out,
+    sink: &mut KafkaSink,
+    tally: &mut Tally,
+) -> anyhow::Result<Vec<u32>> {
+    let rules = cfg.pipeline.decode_rules();
+    let max_future = cfg.pipeline.max_future;
+    let mut touched = Vec::new();
+    let now = Instant::now();
+    for rec in batch.iter() {
+        let Some(part) = parts.get_mut(&rec.partition) else {
+            continue;
+        };
+        if ends
+            .get(rec.partition as usize)
+            .is_some_and(|&e| rec.offset >= e)
+        {
+            continue; // past a bounded version's end
+        }
+        if touched.last() != Some(&rec.partition) && !touched.contains(&rec.partition) {
+            touched.push(rec.partition);
+            part.cursor.last_record_at = now;
+        }
+        let ev = decode_with(rec.value, &rules);
+        let outcome = part.cursor.ingest(&mut part.core, 0, &rec, ev, max_future);
+        tally.count(rec.partition as usize, &outcome);
+        let msg = match outcome {
+            Ingested::Late(record) => Msg::Late {
+                version: out.version.clone(),
+                record,
+            },
+            Ingested::Invalid(letter) => Msg::Dead {
+                version: out.version.clone(),
+                letter,
+            },
+            Ingested::Rebuilt | Ingested::Accepted | Ingested::Duplicate => continue,
+        };
+        publish(sink, &msg)?;
+    }
+    Ok(touched)
+}
+
+/// Publishes the windows the `touched` partitions finalised, and, for a bounded version,
+/// drains the partitions read to their end; returns how many partials, and whether a
+/// partition was drained.
+fn publish_final(
+    parts: &mut BTreeMap<u32, Part>,
+    touched: &[u32],
+    ends: &[u64],
+    out: &Out,
+    sink: &mut KafkaSink,
+) -> anyhow::Result<(u64, bool)> {
+    let (mut n, mut drained) = (0, false);
+    for &p in touched {
+        let part = parts.get_mut(&p).expect("touched partitions are owned");
+        let partials = part.core.advance_partials();
+        let through = part.core.finalized_through();
+        if through <= part.published {
+            continue;
+        }
+        let checkpoint = part
+            .cursor
+            .checkpoint_due()
+            .map(|at| (at, part.core.max_event_time(0)));
+        n += out.publish_windows(sink, p, part, partials, through, checkpoint)?;
+    }
+    // A bounded version (an in-place correction's scratch): a partition read to its end has
+    // every window made final, as a single process's drain does.
+    for (&p, part) in parts.iter_mut() {
+        let Some(&end) = ends.get(p as usize) else {
+            continue;
+        };
+        if part.cursor.next < end || part.published == i64::MAX {
+            continue;
+        }
+        let partials = part.core.drain_partials();
+        n += out.publish_windows(sink, p, part, partials, i64::MAX, None)?;
+        drained = true;
+    }
+    Ok((n, drained))
+}
+
+/// The worker's `/api/status` partitions and its lag gauges.
+fn publish_status(shared: &Shared, metrics: &Metrics, parts: &BTreeMap<u32, Part>, ends: &[u64]) {
+    let partitions: Vec<PartitionStatus> = parts
+        .iter()
+        .map(|(&p, part)| {
+            let end = ends.get(p as usize).copied().unwrap_or(0);
+            let lag = end.saturating_sub(part.cursor.next);
+            metrics
+                .consumer_lag
+                .with_label_values(&[&p.to_string()])
+                .set(i64::try_from(lag).unwrap_or(i64::MAX));
+            let wm = part.core.partition_watermark(0);
+            PartitionStatus {
+                partition: p,
+                position: part.cursor.next,
+                end_offset: end,
+                lag,
+                watermark_ms: (wm != i64::MIN).then_some(wm),
+                idle: part.idle,
+                owned: true,
+            }
+        })
+        .collect();
+    let mut st = shared.status.lock().expect("status lock");
+    st.open_windows = parts.values().map(|p| p.core.open_state().0).sum();
+    st.partitions = partitions;
 }
 
 /// Waits until Kafka acknowledged everything published, then writes each owned
@@ -591,51 +814,6 @@ fn commit(
     Ok(())
 }
 
-/// One record through the partition's core; an invalid record becomes a dead letter to
-/// publish (once: not when re-read by a later owner).
-#[allow(clippy::too_many_arguments)]
-fn read(
-    part: &mut Part,
-    rec: &Record<'_>,
-    version: &str,
-    max_bytes: usize,
-    max_future: Duration,
-    cfg: &Config,
-    metrics: &Metrics,
-    st: &mut crate::pipeline::Status,
-) -> Option<Msg> {
-    let replaying = rec.offset < part.handled;
-    part.next = rec.offset + 1;
-    let rules = crate::event::Rules {
-        max_bytes,
-        ..cfg.pipeline.decode_rules()
-    };
-    let decoded = decode_with(rec.value, &rules).and_then(|ev| not_in_future(ev, rec, max_future));
-    match decoded {
-        Err(e) if !replaying => {
-            st.invalid += 1;
-            metrics
-                .invalid_records
-                .with_label_values(&[e.kind.as_str()])
-                .inc();
-            Some(Msg::Dead {
-                version: version.to_string(),
-                letter: dead_letter(rec, e),
-            })
-        }
-        Err(_) => None,
-        Ok(ev) => {
-            match part.core.on_event(0, rec.offset, &ev, replaying) {
-                _ if replaying => {}
-                Outcome::Accepted => st.accepted += 1,
-                Outcome::Duplicate => st.duplicates += 1,
-                Outcome::Late(_) => st.late += 1,
-            }
-            None
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -646,6 +824,14 @@ mod tests {
             max_ts_before: -5,
             published: 1_700_000_060_000,
             handled: 42,
+            counts: Counts {
+                read: 50,
+                rebuilt: 8,
+                accepted: 39,
+                duplicates: 1,
+                late: 1,
+                invalid: [1, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            },
         };
         let m = encode_meta("v1", 9, r);
         assert_eq!(decode_meta("v1", &m), Some((9, r)));
@@ -660,8 +846,21 @@ mod tests {
                 max_ts_before: i64::MIN,
                 published: i64::MIN,
                 handled: 0,
+                counts: Counts::default(),
             },
         );
         assert!(decode_meta("v1", &fresh).is_some());
+        // A state written before the totals were kept resumes with zeros.
+        let old = format!("{META} v1 9 -5 1700000060000 42");
+        assert_eq!(
+            decode_meta("v1", &old),
+            Some((
+                9,
+                Resume {
+                    counts: Counts::default(),
+                    ..r
+                }
+            ))
+        );
     }
 }
