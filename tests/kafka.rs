@@ -75,11 +75,16 @@ fn create_topic_with(topic: &str, partitions: u32) {
     );
 }
 
+/// The same events into the topic and into an embedded log. A fixed start: `--start
+/// auto` continues after what an embedded log holds, and a topic is not read back.
 fn produce_both(kdir: &std::path::Path, edir: &std::path::Path, topic: &str, n: u64, seed: u64) {
+    const START: [&str; 2] = ["--start", "2026-11-23T00:00:00Z"];
     let mut c = kk(kdir, topic);
-    c.args(produce_args(n, seed));
+    c.args(produce_args(n, seed)).args(START);
     ok(c);
-    produce(edir, n, seed);
+    let mut c = kappa(edir);
+    c.args(produce_args(n, seed)).args(START);
+    ok(c);
 }
 
 fn drain_kafka(dir: &std::path::Path, topic: &str) -> String {

@@ -58,10 +58,6 @@ pub fn produce_args(n: u64, seed: u64) -> Vec<String> {
         "0.005",
         "--disorder",
         "10s",
-        // A fixed start: the same bytes into a Kafka topic and an embedded log, however
-        // much each holds already (`--start auto` reads the embedded log only).
-        "--start",
-        "2026-11-23T00:00:00Z",
     ];
     let mut v: Vec<String> = args.iter().map(ToString::to_string).collect();
     v.extend([
