@@ -75,15 +75,17 @@ fn create_topic_with(topic: &str, partitions: u32) {
     );
 }
 
-/// The same events into the topic and into an embedded log. A fixed start: `--start
-/// auto` continues after what an embedded log holds, and a topic is not read back.
+/// A fixed first event time for events produced into both a topic and an embedded log:
+/// `--start auto` continues after what an embedded log holds, and a topic is not read back.
+const FIXED_START: [&str; 2] = ["--start", "2026-11-23T00:00:00Z"];
+
+/// The same events into the topic and into an embedded log.
 fn produce_both(kdir: &std::path::Path, edir: &std::path::Path, topic: &str, n: u64, seed: u64) {
-    const START: [&str; 2] = ["--start", "2026-11-23T00:00:00Z"];
     let mut c = kk(kdir, topic);
-    c.args(produce_args(n, seed)).args(START);
+    c.args(produce_args(n, seed)).args(FIXED_START);
     ok(c);
     let mut c = kappa(edir);
-    c.args(produce_args(n, seed)).args(START);
+    c.args(produce_args(n, seed)).args(FIXED_START);
     ok(c);
 }
 
@@ -833,11 +835,16 @@ fn a_broker_restart_within_the_group_session_loses_and_doubles_nothing() {
     let topic = "t-bounce";
     create_topic_at(&own.bootstrap, topic, 4);
     let (kdir, edir) = (temp(), temp());
+    // A fixed start for both (see `produce_both` above).
     let produce_both = |bootstrap: &str, seed: u64| {
         let mut c = kappa_at(kdir.path(), bootstrap);
-        c.args(["--topic", topic]).args(produce_args(10_000, seed));
+        c.args(["--topic", topic])
+            .args(produce_args(10_000, seed))
+            .args(FIXED_START);
         ok(c);
-        produce(edir.path(), 10_000, seed);
+        let mut c = kappa(edir.path());
+        c.args(produce_args(10_000, seed)).args(FIXED_START);
+        ok(c);
     };
     produce_both(&own.bootstrap, 51);
     // A session long enough to outlast the broker's restart: the member keeps its
