@@ -9,20 +9,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
-use common::{copy_dir, kappa, ok, temp};
+use common::{copy_dir, generate, kappa, ms, ok, temp};
 use rand::SeedableRng;
 use serde_json::Value;
-
-/// Generated events as JSON lines (`kappa produce --output`).
-fn generate(dir: &Path, args: &[&str]) -> String {
-    let file = dir.join("events.jsonl");
-    let mut c = kappa(dir);
-    c.args(["produce", "--rate", "0", "--output"])
-        .arg(&file)
-        .args(args);
-    ok(c);
-    std::fs::read_to_string(file).unwrap()
-}
 
 /// `kappa fingerprint --format json` (plus `args`).
 fn fingerprint(dir: &Path, args: &[&str]) -> Value {
@@ -207,12 +196,6 @@ fn fingerprints_agree_across_batch_sizes_and_crashes_and_differ_after_a_one_even
 
 /// Events by type per 1-minute window start (epoch ms) → event type → count.
 type Counts = BTreeMap<i64, BTreeMap<String, u64>>;
-
-fn ms(t: &str) -> i64 {
-    chrono::DateTime::parse_from_rfc3339(t)
-        .unwrap()
-        .timestamp_millis()
-}
 
 /// The naive batch computation over the whole log (no lateness, no duplicates here).
 fn model_counts(events: &str) -> Counts {

@@ -9,20 +9,9 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{RUN_DRAIN, Server, copy_dir, kappa, ok, temp};
+use common::{RUN_DRAIN, Server, copy_dir, generate, kappa, ms, ok, temp};
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
-
-/// Generated events as JSON lines (`kappa produce --output`).
-fn generate(dir: &Path, args: &[&str]) -> String {
-    let file = dir.join("events.jsonl");
-    let mut c = kappa(dir);
-    c.args(["produce", "--rate", "0", "--output"])
-        .arg(&file)
-        .args(args);
-    ok(c);
-    std::fs::read_to_string(file).unwrap()
-}
 
 /// Asserts two exports are equal, showing the first differences only.
 fn assert_same(a: &[String], b: &[String], what: &str) {
@@ -79,12 +68,6 @@ fn exported_counts(lines: &[String]) -> BTreeMap<(i64, String), u64> {
         }
     }
     m
-}
-
-fn ms(t: &str) -> i64 {
-    chrono::DateTime::parse_from_rfc3339(t)
-        .unwrap()
-        .timestamp_millis()
 }
 
 #[test]
@@ -767,7 +750,6 @@ fn control(base: &str, method: &str, path: &str, body: &str) -> (u16, String) {
 /// the state a process killed while building the version leaves behind.
 fn leave_unfinished_build(dir: &Path, version: &str, promote: bool) {
     use kappa::replay::{Job, ReplayRequest, resolve};
-    use kappa::store::{VersionInfo, VersionState};
     let cfg = kappa::config::Config::load(None, &serde_json::json!({ "data-dir": dir })).unwrap();
     let store = kappa::store::Store::open(&cfg.store_path()).unwrap();
     let ends = kappa::source::log_end_offsets(&cfg).unwrap();
@@ -779,19 +761,11 @@ fn leave_unfinished_build(dir: &Path, version: &str, promote: bool) {
     };
     let plan = resolve(&cfg, &store, &ends, &req).unwrap();
     let id = kappa::control::next_replay_id(&store).unwrap();
-    let info = VersionInfo {
-        name: version.into(),
-        config: plan.fingerprint.clone(),
-        created_ms: 0,
-        finalized_through: i64::MIN,
-        state: VersionState::Building {
-            replay: id,
-            promote,
-        },
-    };
-    let starts = plan.starts.clone();
-    Job::start(&store, plan, id).unwrap();
-    store.create_version(&info, &starts).unwrap();
+    // The replay's record and its version, marked as `Job::run` marks it before reading.
+    let job = Job::start(&store, plan, id).unwrap();
+    store
+        .create_version(&job.target_info(0), &job.plan.starts)
+        .unwrap();
 }
 
 fn serving(server: &Server) -> String {

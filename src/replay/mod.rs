@@ -129,6 +129,16 @@ impl Job {
             windows: 0,
             outcome: Outcome::Running,
         };
+        Self::recorded(store, plan, record, false)
+    }
+
+    /// A job for `plan` whose history `record` (running) is written first.
+    fn recorded(
+        store: &Store,
+        plan: Plan,
+        record: ReplayRecord,
+        resumed: bool,
+    ) -> Result<Arc<Self>, ReplayError> {
         store.record_replay(&record)?;
         Ok(Arc::new(Self {
             plan,
@@ -137,7 +147,7 @@ impl Job {
             shared: Arc::new(Shared::default()),
             started: Instant::now(),
             active: AtomicBool::new(true),
-            resumed: false,
+            resumed,
         }))
     }
 
@@ -210,16 +220,7 @@ impl Job {
         };
         record.outcome = Outcome::Running;
         record.ended_ms = None;
-        store.record_replay(&record)?;
-        Ok(Arc::new(Self {
-            plan,
-            record: Mutex::new(record),
-            cancel: CancellationToken::new(),
-            shared: Arc::new(Shared::default()),
-            started: Instant::now(),
-            active: AtomicBool::new(true),
-            resumed: true,
-        }))
+        Self::recorded(store, plan, record, true)
     }
 
     /// The job's number.

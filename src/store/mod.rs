@@ -588,19 +588,7 @@ impl Store {
     /// Store failure.
     pub fn sizes(&self, version: &str) -> Result<Vec<i64>> {
         let tx = self.db()?.begin_read()?;
-        let t = tx.open_table(RESULTS)?;
-        let agg = Aggregate::EventsByType as u8;
-        let mut sizes = Vec::new();
-        let mut next = i64::MIN;
-        while let Some(r) = t
-            .range((version, agg, next, i64::MIN, "")..(version, agg, i64::MAX, i64::MIN, ""))?
-            .next()
-        {
-            let size = r?.0.value().2;
-            sizes.push(size);
-            next = size + 1;
-        }
-        Ok(sizes)
+        sizes_in(&tx.open_table(RESULTS)?, version)
     }
 
     /// Visits every final row of `version` in key order (aggregate, size, start, key).
@@ -1318,6 +1306,26 @@ fn backfill_fingerprints(tx: &redb::WriteTransaction) -> Result<()> {
     Ok(())
 }
 
+/// Window sizes (ms) with at least one final window of `version` in `results` (one seek
+/// per size, through the funnel aggregate every final window has).
+fn sizes_in(
+    results: &impl ReadableTable<ResultKey<'static>, &'static [u8]>,
+    version: &str,
+) -> Result<Vec<i64>> {
+    let agg = Aggregate::EventsByType as u8;
+    let mut sizes = Vec::new();
+    let mut next = i64::MIN;
+    while let Some(r) = results
+        .range((version, agg, next, i64::MIN, "")..(version, agg, i64::MAX, i64::MIN, ""))?
+        .next()
+    {
+        let size = r?.0.value().2;
+        sizes.push(size);
+        next = size + 1;
+    }
+    Ok(sizes)
+}
+
 /// Replaces `to`'s final windows whose start is in `[from_ms, to_ms)` by `from`'s, for
 /// every size — only windows final in both versions (a window still open in `to` is left
 /// to the pipeline computing it). Returns the number of windows (of all sizes) rewritten.
@@ -1340,18 +1348,7 @@ fn copy_windows(
     };
     let through = final_through(from)?.min(final_through(to)?);
     let mut results = tx.open_table(RESULTS)?;
-    let funnel = Aggregate::EventsByType as u8;
-    let mut sizes = Vec::new();
-    let mut next = i64::MIN;
-    while let Some(r) = results
-        .range((from, funnel, next, i64::MIN, "")..(from, funnel, i64::MAX, i64::MIN, ""))?
-        .next()
-    {
-        let size = r?.0.value().2;
-        sizes.push(size);
-        next = size + 1;
-    }
-    for size in sizes {
+    for size in sizes_in(&results, from)? {
         // start ∈ [from_ms, to_ms) and start + size <= through.
         let hi = to_ms.min(through.saturating_sub(size).saturating_add(1));
         if hi <= from_ms {

@@ -69,6 +69,25 @@ pub fn produce_args(n: u64, seed: u64) -> Vec<String> {
     v
 }
 
+/// Generated events as JSON lines (`kappa produce --output`, with `args`), written to
+/// `dir/events.jsonl` and returned.
+pub fn generate(dir: &Path, args: &[&str]) -> String {
+    let file = dir.join("events.jsonl");
+    let mut c = kappa(dir);
+    c.args(["produce", "--rate", "0", "--output"])
+        .arg(&file)
+        .args(args);
+    ok(c);
+    std::fs::read_to_string(file).unwrap()
+}
+
+/// Epoch ms of an RFC 3339 time.
+pub fn ms(t: &str) -> i64 {
+    chrono::DateTime::parse_from_rfc3339(t)
+        .unwrap()
+        .timestamp_millis()
+}
+
 /// Generates `n` events into the embedded log of `dir` (see [`produce_args`]).
 pub fn produce(dir: &Path, n: u64, seed: u64) {
     let mut c = kappa(dir);
