@@ -609,8 +609,8 @@ impl Control {
     /// # Errors
     /// A bad request; store or source failure.
     pub fn plan(&self, req: &ReplayRequest) -> Result<Plan, ControlError> {
-        let ends = source::log_end_offsets(&self.cfg)?;
-        Ok(replay::resolve(&self.cfg, &self.store, &ends, req)?)
+        let log = replay::LogView::of(&self.cfg)?;
+        Ok(replay::resolve(&self.cfg, &self.store, &log, req)?)
     }
 
     /// Starts a replay on its own thread; a dry run only resolves it.

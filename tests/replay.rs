@@ -591,7 +591,7 @@ fn a_cancelled_replay_leaves_the_serving_version_as_it_was_and_no_new_version() 
     let before = common::export_version(dir, "v1");
     let cfg = kappa::config::Config::load(None, &serde_json::json!({ "data-dir": dir })).unwrap();
     let store = kappa::store::Store::open(&cfg.store_path()).unwrap();
-    let ends = kappa::source::log_end_offsets(&cfg).unwrap();
+    let log = kappa::replay::LogView::of(&cfg).unwrap();
     let metrics = kappa::metrics::Metrics::new();
     let open = |v: &str, c: &tokio_util::sync::CancellationToken| {
         kappa::source::open(
@@ -610,7 +610,7 @@ fn a_cancelled_replay_leaves_the_serving_version_as_it_was_and_no_new_version() 
             max_delay: Some("1h".into()),
             ..ReplayRequest::default()
         };
-        let plan = resolve(&cfg, &store, &ends, &req).unwrap();
+        let plan = resolve(&cfg, &store, &log, &req).unwrap();
         let job = Job::start(&store, plan, id).unwrap();
         job.cancel.cancel();
         job.run(&store, &metrics, &open, false).unwrap();
@@ -752,14 +752,14 @@ fn leave_unfinished_build(dir: &Path, version: &str, promote: bool) {
     use kappa::replay::{Job, ReplayRequest, resolve};
     let cfg = kappa::config::Config::load(None, &serde_json::json!({ "data-dir": dir })).unwrap();
     let store = kappa::store::Store::open(&cfg.store_path()).unwrap();
-    let ends = kappa::source::log_end_offsets(&cfg).unwrap();
+    let log = kappa::replay::LogView::of(&cfg).unwrap();
     let req = ReplayRequest {
         from: "earliest".into(),
         version: Some(version.into()),
         promote,
         ..ReplayRequest::default()
     };
-    let plan = resolve(&cfg, &store, &ends, &req).unwrap();
+    let plan = resolve(&cfg, &store, &log, &req).unwrap();
     let id = kappa::control::next_replay_id(&store).unwrap();
     // The replay's record and its version, marked as `Job::run` marks it before reading.
     let job = Job::start(&store, plan, id).unwrap();
@@ -993,4 +993,11 @@ fn a_bounded_drained_run_finalises_every_version_not_only_the_serving_one() {
         &v1,
         "v2 against v1 after the drained run",
     );
+}
+
+#[test]
+fn a_replay_from_before_the_event_time_index_starts_by_record_time_and_equals_the_live_run() {
+    let t = temp();
+    let dir = t.path().to_path_buf();
+    common::replay_from_before_the_index(&|| kappa(&dir));
 }

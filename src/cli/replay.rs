@@ -15,7 +15,7 @@ use super::text::printable;
 use crate::config::Config;
 use crate::control::{self, list_versions, view_of_record};
 use crate::metrics::Metrics;
-use crate::replay::{Job, ReplayRequest, ReplayView, resolve};
+use crate::replay::{Job, LogView, ReplayRequest, ReplayView, resolve};
 use crate::store::{Outcome, Store};
 
 /// `kappa replay`.
@@ -443,8 +443,7 @@ fn fail_unless_done(v: &ReplayView) -> anyhow::Result<()> {
 /// No server: this process opens the store and runs the replay.
 fn foreground(cfg: &Config, store: &Store, req: &ReplayRequest) -> anyhow::Result<()> {
     control::recover_interrupted(store)?;
-    let ends = crate::source::log_end_offsets(cfg)?;
-    let plan = resolve(cfg, store, &ends, req)?;
+    let plan = resolve(cfg, store, &LogView::of(cfg)?, req)?;
     for line in plan.describe() {
         println!("{}", printable(&line));
     }

@@ -43,6 +43,13 @@ pub struct Cursor {
     pub handled: u64,
     /// Offset of the last event-time index checkpoint.
     last_checkpoint: u64,
+    /// The source chose where reading starts (Kafka: the group's committed offset) and no
+    /// record was read yet: if the first one is past `next`, kappa does not know what came
+    /// before it.
+    start_unknown: bool,
+    /// The max event time before `next` is known (read from the partition's beginning or
+    /// from a stored resume point): only then are checkpoints written.
+    indexed: bool,
     /// Wall clock of the last record (or of the assignment): idleness.
     pub last_record_at: Instant,
     /// Offsets between the resume point and `handled` the previous process recorded as
@@ -59,9 +66,18 @@ impl Cursor {
             next,
             handled,
             last_checkpoint: next,
+            start_unknown: false,
+            indexed: true,
             last_record_at: Instant::now(),
             late_rereads,
         }
+    }
+
+    /// The source puts this partition where it starts (no stored position).
+    #[must_use]
+    pub fn where_the_source_starts(mut self) -> Self {
+        self.start_unknown = true;
+        self
     }
 
     /// Still re-reading what a previous process handled.
@@ -82,6 +98,12 @@ impl Cursor {
         max_future: Duration,
     ) -> Ingested {
         let replaying = rec.offset < self.handled;
+        if self.start_unknown {
+            self.start_unknown = false;
+            // History before this record was never read: the event-time index cannot
+            // cover this partition (replays use the log's record times instead).
+            self.indexed = rec.offset <= self.next;
+        }
         self.next = rec.offset + 1;
         let decoded = decoded.and_then(|ev| not_in_future(ev, rec, max_future));
         match decoded {
@@ -111,12 +133,14 @@ impl Cursor {
     }
 
     /// The offset to checkpoint the event-time index at, when one is due (every
-    /// [`CHECKPOINT_EVERY`] records, never while rebuilding); marks it written.
+    /// [`CHECKPOINT_EVERY`] records, never while rebuilding nor when the history before
+    /// the first record read is unknown); marks it written.
     pub fn checkpoint_due(&mut self) -> Option<u64> {
-        (!self.rebuilding() && self.next >= self.last_checkpoint + CHECKPOINT_EVERY).then(|| {
-            self.last_checkpoint = self.next;
-            self.next
-        })
+        (self.indexed && !self.rebuilding() && self.next >= self.last_checkpoint + CHECKPOINT_EVERY)
+            .then(|| {
+                self.last_checkpoint = self.next;
+                self.next
+            })
     }
 
     /// The "handled" mark to commit: never moved back, even while rebuilding.
@@ -300,5 +324,47 @@ impl Tally {
             c.apply(p, source, metrics, status);
             *c = Counts::default();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Feeds invalid records at `offsets` (the window core plays no part in them).
+    fn feed(c: &mut Cursor, core: &mut WindowCore, offsets: std::ops::Range<u64>) {
+        for offset in offsets {
+            let rec = Record {
+                partition: 0,
+                offset,
+                timestamp_ms: 0,
+                key: b"",
+                value: b"not json",
+            };
+            c.ingest(
+                core,
+                0,
+                &rec,
+                crate::event::decode(rec.value, 64),
+                Duration::from_secs(1),
+            );
+        }
+    }
+
+    #[test]
+    fn checkpoints_are_written_only_where_the_history_before_is_known() {
+        let mut core = WindowCore::new(crate::config::Config::default().window_config(), 1);
+        // The source starts the partition at its beginning.
+        let mut c = Cursor::new(0, 0, HashSet::new()).where_the_source_starts();
+        feed(&mut c, &mut core, 0..CHECKPOINT_EVERY);
+        assert_eq!(c.checkpoint_due(), Some(CHECKPOINT_EVERY));
+        // The source starts it past records kappa never read (a group's committed offset).
+        let mut c = Cursor::new(0, 0, HashSet::new()).where_the_source_starts();
+        feed(&mut c, &mut core, 500..500 + 2 * CHECKPOINT_EVERY);
+        assert_eq!(c.checkpoint_due(), None);
+        // A stored resume point: what came before is known.
+        let mut c = Cursor::new(500, 500, HashSet::new());
+        feed(&mut c, &mut core, 500..500 + CHECKPOINT_EVERY);
+        assert_eq!(c.checkpoint_due(), Some(500 + CHECKPOINT_EVERY));
     }
 }

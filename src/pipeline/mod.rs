@@ -282,10 +282,13 @@ impl Pipeline {
             let late = self
                 .store
                 .late_offsets(&self.version, p, next[i], handled[i])?;
-            cursors[i] = Cursor::new(next[i], handled[i], late.into_iter().collect());
-            if known[i] {
+            let cursor = Cursor::new(next[i], handled[i], late.into_iter().collect());
+            cursors[i] = if known[i] {
                 self.source.seek(p, next[i])?;
-            }
+                cursor
+            } else {
+                cursor.where_the_source_starts()
+            };
         }
         self.core = core;
         self.cursors = cursors;

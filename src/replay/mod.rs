@@ -14,7 +14,7 @@
 
 pub mod plan;
 
-pub use plan::{Plan, ReplayRequest, RewriteRange, resolve};
+pub use plan::{LogView, Plan, ReplayRequest, RewriteRange, resolve};
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -217,6 +217,7 @@ impl Job {
             ends: record.ends.clone(),
             records,
             rewrite: Vec::new(),
+            by_record_time: None,
         };
         record.outcome = Outcome::Running;
         record.ended_ms = None;

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::{ReplayError, SCRATCH_PREFIX};
 use crate::config::{Config, fmt_duration};
 use crate::event::time::{format_rfc3339_ms, parse_rfc3339_ms};
+use crate::source::SourceError;
 use crate::store::{PartitionPosition, Store};
 
 /// A replay as asked for: the flags of `kappa replay`, the fields of a plan file
@@ -80,6 +81,9 @@ pub struct Plan {
     pub records: u64,
     /// In place: the windows rewritten, per size.
     pub rewrite: Vec<RewriteRange>,
+    /// Partitions that start from the log's record-time lookup (no event-time checkpoint
+    /// of kappa's covers `--from`), and the record time looked up.
+    pub by_record_time: Option<(i64, Vec<u32>)>,
 }
 
 impl Plan {
@@ -131,6 +135,18 @@ impl Plan {
                 .collect::<Vec<_>>()
                 .join(",")
         ));
+        if let Some((at, parts)) = &self.by_record_time {
+            out.push(format!(
+                "partitions {} start at their first record written at or after {}: kappa's event-time index has no checkpoint before --from there, and no record written earlier holds a valid event from --from − max-delay on (an event more than max-future, {}, ahead of its record is invalid)",
+                parts
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+                format_rfc3339_ms(*at),
+                fmt_duration(self.cfg.pipeline.max_future)
+            ));
+        }
         out.push(format!(
             "records to read: {} (log end now: {})",
             self.records,
@@ -189,18 +205,42 @@ pub fn check_version_name(v: &str) -> Result<(), ReplayError> {
     Ok(())
 }
 
-/// Resolves `req` against the store and the log (`ends`: the log end per partition now).
-/// `base` supplies everything but the result-deciding settings, which come from the
-/// serving version (or from `req.config` for a new version) and `req.max_delay`.
+/// The log as a plan needs it: the end per partition now, and the record-time lookup
+/// ([`crate::source::offsets_for_time`]) for history kappa's event-time index does not
+/// cover.
+pub struct LogView<'a> {
+    /// Log end per partition now.
+    pub ends: Vec<u64>,
+    /// Per partition, the first offset whose record time is at or after a time.
+    pub by_time: Box<dyn Fn(i64) -> Result<Vec<u64>, SourceError> + 'a>,
+}
+
+impl LogView<'_> {
+    /// The log `cfg` names, as it is now.
+    ///
+    /// # Errors
+    /// The log cannot be opened or the brokers not reached.
+    pub fn of(cfg: &Config) -> Result<LogView<'_>, SourceError> {
+        Ok(LogView {
+            ends: crate::source::log_end_offsets(cfg)?,
+            by_time: Box::new(move |ms| crate::source::offsets_for_time(cfg, ms)),
+        })
+    }
+}
+
+/// Resolves `req` against the store and the log. `base` supplies everything but the
+/// result-deciding settings, which come from the serving version (or from `req.config`
+/// for a new version) and `req.max_delay`.
 ///
 /// # Errors
-/// [`ReplayError::Invalid`] naming what is wrong with the request; store failure.
+/// [`ReplayError::Invalid`] naming what is wrong with the request; store or log failure.
 pub fn resolve(
     base: &Config,
     store: &Store,
-    ends: &[u64],
+    log: &LogView<'_>,
     req: &ReplayRequest,
 ) -> Result<Plan, ReplayError> {
+    let ends = &log.ends[..];
     let serving = store.serving()?;
     let serving_info = store.version(&serving)?;
     let in_place = req.version.is_none();
@@ -270,6 +310,7 @@ pub fn resolve(
         max_ts: i64::MIN,
     };
     let from = req.from.trim();
+    let mut plan_record_time = None;
     let (starts, from_ms): (Vec<PartitionPosition>, i64) = if from.is_empty() {
         return Err(invalid(
             "--from is required: earliest, an RFC 3339 event time, or partition:offset,…",
@@ -279,9 +320,10 @@ pub fn resolve(
     } else if let Some(t) = parse_rfc3339_ms(from) {
         // The last checkpoint whose max event time is below T − max_delay: no record before
         // it belongs to a window starting at T or later, and the watermark after it is the
-        // live one. Partitions with no such checkpoint start at their beginning.
+        // live one.
         let bound = t.saturating_sub(delay_ms);
         let mut starts = Vec::with_capacity(partitions);
+        let mut uncovered = Vec::new();
         for (p, &end) in ends.iter().enumerate() {
             let cps = store.checkpoints(u32::try_from(p).unwrap_or(u32::MAX))?;
             let best = cps
@@ -294,9 +336,34 @@ pub fn resolve(
                     max_ts: ts,
                     ..fresh(p, off)
                 },
-                None => fresh(p, 0),
+                None => {
+                    uncovered.push(p);
+                    fresh(p, 0)
+                }
             });
         }
+        // History the index does not cover: the log's record (ingest) times. An event more
+        // than max_future ahead of its record is invalid, so every record written before
+        // T − max_delay − max_future holds an event before T − max_delay (or an invalid
+        // one): starting after them decides every window from T as a start at 0 would.
+        let mut by_record_time = None;
+        if !uncovered.is_empty() {
+            let max_future = i64::try_from(cfg.pipeline.max_future.as_millis()).unwrap_or(i64::MAX);
+            let at = bound.saturating_sub(max_future);
+            let found = (log.by_time)(at)?;
+            let mut moved = Vec::new();
+            for p in uncovered {
+                let off = found.get(p).copied().unwrap_or(0).min(ends[p]);
+                if off > 0 {
+                    starts[p] = fresh(p, off);
+                    moved.push(u32::try_from(p).unwrap_or(u32::MAX));
+                }
+            }
+            if !moved.is_empty() {
+                by_record_time = Some((at, moved));
+            }
+        }
+        plan_record_time = by_record_time;
         (starts, t)
     } else if from.contains(':') {
         let mut starts: Vec<PartitionPosition> = (0..partitions).map(|p| fresh(p, 0)).collect();
@@ -359,5 +426,6 @@ pub fn resolve(
         ends: ends.to_vec(),
         records,
         rewrite,
+        by_record_time: plan_record_time,
     })
 }

@@ -39,6 +39,19 @@ impl EmbeddedSource {
     }
 }
 
+impl EmbeddedSource {
+    /// Per partition, the first offset whose record (ingest) time is at or after `ms`, or
+    /// the end: every record before it was written earlier.
+    ///
+    /// # Errors
+    /// The log cannot be read.
+    pub fn offsets_for_time(&mut self, ms: i64) -> Result<Vec<u64>, SourceError> {
+        (0..self.reader.partitions())
+            .map(|p| Ok(self.reader.offset_for_timestamp(p, ms)?))
+            .collect()
+    }
+}
+
 impl Source for EmbeddedSource {
     fn id(&self) -> String {
         format!("embedded:{}", self.reader.log_id())

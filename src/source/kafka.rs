@@ -1135,6 +1135,61 @@ pub fn read_latest(k: &KafkaSection) -> Result<HashMap<String, String>, SourceEr
 /// # Errors
 /// Brokers unreachable within 10 s, or an unknown topic.
 pub fn high_watermarks(k: &KafkaSection) -> Result<Vec<u64>, SourceError> {
+    let (consumer, parts) = topic_client(k)?;
+    let timeout = Duration::from_secs(10);
+    (0..parts)
+        .map(|p| {
+            let p = i32::try_from(p).unwrap_or(i32::MAX);
+            consumer
+                .fetch_watermarks(&k.topic, p, timeout)
+                .map(|(_, high)| high.unsigned_abs())
+                .map_err(|e| SourceError::Kafka(format!("watermarks of partition {p}: {e}")))
+        })
+        .collect()
+}
+
+/// Per partition, the earliest offset whose record timestamp is at or after `ms`
+/// (`offsetsForTimes`), or the high watermark when there is none.
+///
+/// # Errors
+/// Brokers unreachable within 10 s, or an unknown topic.
+pub fn offsets_for_time(k: &KafkaSection, ms: i64) -> Result<Vec<u64>, SourceError> {
+    let (consumer, parts) = topic_client(k)?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..parts {
+        tpl.add_partition_offset(
+            &k.topic,
+            i32::try_from(p).unwrap_or(i32::MAX),
+            Offset::Offset(ms.max(0)),
+        )
+        .map_err(|e| SourceError::Kafka(format!("partition {p}: {e}")))?;
+    }
+    let found = consumer
+        .offsets_for_times(tpl, Duration::from_secs(10))
+        .map_err(|e| SourceError::Kafka(format!("offsetsForTimes on {}: {e}", k.topic)))?;
+    let ends = high_watermarks(k)?;
+    (0..parts)
+        .map(|p| {
+            let e = found
+                .find_partition(&k.topic, i32::try_from(p).unwrap_or(i32::MAX))
+                .ok_or_else(|| SourceError::Kafka(format!("offsetsForTimes: no partition {p}")))?;
+            if let Err(err) = e.error() {
+                return Err(SourceError::Kafka(format!(
+                    "offsetsForTimes, partition {p}: {err}"
+                )));
+            }
+            Ok(match e.offset() {
+                Offset::Offset(o) => o.unsigned_abs().min(ends[p]),
+                // No record at or after the time: the partition's end.
+                _ => ends[p],
+            })
+        })
+        .collect()
+}
+
+/// A plain client for `k.topic` (with the configured SASL/TLS settings) and the topic's
+/// partition count.
+fn topic_client(k: &KafkaSection) -> Result<(BaseConsumer, usize), SourceError> {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &k.brokers);
     // A secured cluster needs its SASL/TLS settings here as everywhere.
@@ -1157,13 +1212,5 @@ pub fn high_watermarks(k: &KafkaSection) -> Result<Vec<u64>, SourceError> {
             )));
         }
     };
-    (0..parts)
-        .map(|p| {
-            let p = i32::try_from(p).unwrap_or(i32::MAX);
-            consumer
-                .fetch_watermarks(&k.topic, p, timeout)
-                .map(|(_, high)| high.unsigned_abs())
-                .map_err(|e| SourceError::Kafka(format!("watermarks of partition {p}: {e}")))
-        })
-        .collect()
+    Ok((consumer, parts))
 }

@@ -116,6 +116,21 @@ pub fn open(
     }
 }
 
+/// Per partition, the first offset whose record time (the ingest time) is at or after
+/// `ms`, or the log end when there is none: every record before it was written earlier.
+/// Kafka answers with `offsetsForTimes`; the embedded log with its timestamp index. For
+/// replays from a time kappa's own event-time index does not cover.
+///
+/// # Errors
+/// The log cannot be opened or the brokers not reached.
+pub fn offsets_for_time(cfg: &crate::config::Config, ms: i64) -> Result<Vec<u64>, SourceError> {
+    if cfg.kafka.brokers.is_empty() {
+        EmbeddedSource::open(&cfg.log_dir(), cfg.log.partitions)?.offsets_for_time(ms)
+    } else {
+        kafka::offsets_for_time(&cfg.kafka, ms)
+    }
+}
+
 /// The log's end offset per partition, now: for plans and progress totals (a Kafka
 /// broker's answer to a watermark query; the pipeline itself never depends on it).
 ///
