@@ -52,6 +52,14 @@ pub struct VersionView {
     pub digest: String,
 }
 
+/// Records between each position and its log end, in all.
+fn lag(ends: &[u64], positions: &[u64]) -> u64 {
+    ends.iter()
+        .zip(positions)
+        .map(|(e, p)| e.saturating_sub(*p))
+        .sum()
+}
+
 /// The versions in the store (scratch versions of in-place corrections left out), lag
 /// measured against `ends`.
 ///
@@ -76,11 +84,7 @@ pub fn list_versions(store: &Store, ends: &[u64]) -> Result<Vec<VersionView>, St
             }
             None => vec![0; ends.len()],
         };
-        let lag = ends
-            .iter()
-            .zip(&positions)
-            .map(|(e, p)| e.saturating_sub(*p))
-            .sum();
+        let lag = lag(ends, &positions);
         let prints = store.fingerprints(&v.name, i64::MIN, i64::MAX)?;
         out.push(VersionView {
             serving: v.name == serving,
@@ -770,6 +774,21 @@ impl Control {
         let mut out = list_versions(&self.store, &ends)?;
         for v in &mut out {
             v.running = Some(v.name == self.main_version || inner.runners.contains_key(&v.name));
+        }
+        if self.remote.is_some() {
+            // A merger's store positions are on the partials topic: the source positions
+            // are the workers' reported ones.
+            let reported = self.positions.lock().expect("positions lock");
+            for v in &mut out {
+                let at = reported.get(&v.name);
+                v.positions = (0..ends.len())
+                    .map(|p| {
+                        let p = u32::try_from(p).unwrap_or(u32::MAX);
+                        at.and_then(|m| m.get(&p)).copied().unwrap_or(0)
+                    })
+                    .collect();
+                v.lag = lag(&ends, &v.positions);
+            }
         }
         Ok(out)
     }

@@ -778,28 +778,41 @@ fn read_live(dir: &std::path::Path, topic: &str, n: u64) {
     assert!(s.interrupt().success());
 }
 
-#[test]
-fn a_deleted_and_recreated_topic_is_reported_and_never_read() {
-    let _serial = serial();
-    let topic = "t-recreate";
+/// kappa reads 4000 records of `topic`; the topic is deleted, recreated and refilled with
+/// `refill` records while kappa is stopped; the next server must report the divergence
+/// (`expect` in its reason) and read nothing of the new history.
+fn recreate_while_stopped(topic: &str, refill: u64, expect: &str) {
     create_topic_with(topic, 2);
     let dir = temp();
     let mut c = kk(dir.path(), topic);
     c.args(produce_args(4000, 31));
     ok(c);
     read_live(dir.path(), topic, 4000);
-    // Another topic under the same name, with fewer records than kappa read.
     tool(
         "org.apache.kafka.tools.TopicCommand",
         &["--delete", "--topic", topic],
     );
     create_topic_at(broker(), topic, 2);
     let mut c = kk(dir.path(), topic);
-    c.args(produce_args(200, 32));
+    c.args(produce_args(refill, 32));
     ok(c);
     let mut s = Server::start_env(dir.path(), &["--idle-timeout", "0s"], &kafka_env(topic));
-    assert_diverged(&mut s, "deleted and recreated");
+    assert_diverged(&mut s, expect);
     assert_eq!(new_records(&s), 0, "nothing of the new history read");
+}
+
+#[test]
+fn a_deleted_and_recreated_topic_is_reported_and_never_read() {
+    let _serial = serial();
+    // Fewer records than kappa read.
+    recreate_while_stopped("t-recreate", 200, "deleted and recreated");
+}
+
+#[test]
+fn a_recreated_topic_refilled_past_kappas_positions_is_known_by_its_id() {
+    let _serial = serial();
+    // More records than kappa read: every position is valid, only the topic id differs.
+    recreate_while_stopped("t-refill", 12_000, "its id was");
 }
 
 #[test]
@@ -1236,6 +1249,21 @@ fn workers_and_a_merger_keep_and_count_late_and_invalid_records_as_one_process()
         "{st}"
     );
     assert_eq!(st["records"].as_u64(), Some(40_000), "{st}");
+    // `versions list` on the merger measures the source topic's lag from the workers'
+    // positions (its own store positions are on the partials topic).
+    let vs: Value = serde_json::from_str(&merger.get("/api/versions").1).unwrap();
+    let v = &vs["versions"][0];
+    assert_eq!(v["lag"].as_u64(), Some(0), "{vs}");
+    assert_eq!(
+        v["positions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_u64().unwrap())
+            .sum::<u64>(),
+        40_000,
+        "{vs}"
+    );
 
     assert!(single.interrupt().success());
 

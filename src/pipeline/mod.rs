@@ -164,20 +164,29 @@ impl Pipeline {
     pub fn new(
         cfg: &Config,
         version: &str,
-        source: Box<dyn Source>,
+        mut source: Box<dyn Source>,
         store: Store,
         metrics: Arc<Metrics>,
         shared: Arc<Shared>,
     ) -> Result<Self, PipelineError> {
         store.bind_source(&source.id())?;
         let version = version.to_string();
-        store.ensure_version(&VersionInfo {
+        let info = store.ensure_version(&VersionInfo {
             name: version.clone(),
             config: cfg.results_fingerprint(),
             created_ms: chrono::Utc::now().timestamp_millis(),
             finalized_through: i64::MIN,
             state: crate::store::VersionState::Ready,
         })?;
+        // A topic deleted and recreated has a new id, even when refilled past the
+        // positions the store holds (which offset checks alone cannot see).
+        if let Some(id) = source.incarnation()
+            && let Some(was) = store.bind_incarnation(&version, info.created_ms, &id)?
+        {
+            source.history_changed(&format!(
+                "the topic was deleted and recreated (its id was {was} when version {version} began reading it, it is {id} now)"
+            ))?;
+        }
         let partitions = source.partitions() as usize;
         metrics.init_partitions(source.kind(), source.partitions());
         metrics

@@ -378,6 +378,8 @@ pub struct KafkaSource {
     taken: Taken,
     /// Set once the topic no longer holds the history kappa indexed: what happened.
     diverged: Option<String>,
+    /// The topic's id (`DescribeTopics`), when the broker gave one.
+    topic_id: Option<String>,
 }
 
 impl Drop for KafkaSource {
@@ -611,6 +613,7 @@ impl KafkaSource {
                 .subscribe(&[&k.topic])
                 .map_err(|e| SourceError::Kafka(format!("subscribing to {}: {e}", k.topic)))?;
         }
+        let topic_id = topic_id(consumer.client(), &k.topic);
         let n = partitions as usize;
         Ok(Self {
             consumer,
@@ -626,6 +629,7 @@ impl KafkaSource {
             bootstrap: k.brokers.clone(),
             taken: Taken(Vec::new()),
             diverged: None,
+            topic_id,
         })
     }
 }
@@ -638,10 +642,9 @@ impl KafkaSource {
         if self.diverged.is_some() {
             return Ok(());
         }
-        let which =
-            partition.map_or_else(|| "a partition".to_string(), |p| format!("partition {p}"));
+        let which = partition.map_or_else(String::new, |p| format!("partition {p} of "));
         let msg = format!(
-            "{which} of topic {} no longer holds the history kappa indexed: {what}; kappa stopped reading rather than mix two histories (replay into a new version, or start on a new data directory)",
+            "{which}topic {} no longer holds the history kappa indexed: {what}; kappa stopped reading rather than mix two histories (replay into a new version, or start on a new data directory)",
             self.topic
         );
         if self.consumer.context().bounded {
@@ -1064,6 +1067,14 @@ impl Source for KafkaSource {
         self.diverged.clone()
     }
 
+    fn incarnation(&self) -> Option<String> {
+        self.topic_id.clone()
+    }
+
+    fn history_changed(&mut self, what: &str) -> Result<(), SourceError> {
+        self.diverge(None, what)
+    }
+
     fn describe(&self) -> String {
         format!("topic {} on {}", self.topic, self.bootstrap)
     }
@@ -1127,6 +1138,58 @@ pub fn read_latest(k: &KafkaSection) -> Result<HashMap<String, String>, SourceEr
         }
     }
     Ok(out)
+}
+
+/// The id of `topic` (base64, as Kafka's tools print it) from `DescribeTopics`, or `None`
+/// when the broker does not answer within 10 s (the check it serves is then skipped).
+fn topic_id<C: ClientContext>(client: &rdkafka::client::Client<C>, topic: &str) -> Option<String> {
+    let name = CString::new(topic).ok()?;
+    let mut names = [name.as_ptr()];
+    // SAFETY: every handle created here is destroyed here; the result's strings are copied
+    // before the event that owns them is destroyed.
+    unsafe {
+        let rk = client.native_ptr();
+        let queue = rdsys::rd_kafka_queue_new(rk);
+        if queue.is_null() {
+            return None;
+        }
+        let topics = rdsys::rd_kafka_TopicCollection_of_topic_names(names.as_mut_ptr(), 1);
+        rdsys::rd_kafka_DescribeTopics(rk, topics, std::ptr::null(), queue);
+        let ev = rdsys::rd_kafka_queue_poll(queue, 10_000);
+        let mut out = None;
+        if !ev.is_null() {
+            let res = rdsys::rd_kafka_event_DescribeTopics_result(ev);
+            if rdsys::rd_kafka_event_error(ev) == RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR
+                && !res.is_null()
+            {
+                let mut n = 0usize;
+                let descs = rdsys::rd_kafka_DescribeTopics_result_topics(res, &raw mut n);
+                if n == 1 && !descs.is_null() {
+                    let d = *descs;
+                    let err = rdsys::rd_kafka_TopicDescription_error(d);
+                    if err.is_null()
+                        || rdsys::rd_kafka_error_code(err)
+                            == RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR
+                    {
+                        let id = rdsys::rd_kafka_TopicDescription_topic_id(d);
+                        if !id.is_null() {
+                            let text = rdsys::rd_kafka_Uuid_base64str(id);
+                            if !text.is_null() {
+                                out = std::ffi::CStr::from_ptr(text)
+                                    .to_str()
+                                    .ok()
+                                    .map(str::to_string);
+                            }
+                        }
+                    }
+                }
+            }
+            rdsys::rd_kafka_event_destroy(ev);
+        }
+        rdsys::rd_kafka_TopicCollection_destroy(topics);
+        rdsys::rd_kafka_queue_destroy(queue);
+        out
+    }
 }
 
 /// High watermark per partition of the topic (one metadata and one ListOffsets request

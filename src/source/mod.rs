@@ -81,6 +81,19 @@ pub trait Source: Send {
     fn diverged(&self) -> Option<String> {
         None
     }
+    /// The identity of the log's current incarnation, when it has one (Kafka: the topic
+    /// id, which a deleted and recreated topic does not keep).
+    fn incarnation(&self) -> Option<String> {
+        None
+    }
+    /// The log is not the one the store was built from (`what`): stop delivering, as
+    /// [`Source::diverged`] describes.
+    ///
+    /// # Errors
+    /// A bounded read fails with it instead.
+    fn history_changed(&mut self, what: &str) -> Result<(), SourceError> {
+        Err(SourceError::Kafka(what.to_string()))
+    }
 }
 
 /// Opens the configured source for output version `version`: the embedded log under the

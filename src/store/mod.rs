@@ -374,6 +374,32 @@ impl Store {
         Ok(())
     }
 
+    /// Records the incarnation `id` of the log (Kafka: the topic id) that the version
+    /// created at `created_ms` reads, or checks it is the one recorded: the recorded id
+    /// when it differs.
+    ///
+    /// # Errors
+    /// Store failure.
+    pub fn bind_incarnation(
+        &self,
+        version: &str,
+        created_ms: i64,
+        id: &str,
+    ) -> Result<Option<String>> {
+        let key = format!("incarnation/{version}/{created_ms}");
+        let tx = self.db()?.begin_write()?;
+        let old = {
+            let mut t = tx.open_table(META)?;
+            let old = t.get(key.as_str())?.map(|v| v.value().to_string());
+            if old.is_none() {
+                t.insert(key.as_str(), id)?;
+            }
+            old
+        };
+        tx.commit()?;
+        Ok(old.filter(|o| o != id))
+    }
+
     /// Creates `version` with `info`, or checks that an existing one was built with the same
     /// pipeline configuration. The first version created becomes serving.
     ///
