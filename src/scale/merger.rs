@@ -199,6 +199,17 @@ impl MergeState {
         out
     }
 
+    /// The open windows in final form from the partials received so far: provisional,
+    /// they grow as the other source partitions report (a worker publishes a partition's
+    /// partial once that partition's watermark passes the window's end).
+    pub fn provisional(&self, core: &mut WindowCore) -> Vec<FinalWindow> {
+        self.open
+            .iter()
+            .filter(|(_, w)| !w.parts.is_empty())
+            .map(|(&(end, size), w)| core.merge_partials(size, end - size, w.parts.values()))
+            .collect()
+    }
+
     /// Every window ending at or before this is final.
     #[must_use]
     pub fn finalized_through(&self) -> i64 {
@@ -529,6 +540,10 @@ pub fn run(
             }
         }
         if last_refresh.elapsed() >= Duration::from_secs(1) {
+            if let Some(m) = merging.get_mut(version) {
+                *shared.provisional.write().expect("provisional lock") =
+                    m.state.provisional(&mut m.core);
+            }
             refresh(&store, cfg, version, &mut merging)?;
             foreign.clear();
             last_refresh = Instant::now();
@@ -667,9 +682,14 @@ mod tests {
             s.take_final(&mut core).is_empty(),
             "partition 1's partial is missing"
         );
+        // Provisional meanwhile: the sums of the partitions that have reported.
+        let p = s.provisional(&mut core);
+        assert_eq!(p.len(), 1);
+        assert_eq!(p[0].events_by_type[0], 3);
         s.apply(partial(1, 0, 4)).unwrap();
         // A repeat (another worker after a rebalance) is ignored: the first one counts.
         s.apply(partial(1, 0, 4)).unwrap();
+        assert_eq!(s.provisional(&mut core)[0].events_by_type[0], 7);
         let f = s.take_final(&mut core);
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].events_by_type[0], 7);
@@ -678,6 +698,7 @@ mod tests {
         s.apply(partial(0, 0, 3)).unwrap();
         assert!(s.take_final(&mut core).is_empty());
         assert_eq!(s.open_windows(), (0, 0));
+        assert!(s.provisional(&mut core).is_empty(), "nothing open");
     }
 
     #[test]
