@@ -51,8 +51,6 @@ pub struct KafkaSection {
     pub partials_topic: String,
     /// Consumer group of the workers (`kappa run --role worker`).
     pub worker_group_id: String,
-    /// Compacted topic of the workers' resume states (one record per version/partition).
-    pub worker_state_topic: String,
     /// Compacted topic through which a merger tells workers which output versions to
     /// compute (replays across roles).
     pub control_topic: String,
@@ -78,7 +76,6 @@ impl Default for KafkaSection {
             group_id: "kappa".into(),
             partials_topic: "kappa.partials".into(),
             worker_group_id: "kappa-workers".into(),
-            worker_state_topic: "kappa.worker-state".into(),
             control_topic: "kappa.control".into(),
             session_timeout: Duration::from_secs(10),
             statistics_interval: Duration::from_secs(1),

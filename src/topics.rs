@@ -50,7 +50,7 @@ pub enum TopicsError {
 
 /// The specifications in the repository's `topics/`, built into the binary: used when no
 /// `--dir` is given and `./topics` does not exist (a binary run outside the repository).
-pub const BUILT_IN: [(&str, &str); 4] = [
+pub const BUILT_IN: [(&str, &str); 3] = [
     (
         "kappa-control.toml",
         include_str!("../topics/kappa-control.toml"),
@@ -58,10 +58,6 @@ pub const BUILT_IN: [(&str, &str); 4] = [
     (
         "kappa-partials.toml",
         include_str!("../topics/kappa-partials.toml"),
-    ),
-    (
-        "kappa-worker-state.toml",
-        include_str!("../topics/kappa-worker-state.toml"),
     ),
     (
         "shop-events.toml",

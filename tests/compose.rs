@@ -1001,13 +1001,7 @@ fn scale_out_services_can_be_scaled_and_share_the_kafka_settings() {
     // Workers and merger agree on the topics they exchange partials through.
     let w = effective_config("worker", worker);
     let m = effective_config("merger", compose.service("merger"));
-    for key in [
-        "brokers",
-        "topic",
-        "partials-topic",
-        "worker-state-topic",
-        "control-topic",
-    ] {
+    for key in ["brokers", "topic", "partials-topic", "control-topic"] {
         assert_eq!(w["kafka"][key], m["kafka"][key], "kafka.{key}");
     }
     // The merger's store (results and positions) survives a recreated container.
@@ -1017,8 +1011,8 @@ fn scale_out_services_can_be_scaled_and_share_the_kafka_settings() {
         mounts(merger).iter().any(|mt| mt.target == data_dir),
         "merger: data-dir {data_dir} is not a mounted volume"
     );
-    // Topics as code: the partials and worker-state topics exist in topics/.
-    for t in ["kappa.partials", "kappa.worker-state", "kappa.control"] {
+    // Topics as code: the partials and control topics exist in topics/.
+    for t in ["kappa.partials", "kappa.control"] {
         assert!(
             std::fs::read_dir(root().join("topics"))
                 .unwrap()

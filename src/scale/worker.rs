@@ -2,16 +2,17 @@
 //! the worker group; publishes each window's full sums per partition to `kappa.partials`
 //! when that partition's watermark passes the window's end.
 //!
-//! Positions: a worker has no store. Its position on a partition is a resume state written
-//! to the compacted topic `kappa.worker-state` (key `version/partition`) and then
-//! committed to the worker group as the offset — both only after everything published
-//! before has been acknowledged by Kafka. The state holds the partition's resume point
-//! (the first offset of any still-open window) and what a restart needs to decide exactly
-//! as before: the max event time before that offset, how far windows were published, and
-//! how far it had read. Whoever owns the partition next — this process after a restart, or
-//! another worker after a rebalance — resumes from there and re-publishes at most what was
-//! published since; repeats are harmless. (The state rides in a topic of its own rather
-//! than in the offset commit's metadata: the test broker, Tansu, does not keep metadata.)
+//! Positions: a worker has no store. Its position on a partition is the offset it commits
+//! to its consumer group, with a resume state as that commit's metadata (one request: the
+//! broker keeps both or neither) — only after everything published before has been
+//! acknowledged by Kafka. The state holds the partition's resume point (the first offset of
+//! any still-open window) and what a restart needs to decide exactly as before: the max
+//! event time before that offset, how far windows were published, and how far it had read.
+//! Whoever owns the partition next — this process after a restart, or another worker after
+//! a rebalance — resumes from there and re-publishes at most what was published since;
+//! repeats are harmless. Every version has a group of its own (`kappa-workers` for the
+//! live one, `kappa-workers.<version>@<incarnation>` for a replay), so one partition's
+//! commit holds one version's state.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -145,7 +146,7 @@ impl Part {
             tracing::warn!(
                 partition = p,
                 offset,
-                "no resume state for this partition in the worker-state topic ({meta:?}); starting at the group's offset with empty windows"
+                "no resume state of this version in the committed offset's metadata ({meta:?}); starting at the group's offset with empty windows"
             );
         }
         let r = resume.unwrap_or(Resume {
@@ -464,15 +465,10 @@ impl Input {
         );
         let mut k = cfg.kafka.clone();
         k.group_id.clone_from(&cfg.kafka.worker_group_id);
-        let mut state_topic = cfg.kafka.clone();
-        state_topic.topic.clone_from(&cfg.kafka.worker_state_topic);
         let source = KafkaSource::connect_with(
             &k,
             None,
-            Some((
-                state_topic,
-                seeds.iter().map(|(&p, &(o, _))| (p, o)).collect(),
-            )),
+            seeds.iter().map(|(&p, &(o, _))| (p, o)).collect(),
             &instance,
             false,
             metrics.clone(),
@@ -516,8 +512,6 @@ pub fn run(
     };
     metrics.init_partitions("kafka", partitions);
     let mut sink = KafkaSink::for_topic(&cfg.kafka, &cfg.kafka.partials_topic, metrics.clone())?;
-    let mut states =
-        KafkaSink::for_topic(&cfg.kafka, &cfg.kafka.worker_state_topic, metrics.clone())?;
     let mut parts: BTreeMap<u32, Part> = BTreeMap::new();
     let mut batch = RecordBatch::new();
     let mut summary = WorkerSummary::default();
@@ -589,7 +583,7 @@ pub fn run(
             uncommitted |= drained;
             if uncommitted && last_commit.elapsed() >= cfg.pipeline.commit_interval {
                 out.totals(&mut sink, &parts)?;
-                commit(&mut sink, &mut states, &source, &parts, &instance)?;
+                commit(&mut sink, &source, &parts, &instance)?;
                 uncommitted = false;
                 last_commit = Instant::now();
             }
@@ -598,7 +592,7 @@ pub fn run(
         }
         if uncommitted {
             out.totals(&mut sink, &parts)?;
-            commit(&mut sink, &mut states, &source, &parts, &instance)?;
+            commit(&mut sink, &source, &parts, &instance)?;
         }
         Ok(())
     })();
@@ -784,17 +778,16 @@ fn publish_status(shared: &Shared, metrics: &Metrics, parts: &BTreeMap<u32, Part
     st.partitions = partitions;
 }
 
-/// Waits until Kafka acknowledged everything published, then writes each owned
-/// partition's resume state (and waits for that too), then commits the offsets to the group.
+/// Waits until Kafka acknowledged everything published, then commits each owned
+/// partition's resume offset to the group with its resume state as the metadata (one
+/// request: the broker keeps both or neither).
 fn commit(
     sink: &mut KafkaSink,
-    states: &mut KafkaSink,
     source: &KafkaSource,
     parts: &BTreeMap<u32, Part>,
     version: &str,
 ) -> anyhow::Result<()> {
     sink.finish()?;
-    let now = chrono::Utc::now().timestamp_millis();
     let entries: Vec<(u32, u64, String)> = parts
         .iter()
         .map(|(&p, part)| {
@@ -802,10 +795,6 @@ fn commit(
             (p, o, m)
         })
         .collect();
-    for (p, _, m) in &entries {
-        states.append(format!("{version}/{p}").as_bytes(), m.as_bytes(), now)?;
-    }
-    states.finish()?;
     if let Err(e) = source.commit_with_metadata(&entries) {
         // Typically a rebalance in progress: the next owner resumes from the previous
         // commit and re-publishes; nothing is lost.

@@ -84,9 +84,9 @@ pub struct Ctx {
     /// Where positions live; None for a worker, whose positions are the group's committed
     /// offsets (with its resume state in their metadata).
     store: Option<Store>,
-    /// A worker's state topic (`kafka.worker-state-topic`): read on every assignment; and
-    /// where partitions start that have neither a state nor a committed offset (a replay).
-    state_topic: Option<(KafkaSection, HashMap<u32, u64>)>,
+    /// A worker's starts for partitions with nothing committed in its group (a replay's
+    /// first offsets).
+    seeds: HashMap<u32, u64>,
     version: String,
     topic: String,
     /// Where assigned partitions' records go (None once the source is dropped).
@@ -271,18 +271,8 @@ impl Ctx {
         let Some(committed) = committed_list(consumer, &want) else {
             return; // the consumer is closing
         };
-        // The state topic holds each partition's latest resume state (offset included); the
-        // group's committed offset is the fallback (and what lag tooling sees).
-        let saved = match &self.state_topic {
-            Some((k, _)) => loop {
-                match read_latest(k) {
-                    Ok(m) => break m,
-                    Err(e) => tracing::warn!("reading {}: {e}; retrying", k.topic),
-                }
-                std::thread::sleep(Duration::from_millis(500));
-            },
-            None => HashMap::new(),
-        };
+        // Each partition's resume state rides in the metadata of its committed offset (one
+        // commit request writes both); what lag tooling sees is that offset.
         let mut tpl = TopicPartitionList::new();
         let mut state = self.shared.group_state.lock().expect("group state lock");
         state.clear();
@@ -292,18 +282,8 @@ impl Ctx {
                 Offset::Offset(o) if o >= 0 => Some(o.unsigned_abs()),
                 _ => None,
             };
-            let entry = match saved.get(&format!("{}/{p}", self.version)) {
-                Some(meta) => match crate::scale::worker::state_offset(&self.version, meta) {
-                    Some(o) => (Some(o), meta.clone()),
-                    None => (at, String::new()),
-                },
-                None => (at, e.metadata().to_string()),
-            };
-            let seed = self
-                .state_topic
-                .as_ref()
-                .and_then(|(_, s)| s.get(&p).copied());
-            let at = entry.0.or(seed);
+            let entry = (at, e.metadata().to_string());
+            let at = at.or_else(|| self.seeds.get(&p).copied());
             state.insert(p, entry);
             let offset = at.map_or(Offset::Beginning, |o| {
                 Offset::Offset(i64::try_from(o).unwrap_or(i64::MAX))
@@ -530,18 +510,19 @@ impl KafkaSource {
         metrics: Arc<Metrics>,
         cancel: &dyn Fn() -> bool,
     ) -> Result<Self, SourceError> {
-        Self::connect_with(k, store, None, version, bounded, metrics, cancel)
+        Self::connect_with(k, store, HashMap::new(), version, bounded, metrics, cancel)
     }
 
     /// [`KafkaSource::connect`] for a worker: no store; resume states come from
-    /// `state_topic` (the latest record per `version/partition`), else from the group.
+    /// the metadata of the group's committed offsets; partitions with nothing committed
+    /// start at `seeds` (else at the beginning).
     ///
     /// # Errors
     /// As [`KafkaSource::connect`].
     pub fn connect_with(
         k: &KafkaSection,
         store: Option<Store>,
-        state_topic: Option<(KafkaSection, HashMap<u32, u64>)>,
+        seeds: HashMap<u32, u64>,
         version: &str,
         bounded: bool,
         metrics: Arc<Metrics>,
@@ -553,7 +534,7 @@ impl KafkaSource {
             bounded,
             metrics,
             store,
-            state_topic,
+            seeds,
             version: version.to_string(),
             topic: k.topic.clone(),
             fetch: Mutex::new(None),
