@@ -1247,6 +1247,11 @@ fn workers_and_a_merger_keep_and_count_late_and_invalid_records_as_one_process()
         "{st}"
     );
     assert_eq!(st["records"].as_u64(), Some(40_000), "{st}");
+    let m = merger.get("/metrics").1;
+    assert!(
+        m.contains("kappa_pipeline_up 1"),
+        "a merging merger is up: {m}"
+    );
     // `versions list` on the merger measures the source topic's lag from the workers'
     // positions (its own store positions are on the partials topic).
     let vs: Value = serde_json::from_str(&merger.get("/api/versions").1).unwrap();

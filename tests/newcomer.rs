@@ -376,3 +376,45 @@ fn sigterm_while_run_waits_for_the_brokers_is_a_graceful_exit() {
     let status = child.wait().unwrap();
     assert!(status.success(), "exit status {status}");
 }
+
+#[test]
+fn sigterm_stops_a_producer_gracefully_like_ctrl_c() {
+    let t = temp();
+    let mut c = kappa(t.path());
+    c.args(["produce", "--rate", "1000", "--start", "now"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let child = c.spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    common::signal(&child, "TERM");
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "exit status {}", out.status);
+    // The summary (on stderr, as after Ctrl-C): what was flushed into the log.
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(text.contains("produced"), "no summary: {text}");
+}
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly_instead_of_panicking() {
+    let t = temp();
+    common::produce(t.path(), 3000, 5);
+    common::run_drain(t.path(), &[]);
+    let mut c = kappa(t.path());
+    c.args(["replay", "--from", "earliest", "--version", "v2"]);
+    common::ok(c);
+    for args in [
+        &["replay", "show", "1"][..],
+        &["replay", "history"],
+        &["versions", "compare", "v1", "v2", "--json"],
+    ] {
+        let mut c = kappa(t.path());
+        c.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = c.spawn().unwrap();
+        // The reader goes away before kappa writes (`kappa … | head -0`).
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        assert!(out.status.success(), "{args:?}: {} {err}", out.status);
+    }
+}

@@ -1,6 +1,15 @@
 //! The `kappa` command line: argument definitions (help text from the doc comments) and
 //! dispatch to the commands.
 
+/// `println!` that returns an error instead of panicking when stdout is closed (`| head`):
+/// `main` ends quietly on a broken pipe.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($t)*)?
+    }};
+}
+
 mod client;
 mod produce;
 mod read;
@@ -279,14 +288,14 @@ fn topics(cfg: &Config, cmd: &TopicsCommand) -> anyhow::Result<()> {
             for (name, r) in results {
                 match r {
                     crate::topics::Applied::Created if *dry_run => {
-                        println!("{name}: would be created")
+                        out!("{name}: would be created")
                     }
-                    crate::topics::Applied::Created => println!("{name}: created"),
-                    crate::topics::Applied::UpToDate => println!("{name}: up to date"),
+                    crate::topics::Applied::Created => out!("{name}: created"),
+                    crate::topics::Applied::UpToDate => out!("{name}: up to date"),
                     crate::topics::Applied::Drift(d) => {
-                        println!("{name}: DRIFT (not changed; fix the broker or the spec):");
+                        out!("{name}: DRIFT (not changed; fix the broker or the spec):");
                         for line in d {
-                            println!("  {line}");
+                            out!("  {line}");
                         }
                     }
                 }
@@ -306,7 +315,7 @@ fn topics(cfg: &Config, cmd: &TopicsCommand) -> anyhow::Result<()> {
                             .enumerate()
                             .map(|(p, e)| format!("{p}:{e}"))
                             .collect();
-                        println!(
+                        out!(
                             "{} partitions={} end offsets {}",
                             spec.name,
                             ends.len(),

@@ -517,7 +517,9 @@ fn produce_input(
     Ok(())
 }
 
-/// Installs a Ctrl-C handler without a runtime (the producer is synchronous).
+/// Installs a Ctrl-C and SIGTERM (`docker stop`) handler without a runtime (the producer
+/// is synchronous): the first stops producing gracefully (flushed, summary printed), a
+/// second Ctrl-C exits at once.
 fn ctrlc_hook(f: impl Fn() + Send + 'static) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
@@ -526,7 +528,19 @@ fn ctrlc_hook(f: impl Fn() + Send + 'static) -> anyhow::Result<()> {
         .name("signals".into())
         .spawn(move || {
             rt.block_on(async {
-                if tokio::signal::ctrl_c().await.is_ok() {
+                let mut term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+                let terminated = async {
+                    match term.as_mut() {
+                        Some(t) => t.recv().await,
+                        None => std::future::pending().await,
+                    }
+                };
+                let stop = tokio::select! {
+                    r = tokio::signal::ctrl_c() => r.is_ok(),
+                    _ = terminated => true,
+                };
+                if stop {
                     f();
                     if tokio::signal::ctrl_c().await.is_ok() {
                         std::process::exit(130);

@@ -346,12 +346,12 @@ fn follow(mut next: impl FnMut() -> anyhow::Result<ReplayView>) -> anyhow::Resul
     }
 }
 
-fn print_outcome(v: &ReplayView) {
+fn print_outcome(v: &ReplayView) -> std::io::Result<()> {
     let r = &v.record;
     let secs = r
         .ended_ms
         .map_or(0.0, |e| (e - r.started_ms) as f64 / 1000.0);
-    println!(
+    out!(
         "replay {} {}: {} records in {secs:.1} s ({:.0} records/s); {} windows {}",
         r.id,
         printable(&r.outcome.to_string()),
@@ -372,6 +372,7 @@ fn print_outcome(v: &ReplayView) {
                 + &r.version)
         )
     );
+    Ok(())
 }
 
 /// `kappa replay`.
@@ -393,26 +394,26 @@ pub fn replay(cfg: &Config, config_file: Option<&Path>, a: &ReplayArgs) -> anyho
                 &cfg.http.token,
             )?)?;
             for line in resp["lines"].as_array().into_iter().flatten() {
-                println!("{}", printable(line.as_str().unwrap_or_default()));
+                out!("{}", printable(line.as_str().unwrap_or_default()));
             }
             if req.dry_run && !req.diff {
-                println!("dry run: nothing changed");
+                out!("dry run: nothing changed");
                 return Ok(());
             }
             let id = resp["id"]
                 .as_u64()
                 .context("the server did not say the replay's id")?;
-            println!(
+            out!(
                 "replay {id} started on the running kappa at {}",
                 server.base
             );
             if a.detach {
-                println!("follow it with `kappa replay status {id} --watch`");
+                out!("follow it with `kappa replay status {id} --watch`");
                 return Ok(());
             }
             let path = format!("/api/replays/{id}");
             let v = follow(|| parse_view(&server.get(&path)?))?;
-            print_outcome(&v);
+            print_outcome(&v)?;
             fail_unless_done(&v)?;
             if req.diff {
                 print_diff(&Access::Remote(server), id)?;
@@ -445,15 +446,15 @@ fn foreground(cfg: &Config, store: &Store, req: &ReplayRequest) -> anyhow::Resul
     control::recover_interrupted(store)?;
     let plan = resolve(cfg, store, &LogView::of(cfg)?, req)?;
     for line in plan.describe() {
-        println!("{}", printable(&line));
+        out!("{}", printable(&line));
     }
     if req.dry_run && !req.diff {
-        println!("dry run: nothing changed");
+        out!("dry run: nothing changed");
         return Ok(());
     }
     let id = control::next_replay_id(store)?;
     let job = Job::start(store, plan, id)?;
-    println!("replay {id} started (no kappa server holds the store: running here; Ctrl-C cancels)");
+    out!("replay {id} started (no kappa server holds the store: running here; Ctrl-C cancels)");
     let metrics = Metrics::new();
     let cancel = job.cancel.clone();
     let _ = ctrlc_cancel(cancel);
@@ -473,7 +474,7 @@ fn foreground(cfg: &Config, store: &Store, req: &ReplayRequest) -> anyhow::Resul
         .join()
         .map_err(|_| anyhow::anyhow!("the replay thread panicked"))?;
     let v = if v.active { job.view() } else { v };
-    print_outcome(&v);
+    print_outcome(&v)?;
     result?;
     fail_unless_done(&v)?;
     if req.diff {
@@ -502,14 +503,21 @@ fn ctrlc_cancel(cancel: tokio_util::sync::CancellationToken) -> anyhow::Result<(
     Ok(())
 }
 
-fn history_table(views: &[ReplayView]) {
-    println!(
+fn history_table(views: &[ReplayView]) -> std::io::Result<()> {
+    out!(
         "{:>4}  {:<10} {:<8} {:<26} {:<26} {:<20} {:>10}  {:<20} reason",
-        "id", "version", "kind", "from", "to", "started", "records", "outcome"
+        "id",
+        "version",
+        "kind",
+        "from",
+        "to",
+        "started",
+        "records",
+        "outcome"
     );
     for v in views {
         let r = &v.record;
-        println!(
+        out!(
             "{:>4}  {:<10} {:<8} {:<26} {:<26} {:<20} {:>10}  {:<20} {}{}",
             r.id,
             printable(&r.version),
@@ -533,6 +541,7 @@ fn history_table(views: &[ReplayView]) {
             }
         );
     }
+    Ok(())
 }
 
 /// Every replay: the history, from the store or from the running server.
@@ -581,10 +590,10 @@ fn print_diff(access: &Access, id: u64) -> anyhow::Result<()> {
     match replay_diff(access, id)? {
         Some(d) => {
             for line in crate::compare::describe(&d) {
-                println!("{}", printable(&line));
+                out!("{}", printable(&line));
             }
         }
-        None => println!("no diff recorded with replay {id}"),
+        None => out!("no diff recorded with replay {id}"),
     }
     Ok(())
 }
@@ -606,18 +615,18 @@ fn replay_action(cfg: &Config, action: &ReplayAction) -> anyhow::Result<()> {
                         .into_iter()
                         .filter(|v| v.active)
                         .collect::<Vec<_>>(),
-                ),
+                )?,
                 Some(id) if *watch => {
                     let v = follow(|| fetch(*id))?;
-                    print_outcome(&v);
+                    print_outcome(&v)?;
                 }
                 Some(id) if *json => {
-                    println!("{}", serde_json::to_string_pretty(&fetch(*id)?)?);
+                    out!("{}", serde_json::to_string_pretty(&fetch(*id)?)?);
                 }
                 Some(id) => {
                     let v = fetch(*id)?;
-                    history_table(std::slice::from_ref(&v));
-                    println!(
+                    history_table(std::slice::from_ref(&v))?;
+                    out!(
                         "progress {:.1}% ({}/{} records){}",
                         v.progress * 100.0,
                         v.done,
@@ -625,9 +634,12 @@ fn replay_action(cfg: &Config, action: &ReplayAction) -> anyhow::Result<()> {
                         if v.active { " — active" } else { "" }
                     );
                     for p in &v.partitions {
-                        println!(
+                        out!(
                             "  partition {:>3}: {}/{} records, next offset {}",
-                            p.partition, p.done, p.total, p.position
+                            p.partition,
+                            p.done,
+                            p.total,
+                            p.position
                         );
                     }
                 }
@@ -642,14 +654,14 @@ fn replay_action(cfg: &Config, action: &ReplayAction) -> anyhow::Result<()> {
                     None,
                     &cfg.http.token,
                 )?)?;
-                print_outcome(&v);
+                print_outcome(&v)?;
                 Ok(())
             }
             // No server: nothing runs in the background; a new version a process that died
             // left being built can still be cancelled (a foreground replay stops with Ctrl-C).
             Access::Local(store) => {
                 let v = control::cancel_unfinished(&store, *id)?;
-                print_outcome(&v);
+                print_outcome(&v)?;
                 Ok(())
             }
         },
@@ -663,23 +675,23 @@ fn replay_action(cfg: &Config, action: &ReplayAction) -> anyhow::Result<()> {
                     .map(serde_json::to_value)
                     .transpose()?
                     .unwrap_or_default();
-                println!("{}", serde_json::to_string_pretty(&out)?);
+                out!("{}", serde_json::to_string_pretty(&out)?);
                 return Ok(());
             }
-            history_table(std::slice::from_ref(&v));
+            history_table(std::slice::from_ref(&v))?;
             match diff {
                 Some(d) => {
                     for line in crate::compare::describe(&d) {
-                        println!("{}", printable(&line));
+                        out!("{}", printable(&line));
                     }
                 }
-                None => println!("no diff recorded with replay {id}"),
+                None => out!("no diff recorded with replay {id}"),
             }
             Ok(())
         }
         ReplayAction::History { server } => {
             let views = all_replays(&access(cfg, server.as_ref())?)?;
-            history_table(&views);
+            history_table(&views)?;
             Ok(())
         }
     }
@@ -699,9 +711,15 @@ pub fn versions(cfg: &Config, cmd: &VersionsCommand) -> anyhow::Result<()> {
                 }
                 Access::Remote(server) => serde_json::from_slice(&server.get("/api/versions")?)?,
             };
-            println!(
+            out!(
                 "{:<2}{:<12} {:>12} {:>10} {:<22} {:<28} {:<17} config",
-                "", "version", "lag", "size", "final through", "positions", "digest"
+                "",
+                "version",
+                "lag",
+                "size",
+                "final through",
+                "positions",
+                "digest"
             );
             for v in list["versions"].as_array().into_iter().flatten() {
                 let positions: Vec<String> = v["positions"]
@@ -711,7 +729,7 @@ pub fn versions(cfg: &Config, cmd: &VersionsCommand) -> anyhow::Result<()> {
                     .enumerate()
                     .map(|(p, o)| format!("{p}:{}", o.as_u64().unwrap_or(0)))
                     .collect();
-                println!(
+                out!(
                     "{:<2}{:<12} {:>12} {:>10} {:<22} {:<28} {:<17} {}",
                     if v["serving"].as_bool() == Some(true) {
                         "*"
@@ -733,7 +751,7 @@ pub fn versions(cfg: &Config, cmd: &VersionsCommand) -> anyhow::Result<()> {
                     printable(v["config"].as_str().unwrap_or_default())
                 );
             }
-            println!("(* serving)");
+            out!("(* serving)");
             Ok(())
         }
         VersionsCommand::Compare {
@@ -779,10 +797,10 @@ pub fn versions(cfg: &Config, cmd: &VersionsCommand) -> anyhow::Result<()> {
                 }
             };
             if *json {
-                println!("{}", serde_json::to_string_pretty(&c)?);
+                out!("{}", serde_json::to_string_pretty(&c)?);
             } else {
                 for line in crate::compare::describe(&c) {
-                    println!("{line}");
+                    out!("{line}");
                 }
             }
             Ok(())
@@ -799,7 +817,7 @@ pub fn versions(cfg: &Config, cmd: &VersionsCommand) -> anyhow::Result<()> {
                     )?;
                 }
             }
-            println!("{} is serving", printable(version));
+            out!("{} is serving", printable(version));
             Ok(())
         }
         VersionsCommand::Drop { version, server } => {
@@ -814,7 +832,7 @@ pub fn versions(cfg: &Config, cmd: &VersionsCommand) -> anyhow::Result<()> {
                     )?;
                 }
             }
-            println!("{} dropped", printable(version));
+            out!("{} dropped", printable(version));
             Ok(())
         }
     }

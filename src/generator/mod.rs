@@ -256,7 +256,10 @@ impl Generator {
         let catalogue = Catalogue::new(cfg.seed, cfg.products);
         let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
         let behaviour = Behaviour::new(cfg.users, cfg.sale);
-        let id_key = rng.next_u64();
+        // The start is part of the ids' key: a second run with the same seed but another
+        // start (a restarted `produce --start now`, a second `demo`) must not repeat the
+        // first run's event ids, which the pipeline would drop as duplicates.
+        let id_key = rng.next_u64() ^ mix64(cfg.start_ms.cast_unsigned());
         let mut next_session = 1;
         let mut query = Vec::with_capacity(128);
         let pool = (0..POOL_SIZE)

@@ -272,6 +272,32 @@ fn normalise(q: &str) -> String {
 // ------------------------------------------------------------------ tests --
 
 #[test]
+fn another_start_with_the_same_seed_repeats_no_event_id() {
+    let ids = |start_ms: i64| -> HashSet<String> {
+        generate(
+            GenConfig {
+                start_ms,
+                ..faulty()
+            },
+            5_000,
+        )
+        .iter()
+        .filter_map(|r| {
+            let v: serde_json::Value = serde_json::from_slice(&r.value).ok()?;
+            Some(v["event_id"].as_str()?.to_string())
+        })
+        .collect()
+    };
+    let (a, b) = (ids(DEFAULT_START_MS), ids(DEFAULT_START_MS + 60_000));
+    assert!(a.len() > 4_000 && b.len() > 4_000);
+    assert_eq!(
+        a.intersection(&b).count(),
+        0,
+        "event ids repeated across starts"
+    );
+}
+
+#[test]
 fn same_seed_same_bytes_different_seed_differs() {
     let a = generate(faulty(), 10_000);
     let b = generate(faulty(), 10_000);

@@ -706,7 +706,8 @@ impl Pipeline {
                 PartitionStatus {
                     partition: u32::try_from(p).expect("partition fits u32"),
                     position: self.cursors[p].next,
-                    end_offset: self.ends[p],
+                    // The end Kafka's statistics gave may be older than what was read.
+                    end_offset: self.ends[p].max(self.cursors[p].next),
                     lag,
                     watermark_ms: (wm != i64::MIN).then_some(wm),
                     idle: self.core.is_idle(p),

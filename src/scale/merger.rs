@@ -442,6 +442,8 @@ pub fn run(
         st.windows_finalised = already;
     }
     tracing::info!(version, topic = k.topic, "merger started");
+    // Up while merging, as a single process's pipeline is while it consumes.
+    metrics.pipeline_up.set(1);
     while !cancel.is_cancelled() {
         if source.take_assignment().is_some() {
             shared.set_ready(source.healthy());
@@ -626,6 +628,7 @@ pub fn run(
             std::thread::sleep(Duration::from_millis(5));
         }
     }
+    metrics.pipeline_up.set(0);
     summary.elapsed = started.elapsed();
     Ok(summary)
 }

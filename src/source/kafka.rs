@@ -331,7 +331,12 @@ impl ConsumerContext for Ctx {
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 tracing::info!(
-                    "partitions revoked; uncommitted work on them is dropped (the store has the last commit)"
+                    "partitions revoked; uncommitted work on them is dropped (the {} has the last commit)",
+                    if self.store.is_some() {
+                        "store"
+                    } else {
+                        "group"
+                    }
                 );
                 consumer.unassign().ok();
                 *self.shared.assignment.lock().expect("assignment lock") = Some(Vec::new());
@@ -344,6 +349,9 @@ impl ConsumerContext for Ctx {
         }
     }
 }
+
+/// Most records one poll takes from the fetch queue (see `consumer_config`).
+const FETCH_TAKE_MAX: usize = 16_384;
 
 /// Reads a Kafka topic in a consumer group.
 pub struct KafkaSource {
@@ -481,13 +489,16 @@ fn consumer_config(k: &KafkaSection) -> ClientConfig {
             "statistics.interval.ms",
             k.statistics_interval.as_millis().max(100).to_string(),
         )
-        // librdkafka paces fetching by its local queue: with its defaults a consumer that
-        // spends ~1 µs per record between polls got 30 % of the bare read rate (the fetcher
-        // backed off); a deeper queue and no backoff keep it fetching while kappa works.
-        // Costs up to 256 MiB of prefetched records; override in [kafka.properties].
-        .set("fetch.queue.backoff.ms", "0")
+        // librdkafka paces fetching by its local queue: with its defaults (a 1 s backoff once
+        // the queue is full) a consumer that spends ~1 µs per record between polls got 30 %
+        // of the bare read rate. A short backoff keeps it fetching while kappa works (0 made
+        // the fetch thread spin on a full queue, taking a core from kappa on 2 cores), and
+        // 16 MiB of prefetch with takes of 16 k records keep peak RSS under 100 MB
+        // (scripts/bench-kafka; docs/PERFORMANCE.md has the trade-off against a deeper
+        // queue). Override in [kafka.properties].
+        .set("fetch.queue.backoff.ms", "10")
         .set("queued.min.messages", "500000")
-        .set("queued.max.messages.kbytes", "262144")
+        .set("queued.max.messages.kbytes", "16384")
         .set("reconnect.backoff.ms", "100")
         .set("reconnect.backoff.max.ms", "5000");
     for (key, v) in &k.properties {
@@ -891,6 +902,9 @@ impl Source for KafkaSource {
     }
 
     fn poll(&mut self, batch: &mut RecordBatch, max_records: usize) -> Result<usize, SourceError> {
+        // Smaller takes than the pipeline's batch: one take must leave the prefetch queue
+        // (16 MiB, ~50 k records) refilling while kappa works, not empty it.
+        let max_records = max_records.min(FETCH_TAKE_MAX);
         let mut n = 0;
         let mut answered = false;
         // The consumer queue first: rebalances, statistics and errors, and any record
