@@ -133,7 +133,11 @@ pub fn export(dir: &Path) -> Vec<u8> {
 
 /// Export lines of `version` without the version field, sorted: comparable across versions.
 pub fn export_version(dir: &Path, version: &str) -> Vec<String> {
-    let mut c = kappa(dir);
+    export_version_by(kappa(dir), version)
+}
+
+/// [`export_version`] through `c`, a `kappa` command on the data directory (and log).
+pub fn export_version_by(mut c: Command, version: &str) -> Vec<String> {
     c.args(["export", "--version", version]);
     let tag = format!("\"version\":\"{version}\",");
     let mut lines: Vec<String> = String::from_utf8(ok(c).stdout)
@@ -469,18 +473,7 @@ pub fn replay_from_before_the_index(cmd: &dyn Fn() -> Command) {
         "{plan}"
     );
     k(&["replay", "--version", "v2", "--from", &t]);
-    let export = |v: &str| {
-        let mut c = cmd();
-        c.args(["export", "--version", v]);
-        let tag = format!("\"version\":\"{v}\",");
-        let mut lines: Vec<String> = String::from_utf8(ok(c).stdout)
-            .unwrap()
-            .lines()
-            .map(|l| l.replacen(&tag, "", 1))
-            .collect();
-        lines.sort();
-        lines
-    };
+    let export = |v: &str| export_version_by(cmd(), v);
     let start = |l: &str| {
         ms(l.split("\"window_start\":\"")
             .nth(1)
