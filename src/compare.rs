@@ -71,6 +71,10 @@ pub struct Scope {
     pub rows_per_window: usize,
     /// At most this many differing windows listed (every one is counted).
     pub max_windows: usize,
+    /// Also add up the old side's revenue over every window compared, per size (reads
+    /// the rows of windows with equal fingerprints too): what a relative revenue delta
+    /// is measured against.
+    pub revenue_base: bool,
 }
 
 /// Everything, with the bounds a correction's recorded diff keeps: 100 differing windows,
@@ -82,6 +86,7 @@ impl Default for Scope {
             to: i64::MAX,
             rows_per_window: 100,
             max_windows: 100,
+            revenue_base: false,
         }
     }
 }
@@ -139,6 +144,13 @@ pub struct SizeSummary {
     pub windows_differing: u64,
     /// Revenue of the new side minus the old one's, over these windows (two decimals).
     pub revenue_delta: String,
+    /// The same in minor units.
+    #[serde(skip)]
+    pub revenue_delta_minor: i128,
+    /// The old side's revenue over these windows, minor units (with
+    /// [`Scope::revenue_base`] only).
+    #[serde(skip)]
+    pub revenue_a_minor: Option<i128>,
 }
 
 /// Whether a differing window is in both versions.
@@ -384,6 +396,9 @@ pub fn compare(
         });
         s.windows_compared += 1;
         summary.windows_compared += 1;
+        if scope.revenue_base && ha.is_some() {
+            *s.revenue_a_minor.get_or_insert(0) += revenue(&store.rows(a, size, start)?);
+        }
         if ha == hb {
             continue;
         }
@@ -439,6 +454,7 @@ pub fn compare(
         .into_values()
         .map(|(mut s, rev)| {
             s.revenue_delta = signed_money(rev);
+            s.revenue_delta_minor = rev;
             s
         })
         .collect();
@@ -453,6 +469,153 @@ pub fn compare(
         windows,
         windows_truncated,
     })
+}
+
+/// A promotion gate (`kappa replay --version V --promote-if …`): conditions on the
+/// comparison of the new version with the serving one, every one of which must hold for
+/// the promotion. Comma-separated: `max-changed-windows=N` (windows that differ, or that
+/// only one side has), `revenue-delta<=X%` (per window size, |revenue delta| at most X % of
+/// the serving version's revenue over the windows compared) or `revenue-delta<=X` (in
+/// currency units).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gate {
+    text: String,
+    conditions: Vec<Condition>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Condition {
+    MaxChangedWindows(u64),
+    RevenueDeltaPercent(f64),
+    RevenueDeltaMinor(i128),
+}
+
+impl Gate {
+    /// Reads a gate.
+    ///
+    /// # Errors
+    /// One line naming what is wrong and what is accepted.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let help = "use max-changed-windows=N, revenue-delta<=X% or revenue-delta<=X (comma-separated, all must hold)";
+        let mut conditions = Vec::new();
+        for part in text.split(',').map(str::trim) {
+            let bad = || format!("--promote-if {part:?}: {help}");
+            let c = if let Some(n) = part.strip_prefix("max-changed-windows=") {
+                Condition::MaxChangedWindows(n.trim().parse().map_err(|_| bad())?)
+            } else if let Some(x) = part.strip_prefix("revenue-delta<=") {
+                let x = x.trim();
+                match x.strip_suffix('%') {
+                    Some(p) => {
+                        let p: f64 = p.trim().parse().map_err(|_| bad())?;
+                        if !(p.is_finite() && p >= 0.0) {
+                            return Err(bad());
+                        }
+                        Condition::RevenueDeltaPercent(p)
+                    }
+                    None => Condition::RevenueDeltaMinor(i128::from(
+                        crate::event::money::parse_price_minor(x).map_err(|_| bad())?,
+                    )),
+                }
+            } else {
+                return Err(bad());
+            };
+            conditions.push(c);
+        }
+        Ok(Self {
+            text: text.trim().to_string(),
+            conditions,
+        })
+    }
+
+    /// The gate as given.
+    #[must_use]
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// How to compare for this gate.
+    #[must_use]
+    pub fn scope(&self) -> Scope {
+        Scope {
+            revenue_base: self
+                .conditions
+                .iter()
+                .any(|c| matches!(c, Condition::RevenueDeltaPercent(_))),
+            ..Scope::default()
+        }
+    }
+
+    /// Why `c` (made with [`Gate::scope`]) fails the gate, or `None` when every condition
+    /// holds.
+    #[must_use]
+    pub fn refusal(&self, c: &Comparison) -> Option<String> {
+        if c.summary.windows_compared == 0 {
+            // Nothing in common is nothing checked: no promotion on an empty comparison.
+            return Some(format!(
+                "--promote-if {:?} cannot be checked: {} and {} have no final window in common yet (promote by hand with `kappa versions promote {}` once `kappa versions compare {} {}` satisfies you)",
+                self.text, c.a, c.b, c.b, c.a, c.b
+            ));
+        }
+        let failed: Vec<String> = self
+            .conditions
+            .iter()
+            .filter_map(|cond| match cond {
+                Condition::MaxChangedWindows(n) => (c.summary.windows_differing > *n).then(|| {
+                    format!(
+                        "{} windows differ (at most {n} allowed)",
+                        c.summary.windows_differing
+                    )
+                }),
+                Condition::RevenueDeltaMinor(max) => c
+                    .summary
+                    .sizes
+                    .iter()
+                    .find(|s| s.revenue_delta_minor.abs() > *max)
+                    .map(|s| {
+                        format!(
+                            "{} revenue delta {} (at most {} allowed)",
+                            s.size,
+                            s.revenue_delta,
+                            format_minor(max.unsigned_abs())
+                        )
+                    }),
+                Condition::RevenueDeltaPercent(pct) => {
+                    c.summary.sizes.iter().find_map(|s| {
+                        let base = s.revenue_a_minor.unwrap_or(0);
+                        // Any delta over no revenue is over every percentage.
+                        #[allow(clippy::cast_precision_loss)]
+                        let share = if base == 0 {
+                            if s.revenue_delta_minor == 0 {
+                                0.0
+                            } else {
+                                f64::INFINITY
+                            }
+                        } else {
+                            s.revenue_delta_minor.abs() as f64 * 100.0 / base.abs() as f64
+                        };
+                        (share > *pct).then(|| {
+                            format!(
+                                "{} revenue delta {} is {share:.3}% of {} (at most {pct}% allowed)",
+                                s.size,
+                                s.revenue_delta,
+                                format_minor(base.unsigned_abs())
+                            )
+                        })
+                    })
+                }
+            })
+            .collect();
+        (!failed.is_empty()).then(|| {
+            format!(
+                "--promote-if {:?} does not hold against {}: {}; `kappa versions compare {} {}` shows the differences",
+                self.text,
+                c.a,
+                failed.join("; "),
+                c.a,
+                c.b
+            )
+        })
+    }
 }
 
 /// A comparison for people: the summary, then each differing window with its changes.

@@ -440,3 +440,154 @@ fn a_running_server_answers_the_same_fingerprints_comparisons_and_diffs() {
     assert_eq!(fingerprint(dir, &[])["digest"], local["digest"]);
     server.interrupt();
 }
+
+/// `kappa replay …` on `dir` (no server: in the foreground), with `config` as `--config`.
+fn replay(dir: &Path, config: Option<&Path>, args: &[&str]) -> std::process::Output {
+    let mut c = kappa(dir);
+    if let Some(f) = config {
+        c.arg("--config").arg(f);
+    }
+    c.arg("replay").args(args);
+    c.output().unwrap()
+}
+
+/// The serving version: the line `versions list` marks with `*`.
+fn serving(dir: &Path) -> String {
+    let mut c = kappa(dir);
+    c.args(["versions", "list"]);
+    let out = String::from_utf8(ok(c).stdout).unwrap();
+    out.lines()
+        .find_map(|l| l.strip_prefix("* "))
+        .and_then(|l| l.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no serving version in {out}"))
+        .to_string()
+}
+
+#[test]
+fn a_promotion_gate_accepts_an_identical_version_and_refuses_a_different_top_k() {
+    let t = temp();
+    let dir = t.path();
+    // 100 events per second of event time: 5 minutes, so that a version with a lateness
+    // bound of 2 minutes has final windows in common with the serving one.
+    let mut c = kappa(dir);
+    c.args(common::produce_args(30_000, 17))
+        .args(["--sim-rate", "100"]);
+    ok(c);
+    common::run_drain(dir, &[]);
+    // The same configuration: every common final window equal, promoted.
+    let out = replay(
+        dir,
+        None,
+        &[
+            "--from",
+            "earliest",
+            "--version",
+            "v2",
+            "--promote-if",
+            "max-changed-windows=0",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(serving(dir), "v2");
+    // Top 3 instead of 10: the top-K rows differ in every window, refused, and said why;
+    // v3 stays, unpromoted.
+    let cfg = temp();
+    let file = cfg.path().join("top3.toml");
+    std::fs::write(&file, "[pipeline]\ntop-k = 3\n").unwrap();
+    let out = replay(
+        dir,
+        Some(&file),
+        &[
+            "--from",
+            "earliest",
+            "--version",
+            "v3",
+            "--promote-if",
+            "max-changed-windows=0",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a refused promotion is an error exit"
+    );
+    assert!(err.contains("windows differ"), "{err}");
+    assert_eq!(serving(dir), "v2");
+    let mut c = kappa(dir);
+    c.args(["versions", "list"]);
+    assert!(String::from_utf8(ok(c).stdout).unwrap().contains("v3 "));
+    // A revenue bound: the same top 3 moves no revenue (sales by category are unchanged),
+    // so 0 % holds; a larger lateness bound takes late purchases (1–10 minutes late) in,
+    // so 0 % does not.
+    let out = replay(
+        dir,
+        Some(&file),
+        &[
+            "--from",
+            "earliest",
+            "--version",
+            "v4",
+            "--promote-if",
+            "revenue-delta<=0%",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(serving(dir), "v4");
+    let out = replay(
+        dir,
+        Some(&file),
+        &[
+            "--from",
+            "earliest",
+            "--version",
+            "v5",
+            "--max-delay",
+            "2m",
+            "--promote-if",
+            "revenue-delta<=0%",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("revenue delta"),
+        "{err}"
+    );
+    assert_eq!(serving(dir), "v4");
+    // A gate that does not read, or on an in-place correction, is one clear line.
+    let out = replay(
+        dir,
+        None,
+        &[
+            "--from",
+            "earliest",
+            "--version",
+            "v6",
+            "--promote-if",
+            "fewer-bugs",
+        ],
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("max-changed-windows=N"),
+        "{err}"
+    );
+    let out = replay(
+        dir,
+        None,
+        &[
+            "--from",
+            "earliest",
+            "--promote-if",
+            "max-changed-windows=0",
+        ],
+    );
+    assert!(!out.status.success());
+}

@@ -37,11 +37,16 @@ pub struct ReplayArgs {
     /// Make the new version serving once it has caught up.
     #[arg(long)]
     pub promote: bool,
+    /// Promote the new version once caught up only if, compared with the serving one on
+    /// their common final windows, this holds: `max-changed-windows=N`,
+    /// `revenue-delta<=X%` or `revenue-delta<=X` (comma-separated, all must hold).
+    #[arg(long, value_name = "CONDITION")]
+    pub promote_if: Option<String>,
     /// Lateness bound of the replay (e.g. 2h), to take in events that were late live.
     #[arg(long, value_name = "DURATION", value_parser = super::parse_duration)]
     pub max_delay: Option<Duration>,
-    /// A plan file (replay/<name>.toml: from, to, version, promote, max_delay, config,
-    /// reason); flags given as well override it.
+    /// A plan file (replay/<name>.toml: from, to, version, promote, promote_if, max_delay,
+    /// config, reason); flags given as well override it.
     #[arg(long, value_name = "FILE")]
     pub plan: Option<PathBuf>,
     /// Why (kept in the replay history).
@@ -173,6 +178,7 @@ struct PlanFile {
     version: Option<String>,
     #[serde(default)]
     promote: bool,
+    promote_if: Option<String>,
     max_delay: Option<String>,
     config: Option<PathBuf>,
     reason: Option<String>,
@@ -247,6 +253,7 @@ fn request(
         to: a.to.clone().or(file.to),
         version,
         promote: a.promote || file.promote,
+        promote_if: a.promote_if.clone().or(file.promote_if),
         max_delay: a
             .max_delay
             .map(crate::config::fmt_duration)
@@ -424,9 +431,18 @@ pub fn replay(cfg: &Config, config_file: Option<&Path>, a: &ReplayArgs) -> anyho
     }
 }
 
-/// A replay that did not get to its end (failed, cancelled) is an error exit.
+/// A replay that did not get to its end (failed, cancelled), or whose new version was not
+/// promoted as asked (`--promote-if` did not hold), is an error exit.
 fn fail_unless_done(v: &ReplayView) -> anyhow::Result<()> {
     let outcome = &v.record.outcome;
+    if let Outcome::CaughtUpNotPromoted(why) = outcome {
+        anyhow::bail!(
+            "replay {}: {} caught up but is not serving: {}",
+            v.record.id,
+            printable(&v.record.version),
+            printable(why)
+        );
+    }
     if matches!(outcome, Outcome::Failed(_) | Outcome::Cancelled(_)) {
         anyhow::bail!(
             "replay {} {outcome}{}",
@@ -778,6 +794,7 @@ pub fn versions(cfg: &Config, cmd: &VersionsCommand) -> anyhow::Result<()> {
                         to: super::read::time_flag("--to", to.as_ref(), i64::MAX)?,
                         rows_per_window: *limit,
                         max_windows: *windows,
+                        revenue_base: false,
                     };
                     crate::compare::compare(&store, &a, &b, scope)?
                 }

@@ -23,11 +23,12 @@ use std::time::Instant;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::compare::Gate;
 use crate::metrics::Metrics;
 use crate::pipeline::{Mode, Pipeline, PipelineError, Shared};
 use crate::source::SourceError;
 use crate::store::{
-    Outcome, ReplayEnd, ReplayRecord, Store, StoreError, VersionInfo, VersionState,
+    GateCheck, Outcome, ReplayEnd, ReplayRecord, Store, StoreError, VersionInfo, VersionState,
 };
 
 /// Lag (records, on every partition) under which a new version counts as caught up and
@@ -139,7 +140,7 @@ impl Job {
         record: ReplayRecord,
         resumed: bool,
     ) -> Result<Arc<Self>, ReplayError> {
-        store.record_replay(&record)?;
+        store.record_replay_gated(&record, plan.request.promote_if.as_deref())?;
         Ok(Arc::new(Self {
             plan,
             record: Mutex::new(record),
@@ -202,6 +203,7 @@ impl Job {
                 to: record.to.clone(),
                 version: Some(info.name.clone()),
                 promote,
+                promote_if: store.replay_gate(record.id)?,
                 reason: Some(record.reason.clone()),
                 plan: record.plan.clone(),
                 requested_by: Some(record.requested_by.clone()),
@@ -503,8 +505,39 @@ impl Job {
                     Outcome::CaughtUp
                 },
                 w,
-                ReplayEnd::CaughtUp { version: &target },
+                ReplayEnd::CaughtUp {
+                    version: &target,
+                    gate: None,
+                },
             ),
+        };
+        // A promotion gate compares the caught-up version with the serving one now; the
+        // store transaction that promotes checks the serving version is still that one.
+        let serving;
+        let refusal;
+        let end = match (end, &plan.request.promote_if) {
+            (ReplayEnd::CaughtUp { version, .. }, Some(text)) if plan.request.promote => {
+                serving = store.serving()?;
+                refusal = match Gate::parse(text) {
+                    Ok(gate) => gate.refusal(&crate::compare::compare(
+                        store,
+                        &serving,
+                        version,
+                        gate.scope(),
+                    )?),
+                    // Checked when the replay was planned: a stored gate that no longer
+                    // reads is a refusal.
+                    Err(e) => Some(e),
+                };
+                ReplayEnd::CaughtUp {
+                    version,
+                    gate: Some(GateCheck {
+                        against: &serving,
+                        refusal: refusal.as_deref(),
+                    }),
+                }
+            }
+            (end, _) => end,
         };
         self.finish(store, outcome, windows, end)
     }

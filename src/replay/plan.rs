@@ -23,6 +23,10 @@ pub struct ReplayRequest {
     pub version: Option<String>,
     /// Make the new version serving once it has caught up.
     pub promote: bool,
+    /// Promote only if the new version compares with the serving one as this says
+    /// ([`crate::compare::Gate`]: `max-changed-windows=0`, `revenue-delta<=0.1%`, …);
+    /// implies `promote`.
+    pub promote_if: Option<String>,
     /// Lateness bound of the replay (`2h`), instead of the version's.
     pub max_delay: Option<String>,
     /// Result-deciding configuration of a new version, as the fingerprint text of a
@@ -120,10 +124,12 @@ impl Plan {
                 "new output version {} ({}){}",
                 self.version,
                 self.fingerprint,
-                if self.request.promote {
-                    ", promoted once caught up"
-                } else {
-                    ""
+                match (&self.request.promote_if, self.request.promote) {
+                    (Some(g), _) => format!(
+                        ", promoted once caught up if --promote-if {g:?} holds against the serving version"
+                    ),
+                    (None, true) => ", promoted once caught up".to_string(),
+                    (None, false) => String::new(),
                 }
             ));
         }
@@ -257,9 +263,9 @@ pub fn resolve(
                 "nothing to correct: the store has no results yet (serving version {serving} was never computed)"
             )));
         }
-        if req.promote {
+        if req.promote || req.promote_if.is_some() {
             return Err(invalid(
-                "--promote goes with --version (an in-place correction already writes the serving version)",
+                "--promote and --promote-if go with --version (an in-place correction already writes the serving version)",
             ));
         }
         if req.config.is_some() {
@@ -414,8 +420,13 @@ pub fn resolve(
             });
         }
     }
+    let mut request = req.clone();
+    if let Some(g) = &req.promote_if {
+        crate::compare::Gate::parse(g).map_err(invalid)?;
+        request.promote = true;
+    }
     Ok(Plan {
-        request: req.clone(),
+        request,
         version: req.version.clone().unwrap_or(serving),
         in_place,
         cfg,

@@ -157,6 +157,16 @@ fn version_info(bytes: &[u8]) -> Result<VersionInfo, StoreError> {
     })
 }
 
+/// What a promotion gate found, comparing the new version with the serving one.
+#[derive(Debug, Clone, Copy)]
+pub struct GateCheck<'a> {
+    /// The serving version it was compared with (the promotion is refused if another
+    /// one is serving by the time it would happen).
+    pub against: &'a str,
+    /// Why the gate does not hold; `None` when it does.
+    pub refusal: Option<&'a str>,
+}
+
 /// How a replay ends, written in one transaction with its history record (so the history
 /// never disagrees with the store, whatever instant the process dies at).
 #[derive(Debug, Clone, Copy)]
@@ -166,6 +176,8 @@ pub enum ReplayEnd<'a> {
     CaughtUp {
         /// The version built.
         version: &'a str,
+        /// Its promotion gate's verdict (`--promote-if`), when it has one.
+        gate: Option<GateCheck<'a>>,
     },
     /// An in-place correction: the scratch version's final windows with starts in
     /// `[from_ms, to_ms)` replace its target's, and the scratch version is removed. What
@@ -858,18 +870,31 @@ impl Store {
     pub fn end_replay(&self, record: &mut ReplayRecord, end: ReplayEnd<'_>) -> Result<u64> {
         let tx = self.db()?.begin_write()?;
         match end {
-            ReplayEnd::CaughtUp { version } => {
+            ReplayEnd::CaughtUp { version, gate } => {
                 let mut versions = tx.open_table(VERSIONS)?;
                 let mut info = user_version(&versions, version)?;
                 if let VersionState::Building { promote: true, .. } = info.state {
                     let mut meta = tx.open_table(META)?;
                     let serving = meta.get("serving")?.map(|v| v.value().to_string());
-                    match correction_of(&versions, serving.as_deref())? {
-                        Some((replay, target)) => {
-                            record.outcome = Outcome::CaughtUpNotPromoted(format!(
-                                "replay {replay} was correcting {target} in place (promote it with `kappa versions promote {version}`)"
-                            ));
-                        }
+                    let refused = match (correction_of(&versions, serving.as_deref())?, gate) {
+                        (Some((replay, target)), _) => Some(format!(
+                            "replay {replay} was correcting {target} in place (promote it with `kappa versions promote {version}`)"
+                        )),
+                        (None, Some(g)) if serving.as_deref() != Some(g.against) => Some(format!(
+                            "--promote-if compared {version} with {}, but {} is serving now (compare again, then `kappa versions promote {version}`)",
+                            g.against,
+                            serving.as_deref().unwrap_or("no version")
+                        )),
+                        (
+                            None,
+                            Some(GateCheck {
+                                refusal: Some(why), ..
+                            }),
+                        ) => Some(why.to_string()),
+                        (None, _) => None,
+                    };
+                    match refused {
+                        Some(why) => record.outcome = Outcome::CaughtUpNotPromoted(why),
                         None => {
                             meta.insert("serving", version)?;
                         }
@@ -984,10 +1009,31 @@ impl Store {
     /// # Errors
     /// Store failure.
     pub fn record_replay(&self, r: &ReplayRecord) -> Result<()> {
+        self.record_replay_gated(r, None)
+    }
+
+    /// [`Store::record_replay`], with the promotion gate (`--promote-if`) of its new
+    /// version kept beside it, so that a replay carried on after a restart keeps it.
+    ///
+    /// # Errors
+    /// Store failure.
+    pub fn record_replay_gated(&self, r: &ReplayRecord, gate: Option<&str>) -> Result<()> {
         let tx = self.db()?.begin_write()?;
         tx.open_table(REPLAYS)?.insert(r.id, encode(r).as_slice())?;
+        if let Some(g) = gate {
+            tx.open_table(META)?
+                .insert(format!("promote-if/{}", r.id).as_str(), g)?;
+        }
         tx.commit()?;
         Ok(())
+    }
+
+    /// The promotion gate replay `id` was started with, if any.
+    ///
+    /// # Errors
+    /// Store failure.
+    pub fn replay_gate(&self, id: u64) -> Result<Option<String>> {
+        self.meta(&format!("promote-if/{id}"))
     }
 
     /// The replay history, oldest first.

@@ -177,7 +177,13 @@ fn promoting_while_the_serving_version_is_corrected_in_place_is_refused() {
     let mut r = record(8, "v3", false);
     r.outcome = Outcome::CaughtUpPromoted;
     store
-        .end_replay(&mut r, ReplayEnd::CaughtUp { version: "v3" })
+        .end_replay(
+            &mut r,
+            ReplayEnd::CaughtUp {
+                version: "v3",
+                gate: None,
+            },
+        )
         .unwrap();
     assert_eq!(store.serving().unwrap(), "v1");
     assert!(
@@ -206,7 +212,13 @@ fn a_caught_up_build_keeps_its_promise_and_its_record_in_one_transaction() {
     let mut r = record(1, "v2", false);
     r.outcome = Outcome::CaughtUpPromoted;
     store
-        .end_replay(&mut r, ReplayEnd::CaughtUp { version: "v2" })
+        .end_replay(
+            &mut r,
+            ReplayEnd::CaughtUp {
+                version: "v2",
+                gate: None,
+            },
+        )
         .unwrap();
     assert_eq!(store.serving().unwrap(), "v2");
     assert_eq!(store.replays().unwrap(), vec![r]);
