@@ -264,9 +264,14 @@ pub fn resolve(
             )));
         }
         if req.promote || req.promote_if.is_some() {
-            return Err(invalid(
-                "--promote and --promote-if go with --version (an in-place correction already writes the serving version)",
-            ));
+            return Err(invalid(format!(
+                "{} goes with --version (an in-place correction already writes the serving version)",
+                if req.promote_if.is_some() {
+                    "--promote-if"
+                } else {
+                    "--promote"
+                }
+            )));
         }
         if req.config.is_some() {
             return Err(invalid(
