@@ -533,10 +533,12 @@ impl Gate {
         &self.text
     }
 
-    /// How to compare for this gate.
+    /// How to compare for this gate: windows starting at `from` (the replay's `--from`)
+    /// or later, the ones the new version computed in full.
     #[must_use]
-    pub fn scope(&self) -> Scope {
+    pub fn scope(&self, from: i64) -> Scope {
         Scope {
+            from,
             revenue_base: self
                 .conditions
                 .iter()
@@ -549,7 +551,9 @@ impl Gate {
     /// holds.
     #[must_use]
     pub fn refusal(&self, c: &Comparison) -> Option<String> {
-        if c.summary.windows_compared == 0 {
+        let common =
+            c.summary.windows_compared - c.summary.windows_only_in_a - c.summary.windows_only_in_b;
+        if common == 0 {
             // Nothing in common is nothing checked: no promotion on an empty comparison.
             return Some(format!(
                 "--promote-if {:?} cannot be checked: {} and {} have no final window in common yet (promote by hand with `kappa versions promote {}` once `kappa versions compare {} {}` satisfies you)",

@@ -561,6 +561,26 @@ fn a_promotion_gate_accepts_an_identical_version_and_refuses_a_different_top_k()
         "{err}"
     );
     assert_eq!(serving(dir), "v4");
+    // A version from a time: compared from that time on (the serving version's earlier
+    // windows are not the new one's), identical there, promoted.
+    let out = replay(
+        dir,
+        Some(&file),
+        &[
+            "--from",
+            "2026-11-23T00:02:00Z",
+            "--version",
+            "v7",
+            "--promote-if",
+            "max-changed-windows=0",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(serving(dir), "v7");
     // A gate that does not read, or on an in-place correction, is one clear line.
     let out = replay(
         dir,

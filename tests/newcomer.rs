@@ -385,7 +385,8 @@ fn sigterm_stops_a_producer_gracefully_like_ctrl_c() {
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
     let child = c.spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    // Time to install its handlers, even on a loaded machine.
+    std::thread::sleep(Duration::from_secs(3));
     common::signal(&child, "TERM");
     let out = child.wait_with_output().unwrap();
     assert!(out.status.success(), "exit status {}", out.status);

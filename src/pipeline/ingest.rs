@@ -50,6 +50,9 @@ pub struct Cursor {
     /// The max event time before `next` is known (read from the partition's beginning or
     /// from a stored resume point): only then are checkpoints written.
     indexed: bool,
+    /// Where reading began past unread records, until the store has been told
+    /// ([`Cursor::take_unindexed`]).
+    unindexed_from: Option<u64>,
     /// Wall clock of the last record (or of the assignment): idleness.
     pub last_record_at: Instant,
     /// Offsets between the resume point and `handled` the previous process recorded as
@@ -68,15 +71,29 @@ impl Cursor {
             last_checkpoint: next,
             start_unknown: false,
             indexed: true,
+            unindexed_from: None,
             last_record_at: Instant::now(),
             late_rereads,
         }
     }
 
-    /// The source puts this partition where it starts (no stored position).
+    /// The source puts this partition where it starts (no stored position): at `at` when
+    /// the source says (Kafka: the group's committed offset), else where its first record
+    /// will tell. Past records never read, the event-time index cannot cover it.
     #[must_use]
-    pub fn where_the_source_starts(mut self) -> Self {
-        self.start_unknown = true;
+    pub fn where_the_source_starts(mut self, at: Option<u64>) -> Self {
+        match at {
+            Some(at) => {
+                self.next = at;
+                self.handled = self.handled.max(at);
+                self.last_checkpoint = at;
+                if at > 0 {
+                    self.indexed = false;
+                    self.unindexed_from = Some(at);
+                }
+            }
+            None => self.start_unknown = true,
+        }
         self
     }
 
@@ -103,6 +120,9 @@ impl Cursor {
             // History before this record was never read: the event-time index cannot
             // cover this partition (replays use the log's record times instead).
             self.indexed = rec.offset <= self.next;
+            if !self.indexed {
+                self.unindexed_from = Some(rec.offset);
+            }
         }
         self.next = rec.offset + 1;
         let decoded = decoded.and_then(|ev| not_in_future(ev, rec, max_future));
@@ -141,6 +161,12 @@ impl Cursor {
                 self.last_checkpoint = self.next;
                 self.next
             })
+    }
+
+    /// Where reading began past records never read, once: for the store to stop using this
+    /// partition's checkpoints ([`crate::store::Store::mark_unindexed`]), for good.
+    pub fn take_unindexed(&mut self) -> Option<u64> {
+        self.unindexed_from.take()
     }
 
     /// The "handled" mark to commit: never moved back, even while rebuilding.
@@ -355,13 +381,22 @@ mod tests {
     fn checkpoints_are_written_only_where_the_history_before_is_known() {
         let mut core = WindowCore::new(crate::config::Config::default().window_config(), 1);
         // The source starts the partition at its beginning.
-        let mut c = Cursor::new(0, 0, HashSet::new()).where_the_source_starts();
+        let mut c = Cursor::new(0, 0, HashSet::new()).where_the_source_starts(None);
         feed(&mut c, &mut core, 0..CHECKPOINT_EVERY);
         assert_eq!(c.checkpoint_due(), Some(CHECKPOINT_EVERY));
         // The source starts it past records kappa never read (a group's committed offset).
-        let mut c = Cursor::new(0, 0, HashSet::new()).where_the_source_starts();
+        let mut c = Cursor::new(0, 0, HashSet::new()).where_the_source_starts(None);
         feed(&mut c, &mut core, 500..500 + 2 * CHECKPOINT_EVERY);
         assert_eq!(c.checkpoint_due(), None);
+        // Said once, for the store to keep.
+        assert_eq!(c.take_unindexed(), Some(500));
+        assert_eq!(c.take_unindexed(), None);
+        // The same, said by the source: the cursor is there before any record.
+        let mut c = Cursor::new(0, 0, HashSet::new()).where_the_source_starts(Some(700));
+        assert_eq!(c.next, 700);
+        feed(&mut c, &mut core, 700..700 + 2 * CHECKPOINT_EVERY);
+        assert_eq!(c.checkpoint_due(), None);
+        assert_eq!(c.take_unindexed(), Some(700));
         // A stored resume point: what came before is known.
         let mut c = Cursor::new(500, 500, HashSet::new());
         feed(&mut c, &mut core, 500..500 + CHECKPOINT_EVERY);

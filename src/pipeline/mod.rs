@@ -296,7 +296,7 @@ impl Pipeline {
                 self.source.seek(p, next[i])?;
                 cursor
             } else {
-                cursor.where_the_source_starts()
+                cursor.where_the_source_starts(self.source.assigned_offset(p))
             };
         }
         self.core = core;
@@ -604,7 +604,12 @@ impl Pipeline {
     fn commit(&mut self) -> Result<u64, PipelineError> {
         let next: Vec<u64> = self.cursors.iter().map(|c| c.next).collect();
         let resume = self.core.resume_points(&next);
+        // The owned partitions' positions: a partition this process never read has none
+        // (a 0 there would later make it re-read from the start what another member of
+        // the group read, instead of starting at the group's offset); one it read before
+        // keeps what the store has.
         let positions: Vec<PartitionPosition> = (0..self.partitions)
+            .filter(|&p| self.core.is_owned(p))
             .map(|p| PartitionPosition {
                 partition: u32::try_from(p).expect("partition fits u32"),
                 // Never move the "handled" mark back, even while re-reading after a restart.
@@ -614,6 +619,13 @@ impl Pipeline {
                 max_ts: self.core.max_event_time(p),
             })
             .collect();
+        // Before any commit that could hold a checkpoint of such a partition.
+        for p in 0..self.partitions {
+            if let Some(from) = self.cursors[p].take_unindexed() {
+                self.store
+                    .mark_unindexed(u32::try_from(p).expect("partition fits u32"), from)?;
+            }
+        }
         let mut checkpoints = Vec::new();
         for p in 0..self.partitions {
             if self.write_index

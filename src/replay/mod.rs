@@ -213,7 +213,7 @@ impl Job {
             in_place: false,
             cfg,
             fingerprint: info.config.clone(),
-            from_ms: i64::MIN,
+            from_ms: crate::event::time::parse_rfc3339_ms(&record.from).unwrap_or(i64::MIN),
             to_ms: i64::MAX,
             starts,
             ends: record.ends.clone(),
@@ -519,12 +519,19 @@ impl Job {
             (ReplayEnd::CaughtUp { version, .. }, Some(text)) if plan.request.promote => {
                 serving = store.serving()?;
                 refusal = match Gate::parse(text) {
-                    Ok(gate) => gate.refusal(&crate::compare::compare(
+                    // Windows from --from on: before it the new version has none, and the
+                    // one holding --from only its part from --from.
+                    Ok(gate) => match crate::compare::compare(
                         store,
                         &serving,
                         version,
-                        gate.scope(),
-                    )?),
+                        gate.scope(plan.from_ms),
+                    ) {
+                        Ok(c) => gate.refusal(&c),
+                        Err(e) => Some(format!(
+                            "--promote-if {text:?} cannot be checked: comparing with {serving}: {e}"
+                        )),
+                    },
                     // Checked when the replay was planned: a stored gate that no longer
                     // reads is a refusal.
                     Err(e) => Some(e),

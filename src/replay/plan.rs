@@ -219,6 +219,8 @@ pub struct LogView<'a> {
     pub ends: Vec<u64>,
     /// Per partition, the first offset whose record time is at or after a time.
     pub by_time: Box<dyn Fn(i64) -> Result<Vec<u64>, SourceError> + 'a>,
+    /// The log's incarnation now (Kafka: the topic id), when it has one.
+    pub incarnation: Option<String>,
 }
 
 impl LogView<'_> {
@@ -230,6 +232,7 @@ impl LogView<'_> {
         Ok(LogView {
             ends: crate::source::log_end_offsets(cfg)?,
             by_time: Box::new(move |ms| crate::source::offsets_for_time(cfg, ms)),
+            incarnation: crate::source::incarnation(cfg)?,
         })
     }
 }
@@ -250,6 +253,20 @@ pub fn resolve(
     let serving = store.serving()?;
     let serving_info = store.version(&serving)?;
     let in_place = req.version.is_none();
+    // A topic deleted and recreated since the serving version read it: the store's
+    // event-time checkpoints describe the old history.
+    let recreated = match (&log.incarnation, &serving_info) {
+        (Some(now), Some(info)) => store
+            .incarnation(info)?
+            .filter(|was| was != now)
+            .map(|was| (was, now.clone())),
+        _ => None,
+    };
+    if let (true, Some((was, now))) = (in_place, &recreated) {
+        return Err(invalid(format!(
+            "the topic was deleted and recreated since {serving} read it (id {was} then, {now} now): an in-place correction would mix two histories; replay into a new version (`--version v2 --from earliest`)"
+        )));
+    }
     if let Some(v) = &req.version {
         check_version_name(v)?;
         if store.version(v)?.is_some() {
@@ -336,7 +353,11 @@ pub fn resolve(
         let mut starts = Vec::with_capacity(partitions);
         let mut uncovered = Vec::new();
         for (p, &end) in ends.iter().enumerate() {
-            let cps = store.checkpoints(u32::try_from(p).unwrap_or(u32::MAX))?;
+            let cps = if recreated.is_some() {
+                Vec::new()
+            } else {
+                store.checkpoints(u32::try_from(p).unwrap_or(u32::MAX))?
+            };
             let best = cps
                 .iter()
                 .filter(|(off, ts)| *ts < bound && *off <= end)

@@ -512,16 +512,26 @@ pub fn run(
             }
             if let Msg::Progress {
                 partition,
-                checkpoint,
+                checkpoint: Some((offset, ts)),
+                ..
+            } = &msg
+                && v == version
+            {
+                pending_checkpoints.push((*partition, *offset, *ts));
+            }
+            // Where each worker is: progress comes with finalised windows, totals with every
+            // worker commit (so a caught-up version's position is current).
+            if let Msg::Progress {
+                partition,
+                position,
+                ..
+            }
+            | Msg::Totals {
+                partition,
                 position,
                 ..
             } = &msg
             {
-                if v == version
-                    && let Some((offset, ts)) = checkpoint
-                {
-                    pending_checkpoints.push((*partition, *offset, *ts));
-                }
                 let mut pos = positions.lock().expect("positions lock");
                 let at = pos
                     .entry(v.clone())

@@ -221,7 +221,10 @@ impl Ctx {
                         read_to.insert(p, next);
                         Offset::Offset(i64::try_from(resume).unwrap_or(i64::MAX))
                     }
-                    (None, Some(&at)) => Offset::Offset(i64::try_from(at).unwrap_or(i64::MAX)),
+                    (None, Some(&at)) => {
+                        assigned.insert(p, at);
+                        Offset::Offset(i64::try_from(at).unwrap_or(i64::MAX))
+                    }
                     (None, None) => Offset::Beginning,
                 };
                 tpl.add_partition_offset(&self.topic, i32::try_from(p).unwrap_or(i32::MAX), offset)
@@ -1066,6 +1069,15 @@ impl Source for KafkaSource {
         self.topic_id.clone()
     }
 
+    fn assigned_offset(&self, partition: u32) -> Option<u64> {
+        self.shared
+            .assigned_at
+            .lock()
+            .expect("assigned lock")
+            .get(&partition)
+            .copied()
+    }
+
     fn history_changed(&mut self, what: &str) -> Result<(), SourceError> {
         self.diverge(None, what)
     }
@@ -1152,7 +1164,11 @@ fn topic_id<C: ClientContext>(client: &rdkafka::client::Client<C>, topic: &str) 
         rdsys::rd_kafka_DescribeTopics(rk, topics, std::ptr::null(), queue);
         let ev = rdsys::rd_kafka_queue_poll(queue, 10_000);
         let mut out = None;
-        if !ev.is_null() {
+        if ev.is_null() {
+            tracing::warn!(
+                "the brokers did not describe topic {topic} within 10 s: its id is not checked this time"
+            );
+        } else {
             let res = rdsys::rd_kafka_event_DescribeTopics_result(ev);
             if rdsys::rd_kafka_event_error(ev) == RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR
                 && !res.is_null()
@@ -1183,8 +1199,18 @@ fn topic_id<C: ClientContext>(client: &rdkafka::client::Client<C>, topic: &str) 
         }
         rdsys::rd_kafka_TopicCollection_destroy(topics);
         rdsys::rd_kafka_queue_destroy(queue);
-        out
+        // Brokers without topic ids answer the zero id.
+        out.filter(|id| id.bytes().any(|b| b != b'A'))
     }
+}
+
+/// The id of `k.topic` (see [`topic_id`]), from a plain client.
+///
+/// # Errors
+/// Brokers unreachable within 10 s, or an unknown topic.
+pub fn topic_id_of(k: &KafkaSection) -> Result<Option<String>, SourceError> {
+    let (consumer, _) = topic_client(k)?;
+    Ok(topic_id(consumer.client(), &k.topic))
 }
 
 /// High watermark per partition of the topic (one metadata and one ListOffsets request

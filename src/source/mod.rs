@@ -81,6 +81,12 @@ pub trait Source: Send {
     fn diverged(&self) -> Option<String> {
         None
     }
+    /// Where the source started `partition` in its latest assignment, when it chose (Kafka:
+    /// the group's committed offset or a stored position; `None`: its beginning, or not
+    /// known before the first record).
+    fn assigned_offset(&self, _partition: u32) -> Option<u64> {
+        None
+    }
     /// The identity of the log's current incarnation, when it has one (Kafka: the topic
     /// id, which a deleted and recreated topic does not keep).
     fn incarnation(&self) -> Option<String> {
@@ -141,6 +147,19 @@ pub fn offsets_for_time(cfg: &crate::config::Config, ms: i64) -> Result<Vec<u64>
         EmbeddedSource::open(&cfg.log_dir(), cfg.log.partitions)?.offsets_for_time(ms)
     } else {
         kafka::offsets_for_time(&cfg.kafka, ms)
+    }
+}
+
+/// The identity of the log's current incarnation (Kafka: the topic id; the embedded log:
+/// none needed, its id is bound to the store).
+///
+/// # Errors
+/// The brokers not reached.
+pub fn incarnation(cfg: &crate::config::Config) -> Result<Option<String>, SourceError> {
+    if cfg.kafka.brokers.is_empty() {
+        Ok(None)
+    } else {
+        kafka::topic_id_of(&cfg.kafka)
     }
 }
 

@@ -157,6 +157,11 @@ fn version_info(bytes: &[u8]) -> Result<VersionInfo, StoreError> {
     })
 }
 
+/// META key of the log incarnation a version (one creation of it) reads.
+fn incarnation_key(version: &str, created_ms: i64) -> String {
+    format!("incarnation/{version}/{created_ms}")
+}
+
 /// What a promotion gate found, comparing the new version with the serving one.
 #[derive(Debug, Clone, Copy)]
 pub struct GateCheck<'a> {
@@ -398,7 +403,7 @@ impl Store {
         created_ms: i64,
         id: &str,
     ) -> Result<Option<String>> {
-        let key = format!("incarnation/{version}/{created_ms}");
+        let key = incarnation_key(version, created_ms);
         let tx = self.db()?.begin_write()?;
         let old = {
             let mut t = tx.open_table(META)?;
@@ -410,6 +415,14 @@ impl Store {
         };
         tx.commit()?;
         Ok(old.filter(|o| o != id))
+    }
+
+    /// The incarnation of the log (Kafka: topic id) version `info` recorded, if any.
+    ///
+    /// # Errors
+    /// Store failure.
+    pub fn incarnation(&self, info: &VersionInfo) -> Result<Option<String>> {
+        self.meta(&incarnation_key(&info.name, info.created_ms))
     }
 
     /// Creates `version` with `info`, or checks that an existing one was built with the same
@@ -1083,12 +1096,39 @@ impl Store {
         stored_window(&tx.open_table(RESULTS)?, version, size_ms, start_ms)
     }
 
+    /// Marks `partition` as read from `offset` on with what came before never read: its
+    /// event-time checkpoints are not used from now on ([`Store::checkpoints`]).
+    ///
+    /// # Errors
+    /// Store failure.
+    pub fn mark_unindexed(&self, partition: u32, offset: u64) -> Result<()> {
+        let tx = self.db()?.begin_write()?;
+        {
+            let mut t = tx.open_table(META)?;
+            let key = format!("unindexed/{partition}");
+            if t.get(key.as_str())?.is_none() {
+                t.insert(key.as_str(), offset.to_string().as_str())?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// Event-time index checkpoints of one partition: `(offset, max event time before)`.
     ///
     /// # Errors
     /// Store failure.
     pub fn checkpoints(&self, partition: u32) -> Result<Vec<(u64, i64)>> {
         let tx = self.db()?.begin_read()?;
+        // A partition kappa began reading past records it never read: no checkpoint can
+        // say what came before (replays use the log's record times instead).
+        if tx
+            .open_table(META)?
+            .get(format!("unindexed/{partition}").as_str())?
+            .is_some()
+        {
+            return Ok(Vec::new());
+        }
         let t = tx.open_table(EVENT_INDEX)?;
         t.range((partition, 0u64)..=(partition, u64::MAX))?
             .map(|r| {

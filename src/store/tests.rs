@@ -312,3 +312,29 @@ fn outcomes_read_back_as_the_text_they_were_stored_as() {
         Outcome::Failed(_)
     ));
 }
+
+#[test]
+fn a_partition_read_from_past_unread_records_has_no_usable_checkpoints() {
+    let (_d, store) = store();
+    store
+        .create_version(&version("v1", VersionState::Ready), &[])
+        .unwrap();
+    store
+        .commit(&Commit {
+            version: "v1",
+            finals: &[],
+            positions: &[],
+            finalized_through: i64::MIN,
+            checkpoints: &[(0, 10_000, 5), (1, 10_000, 7)],
+            dead_letters: &[],
+            late: &[],
+            merger_state: None,
+        })
+        .unwrap();
+    store.mark_unindexed(1, 500).unwrap();
+    assert_eq!(store.checkpoints(0).unwrap(), vec![(10_000, 5)]);
+    assert!(
+        store.checkpoints(1).unwrap().is_empty(),
+        "partition 1 is not indexed"
+    );
+}
