@@ -474,47 +474,28 @@ fn a_promotion_gate_accepts_an_identical_version_and_refuses_a_different_top_k()
         .args(["--sim-rate", "100"]);
     ok(c);
     common::run_drain(dir, &[]);
+    // `replay --from FROM --version V --promote-if GATE` (plus `extra`): Ok, or the
+    // error exit's stderr.
+    let gated = |config: Option<&Path>, from: &str, version: &str, gate: &str, extra: &[&str]| {
+        let mut args = vec!["--from", from, "--version", version, "--promote-if", gate];
+        args.extend(extra);
+        let out = replay(dir, config, &args);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(err)
+        }
+    };
     // The same configuration: every common final window equal, promoted.
-    let out = replay(
-        dir,
-        None,
-        &[
-            "--from",
-            "earliest",
-            "--version",
-            "v2",
-            "--promote-if",
-            "max-changed-windows=0",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    gated(None, "earliest", "v2", "max-changed-windows=0", &[]).unwrap();
     assert_eq!(serving(dir), "v2");
-    // Top 3 instead of 10: the top-K rows differ in every window, refused, and said why;
-    // v3 stays, unpromoted.
+    // Top 3 instead of 10: the top-K rows differ in every window, refused (an error exit),
+    // and said why; v3 stays, unpromoted.
     let cfg = temp();
     let file = cfg.path().join("top3.toml");
     std::fs::write(&file, "[pipeline]\ntop-k = 3\n").unwrap();
-    let out = replay(
-        dir,
-        Some(&file),
-        &[
-            "--from",
-            "earliest",
-            "--version",
-            "v3",
-            "--promote-if",
-            "max-changed-windows=0",
-        ],
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "a refused promotion is an error exit"
-    );
+    let err = gated(Some(&file), "earliest", "v3", "max-changed-windows=0", &[]).unwrap_err();
     assert!(err.contains("windows differ"), "{err}");
     assert_eq!(serving(dir), "v2");
     let mut c = kappa(dir);
@@ -523,82 +504,32 @@ fn a_promotion_gate_accepts_an_identical_version_and_refuses_a_different_top_k()
     // A revenue bound: the same top 3 moves no revenue (sales by category are unchanged),
     // so 0 % holds; a larger lateness bound takes late purchases (1–10 minutes late) in,
     // so 0 % does not.
-    let out = replay(
-        dir,
-        Some(&file),
-        &[
-            "--from",
-            "earliest",
-            "--version",
-            "v4",
-            "--promote-if",
-            "revenue-delta<=0%",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    gated(Some(&file), "earliest", "v4", "revenue-delta<=0%", &[]).unwrap();
     assert_eq!(serving(dir), "v4");
-    let out = replay(
-        dir,
+    let err = gated(
         Some(&file),
-        &[
-            "--from",
-            "earliest",
-            "--version",
-            "v5",
-            "--max-delay",
-            "2m",
-            "--promote-if",
-            "revenue-delta<=0%",
-        ],
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && err.contains("revenue delta"),
-        "{err}"
-    );
+        "earliest",
+        "v5",
+        "revenue-delta<=0%",
+        &["--max-delay", "2m"],
+    )
+    .unwrap_err();
+    assert!(err.contains("revenue delta"), "{err}");
     assert_eq!(serving(dir), "v4");
     // A version from a time: compared from that time on (the serving version's earlier
     // windows are not the new one's), identical there, promoted.
-    let out = replay(
-        dir,
+    gated(
         Some(&file),
-        &[
-            "--from",
-            "2026-11-23T00:02:00Z",
-            "--version",
-            "v7",
-            "--promote-if",
-            "max-changed-windows=0",
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        "2026-11-23T00:02:00Z",
+        "v7",
+        "max-changed-windows=0",
+        &[],
+    )
+    .unwrap();
     assert_eq!(serving(dir), "v7");
     // A gate that does not read, or on an in-place correction, is one clear line.
-    let out = replay(
-        dir,
-        None,
-        &[
-            "--from",
-            "earliest",
-            "--version",
-            "v6",
-            "--promote-if",
-            "fewer-bugs",
-        ],
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && err.contains("max-changed-windows=N"),
-        "{err}"
-    );
+    let err = gated(None, "earliest", "v6", "fewer-bugs", &[]).unwrap_err();
+    assert!(err.contains("max-changed-windows=N"), "{err}");
     let out = replay(
         dir,
         None,

@@ -619,23 +619,17 @@ impl Pipeline {
                 max_ts: self.core.max_event_time(p),
             })
             .collect();
-        // Before any commit that could hold a checkpoint of such a partition.
-        for p in 0..self.partitions {
-            if let Some(from) = self.cursors[p].take_unindexed() {
-                self.store
-                    .mark_unindexed(u32::try_from(p).expect("partition fits u32"), from)?;
-            }
-        }
         let mut checkpoints = Vec::new();
         for p in 0..self.partitions {
+            let partition = u32::try_from(p).expect("partition fits u32");
+            // Kept before the commit below: no checkpoint of such a partition is used again.
+            if let Some(from) = self.cursors[p].take_unindexed() {
+                self.store.mark_unindexed(partition, from)?;
+            }
             if self.write_index
                 && let Some(at) = self.cursors[p].checkpoint_due()
             {
-                checkpoints.push((
-                    u32::try_from(p).expect("partition fits u32"),
-                    at,
-                    self.core.max_event_time(p),
-                ));
+                checkpoints.push((partition, at, self.core.max_event_time(p)));
             }
         }
         let finals: Vec<FinalWindow> = self.pending.finals.iter().map(|(f, _)| f.clone()).collect();

@@ -338,13 +338,17 @@ pub fn resolve(
         max_ts: i64::MIN,
     };
     let from = req.from.trim();
-    let mut plan_record_time = None;
-    let (starts, from_ms): (Vec<PartitionPosition>, i64) = if from.is_empty() {
+    type Starts = (Vec<PartitionPosition>, i64, Option<(i64, Vec<u32>)>);
+    let (starts, from_ms, by_record_time): Starts = if from.is_empty() {
         return Err(invalid(
             "--from is required: earliest, an RFC 3339 event time, or partition:offset,…",
         ));
     } else if from == "earliest" {
-        ((0..partitions).map(|p| fresh(p, 0)).collect(), i64::MIN)
+        (
+            (0..partitions).map(|p| fresh(p, 0)).collect(),
+            i64::MIN,
+            None,
+        )
     } else if let Some(t) = parse_rfc3339_ms(from) {
         // The last checkpoint whose max event time is below T − max_delay: no record before
         // it belongs to a window starting at T or later, and the watermark after it is the
@@ -395,8 +399,7 @@ pub fn resolve(
                 by_record_time = Some((at, moved));
             }
         }
-        plan_record_time = by_record_time;
-        (starts, t)
+        (starts, t, by_record_time)
     } else if from.contains(':') {
         let mut starts: Vec<PartitionPosition> = (0..partitions).map(|p| fresh(p, 0)).collect();
         for item in from.split(',') {
@@ -412,7 +415,7 @@ pub fn resolve(
             }
             starts[p] = fresh(p, o.min(ends[p]));
         }
-        (starts, i64::MIN)
+        (starts, i64::MIN, None)
     } else {
         return Err(invalid(format!(
             "--from {from:?}: use earliest, an RFC 3339 event time (2026-11-23T10:00:00Z), or partition:offset,…"
@@ -463,6 +466,6 @@ pub fn resolve(
         ends: ends.to_vec(),
         records,
         rewrite,
-        by_record_time: plan_record_time,
+        by_record_time,
     })
 }

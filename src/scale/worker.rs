@@ -120,12 +120,6 @@ fn decode_meta(version: &str, meta: &str) -> Option<(u64, Resume)> {
     Some((offset, Resume { counts, ..r }))
 }
 
-/// The resume offset of a state record (the source assigns the partition there).
-#[must_use]
-pub fn state_offset(version: &str, meta: &str) -> Option<u64> {
-    decode_meta(version, meta).map(|(o, _)| o)
-}
-
 impl Part {
     /// `seed`: where to start (offset, max event time before it) when the partition has no
     /// state and no committed offset (a replay's start).
@@ -824,7 +818,6 @@ mod tests {
         };
         let m = encode_meta("v1", 9, r);
         assert_eq!(decode_meta("v1", &m), Some((9, r)));
-        assert_eq!(state_offset("v1", &m), Some(9));
         assert_eq!(decode_meta("v2", &m), None);
         assert_eq!(decode_meta("v1", ""), None);
         assert_eq!(decode_meta("v1", &format!("{m} 7")), None);

@@ -1088,7 +1088,7 @@ impl Source for KafkaSource {
 }
 
 /// The latest value per key of topic `k.topic`, read from the beginning to the end as it
-/// is now (a compacted state topic: small).
+/// is now (a compacted topic: small).
 ///
 /// # Errors
 /// Brokers unreachable, an unknown topic, or a read that does not finish in 30 s.
@@ -1220,12 +1220,21 @@ pub fn topic_id_of(k: &KafkaSection) -> Result<Option<String>, SourceError> {
 /// Brokers unreachable within 10 s, or an unknown topic.
 pub fn high_watermarks(k: &KafkaSection) -> Result<Vec<u64>, SourceError> {
     let (consumer, parts) = topic_client(k)?;
+    watermarks_of(&consumer, &k.topic, parts)
+}
+
+/// The high watermarks of `topic`'s `parts` partitions, asked through `consumer`.
+fn watermarks_of(
+    consumer: &BaseConsumer,
+    topic: &str,
+    parts: usize,
+) -> Result<Vec<u64>, SourceError> {
     let timeout = Duration::from_secs(10);
     (0..parts)
         .map(|p| {
             let p = i32::try_from(p).unwrap_or(i32::MAX);
             consumer
-                .fetch_watermarks(&k.topic, p, timeout)
+                .fetch_watermarks(topic, p, timeout)
                 .map(|(_, high)| high.unsigned_abs())
                 .map_err(|e| SourceError::Kafka(format!("watermarks of partition {p}: {e}")))
         })
@@ -1251,7 +1260,7 @@ pub fn offsets_for_time(k: &KafkaSection, ms: i64) -> Result<Vec<u64>, SourceErr
     let found = consumer
         .offsets_for_times(tpl, Duration::from_secs(10))
         .map_err(|e| SourceError::Kafka(format!("offsetsForTimes on {}: {e}", k.topic)))?;
-    let ends = high_watermarks(k)?;
+    let ends = watermarks_of(&consumer, &k.topic, parts)?;
     (0..parts)
         .map(|p| {
             let e = found
