@@ -429,12 +429,7 @@ impl Control {
     ) -> Result<serde_json::Value, ControlError> {
         let plan = self.plan(req)?;
         let lines = plan.describe();
-        if req.dry_run && req.diff {
-            return Err(ControlError::Invalid(
-                "--dry-run --diff is not available across workers and a merger yet: run the correction, its diff is recorded (`kappa replay show ID`)".into(),
-            ));
-        }
-        if req.dry_run {
+        if req.dry_run && !req.diff {
             return Ok(serde_json::json!({ "lines": lines }));
         }
         let inner = self.inner.lock().expect("control lock");

@@ -380,6 +380,7 @@ fn compare_versions(st: &AppState, q: HashMap<String, String>) -> Result<Value, 
         rows_per_window: p.limit(20, 10_000)?,
         max_windows: windows,
         revenue_base: false,
+        verify: false,
     };
     let c = crate::compare::compare(&st.store, &a, &b, scope)?;
     Ok(serde_json::to_value(c).unwrap_or_default())

@@ -63,6 +63,12 @@ pub struct Metrics {
     pub replay_progress: GaugeVec,
     /// `kappa_replay_records_total{version}`.
     pub replay_records: IntCounterVec,
+    /// `kappa_audits_total{result}`: equal, mismatched, failed.
+    pub audits: IntCounterVec,
+    /// `kappa_audit_windows_checked_total`.
+    pub audit_windows_checked: IntCounter,
+    /// `kappa_audit_windows_mismatched_total`.
+    pub audit_windows_mismatched: IntCounter,
 }
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: T) -> T {
@@ -276,8 +282,32 @@ impl Metrics {
                 "Records read by replays, by output version written.",
                 &["version"],
             ),
+            audits: counter_vec(
+                "kappa_audits_total",
+                "Audits run (kappa audit, pipeline.audit-every), by result: equal, mismatched (repaired or not), failed.",
+                &["result"],
+            ),
+            audit_windows_checked: reg(
+                &r,
+                IntCounter::new(
+                    "kappa_audit_windows_checked_total",
+                    "Final windows audits recomputed and compared with the stored ones.",
+                )
+                .expect("valid"),
+            ),
+            audit_windows_mismatched: reg(
+                &r,
+                IntCounter::new(
+                    "kappa_audit_windows_mismatched_total",
+                    "Final windows audits found different from their recomputation.",
+                )
+                .expect("valid"),
+            ),
             registry: r,
         };
+        for result in ["equal", "mismatched", "failed"] {
+            m.audits.with_label_values(&[result]);
+        }
         m.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);

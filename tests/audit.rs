@@ -542,3 +542,122 @@ fn a_promotion_gate_accepts_an_identical_version_and_refuses_a_different_top_k()
     );
     assert!(!out.status.success());
 }
+
+/// `kappa audit …` on `dir` with `--json` (no server: in the foreground).
+fn audit(dir: &Path, args: &[&str]) -> (bool, Value) {
+    let mut c = kappa(dir);
+    c.args(["audit", "--json"]).args(args);
+    let out = c.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    // The plan and outcome lines come first; the JSON object is the rest.
+    let json = &text[text.find("\n{").map_or(0, |i| i + 1)..];
+    let v = serde_json::from_str(json)
+        .unwrap_or_else(|e| panic!("{e}: {text}\n{}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.success(), v)
+}
+
+#[test]
+fn an_audit_finds_a_window_corrupted_in_the_store_and_repairs_it() {
+    let t = temp();
+    let dir = t.path();
+    // 4 minutes of event time, some late and duplicate records.
+    let events = generate(
+        dir,
+        &[
+            "--events",
+            "60000",
+            "--sim-rate",
+            "250",
+            "--late-share",
+            "0.02",
+            "--seed",
+            "5",
+        ],
+    );
+    common::produce_lines(dir, &events);
+    common::run_drain(dir, &[]);
+    let export_before = common::export_version(dir, "v1");
+    let digest_before = fingerprint(dir, &[])["digest"].clone();
+    let (from, to) = ("2026-11-23T00:01:00Z", "2026-11-23T00:03:00Z");
+    let args = ["--from", from, "--to", to];
+
+    // Untouched: every window of the range equals its recomputation.
+    let (success, clean) = audit(dir, &args);
+    assert!(success, "{clean}");
+    assert_eq!(clean["result"], "equal", "{clean}");
+    assert_eq!(
+        clean["windows_checked"], 2,
+        "two 1m windows in range: {clean}"
+    );
+    assert_eq!(clean["windows_differing"], 0, "{clean}");
+
+    // Corrupt one window behind kappa's back: a category row of the 00:02 minute goes
+    // (its stored fingerprint stays as it was).
+    let start = ms("2026-11-23T00:02:00Z");
+    {
+        let db = redb::Database::open(dir.join("kappa.redb")).unwrap();
+        let table: redb::TableDefinition<(&str, u8, i64, i64, &str), &[u8]> =
+            redb::TableDefinition::new("results");
+        let tx = db.begin_write().unwrap();
+        {
+            let mut t = tx.open_table(table).unwrap();
+            let key: String = {
+                use redb::ReadableTable;
+                let mut rows = t
+                    .range(("v1", 1u8, 60_000i64, start, "")..("v1", 1u8, 60_000i64, start + 1, ""))
+                    .unwrap();
+                let (k, _) = rows.next().expect("a category row").unwrap();
+                k.value().4.to_string()
+            };
+            t.remove(("v1", 1u8, 60_000i64, start, key.as_str()))
+                .unwrap()
+                .expect("removed");
+        }
+        tx.commit().unwrap();
+    }
+    assert_ne!(
+        common::export_version(dir, "v1"),
+        export_before,
+        "corrupted"
+    );
+
+    // Found: exactly that window, the missing row added back by the recomputation; not
+    // repaired, so the exit code is 1 and the store stays as it is.
+    let (success, found) = audit(dir, &args);
+    assert!(!success, "a mismatch without --repair fails: {found}");
+    assert_eq!(found["result"], "mismatched", "{found}");
+    assert_eq!(found["windows_differing"], 1, "{found}");
+    let w = &found["diff"]["windows"][0];
+    assert_eq!(w["size"], "1m", "{found}");
+    assert_eq!(w["window_start"], "2026-11-23T00:02:00Z", "{found}");
+    assert_eq!(w["rows_added"], 1, "{found}");
+    assert_eq!(w["rows_removed"], 0, "{found}");
+    assert_eq!(w["rows_changed"], 0, "{found}");
+    assert_ne!(
+        common::export_version(dir, "v1"),
+        export_before,
+        "not repaired"
+    );
+
+    // Repaired in place: the results and their digest are the ones computed live.
+    let (success, repaired) = audit(dir, &[&args[..], &["--repair"]].concat());
+    assert!(success, "{repaired}");
+    assert_eq!(repaired["result"], "repaired", "{repaired}");
+    assert_eq!(repaired["windows_differing"], 1, "{repaired}");
+    assert_eq!(common::export_version(dir, "v1"), export_before);
+    assert_eq!(fingerprint(dir, &[])["digest"], digest_before);
+    let (success, again) = audit(dir, &args);
+    assert!(success && again["result"] == "equal", "{again}");
+
+    // The history: every audit is there with reason audit; the repair is the completed one.
+    let mut c = kappa(dir);
+    c.args(["replay", "history"]);
+    let history = String::from_utf8(ok(c).stdout).unwrap();
+    let audits: Vec<&str> = history.lines().filter(|l| l.contains(" audit (")).collect();
+    assert_eq!(audits.len(), 4, "{history}");
+    assert_eq!(
+        audits.iter().filter(|l| l.contains("completed")).count(),
+        1,
+        "{history}"
+    );
+}

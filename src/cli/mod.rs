@@ -88,6 +88,11 @@ pub enum Command {
     /// Recompute results from the log: correct the serving version in place over a time
     /// range, or build a new output version (`--version`); `status`, `cancel`, `history`.
     Replay(replay::ReplayArgs),
+    /// Recompute a range of final windows from the log and compare them with the stored
+    /// ones (hashes recomputed from the stored rows): equal, or the windows that differ
+    /// with their diff; `--repair` rewrites those in place. Exit code 1 when windows differ
+    /// and were not repaired.
+    Audit(replay::AuditArgs),
     /// Output versions: `list`, `compare A B`, `promote V`, `drop V`.
     #[command(subcommand)]
     Versions(replay::VersionsCommand),
@@ -260,6 +265,7 @@ pub fn dispatch(cli: &Cli) -> anyhow::Result<()> {
         Command::DeadLetters(a) => read::dead_letters(&load_config(cli, None)?, a),
         Command::Topics(t) => topics(&load_config(cli, None)?, t),
         Command::Replay(a) => replay::replay(&load_config(cli, None)?, cli.config.as_deref(), a),
+        Command::Audit(a) => replay::audit(&load_config(cli, None)?, a),
         Command::Versions(v) => replay::versions(&load_config(cli, None)?, v),
         Command::Config => {
             print!(

@@ -71,6 +71,31 @@ pub struct ReplayArgs {
     pub server: Option<String>,
 }
 
+/// `kappa audit`.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// First window start audited (RFC 3339 event time).
+    #[arg(long, value_name = "TIME")]
+    pub from: String,
+    /// Windows starting at or after this are not audited [default: every final window
+    /// from --from on].
+    #[arg(long, value_name = "TIME")]
+    pub to: Option<String>,
+    /// Rewrite the windows that differ with their recomputation, as an in-place
+    /// correction (recorded in the replay history with reason `audit`).
+    #[arg(long)]
+    pub repair: bool,
+    /// The result as JSON: replay number, result, counts and the recorded diff.
+    #[arg(long)]
+    pub json: bool,
+    /// Who asks (kept in the replay history; default: the user this process runs as).
+    #[arg(long, value_name = "NAME")]
+    pub requested_by: Option<String>,
+    /// URL of the running kappa (default: http.listen, used when it holds the store).
+    #[arg(long, value_name = "URL")]
+    pub server: Option<String>,
+}
+
 /// `kappa replay status|cancel|history`.
 #[derive(Debug, Subcommand)]
 pub enum ReplayAction {
@@ -264,6 +289,7 @@ fn request(
         requested_by: Some(who(a.requested_by.as_ref())),
         dry_run: a.dry_run,
         diff: a.diff,
+        audit: false,
     })
 }
 
@@ -391,9 +417,30 @@ pub fn replay(cfg: &Config, config_file: Option<&Path>, a: &ReplayArgs) -> anyho
         return replay_action(cfg, action);
     }
     let req = request(cfg, config_file, a)?;
-    match access(cfg, a.server.as_ref())? {
+    if let Some((access, id)) = submit(cfg, &req, a.server.as_ref(), a.detach)?
+        && req.diff
+    {
+        print_diff(&access, id)?;
+    }
+    Ok(())
+}
+
+/// Carries `req` out on the running server (through its control API) or, when none holds
+/// the store, here in the foreground; prints its plan, its progress and its outcome.
+/// Returns where it ran and its number once it has ended, or `None` when nothing ran to an
+/// end here (a dry run without a diff; `detach`).
+///
+/// # Errors
+/// A bad request; the replay failed, was cancelled, or was not promoted as asked.
+fn submit(
+    cfg: &Config,
+    req: &ReplayRequest,
+    server: Option<&String>,
+    detach: bool,
+) -> anyhow::Result<Option<(Access, u64)>> {
+    match access(cfg, server)? {
         Access::Remote(server) => {
-            let body = serde_json::to_value(&req)?;
+            let body = serde_json::to_value(req)?;
             let resp: Value = serde_json::from_slice(&server.call(
                 "POST",
                 "/api/replays",
@@ -405,7 +452,7 @@ pub fn replay(cfg: &Config, config_file: Option<&Path>, a: &ReplayArgs) -> anyho
             }
             if req.dry_run && !req.diff {
                 out!("dry run: nothing changed");
-                return Ok(());
+                return Ok(None);
             }
             let id = resp["id"]
                 .as_u64()
@@ -414,21 +461,105 @@ pub fn replay(cfg: &Config, config_file: Option<&Path>, a: &ReplayArgs) -> anyho
                 "replay {id} started on the running kappa at {}",
                 server.base
             );
-            if a.detach {
+            if detach {
                 out!("follow it with `kappa replay status {id} --watch`");
-                return Ok(());
+                return Ok(None);
             }
             let path = format!("/api/replays/{id}");
             let v = follow(|| parse_view(&server.get(&path)?))?;
             print_outcome(&v)?;
             fail_unless_done(&v)?;
-            if req.diff {
-                print_diff(&Access::Remote(server), id)?;
-            }
-            Ok(())
+            Ok(Some((Access::Remote(server), id)))
         }
-        Access::Local(store) => foreground(cfg, &store, &req),
+        Access::Local(store) => {
+            Ok(foreground(cfg, &store, req)?.map(|id| (Access::Local(store), id)))
+        }
     }
+}
+
+/// The request an audit is: an in-place correction of `[from, to)` that verifies the
+/// stored rows, dry unless it repairs, with reason `audit`.
+#[must_use]
+pub fn audit_request(
+    from: String,
+    to: Option<String>,
+    repair: bool,
+    requested_by: String,
+) -> ReplayRequest {
+    ReplayRequest {
+        from,
+        to,
+        reason: Some("audit".into()),
+        requested_by: Some(requested_by),
+        dry_run: !repair,
+        diff: true,
+        audit: true,
+        ..ReplayRequest::default()
+    }
+}
+
+/// `kappa audit`.
+///
+/// # Errors
+/// A bad request, the audit failed, or windows differ and were not repaired.
+pub fn audit(cfg: &Config, a: &AuditArgs) -> anyhow::Result<()> {
+    let req = audit_request(
+        a.from.clone(),
+        a.to.clone(),
+        a.repair,
+        who(a.requested_by.as_ref()),
+    );
+    let (access, id) =
+        submit(cfg, &req, a.server.as_ref(), false)?.context("the audit did not run to its end")?;
+    let diff =
+        replay_diff(&access, id)?.with_context(|| format!("audit {id} recorded no comparison"))?;
+    let s = &diff.summary;
+    let result = match (s.windows_differing, a.repair) {
+        (0, _) => "equal",
+        (_, true) => "repaired",
+        (_, false) => "mismatched",
+    };
+    if a.json {
+        out!(
+            "{}",
+            serde_json::to_string_pretty(&json!({
+                "replay": id,
+                "version": diff.a,
+                "result": result,
+                "windows_checked": s.windows_compared,
+                "windows_differing": s.windows_differing,
+                "diff": diff,
+            }))?
+        );
+    } else if s.windows_differing == 0 {
+        out!(
+            "audit {id}: {} final windows of {} checked, every one equal to its recomputation from the log",
+            s.windows_compared,
+            printable(&diff.a)
+        );
+    } else {
+        for line in crate::compare::describe(&diff) {
+            out!("{}", printable(&line));
+        }
+        out!(
+            "audit {id}: {} of {} final windows of {} differ from their recomputation from the log; {}",
+            s.windows_differing,
+            s.windows_compared,
+            printable(&diff.a),
+            if a.repair {
+                "repaired in place (replay history: reason audit)"
+            } else {
+                "not repaired (add --repair to rewrite them)"
+            }
+        );
+    }
+    if result == "mismatched" {
+        anyhow::bail!(
+            "audit {id}: {} windows differ (not repaired)",
+            s.windows_differing
+        );
+    }
+    Ok(())
 }
 
 /// A replay that did not get to its end (failed, cancelled), or whose new version was not
@@ -457,8 +588,9 @@ fn fail_unless_done(v: &ReplayView) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// No server: this process opens the store and runs the replay.
-fn foreground(cfg: &Config, store: &Store, req: &ReplayRequest) -> anyhow::Result<()> {
+/// No server: this process opens the store and runs the replay; returns its number
+/// once it has ended (`None`: a dry run without a diff).
+fn foreground(cfg: &Config, store: &Store, req: &ReplayRequest) -> anyhow::Result<Option<u64>> {
     control::recover_interrupted(store)?;
     let plan = resolve(cfg, store, &LogView::of(cfg)?, req)?;
     for line in plan.describe() {
@@ -466,7 +598,7 @@ fn foreground(cfg: &Config, store: &Store, req: &ReplayRequest) -> anyhow::Resul
     }
     if req.dry_run && !req.diff {
         out!("dry run: nothing changed");
-        return Ok(());
+        return Ok(None);
     }
     let id = control::next_replay_id(store)?;
     let job = Job::start(store, plan, id)?;
@@ -493,10 +625,7 @@ fn foreground(cfg: &Config, store: &Store, req: &ReplayRequest) -> anyhow::Resul
     print_outcome(&v)?;
     result?;
     fail_unless_done(&v)?;
-    if req.diff {
-        print_diff(&Access::Local(store.clone()), id)?;
-    }
-    Ok(())
+    Ok(Some(id))
 }
 
 /// Ctrl-C cancels a foreground replay (it then commits what it did and cleans up).
@@ -795,6 +924,7 @@ pub fn versions(cfg: &Config, cmd: &VersionsCommand) -> anyhow::Result<()> {
                         rows_per_window: *limit,
                         max_windows: *windows,
                         revenue_base: false,
+                        verify: false,
                     };
                     crate::compare::compare(&store, &a, &b, scope)?
                 }

@@ -266,7 +266,10 @@ pub fn run(cfg: &Config, args: &RunArgs, log_format: LogFormat) -> anyhow::Resul
         return run_role(cfg, args, log_format);
     }
     let mode = if args.until_caught_up {
-        Mode::UntilCaughtUp { drain: args.drain }
+        Mode::UntilCaughtUp {
+            drain: args.drain,
+            until_final: None,
+        }
     } else {
         Mode::Live
     };

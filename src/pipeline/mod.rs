@@ -85,6 +85,9 @@ pub enum Mode {
     UntilCaughtUp {
         /// Finalise open windows at the end.
         drain: bool,
+        /// Stop early, once every window ending at or before this is final (an in-place
+        /// correction with `--to` needs nothing after its range).
+        until_final: Option<i64>,
     },
     /// Consume as live (the log keeps growing) until every owned partition is within
     /// `max_lag` records of the log end, then commit and stop: a new version catching up.
@@ -395,6 +398,14 @@ impl Pipeline {
             if matches!(mode, Mode::UntilCaughtUp { .. }) && n == 0 && self.source.exhausted() {
                 break;
             }
+            if let Mode::UntilCaughtUp {
+                until_final: Some(t),
+                ..
+            } = mode
+                && self.core.finalized_through() >= t
+            {
+                break;
+            }
             // Its own clock: sharing `last_refresh` kept the status (what a replay's progress
             // is read from) from ever being published while catching up.
             if let Mode::CatchUp { max_lag } = mode
@@ -457,7 +468,7 @@ impl Pipeline {
                 );
             }
         }
-        if let Mode::UntilCaughtUp { drain: true } = mode
+        if let Mode::UntilCaughtUp { drain: true, .. } = mode
             && !cancel.is_cancelled()
         {
             let now = Instant::now();

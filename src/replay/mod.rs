@@ -404,6 +404,7 @@ impl Job {
             .inc_by(self.view().done);
         let plan = &self.plan;
         let ended = self.end(store, result.as_ref().map(|(w, _)| *w));
+        self.count_audit(store, metrics);
         if ended.is_ok() && !self.cancel.is_cancelled() && result.is_ok() {
             metrics
                 .replay_progress
@@ -430,6 +431,41 @@ impl Job {
             }
         }
         Ok(windows)
+    }
+
+    /// An ended audit into the audit metrics, from the diff recorded with it: equal or
+    /// mismatched with the windows checked and those that differ; failed (or cancelled)
+    /// when it recorded none.
+    fn count_audit(&self, store: &Store, metrics: &Metrics) {
+        if !self.plan.request.audit {
+            return;
+        }
+        let record = self.view().record;
+        let diff = match record.outcome {
+            Outcome::DryRun | Outcome::Completed => store
+                .replay_diff(record.id)
+                .ok()
+                .flatten()
+                .and_then(|j| serde_json::from_slice::<crate::compare::Comparison>(&j).ok()),
+            _ => None,
+        };
+        let result = match diff {
+            Some(c) => {
+                metrics
+                    .audit_windows_checked
+                    .inc_by(c.summary.windows_compared);
+                metrics
+                    .audit_windows_mismatched
+                    .inc_by(c.summary.windows_differing);
+                if c.summary.windows_differing == 0 {
+                    "equal"
+                } else {
+                    "mismatched"
+                }
+            }
+            None => "failed",
+        };
+        metrics.audits.with_label_values(&[result]).inc();
     }
 
     /// The version this replay writes, marked with what it is for: a new version
@@ -487,6 +523,7 @@ impl Job {
                     scratch: &target,
                     from_ms: plan.from_ms,
                     to_ms: plan.to_ms,
+                    audit: plan.request.audit,
                 },
             ),
             Ok(w) if plan.in_place => (
@@ -496,6 +533,7 @@ impl Job {
                     scratch: &target,
                     from_ms: plan.from_ms,
                     to_ms: plan.to_ms,
+                    audit: plan.request.audit,
                 },
             ),
             Ok(w) => (
@@ -616,6 +654,7 @@ impl Job {
             workers.stop(&version);
         }
         let _ = self.end(store, computed.as_ref().map(|w| *w));
+        self.count_audit(store, metrics);
         metrics.replays_active.dec();
         tracing::info!(replay = id, outcome = %self.view().record.outcome, "replay finished");
     }
@@ -659,14 +698,22 @@ impl Job {
         // only those the serving version already has final are swapped in.
         // A new version in a server catches up with a log that keeps growing, then goes
         // on live; in the foreground it reads to the log end as it was at start.
+        // With `--to`, a correction stops reading once every window starting before it
+        // is final: what comes after cannot change them (it would be late there, as live).
         let mode = if plan.in_place {
-            Mode::UntilCaughtUp { drain: true }
+            Mode::UntilCaughtUp {
+                drain: true,
+                until_final: plan.range_final_at(),
+            }
         } else if live_after {
             Mode::CatchUp {
                 max_lag: PROMOTE_MAX_LAG,
             }
         } else {
-            Mode::UntilCaughtUp { drain: false }
+            Mode::UntilCaughtUp {
+                drain: false,
+                until_final: None,
+            }
         };
         let summary = pipeline
             .run_phase(mode, &self.cancel)

@@ -44,6 +44,11 @@ pub struct ReplayRequest {
     /// Compute what an in-place correction changes (recorded with every in-place
     /// correction anyway): with `dry_run`, without applying it.
     pub diff: bool,
+    /// An audit (`kappa audit`): an in-place correction whose diff recomputes the serving
+    /// version's fingerprints from its stored rows (it trusts no stored hash), that swaps
+    /// nothing when nothing differs, and that the audit metrics count. Without `dry_run`,
+    /// it repairs.
+    pub audit: bool,
 }
 
 /// The windows of one size an in-place correction rewrites.
@@ -99,6 +104,27 @@ impl Plan {
             .all(|p| p.next_offset == 0 && p.resume_max_ts == i64::MIN)
     }
 
+    /// With `--to`: the end of the last window (of any size) starting in `[from, to)` —
+    /// once that is final, every window of the range is.
+    #[must_use]
+    pub fn range_final_at(&self) -> Option<i64> {
+        if self.to_ms == i64::MAX {
+            return None;
+        }
+        let last = self.to_ms.saturating_sub(1);
+        Some(
+            self.cfg
+                .window_config()
+                .sizes_ms
+                .iter()
+                .map(|&size| (last - last.rem_euclid(size), size))
+                .filter(|&(start, _)| start >= self.from_ms)
+                .map(|(start, size)| start.saturating_add(size))
+                .max()
+                .unwrap_or(self.to_ms),
+        )
+    }
+
     /// Version the replay pipeline writes: the new version, or a scratch one that an
     /// in-place correction copies from.
     #[must_use]
@@ -114,7 +140,18 @@ impl Plan {
     #[must_use]
     pub fn describe(&self) -> Vec<String> {
         let mut out = Vec::new();
-        if self.in_place {
+        if self.request.audit {
+            out.push(format!(
+                "audit of serving version {} ({}): recomputes the range from the log and compares it with the stored rows{}",
+                self.version,
+                self.fingerprint,
+                if self.request.dry_run {
+                    ""
+                } else {
+                    "; windows that differ are repaired in place"
+                }
+            ));
+        } else if self.in_place {
             out.push(format!(
                 "in-place correction of serving version {} ({})",
                 self.version, self.fingerprint
@@ -154,19 +191,29 @@ impl Plan {
             ));
         }
         out.push(format!(
-            "records to read: {} (log end now: {})",
+            "records to read: {} (log end now: {}){}",
             self.records,
             self.ends
                 .iter()
                 .enumerate()
                 .map(|(p, e)| format!("{p}:{e}"))
                 .collect::<Vec<_>>()
-                .join(",")
+                .join(","),
+            if self.in_place && self.range_final_at().is_some() {
+                ", fewer if every window of the range is final before the end"
+            } else {
+                ""
+            }
         ));
         if self.in_place {
             for r in &self.rewrite {
                 out.push(format!(
-                    "rewrites {} windows starting in [{}, {}): {} final now",
+                    "{} {} windows starting in [{}, {}): {} final now",
+                    if self.request.audit {
+                        "checks"
+                    } else {
+                        "rewrites"
+                    },
                     r.size,
                     r.from.as_deref().unwrap_or("beginning"),
                     r.to.as_deref().unwrap_or("end"),
@@ -295,6 +342,11 @@ pub fn resolve(
                 "--config goes with --version: an in-place correction keeps the serving version's configuration (a different one is a new version)",
             ));
         }
+    }
+    if req.audit && (!in_place || req.max_delay.is_some()) {
+        return Err(invalid(
+            "an audit recomputes the serving version as it was computed: no --version, no --max-delay",
+        ));
     }
     // Configuration: the serving version's, or the one given; then the replay's lateness.
     let fingerprint = match (&req.config, &serving_info) {

@@ -11,6 +11,7 @@
 mod fingerprint;
 mod rows;
 
+pub(crate) use fingerprint::of_rows as hash_rows;
 pub use fingerprint::{WindowPrint, digest, export_fields, hex};
 pub use rows::{
     Aggregate, CountRow, DEAD_LETTER_RAW_BYTES, DeadLetter, LateRecord, Outcome, PartitionPosition,
@@ -195,6 +196,9 @@ pub enum ReplayEnd<'a> {
         from_ms: i64,
         /// Windows starting at or after this are left alone.
         to_ms: i64,
+        /// An audit: the target's fingerprints are recomputed from its rows, and nothing
+        /// is swapped when nothing differs.
+        audit: bool,
     },
     /// A dry run of an in-place correction (`--dry-run --diff`): what the swap would
     /// change is recorded as the replay's diff, and the scratch version is removed.
@@ -205,6 +209,8 @@ pub enum ReplayEnd<'a> {
         from_ms: i64,
         /// Windows starting at or after this are not compared.
         to_ms: i64,
+        /// An audit (see `Swap`).
+        audit: bool,
     },
     /// Cancelled or failed: what the replay built is removed.
     Discard {
@@ -920,11 +926,13 @@ impl Store {
                 scratch,
                 from_ms,
                 to_ms,
+                audit,
             }
             | ReplayEnd::DryRun {
                 scratch,
                 from_ms,
                 to_ms,
+                audit,
             } => {
                 let info = tx
                     .open_table(VERSIONS)?
@@ -940,15 +948,21 @@ impl Store {
                 let scope = crate::compare::Scope {
                     from: from_ms,
                     to: to_ms,
+                    verify: audit,
                     ..crate::compare::Scope::default()
                 };
                 let mut diff = crate::compare::compare(&InTx(&tx), &target, scratch, scope)?;
                 // People read it as a change to the target, not to a scratch name.
-                diff.b = format!("{target} corrected by replay {}", record.id);
+                diff.b = if audit {
+                    format!("{target} recomputed by audit {}", record.id)
+                } else {
+                    format!("{target} corrected by replay {}", record.id)
+                };
                 let json = serde_json::to_vec(&diff).expect("a comparison serialises");
                 tx.open_table(REPLAY_DIFFS)?
                     .insert(record.id, json.as_slice())?;
-                if matches!(end, ReplayEnd::Swap { .. }) {
+                let nothing_to_repair = audit && diff.summary.windows_differing == 0;
+                if matches!(end, ReplayEnd::Swap { .. }) && !nothing_to_repair {
                     record.windows = copy_windows(&tx, scratch, &target, from_ms, to_ms)?;
                 }
                 remove_version(&tx, scratch)?;

@@ -246,6 +246,7 @@ fn a_swap_writes_the_windows_the_outcome_and_removes_the_scratch_together() {
                 scratch: "_replay-2",
                 from_ms: i64::MIN,
                 to_ms: i64::MAX,
+                audit: false,
             },
         )
         .unwrap();
@@ -262,6 +263,7 @@ fn a_swap_writes_the_windows_the_outcome_and_removes_the_scratch_together() {
                     scratch: "v1",
                     from_ms: 0,
                     to_ms: 1,
+                    audit: false,
                 },
             )
             .is_err()
