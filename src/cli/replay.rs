@@ -85,6 +85,10 @@ pub struct AuditArgs {
     /// correction (recorded in the replay history with reason `audit`).
     #[arg(long)]
     pub repair: bool,
+    /// Lateness bound of the recomputation [default: the serving version's]: a range that
+    /// an in-place correction rewrote with a larger `--max-delay` is audited with that one.
+    #[arg(long, value_name = "DURATION", value_parser = super::parse_duration)]
+    pub max_delay: Option<Duration>,
     /// The result as JSON: replay number, result, counts and the recorded diff.
     #[arg(long)]
     pub json: bool,
@@ -483,12 +487,14 @@ fn submit(
 pub fn audit_request(
     from: String,
     to: Option<String>,
+    max_delay: Option<Duration>,
     repair: bool,
     requested_by: String,
 ) -> ReplayRequest {
     ReplayRequest {
         from,
         to,
+        max_delay: max_delay.map(crate::config::fmt_duration),
         reason: Some("audit".into()),
         requested_by: Some(requested_by),
         dry_run: !repair,
@@ -506,6 +512,7 @@ pub fn audit(cfg: &Config, a: &AuditArgs) -> anyhow::Result<()> {
     let req = audit_request(
         a.from.clone(),
         a.to.clone(),
+        a.max_delay,
         a.repair,
         who(a.requested_by.as_ref()),
     );

@@ -220,6 +220,7 @@ impl Job {
             records,
             rewrite: Vec::new(),
             by_record_time: None,
+            notes: Vec::new(),
         };
         record.outcome = Outcome::Running;
         record.ended_ms = None;

@@ -8,7 +8,7 @@ use super::{ReplayError, SCRATCH_PREFIX};
 use crate::config::{Config, fmt_duration};
 use crate::event::time::{format_rfc3339_ms, parse_rfc3339_ms};
 use crate::source::SourceError;
-use crate::store::{PartitionPosition, Store};
+use crate::store::{Outcome, PartitionPosition, Store};
 
 /// A replay as asked for: the flags of `kappa replay`, the fields of a plan file
 /// (`replay/*.toml`), the body of `POST /api/replays`.
@@ -90,6 +90,9 @@ pub struct Plan {
     pub records: u64,
     /// In place: the windows rewritten, per size.
     pub rewrite: Vec<RewriteRange>,
+    /// What people should know before trusting the result (an audit over windows that
+    /// corrections rewrote with another configuration).
+    pub notes: Vec<String>,
     /// Partitions that start from the log's record-time lookup (no event-time checkpoint
     /// of kappa's covers `--from`), and the record time looked up.
     pub by_record_time: Option<(i64, Vec<u32>)>,
@@ -178,6 +181,11 @@ impl Plan {
                 .collect::<Vec<_>>()
                 .join(",")
         ));
+        for note in &self.notes {
+            out.push(format!(
+                "note: {note}; those windows differ from this recomputation by design (audit them with that --max-delay)"
+            ));
+        }
         if let Some((at, parts)) = &self.by_record_time {
             out.push(format!(
                 "partitions {} start at their first record written at or after {}: kappa's event-time index has no checkpoint before --from there, and no record written earlier holds a valid event from --from − max-delay on (an event more than max-future, {}, ahead of its record is invalid)",
@@ -343,9 +351,9 @@ pub fn resolve(
             ));
         }
     }
-    if req.audit && (!in_place || req.max_delay.is_some()) {
+    if req.audit && !in_place {
         return Err(invalid(
-            "an audit recomputes the serving version as it was computed: no --version, no --max-delay",
+            "an audit checks the serving version in place: no --version",
         ));
     }
     // Configuration: the serving version's, or the one given; then the replay's lateness.
@@ -364,13 +372,23 @@ pub fn resolve(
     }
     cfg.pipeline.idle_timeout = Duration::ZERO;
     let fingerprint = cfg.results_fingerprint();
-    let delay_ms = i64::try_from(cfg.pipeline.max_delay.as_millis()).unwrap_or(i64::MAX);
-
     let to_ms = match &req.to {
         None => i64::MAX,
         Some(t) => parse_rfc3339_ms(t)
             .ok_or_else(|| invalid(format!("--to {t:?} is not an RFC 3339 time")))?,
     };
+    let mut notes = Vec::new();
+    if req.audit {
+        notes = corrections_computed_otherwise(store, &req.from, to_ms, &fingerprint)?;
+        if !notes.is_empty() && !req.dry_run {
+            return Err(invalid(format!(
+                "--repair would undo corrections made with another configuration: {}; audit that range with their --max-delay",
+                notes.join("; ")
+            )));
+        }
+    }
+    let delay_ms = i64::try_from(cfg.pipeline.max_delay.as_millis()).unwrap_or(i64::MAX);
+
     if !in_place && req.diff {
         return Err(invalid(
             "--diff shows what an in-place correction changes in the serving version: drop --version (compare a new version with `kappa versions compare`)",
@@ -519,5 +537,40 @@ pub fn resolve(
         records,
         rewrite,
         by_record_time,
+        notes,
     })
+}
+
+/// In-place corrections that completed over part of `[from, to)` with a configuration
+/// other than `fingerprint` (a larger `--max-delay`, usually): an audit with
+/// `fingerprint` finds the windows they rewrote different, by design. One line each.
+fn corrections_computed_otherwise(
+    store: &Store,
+    from: &str,
+    to_ms: i64,
+    fingerprint: &str,
+) -> Result<Vec<String>, ReplayError> {
+    let start = |f: &str| parse_rfc3339_ms(f.trim()).unwrap_or(i64::MIN);
+    let end = |t: Option<&String>| t.and_then(|t| parse_rfc3339_ms(t)).unwrap_or(i64::MAX);
+    let from_ms = start(from);
+    Ok(store
+        .replays()?
+        .into_iter()
+        .filter(|r| {
+            r.in_place
+                && matches!(r.outcome, Outcome::Completed)
+                && r.config != fingerprint
+                && start(&r.from) < to_ms
+                && end(r.to.as_ref()) > from_ms
+        })
+        .map(|r| {
+            format!(
+                "replay {} rewrote windows in [{}, {}) computed with {}",
+                r.id,
+                r.from,
+                r.to.as_deref().unwrap_or("end"),
+                r.config
+            )
+        })
+        .collect())
 }
