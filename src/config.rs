@@ -131,6 +131,13 @@ pub struct PipelineSection {
     /// Event schema versions decoded; records of other versions are dead-lettered (`[1]`
     /// behaves as a build that predates schema 2).
     pub accept_schemas: Vec<u64>,
+    /// Audit the serving version this often (`1h`; `0s`, the default, is off): each
+    /// audit recomputes the final windows since the previous one from the log and
+    /// compares them with the stored rows (`kappa audit`, reason `audit` in the history).
+    #[serde(with = "humantime_serde")]
+    pub audit_every: Duration,
+    /// Scheduled audits also repair the windows that differ (in place).
+    pub audit_repair: bool,
     /// The currency of every price (ISO 4217, 0 or 2 decimals): schema 1 prices are in it,
     /// schema 2 prices in another currency are dead-lettered (`currency_mismatch`).
     pub currency: crate::event::money::Currency,
@@ -214,6 +221,8 @@ impl Default for PipelineSection {
             batch_records: 65_536,
             commit_interval: Duration::from_millis(500),
             accept_schemas: crate::event::KNOWN_SCHEMAS.to_vec(),
+            audit_every: Duration::ZERO,
+            audit_repair: false,
             currency: crate::event::money::Currency::EUR,
         }
     }
@@ -384,6 +393,12 @@ impl Config {
         }
         if p.batch_records == 0 {
             return bad("pipeline.batch-records must be at least 1".into());
+        }
+        if !p.audit_every.is_zero() && p.audit_every < Duration::from_secs(1) {
+            return bad(format!(
+                "pipeline.audit-every {} is below 1s (0s turns audits off)",
+                fmt_duration(p.audit_every)
+            ));
         }
         if !p.version.is_empty()
             && !p

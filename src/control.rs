@@ -357,6 +357,35 @@ impl replay::Workers for RemoteWorkers {
     }
 }
 
+/// The scheduled audits of a server (`pipeline.audit-every`): one every `every` while
+/// the control plane lives, never two at once; a failure to start one is logged and the
+/// next goes on from where it would have ended.
+fn audit_schedule(control: &std::sync::Weak<Control>, every: std::time::Duration) {
+    let mut next_from = None;
+    let mut running: Option<u64> = None;
+    let mut last = std::time::Instant::now();
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(200).min(every));
+        let Some(c) = control.upgrade() else { return };
+        if c.shutting_down.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        if last.elapsed() < every {
+            continue;
+        }
+        if let Some(id) = running
+            && c.replay(id).is_ok_and(|v| v.active)
+        {
+            continue;
+        }
+        last = std::time::Instant::now();
+        match c.start_scheduled_audit(&mut next_from, every) {
+            Ok(id) => running = id,
+            Err(e) => tracing::warn!("scheduled audit not started: {e}"),
+        }
+    }
+}
+
 impl Control {
     /// A control plane for a server whose main pipeline computes `main_version`.
     #[must_use]
@@ -366,7 +395,7 @@ impl Control {
         metrics: Arc<Metrics>,
         main_version: String,
     ) -> Arc<Self> {
-        Arc::new(Self {
+        Self::with_audits(Self {
             cfg,
             store,
             metrics,
@@ -376,6 +405,66 @@ impl Control {
             shutting_down: std::sync::atomic::AtomicBool::new(false),
             inner: Mutex::new(Inner::default()),
         })
+    }
+
+    /// `control`, with its scheduled audits started when `pipeline.audit-every` asks.
+    fn with_audits(control: Self) -> Arc<Self> {
+        let every = control.cfg.pipeline.audit_every;
+        let control = Arc::new(control);
+        if !every.is_zero() {
+            let weak = Arc::downgrade(&control);
+            let spawned = std::thread::Builder::new()
+                .name("audits".into())
+                .spawn(move || audit_schedule(&weak, every));
+            if let Err(e) = spawned {
+                tracing::error!("scheduled audits not started: {e}");
+            }
+        }
+        control
+    }
+
+    /// Starts the audit of the serving version's windows that became final since the
+    /// previous one (from `next_from`; the first covers `every`, at least the largest
+    /// window size, of history), up to the
+    /// windows that the largest size has final. Returns its replay number, or `None`
+    /// when nothing new is final.
+    fn start_scheduled_audit(
+        self: &Arc<Self>,
+        next_from: &mut Option<i64>,
+        every: std::time::Duration,
+    ) -> Result<Option<u64>, ControlError> {
+        let serving = self.store.serving()?;
+        let Some(info) = self.store.version(&serving)? else {
+            return Ok(None);
+        };
+        let sizes = self
+            .cfg
+            .with_fingerprint(&info.config)
+            .map_err(|e| ControlError::Internal(e.0))?
+            .window_config()
+            .sizes_ms;
+        let largest = sizes.iter().copied().max().unwrap_or(0);
+        if info.finalized_through == i64::MIN {
+            return Ok(None);
+        }
+        // Windows starting before `hi` end before `finalized_through`: all final.
+        let hi = info.finalized_through.saturating_sub(largest);
+        let every_ms = i64::try_from(every.as_millis()).unwrap_or(i64::MAX);
+        let lookback = every_ms.max(largest);
+        let lo = next_from.unwrap_or_else(|| hi.saturating_sub(lookback));
+        if hi <= lo {
+            return Ok(None);
+        }
+        *next_from = Some(hi);
+        let req = ReplayRequest::audit(
+            crate::event::time::format_rfc3339_ms(lo),
+            Some(crate::event::time::format_rfc3339_ms(hi)),
+            None,
+            self.cfg.pipeline.audit_repair,
+            "kappa (pipeline.audit-every)".into(),
+        );
+        let v = self.start_replay(&req)?;
+        Ok(v["id"].as_u64())
     }
 
     /// A merger's control plane: a replay into a new version publishes an order on the
@@ -390,7 +479,7 @@ impl Control {
         positions: crate::scale::Positions,
     ) -> Arc<Self> {
         let remote = Some(cfg.kafka.clone());
-        Arc::new(Self {
+        Self::with_audits(Self {
             cfg,
             store,
             metrics,

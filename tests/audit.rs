@@ -593,28 +593,7 @@ fn an_audit_finds_a_window_corrupted_in_the_store_and_repairs_it() {
 
     // Corrupt one window behind kappa's back: a category row of the 00:02 minute goes
     // (its stored fingerprint stays as it was).
-    let start = ms("2026-11-23T00:02:00Z");
-    {
-        let db = redb::Database::open(dir.join("kappa.redb")).unwrap();
-        let table: redb::TableDefinition<(&str, u8, i64, i64, &str), &[u8]> =
-            redb::TableDefinition::new("results");
-        let tx = db.begin_write().unwrap();
-        {
-            let mut t = tx.open_table(table).unwrap();
-            let key: String = {
-                use redb::ReadableTable;
-                let mut rows = t
-                    .range(("v1", 1u8, 60_000i64, start, "")..("v1", 1u8, 60_000i64, start + 1, ""))
-                    .unwrap();
-                let (k, _) = rows.next().expect("a category row").unwrap();
-                k.value().4.to_string()
-            };
-            t.remove(("v1", 1u8, 60_000i64, start, key.as_str()))
-                .unwrap()
-                .expect("removed");
-        }
-        tx.commit().unwrap();
-    }
+    remove_a_category_row(dir, ms("2026-11-23T00:02:00Z"));
     assert_ne!(
         common::export_version(dir, "v1"),
         export_before,
@@ -656,7 +635,10 @@ fn an_audit_finds_a_window_corrupted_in_the_store_and_repairs_it() {
     c.args(["replay", "--from", from, "--to", to, "--max-delay", "2h"]);
     ok(c);
     let (success, corrected) = audit(dir, &args);
-    assert!(!success && corrected["result"] == "mismatched", "{corrected}");
+    assert!(
+        !success && corrected["result"] == "mismatched",
+        "{corrected}"
+    );
     let mut c = kappa(dir);
     c.args(["audit", "--repair"]).args(args);
     let out = c.output().unwrap();
@@ -679,4 +661,99 @@ fn an_audit_finds_a_window_corrupted_in_the_store_and_repairs_it() {
         1,
         "{history}"
     );
+}
+
+/// Removes one `sales_by_category` row of v1's 1-minute window at `start` straight from the
+/// store file, leaving the window's stored fingerprint as it was.
+fn remove_a_category_row(dir: &Path, start: i64) {
+    use redb::ReadableTable;
+    let db = redb::Database::open(dir.join("kappa.redb")).unwrap();
+    let table: redb::TableDefinition<(&str, u8, i64, i64, &str), &[u8]> =
+        redb::TableDefinition::new("results");
+    let tx = db.begin_write().unwrap();
+    {
+        let mut t = tx.open_table(table).unwrap();
+        let key: String = {
+            let mut rows = t
+                .range(("v1", 1u8, 60_000i64, start, "")..("v1", 1u8, 60_000i64, start + 1, ""))
+                .unwrap();
+            let (k, _) = rows.next().expect("a category row").unwrap();
+            k.value().4.to_string()
+        };
+        t.remove(("v1", 1u8, 60_000i64, start, key.as_str()))
+            .unwrap()
+            .expect("removed");
+    }
+    tx.commit().unwrap();
+}
+
+/// The value of an unlabelled sample, or of the one with `label` (`result="equal"`).
+fn sample(metrics: &str, name: &str, label: &str) -> f64 {
+    let prefix = if label.is_empty() {
+        format!("{name} ")
+    } else {
+        format!("{name}{{{label}}} ")
+    };
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn scheduled_audits_check_the_newly_final_windows_and_repair_when_configured() {
+    let t = temp();
+    let dir = t.path();
+    // Six hours of event time, final through 06:00 once drained.
+    let events = generate(
+        dir,
+        &["--events", "36000", "--sim-rate", "5", "--seed", "8"],
+    );
+    common::produce_lines(dir, &events);
+    common::run_drain(dir, &[]);
+    let export_before = common::export_version(dir, "v1");
+    remove_a_category_row(dir, ms("2026-11-23T04:30:00Z"));
+
+    // Audits every second, repairing: the first covers the hour of windows before the
+    // last hour final, 04:00–05:00 (60 one-minute windows and one of an hour); nothing
+    // new is final after it, so no other audit runs.
+    let env = [
+        ("KAPPA_PIPELINE__AUDIT_EVERY".to_string(), "1s".to_string()),
+        (
+            "KAPPA_PIPELINE__AUDIT_REPAIR".to_string(),
+            "true".to_string(),
+        ),
+    ];
+    let server = common::Server::start_env(dir, &[], &env);
+    let mismatched = |m: &str| sample(m, "kappa_audits_total", "result=\"mismatched\"");
+    server.wait_for(
+        |s| mismatched(&s.get("/metrics").1) >= 1.0,
+        "a scheduled audit",
+    );
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let metrics = server.get("/metrics").1;
+    assert_eq!(mismatched(&metrics), 1.0, "{metrics}");
+    assert_eq!(
+        sample(&metrics, "kappa_audits_total", "result=\"equal\""),
+        0.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, "kappa_audit_windows_checked_total", ""),
+        61.0,
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, "kappa_audit_windows_mismatched_total", ""),
+        1.0,
+        "{metrics}"
+    );
+    let (_, history) = server.get("/api/replays");
+    assert!(
+        history.contains("kappa (pipeline.audit-every)") && history.contains("\"completed\""),
+        "{history}"
+    );
+    assert!(server.interrupt().success());
+    assert_eq!(common::export_version(dir, "v1"), export_before, "repaired");
 }

@@ -481,35 +481,12 @@ fn submit(
     }
 }
 
-/// The request an audit is: an in-place correction of `[from, to)` that verifies the
-/// stored rows, dry unless it repairs, with reason `audit`.
-#[must_use]
-pub fn audit_request(
-    from: String,
-    to: Option<String>,
-    max_delay: Option<Duration>,
-    repair: bool,
-    requested_by: String,
-) -> ReplayRequest {
-    ReplayRequest {
-        from,
-        to,
-        max_delay: max_delay.map(crate::config::fmt_duration),
-        reason: Some("audit".into()),
-        requested_by: Some(requested_by),
-        dry_run: !repair,
-        diff: true,
-        audit: true,
-        ..ReplayRequest::default()
-    }
-}
-
 /// `kappa audit`.
 ///
 /// # Errors
 /// A bad request, the audit failed, or windows differ and were not repaired.
 pub fn audit(cfg: &Config, a: &AuditArgs) -> anyhow::Result<()> {
-    let req = audit_request(
+    let req = ReplayRequest::audit(
         a.from.clone(),
         a.to.clone(),
         a.max_delay,

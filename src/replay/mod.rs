@@ -461,6 +461,20 @@ impl Job {
                 if c.summary.windows_differing == 0 {
                     "equal"
                 } else {
+                    tracing::warn!(
+                        replay = record.id,
+                        "audit {}: {} of {} final windows of {} differ from their recomputation from the log{} (`kappa replay show {}`)",
+                        record.id,
+                        c.summary.windows_differing,
+                        c.summary.windows_compared,
+                        record.version,
+                        if self.plan.request.dry_run {
+                            ""
+                        } else {
+                            "; repaired in place"
+                        },
+                        record.id
+                    );
                     "mismatched"
                 }
             }

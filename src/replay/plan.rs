@@ -51,6 +51,32 @@ pub struct ReplayRequest {
     pub audit: bool,
 }
 
+impl ReplayRequest {
+    /// An audit of the serving version's windows starting in `[from, to)`: an in-place
+    /// correction that verifies the stored rows, dry unless it repairs, with reason
+    /// `audit`; `max_delay` as a correction of that range had it.
+    #[must_use]
+    pub fn audit(
+        from: String,
+        to: Option<String>,
+        max_delay: Option<Duration>,
+        repair: bool,
+        requested_by: String,
+    ) -> Self {
+        Self {
+            from,
+            to,
+            max_delay: max_delay.map(fmt_duration),
+            reason: Some("audit".into()),
+            requested_by: Some(requested_by),
+            dry_run: !repair,
+            diff: true,
+            audit: true,
+            ..Self::default()
+        }
+    }
+}
+
 /// The windows of one size an in-place correction rewrites.
 #[derive(Debug, Clone, Serialize)]
 pub struct RewriteRange {
