@@ -124,6 +124,30 @@ fn demo() -> Demo {
     ]);
     let out = String::from_utf8(ok(c).stdout).unwrap();
     assert!(out.contains("caught-up"), "{out}");
+    // An in-place correction of three minutes of the produced history with a larger
+    // lateness bound (it takes in the late events): its diff is recorded for the page.
+    let minute = |t: chrono::DateTime<chrono::Utc>| {
+        let ms = t.timestamp_millis();
+        chrono::DateTime::from_timestamp_millis(ms - ms.rem_euclid(60_000))
+            .unwrap()
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    let from = minute(start + chrono::Duration::minutes(1));
+    let to = minute(start + chrono::Duration::minutes(4));
+    let mut c = kappa(d._dir.path());
+    c.args([
+        "replay",
+        "--from",
+        &from,
+        "--to",
+        &to,
+        "--max-delay",
+        "2h",
+        "--reason",
+        "late data",
+    ]);
+    let out = String::from_utf8(ok(c).stdout).unwrap();
+    assert!(out.contains("completed"), "{out}");
     d
 }
 
@@ -463,6 +487,32 @@ fn the_built_in_live_page_shows_real_numbers_in_headless_chromium() {
     assert!(
         dom.contains("observability test") || dom.contains(">v2<"),
         "the replay is listed"
+    );
+    // The correction's recorded diff, as the API has it.
+    let replays = get_json(&format!("{}/api/replays", d.base));
+    let correction = replays["replays"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rfind(|r| r["in_place"] == true)
+        .expect("the correction");
+    let recorded = get_json(&format!("{}/api/replays/{}/diff", d.base, correction["id"]));
+    let differing = recorded["summary"]["windows_differing"].as_u64().unwrap();
+    assert!(differing > 0, "the late data changes windows: {recorded}");
+    assert_eq!(
+        element_text(&dom, "diff-differing"),
+        differing.to_string(),
+        "{dom}"
+    );
+    let first = &recorded["windows"][0]["changes"][0];
+    assert!(
+        dom.contains(&format!(
+            "<td class=\"{}\">{}</td><td>{}</td>",
+            first["change"].as_str().unwrap(),
+            first["change"].as_str().unwrap(),
+            first["key"].as_str().unwrap()
+        )),
+        "the first change is listed: {first} in {dom}"
     );
     // A screenshot as a test artefact.
     let shot = root().join("target/test-artifacts/live-page.png");
