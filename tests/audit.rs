@@ -475,7 +475,7 @@ fn a_promotion_gate_accepts_an_identical_version_and_refuses_a_different_top_k()
     ok(c);
     common::run_drain(dir, &[]);
     // `replay --from FROM --version V --promote-if GATE` (plus `extra`): Ok, or the
-    // error exit's stderr.
+    // error exit's stderr, then its stdout.
     let gated = |config: Option<&Path>, from: &str, version: &str, gate: &str, extra: &[&str]| {
         let mut args = vec!["--from", from, "--version", version, "--promote-if", gate];
         args.extend(extra);
@@ -484,7 +484,7 @@ fn a_promotion_gate_accepts_an_identical_version_and_refuses_a_different_top_k()
         if out.status.success() {
             Ok(())
         } else {
-            Err(err)
+            Err(format!("{err}\n{}", String::from_utf8_lossy(&out.stdout)))
         }
     };
     // The same configuration: every common final window equal, promoted.
@@ -497,6 +497,11 @@ fn a_promotion_gate_accepts_an_identical_version_and_refuses_a_different_top_k()
     std::fs::write(&file, "[pipeline]\ntop-k = 3\n").unwrap();
     let err = gated(Some(&file), "earliest", "v3", "max-changed-windows=0", &[]).unwrap_err();
     assert!(err.contains("windows differ"), "{err}");
+    // ... and shown: the comparison with the serving version, window by window.
+    assert!(
+        err.contains("v2 → v3: ") && err.contains("── 1m window"),
+        "{err}"
+    );
     assert_eq!(serving(dir), "v2");
     let mut c = kappa(dir);
     c.args(["versions", "list"]);

@@ -472,8 +472,10 @@ fn submit(
             let path = format!("/api/replays/{id}");
             let v = follow(|| parse_view(&server.get(&path)?))?;
             print_outcome(&v)?;
+            let access = Access::Remote(server);
+            print_refused_gate(&access, &v)?;
             fail_unless_done(&v)?;
-            Ok(Some((Access::Remote(server), id)))
+            Ok(Some((access, id)))
         }
         Access::Local(store) => {
             Ok(foreground(cfg, &store, req)?.map(|id| (Access::Local(store), id)))
@@ -546,6 +548,62 @@ pub fn audit(cfg: &Config, a: &AuditArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Versions `a` (default: the serving one) and `b` compared on their common final windows
+/// in `range` (`--from`, `--to` as given), listing at most `limit.1` windows of `limit.0`
+/// changed rows: here, or by the running server.
+fn comparison(
+    access: &Access,
+    a: Option<&String>,
+    b: &String,
+    range: (Option<&String>, Option<&String>),
+    limit: (usize, usize),
+) -> anyhow::Result<crate::compare::Comparison> {
+    Ok(match access {
+        Access::Local(store) => {
+            let a = crate::query::output_version(store, a.map(String::as_str))?;
+            let b = crate::query::output_version(store, Some(b))?;
+            let scope = crate::compare::Scope {
+                from: super::read::time_flag("--from", range.0, i64::MIN)?,
+                to: super::read::time_flag("--to", range.1, i64::MAX)?,
+                rows_per_window: limit.0,
+                max_windows: limit.1,
+                ..crate::compare::Scope::default()
+            };
+            crate::compare::compare(store, &a, &b, scope)?
+        }
+        Access::Remote(server) => {
+            let (rows, windows) = (limit.0.to_string(), limit.1.to_string());
+            serde_json::from_slice(&server.get(&format!(
+                "/api/versions/compare{}",
+                super::read::query_string(&[
+                    ("a", a.map(String::as_str)),
+                    ("b", Some(b)),
+                    ("from", range.0.map(String::as_str)),
+                    ("to", range.1.map(String::as_str)),
+                    ("limit", Some(&rows)),
+                    ("windows", Some(&windows)),
+                ])
+            ))?)?
+        }
+    })
+}
+
+/// After a promotion gate refused a version: how it differs from the serving one, from
+/// the replay's `--from` on (what the gate compared), 10 windows of 10 rows at most.
+fn print_refused_gate(access: &Access, v: &ReplayView) -> anyhow::Result<()> {
+    if !matches!(v.record.outcome, Outcome::CaughtUpNotPromoted(_)) {
+        return Ok(());
+    }
+    let from = crate::event::time::parse_rfc3339_ms(&v.record.from)
+        .is_some()
+        .then_some(&v.record.from);
+    let c = comparison(access, None, &v.record.version, (from, None), (10, 10))?;
+    for line in crate::compare::describe(&c) {
+        out!("{}", printable(&line));
+    }
+    Ok(())
+}
+
 /// A replay that did not get to its end (failed, cancelled), or whose new version was not
 /// promoted as asked (`--promote-if` did not hold), is an error exit.
 fn fail_unless_done(v: &ReplayView) -> anyhow::Result<()> {
@@ -608,6 +666,7 @@ fn foreground(cfg: &Config, store: &Store, req: &ReplayRequest) -> anyhow::Resul
     let v = if v.active { job.view() } else { v };
     print_outcome(&v)?;
     result?;
+    print_refused_gate(&Access::Local(store.clone()), &v)?;
     fail_unless_done(&v)?;
     Ok(Some(id))
 }
@@ -898,35 +957,13 @@ pub fn versions(cfg: &Config, cmd: &VersionsCommand) -> anyhow::Result<()> {
                     anyhow::bail!("{flag} must be between 1 and 10000, got {n}");
                 }
             }
-            let c: crate::compare::Comparison = match access(cfg, server.as_ref())? {
-                Access::Local(store) => {
-                    let a = crate::query::output_version(&store, Some(a))?;
-                    let b = crate::query::output_version(&store, Some(b))?;
-                    let scope = crate::compare::Scope {
-                        from: super::read::time_flag("--from", from.as_ref(), i64::MIN)?,
-                        to: super::read::time_flag("--to", to.as_ref(), i64::MAX)?,
-                        rows_per_window: *limit,
-                        max_windows: *windows,
-                        revenue_base: false,
-                        verify: false,
-                    };
-                    crate::compare::compare(&store, &a, &b, scope)?
-                }
-                Access::Remote(server) => {
-                    let (limit, windows) = (limit.to_string(), windows.to_string());
-                    serde_json::from_slice(&server.get(&format!(
-                        "/api/versions/compare{}",
-                        super::read::query_string(&[
-                            ("a", Some(a)),
-                            ("b", Some(b)),
-                            ("from", from.as_deref()),
-                            ("to", to.as_deref()),
-                            ("limit", Some(&limit)),
-                            ("windows", Some(&windows)),
-                        ])
-                    ))?)?
-                }
-            };
+            let c = comparison(
+                &access(cfg, server.as_ref())?,
+                Some(a),
+                b,
+                (from.as_ref(), to.as_ref()),
+                (*limit, *windows),
+            )?;
             if *json {
                 out!("{}", serde_json::to_string_pretty(&c)?);
             } else {
