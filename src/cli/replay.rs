@@ -554,7 +554,7 @@ pub fn audit(cfg: &Config, a: &AuditArgs) -> anyhow::Result<()> {
 fn comparison(
     access: &Access,
     a: Option<&String>,
-    b: &String,
+    b: &str,
     range: (Option<&String>, Option<&String>),
     limit: (usize, usize),
 ) -> anyhow::Result<crate::compare::Comparison> {
