@@ -367,6 +367,22 @@ pub fn compare(
     b: &str,
     scope: Scope,
 ) -> Result<Comparison, StoreError> {
+    compare_each(store, a, b, scope, &mut |_| Ok(()))
+}
+
+/// [`compare`], handing every differing window, with all its changes, to `each` as it
+/// goes (the full diff a correction records beside its bounded one), oldest first per
+/// size.
+///
+/// # Errors
+/// Unknown version; store failure; what `each` returns.
+pub fn compare_each(
+    store: &impl WindowReader,
+    a: &str,
+    b: &str,
+    scope: Scope,
+    each: &mut dyn FnMut(&WindowDiff) -> Result<(), StoreError>,
+) -> Result<Comparison, StoreError> {
     let through = |v: &str| -> Result<i64, StoreError> {
         store
             .finalized_through(v)?
@@ -437,7 +453,7 @@ pub fn compare(
         let rb = store.rows(b, size, start)?;
         let delta = revenue(&rb) - revenue(&ra);
         *rev += delta;
-        let mut changes = row_changes(&ra, &rb);
+        let changes = row_changes(&ra, &rb);
         let count = |k: ChangeKind| changes.iter().filter(|c| c.change == k).count() as u64;
         let (added, removed, changed) = (
             count(ChangeKind::Added),
@@ -447,13 +463,7 @@ pub fn compare(
         summary.rows_added += added;
         summary.rows_removed += removed;
         summary.rows_changed += changed;
-        if windows.len() == scope.max_windows {
-            windows_truncated = true;
-            continue;
-        }
-        let changes_truncated = changes.len() > scope.rows_per_window;
-        changes.truncate(scope.rows_per_window);
-        windows.push(WindowDiff {
+        let mut w = WindowDiff {
             size: size_name(size),
             window_start: format_rfc3339_ms(start),
             window_end: format_rfc3339_ms(start.saturating_add(size)),
@@ -465,8 +475,16 @@ pub fn compare(
             rows_removed: removed,
             rows_changed: changed,
             changes,
-            changes_truncated,
-        });
+            changes_truncated: false,
+        };
+        each(&w)?;
+        if windows.len() == scope.max_windows {
+            windows_truncated = true;
+            continue;
+        }
+        w.changes_truncated = w.changes.len() > scope.rows_per_window;
+        w.changes.truncate(scope.rows_per_window);
+        windows.push(w);
     }
     summary.sizes = sizes
         .into_values()
@@ -669,94 +687,102 @@ pub fn describe(c: &Comparison) -> Vec<String> {
         ));
     }
     for w in &c.windows {
-        out.push(format!(
-            "── {} window {} ({}): revenue {}, rows +{} −{} ~{}",
-            w.size,
-            w.window_start,
-            match w.status {
-                WindowStatus::Changed => "changed".to_string(),
-                WindowStatus::OnlyInA => format!("only in {}", c.a),
-                WindowStatus::OnlyInB => format!("only in {}", c.b),
-            },
-            w.revenue_delta,
-            w.rows_added,
-            w.rows_removed,
-            w.rows_changed
-        ));
-        for ch in &w.changes {
-            let fields = |m: &Option<Map<String, Value>>| {
-                m.as_ref()
-                    .map(|m| {
-                        m.iter()
-                            .filter(|(k, _)| {
-                                !matches!(
-                                    k.as_str(),
-                                    "category" | "event_type" | "product_id" | "query"
-                                )
-                            })
-                            .map(|(k, v)| {
-                                format!(
-                                    "{k}={}",
-                                    v.as_str().map_or_else(|| v.to_string(), String::from)
-                                )
-                            })
-                            .collect::<Vec<_>>()
-                            .join(" ")
-                    })
-                    .unwrap_or_default()
-            };
-            let line = match ch.change {
-                ChangeKind::Added => format!("+ {}", fields(&ch.new)),
-                ChangeKind::Removed => format!("- {}", fields(&ch.old)),
-                ChangeKind::Changed => {
-                    let delta = ch
-                        .delta
-                        .as_ref()
-                        .map(|d| {
-                            d.iter()
-                                .map(|(k, v)| {
-                                    format!(
-                                        "{k} {}",
-                                        v.as_i64().map_or_else(
-                                            || v.as_str().unwrap_or_default().to_string(),
-                                            |n| format!("{n:+}")
-                                        )
-                                    )
-                                })
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        })
-                        .unwrap_or_default();
-                    let rank = ch
-                        .rank
-                        .map(|(o, n)| format!(" rank {o}→{n}"))
-                        .unwrap_or_default();
-                    let delta = if delta.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" ({delta})")
-                    };
-                    format!("~ {} → {}{delta}{rank}", fields(&ch.old), fields(&ch.new))
-                }
-            };
-            out.push(format!(
-                "    {:<24} {:<24} {}",
-                ch.aggregate,
-                crate::cli::text::printable(&ch.key),
-                line
-            ));
-        }
-        if w.changes_truncated {
-            out.push(format!(
-                "    … {} more changed rows (raise --limit)",
-                w.rows_added + w.rows_removed + w.rows_changed - w.changes.len() as u64
-            ));
-        }
+        out.extend(describe_window(w, &c.a, &c.b));
     }
     if c.windows_truncated {
         out.push(format!(
             "… {} more differing windows (narrow --from/--to)",
             s.windows_differing - c.windows.len() as u64
+        ));
+    }
+    out
+}
+
+/// One differing window of a comparison of `a` (old) with `b` as lines for people.
+#[must_use]
+pub fn describe_window(w: &WindowDiff, a: &str, b: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    out.push(format!(
+        "── {} window {} ({}): revenue {}, rows +{} −{} ~{}",
+        w.size,
+        w.window_start,
+        match w.status {
+            WindowStatus::Changed => "changed".to_string(),
+            WindowStatus::OnlyInA => format!("only in {a}"),
+            WindowStatus::OnlyInB => format!("only in {b}"),
+        },
+        w.revenue_delta,
+        w.rows_added,
+        w.rows_removed,
+        w.rows_changed
+    ));
+    for ch in &w.changes {
+        let fields = |m: &Option<Map<String, Value>>| {
+            m.as_ref()
+                .map(|m| {
+                    m.iter()
+                        .filter(|(k, _)| {
+                            !matches!(
+                                k.as_str(),
+                                "category" | "event_type" | "product_id" | "query"
+                            )
+                        })
+                        .map(|(k, v)| {
+                            format!(
+                                "{k}={}",
+                                v.as_str().map_or_else(|| v.to_string(), String::from)
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                })
+                .unwrap_or_default()
+        };
+        let line = match ch.change {
+            ChangeKind::Added => format!("+ {}", fields(&ch.new)),
+            ChangeKind::Removed => format!("- {}", fields(&ch.old)),
+            ChangeKind::Changed => {
+                let delta = ch
+                    .delta
+                    .as_ref()
+                    .map(|d| {
+                        d.iter()
+                            .map(|(k, v)| {
+                                format!(
+                                    "{k} {}",
+                                    v.as_i64().map_or_else(
+                                        || v.as_str().unwrap_or_default().to_string(),
+                                        |n| format!("{n:+}")
+                                    )
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    })
+                    .unwrap_or_default();
+                let rank = ch
+                    .rank
+                    .map(|(o, n)| format!(" rank {o}→{n}"))
+                    .unwrap_or_default();
+                let delta = if delta.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({delta})")
+                };
+                format!("~ {} → {}{delta}{rank}", fields(&ch.old), fields(&ch.new))
+            }
+        };
+        out.push(format!(
+            "    {:<24} {:<24} {}",
+            ch.aggregate,
+            crate::cli::text::printable(&ch.key),
+            line
+        ));
+    }
+    if w.changes_truncated {
+        out.push(format!(
+            "    … {} more changed rows (raise --limit)",
+            w.rows_added + w.rows_removed + w.rows_changed - w.changes.len() as u64
         ));
     }
     out

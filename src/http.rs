@@ -356,6 +356,38 @@ fn fingerprint(st: &AppState, q: HashMap<String, String>) -> Result<Value, ApiEr
     )?)
 }
 
+/// `GET /api/replays/{id}/diff/windows?offset=&limit=`: a page of the full diff recorded
+/// with a replay — its differing windows from `offset` on, every changed row listed.
+fn diff_page(st: &AppState, id: &str, q: HashMap<String, String>) -> Result<Value, ApiError> {
+    let id = replay_id(id)?;
+    let p = Params::check(q, &["offset", "limit"])?;
+    let limit = p.limit(100, 1000)?;
+    let offset = match p.get("offset") {
+        None => 0,
+        Some(v) => v.parse::<u64>().map_err(|_| {
+            ApiError::BadRequest(format!("offset must be a whole number, got {v:?}"))
+        })?,
+    };
+    if st.store.replay_diff(id)?.is_none() {
+        return Err(ApiError::NotFound(format!(
+            "no diff recorded for replay {id} (only in-place corrections and `--dry-run --diff` record one)"
+        )));
+    }
+    let (page, total) = st.store.replay_diff_windows(id, offset, limit as u64)?;
+    let windows: Vec<Value> = page
+        .iter()
+        .map(|j| serde_json::from_slice(j).unwrap_or(Value::Null))
+        .collect();
+    let next = offset + windows.len() as u64;
+    Ok(json!({
+        "replay": id,
+        "offset": offset,
+        "total": total,
+        "windows": windows,
+        "next_offset": (next < total).then_some(next),
+    }))
+}
+
 /// `GET /api/versions/compare?a=&b=`: `a` defaults to the serving version.
 fn compare_versions(st: &AppState, q: HashMap<String, String>) -> Result<Value, ApiError> {
     let p = Params::check(q, &["a", "b", "from", "to", "limit", "windows"])?;
@@ -643,6 +675,16 @@ fn control_routes(
             },
             Err(e) => error_reply(&e),
         });
+    let diff_windows = warp::path!("api" / "replays" / String / "diff" / "windows")
+        .and(warp::get())
+        .and(warp::query::<HashMap<String, String>>())
+        .and(with())
+        .map(
+            |id: String, q: HashMap<String, String>, st: AppState| match diff_page(&st, &id, q) {
+                Ok(v) => json_reply(StatusCode::OK, &v),
+                Err(e) => error_reply(&e),
+            },
+        );
     let cancel = warp::path!("api" / "replays" / String)
         .and(warp::delete())
         .and(admit())
@@ -689,6 +731,8 @@ fn control_routes(
         .or(one)
         .unify()
         .or(diff)
+        .unify()
+        .or(diff_windows)
         .unify()
         .or(cancel)
         .unify()

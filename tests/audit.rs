@@ -353,6 +353,38 @@ fn a_correction_diff_lists_exactly_the_windows_late_data_changes_and_nothing_ove
     );
     assert_eq!(applied["windows"], dry["windows"]);
     assert_eq!(applied["summary"], dry["summary"]);
+    // The full diff, read page by page: every differing window with every changed row.
+    let full = |extra: &[&str]| -> Value {
+        let mut c = kappa(dir);
+        c.args(["replay", "show", "2", "--format", "json", "--full"])
+            .args(extra);
+        let out = ok(c);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("no full diff"), "{stderr}");
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()["diff"]["windows"].clone()
+    };
+    let all = full(&[]);
+    let all = all.as_array().unwrap();
+    let s = &applied["summary"];
+    assert_eq!(all.len() as u64, s["windows_differing"].as_u64().unwrap());
+    assert!(all.len() >= 2, "{s}");
+    let rows: u64 = all
+        .iter()
+        .map(|w| w["changes"].as_array().unwrap().len() as u64)
+        .sum();
+    let counted: u64 = ["rows_added", "rows_removed", "rows_changed"]
+        .iter()
+        .map(|k| s[k].as_u64().unwrap())
+        .sum();
+    assert_eq!(rows, counted, "every changed row listed");
+    assert_eq!(
+        diff_counts(&serde_json::json!({ "windows": all })),
+        expected
+    );
+    assert_eq!(
+        full(&["--offset", "1", "--limit", "1"]),
+        serde_json::json!([all[1].clone()])
+    );
     let after = exported_counts(dir);
     for s in expected.keys() {
         assert_eq!(after.get(s), model.get(s), "window {s} corrected");
@@ -437,6 +469,18 @@ fn a_running_server_answers_the_same_fingerprints_comparisons_and_diffs() {
     assert_eq!(code, 200, "{body}");
     let diff: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(diff["summary"]["windows_differing"], 1, "{diff}");
+    // Its full diff, paged: the one window, with every changed row.
+    let (code, body) = server.get("/api/replays/1/diff/windows?offset=0&limit=5");
+    assert_eq!(code, 200, "{body}");
+    let page: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(page["total"], 1, "{page}");
+    assert_eq!(page["next_offset"], Value::Null, "{page}");
+    assert_eq!(
+        page["windows"][0]["window_start"],
+        diff["windows"][0]["window_start"]
+    );
+    let (code, body) = server.get("/api/replays/1/diff/windows?limit=0");
+    assert_eq!(code, 400, "{body}");
     assert_eq!(fingerprint(dir, &[])["digest"], local["digest"]);
     server.interrupt();
 }

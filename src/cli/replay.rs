@@ -125,6 +125,16 @@ pub enum ReplayAction {
         /// Output format.
         #[arg(long, value_enum, default_value_t = super::read::Format::Table)]
         format: super::read::Format,
+        /// Every differing window with every changed row (the recorded diff lists at most
+        /// 100 windows of 100 rows), read page by page.
+        #[arg(long)]
+        full: bool,
+        /// With --full: the first differing window shown (0 = the oldest).
+        #[arg(long, default_value_t = 0, requires = "full")]
+        offset: u64,
+        /// With --full: at most this many windows.
+        #[arg(long, requires = "full")]
+        limit: Option<u64>,
         /// URL of the running kappa.
         #[arg(long, value_name = "URL")]
         server: Option<String>,
@@ -773,6 +783,52 @@ fn replay_diff(access: &Access, id: u64) -> anyhow::Result<Option<crate::compare
         .transpose()
 }
 
+/// The full diff recorded with replay `id`: its differing windows from `offset` on (at
+/// most `limit`), every changed row listed, read 100 windows at a time.
+fn full_diff_windows(
+    access: &Access,
+    id: u64,
+    offset: u64,
+    limit: Option<u64>,
+) -> anyhow::Result<Vec<crate::compare::WindowDiff>> {
+    let end = limit.map_or(u64::MAX, |l| offset.saturating_add(l));
+    let mut out = Vec::new();
+    let mut at = offset;
+    while at < end {
+        let want = (end - at).min(100);
+        let (page, total): (Vec<Value>, u64) = match access {
+            Access::Local(store) => {
+                let (page, total) = store.replay_diff_windows(id, at, want)?;
+                let page = page
+                    .iter()
+                    .map(|j| serde_json::from_slice(j))
+                    .collect::<Result<_, _>>()?;
+                (page, total)
+            }
+            Access::Remote(server) => {
+                let v: Value = serde_json::from_slice(&server.get(&format!(
+                    "/api/replays/{id}/diff/windows?offset={at}&limit={want}"
+                ))?)?;
+                (
+                    v["windows"].as_array().cloned().unwrap_or_default(),
+                    v["total"].as_u64().unwrap_or(0),
+                )
+            }
+        };
+        if page.is_empty() {
+            break;
+        }
+        at += page.len() as u64;
+        for w in page {
+            out.push(serde_json::from_value(w).context("reading the recorded diff")?);
+        }
+        if at >= total {
+            break;
+        }
+    }
+    Ok(out)
+}
+
 /// Prints the diff recorded with replay `id` (after a replay run with `--diff`).
 fn print_diff(access: &Access, id: u64) -> anyhow::Result<()> {
     match replay_diff(access, id)? {
@@ -853,10 +909,29 @@ fn replay_action(cfg: &Config, action: &ReplayAction) -> anyhow::Result<()> {
                 Ok(())
             }
         },
-        ReplayAction::Show { id, format, server } => {
+        ReplayAction::Show {
+            id,
+            format,
+            full,
+            offset,
+            limit,
+            server,
+        } => {
             let access = access(cfg, server.as_ref())?;
             let v = one_replay(&access, *id)?;
-            let diff = replay_diff(&access, *id)?;
+            let mut diff = replay_diff(&access, *id)?;
+            if let (Some(d), true) = (&mut diff, *full) {
+                let all = full_diff_windows(&access, *id, *offset, *limit)?;
+                // Replays recorded before the full diff was kept have the bounded one only.
+                if !all.is_empty() || d.summary.windows_differing == 0 || *offset > 0 {
+                    d.windows = all;
+                    d.windows_truncated = false;
+                } else {
+                    eprintln!(
+                        "replay {id} has no full diff recorded (it was made before kappa kept them): the bounded one follows"
+                    );
+                }
+            }
             if *format == super::read::Format::Json {
                 let mut out = serde_json::to_value(&v)?;
                 out["diff"] = diff

@@ -47,6 +47,10 @@ const FINGERPRINTS: TableDefinition<(&str, i64, i64), u128> = TableDefinition::n
 /// The diff of each in-place correction (and dry run with `--diff`): replay id → JSON of
 /// its [`crate::compare::Comparison`], written with the replay's end.
 const REPLAY_DIFFS: TableDefinition<u64, &[u8]> = TableDefinition::new("replay_diffs");
+/// The full diff beside the bounded one: (replay id, n) → JSON of the n-th differing
+/// window's [`crate::compare::WindowDiff`] with every changed row.
+const REPLAY_DIFF_WINDOWS: TableDefinition<(u64, u64), &[u8]> =
+    TableDefinition::new("replay_diff_windows");
 /// A merger's open state per version (`kappa run --role merger`).
 const MERGER: TableDefinition<&str, &[u8]> = TableDefinition::new("merger_state");
 
@@ -308,6 +312,7 @@ impl Store {
             tx.open_table(REPLAYS)?;
             tx.open_table(FINGERPRINTS)?;
             tx.open_table(REPLAY_DIFFS)?;
+            tx.open_table(REPLAY_DIFF_WINDOWS)?;
             backfill_fingerprints(&tx)?;
         }
         tx.commit()?;
@@ -951,7 +956,16 @@ impl Store {
                     verify: audit,
                     ..crate::compare::Scope::default()
                 };
-                let mut diff = crate::compare::compare(&InTx(&tx), &target, scratch, scope)?;
+                let mut full = tx.open_table(REPLAY_DIFF_WINDOWS)?;
+                let mut n = 0u64;
+                let mut diff =
+                    crate::compare::compare_each(&InTx(&tx), &target, scratch, scope, &mut |w| {
+                        let json = serde_json::to_vec(w).expect("a window diff serialises");
+                        full.insert((record.id, n), json.as_slice())?;
+                        n += 1;
+                        Ok(())
+                    })?;
+                drop(full);
                 // People read it as a change to the target, not to a scratch name.
                 diff.b = if audit {
                     format!("{target} recomputed by audit {}", record.id)
@@ -1093,6 +1107,32 @@ impl Store {
             .open_table(REPLAY_DIFFS)?
             .get(id)?
             .map(|g| g.value().to_vec()))
+    }
+
+    /// A page of the full diff recorded with replay `id`: its differing windows
+    /// `offset..offset + limit` (JSON of [`crate::compare::WindowDiff`], every changed row
+    /// listed), and how many there are.
+    ///
+    /// # Errors
+    /// Store failure.
+    pub fn replay_diff_windows(
+        &self,
+        id: u64,
+        offset: u64,
+        limit: u64,
+    ) -> Result<(Vec<Vec<u8>>, u64)> {
+        let tx = self.db()?.begin_read()?;
+        let t = tx.open_table(REPLAY_DIFF_WINDOWS)?;
+        let total = match t.range((id, 0)..=(id, u64::MAX))?.next_back() {
+            Some(r) => r?.0.value().1 + 1,
+            None => 0,
+        };
+        let end = offset.saturating_add(limit);
+        let page = t
+            .range((id, offset)..(id, end))?
+            .map(|r| Ok(r?.1.value().to_vec()))
+            .collect::<Result<_>>()?;
+        Ok((page, total))
     }
 
     /// Every aggregate's rows of the final window `(size, start)` of `version`, in
