@@ -4,10 +4,20 @@
 //!
 //!     cargo run --release --example kafka_source_only -- BROKERS TOPIC
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use kappa::source::{KafkaSource, Source};
+use kappa::source::{Assignment, KafkaSource, Source, Starts};
+
+/// Nothing kept: every partition from its beginning.
+struct FromTheBeginning;
+
+impl Starts for FromTheBeginning {
+    fn kept(&self, _version: &str) -> Result<HashMap<u32, (u64, u64)>, String> {
+        Ok(HashMap::new())
+    }
+}
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -15,8 +25,6 @@ fn main() {
         eprintln!("usage: kafka_source_only BROKERS TOPIC");
         std::process::exit(2);
     };
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = kappa::store::Store::open(&dir.path().join("s.redb")).expect("store");
     let k = kappa::config::KafkaSection {
         brokers,
         topic,
@@ -24,9 +32,9 @@ fn main() {
     };
     let mut src = KafkaSource::connect(
         &k,
-        Some(store),
+        Arc::new(FromTheBeginning),
         "v1",
-        true,
+        Assignment::Explicit,
         Arc::new(kappa::metrics::Metrics::new()),
         &|| false,
     )

@@ -243,9 +243,14 @@ fn opener(
     metrics: Arc<Metrics>,
 ) -> impl Fn(&str, &CancellationToken) -> Result<Box<dyn Source>, SourceError> {
     move |version, cancel| {
-        source::open(&cfg, &store, version, true, metrics.clone(), &|| {
-            cancel.is_cancelled()
-        })
+        source::open(
+            &cfg,
+            Arc::new(store.clone()),
+            version,
+            source::Assignment::Explicit,
+            metrics.clone(),
+            &|| cancel.is_cancelled(),
+        )
     }
 }
 

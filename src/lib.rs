@@ -12,21 +12,24 @@
 //! - [`window`]: assigner, watermarks, deduplication and aggregates — pure, no I/O;
 //! - [`pipeline`]: the loop that drives source → decode → window core → store;
 //! - [`store`]: redb — final results, positions, event-time index, dead letters, versions;
-//! - [`replay`]: replays — plans, in-place corrections, new output versions;
+//! - [`replay`]: replays — plans, in-place corrections, audits, new output versions;
 //! - [`control`]: the running server's replays and version pipelines;
-//! - [`compare`]: window fingerprints and the comparison of two versions (compare, diffs);
+//! - [`scale`]: scale-out — workers publishing partial aggregates, the merger that makes
+//!   them final, the control topic of replays across them;
+//! - [`compare`] (in [`store`]): window fingerprints and the comparison of two versions
+//!   (compare, diffs, audits);
 //! - [`query`]: reading results back (JSON shapes shared by the API and the CLI);
 //! - [`http`]: the warp server — metrics, health, JSON API;
 //! - [`metrics`]: the catalogue of Prometheus metrics;
 //! - [`generator`]: the seeded, realistic traffic generator behind `kappa produce`;
 //! - [`topics`]: topics as code (`topics/*.toml`, `kappa topics apply|list`);
 //! - [`config`]: the layered configuration tree;
+//! - [`text`]: making input printable for people (tables, messages);
 //! - [`cli`]: the `kappa` command line.
 
 #![warn(missing_docs)]
 
 pub mod cli;
-pub mod compare;
 pub mod config;
 pub mod control;
 pub mod event;
@@ -41,5 +44,8 @@ pub mod scale;
 pub mod sink;
 pub mod source;
 pub mod store;
+pub mod text;
 pub mod topics;
 pub mod window;
+
+pub use store::compare;

@@ -2,11 +2,9 @@
 //! query` and `kappa export`.
 
 use std::io::Write;
-use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::config::fmt_duration;
 use crate::event::time::{format_rfc3339_ms, parse_rfc3339_ms};
 use crate::store::{Aggregate, Store, StoreError, WindowRows};
 use crate::window::FinalWindow;
@@ -56,7 +54,7 @@ pub fn output_version(store: &Store, named: Option<&str>) -> Result<String, Vers
     let Some(name) = named else {
         return Ok(store.serving()?);
     };
-    if name.starts_with(crate::replay::SCRATCH_PREFIX) || store.version(name)?.is_none() {
+    if name.starts_with(crate::store::SCRATCH_PREFIX) || store.version(name)?.is_none() {
         return Err(VersionError::Unknown(name.to_string()));
     }
     Ok(name.to_string())
@@ -101,11 +99,7 @@ pub fn dead_letters(
     }))
 }
 
-/// `1m` for 60000.
-#[must_use]
-pub fn size_name(size_ms: i64) -> String {
-    fmt_duration(Duration::from_millis(size_ms.unsigned_abs()))
-}
+pub use crate::event::time::size_name;
 
 /// One final window of one aggregate as JSON.
 #[must_use]

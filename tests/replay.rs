@@ -596,9 +596,9 @@ fn a_cancelled_replay_leaves_the_serving_version_as_it_was_and_no_new_version() 
     let open = |v: &str, c: &tokio_util::sync::CancellationToken| {
         kappa::source::open(
             &cfg,
-            &store,
+            std::sync::Arc::new(store.clone()),
             v,
-            true,
+            kappa::source::Assignment::Explicit,
             std::sync::Arc::new(kappa::metrics::Metrics::new()),
             &|| c.is_cancelled(),
         )

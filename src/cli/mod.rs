@@ -15,7 +15,7 @@ mod produce;
 mod read;
 mod replay;
 mod run;
-pub mod text;
+pub use crate::text;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -663,9 +663,14 @@ fn foreground(cfg: &Config, store: &Store, req: &ReplayRequest) -> anyhow::Resul
         .name("replay".into())
         .spawn(move || {
             let open = |v: &str, cancel: &tokio_util::sync::CancellationToken| {
-                crate::source::open(&c, &st, v, true, Arc::new(Metrics::new()), &|| {
-                    cancel.is_cancelled()
-                })
+                crate::source::open(
+                    &c,
+                    Arc::new(st.clone()),
+                    v,
+                    crate::source::Assignment::Explicit,
+                    Arc::new(Metrics::new()),
+                    &|| cancel.is_cancelled(),
+                )
             };
             j.run(&st, &metrics, &open, false)
         })?;

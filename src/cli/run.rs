@@ -70,11 +70,21 @@ async fn start(
     );
     // The embedded log opens at once (its errors end the start-up); Kafka connects on the
     // pipeline thread, retrying, while the HTTP server already answers /readyz with 503.
-    let bounded = matches!(mode, Mode::UntilCaughtUp { .. });
+    let assignment = if matches!(mode, Mode::UntilCaughtUp { .. }) {
+        crate::source::Assignment::Explicit
+    } else {
+        crate::source::Assignment::Group
+    };
     let embedded = if cfg.kafka.brokers.is_empty() {
-        let source =
-            crate::source::open(cfg, &store, &version, bounded, metrics.clone(), &|| false)
-                .with_context(|| format!("opening the log in {}", cfg.log_dir().display()))?;
+        let source = crate::source::open(
+            cfg,
+            Arc::new(store.clone()),
+            &version,
+            assignment,
+            metrics.clone(),
+            &|| false,
+        )
+        .with_context(|| format!("opening the log in {}", cfg.log_dir().display()))?;
         Some(Pipeline::new(
             cfg,
             &version,
@@ -114,9 +124,9 @@ async fn start(
                 None => {
                     let source = match crate::source::open(
                         &cfg2,
-                        &store,
+                        Arc::new(store.clone()),
                         &version,
-                        bounded,
+                        assignment,
                         metrics2.clone(),
                         &|| token.is_cancelled(),
                     ) {
@@ -139,7 +149,7 @@ async fn start(
         http_stop,
         addr,
         metrics,
-        bounded,
+        bounded: assignment == crate::source::Assignment::Explicit,
     })
 }
 

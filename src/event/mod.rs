@@ -3,11 +3,13 @@
 //! The decoder borrows from the record bytes: strings without escapes are not copied.
 
 mod decode;
+mod invalid;
 pub mod money;
 mod scan;
 pub mod time;
 
-pub use decode::{DecodeError, InvalidKind, Rules, Schemas, decode, decode_serde, decode_with};
+pub use decode::{Rules, Schemas, decode, decode_serde, decode_with};
+pub use invalid::{DecodeError, InvalidKind};
 
 use std::borrow::Cow;
 

@@ -12,7 +12,7 @@
 
 use std::borrow::Cow;
 
-use super::decode::{DecodeError, InvalidKind};
+use super::invalid::{DecodeError, InvalidKind};
 
 /// The raw text of `price`: the inside of a string (escapes not decoded), a number, or any
 /// other JSON value (a type error later).

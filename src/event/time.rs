@@ -141,6 +141,43 @@ pub fn format_rfc3339_ms(ms: i64) -> String {
     }
 }
 
+/// Formats a duration the way the configuration writes it (`1m`, `1h30m`, `250ms`,
+/// `31days`): days, hours, minutes, seconds and below — never months or years (which
+/// `humantime` counts as 30.44 and 365.25 days). Below 30 days the text is `humantime`'s,
+/// so stored version configurations read the same; `humantime` parses it back.
+#[must_use]
+pub fn fmt_duration(d: std::time::Duration) -> String {
+    use std::fmt::Write;
+    let (secs, nanos) = (d.as_secs(), d.subsec_nanos());
+    if secs == 0 && nanos == 0 {
+        return "0s".into();
+    }
+    let mut out = String::new();
+    let days = secs / 86_400;
+    if days > 0 {
+        let _ = write!(out, "{days}day{}", if days == 1 { "" } else { "s" });
+    }
+    for (v, unit) in [
+        (secs / 3600 % 24, "h"),
+        (secs / 60 % 60, "m"),
+        (secs % 60, "s"),
+        (u64::from(nanos / 1_000_000), "ms"),
+        (u64::from(nanos / 1000 % 1000), "us"),
+        (u64::from(nanos % 1000), "ns"),
+    ] {
+        if v > 0 {
+            let _ = write!(out, "{v}{unit}");
+        }
+    }
+    out
+}
+
+/// A window size as people write it: `1m` for 60000 ms.
+#[must_use]
+pub fn size_name(size_ms: i64) -> String {
+    fmt_duration(std::time::Duration::from_millis(size_ms.unsigned_abs()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

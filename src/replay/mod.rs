@@ -35,8 +35,7 @@ use crate::store::{
 /// `--promote` makes it serving.
 pub const PROMOTE_MAX_LAG: u64 = 1000;
 
-/// Prefix of the scratch versions in-place corrections compute into (never listed).
-pub const SCRATCH_PREFIX: &str = "_replay-";
+pub use crate::store::SCRATCH_PREFIX;
 
 /// Failures of a replay.
 #[derive(Debug, thiserror::Error)]

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use super::Msg;
+use super::{Result, ScaleError};
 use crate::config::Config;
 use crate::log::RecordBatch;
 use crate::metrics::Metrics;
@@ -318,13 +319,15 @@ struct Merging {
 
 impl Merging {
     /// The version's merge state as last committed, and a core with its configuration.
-    fn load(store: &Store, cfg: &Config, info: &crate::store::VersionInfo) -> anyhow::Result<Self> {
+    fn load(store: &Store, cfg: &Config, info: &crate::store::VersionInfo) -> Result<Self> {
         let (version, fingerprint) = (&info.name, &info.config);
         let mut state = match store.merger_state(version)? {
             Some(bytes) => bincode::serde::decode_from_slice(&bytes, bincode::config::standard())
                 .map(|(s, _)| s)
                 .map_err(|e| {
-                    anyhow::anyhow!("the merger state of {version} does not decode: {e}")
+                    ScaleError::Invalid(format!(
+                        "the merger state of {version} does not decode: {e}"
+                    ))
                 })?,
             None => MergeState::default(),
         };
@@ -336,7 +339,7 @@ impl Merging {
         }
         let vcfg = cfg
             .with_fingerprint(fingerprint)
-            .map_err(|e| anyhow::anyhow!("version {version}: {e}"))?;
+            .map_err(|e| ScaleError::Invalid(format!("version {version}: {e}")))?;
         Ok(Self {
             state,
             core: WindowCore::new(vcfg.window_config(), 0),
@@ -352,7 +355,7 @@ fn refresh(
     cfg: &Config,
     main: &str,
     merging: &mut BTreeMap<String, Merging>,
-) -> anyhow::Result<()> {
+) -> Result<()> {
     let versions = store.versions()?;
     // Forgotten: dropped versions, and versions dropped and created again under their name.
     merging.retain(|v, m| {
@@ -368,10 +371,11 @@ fn refresh(
         let m = Merging::load(store, cfg, &info)?;
         merging.insert(info.name, m);
     }
-    anyhow::ensure!(
-        merging.contains_key(main),
-        "output version {main} is not in the store"
-    );
+    if !merging.contains_key(main) {
+        return Err(ScaleError::Invalid(format!(
+            "output version {main} is not in the store"
+        )));
+    }
     Ok(())
 }
 
@@ -388,7 +392,7 @@ pub fn run(
     shared: Arc<Shared>,
     positions: &super::Positions,
     cancel: &CancellationToken,
-) -> anyhow::Result<MergerSummary> {
+) -> Result<MergerSummary> {
     let started = Instant::now();
     store.ensure_version(&crate::store::VersionInfo {
         name: version.to_string(),
@@ -403,9 +407,9 @@ pub fn run(
     k.topic.clone_from(&cfg.kafka.partials_topic);
     let mut source = KafkaSource::connect(
         &k,
-        Some(store.clone()),
+        Arc::new(store.clone()),
         version,
-        true,
+        crate::source::Assignment::Explicit,
         metrics.clone(),
         &|| cancel.is_cancelled(),
     )?;
@@ -458,12 +462,10 @@ pub fn run(
             // Skipping a message could stall a partition for good (a lost progress range):
             // stop, with the position, instead.
             let msg = Msg::decode(rec.value).map_err(|e| {
-                anyhow::anyhow!(
+                ScaleError::Invalid(format!(
                     "{} partition {} offset {}: {e}",
-                    k.topic,
-                    rec.partition,
-                    rec.offset
-                )
+                    k.topic, rec.partition, rec.offset
+                ))
             })?;
             let v = match &msg {
                 Msg::Partial {
@@ -494,10 +496,10 @@ pub fn run(
             if let Msg::Partial { config, .. } | Msg::Progress { config, .. } = &msg
                 && *config != m.fingerprint
             {
-                anyhow::bail!(
+                return Err(ScaleError::Invalid(format!(
                     "a worker computes {v} with another configuration ({config}) than the merger's store holds for it ({}): run every worker with the same window sizes, delay and limits",
                     m.fingerprint
-                );
+                )));
             }
             if let Msg::Totals {
                 partition,
@@ -543,7 +545,7 @@ pub fn run(
             match m
                 .state
                 .apply(msg)
-                .map_err(|e| anyhow::anyhow!("version {v}: {e}"))?
+                .map_err(|e| ScaleError::Invalid(format!("version {v}: {e}")))?
             {
                 // Dead letters are per source record, not per version: the main one's count.
                 Some(Kept::Dead(d)) if v == version => pending_dead.push(d),

@@ -24,6 +24,39 @@ use crate::pipeline::Counts;
 use crate::store::{DeadLetter, LateRecord};
 use crate::window::PartialAgg;
 
+/// Failures of a worker or a merger.
+#[derive(Debug, thiserror::Error)]
+pub enum ScaleError {
+    /// Reading the source or the partials topic failed.
+    #[error(transparent)]
+    Source(#[from] crate::source::SourceError),
+    /// Publishing partials or control orders failed.
+    #[error(transparent)]
+    Sink(#[from] crate::sink::SinkError),
+    /// The merger's store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// A worker's pipeline step failed.
+    #[error(transparent)]
+    Pipeline(#[from] crate::pipeline::PipelineError),
+    /// What was read does not make sense (a state that does not decode, a version that
+    /// does not match): the message says what.
+    #[error("{0}")]
+    Invalid(String),
+    /// Encoding the merger's state failed.
+    #[error("encoding the merge state: {0}")]
+    Encode(#[from] bincode::error::EncodeError),
+    /// A worker's thread could not be started.
+    #[error("starting a worker thread: {0}")]
+    Thread(#[from] std::io::Error),
+    /// A worker's thread panicked.
+    #[error("the worker thread panicked")]
+    Panicked,
+}
+
+/// A worker's or a merger's result.
+pub type Result<T, E = ScaleError> = std::result::Result<T, E>;
+
 /// What `kappa run --role` runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Default)]
 pub enum Role {

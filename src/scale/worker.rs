@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use super::Msg;
+use super::{Result, ScaleError};
 use crate::config::Config;
 use crate::event::decode_with;
 use crate::log::RecordBatch;
@@ -207,8 +208,8 @@ pub fn supervise(
     metrics: Arc<Metrics>,
     shared: Arc<Shared>,
     cancel: &CancellationToken,
-) -> anyhow::Result<WorkerSummary> {
-    type Handle = std::thread::JoinHandle<anyhow::Result<WorkerSummary>>;
+) -> Result<WorkerSummary> {
+    type Handle = std::thread::JoinHandle<Result<WorkerSummary>>;
     /// An ordered version's loop: its incarnation, stop token and thread.
     struct Loop {
         incarnation: i64,
@@ -328,8 +329,7 @@ pub fn supervise(
     for (v, l) in others {
         stop(&v, l);
     }
-    main.join()
-        .map_err(|_| anyhow::anyhow!("the worker thread panicked"))?
+    main.join().map_err(|_| ScaleError::Panicked)?
 }
 
 /// What every message of one version's worker carries, and the messages built from it.
@@ -343,7 +343,7 @@ struct Out {
 
 impl Out {
     /// Reports `partition` idle or active again.
-    fn idle(&self, sink: &mut KafkaSink, partition: u32, idle: bool) -> anyhow::Result<()> {
+    fn idle(&self, sink: &mut KafkaSink, partition: u32, idle: bool) -> Result<()> {
         let msg = Msg::Idle {
             version: self.version.clone(),
             partitions: self.partitions,
@@ -363,7 +363,7 @@ impl Out {
         partials: Vec<(i64, i64, crate::window::PartialAgg)>,
         through: i64,
         checkpoint: Option<(u64, i64)>,
-    ) -> anyhow::Result<u64> {
+    ) -> Result<u64> {
         let n = partials.len() as u64;
         let mut nonempty = Vec::with_capacity(partials.len());
         for (size_ms, start_ms, sums) in partials {
@@ -400,7 +400,7 @@ impl Out {
 impl Out {
     /// Publishes each owned partition's outcome totals (before every commit: the merger's
     /// counters follow the records read, not only the windows made final).
-    fn totals(&self, sink: &mut KafkaSink, parts: &BTreeMap<u32, Part>) -> anyhow::Result<()> {
+    fn totals(&self, sink: &mut KafkaSink, parts: &BTreeMap<u32, Part>) -> Result<()> {
         for (&partition, part) in parts {
             let msg = Msg::Totals {
                 version: self.version.clone(),
@@ -417,7 +417,7 @@ impl Out {
 }
 
 /// Publishes one message to `kappa.partials`.
-fn publish(sink: &mut KafkaSink, msg: &Msg) -> anyhow::Result<()> {
+fn publish(sink: &mut KafkaSink, msg: &Msg) -> Result<()> {
     let now = chrono::Utc::now().timestamp_millis();
     sink.append(msg.key().as_bytes(), &msg.encode(), now)?;
     Ok(())
@@ -442,7 +442,7 @@ impl Input {
         order: Option<&super::VersionOrder>,
         metrics: &Arc<Metrics>,
         cancel: &CancellationToken,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self> {
         let seeds: std::collections::HashMap<u32, (u64, i64)> = order
             .map(|o| {
                 o.starts
@@ -459,12 +459,13 @@ impl Input {
         );
         let mut k = cfg.kafka.clone();
         k.group_id.clone_from(&cfg.kafka.worker_group_id);
-        let source = KafkaSource::connect_with(
+        let source = KafkaSource::connect(
             &k,
-            None,
-            seeds.iter().map(|(&p, &(o, _))| (p, o)).collect(),
+            Arc::new(GroupStarts(
+                seeds.iter().map(|(&p, &(o, _))| (p, o)).collect(),
+            )),
             &instance,
-            false,
+            crate::source::Assignment::Group,
             metrics.clone(),
             &|| cancel.is_cancelled(),
         )?;
@@ -474,6 +475,23 @@ impl Input {
             ends,
             instance,
         })
+    }
+}
+
+/// A worker's starts: kept in its consumer group (committed offsets, its resume state in
+/// their metadata); a partition with nothing committed starts at the replay's seed offset,
+/// else at the beginning.
+struct GroupStarts(std::collections::HashMap<u32, u64>);
+
+impl crate::source::Starts for GroupStarts {
+    fn kept(&self, _version: &str) -> Result<std::collections::HashMap<u32, (u64, u64)>, String> {
+        Ok(std::collections::HashMap::new())
+    }
+    fn seed(&self, partition: u32) -> Option<u64> {
+        self.0.get(&partition).copied()
+    }
+    fn in_group(&self) -> bool {
+        true
     }
 }
 
@@ -489,7 +507,7 @@ pub fn run(
     metrics: Arc<Metrics>,
     shared: Arc<Shared>,
     cancel: &CancellationToken,
-) -> anyhow::Result<WorkerSummary> {
+) -> Result<WorkerSummary> {
     let started = Instant::now();
     let Input {
         mut source,
@@ -524,7 +542,7 @@ pub fn run(
         topic = cfg.kafka.topic,
         "worker started"
     );
-    let result = (|| -> anyhow::Result<()> {
+    let result = (|| -> Result<()> {
         loop {
             if let Some(owned) = source.take_assignment() {
                 parts = assign(&owned, &mut source, cfg, &instance, &seeds, &out, &mut sink)?;
@@ -610,7 +628,7 @@ fn assign(
     seeds: &std::collections::HashMap<u32, (u64, i64)>,
     out: &Out,
     sink: &mut KafkaSink,
-) -> anyhow::Result<BTreeMap<u32, Part>> {
+) -> Result<BTreeMap<u32, Part>> {
     let committed = source.take_group_state();
     let parts = owned
         .iter()
@@ -635,7 +653,7 @@ fn detect_idle(
     timeout: Duration,
     out: &Out,
     sink: &mut KafkaSink,
-) -> anyhow::Result<()> {
+) -> Result<()> {
     for (&p, part) in parts {
         let end = log_ends.get(p as usize).copied().unwrap_or(u64::MAX);
         // Only with no open window: its events are all in published partials, so nothing
@@ -666,7 +684,7 @@ fn ingest_batch(
     out: &Out,
     sink: &mut KafkaSink,
     tally: &mut Tally,
-) -> anyhow::Result<Vec<u32>> {
+) -> Result<Vec<u32>> {
     let rules = cfg.pipeline.decode_rules();
     let max_future = cfg.pipeline.max_future;
     let mut touched = Vec::new();
@@ -713,7 +731,7 @@ fn publish_final(
     ends: &[u64],
     out: &Out,
     sink: &mut KafkaSink,
-) -> anyhow::Result<(u64, bool)> {
+) -> Result<(u64, bool)> {
     let (mut n, mut drained) = (0, false);
     for &p in touched {
         let part = parts.get_mut(&p).expect("touched partitions are owned");
@@ -780,7 +798,7 @@ fn commit(
     source: &KafkaSource,
     parts: &BTreeMap<u32, Part>,
     version: &str,
-) -> anyhow::Result<()> {
+) -> Result<()> {
     sink.finish()?;
     let entries: Vec<(u32, u64, String)> = parts
         .iter()

@@ -39,11 +39,10 @@ use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 
-use super::{Source, SourceError};
+use super::{Assignment, Source, SourceError, Starts};
 use crate::config::KafkaSection;
 use crate::log::RecordBatch;
 use crate::metrics::Metrics;
-use crate::store::Store;
 
 /// State the librdkafka callbacks share with the source.
 #[derive(Default)]
@@ -77,16 +76,12 @@ impl Shared {
 /// The consumer context: rebalances from the store, statistics, errors.
 pub struct Ctx {
     shared: Arc<Shared>,
-    /// Bounded runs read from the beginning where the store has no position (like a
-    /// replay) instead of from the group's committed offsets.
-    bounded: bool,
+    /// Explicit: every partition, from the kept positions or the beginning (like a
+    /// replay), never from the group's committed offsets.
+    assignment: Assignment,
     metrics: Arc<Metrics>,
-    /// Where positions live; None for a worker, whose positions are the group's committed
-    /// offsets (with its resume state in their metadata).
-    store: Option<Store>,
-    /// A worker's starts for partitions with nothing committed in its group (a replay's
-    /// first offsets).
-    seeds: HashMap<u32, u64>,
+    /// Where assigned partitions start.
+    starts: Arc<dyn Starts>,
     version: String,
     topic: String,
     /// Where assigned partitions' records go (None once the source is dropped).
@@ -180,27 +175,20 @@ impl Ctx {
         }
     }
 
-    /// Assigns `owned` at the resume offsets the store holds (the group's committed
-    /// offsets where it holds none) and announces the new assignment to the pipeline.
+    /// Assigns `owned` at the kept resume offsets (the group's committed offsets where
+    /// none is kept) and announces the new assignment to the pipeline.
     fn assign_from_store(&self, consumer: &BaseConsumer<Self>, owned: Vec<u32>) {
         self.metrics.kafka_rebalances.inc();
-        let Some(store) = &self.store else {
+        if self.starts.in_group() {
             return self.assign_from_group(consumer, owned);
-        };
-        let stored: HashMap<u32, (u64, u64)> = match store.load_state(&self.version) {
-            Ok(Some((_, positions))) => positions
-                .iter()
-                .map(|p| (p.partition, (p.resume_offset, p.next_offset)))
-                .collect(),
-            Ok(None) => HashMap::new(),
-            Err(e) => {
-                tracing::error!("reading positions from the store: {e}");
-                HashMap::new()
-            }
-        };
-        // Partitions the store has no position for start at the group's committed offset
-        // (live) or at the beginning: explicitly, as the consumer never resets by itself.
-        let committed = if self.bounded {
+        }
+        let stored = self.starts.kept(&self.version).unwrap_or_else(|e| {
+            tracing::error!("reading the kept positions: {e}");
+            HashMap::new()
+        });
+        // Partitions with no kept position start at the group's committed offset (live)
+        // or at the beginning: explicitly, as the consumer never resets by itself.
+        let committed = if self.assignment == Assignment::Explicit {
             HashMap::new()
         } else {
             match self.committed(consumer, owned.iter().filter(|p| !stored.contains_key(p))) {
@@ -286,7 +274,7 @@ impl Ctx {
                 _ => None,
             };
             let entry = (at, e.metadata().to_string());
-            let at = at.or_else(|| self.seeds.get(&p).copied());
+            let at = at.or_else(|| self.starts.seed(p));
             state.insert(p, entry);
             let offset = at.map_or(Offset::Beginning, |o| {
                 Offset::Offset(i64::try_from(o).unwrap_or(i64::MAX))
@@ -335,10 +323,10 @@ impl ConsumerContext for Ctx {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 tracing::info!(
                     "partitions revoked; uncommitted work on them is dropped (the {} has the last commit)",
-                    if self.store.is_some() {
-                        "store"
-                    } else {
+                    if self.starts.in_group() {
                         "group"
+                    } else {
+                        "store"
                     }
                 );
                 consumer.unassign().ok();
@@ -518,48 +506,29 @@ impl KafkaSource {
     /// Bad configuration, an unknown topic, or no broker before the deadline.
     pub fn connect(
         k: &KafkaSection,
-        store: Option<Store>,
+        starts: Arc<dyn Starts>,
         version: &str,
-        bounded: bool,
-        metrics: Arc<Metrics>,
-        cancel: &dyn Fn() -> bool,
-    ) -> Result<Self, SourceError> {
-        Self::connect_with(k, store, HashMap::new(), version, bounded, metrics, cancel)
-    }
-
-    /// [`KafkaSource::connect`] for a worker: no store; resume states come from
-    /// the metadata of the group's committed offsets; partitions with nothing committed
-    /// start at `seeds` (else at the beginning).
-    ///
-    /// # Errors
-    /// As [`KafkaSource::connect`].
-    pub fn connect_with(
-        k: &KafkaSection,
-        store: Option<Store>,
-        seeds: HashMap<u32, u64>,
-        version: &str,
-        bounded: bool,
+        assignment: Assignment,
         metrics: Arc<Metrics>,
         cancel: &dyn Fn() -> bool,
     ) -> Result<Self, SourceError> {
         let shared = Arc::new(Shared::default());
         let ctx = Ctx {
             shared: shared.clone(),
-            bounded,
+            assignment,
             metrics,
-            store,
-            seeds,
+            starts,
             version: version.to_string(),
             topic: k.topic.clone(),
             fetch: Mutex::new(None),
         };
         let consumer: BaseConsumer<Ctx> = consumer_config(k)
             .create_with_context(ctx)
-            .map_err(|e| SourceError::Kafka(format!("creating the consumer: {e}")))?;
+            .map_err(|e| SourceError::kafka("creating the consumer", e))?;
         // SAFETY: the client is live; the queue is destroyed (Drop) before the consumer.
         let q = unsafe { rdsys::rd_kafka_queue_new(consumer.client().native_ptr()) };
         if q.is_null() {
-            return Err(SourceError::Kafka("creating the fetch queue".into()));
+            return Err(SourceError::kafka_msg("creating the fetch queue"));
         }
         *consumer.context().fetch.lock().expect("fetch queue lock") = Some(FetchQueue(q));
         let mut backoff = Duration::from_millis(200);
@@ -597,16 +566,16 @@ impl KafkaSource {
             std::thread::sleep(backoff);
             backoff = (backoff * 2).min(Duration::from_secs(5));
         };
-        if bounded {
-            // A bounded run reads every partition by explicit assignment, like a replay: it
-            // never joins (or disturbs) the live consumer group.
+        if assignment == Assignment::Explicit {
+            // Every partition by explicit assignment, like a replay: it never joins (or
+            // disturbs) the live consumer group.
             consumer
                 .context()
                 .assign_from_store(&consumer, (0..partitions).collect());
         } else {
             consumer
                 .subscribe(&[&k.topic])
-                .map_err(|e| SourceError::Kafka(format!("subscribing to {}: {e}", k.topic)))?;
+                .map_err(|e| SourceError::kafka(format!("subscribing to {}", k.topic), e))?;
         }
         let topic_id = topic_id(consumer.client(), &k.topic);
         let n = partitions as usize;
@@ -642,8 +611,8 @@ impl KafkaSource {
             "{which}topic {} no longer holds the history kappa indexed: {what}; kappa stopped reading rather than mix two histories (replay into a new version, or start on a new data directory)",
             self.topic
         );
-        if self.consumer.context().bounded {
-            return Err(SourceError::Kafka(msg));
+        if self.consumer.context().assignment == Assignment::Explicit {
+            return Err(SourceError::kafka_msg(msg));
         }
         tracing::error!("{msg}");
         self.consumer
@@ -753,7 +722,7 @@ impl KafkaSource {
         for (p, o, meta) in entries {
             let mut e = tpl.add_partition(&self.topic, i32::try_from(*p).unwrap_or(i32::MAX));
             e.set_offset(Offset::Offset(i64::try_from(*o).unwrap_or(i64::MAX)))
-                .map_err(|e| SourceError::Kafka(format!("offset {o}: {e}")))?;
+                .map_err(|e| SourceError::kafka(format!("offset {o}"), e))?;
             e.set_metadata(meta);
         }
         if tpl.count() == 0 {
@@ -761,7 +730,7 @@ impl KafkaSource {
         }
         self.consumer
             .commit(&tpl, CommitMode::Sync)
-            .map_err(|e| SourceError::Kafka(format!("committing offsets to the group: {e}")))
+            .map_err(|e| SourceError::kafka("committing offsets to the group", e))
     }
 
     /// Takes up to `max` records from the fetch queue in one call, waiting up to `wait_ms`
@@ -897,7 +866,7 @@ impl Source for KafkaSource {
                     Duration::from_secs(10),
                 )
                 .map_err(|e| {
-                    SourceError::Kafka(format!("seeking partition {partition} to {offset}: {e}"))
+                    SourceError::kafka(format!("seeking partition {partition} to {offset}"), e)
                 })?;
         }
         self.pos.next[partition as usize] = Some(offset);
@@ -1038,7 +1007,7 @@ impl Source for KafkaSource {
     }
 
     fn commit_positions(&mut self, positions: &[(u32, u64)]) {
-        if self.consumer.context().bounded {
+        if self.consumer.context().assignment == Assignment::Explicit {
             return; // not a group member: leave the live group's offsets alone
         }
         let mut tpl = TopicPartitionList::new();
@@ -1108,7 +1077,7 @@ pub fn read_latest(k: &KafkaSection) -> Result<HashMap<String, String>, SourceEr
     }
     let consumer: BaseConsumer = c
         .create()
-        .map_err(|e| SourceError::Kafka(format!("creating a client: {e}")))?;
+        .map_err(|e| SourceError::kafka("creating a client", e))?;
     let mut tpl = TopicPartitionList::new();
     for (p, _) in ends.iter().enumerate().filter(|(_, e)| **e > 0) {
         tpl.add_partition_offset(
@@ -1120,12 +1089,15 @@ pub fn read_latest(k: &KafkaSection) -> Result<HashMap<String, String>, SourceEr
     }
     consumer
         .assign(&tpl)
-        .map_err(|e| SourceError::Kafka(format!("assigning {}: {e}", k.topic)))?;
+        .map_err(|e| SourceError::kafka(format!("assigning {}", k.topic), e))?;
     let mut next = vec![0u64; ends.len()];
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while next.iter().zip(&ends).any(|(n, e)| n < e) {
         if std::time::Instant::now() > deadline {
-            return Err(SourceError::Kafka(format!("reading {} timed out", k.topic)));
+            return Err(SourceError::kafka_msg(format!(
+                "reading {} timed out",
+                k.topic
+            )));
         }
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(m)) => {
@@ -1140,7 +1112,7 @@ pub fn read_latest(k: &KafkaSection) -> Result<HashMap<String, String>, SourceEr
                     );
                 }
             }
-            Some(Err(e)) => return Err(SourceError::Kafka(format!("reading {}: {e}", k.topic))),
+            Some(Err(e)) => return Err(SourceError::kafka(format!("reading {}", k.topic), e)),
             None => {}
         }
     }
@@ -1236,7 +1208,7 @@ fn watermarks_of(
             consumer
                 .fetch_watermarks(topic, p, timeout)
                 .map(|(_, high)| high.unsigned_abs())
-                .map_err(|e| SourceError::Kafka(format!("watermarks of partition {p}: {e}")))
+                .map_err(|e| SourceError::kafka(format!("watermarks of partition {p}"), e))
         })
         .collect()
 }
@@ -1255,19 +1227,21 @@ pub fn offsets_for_time(k: &KafkaSection, ms: i64) -> Result<Vec<u64>, SourceErr
             i32::try_from(p).unwrap_or(i32::MAX),
             Offset::Offset(ms.max(0)),
         )
-        .map_err(|e| SourceError::Kafka(format!("partition {p}: {e}")))?;
+        .map_err(|e| SourceError::kafka(format!("partition {p}"), e))?;
     }
     let found = consumer
         .offsets_for_times(tpl, Duration::from_secs(10))
-        .map_err(|e| SourceError::Kafka(format!("offsetsForTimes on {}: {e}", k.topic)))?;
+        .map_err(|e| SourceError::kafka(format!("offsetsForTimes on {}", k.topic), e))?;
     let ends = watermarks_of(&consumer, &k.topic, parts)?;
     (0..parts)
         .map(|p| {
             let e = found
                 .find_partition(&k.topic, i32::try_from(p).unwrap_or(i32::MAX))
-                .ok_or_else(|| SourceError::Kafka(format!("offsetsForTimes: no partition {p}")))?;
+                .ok_or_else(|| {
+                    SourceError::kafka_msg(format!("offsetsForTimes: no partition {p}"))
+                })?;
             if let Err(err) = e.error() {
-                return Err(SourceError::Kafka(format!(
+                return Err(SourceError::kafka_msg(format!(
                     "offsetsForTimes, partition {p}: {err}"
                 )));
             }
@@ -1291,15 +1265,15 @@ fn topic_client(k: &KafkaSection) -> Result<(BaseConsumer, usize), SourceError> 
     }
     let consumer: BaseConsumer = c
         .create()
-        .map_err(|e| SourceError::Kafka(format!("creating a client: {e}")))?;
+        .map_err(|e| SourceError::kafka("creating a client", e))?;
     let timeout = Duration::from_secs(10);
     let md = consumer
         .fetch_metadata(Some(&k.topic), timeout)
-        .map_err(|e| SourceError::Kafka(format!("brokers {} unreachable: {e}", k.brokers)))?;
+        .map_err(|e| SourceError::kafka(format!("brokers {} unreachable", k.brokers), e))?;
     let parts = match md.topics().first() {
         Some(t) if t.error().is_none() && !t.partitions().is_empty() => t.partitions().len(),
         _ => {
-            return Err(SourceError::Kafka(format!(
+            return Err(SourceError::kafka_msg(format!(
                 "topic {} not found on {}",
                 k.topic, k.brokers
             )));

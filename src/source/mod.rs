@@ -7,6 +7,8 @@ mod kafka;
 pub use embedded::EmbeddedSource;
 pub use kafka::{KafkaSource, read_latest};
 
+use std::collections::HashMap;
+
 use crate::log::{LogError, RecordBatch};
 
 /// Failures reading a source.
@@ -15,12 +17,63 @@ pub enum SourceError {
     /// The embedded log failed.
     #[error(transparent)]
     Log(#[from] LogError),
-    /// Kafka failed in a way retries do not fix.
-    #[error("kafka: {0}")]
-    Kafka(String),
+    /// Kafka failed (a client call, or the topic's history changed): what kappa was doing,
+    /// and the client's error when there is one.
+    #[error("kafka: {context}{}", cause.as_ref().map(|e| format!(": {e}")).unwrap_or_default())]
+    Kafka {
+        /// What kappa was doing.
+        context: String,
+        /// The client's error.
+        cause: Option<rdkafka::error::KafkaError>,
+    },
     /// Stopped (Ctrl-C, SIGTERM) before the source was ready: not a failure.
     #[error("stopped while waiting for the brokers")]
     Cancelled,
+}
+
+impl SourceError {
+    /// A Kafka client call failed while doing `context`.
+    pub(crate) fn kafka(context: impl Into<String>, cause: rdkafka::error::KafkaError) -> Self {
+        Self::Kafka {
+            context: context.into(),
+            cause: Some(cause),
+        }
+    }
+
+    /// Kafka refused what kappa needs (`why`), with no client error behind it.
+    pub(crate) fn kafka_msg(why: impl Into<String>) -> Self {
+        Self::Kafka {
+            context: why.into(),
+            cause: None,
+        }
+    }
+
+    /// Whether retrying may succeed: the brokers were unreachable or slow, a leader or
+    /// coordinator was moving. Bad configuration, missing topics, refused credentials and
+    /// a changed history are not transient.
+    #[must_use]
+    pub fn is_transient(&self) -> bool {
+        use rdkafka::types::RDKafkaErrorCode as C;
+        let Self::Kafka { cause: Some(e), .. } = self else {
+            return false;
+        };
+        matches!(
+            e.rdkafka_error_code(),
+            Some(
+                C::BrokerTransportFailure
+                    | C::AllBrokersDown
+                    | C::OperationTimedOut
+                    | C::RequestTimedOut
+                    | C::NetworkException
+                    | C::LeaderNotAvailable
+                    | C::NotLeaderForPartition
+                    | C::CoordinatorLoadInProgress
+                    | C::CoordinatorNotAvailable
+                    | C::NotCoordinator
+                    | C::Resolve
+            )
+        )
+    }
 }
 
 /// A partitioned, offset-addressed log the pipeline consumes.
@@ -98,7 +151,7 @@ pub trait Source: Send {
     /// # Errors
     /// A bounded read fails with it instead.
     fn history_changed(&mut self, what: &str) -> Result<(), SourceError> {
-        Err(SourceError::Kafka(what.to_string()))
+        Err(SourceError::kafka_msg(what))
     }
 }
 
@@ -112,9 +165,9 @@ pub trait Source: Send {
 /// The log cannot be opened; Kafka configuration errors.
 pub fn open(
     cfg: &crate::config::Config,
-    store: &crate::store::Store,
+    starts: std::sync::Arc<dyn Starts>,
     version: &str,
-    standalone: bool,
+    assignment: Assignment,
     metrics: std::sync::Arc<crate::metrics::Metrics>,
     cancel: &dyn Fn() -> bool,
 ) -> Result<Box<dyn Source>, SourceError> {
@@ -125,13 +178,43 @@ pub fn open(
         )?))
     } else {
         Ok(Box::new(KafkaSource::connect(
-            &cfg.kafka,
-            Some(store.clone()),
-            version,
-            standalone,
-            metrics,
-            cancel,
+            &cfg.kafka, starts, version, assignment, metrics, cancel,
         )?))
+    }
+}
+
+/// How a source gets its partitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Assignment {
+    /// As a member of the consumer group (live): partitions come and go with rebalances,
+    /// and the group's committed offsets follow kappa's commits.
+    Group,
+    /// Every partition, by explicit assignment (bounded runs, replays, new versions): the
+    /// live group is never joined, and its offsets are never touched.
+    Explicit,
+}
+
+/// Where a source starts the partitions it is given (the Kafka source asks at every
+/// assignment; the embedded log is positioned by the pipeline). Implemented by kappa's
+/// store (`crate::store::Store`: the positions it committed) and by a worker's group
+/// state (`crate::scale::worker`: the group's committed offsets carry it).
+pub trait Starts: Send + Sync {
+    /// Per partition with a kept position for `version`: (offset to resume reading at,
+    /// offset it had been read up to).
+    ///
+    /// # Errors
+    /// The positions cannot be read (logged; the partitions then start as if none).
+    fn kept(&self, version: &str) -> Result<HashMap<u32, (u64, u64)>, String>;
+    /// A partition with no kept position and nothing committed in the group starts here
+    /// (`None`: at the beginning).
+    fn seed(&self, _partition: u32) -> Option<u64> {
+        None
+    }
+    /// Positions are kept in the group itself: its committed offsets, with the reader's
+    /// state in their metadata (a worker), which the source hands back
+    /// ([`KafkaSource::take_group_state`]).
+    fn in_group(&self) -> bool {
+        false
     }
 }
 
@@ -173,5 +256,42 @@ pub fn log_end_offsets(cfg: &crate::config::Config) -> Result<Vec<u64>, SourceEr
         EmbeddedSource::open(&cfg.log_dir(), cfg.log.partitions)?.end_offsets()
     } else {
         kafka::high_watermarks(&cfg.kafka)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SourceError;
+    use rdkafka::error::KafkaError;
+    use rdkafka::types::RDKafkaErrorCode;
+
+    #[test]
+    fn a_kafka_error_keeps_its_cause_and_says_whether_a_retry_may_help() {
+        let down = SourceError::kafka(
+            "committing offsets to the group",
+            KafkaError::ConsumerCommit(RDKafkaErrorCode::AllBrokersDown),
+        );
+        assert!(down.is_transient());
+        assert!(
+            down.to_string()
+                .starts_with("kafka: committing offsets to the group: "),
+            "{down}"
+        );
+        let unknown = SourceError::kafka(
+            "seeking partition 3 to 10",
+            KafkaError::Seek("Local: Unknown partition".into()),
+        );
+        assert!(!unknown.is_transient());
+        let auth = SourceError::kafka(
+            "reading t",
+            KafkaError::MessageConsumption(RDKafkaErrorCode::SaslAuthenticationFailed),
+        );
+        assert!(!auth.is_transient());
+        let changed = SourceError::kafka_msg("topic t no longer holds the history kappa indexed");
+        assert!(!changed.is_transient());
+        assert_eq!(
+            changed.to_string(),
+            "kafka: topic t no longer holds the history kappa indexed"
+        );
     }
 }

@@ -21,7 +21,7 @@ pub fn export_fields(agg: Aggregate, size_ms: i64, start_ms: i64, row: &Row) -> 
     use crate::event::time::format_rfc3339_ms;
     let mut obj = Map::new();
     obj.insert("aggregate".into(), agg.as_str().into());
-    obj.insert("size".into(), crate::query::size_name(size_ms).into());
+    obj.insert("size".into(), crate::event::time::size_name(size_ms).into());
     obj.insert("window_start".into(), format_rfc3339_ms(start_ms).into());
     obj.insert(
         "window_end".into(),

@@ -8,6 +8,7 @@
 //!
 //! Values are bincode 2.0.1 behind a one-byte format version ([`FORMAT`]).
 
+pub mod compare;
 mod fingerprint;
 mod rows;
 
@@ -32,6 +33,9 @@ use crate::window::FinalWindow;
 pub const FORMAT: u8 = 1;
 
 type ResultKey<'a> = (&'a str, u8, i64, i64, &'a str);
+/// Prefix of the scratch versions in-place corrections compute into (never listed).
+pub const SCRATCH_PREFIX: &str = "_replay-";
+
 const RESULTS: TableDefinition<ResultKey, &[u8]> = TableDefinition::new("results");
 const POSITIONS: TableDefinition<(&str, u32), &[u8]> = TableDefinition::new("positions");
 const VERSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("versions");
@@ -45,10 +49,10 @@ const REPLAYS: TableDefinition<u64, &[u8]> = TableDefinition::new("replays");
 /// export rows (see [`fingerprint`]), written in the transaction that writes the window.
 const FINGERPRINTS: TableDefinition<(&str, i64, i64), u128> = TableDefinition::new("fingerprints");
 /// The diff of each in-place correction (and dry run with `--diff`): replay id → JSON of
-/// its [`crate::compare::Comparison`], written with the replay's end.
+/// its [`compare::Comparison`], written with the replay's end.
 const REPLAY_DIFFS: TableDefinition<u64, &[u8]> = TableDefinition::new("replay_diffs");
 /// The full diff beside the bounded one: (replay id, n) → JSON of the n-th differing
-/// window's [`crate::compare::WindowDiff`] with every changed row.
+/// window's [`compare::WindowDiff`] with every changed row.
 const REPLAY_DIFF_WINDOWS: TableDefinition<(u64, u64), &[u8]> =
     TableDefinition::new("replay_diff_windows");
 /// A merger's open state per version (`kappa run --role merger`).
@@ -191,7 +195,7 @@ pub enum ReplayEnd<'a> {
     },
     /// An in-place correction: the scratch version's final windows with starts in
     /// `[from_ms, to_ms)` replace its target's, and the scratch version is removed. What
-    /// it changes (target → scratch, [`crate::compare::compare`]) is recorded as the
+    /// it changes (target → scratch, [`compare::compare`]) is recorded as the
     /// replay's diff, computed in the same transaction.
     Swap {
         /// The scratch version.
@@ -950,16 +954,16 @@ impl Store {
                         "{scratch} is not the scratch version of a correction"
                     )));
                 };
-                let scope = crate::compare::Scope {
+                let scope = compare::Scope {
                     from: from_ms,
                     to: to_ms,
                     verify: audit,
-                    ..crate::compare::Scope::default()
+                    ..compare::Scope::default()
                 };
                 let mut full = tx.open_table(REPLAY_DIFF_WINDOWS)?;
                 let mut n = 0u64;
                 let mut diff =
-                    crate::compare::compare_each(&InTx(&tx), &target, scratch, scope, &mut |w| {
+                    compare::compare_each(&InTx(&tx), &target, scratch, scope, &mut |w| {
                         let json = serde_json::to_vec(w).expect("a window diff serialises");
                         full.insert((record.id, n), json.as_slice())?;
                         n += 1;
@@ -1097,7 +1101,7 @@ impl Store {
         prints_in(&tx.open_table(FINGERPRINTS)?, version, from, to)
     }
 
-    /// The diff recorded with replay `id` (JSON of a [`crate::compare::Comparison`]).
+    /// The diff recorded with replay `id` (JSON of a [`compare::Comparison`]).
     ///
     /// # Errors
     /// Store failure.
@@ -1110,7 +1114,7 @@ impl Store {
     }
 
     /// A page of the full diff recorded with replay `id`: its differing windows
-    /// `offset..offset + limit` (JSON of [`crate::compare::WindowDiff`], every changed row
+    /// `offset..offset + limit` (JSON of [`compare::WindowDiff`], every changed row
     /// listed), and how many there are.
     ///
     /// # Errors
@@ -1233,6 +1237,25 @@ impl WindowReader for Store {
         start_ms: i64,
     ) -> Result<Vec<(Aggregate, Vec<Row>)>> {
         self.window_rows(version, size_ms, start_ms)
+    }
+}
+
+/// A source starts its partitions at the positions this store committed for the version.
+impl crate::source::Starts for Store {
+    fn kept(
+        &self,
+        version: &str,
+    ) -> std::result::Result<std::collections::HashMap<u32, (u64, u64)>, String> {
+        Ok(self
+            .load_state(version)
+            .map_err(|e| format!("reading positions from the store: {e}"))?
+            .map(|(_, positions)| {
+                positions
+                    .iter()
+                    .map(|p| (p.partition, (p.resume_offset, p.next_offset)))
+                    .collect()
+            })
+            .unwrap_or_default())
     }
 }
 

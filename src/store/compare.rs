@@ -11,12 +11,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
+use super::{Aggregate, Row, Store, StoreError, WindowPrint, WindowReader, digest, hash_rows, hex};
 use crate::event::money::format_minor;
 use crate::event::time::format_rfc3339_ms;
-use crate::query::size_name;
-use crate::store::{
-    Aggregate, Row, Store, StoreError, WindowPrint, WindowReader, digest, hash_rows, hex,
-};
+use crate::event::time::size_name;
 
 /// The fingerprints of `version`'s final windows starting in `[from, to)` as JSON: one
 /// hash per window, a digest per size and one for the whole range.
@@ -775,7 +773,7 @@ pub fn describe_window(w: &WindowDiff, a: &str, b: &str) -> Vec<String> {
         out.push(format!(
             "    {:<24} {:<24} {}",
             ch.aggregate,
-            crate::cli::text::printable(&ch.key),
+            crate::text::printable(&ch.key),
             line
         ));
     }
