@@ -430,9 +430,8 @@ impl Control {
 
     /// Starts the audit of the serving version's windows that became final since the
     /// previous one (from `next_from`; the first covers `every`, at least the largest
-    /// window size, of history), up to the
-    /// windows that the largest size has final. Returns its replay number, or `None`
-    /// when nothing new is final.
+    /// window size, of history), up to where windows of the largest size are final.
+    /// Returns its replay number, or `None` when nothing new is final.
     fn start_scheduled_audit(
         self: &Arc<Self>,
         next_from: &mut Option<i64>,

@@ -94,7 +94,7 @@ async fn start(
             shared.clone(),
         )?)
     } else {
-        shared.status.lock().expect("status lock").state = "connecting".into();
+        shared.status.lock().expect("status lock").state = crate::pipeline::State::Connecting;
         None
     };
     let control =
@@ -356,7 +356,7 @@ fn run_role(cfg: &Config, args: &RunArgs, log_format: LogFormat) -> anyhow::Resu
         let shared = Arc::new(Shared::default());
         {
             let mut st = shared.status.lock().expect("status lock");
-            st.state = "connecting".into();
+            st.state = crate::pipeline::State::Connecting;
             st.version.clone_from(&version);
             st.source = format!("kafka ({name})");
         }

@@ -12,7 +12,7 @@ mod ingest;
 mod status;
 
 pub use ingest::{Counts, Cursor, Ingested, Tally};
-pub use status::{PartitionStatus, Shared, Status};
+pub use status::{PartitionStatus, Shared, State, Status};
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -199,7 +199,7 @@ impl Pipeline {
         // State is built by `restore` once the source says which partitions are ours.
         let core = WindowCore::new(cfg.window_config(), partitions);
         let status = Status {
-            state: "starting".into(),
+            state: State::Starting,
             version: version.clone(),
             source: source.kind().into(),
             ..Status::default()
@@ -312,11 +312,10 @@ impl Pipeline {
             .iter()
             .any(|&p| self.cursors[p as usize].rebuilding())
         {
-            "recovering"
+            State::Recovering
         } else {
-            "running"
-        }
-        .into();
+            State::Running
+        };
         Ok(())
     }
 
@@ -343,7 +342,7 @@ impl Pipeline {
         self.shared.set_ready(false);
         self.metrics.pipeline_up.set(0);
         if let Err(e) = &result {
-            self.status.state = "failed".into();
+            self.status.state = State::Failed;
             self.status.error = Some(e.to_string());
             self.publish(false);
         }
@@ -443,10 +442,10 @@ impl Pipeline {
             self.shared
                 .set_ready(self.source.healthy() && !self.owned.is_empty());
             if let Some(why) = self.source.diverged()
-                && self.status.state != "diverged"
+                && self.status.state != State::Diverged
             {
                 // The source logged it once and reads nothing more: say so until a restart.
-                self.status.state = "diverged".into();
+                self.status.state = State::Diverged;
                 self.status.error = Some(why);
                 self.publish(false);
             }
@@ -456,8 +455,8 @@ impl Pipeline {
                 last_refresh = Instant::now();
             }
             // No sleep when nothing came: a source's poll waits for data itself (briefly).
-            if n == 0 && (self.status.state == "recovering" || self.status.state == "starting") {
-                self.status.state = "running".into();
+            if n == 0 && matches!(self.status.state, State::Recovering | State::Starting) {
+                self.status.state = State::Running;
             }
             if n == 0 && !self.caught_up_logged {
                 self.caught_up_logged = true;
@@ -480,11 +479,10 @@ impl Pipeline {
         summary.windows += self.commit_or_stall(cancel)?;
         self.refresh_lag()?;
         self.status.state = if cancel.is_cancelled() {
-            "stopped"
+            State::Stopped
         } else {
-            "caught-up"
-        }
-        .into();
+            State::CaughtUp
+        };
         self.publish(true);
         summary.elapsed = started.elapsed();
         summary.accepted = self.status.accepted;
@@ -575,7 +573,7 @@ impl Pipeline {
                             version = self.version,
                             "store writable again; consuming resumed"
                         );
-                        self.status.state = "running".into();
+                        self.status.state = State::Running;
                         self.status.error = None;
                     }
                     return Ok(n);
@@ -590,7 +588,7 @@ impl Pipeline {
                         stalled = true;
                     }
                     self.shared.set_ready(false);
-                    self.status.state = "stalled".into();
+                    self.status.state = State::Stalled;
                     self.status.error = Some(format!("store: {e}"));
                     self.publish(false);
                     let until = Instant::now() + backoff;

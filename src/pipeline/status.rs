@@ -26,12 +26,60 @@ pub struct PartitionStatus {
     pub owned: bool,
 }
 
+/// What a pipeline (or a worker, a merger) is doing, as `/api/status` says it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum State {
+    /// Waiting for the Kafka brokers (version and source not known yet).
+    Connecting,
+    /// Opened, nothing read yet.
+    #[default]
+    Starting,
+    /// Re-reading records to rebuild the open windows after a restart or a rebalance.
+    Recovering,
+    /// Consuming.
+    Running,
+    /// A bounded run reached the log end.
+    CaughtUp,
+    /// Stopped on request.
+    Stopped,
+    /// Stopped by an error (`error` says which).
+    Failed,
+    /// Commits fail (a full disk): retrying, reading nothing new.
+    Stalled,
+    /// The Kafka topic no longer holds the history kappa indexed: reading stopped.
+    Diverged,
+}
+
+impl State {
+    /// The name `/api/status` and the live page show.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Connecting => "connecting",
+            Self::Starting => "starting",
+            Self::Recovering => "recovering",
+            Self::Running => "running",
+            Self::CaughtUp => "caught-up",
+            Self::Stopped => "stopped",
+            Self::Failed => "failed",
+            Self::Stalled => "stalled",
+            Self::Diverged => "diverged",
+        }
+    }
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The pipeline's progress, refreshed after every commit and on a timer.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Status {
-    /// `starting`, `recovering`, `running`, `caught-up`, `stopped`, `failed`, `stalled`,
-    /// `diverged` (Kafka: the topic no longer holds the history kappa indexed).
-    pub state: String,
+    /// What it is doing.
+    pub state: State,
     /// Output version being computed.
     pub version: String,
     /// Source kind (`embedded`, `kafka`).

@@ -442,7 +442,7 @@ pub fn run(
     let mut foreign: std::collections::HashSet<String> = std::collections::HashSet::new();
     {
         let mut st = shared.status.lock().expect("status lock");
-        st.state = "running".into();
+        st.state = crate::pipeline::State::Running;
         st.windows_finalised = already;
     }
     tracing::info!(version, topic = k.topic, "merger started");

@@ -546,7 +546,7 @@ pub fn run(
         loop {
             if let Some(owned) = source.take_assignment() {
                 parts = assign(&owned, &mut source, cfg, &instance, &seeds, &out, &mut sink)?;
-                shared.status.lock().expect("status lock").state = "running".into();
+                shared.status.lock().expect("status lock").state = crate::pipeline::State::Running;
             }
             if cancel.is_cancelled() {
                 break;
