@@ -343,60 +343,14 @@ pub fn resolve(
             .map(|was| (was, now.clone())),
         _ => None,
     };
-    if let (true, Some((was, now))) = (in_place, &recreated) {
-        return Err(invalid(format!(
-            "the topic was deleted and recreated since {serving} read it (id {was} then, {now} now): an in-place correction would mix two histories; replay into a new version (`--version v2 --from earliest`)"
-        )));
-    }
-    if let Some(v) = &req.version {
-        check_version_name(v)?;
-        if store.version(v)?.is_some() {
-            return Err(invalid(format!(
-                "output version {v} already exists: pick a new name, or drop it first (`kappa versions drop {v}`)"
-            )));
-        }
-    } else {
-        if serving_info.is_none() {
-            return Err(invalid(format!(
-                "nothing to correct: the store has no results yet (serving version {serving} was never computed)"
-            )));
-        }
-        if req.promote || req.promote_if.is_some() {
-            return Err(invalid(format!(
-                "{} goes with --version (an in-place correction already writes the serving version)",
-                if req.promote_if.is_some() {
-                    "--promote-if"
-                } else {
-                    "--promote"
-                }
-            )));
-        }
-        if req.config.is_some() {
-            return Err(invalid(
-                "--config goes with --version: an in-place correction keeps the serving version's configuration (a different one is a new version)",
-            ));
-        }
-    }
-    if req.audit && !in_place {
-        return Err(invalid(
-            "an audit checks the serving version in place: no --version",
-        ));
-    }
-    // Configuration: the serving version's, or the one given; then the replay's lateness.
-    let fingerprint = match (&req.config, &serving_info) {
-        (Some(fp), _) => fp.clone(),
-        (None, Some(info)) => info.config.clone(),
-        (None, None) => base.results_fingerprint(),
-    };
-    let mut cfg = base
-        .with_fingerprint(&fingerprint)
-        .map_err(|e| invalid(e.0))?;
-    if let Some(d) = &req.max_delay {
-        cfg.pipeline.max_delay =
-            humantime::parse_duration(d).map_err(|e| invalid(format!("--max-delay {d:?}: {e}")))?;
-        cfg.validate().map_err(|e| invalid(e.0))?;
-    }
-    cfg.pipeline.idle_timeout = Duration::ZERO;
+    check_request(
+        store,
+        req,
+        &serving,
+        serving_info.as_ref(),
+        recreated.as_ref(),
+    )?;
+    let cfg = replay_config(base, req, serving_info.as_ref())?;
     let fingerprint = cfg.results_fingerprint();
     let to_ms = match &req.to {
         None => i64::MAX,
@@ -413,110 +367,8 @@ pub fn resolve(
             )));
         }
     }
-    let delay_ms = i64::try_from(cfg.pipeline.max_delay.as_millis()).unwrap_or(i64::MAX);
-
-    if !in_place && req.diff {
-        return Err(invalid(
-            "--diff shows what an in-place correction changes in the serving version: drop --version (compare a new version with `kappa versions compare`)",
-        ));
-    }
-    if !in_place && req.to.is_some() {
-        return Err(invalid(
-            "--to goes with an in-place correction: a new version is complete from --from on and keeps consuming live",
-        ));
-    }
-    let partitions = ends.len();
-    let fresh = |p: usize, offset: u64| PartitionPosition {
-        partition: u32::try_from(p).unwrap_or(u32::MAX),
-        next_offset: offset,
-        resume_offset: offset,
-        resume_max_ts: i64::MIN,
-        max_ts: i64::MIN,
-    };
-    let from = req.from.trim();
-    type Starts = (Vec<PartitionPosition>, i64, Option<(i64, Vec<u32>)>);
-    let (starts, from_ms, by_record_time): Starts = if from.is_empty() {
-        return Err(invalid(
-            "--from is required: earliest, an RFC 3339 event time, or partition:offset,…",
-        ));
-    } else if from == "earliest" {
-        (
-            (0..partitions).map(|p| fresh(p, 0)).collect(),
-            i64::MIN,
-            None,
-        )
-    } else if let Some(t) = parse_rfc3339_ms(from) {
-        // The last checkpoint whose max event time is below T − max_delay: no record before
-        // it belongs to a window starting at T or later, and the watermark after it is the
-        // live one.
-        let bound = t.saturating_sub(delay_ms);
-        let mut starts = Vec::with_capacity(partitions);
-        let mut uncovered = Vec::new();
-        for (p, &end) in ends.iter().enumerate() {
-            let cps = if recreated.is_some() {
-                Vec::new()
-            } else {
-                store.checkpoints(u32::try_from(p).unwrap_or(u32::MAX))?
-            };
-            let best = cps
-                .iter()
-                .filter(|(off, ts)| *ts < bound && *off <= end)
-                .max_by_key(|(off, _)| *off);
-            starts.push(match best {
-                Some(&(off, ts)) => PartitionPosition {
-                    resume_max_ts: ts,
-                    max_ts: ts,
-                    ..fresh(p, off)
-                },
-                None => {
-                    uncovered.push(p);
-                    fresh(p, 0)
-                }
-            });
-        }
-        // History the index does not cover: the log's record (ingest) times. An event more
-        // than max_future ahead of its record is invalid, so every record written before
-        // T − max_delay − max_future holds an event before T − max_delay (or an invalid
-        // one): starting after them decides every window from T as a start at 0 would.
-        let mut by_record_time = None;
-        if !uncovered.is_empty() {
-            let max_future = i64::try_from(cfg.pipeline.max_future.as_millis()).unwrap_or(i64::MAX);
-            let at = bound.saturating_sub(max_future);
-            let found = (log.by_time)(at)?;
-            let mut moved = Vec::new();
-            for p in uncovered {
-                let off = found.get(p).copied().unwrap_or(0).min(ends[p]);
-                if off > 0 {
-                    starts[p] = fresh(p, off);
-                    moved.push(u32::try_from(p).unwrap_or(u32::MAX));
-                }
-            }
-            if !moved.is_empty() {
-                by_record_time = Some((at, moved));
-            }
-        }
-        (starts, t, by_record_time)
-    } else if from.contains(':') {
-        let mut starts: Vec<PartitionPosition> = (0..partitions).map(|p| fresh(p, 0)).collect();
-        for item in from.split(',') {
-            let (p, o) = item
-                .trim()
-                .split_once(':')
-                .and_then(|(p, o)| Some((p.parse::<usize>().ok()?, o.parse::<u64>().ok()?)))
-                .ok_or_else(|| invalid(format!("--from: {item:?} is not partition:offset")))?;
-            if p >= partitions {
-                return Err(invalid(format!(
-                    "--from: partition {p} does not exist (the log has {partitions})"
-                )));
-            }
-            starts[p] = fresh(p, o.min(ends[p]));
-        }
-        (starts, i64::MIN, None)
-    } else {
-        return Err(invalid(format!(
-            "--from {from:?}: use earliest, an RFC 3339 event time (2026-11-23T10:00:00Z), or partition:offset,…"
-        )));
-    };
+    let (starts, from_ms, by_record_time) =
+        starts_from(&cfg, store, log, req.from.trim(), recreated.is_some())?;
     if to_ms <= from_ms {
         return Err(invalid("--to must be after --from"));
     }
@@ -565,6 +417,217 @@ pub fn resolve(
         by_record_time,
         notes,
     })
+}
+
+/// Refuses a request that cannot be carried out as asked: a new version's name taken or
+/// not allowed; an in-place correction with nothing to correct, of a recreated topic, or
+/// with flags that belong to a new version (and the reverse).
+fn check_request(
+    store: &Store,
+    req: &ReplayRequest,
+    serving: &str,
+    serving_info: Option<&crate::store::VersionInfo>,
+    recreated: Option<&(String, String)>,
+) -> Result<(), ReplayError> {
+    let in_place = req.version.is_none();
+    if let (true, Some((was, now))) = (in_place, recreated) {
+        return Err(invalid(format!(
+            "the topic was deleted and recreated since {serving} read it (id {was} then, {now} now): an in-place correction would mix two histories; replay into a new version (`--version v2 --from earliest`)"
+        )));
+    }
+    if let Some(v) = &req.version {
+        check_version_name(v)?;
+        if store.version(v)?.is_some() {
+            return Err(invalid(format!(
+                "output version {v} already exists: pick a new name, or drop it first (`kappa versions drop {v}`)"
+            )));
+        }
+        if req.audit {
+            return Err(invalid(
+                "an audit checks the serving version in place: no --version",
+            ));
+        }
+        if req.diff {
+            return Err(invalid(
+                "--diff shows what an in-place correction changes in the serving version: drop --version (compare a new version with `kappa versions compare`)",
+            ));
+        }
+        if req.to.is_some() {
+            return Err(invalid(
+                "--to goes with an in-place correction: a new version is complete from --from on and keeps consuming live",
+            ));
+        }
+        return Ok(());
+    }
+    if serving_info.is_none() {
+        return Err(invalid(format!(
+            "nothing to correct: the store has no results yet (serving version {serving} was never computed)"
+        )));
+    }
+    if req.promote || req.promote_if.is_some() {
+        return Err(invalid(format!(
+            "{} goes with --version (an in-place correction already writes the serving version)",
+            if req.promote_if.is_some() {
+                "--promote-if"
+            } else {
+                "--promote"
+            }
+        )));
+    }
+    if req.config.is_some() {
+        return Err(invalid(
+            "--config goes with --version: an in-place correction keeps the serving version's configuration (a different one is a new version)",
+        ));
+    }
+    Ok(())
+}
+
+/// The configuration a replay computes with: the result-deciding settings of the serving
+/// version (or of `req.config` for a new version), its `--max-delay`, no idleness.
+fn replay_config(
+    base: &Config,
+    req: &ReplayRequest,
+    serving_info: Option<&crate::store::VersionInfo>,
+) -> Result<Config, ReplayError> {
+    let fingerprint = match (&req.config, serving_info) {
+        (Some(fp), _) => fp.clone(),
+        (None, Some(info)) => info.config.clone(),
+        (None, None) => base.results_fingerprint(),
+    };
+    let mut cfg = base
+        .with_fingerprint(&fingerprint)
+        .map_err(|e| invalid(e.0))?;
+    if let Some(d) = &req.max_delay {
+        cfg.pipeline.max_delay =
+            humantime::parse_duration(d).map_err(|e| invalid(format!("--max-delay {d:?}: {e}")))?;
+        cfg.validate().map_err(|e| invalid(e.0))?;
+    }
+    cfg.pipeline.idle_timeout = Duration::ZERO;
+    Ok(cfg)
+}
+
+/// Where each partition starts, the first window start the replay owns, and the
+/// partitions started by record time (with the time looked up).
+type Starts = (Vec<PartitionPosition>, i64, Option<(i64, Vec<u32>)>);
+
+/// A partition's start at `offset` with no history.
+fn fresh(p: usize, offset: u64) -> PartitionPosition {
+    PartitionPosition {
+        partition: u32::try_from(p).unwrap_or(u32::MAX),
+        next_offset: offset,
+        resume_offset: offset,
+        resume_max_ts: i64::MIN,
+        max_ts: i64::MIN,
+    }
+}
+
+/// The starts `--from` asks for: `earliest`, an event time (through kappa's event-time
+/// index, else the log's record times; none of the index when the topic was
+/// `recreated`), or `partition:offset,…`.
+fn starts_from(
+    cfg: &Config,
+    store: &Store,
+    log: &LogView<'_>,
+    from: &str,
+    recreated: bool,
+) -> Result<Starts, ReplayError> {
+    let ends = &log.ends[..];
+    let partitions = ends.len();
+    if from.is_empty() {
+        Err(invalid(
+            "--from is required: earliest, an RFC 3339 event time, or partition:offset,…",
+        ))
+    } else if from == "earliest" {
+        Ok((
+            (0..partitions).map(|p| fresh(p, 0)).collect(),
+            i64::MIN,
+            None,
+        ))
+    } else if let Some(t) = parse_rfc3339_ms(from) {
+        starts_at_time(cfg, store, log, t, recreated)
+    } else if from.contains(':') {
+        let mut starts: Vec<PartitionPosition> = (0..partitions).map(|p| fresh(p, 0)).collect();
+        for item in from.split(',') {
+            let (p, o) = item
+                .trim()
+                .split_once(':')
+                .and_then(|(p, o)| Some((p.parse::<usize>().ok()?, o.parse::<u64>().ok()?)))
+                .ok_or_else(|| invalid(format!("--from: {item:?} is not partition:offset")))?;
+            if p >= partitions {
+                return Err(invalid(format!(
+                    "--from: partition {p} does not exist (the log has {partitions})"
+                )));
+            }
+            starts[p] = fresh(p, o.min(ends[p]));
+        }
+        Ok((starts, i64::MIN, None))
+    } else {
+        Err(invalid(format!(
+            "--from {from:?}: use earliest, an RFC 3339 event time (2026-11-23T10:00:00Z), or partition:offset,…"
+        )))
+    }
+}
+
+/// The starts of a replay from event time `t`: per partition, the last checkpoint whose
+/// max event time is below `t − max_delay` (no record before it belongs to a window
+/// starting at `t` or later, and the watermark after it is the live one); where kappa's
+/// index has none, the first record written at or after `t − max_delay − max_future`.
+fn starts_at_time(
+    cfg: &Config,
+    store: &Store,
+    log: &LogView<'_>,
+    t: i64,
+    recreated: bool,
+) -> Result<Starts, ReplayError> {
+    let ends = &log.ends[..];
+    let delay_ms = i64::try_from(cfg.pipeline.max_delay.as_millis()).unwrap_or(i64::MAX);
+    let bound = t.saturating_sub(delay_ms);
+    let mut starts = Vec::with_capacity(ends.len());
+    let mut uncovered = Vec::new();
+    for (p, &end) in ends.iter().enumerate() {
+        let cps = if recreated {
+            Vec::new()
+        } else {
+            store.checkpoints(u32::try_from(p).unwrap_or(u32::MAX))?
+        };
+        let best = cps
+            .iter()
+            .filter(|(off, ts)| *ts < bound && *off <= end)
+            .max_by_key(|(off, _)| *off);
+        starts.push(match best {
+            Some(&(off, ts)) => PartitionPosition {
+                resume_max_ts: ts,
+                max_ts: ts,
+                ..fresh(p, off)
+            },
+            None => {
+                uncovered.push(p);
+                fresh(p, 0)
+            }
+        });
+    }
+    // History the index does not cover: the log's record (ingest) times. An event more
+    // than max_future ahead of its record is invalid, so every record written before
+    // T − max_delay − max_future holds an event before T − max_delay (or an invalid
+    // one): starting after them decides every window from T as a start at 0 would.
+    let mut by_record_time = None;
+    if !uncovered.is_empty() {
+        let max_future = i64::try_from(cfg.pipeline.max_future.as_millis()).unwrap_or(i64::MAX);
+        let at = bound.saturating_sub(max_future);
+        let found = (log.by_time)(at)?;
+        let mut moved = Vec::new();
+        for p in uncovered {
+            let off = found.get(p).copied().unwrap_or(0).min(ends[p]);
+            if off > 0 {
+                starts[p] = fresh(p, off);
+                moved.push(u32::try_from(p).unwrap_or(u32::MAX));
+            }
+        }
+        if !moved.is_empty() {
+            by_record_time = Some((at, moved));
+        }
+    }
+    Ok((starts, t, by_record_time))
 }
 
 /// In-place corrections that completed over part of `[from, to)` with a configuration

@@ -436,45 +436,18 @@ pub fn compare_each(
         }
         s.windows_differing += 1;
         summary.windows_differing += 1;
-        let status = match (ha, hb) {
-            (Some(_), None) => {
-                summary.windows_only_in_a += 1;
-                WindowStatus::OnlyInA
-            }
-            (None, Some(_)) => {
-                summary.windows_only_in_b += 1;
-                WindowStatus::OnlyInB
-            }
-            _ => WindowStatus::Changed,
-        };
         let ra = old_rows(size, start)?;
         let rb = store.rows(b, size, start)?;
-        let delta = revenue(&rb) - revenue(&ra);
+        let (mut w, delta) = window_diff(size, start, (ha, hb), &ra, &rb);
         *rev += delta;
-        let changes = row_changes(&ra, &rb);
-        let count = |k: ChangeKind| changes.iter().filter(|c| c.change == k).count() as u64;
-        let (added, removed, changed) = (
-            count(ChangeKind::Added),
-            count(ChangeKind::Removed),
-            count(ChangeKind::Changed),
-        );
-        summary.rows_added += added;
-        summary.rows_removed += removed;
-        summary.rows_changed += changed;
-        let mut w = WindowDiff {
-            size: size_name(size),
-            window_start: format_rfc3339_ms(start),
-            window_end: format_rfc3339_ms(start.saturating_add(size)),
-            status,
-            hash_a: ha.map(|h| hex(*h)),
-            hash_b: hb.map(|h| hex(*h)),
-            revenue_delta: signed_money(delta),
-            rows_added: added,
-            rows_removed: removed,
-            rows_changed: changed,
-            changes,
-            changes_truncated: false,
-        };
+        match w.status {
+            WindowStatus::OnlyInA => summary.windows_only_in_a += 1,
+            WindowStatus::OnlyInB => summary.windows_only_in_b += 1,
+            WindowStatus::Changed => {}
+        }
+        summary.rows_added += w.rows_added;
+        summary.rows_removed += w.rows_removed;
+        summary.rows_changed += w.rows_changed;
         each(&w)?;
         if windows.len() == scope.max_windows {
             windows_truncated = true;
@@ -503,6 +476,40 @@ pub fn compare_each(
         windows,
         windows_truncated,
     })
+}
+
+/// One differing window: its status, every changed row (old rows `ra`, new `rb`, matched
+/// by identity), the counts, and the revenue delta in minor units.
+fn window_diff(
+    size: i64,
+    start: i64,
+    (ha, hb): (Option<&u128>, Option<&u128>),
+    ra: &[(Aggregate, Vec<Row>)],
+    rb: &[(Aggregate, Vec<Row>)],
+) -> (WindowDiff, i128) {
+    let status = match (ha, hb) {
+        (Some(_), None) => WindowStatus::OnlyInA,
+        (None, Some(_)) => WindowStatus::OnlyInB,
+        _ => WindowStatus::Changed,
+    };
+    let delta = revenue(rb) - revenue(ra);
+    let changes = row_changes(ra, rb);
+    let count = |k: ChangeKind| changes.iter().filter(|c| c.change == k).count() as u64;
+    let w = WindowDiff {
+        size: size_name(size),
+        window_start: format_rfc3339_ms(start),
+        window_end: format_rfc3339_ms(start.saturating_add(size)),
+        status,
+        hash_a: ha.map(|h| hex(*h)),
+        hash_b: hb.map(|h| hex(*h)),
+        revenue_delta: signed_money(delta),
+        rows_added: count(ChangeKind::Added),
+        rows_removed: count(ChangeKind::Removed),
+        rows_changed: count(ChangeKind::Changed),
+        changes,
+        changes_truncated: false,
+    };
+    (w, delta)
 }
 
 /// A promotion gate (`kappa replay --version V --promote-if …`): conditions on the
