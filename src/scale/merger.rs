@@ -418,8 +418,7 @@ pub fn run(
         .serving_version
         .with_label_values(&[&store.serving()?])
         .set(1);
-    let queues = source.partitions() as usize;
-    let mut next = vec![0u64; queues];
+    let mut next = vec![0u64; source.partitions() as usize];
     if let Some((_, positions)) = store.load_state(version)? {
         for p in positions {
             if let Some(n) = next.get_mut(p.partition as usize) {
@@ -427,27 +426,37 @@ pub fn run(
             }
         }
     }
-    let mut batch = RecordBatch::new();
-    let mut summary = MergerSummary::default();
     // The status counts every final window of the main version, across restarts.
     let already = store.window_count_all(version, &cfg.window_config().sizes_ms)?;
-    let mut main_windows = 0u64;
-    let mut pending_dead: Vec<DeadLetter> = Vec::new();
-    let mut pending_late: BTreeMap<String, Vec<LateRecord>> = BTreeMap::new();
-    let mut reported = Reported::default();
-    let mut pending_checkpoints: Vec<(u32, u64, i64)> = Vec::new();
-    let mut dirty = false;
-    let mut last_commit = Instant::now();
-    let mut last_refresh = Instant::now();
-    let mut foreign: std::collections::HashSet<String> = std::collections::HashSet::new();
     {
         let mut st = shared.status.lock().expect("status lock");
         st.state = crate::pipeline::State::Running;
         st.windows_finalised = already;
     }
+    let mut m = Merger {
+        cfg,
+        version,
+        topic: k.topic.clone(),
+        store,
+        metrics: metrics.clone(),
+        shared: shared.clone(),
+        positions,
+        merging,
+        foreign: std::collections::HashSet::new(),
+        next,
+        pending: Pending::default(),
+        reported: Reported::default(),
+        summary: MergerSummary::default(),
+        already,
+        main_windows: 0,
+        dirty: false,
+    };
     tracing::info!(version, topic = k.topic, "merger started");
     // Up while merging, as a single process's pipeline is while it consumes.
     metrics.pipeline_up.set(1);
+    let mut batch = RecordBatch::new();
+    let mut last_commit = Instant::now();
+    let mut last_refresh = Instant::now();
     while !cancel.is_cancelled() {
         if source.take_assignment().is_some() {
             shared.set_ready(source.healthy());
@@ -456,184 +465,30 @@ pub fn run(
         let n = source.poll(&mut batch, cfg.pipeline.batch_records)?;
         let work = Instant::now();
         for rec in batch.iter() {
-            next[rec.partition as usize] = rec.offset + 1;
-            summary.messages += 1;
-            dirty = true;
-            // Skipping a message could stall a partition for good (a lost progress range):
-            // stop, with the position, instead.
-            let msg = Msg::decode(rec.value).map_err(|e| {
-                ScaleError::Invalid(format!(
-                    "{} partition {} offset {}: {e}",
-                    k.topic, rec.partition, rec.offset
-                ))
-            })?;
-            let v = match &msg {
-                Msg::Partial {
-                    version: v, sums, ..
-                } => {
-                    summary.partials += 1;
-                    summary.keys +=
-                        (sums.categories.len() + sums.products.len() + sums.queries.len()) as u64;
-                    v.clone()
-                }
-                Msg::Progress { version: v, .. }
-                | Msg::Idle { version: v, .. }
-                | Msg::Dead { version: v, .. }
-                | Msg::Late { version: v, .. }
-                | Msg::Totals { version: v, .. } => v.clone(),
-            };
-            // A replay creates its version before ordering it, so an unknown version is
-            // looked up at once (versions of another store are remembered, not re-read).
-            if !merging.contains_key(&v) && !foreign.contains(&v) {
-                refresh(&store, cfg, version, &mut merging)?;
-                if !merging.contains_key(&v) {
-                    foreign.insert(v.clone());
-                }
-            }
-            let Some(m) = merging.get_mut(&v) else {
-                continue; // a version this store does not have
-            };
-            if let Msg::Partial { config, .. } | Msg::Progress { config, .. } = &msg
-                && *config != m.fingerprint
-            {
-                return Err(ScaleError::Invalid(format!(
-                    "a worker computes {v} with another configuration ({config}) than the merger's store holds for it ({}): run every worker with the same window sizes, delay and limits",
-                    m.fingerprint
-                )));
-            }
-            if let Msg::Totals {
-                partition,
-                position,
-                end,
-                counts,
-                ..
-            } = &msg
-                && v == version
-            {
-                reported.totals(*partition, counts, *position, *end, &metrics, &shared);
-            }
-            if let Msg::Progress {
-                partition,
-                checkpoint: Some((offset, ts)),
-                ..
-            } = &msg
-                && v == version
-            {
-                pending_checkpoints.push((*partition, *offset, *ts));
-            }
-            // Where each worker is: progress comes with finalised windows, totals with every
-            // worker commit (so a caught-up version's position is current).
-            if let Msg::Progress {
-                partition,
-                position,
-                ..
-            }
-            | Msg::Totals {
-                partition,
-                position,
-                ..
-            } = &msg
-            {
-                let mut pos = positions.lock().expect("positions lock");
-                let at = pos
-                    .entry(v.clone())
-                    .or_default()
-                    .entry(*partition)
-                    .or_default();
-                *at = (*at).max(*position);
-            }
-            match m
-                .state
-                .apply(msg)
-                .map_err(|e| ScaleError::Invalid(format!("version {v}: {e}")))?
-            {
-                // Dead letters are per source record, not per version: the main one's count.
-                Some(Kept::Dead(d)) if v == version => pending_dead.push(d),
-                Some(Kept::Late(l)) => pending_late.entry(v).or_default().push(l),
-                Some(Kept::Dead(_)) | None => {}
-            }
+            m.take(rec.partition, rec.offset, rec.value)?;
         }
         if last_refresh.elapsed() >= Duration::from_secs(1) {
-            if let Some(m) = merging.get_mut(version) {
+            if let Some(main) = m.merging.get_mut(version) {
                 *shared.provisional.write().expect("provisional lock") =
-                    m.state.provisional(&mut m.core);
+                    main.state.provisional(&mut main.core);
             }
-            refresh(&store, cfg, version, &mut merging)?;
-            foreign.clear();
+            refresh(&m.store, cfg, version, &mut m.merging)?;
+            m.foreign.clear();
             last_refresh = Instant::now();
         }
-        let finals: Vec<(String, Vec<FinalWindow>)> = merging
+        let finals: Vec<(String, Vec<FinalWindow>)> = m
+            .merging
             .iter_mut()
-            .map(|(v, m)| (v.clone(), m.state.take_final(&mut m.core)))
+            .map(|(v, mv)| (v.clone(), mv.state.take_final(&mut mv.core)))
             .collect();
         let any_final = finals.iter().any(|(_, f)| !f.is_empty());
-        let due = any_final || (dirty && last_commit.elapsed() >= cfg.pipeline.commit_interval);
-        if due || (cancel.is_cancelled() && dirty) {
-            let positions: Vec<PartitionPosition> = next
-                .iter()
-                .enumerate()
-                .map(|(q, &o)| PartitionPosition {
-                    partition: u32::try_from(q).expect("partition fits u32"),
-                    next_offset: o,
-                    resume_offset: o,
-                    resume_max_ts: i64::MIN,
-                    max_ts: i64::MIN,
-                })
-                .collect();
-            let blobs: Vec<Vec<u8>> = finals
-                .iter()
-                .map(|(v, _)| {
-                    bincode::serde::encode_to_vec(&merging[v].state, bincode::config::standard())
-                })
-                .collect::<Result<_, _>>()?;
-            let commits: Vec<Commit<'_>> = finals
-                .iter()
-                .zip(&blobs)
-                .map(|((v, f), blob)| {
-                    let main = v == version;
-                    // Every version keeps the positions: whichever is the main one after a
-                    // restart (a promotion changes it) resumes from them.
-                    Commit {
-                        version: v,
-                        finals: f,
-                        positions: &positions,
-                        finalized_through: merging[v].state.finalized_through(),
-                        checkpoints: if main { &pending_checkpoints } else { &[] },
-                        dead_letters: if main { &pending_dead } else { &[] },
-                        late: pending_late.get(v.as_str()).map_or(&[], Vec::as_slice),
-                        merger_state: Some(blob),
-                    }
-                })
-                .collect();
-            store.commit_all(&commits)?;
-            pending_dead.clear();
-            pending_late.clear();
-            pending_checkpoints.clear();
-            for (v, f) in &finals {
-                summary.windows += f.len() as u64;
-                if v == version {
-                    main_windows += f.len() as u64;
-                }
-                for w in f {
-                    metrics
-                        .windows_finalised
-                        .with_label_values(&[&crate::config::fmt_duration(Duration::from_millis(
-                            w.size_ms.unsigned_abs(),
-                        ))])
-                        .inc();
-                }
-            }
-            dirty = false;
+        let due = any_final || (m.dirty && last_commit.elapsed() >= cfg.pipeline.commit_interval);
+        if due || (cancel.is_cancelled() && m.dirty) {
+            m.commit(&finals)?;
             last_commit = Instant::now();
-            let main_state = &merging[version].state;
-            let (open, held) = main_state.open_windows();
-            let mut st = shared.status.lock().expect("status lock");
-            st.windows_finalised = already + main_windows;
-            reported.status(main_state, &mut st);
-            tracing::debug!(open, held, "merger committed");
         }
         if n > 0 || due {
-            summary.busy += work.elapsed();
+            m.summary.busy += work.elapsed();
         }
         shared.set_ready(source.healthy());
         if n == 0 {
@@ -641,8 +496,216 @@ pub fn run(
         }
     }
     metrics.pipeline_up.set(0);
-    summary.elapsed = started.elapsed();
-    Ok(summary)
+    m.summary.elapsed = started.elapsed();
+    Ok(m.summary)
+}
+
+/// What the merger kept from messages since its last commit.
+#[derive(Default)]
+struct Pending {
+    /// The main version's dead letters (per source record, not per version).
+    dead: Vec<DeadLetter>,
+    /// Late-event records, per version.
+    late: BTreeMap<String, Vec<LateRecord>>,
+    /// The main version's event-time checkpoints (partition, offset, max event time).
+    checkpoints: Vec<(u32, u64, i64)>,
+}
+
+/// The merger's loop state between polls.
+struct Merger<'a> {
+    cfg: &'a Config,
+    /// The main version (its positions on the partials topic are kept under it).
+    version: &'a str,
+    topic: String,
+    store: Store,
+    metrics: Arc<Metrics>,
+    shared: Arc<Shared>,
+    positions: &'a super::Positions,
+    merging: BTreeMap<String, Merging>,
+    /// Versions of another store (remembered, not looked up again until the refresh).
+    foreign: std::collections::HashSet<String>,
+    /// Next offset per partials partition.
+    next: Vec<u64>,
+    pending: Pending,
+    reported: Reported,
+    summary: MergerSummary,
+    /// The main version's final windows when the merger started, and since.
+    already: u64,
+    main_windows: u64,
+    /// Messages taken since the last commit.
+    dirty: bool,
+}
+
+impl Merger<'_> {
+    /// Takes the message at `offset` of partials partition `partition` into the merge
+    /// state of its version. A message that does not decode, or a worker computing with
+    /// another configuration, stops the merger (skipping one could stall a partition).
+    fn take(&mut self, partition: u32, offset: u64, value: &[u8]) -> Result<()> {
+        self.next[partition as usize] = offset + 1;
+        self.summary.messages += 1;
+        self.dirty = true;
+        let msg = Msg::decode(value).map_err(|e| {
+            ScaleError::Invalid(format!(
+                "{} partition {partition} offset {offset}: {e}",
+                self.topic
+            ))
+        })?;
+        let v = match &msg {
+            Msg::Partial {
+                version: v, sums, ..
+            } => {
+                self.summary.partials += 1;
+                self.summary.keys +=
+                    (sums.categories.len() + sums.products.len() + sums.queries.len()) as u64;
+                v.clone()
+            }
+            Msg::Progress { version: v, .. }
+            | Msg::Idle { version: v, .. }
+            | Msg::Dead { version: v, .. }
+            | Msg::Late { version: v, .. }
+            | Msg::Totals { version: v, .. } => v.clone(),
+        };
+        // A replay creates its version before ordering it, so an unknown version is
+        // looked up at once (versions of another store are remembered, not re-read).
+        if !self.merging.contains_key(&v) && !self.foreign.contains(&v) {
+            refresh(&self.store, self.cfg, self.version, &mut self.merging)?;
+            if !self.merging.contains_key(&v) {
+                self.foreign.insert(v.clone());
+            }
+        }
+        let Some(m) = self.merging.get_mut(&v) else {
+            return Ok(()); // a version this store does not have
+        };
+        if let Msg::Partial { config, .. } | Msg::Progress { config, .. } = &msg
+            && *config != m.fingerprint
+        {
+            return Err(ScaleError::Invalid(format!(
+                "a worker computes {v} with another configuration ({config}) than the merger's store holds for it ({}): run every worker with the same window sizes, delay and limits",
+                m.fingerprint
+            )));
+        }
+        let main = v == self.version;
+        match &msg {
+            Msg::Totals {
+                partition,
+                position,
+                end,
+                counts,
+                ..
+            } if main => {
+                self.reported.totals(
+                    *partition,
+                    counts,
+                    *position,
+                    *end,
+                    &self.metrics,
+                    &self.shared,
+                );
+            }
+            Msg::Progress {
+                partition,
+                checkpoint: Some((offset, ts)),
+                ..
+            } if main => self.pending.checkpoints.push((*partition, *offset, *ts)),
+            _ => {}
+        }
+        // Where each worker is: progress comes with finalised windows, totals with every
+        // worker commit (so a caught-up version's position is current).
+        if let Msg::Progress {
+            partition,
+            position,
+            ..
+        }
+        | Msg::Totals {
+            partition,
+            position,
+            ..
+        } = &msg
+        {
+            let mut pos = self.positions.lock().expect("positions lock");
+            let at = pos
+                .entry(v.clone())
+                .or_default()
+                .entry(*partition)
+                .or_default();
+            *at = (*at).max(*position);
+        }
+        match m
+            .state
+            .apply(msg)
+            .map_err(|e| ScaleError::Invalid(format!("version {v}: {e}")))?
+        {
+            // Dead letters are per source record, not per version: the main one's count.
+            Some(Kept::Dead(d)) if main => self.pending.dead.push(d),
+            Some(Kept::Late(l)) => self.pending.late.entry(v).or_default().push(l),
+            Some(Kept::Dead(_)) | None => {}
+        }
+        Ok(())
+    }
+
+    /// Commits `finals` of every version, the merge states, the positions and what is
+    /// pending, in one store transaction; then the metrics and the status.
+    fn commit(&mut self, finals: &[(String, Vec<FinalWindow>)]) -> Result<()> {
+        let positions: Vec<PartitionPosition> = self
+            .next
+            .iter()
+            .enumerate()
+            .map(|(q, &o)| PartitionPosition {
+                partition: u32::try_from(q).expect("partition fits u32"),
+                next_offset: o,
+                resume_offset: o,
+                resume_max_ts: i64::MIN,
+                max_ts: i64::MIN,
+            })
+            .collect();
+        let blobs: Vec<Vec<u8>> = finals
+            .iter()
+            .map(|(v, _)| {
+                bincode::serde::encode_to_vec(&self.merging[v].state, bincode::config::standard())
+            })
+            .collect::<Result<_, _>>()?;
+        let commits: Vec<Commit<'_>> = finals
+            .iter()
+            .zip(&blobs)
+            .map(|((v, f), blob)| {
+                let main = v == self.version;
+                // Every version keeps the positions: whichever is the main one after a
+                // restart (a promotion changes it) resumes from them.
+                Commit {
+                    version: v,
+                    finals: f,
+                    positions: &positions,
+                    finalized_through: self.merging[v].state.finalized_through(),
+                    checkpoints: if main { &self.pending.checkpoints } else { &[] },
+                    dead_letters: if main { &self.pending.dead } else { &[] },
+                    late: self.pending.late.get(v.as_str()).map_or(&[], Vec::as_slice),
+                    merger_state: Some(blob),
+                }
+            })
+            .collect();
+        self.store.commit_all(&commits)?;
+        self.pending = Pending::default();
+        for (v, f) in finals {
+            self.summary.windows += f.len() as u64;
+            if v == self.version {
+                self.main_windows += f.len() as u64;
+            }
+            for w in f {
+                self.metrics
+                    .windows_finalised
+                    .with_label_values(&[&crate::event::time::size_name(w.size_ms)])
+                    .inc();
+            }
+        }
+        self.dirty = false;
+        let main_state = &self.merging[self.version].state;
+        let (open, held) = main_state.open_windows();
+        let mut st = self.shared.status.lock().expect("status lock");
+        st.windows_finalised = self.already + self.main_windows;
+        self.reported.status(main_state, &mut st);
+        tracing::debug!(open, held, "merger committed");
+        Ok(())
+    }
 }
 
 #[cfg(test)]
