@@ -340,3 +340,120 @@ fn a_partition_read_from_past_unread_records_has_no_usable_checkpoints() {
         "partition 1 is not indexed"
     );
 }
+
+/// A 1-minute window at `start_ms` with `views` view events and nothing else.
+fn window(start_ms: i64, views: u64) -> FinalWindow {
+    FinalWindow {
+        size_ms: 60_000,
+        start_ms,
+        sales_by_category: Vec::new(),
+        top_by_units: Vec::new(),
+        top_by_revenue: Vec::new(),
+        events_by_type: [0, views, 0, 0],
+        top_searches: Vec::new(),
+    }
+}
+
+/// Commits `finals` to `version`, final through 10 minutes.
+fn commit_windows(store: &Store, version: &str, finals: &[FinalWindow]) {
+    store
+        .commit(&Commit {
+            version,
+            finals,
+            positions: &[],
+            finalized_through: 600_000,
+            checkpoints: &[],
+            dead_letters: &[],
+            late: &[],
+            merger_state: None,
+        })
+        .unwrap();
+}
+
+/// v1 with three windows, and replay `id`'s scratch version holding `scratch`.
+fn audited(store: &Store, id: u64, scratch: &[FinalWindow]) {
+    let name = format!("{SCRATCH_PREFIX}{id}");
+    let state = VersionState::Correcting {
+        replay: id,
+        target: "v1".into(),
+    };
+    store.create_version(&version(&name, state), &[]).unwrap();
+    commit_windows(store, &name, scratch);
+}
+
+fn end_audit(store: &Store, id: u64, repair: bool) -> (ReplayRecord, compare::Comparison) {
+    let scratch = format!("{SCRATCH_PREFIX}{id}");
+    let mut r = record(id, "v1", true);
+    let end = if repair {
+        r.outcome = Outcome::Completed;
+        ReplayEnd::Swap {
+            scratch: &scratch,
+            from_ms: i64::MIN,
+            to_ms: i64::MAX,
+            audit: true,
+        }
+    } else {
+        r.outcome = Outcome::DryRun;
+        ReplayEnd::DryRun {
+            scratch: &scratch,
+            from_ms: i64::MIN,
+            to_ms: i64::MAX,
+            audit: true,
+        }
+    };
+    store.end_replay(&mut r, end).unwrap();
+    let diff = serde_json::from_slice(&store.replay_diff(id).unwrap().unwrap()).unwrap();
+    (r, diff)
+}
+
+#[test]
+fn an_audit_trusts_no_stored_hash_records_every_differing_window_and_repairs_only_what_differs() {
+    let (_dir, store) = store();
+    store
+        .ensure_version(&version("v1", VersionState::Ready))
+        .unwrap();
+    let live = [window(0, 5), window(60_000, 6), window(120_000, 7)];
+    commit_windows(&store, "v1", &live);
+
+    // Equal: nothing differs, and a repair copies nothing.
+    audited(&store, 1, &live);
+    let (r, diff) = end_audit(&store, 1, true);
+    assert_eq!(diff.summary.windows_compared, 3);
+    assert_eq!(diff.summary.windows_differing, 0);
+    assert_eq!(r.windows, 0, "nothing to repair, nothing copied");
+    assert_eq!(store.replay_diff_windows(1, 0, 10).unwrap().1, 0);
+
+    // A row of the 01:00 window goes behind the store's back; its stored hash stays.
+    {
+        let tx = store.db().unwrap().begin_write().unwrap();
+        {
+            let mut t = tx.open_table(RESULTS).unwrap();
+            let a = Aggregate::EventsByType as u8;
+            t.retain_in(
+                ("v1", a, 60_000, 60_000, "")..("v1", a, 60_000, 60_001, ""),
+                |_, _| false,
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    // Stored hashes alone see nothing; the audit recomputes them from the rows.
+    let stored = compare::compare(&store, "v1", "v1", compare::Scope::default()).unwrap();
+    assert_eq!(stored.summary.windows_differing, 0);
+    audited(&store, 2, &live);
+    let (_, diff) = end_audit(&store, 2, false);
+    assert_eq!(diff.summary.windows_differing, 1, "{diff:?}");
+    assert_eq!(diff.windows[0].window_start, "1970-01-01T00:01:00Z");
+    let (page, total) = store.replay_diff_windows(2, 0, 10).unwrap();
+    assert_eq!((page.len(), total), (1, 1));
+    assert!(store.replay_diff_windows(2, 1, 10).unwrap().0.is_empty());
+
+    // The repair puts the window back as recomputed.
+    audited(&store, 3, &live);
+    let (r, diff) = end_audit(&store, 3, true);
+    assert_eq!(diff.summary.windows_differing, 1);
+    assert!(r.windows > 0, "the differing range was copied");
+    audited(&store, 4, &live);
+    let (_, diff) = end_audit(&store, 4, false);
+    assert_eq!(diff.summary.windows_differing, 0, "{diff:?}");
+}
