@@ -209,22 +209,7 @@ pub fn supervise(
     shared: Arc<Shared>,
     cancel: &CancellationToken,
 ) -> Result<WorkerSummary> {
-    type Handle = std::thread::JoinHandle<Result<WorkerSummary>>;
-    /// An ordered version's loop: its incarnation, stop token and thread.
-    struct Loop {
-        incarnation: i64,
-        token: CancellationToken,
-        handle: Handle,
-    }
-    fn stop(v: &str, l: Loop) {
-        l.token.cancel();
-        match l.handle.join() {
-            Ok(Err(e)) => tracing::error!(version = v, "its worker stopped: {e}"),
-            Err(_) => tracing::error!(version = v, "its worker panicked"),
-            Ok(Ok(_)) => {}
-        }
-    }
-    let mut others: BTreeMap<String, Loop> = BTreeMap::new();
+    let mut others: BTreeMap<String, VersionLoop> = BTreeMap::new();
     // A loop that failed is started again, but not more than every 5 s.
     let mut failed_at: BTreeMap<String, Instant> = BTreeMap::new();
     let main = {
@@ -248,7 +233,7 @@ pub fn supervise(
             .collect();
         for v in ended {
             if let Some(l) = others.remove(&v) {
-                stop(&v, l);
+                l.stop(&v);
                 failed_at.insert(v, Instant::now());
             }
         }
@@ -265,7 +250,7 @@ pub fn supervise(
                         && let Some(l) = others.remove(&v)
                     {
                         tracing::info!(version = v, "the merger stopped this output version");
-                        stop(&v, l);
+                        l.stop(&v);
                     }
                     let backoff = failed_at
                         .get(&v)
@@ -273,42 +258,9 @@ pub fn supervise(
                     if !order.active || others.contains_key(&v) || backoff {
                         continue;
                     }
-                    let mut vcfg = match cfg.with_fingerprint(&order.config) {
-                        Ok(c) => c,
-                        Err(e) => {
-                            tracing::error!(version = v, "cannot compute this version: {e}");
-                            continue;
-                        }
-                    };
-                    vcfg.kafka.worker_group_id =
-                        format!("{}.{v}@{}", cfg.kafka.worker_group_id, order.incarnation);
-                    let token = cancel.child_token();
-                    let (t, name, m) = (token.clone(), v.clone(), metrics.clone());
-                    tracing::info!(
-                        version = v,
-                        "the merger asks for this output version: computing it"
-                    );
-                    let incarnation = order.incarnation;
-                    let handle = std::thread::Builder::new()
-                        .name(format!("worker-{v}"))
-                        .spawn(move || {
-                            run(
-                                &vcfg,
-                                &name,
-                                Some(&order),
-                                m,
-                                Arc::new(Shared::default()),
-                                &t,
-                            )
-                        })?;
-                    others.insert(
-                        v,
-                        Loop {
-                            incarnation,
-                            token,
-                            handle,
-                        },
-                    );
+                    if let Some(l) = VersionLoop::start(cfg, &v, order, &metrics, cancel)? {
+                        others.insert(v, l);
+                    }
                 }
                 warned = false;
             }
@@ -327,9 +279,73 @@ pub fn supervise(
     }
     cancel.cancel();
     for (v, l) in others {
-        stop(&v, l);
+        l.stop(&v);
     }
     main.join().map_err(|_| ScaleError::Panicked)?
+}
+
+/// The loop of a version the merger ordered (a replay's): its incarnation, stop token and
+/// thread.
+struct VersionLoop {
+    incarnation: i64,
+    token: CancellationToken,
+    handle: std::thread::JoinHandle<Result<WorkerSummary>>,
+}
+
+impl VersionLoop {
+    /// Starts computing version `v` as `order` says, in its own group (per incarnation);
+    /// `None` when its configuration does not read (logged).
+    fn start(
+        cfg: &Config,
+        v: &str,
+        order: super::VersionOrder,
+        metrics: &Arc<Metrics>,
+        cancel: &CancellationToken,
+    ) -> Result<Option<Self>> {
+        let mut vcfg = match cfg.with_fingerprint(&order.config) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(version = v, "cannot compute this version: {e}");
+                return Ok(None);
+            }
+        };
+        vcfg.kafka.worker_group_id =
+            format!("{}.{v}@{}", cfg.kafka.worker_group_id, order.incarnation);
+        let token = cancel.child_token();
+        let (t, name, m) = (token.clone(), v.to_string(), metrics.clone());
+        tracing::info!(
+            version = v,
+            "the merger asks for this output version: computing it"
+        );
+        let incarnation = order.incarnation;
+        let handle = std::thread::Builder::new()
+            .name(format!("worker-{v}"))
+            .spawn(move || {
+                run(
+                    &vcfg,
+                    &name,
+                    Some(&order),
+                    m,
+                    Arc::new(Shared::default()),
+                    &t,
+                )
+            })?;
+        Ok(Some(Self {
+            incarnation,
+            token,
+            handle,
+        }))
+    }
+
+    /// Stops it and waits for its thread; how it ended is logged.
+    fn stop(self, v: &str) {
+        self.token.cancel();
+        match self.handle.join() {
+            Ok(Err(e)) => tracing::error!(version = v, "its worker stopped: {e}"),
+            Err(_) => tracing::error!(version = v, "its worker panicked"),
+            Ok(Ok(_)) => {}
+        }
+    }
 }
 
 /// What every message of one version's worker carries, and the messages built from it.
@@ -557,19 +573,7 @@ pub fn run(
                 ingest_batch(&batch, &mut parts, &ends, cfg, &out, &mut sink, &mut tally)?;
             summary.records += n as u64;
             uncommitted |= n > 0;
-            {
-                let mut st = shared.status.lock().expect("status lock");
-                let st = &mut *st;
-                tally.flush("kafka", &metrics, st, |p, c| {
-                    if let Some(part) = parts.get_mut(&p) {
-                        part.counts.merge(&Counts {
-                            read: c.read - c.rebuilt,
-                            rebuilt: 0,
-                            ..*c
-                        });
-                    }
-                });
-            }
+            flush_tally(&mut tally, &metrics, &shared, &mut parts);
             if last_refresh.elapsed() >= Duration::from_secs(1) && source.lag_known() {
                 out.ends = source.end_offsets()?;
                 if main {
@@ -577,13 +581,7 @@ pub fn run(
                 }
                 last_refresh = Instant::now();
             }
-            for &p in &touched {
-                let part = parts.get_mut(&p).expect("touched partitions are owned");
-                if part.idle {
-                    part.idle = false;
-                    out.idle(&mut sink, p, false)?;
-                }
-            }
+            wake(&mut parts, &touched, &out, &mut sink)?;
             // Idleness, as in a single process (live versions only).
             let timeout = cfg.pipeline.idle_timeout;
             if n == 0 && !timeout.is_zero() && ends.is_empty() && source.lag_known() {
@@ -615,6 +613,43 @@ pub fn run(
     result?;
     summary.elapsed = started.elapsed();
     Ok(summary)
+}
+
+/// The tally of a batch into the metrics, the status and each part's counts (records
+/// re-read to rebuild a part are not counted again in it).
+fn flush_tally(
+    tally: &mut Tally,
+    metrics: &Metrics,
+    shared: &Shared,
+    parts: &mut BTreeMap<u32, Part>,
+) {
+    let mut st = shared.status.lock().expect("status lock");
+    tally.flush("kafka", metrics, &mut st, |p, c| {
+        if let Some(part) = parts.get_mut(&p) {
+            part.counts.merge(&Counts {
+                read: c.read - c.rebuilt,
+                rebuilt: 0,
+                ..*c
+            });
+        }
+    });
+}
+
+/// Parts that were idle and got records are active again: the merger is told.
+fn wake(
+    parts: &mut BTreeMap<u32, Part>,
+    touched: &[u32],
+    out: &Out,
+    sink: &mut KafkaSink,
+) -> Result<()> {
+    for &p in touched {
+        let part = parts.get_mut(&p).expect("touched partitions are owned");
+        if part.idle {
+            part.idle = false;
+            out.idle(sink, p, false)?;
+        }
+    }
+    Ok(())
 }
 
 /// The parts of a new assignment, from their resume states. Revoked partitions'
