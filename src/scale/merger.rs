@@ -418,14 +418,7 @@ pub fn run(
         .serving_version
         .with_label_values(&[&store.serving()?])
         .set(1);
-    let mut next = vec![0u64; source.partitions() as usize];
-    if let Some((_, positions)) = store.load_state(version)? {
-        for p in positions {
-            if let Some(n) = next.get_mut(p.partition as usize) {
-                *n = p.next_offset;
-            }
-        }
-    }
+    let next = stored_next(&store, version, source.partitions())?;
     // The status counts every final window of the main version, across restarts.
     let already = store.window_count_all(version, &cfg.window_config().sizes_ms)?;
     {
@@ -500,6 +493,19 @@ pub fn run(
     Ok(m.summary)
 }
 
+/// The next offset per partials partition, as the store has it for `version`.
+fn stored_next(store: &Store, version: &str, partitions: u32) -> Result<Vec<u64>> {
+    let mut next = vec![0u64; partitions as usize];
+    if let Some((_, positions)) = store.load_state(version)? {
+        for p in positions {
+            if let Some(n) = next.get_mut(p.partition as usize) {
+                *n = p.next_offset;
+            }
+        }
+    }
+    Ok(next)
+}
+
 /// What the merger kept from messages since its last commit.
 #[derive(Default)]
 struct Pending {
@@ -550,21 +556,12 @@ impl Merger<'_> {
                 self.topic
             ))
         })?;
-        let v = match &msg {
-            Msg::Partial {
-                version: v, sums, ..
-            } => {
-                self.summary.partials += 1;
-                self.summary.keys +=
-                    (sums.categories.len() + sums.products.len() + sums.queries.len()) as u64;
-                v.clone()
-            }
-            Msg::Progress { version: v, .. }
-            | Msg::Idle { version: v, .. }
-            | Msg::Dead { version: v, .. }
-            | Msg::Late { version: v, .. }
-            | Msg::Totals { version: v, .. } => v.clone(),
-        };
+        if let Msg::Partial { sums, .. } = &msg {
+            self.summary.partials += 1;
+            self.summary.keys +=
+                (sums.categories.len() + sums.products.len() + sums.queries.len()) as u64;
+        }
+        let v = msg.version().to_string();
         // A replay creates its version before ordering it, so an unknown version is
         // looked up at once (versions of another store are remembered, not re-read).
         if !self.merging.contains_key(&v) && !self.foreign.contains(&v) {

@@ -230,6 +230,19 @@ pub enum Msg {
 }
 
 impl Msg {
+    /// The output version it is about.
+    #[must_use]
+    pub fn version(&self) -> &str {
+        match self {
+            Self::Partial { version, .. }
+            | Self::Progress { version, .. }
+            | Self::Idle { version, .. }
+            | Self::Dead { version, .. }
+            | Self::Late { version, .. }
+            | Self::Totals { version, .. } => version,
+        }
+    }
+
     /// The Kafka key: partials by (version, window), so that repeats of one partial land in
     /// one partition in order; progress and dead letters by (version, source partition).
     #[must_use]
