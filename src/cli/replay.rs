@@ -534,9 +534,7 @@ pub fn audit(cfg: &Config, a: &AuditArgs) -> anyhow::Result<()> {
             printable(&diff.a)
         );
     } else {
-        for line in crate::compare::describe(&diff) {
-            out!("{}", printable(&line));
-        }
+        print_recorded(id, Some(&diff))?;
         out!(
             "audit {id}: {} of {} final windows of {} differ from their recomputation from the log; {}",
             s.windows_differing,
@@ -608,7 +606,8 @@ fn print_refused_gate(access: &Access, v: &ReplayView) -> anyhow::Result<()> {
         .is_some()
         .then_some(&v.record.from);
     let c = comparison(access, None, &v.record.version, (from, None), (10, 10))?;
-    for line in crate::compare::describe(&c) {
+    let more = format!("kappa versions compare {} {}", c.a, c.b);
+    for line in crate::compare::describe(&c, &more) {
         out!("{}", printable(&line));
     }
     Ok(())
@@ -836,9 +835,15 @@ fn full_diff_windows(
 
 /// Prints the diff recorded with replay `id` (after a replay run with `--diff`).
 fn print_diff(access: &Access, id: u64) -> anyhow::Result<()> {
-    match replay_diff(access, id)? {
+    Ok(print_recorded(id, replay_diff(access, id)?.as_ref())?)
+}
+
+/// Prints `diff`, recorded with replay `id`, or that it has none.
+fn print_recorded(id: u64, diff: Option<&crate::compare::Comparison>) -> std::io::Result<()> {
+    match diff {
         Some(d) => {
-            for line in crate::compare::describe(&d) {
+            let more = format!("every one: kappa replay show {id} --full");
+            for line in crate::compare::describe(d, &more) {
                 out!("{}", printable(&line));
             }
         }
@@ -947,14 +952,7 @@ fn replay_action(cfg: &Config, action: &ReplayAction) -> anyhow::Result<()> {
                 return Ok(());
             }
             history_table(std::slice::from_ref(&v))?;
-            match diff {
-                Some(d) => {
-                    for line in crate::compare::describe(&d) {
-                        out!("{}", printable(&line));
-                    }
-                }
-                None => out!("no diff recorded with replay {id}"),
-            }
+            print_recorded(*id, diff.as_ref())?;
             Ok(())
         }
         ReplayAction::History { server } => {
@@ -1047,7 +1045,8 @@ pub fn versions(cfg: &Config, cmd: &VersionsCommand) -> anyhow::Result<()> {
             if *json {
                 out!("{}", serde_json::to_string_pretty(&c)?);
             } else {
-                for line in crate::compare::describe(&c) {
+                let more = "raise --limit or --windows, or narrow --from/--to";
+                for line in crate::compare::describe(&c, more) {
                     out!("{line}");
                 }
             }

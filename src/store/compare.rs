@@ -663,9 +663,10 @@ impl Gate {
     }
 }
 
-/// A comparison for people: the summary, then each differing window with its changes.
+/// A comparison for people: the summary, then each differing window with its changes;
+/// `more` says how to see what a bounded comparison leaves out (a flag, a command).
 #[must_use]
-pub fn describe(c: &Comparison) -> Vec<String> {
+pub fn describe(c: &Comparison, more: &str) -> Vec<String> {
     let s = &c.summary;
     let mut out = vec![format!(
         "{} → {}: {} final windows compared{}, {} differ ({} only in {}, {} only in {}); rows +{} −{} ~{}",
@@ -692,20 +693,21 @@ pub fn describe(c: &Comparison) -> Vec<String> {
         ));
     }
     for w in &c.windows {
-        out.extend(describe_window(w, &c.a, &c.b));
+        out.extend(describe_window(w, &c.a, &c.b, more));
     }
     if c.windows_truncated {
         out.push(format!(
-            "… {} more differing windows (narrow --from/--to)",
+            "… {} more differing windows ({more})",
             s.windows_differing - c.windows.len() as u64
         ));
     }
     out
 }
 
-/// One differing window of a comparison of `a` (old) with `b` as lines for people.
+/// One differing window of a comparison of `a` (old) with `b` as lines for people (`more`:
+/// as for [`describe`]).
 #[must_use]
-pub fn describe_window(w: &WindowDiff, a: &str, b: &str) -> Vec<String> {
+pub fn describe_window(w: &WindowDiff, a: &str, b: &str, more: &str) -> Vec<String> {
     let mut out = Vec::new();
     out.push(format!(
         "── {} window {} ({}): revenue {}, rows +{} −{} ~{}",
@@ -786,7 +788,7 @@ pub fn describe_window(w: &WindowDiff, a: &str, b: &str) -> Vec<String> {
     }
     if w.changes_truncated {
         out.push(format!(
-            "    … {} more changed rows (raise --limit)",
+            "    … {} more changed rows ({more})",
             w.rows_added + w.rows_removed + w.rows_changed - w.changes.len() as u64
         ));
     }
