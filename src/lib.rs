@@ -19,6 +19,8 @@
 //! - [`compare`] (in [`store`]): window fingerprints and the comparison of two versions
 //!   (compare, diffs, audits);
 //! - [`query`]: reading results back (JSON shapes shared by the API and the CLI);
+//! - [`server`]: one process started and stopped as a whole — its role's thread, its
+//!   replays and the HTTP API (used by `kappa run`, `kappa demo` and the tests);
 //! - [`http`]: the warp server — metrics, health, JSON API;
 //! - [`metrics`]: the catalogue of Prometheus metrics;
 //! - [`generator`]: the seeded, realistic traffic generator behind `kappa produce`;
@@ -41,6 +43,7 @@ pub mod pipeline;
 pub mod query;
 pub mod replay;
 pub mod scale;
+pub mod server;
 pub mod sink;
 pub mod source;
 pub mod store;

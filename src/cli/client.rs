@@ -11,7 +11,7 @@ use crate::config::{Config, fmt_duration};
 use crate::store::{Store, StoreError};
 
 /// File in the data directory where a running `kappa run` writes its URL.
-pub(super) const SERVER_FILE: &str = "kappa.server";
+pub(super) use crate::server::SERVER_FILE;
 
 /// The store itself, or the process that holds it.
 pub(super) enum Access {

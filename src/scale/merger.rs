@@ -379,6 +379,28 @@ fn refresh(
     Ok(())
 }
 
+/// Rolls back the in-place corrections a previous merger left unfinished: the workers are
+/// told to stop each scratch version (which `recover_interrupted` then drops and marks).
+///
+/// # Errors
+/// Store or Kafka failures.
+pub fn roll_back_unfinished(cfg: &Config, store: &Store, metrics: &Arc<Metrics>) -> Result<()> {
+    for v in store.versions()? {
+        if v.name.starts_with(crate::store::SCRATCH_PREFIX) {
+            let stop = super::VersionOrder {
+                version: v.name.clone(),
+                active: false,
+                config: v.config.clone(),
+                starts: Vec::new(),
+                ends: Vec::new(),
+                incarnation: v.created_ms,
+            };
+            super::publish_order(&cfg.kafka, &stop, metrics.clone())?;
+        }
+    }
+    Ok(())
+}
+
 /// Runs the merger until `cancel`: `version` (its positions on `kappa.partials` are kept
 /// under it) and every other output version of the store.
 ///

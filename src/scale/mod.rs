@@ -69,6 +69,18 @@ pub enum Role {
     Merger,
 }
 
+impl Role {
+    /// The name `--role` takes.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::All => "all",
+            Self::Worker => "worker",
+            Self::Merger => "merger",
+        }
+    }
+}
+
 /// Per output version and source partition, the furthest position workers reported
 /// (shared by the merger's loop with its control plane, for replay progress).
 pub type Positions = std::sync::Arc<

@@ -457,3 +457,175 @@ fn an_audit_trusts_no_stored_hash_records_every_differing_window_and_repairs_onl
     let (_, diff) = end_audit(&store, 4, false);
     assert_eq!(diff.summary.windows_differing, 0, "{diff:?}");
 }
+
+/// The `views` count of every 1-minute window `version` keeps: (start, views).
+fn view_counts(store: &Store, version: &str) -> Vec<(i64, u64)> {
+    store
+        .windows(
+            version,
+            Aggregate::EventsByType,
+            60_000,
+            i64::MIN,
+            i64::MAX,
+            100,
+        )
+        .unwrap()
+        .into_iter()
+        .map(|w| {
+            let views = w.rows.iter().find_map(|r| match r {
+                Row::Count { event_type, row } if event_type == "view" => Some(row.count),
+                _ => None,
+            });
+            (w.start_ms, views.unwrap_or(0))
+        })
+        .collect()
+}
+
+/// Everything one commit of `version` carries: two windows, a position, an index
+/// checkpoint, a dead letter and a late-event record.
+fn full_commit<'a>(
+    version: &'a str,
+    finals: &'a [FinalWindow],
+    positions: &'a [PartitionPosition],
+    dead: &'a [DeadLetter],
+    late: &'a [LateRecord],
+) -> Commit<'a> {
+    Commit {
+        version,
+        finals,
+        positions,
+        finalized_through: 120_000,
+        checkpoints: &[(0, 50, 30_000)],
+        dead_letters: dead,
+        late,
+        merger_state: None,
+    }
+}
+
+fn position() -> PartitionPosition {
+    PartitionPosition {
+        partition: 0,
+        next_offset: 100,
+        resume_offset: 90,
+        resume_max_ts: 50_000,
+        max_ts: 119_000,
+    }
+}
+
+fn dead_letter() -> DeadLetter {
+    DeadLetter {
+        partition: 0,
+        offset: 7,
+        record_ts: 1_000,
+        kind: "malformed".into(),
+        reason: "not JSON".into(),
+        size: 3,
+        raw: b"{{{".to_vec(),
+    }
+}
+
+fn late_record(version: &str) -> LateRecord {
+    LateRecord {
+        partition: 0,
+        offset: 42,
+        event_ts: 10_000,
+        window_start: 0,
+        window_size: 60_000,
+        reason: format!("late for {version}"),
+    }
+}
+
+#[test]
+fn a_commit_keeps_windows_positions_and_records_together_and_repeating_it_changes_nothing() {
+    let (_dir, store) = store();
+    store
+        .ensure_version(&version("v1", VersionState::Ready))
+        .unwrap();
+    let finals = [window(0, 3), window(60_000, 5)];
+    let (positions, dead, late) = ([position()], [dead_letter()], [late_record("v1")]);
+    let c = full_commit("v1", &finals, &positions, &dead, &late);
+    store.commit(&c).unwrap();
+    let expect = || {
+        assert_eq!(
+            store.load_state("v1").unwrap(),
+            Some((120_000, positions.to_vec()))
+        );
+        assert_eq!(view_counts(&store, "v1"), [(0, 3), (60_000, 5)]);
+        assert_eq!(store.dead_letters(None, 10).unwrap(), dead);
+        assert_eq!(store.late_events("v1", 10).unwrap(), late);
+        assert_eq!(store.checkpoints(0).unwrap(), [(50, 30_000)]);
+        assert_eq!(store.counts("v1").unwrap(), (1, 1));
+    };
+    expect();
+    // A process that died after committing reads the same records again and commits
+    // them again: rows are keyed, so nothing is counted twice.
+    store.commit(&c).unwrap();
+    expect();
+    // A later commit of a window overwrites it (an in-place correction's copy).
+    store
+        .commit(&full_commit(
+            "v1",
+            &[window(0, 4)],
+            &positions,
+            &dead,
+            &late,
+        ))
+        .unwrap();
+    assert_eq!(view_counts(&store, "v1"), [(0, 4), (60_000, 5)]);
+    // Several versions' commits in one transaction.
+    store
+        .ensure_version(&version("v2", VersionState::Ready))
+        .unwrap();
+    let late2 = [late_record("v2")];
+    store
+        .commit_all(&[
+            full_commit("v1", &[window(120_000, 1)], &positions, &[], &[]),
+            full_commit("v2", &finals, &positions, &[], &late2),
+        ])
+        .unwrap();
+    assert_eq!(
+        view_counts(&store, "v1"),
+        [(0, 4), (60_000, 5), (120_000, 1)]
+    );
+    assert_eq!(view_counts(&store, "v2"), [(0, 3), (60_000, 5)]);
+    assert_eq!(store.late_events("v2", 10).unwrap(), late2);
+}
+
+#[test]
+fn dropping_a_version_removes_its_windows_positions_and_late_records_and_nothing_else() {
+    let (_dir, store) = store();
+    for v in ["v1", "v2"] {
+        store
+            .ensure_version(&version(v, VersionState::Ready))
+            .unwrap();
+    }
+    let finals = [window(0, 3), window(60_000, 5)];
+    let (positions, dead) = ([position()], [dead_letter()]);
+    let (late1, late2) = ([late_record("v1")], [late_record("v2")]);
+    store
+        .commit_all(&[
+            full_commit("v1", &finals, &positions, &dead, &late1),
+            full_commit("v2", &finals[..1], &positions, &dead, &late2),
+        ])
+        .unwrap();
+    assert_eq!(store.serving().unwrap(), "v1");
+    let e = store.drop_version("v1").unwrap_err().to_string();
+    assert!(e.contains("serving"), "{e}");
+    store.drop_version("v2").unwrap();
+    assert_eq!(names(&store), ["v1"]);
+    assert_eq!(view_counts(&store, "v2"), []);
+    assert_eq!(store.load_state("v2").unwrap(), None);
+    assert_eq!(store.late_events("v2", 10).unwrap(), []);
+    // The serving version, the dead letters (of the log, not of a version) and the
+    // event-time index are untouched.
+    assert_eq!(view_counts(&store, "v1"), [(0, 3), (60_000, 5)]);
+    assert_eq!(
+        store.load_state("v1").unwrap(),
+        Some((120_000, positions.to_vec()))
+    );
+    assert_eq!(store.late_events("v1", 10).unwrap(), late1);
+    assert_eq!(store.dead_letters(None, 10).unwrap(), dead);
+    assert_eq!(store.checkpoints(0).unwrap(), [(50, 30_000)]);
+    let e = store.drop_version("v2").unwrap_err().to_string();
+    assert!(e.contains("v2"), "{e}");
+}
