@@ -69,6 +69,11 @@ pub struct Metrics {
     pub audit_windows_checked: IntCounter,
     /// `kappa_audit_windows_mismatched_total`.
     pub audit_windows_mismatched: IntCounter,
+    /// `kappa_workers_active` (a merger: members of the workers' group).
+    pub workers_active: IntGauge,
+    /// `kappa_partition_owner_info{partition,worker}` (a merger: which worker reads which
+    /// source partition).
+    pub partition_owner: IntGaugeVec,
 }
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: T) -> T {
@@ -303,8 +308,37 @@ impl Metrics {
                 )
                 .expect("valid"),
             ),
+            workers_active: reg(
+                &r,
+                IntGauge::new(
+                    "kappa_workers_active",
+                    "A merger: members of the workers' consumer group (0 in other roles).",
+                )
+                .expect("valid"),
+            ),
+            partition_owner: reg(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "kappa_partition_owner_info",
+                        "A merger: the worker that reads each source partition (value 1).",
+                    ),
+                    &["partition", "worker"],
+                )
+                .expect("valid"),
+            ),
             registry: r,
         };
+        // CPU seconds, resident and virtual memory, threads and descriptors of this process:
+        // the standard process collector's `process_*` under kappa's prefix.
+        #[cfg(target_os = "linux")]
+        if let Ok(pid) = i32::try_from(std::process::id()) {
+            m.registry
+                .register(Box::new(
+                    prometheus::process_collector::ProcessCollector::new(pid, "kappa"),
+                ))
+                .expect("process metric names are unique");
+        }
         for result in ["equal", "mismatched", "failed"] {
             m.audits.with_label_values(&[result]);
         }

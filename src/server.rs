@@ -342,6 +342,9 @@ impl Ctx {
             self.version.clone(),
             positions.clone(),
         );
+        // Which workers read which partitions, for the metrics.
+        let watch =
+            crate::scale::group::watch(&self.cfg, self.metrics.clone(), self.token.clone())?;
         let ctx = self.clone_parts();
         let thread = std::thread::Builder::new()
             .name("merger".into())
@@ -354,8 +357,11 @@ impl Ctx {
                     ctx.shared,
                     &positions,
                     &ctx.token,
-                )?;
-                Ok(Ended::Merger(s))
+                );
+                // The watch ends with the token; a merger that failed ends it first.
+                ctx.token.cancel();
+                let _ = watch.join();
+                Ok(Ended::Merger(s?))
             })?;
         Ok((thread, Some(control)))
     }

@@ -1220,7 +1220,7 @@ fn workers_and_a_merger_keep_and_count_late_and_invalid_records_as_one_process()
     };
     produce_part(0);
     let env = role_env(topic);
-    let worker_dirs = [temp(), temp()];
+    let worker_dirs = [temp(), temp(), temp()];
     let start_worker =
         |d: &tempfile::TempDir| Server::start_env(d.path(), &["--role", "worker"], &env);
     let merger = Server::start_env(merger_dir.path(), &["--role", "merger"], &env);
@@ -1235,6 +1235,36 @@ fn workers_and_a_merger_keep_and_count_late_and_invalid_records_as_one_process()
         consumed += metric_sum(&m, "kappa_records_consumed_total");
     }
     assert!(consumed > 0.0, "the running workers consumed nothing");
+    // The merger says which workers are in the group and which partitions each reads.
+    let owners = |n: usize| {
+        let m = merger.get("/metrics").1;
+        let series: Vec<(String, String)> = m
+            .lines()
+            .filter_map(|l| l.strip_prefix("kappa_partition_owner_info{"))
+            .filter_map(|l| {
+                let labels = l.split_once('}')?.0;
+                let get = |k: &str| {
+                    labels
+                        .split(',')
+                        .find_map(|kv| kv.strip_prefix(&format!("{k}=\"")))
+                        .map(|v| v.trim_end_matches('"').to_string())
+                };
+                Some((get("partition")?, get("worker")?))
+            })
+            .collect();
+        let parts: std::collections::BTreeSet<&String> = series.iter().map(|s| &s.0).collect();
+        let workers: std::collections::BTreeSet<&String> = series.iter().map(|s| &s.1).collect();
+        m.contains(&format!("kappa_workers_active {n}\n"))
+            && series.len() == 4
+            && parts.len() == 4
+            && workers.len() == n
+            && workers.iter().all(|w| w.starts_with("kappa/"))
+    };
+    poll(
+        60,
+        "the merger does not report 3 workers owning the 4 partitions",
+        || owners(3),
+    );
     // One worker dies mid-way: the other resumes its partitions from its last state and
     // re-reads and re-publishes what it had done since; nothing is counted twice.
     let victim = workers.remove(1);
@@ -1242,6 +1272,11 @@ fn workers_and_a_merger_keep_and_count_late_and_invalid_records_as_one_process()
     drop(victim);
     produce_part(1);
     let total = 40_000.0;
+    poll(
+        60,
+        "the merger does not report the 2 workers left owning the 4 partitions",
+        || owners(2),
+    );
 
     // The reference: one live process over the same topic and settings.
     let mut single_env = kafka_env(topic);

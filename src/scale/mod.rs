@@ -15,6 +15,7 @@
 //! `kappa.partials` partitions: a window waits until each source partition has a progress
 //! range covering its end and, where that range lists it as having events, the partial.
 
+pub mod group;
 pub mod merger;
 pub mod worker;
 

@@ -464,6 +464,8 @@ fn consumer_config(k: &KafkaSection) -> ClientConfig {
     let mut c = ClientConfig::new();
     let session = k.session_timeout.as_millis().max(1000);
     c.set("bootstrap.servers", &k.brokers)
+        // Which process a group member is (the merger's `kappa_partition_owner_info`).
+        .set("client.id", format!("kappa/{}", std::process::id()))
         .set("group.id", &k.group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
