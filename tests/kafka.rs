@@ -1277,6 +1277,24 @@ fn workers_and_a_merger_keep_and_count_late_and_invalid_records_as_one_process()
         "the merger does not report the 2 workers left owning the 4 partitions",
         || owners(2),
     );
+    // Each worker exports the lag of the partitions it owns only (an autoscaler sums them).
+    poll(
+        60,
+        "the workers' lag series overlap or miss a partition",
+        || {
+            let mut seen = Vec::new();
+            for w in &workers {
+                let m = w.get("/metrics").1;
+                seen.extend(
+                    m.lines()
+                        .filter_map(|l| l.strip_prefix("kappa_consumer_lag_records{partition=\""))
+                        .filter_map(|l| l.split_once('"').map(|(p, _)| p.to_string())),
+                );
+            }
+            seen.sort();
+            seen == ["0", "1", "2", "3"]
+        },
+    );
 
     // The reference: one live process over the same topic and settings.
     let mut single_env = kafka_env(topic);

@@ -390,7 +390,11 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus_scraping_kappa() {
     for (panel, expr) in &exprs {
         let v = query(expr);
         assert_eq!(v["status"], "success", "{panel}: {expr}: {v}");
-        if v["data"]["result"].as_array().is_none_or(Vec::is_empty) {
+        // A panel of what only a merger exports is empty beside a single process.
+        let of_merger = expr
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .any(merger_only);
+        if v["data"]["result"].as_array().is_none_or(Vec::is_empty) && !of_merger {
             empty.push(format!("{panel}: {expr}"));
         }
     }

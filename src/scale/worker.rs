@@ -797,8 +797,13 @@ fn publish_final(
     Ok((n, drained))
 }
 
-/// The worker's `/api/status` partitions and its lag gauges.
+/// The worker's `/api/status` partitions and its lag gauges (only of the partitions it
+/// owns: a partition that moved to another worker is that worker's lag, not also this
+/// one's — autoscalers sum them).
 fn publish_status(shared: &Shared, metrics: &Metrics, parts: &BTreeMap<u32, Part>, ends: &[u64]) {
+    for p in (0..u32::try_from(ends.len()).unwrap_or(u32::MAX)).filter(|p| !parts.contains_key(p)) {
+        let _ = metrics.consumer_lag.remove_label_values(&[&p.to_string()]);
+    }
     let partitions: Vec<PartitionStatus> = parts
         .iter()
         .map(|(&p, part)| {
