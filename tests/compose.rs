@@ -1052,3 +1052,42 @@ fn compose_runs_the_kafka_version_the_tests_run() {
         "docker-compose.yml runs another Kafka than the tests"
     );
 }
+
+#[test]
+fn the_keda_manifest_scales_the_workers_on_what_they_export() {
+    let m = yaml("docs/keda/worker-scaledobject.yaml");
+    assert_eq!(m["kind"], "ScaledObject");
+    let defaults = kappa::config::Config::default();
+    let max = m["spec"]["maxReplicaCount"].as_u64().unwrap();
+    // At most one worker per partition of the source topic (more would own nothing).
+    let topic = read("topics/shop-events.toml");
+    assert!(
+        topic.contains(&format!("name = \"{}\"", defaults.kafka.topic)),
+        "{topic}"
+    );
+    assert!(
+        topic.contains(&format!("partitions = {max}\n")),
+        "maxReplicaCount {max} is not the partitions of {}",
+        defaults.kafka.topic
+    );
+    let trigger = &m["spec"]["triggers"][0];
+    assert_eq!(trigger["type"], "prometheus");
+    let query = trigger["metadata"]["query"].as_str().unwrap();
+    // The metric exists, on workers (the role label prometheus.yml gives them).
+    assert!(
+        query.contains("kappa_consumer_lag_records{role=\"worker\"}"),
+        "{query}"
+    );
+    assert!(
+        read("docs/METRICS.md").contains("| `kappa_consumer_lag_records` | gauge | `partition` |"),
+        "the lag metric is not documented as a gauge by partition"
+    );
+    let prom = read("prometheus/prometheus.yml");
+    assert!(prom.contains("replacement: worker"), "{prom}");
+    // The threshold is scale-demo's default, which docs/SCALING.md shows at work.
+    let threshold = trigger["metadata"]["threshold"].as_str().unwrap();
+    assert!(
+        read("scripts/scale-demo").contains(&format!("\"LAG_THRESHOLD\", {threshold})")),
+        "threshold {threshold} is not scale-demo's"
+    );
+}
