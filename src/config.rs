@@ -21,6 +21,109 @@ pub const MAX_RECORD_LIMIT: usize = crate::log::MAX_RECORD_BYTES / 2;
 #[error("invalid configuration: {0}")]
 pub struct ConfigError(pub String);
 
+impl PipelineSection {
+    /// `[pipeline]`'s part of [`Config::validate`].
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError(m));
+        let p = self;
+        if p.window_sizes.is_empty() {
+            return bad("pipeline.window-sizes must name at least one size".into());
+        }
+        for s in &p.window_sizes {
+            if s.subsec_nanos() != 0 || s.as_secs() == 0 || s.as_secs() > 31 * 86_400 {
+                return bad(format!(
+                    "pipeline.window-sizes: {} is not a whole number of seconds between 1s and 31days",
+                    fmt_duration(*s)
+                ));
+            }
+        }
+        if p.max_delay > Duration::from_secs(7 * 86_400) {
+            return bad(format!(
+                "pipeline.max-delay {} is above 7 days",
+                fmt_duration(p.max_delay)
+            ));
+        }
+        if p.top_k == 0 || p.top_k > 10_000 {
+            return bad(format!(
+                "pipeline.top-k must be between 1 and 10000, got {}",
+                p.top_k
+            ));
+        }
+        if p.max_record_bytes < 256 || p.max_record_bytes > MAX_RECORD_LIMIT {
+            return bad(format!(
+                "pipeline.max-record-bytes must be between 256 and {MAX_RECORD_LIMIT}, got {}",
+                p.max_record_bytes
+            ));
+        }
+        if p.max_future > Duration::from_secs(7 * 86_400) {
+            return bad(format!(
+                "pipeline.max-future {} is above 7 days",
+                fmt_duration(p.max_future)
+            ));
+        }
+        if p.batch_records == 0 {
+            return bad("pipeline.batch-records must be at least 1".into());
+        }
+        if !p.audit_every.is_zero() && p.audit_every < Duration::from_secs(1) {
+            return bad(format!(
+                "pipeline.audit-every {} is below 1s (0s turns audits off)",
+                fmt_duration(p.audit_every)
+            ));
+        }
+        if !p.version.is_empty()
+            && !p
+                .version
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        {
+            return bad(format!(
+                "pipeline.version {:?} must be letters, digits, '-', '_' or '.'",
+                p.version
+            ));
+        }
+        if p.accept_schemas.is_empty()
+            || p.accept_schemas
+                .iter()
+                .any(|v| !crate::event::KNOWN_SCHEMAS.contains(v))
+        {
+            return bad(format!(
+                "pipeline.accept-schemas {:?} must name schema versions this build knows ({:?})",
+                p.accept_schemas,
+                crate::event::KNOWN_SCHEMAS
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl HttpSection {
+    /// `[http]`'s part of [`Config::validate`].
+    fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError(m));
+        let h = self;
+        for (key, d) in [
+            ("http.header-read-timeout", h.header_read_timeout),
+            ("http.client-connect-timeout", h.client_connect_timeout),
+            ("http.client-read-timeout", h.client_read_timeout),
+            ("http.client-export-timeout", h.client_export_timeout),
+        ] {
+            if d < Duration::from_millis(100) || d > Duration::from_secs(86_400) {
+                return bad(format!(
+                    "{key} must be between 100ms and 1day, got {}",
+                    fmt_duration(d)
+                ));
+            }
+        }
+        if h.max_connections < 8 || h.max_connections > 1 << 20 {
+            return bad(format!(
+                "http.max-connections must be between 8 and 1048576, got {}",
+                h.max_connections
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The whole configuration of a kappa process.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
@@ -325,98 +428,13 @@ impl Config {
     /// # Errors
     /// One line naming the bad key.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.pipeline.validate()?;
+        self.http.validate()?;
         let bad = |m: String| Err(ConfigError(m));
-        let p = &self.pipeline;
-        if p.window_sizes.is_empty() {
-            return bad("pipeline.window-sizes must name at least one size".into());
-        }
-        for s in &p.window_sizes {
-            if s.subsec_nanos() != 0 || s.as_secs() == 0 || s.as_secs() > 31 * 86_400 {
-                return bad(format!(
-                    "pipeline.window-sizes: {} is not a whole number of seconds between 1s and 31days",
-                    fmt_duration(*s)
-                ));
-            }
-        }
-        if p.max_delay > Duration::from_secs(7 * 86_400) {
-            return bad(format!(
-                "pipeline.max-delay {} is above 7 days",
-                fmt_duration(p.max_delay)
-            ));
-        }
-        if p.top_k == 0 || p.top_k > 10_000 {
-            return bad(format!(
-                "pipeline.top-k must be between 1 and 10000, got {}",
-                p.top_k
-            ));
-        }
-        if p.max_record_bytes < 256 || p.max_record_bytes > MAX_RECORD_LIMIT {
-            return bad(format!(
-                "pipeline.max-record-bytes must be between 256 and {MAX_RECORD_LIMIT}, got {}",
-                p.max_record_bytes
-            ));
-        }
-        if p.max_future > Duration::from_secs(7 * 86_400) {
-            return bad(format!(
-                "pipeline.max-future {} is above 7 days",
-                fmt_duration(p.max_future)
-            ));
-        }
-        if p.batch_records == 0 {
-            return bad("pipeline.batch-records must be at least 1".into());
-        }
-        if !p.audit_every.is_zero() && p.audit_every < Duration::from_secs(1) {
-            return bad(format!(
-                "pipeline.audit-every {} is below 1s (0s turns audits off)",
-                fmt_duration(p.audit_every)
-            ));
-        }
-        if !p.version.is_empty()
-            && !p
-                .version
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
-        {
-            return bad(format!(
-                "pipeline.version {:?} must be letters, digits, '-', '_' or '.'",
-                p.version
-            ));
-        }
-        if p.accept_schemas.is_empty()
-            || p.accept_schemas
-                .iter()
-                .any(|v| !crate::event::KNOWN_SCHEMAS.contains(v))
-        {
-            return bad(format!(
-                "pipeline.accept-schemas {:?} must name schema versions this build knows ({:?})",
-                p.accept_schemas,
-                crate::event::KNOWN_SCHEMAS
-            ));
-        }
         if self.log.partitions == 0 || self.log.partitions > 1024 {
             return bad(format!(
                 "log.partitions must be between 1 and 1024, got {}",
                 self.log.partitions
-            ));
-        }
-        let h = &self.http;
-        for (key, d) in [
-            ("http.header-read-timeout", h.header_read_timeout),
-            ("http.client-connect-timeout", h.client_connect_timeout),
-            ("http.client-read-timeout", h.client_read_timeout),
-            ("http.client-export-timeout", h.client_export_timeout),
-        ] {
-            if d < Duration::from_millis(100) || d > Duration::from_secs(86_400) {
-                return bad(format!(
-                    "{key} must be between 100ms and 1day, got {}",
-                    fmt_duration(d)
-                ));
-            }
-        }
-        if h.max_connections < 8 || h.max_connections > 1 << 20 {
-            return bad(format!(
-                "http.max-connections must be between 8 and 1048576, got {}",
-                h.max_connections
             ));
         }
         if self.log.segment_bytes < 1 << 16 {

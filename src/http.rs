@@ -612,7 +612,19 @@ fn replay_id(id: &str) -> Result<u64, ApiError> {
 }
 
 /// The control routes: replays and versions.
+/// The state-changing and control routes: replays, then versions.
 fn control_routes(
+    st: AppState,
+    listen: SocketAddr,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    replay_routes(st.clone(), listen)
+        .or(version_routes(st, listen))
+        .unify()
+}
+
+/// `/api/replays…`: start (or plan), list, one, its recorded diff (bounded, and paged in
+/// full), cancel.
+fn replay_routes(
     st: AppState,
     listen: SocketAddr,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
@@ -662,19 +674,7 @@ fn control_routes(
     let diff = warp::path!("api" / "replays" / String / "diff")
         .and(warp::get())
         .and(with())
-        .map(|id: String, st: AppState| match replay_id(&id) {
-            Ok(id) => match st.store.replay_diff(id) {
-                Ok(Some(json)) => {
-                    warp::reply::with_header(json, "content-type", "application/json")
-                        .into_response()
-                }
-                Ok(None) => error_reply(&ApiError::NotFound(format!(
-                    "no diff recorded for replay {id} (only in-place corrections and `--dry-run --diff` record one)"
-                ))),
-                Err(e) => error_reply(&e.into()),
-            },
-            Err(e) => error_reply(&e),
-        });
+        .map(|id: String, st: AppState| recorded_diff(&st, &id));
     let diff_windows = warp::path!("api" / "replays" / String / "diff" / "windows")
         .and(warp::get())
         .and(warp::query::<HashMap<String, String>>())
@@ -695,6 +695,32 @@ fn control_routes(
                 Err(e) => Ok(error_reply(&e)),
             }
         });
+    start
+        .or(list)
+        .unify()
+        .or(one)
+        .unify()
+        .or(diff)
+        .unify()
+        .or(diff_windows)
+        .unify()
+        .or(cancel)
+        .unify()
+}
+
+/// `/api/versions…`: list, promote, drop.
+fn version_routes(
+    st: AppState,
+    listen: SocketAddr,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    let admit = {
+        let token = st.token.clone();
+        move || admitted(token.clone(), listen)
+    };
+    let with = move || {
+        let st = st.clone();
+        warp::any().map(move || st.clone())
+    };
     let versions = warp::path!("api" / "versions")
         .and(warp::get())
         .and(with())
@@ -725,23 +751,23 @@ fn control_routes(
             })
             .await
         });
-    start
-        .or(list)
-        .unify()
-        .or(one)
-        .unify()
-        .or(diff)
-        .unify()
-        .or(diff_windows)
-        .unify()
-        .or(cancel)
-        .unify()
-        .or(versions)
-        .unify()
-        .or(promote)
-        .unify()
-        .or(drop)
-        .unify()
+    versions.or(promote).unify().or(drop).unify()
+}
+
+/// `GET /api/replays/{id}/diff`: the bounded diff a replay recorded, as stored.
+fn recorded_diff(st: &AppState, id: &str) -> Response {
+    match replay_id(id) {
+        Ok(id) => match st.store.replay_diff(id) {
+            Ok(Some(json)) => {
+                warp::reply::with_header(json, "content-type", "application/json").into_response()
+            }
+            Ok(None) => error_reply(&ApiError::NotFound(format!(
+                "no diff recorded for replay {id} (only in-place corrections and `--dry-run --diff` record one)"
+            ))),
+            Err(e) => error_reply(&e.into()),
+        },
+        Err(e) => error_reply(&e),
+    }
 }
 
 /// All routes.
@@ -753,6 +779,7 @@ pub fn routes(
     listen: SocketAddr,
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
     let controls = control_routes(st.clone(), listen);
+    let probes = probe_routes(st.clone());
     let with = move || {
         let st = st.clone();
         warp::any().map(move || st.clone())
@@ -763,6 +790,62 @@ pub fn routes(
             .and(warp::path("api"))
             .and(warp::path(name))
             .and(warp::path::end())
+    };
+    let status = api("status").and(with()).map(|st: AppState| {
+        json_reply(
+            StatusCode::OK,
+            &serde_json::to_value(st.shared.status()).unwrap_or_default(),
+        )
+    });
+    let handler = |name: &'static str, f: Handler| {
+        api(name)
+            .and(with())
+            .and(q())
+            .map(move |st: AppState, q| result(f(&st, q)))
+    };
+    let compare = warp::get()
+        .and(warp::path!("api" / "versions" / "compare"))
+        .and(with())
+        .and(q())
+        .map(|st: AppState, q| result(compare_versions(&st, q)));
+    let export = api("export")
+        .and(with())
+        .and(q())
+        .map(|st: AppState, q| export(&st, q));
+    probes
+        .or(status)
+        .unify()
+        .or(handler(READ_ENDPOINTS[0].0, READ_ENDPOINTS[0].1))
+        .unify()
+        .or(handler(READ_ENDPOINTS[1].0, READ_ENDPOINTS[1].1))
+        .unify()
+        .or(handler(READ_ENDPOINTS[2].0, READ_ENDPOINTS[2].1))
+        .unify()
+        .or(handler(READ_ENDPOINTS[3].0, READ_ENDPOINTS[3].1))
+        .unify()
+        .or(handler(READ_ENDPOINTS[4].0, READ_ENDPOINTS[4].1))
+        .unify()
+        .or(handler(READ_ENDPOINTS[5].0, READ_ENDPOINTS[5].1))
+        .unify()
+        .or(handler(READ_ENDPOINTS[6].0, READ_ENDPOINTS[6].1))
+        .unify()
+        .or(compare)
+        .unify()
+        .or(export)
+        .unify()
+        .or(controls)
+        .unify()
+        .recover(|rej: warp::Rejection| async move { Ok::<_, Infallible>(rejection_reply(&rej)) })
+        .unify()
+}
+
+/// The live page, `/metrics`, `/healthz` and `/readyz`.
+fn probe_routes(
+    st: AppState,
+) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
+    let with = move || {
+        let st = st.clone();
+        warp::any().map(move || st.clone())
     };
     let metrics = warp::get()
         .and(warp::path("metrics"))
@@ -799,92 +882,50 @@ pub fn routes(
                 )
             }
         });
-    let status = api("status").and(with()).map(|st: AppState| {
-        json_reply(
-            StatusCode::OK,
-            &serde_json::to_value(st.shared.status()).unwrap_or_default(),
-        )
-    });
-    let handler = |name: &'static str, f: Handler| {
-        api(name)
-            .and(with())
-            .and(q())
-            .map(move |st: AppState, q| result(f(&st, q)))
-    };
-    let compare = warp::get()
-        .and(warp::path!("api" / "versions" / "compare"))
-        .and(with())
-        .and(q())
-        .map(|st: AppState, q| result(compare_versions(&st, q)));
-    let export = api("export")
-        .and(with())
-        .and(q())
-        .map(|st: AppState, q| export(&st, q));
     page.or(metrics)
         .unify()
         .or(healthz)
         .unify()
         .or(readyz)
         .unify()
-        .or(status)
-        .unify()
-        .or(handler(READ_ENDPOINTS[0].0, READ_ENDPOINTS[0].1))
-        .unify()
-        .or(handler(READ_ENDPOINTS[1].0, READ_ENDPOINTS[1].1))
-        .unify()
-        .or(handler(READ_ENDPOINTS[2].0, READ_ENDPOINTS[2].1))
-        .unify()
-        .or(handler(READ_ENDPOINTS[3].0, READ_ENDPOINTS[3].1))
-        .unify()
-        .or(handler(READ_ENDPOINTS[4].0, READ_ENDPOINTS[4].1))
-        .unify()
-        .or(handler(READ_ENDPOINTS[5].0, READ_ENDPOINTS[5].1))
-        .unify()
-        .or(handler(READ_ENDPOINTS[6].0, READ_ENDPOINTS[6].1))
-        .unify()
-        .or(compare)
-        .unify()
-        .or(export)
-        .unify()
-        .or(controls)
-        .unify()
-        .recover(|rej: warp::Rejection| async move {
-            // The most specific rejection first: a POST with a bad body is also "method not
-            // allowed" for every GET route it was tried against.
-            let (code, msg) = if let Some(Refused(code, msg)) = rej.find::<Refused>() {
-                (*code, msg.clone())
-            } else if let Some(e) = rej.find::<warp::filters::body::BodyDeserializeError>() {
-                (StatusCode::BAD_REQUEST, format!("bad request body: {e}"))
-            } else if rej.find::<warp::reject::UnsupportedMediaType>().is_some() {
-                (
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    "send the body as JSON (content-type: application/json)".to_string(),
-                )
-            } else if rej.find::<warp::reject::PayloadTooLarge>().is_some() {
-                (
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "request body too large".to_string(),
-                )
-            } else if rej.find::<warp::reject::LengthRequired>().is_some() {
-                (
-                    StatusCode::LENGTH_REQUIRED,
-                    "content-length required".to_string(),
-                )
-            } else if rej.is_not_found() {
-                (StatusCode::NOT_FOUND, "no such endpoint".to_string())
-            } else if rej.find::<warp::reject::MethodNotAllowed>().is_some() {
-                (
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    "method not allowed".to_string(),
-                )
-            } else if let Some(e) = rej.find::<warp::reject::InvalidQuery>() {
-                (StatusCode::BAD_REQUEST, e.to_string())
-            } else {
-                (StatusCode::BAD_REQUEST, format!("{rej:?}"))
-            };
-            Ok::<_, Infallible>(json_reply(code, &json!({ "error": msg })))
-        })
-        .unify()
+}
+
+/// The JSON error answering a request no route took.
+fn rejection_reply(rej: &warp::Rejection) -> Response {
+    // The most specific rejection first: a POST with a bad body is also "method not
+    // allowed" for every GET route it was tried against.
+    let (code, msg) = if let Some(Refused(code, msg)) = rej.find::<Refused>() {
+        (*code, msg.clone())
+    } else if let Some(e) = rej.find::<warp::filters::body::BodyDeserializeError>() {
+        (StatusCode::BAD_REQUEST, format!("bad request body: {e}"))
+    } else if rej.find::<warp::reject::UnsupportedMediaType>().is_some() {
+        (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "send the body as JSON (content-type: application/json)".to_string(),
+        )
+    } else if rej.find::<warp::reject::PayloadTooLarge>().is_some() {
+        (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body too large".to_string(),
+        )
+    } else if rej.find::<warp::reject::LengthRequired>().is_some() {
+        (
+            StatusCode::LENGTH_REQUIRED,
+            "content-length required".to_string(),
+        )
+    } else if rej.is_not_found() {
+        (StatusCode::NOT_FOUND, "no such endpoint".to_string())
+    } else if rej.find::<warp::reject::MethodNotAllowed>().is_some() {
+        (
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method not allowed".to_string(),
+        )
+    } else if let Some(e) = rej.find::<warp::reject::InvalidQuery>() {
+        (StatusCode::BAD_REQUEST, e.to_string())
+    } else {
+        (StatusCode::BAD_REQUEST, format!("{rej:?}"))
+    };
+    json_reply(code, &json!({ "error": msg }))
 }
 
 /// Serves `routes` on an already bound listener until `shutdown` resolves.

@@ -1203,6 +1203,87 @@ fn poll(secs: u64, what: &str, f: impl Fn() -> bool) {
     panic!("{what} after {secs} s");
 }
 
+/// Whether the merger reports `n` workers in the group, owning the 4 partitions between
+/// them (each once, each worker by kappa's client id).
+fn owners_reported(merger: &Server, n: usize) -> bool {
+    let m = merger.get("/metrics").1;
+    let series: Vec<(String, String)> = m
+        .lines()
+        .filter_map(|l| l.strip_prefix("kappa_partition_owner_info{"))
+        .filter_map(|l| {
+            let labels = l.split_once('}')?.0;
+            let get = |k: &str| {
+                labels
+                    .split(',')
+                    .find_map(|kv| kv.strip_prefix(&format!("{k}=\"")))
+                    .map(|v| v.trim_end_matches('"').to_string())
+            };
+            Some((get("partition")?, get("worker")?))
+        })
+        .collect();
+    let parts: std::collections::BTreeSet<&String> = series.iter().map(|s| &s.0).collect();
+    let workers: std::collections::BTreeSet<&String> = series.iter().map(|s| &s.1).collect();
+    m.contains(&format!("kappa_workers_active {n}\n"))
+        && series.len() == 4
+        && parts.len() == 4
+        && workers.len() == n
+        && workers.iter().all(|w| w.starts_with("kappa/"))
+}
+
+/// The partitions of every `kappa_consumer_lag_records` series the workers export, sorted
+/// (a partition twice: two workers export its lag).
+fn lag_partitions(workers: &[Server]) -> Vec<String> {
+    let mut seen = Vec::new();
+    for w in workers {
+        let m = w.get("/metrics").1;
+        seen.extend(
+            m.lines()
+                .filter_map(|l| l.strip_prefix("kappa_consumer_lag_records{partition=\""))
+                .filter_map(|l| l.split_once('"').map(|(p, _)| p.to_string())),
+        );
+    }
+    seen.sort();
+    seen
+}
+
+/// The merger's status and version list account for all `total` records of the source.
+fn assert_merger_positions(merger: &Server, total: u64) {
+    // The merger's status says how far results are final and where each partition is.
+    let st: Value = serde_json::from_str(&merger.get("/api/status").1).unwrap();
+    assert!(st["finalized_through_ms"].as_i64().is_some(), "{st}");
+    let parts = st["partitions"].as_array().unwrap();
+    assert_eq!(parts.len(), 4, "{st}");
+    assert_eq!(
+        parts
+            .iter()
+            .map(|p| p["position"].as_u64().unwrap())
+            .sum::<u64>(),
+        total,
+        "{st}"
+    );
+    assert_eq!(st["records"].as_u64(), Some(total), "{st}");
+    let m = merger.get("/metrics").1;
+    assert!(
+        m.contains("kappa_pipeline_up 1"),
+        "a merging merger is up: {m}"
+    );
+    // `versions list` on the merger measures the source topic's lag from the workers'
+    // positions (its own store positions are on the partials topic).
+    let vs: Value = serde_json::from_str(&merger.get("/api/versions").1).unwrap();
+    let v = &vs["versions"][0];
+    assert_eq!(v["lag"].as_u64(), Some(0), "{vs}");
+    assert_eq!(
+        v["positions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p.as_u64().unwrap())
+            .sum::<u64>(),
+        total,
+        "{vs}"
+    );
+}
+
 #[test]
 fn workers_and_a_merger_keep_and_count_late_and_invalid_records_as_one_process() {
     let _serial = serial();
@@ -1236,34 +1317,10 @@ fn workers_and_a_merger_keep_and_count_late_and_invalid_records_as_one_process()
     }
     assert!(consumed > 0.0, "the running workers consumed nothing");
     // The merger says which workers are in the group and which partitions each reads.
-    let owners = |n: usize| {
-        let m = merger.get("/metrics").1;
-        let series: Vec<(String, String)> = m
-            .lines()
-            .filter_map(|l| l.strip_prefix("kappa_partition_owner_info{"))
-            .filter_map(|l| {
-                let labels = l.split_once('}')?.0;
-                let get = |k: &str| {
-                    labels
-                        .split(',')
-                        .find_map(|kv| kv.strip_prefix(&format!("{k}=\"")))
-                        .map(|v| v.trim_end_matches('"').to_string())
-                };
-                Some((get("partition")?, get("worker")?))
-            })
-            .collect();
-        let parts: std::collections::BTreeSet<&String> = series.iter().map(|s| &s.0).collect();
-        let workers: std::collections::BTreeSet<&String> = series.iter().map(|s| &s.1).collect();
-        m.contains(&format!("kappa_workers_active {n}\n"))
-            && series.len() == 4
-            && parts.len() == 4
-            && workers.len() == n
-            && workers.iter().all(|w| w.starts_with("kappa/"))
-    };
     poll(
         60,
         "the merger does not report 3 workers owning the 4 partitions",
-        || owners(3),
+        || owners_reported(&merger, 3),
     );
     // One worker dies mid-way: the other resumes its partitions from its last state and
     // re-reads and re-publishes what it had done since; nothing is counted twice.
@@ -1275,25 +1332,13 @@ fn workers_and_a_merger_keep_and_count_late_and_invalid_records_as_one_process()
     poll(
         60,
         "the merger does not report the 2 workers left owning the 4 partitions",
-        || owners(2),
+        || owners_reported(&merger, 2),
     );
     // Each worker exports the lag of the partitions it owns only (an autoscaler sums them).
     poll(
         60,
         "the workers' lag series overlap or miss a partition",
-        || {
-            let mut seen = Vec::new();
-            for w in &workers {
-                let m = w.get("/metrics").1;
-                seen.extend(
-                    m.lines()
-                        .filter_map(|l| l.strip_prefix("kappa_consumer_lag_records{partition=\""))
-                        .filter_map(|l| l.split_once('"').map(|(p, _)| p.to_string())),
-                );
-            }
-            seen.sort();
-            seen == ["0", "1", "2", "3"]
-        },
+        || lag_partitions(&workers) == ["0", "1", "2", "3"],
     );
 
     // The reference: one live process over the same topic and settings.
@@ -1326,40 +1371,7 @@ fn workers_and_a_merger_keep_and_count_late_and_invalid_records_as_one_process()
     );
     assert_eq!(input_counters(&merger.get("/metrics").1), expected);
 
-    // The merger's status says how far results are final and where each partition is.
-    let st: Value = serde_json::from_str(&merger.get("/api/status").1).unwrap();
-    assert!(st["finalized_through_ms"].as_i64().is_some(), "{st}");
-    let parts = st["partitions"].as_array().unwrap();
-    assert_eq!(parts.len(), 4, "{st}");
-    assert_eq!(
-        parts
-            .iter()
-            .map(|p| p["position"].as_u64().unwrap())
-            .sum::<u64>(),
-        40_000,
-        "{st}"
-    );
-    assert_eq!(st["records"].as_u64(), Some(40_000), "{st}");
-    let m = merger.get("/metrics").1;
-    assert!(
-        m.contains("kappa_pipeline_up 1"),
-        "a merging merger is up: {m}"
-    );
-    // `versions list` on the merger measures the source topic's lag from the workers'
-    // positions (its own store positions are on the partials topic).
-    let vs: Value = serde_json::from_str(&merger.get("/api/versions").1).unwrap();
-    let v = &vs["versions"][0];
-    assert_eq!(v["lag"].as_u64(), Some(0), "{vs}");
-    assert_eq!(
-        v["positions"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p.as_u64().unwrap())
-            .sum::<u64>(),
-        40_000,
-        "{vs}"
-    );
+    assert_merger_positions(&merger, 40_000);
 
     assert!(single.interrupt().success());
 

@@ -859,47 +859,7 @@ fn replay_action(cfg: &Config, action: &ReplayAction) -> anyhow::Result<()> {
             watch,
             json,
             server,
-        } => {
-            let access = access(cfg, server.as_ref())?;
-            let fetch_all = || all_replays(&access);
-            let fetch = |id: u64| one_replay(&access, id);
-            match id {
-                None => history_table(
-                    &fetch_all()?
-                        .into_iter()
-                        .filter(|v| v.active)
-                        .collect::<Vec<_>>(),
-                )?,
-                Some(id) if *watch => {
-                    let v = follow(|| fetch(*id))?;
-                    print_outcome(&v)?;
-                }
-                Some(id) if *json => {
-                    out!("{}", serde_json::to_string_pretty(&fetch(*id)?)?);
-                }
-                Some(id) => {
-                    let v = fetch(*id)?;
-                    history_table(std::slice::from_ref(&v))?;
-                    out!(
-                        "progress {:.1}% ({}/{} records){}",
-                        v.progress * 100.0,
-                        v.done,
-                        v.total,
-                        if v.active { " — active" } else { "" }
-                    );
-                    for p in &v.partitions {
-                        out!(
-                            "  partition {:>3}: {}/{} records, next offset {}",
-                            p.partition,
-                            p.done,
-                            p.total,
-                            p.position
-                        );
-                    }
-                }
-            }
-            Ok(())
-        }
+        } => replay_status(cfg, *id, *watch, *json, server.as_ref()),
         ReplayAction::Cancel { id, server } => match access(cfg, server.as_ref())? {
             Access::Remote(server) => {
                 let v = parse_view(&server.call(
@@ -926,35 +886,7 @@ fn replay_action(cfg: &Config, action: &ReplayAction) -> anyhow::Result<()> {
             offset,
             limit,
             server,
-        } => {
-            let access = access(cfg, server.as_ref())?;
-            let v = one_replay(&access, *id)?;
-            let mut diff = replay_diff(&access, *id)?;
-            if let (Some(d), true) = (&mut diff, *full) {
-                let all = full_diff_windows(&access, *id, *offset, *limit)?;
-                // Replays recorded before the full diff was kept have the bounded one only.
-                if !all.is_empty() || d.summary.windows_differing == 0 || *offset > 0 {
-                    d.windows = all;
-                    d.windows_truncated = false;
-                } else {
-                    eprintln!(
-                        "replay {id} has no full diff recorded (it was made before kappa kept them): the bounded one follows"
-                    );
-                }
-            }
-            if *format == super::read::Format::Json {
-                let mut out = serde_json::to_value(&v)?;
-                out["diff"] = diff
-                    .map(serde_json::to_value)
-                    .transpose()?
-                    .unwrap_or_default();
-                out!("{}", serde_json::to_string_pretty(&out)?);
-                return Ok(());
-            }
-            history_table(std::slice::from_ref(&v))?;
-            print_recorded(*id, diff.as_ref())?;
-            Ok(())
-        }
+        } => replay_show(cfg, *id, *format, (*full, *offset, *limit), server.as_ref()),
         ReplayAction::History { server } => {
             let views = all_replays(&access(cfg, server.as_ref())?)?;
             history_table(&views)?;
@@ -969,57 +901,7 @@ fn replay_action(cfg: &Config, action: &ReplayAction) -> anyhow::Result<()> {
 /// Unknown version, the serving one for `drop`, store or server failure.
 pub fn versions(cfg: &Config, cmd: &VersionsCommand) -> anyhow::Result<()> {
     match cmd {
-        VersionsCommand::List { server } => {
-            let list: Value = match access(cfg, server.as_ref())? {
-                Access::Local(store) => {
-                    let ends = crate::source::log_end_offsets(cfg)?;
-                    json!({ "versions": list_versions(&store, &ends)? })
-                }
-                Access::Remote(server) => serde_json::from_slice(&server.get("/api/versions")?)?,
-            };
-            out!(
-                "{:<2}{:<12} {:>12} {:>10} {:<22} {:<28} {:<17} config",
-                "",
-                "version",
-                "lag",
-                "size",
-                "final through",
-                "positions",
-                "digest"
-            );
-            for v in list["versions"].as_array().into_iter().flatten() {
-                let positions: Vec<String> = v["positions"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .enumerate()
-                    .map(|(p, o)| format!("{p}:{}", o.as_u64().unwrap_or(0)))
-                    .collect();
-                out!(
-                    "{:<2}{:<12} {:>12} {:>10} {:<22} {:<28} {:<17} {}",
-                    if v["serving"].as_bool() == Some(true) {
-                        "*"
-                    } else {
-                        ""
-                    },
-                    printable(v["name"].as_str().unwrap_or_default()),
-                    v["lag"].as_u64().unwrap_or(0),
-                    human_bytes(v["size_bytes"].as_u64().unwrap_or(0)),
-                    v["finalized_through"]
-                        .as_str()
-                        .unwrap_or("-")
-                        .get(..19)
-                        .unwrap_or("-"),
-                    positions.join(","),
-                    // The first 16 hex digits: enough to tell versions apart by eye
-                    // (`kappa fingerprint` prints all 32).
-                    v["digest"].as_str().unwrap_or("-").get(..16).unwrap_or("-"),
-                    printable(v["config"].as_str().unwrap_or_default())
-                );
-            }
-            out!("(* serving)");
-            Ok(())
-        }
+        VersionsCommand::List { server } => versions_list(cfg, server.as_ref()),
         VersionsCommand::Compare {
             a,
             b,
@@ -1083,6 +965,146 @@ pub fn versions(cfg: &Config, cmd: &VersionsCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `kappa replay status`: the active replays, or one (`--watch` follows it).
+fn replay_status(
+    cfg: &Config,
+    id: Option<u64>,
+    watch: bool,
+    json: bool,
+    server: Option<&String>,
+) -> anyhow::Result<()> {
+    let access = access(cfg, server)?;
+    let fetch_all = || all_replays(&access);
+    let fetch = |id: u64| one_replay(&access, id);
+    match id {
+        None => history_table(
+            &fetch_all()?
+                .into_iter()
+                .filter(|v| v.active)
+                .collect::<Vec<_>>(),
+        )?,
+        Some(id) if watch => {
+            let v = follow(|| fetch(id))?;
+            print_outcome(&v)?;
+        }
+        Some(id) if json => {
+            out!("{}", serde_json::to_string_pretty(&fetch(id)?)?);
+        }
+        Some(id) => {
+            let v = fetch(id)?;
+            history_table(std::slice::from_ref(&v))?;
+            out!(
+                "progress {:.1}% ({}/{} records){}",
+                v.progress * 100.0,
+                v.done,
+                v.total,
+                if v.active { " — active" } else { "" }
+            );
+            for p in &v.partitions {
+                out!(
+                    "  partition {:>3}: {}/{} records, next offset {}",
+                    p.partition,
+                    p.done,
+                    p.total,
+                    p.position
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `kappa replay show ID`: its record and the diff it recorded (`--full`: the full one, a
+/// page of `--offset`/`--limit`).
+fn replay_show(
+    cfg: &Config,
+    id: u64,
+    format: super::read::Format,
+    (full, offset, limit): (bool, u64, Option<u64>),
+    server: Option<&String>,
+) -> anyhow::Result<()> {
+    let access = access(cfg, server)?;
+    let v = one_replay(&access, id)?;
+    let mut diff = replay_diff(&access, id)?;
+    if let (Some(d), true) = (&mut diff, full) {
+        let all = full_diff_windows(&access, id, offset, limit)?;
+        // Replays recorded before the full diff was kept have the bounded one only.
+        if !all.is_empty() || d.summary.windows_differing == 0 || offset > 0 {
+            d.windows = all;
+            d.windows_truncated = false;
+        } else {
+            eprintln!(
+                "replay {id} has no full diff recorded (it was made before kappa kept them): the bounded one follows"
+            );
+        }
+    }
+    if format == super::read::Format::Json {
+        let mut out = serde_json::to_value(&v)?;
+        out["diff"] = diff
+            .map(serde_json::to_value)
+            .transpose()?
+            .unwrap_or_default();
+        out!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    history_table(std::slice::from_ref(&v))?;
+    print_recorded(id, diff.as_ref())?;
+    Ok(())
+}
+
+/// `kappa versions list`: a table of the output versions.
+fn versions_list(cfg: &Config, server: Option<&String>) -> anyhow::Result<()> {
+    let list: Value = match access(cfg, server)? {
+        Access::Local(store) => {
+            let ends = crate::source::log_end_offsets(cfg)?;
+            json!({ "versions": list_versions(&store, &ends)? })
+        }
+        Access::Remote(server) => serde_json::from_slice(&server.get("/api/versions")?)?,
+    };
+    out!(
+        "{:<2}{:<12} {:>12} {:>10} {:<22} {:<28} {:<17} config",
+        "",
+        "version",
+        "lag",
+        "size",
+        "final through",
+        "positions",
+        "digest"
+    );
+    for v in list["versions"].as_array().into_iter().flatten() {
+        let positions: Vec<String> = v["positions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+            .map(|(p, o)| format!("{p}:{}", o.as_u64().unwrap_or(0)))
+            .collect();
+        out!(
+            "{:<2}{:<12} {:>12} {:>10} {:<22} {:<28} {:<17} {}",
+            if v["serving"].as_bool() == Some(true) {
+                "*"
+            } else {
+                ""
+            },
+            printable(v["name"].as_str().unwrap_or_default()),
+            v["lag"].as_u64().unwrap_or(0),
+            human_bytes(v["size_bytes"].as_u64().unwrap_or(0)),
+            v["finalized_through"]
+                .as_str()
+                .unwrap_or("-")
+                .get(..19)
+                .unwrap_or("-"),
+            positions.join(","),
+            // The first 16 hex digits: enough to tell versions apart by eye
+            // (`kappa fingerprint` prints all 32).
+            v["digest"].as_str().unwrap_or("-").get(..16).unwrap_or("-"),
+            printable(v["config"].as_str().unwrap_or_default())
+        );
+    }
+    out!("(* serving)");
+    Ok(())
 }
 
 fn human_bytes(n: u64) -> String {

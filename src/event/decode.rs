@@ -258,23 +258,7 @@ fn build<'a>(w: Fields<'a>, rules: &Rules) -> Result<Event<'a>, DecodeError> {
     })?;
     required(w.user_id, "user_id")?;
     required(w.session_id, "session_id")?;
-    let ts_text = required(w.ts, "ts")?;
-    let ts_ms = parse_rfc3339_ms(&ts_text).ok_or_else(|| {
-        DecodeError::new(
-            InvalidKind::BadValue,
-            format!("ts is not an RFC 3339 time: {ts_text:?}"),
-        )
-    })?;
-    if !(MIN_EVENT_MS..=MAX_EVENT_MS).contains(&ts_ms) {
-        return Err(DecodeError::new(
-            InvalidKind::BadValue,
-            format!(
-                "ts {ts_text:?} is outside the event times kappa windows ({} to {})",
-                format_rfc3339_ms(MIN_EVENT_MS),
-                format_rfc3339_ms(MAX_EVENT_MS)
-            ),
-        ));
-    }
+    let ts_ms = event_time(&required(w.ts, "ts")?)?;
     if event_type == EventType::Search {
         let query = required(w.query, "query")?;
         if query_is_blank(&query) {
@@ -305,39 +289,11 @@ fn build<'a>(w: Fields<'a>, rules: &Rules) -> Result<Event<'a>, DecodeError> {
     // Upcasting: schema 2 spells the price as integer minor units with a currency and
     // renames `quantity` to `qty`; both become the one internal event.
     let (price_minor, quantity) = if schema == 2 {
-        let minor = required(w.unit_price_minor, "unit_price_minor")?;
-        let minor_units = u64::try_from(minor).map_err(|_| {
-            DecodeError::new(
-                InvalidKind::BadValue,
-                format!("negative unit_price_minor {minor}"),
-            )
-        })?;
-        let currency = required(w.currency, "currency")?;
-        if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
-            return Err(DecodeError::new(
-                InvalidKind::BadValue,
-                format!("currency {currency:?} is not an ISO 4217 code"),
-            ));
-        }
-        if currency != rules.currency.code() {
-            return Err(DecodeError::new(
-                InvalidKind::CurrencyMismatch,
-                format!(
-                    "currency {currency} is not the configured currency {} (pipeline.currency)",
-                    rules.currency
-                ),
-            ));
-        }
-        let hundredths = minor_units
-            .checked_mul(rules.currency.hundredths_per_minor())
-            .ok_or(super::money::PriceError::TooLarge)
-            .and_then(bounded)
-            .map_err(|e| {
-                DecodeError::new(
-                    InvalidKind::BadValue,
-                    format!("{e}: unit_price_minor {minor} {currency}"),
-                )
-            })?;
+        let hundredths = minor_price(
+            required(w.unit_price_minor, "unit_price_minor")?,
+            w.currency,
+            rules.currency,
+        )?;
         (hundredths, w.qty)
     } else {
         (
@@ -347,22 +303,7 @@ fn build<'a>(w: Fields<'a>, rules: &Rules) -> Result<Event<'a>, DecodeError> {
     };
     let quantity = match (quantity, event_type) {
         (None, EventType::View) => 1,
-        (q, _) => {
-            let q = required(q, if schema == 2 { "qty" } else { "quantity" })?;
-            if q < 0 {
-                return Err(DecodeError::new(
-                    InvalidKind::BadValue,
-                    format!("negative quantity {q}"),
-                ));
-            }
-            if q > MAX_QUANTITY {
-                return Err(DecodeError::new(
-                    InvalidKind::BadValue,
-                    format!("quantity {q} above the limit {MAX_QUANTITY}"),
-                ));
-            }
-            u32::try_from(q).unwrap_or(u32::MAX)
-        }
+        (q, _) => quantity_of(required(q, if schema == 2 { "qty" } else { "quantity" })?)?,
     };
     Ok(Event {
         event_id,
@@ -374,6 +315,86 @@ fn build<'a>(w: Fields<'a>, rules: &Rules) -> Result<Event<'a>, DecodeError> {
         quantity,
         query: Cow::Borrowed(""),
     })
+}
+
+/// An event time: RFC 3339, within the range kappa windows.
+fn event_time(ts_text: &str) -> Result<i64, DecodeError> {
+    let ts_ms = parse_rfc3339_ms(ts_text).ok_or_else(|| {
+        DecodeError::new(
+            InvalidKind::BadValue,
+            format!("ts is not an RFC 3339 time: {ts_text:?}"),
+        )
+    })?;
+    if !(MIN_EVENT_MS..=MAX_EVENT_MS).contains(&ts_ms) {
+        return Err(DecodeError::new(
+            InvalidKind::BadValue,
+            format!(
+                "ts {ts_text:?} is outside the event times kappa windows ({} to {})",
+                format_rfc3339_ms(MIN_EVENT_MS),
+                format_rfc3339_ms(MAX_EVENT_MS)
+            ),
+        ));
+    }
+    Ok(ts_ms)
+}
+
+/// Schema 2's price: integer minor units of `currency`, which must be the configured one;
+/// in hundredths, bounded. (Checked in this order: the sign, then the currency.)
+fn minor_price(
+    minor: i64,
+    currency: Option<Cow<'_, str>>,
+    configured: Currency,
+) -> Result<u64, DecodeError> {
+    let minor_units = u64::try_from(minor).map_err(|_| {
+        DecodeError::new(
+            InvalidKind::BadValue,
+            format!("negative unit_price_minor {minor}"),
+        )
+    })?;
+    let currency = required(currency, "currency")?;
+    if currency.len() != 3 || !currency.bytes().all(|b| b.is_ascii_uppercase()) {
+        return Err(DecodeError::new(
+            InvalidKind::BadValue,
+            format!("currency {currency:?} is not an ISO 4217 code"),
+        ));
+    }
+    if currency != configured.code() {
+        return Err(DecodeError::new(
+            InvalidKind::CurrencyMismatch,
+            format!(
+                "currency {currency} is not the configured currency {} (pipeline.currency)",
+                configured
+            ),
+        ));
+    }
+    let hundredths = minor_units
+        .checked_mul(configured.hundredths_per_minor())
+        .ok_or(super::money::PriceError::TooLarge)
+        .and_then(bounded)
+        .map_err(|e| {
+            DecodeError::new(
+                InvalidKind::BadValue,
+                format!("{e}: unit_price_minor {minor} {currency}"),
+            )
+        })?;
+    Ok(hundredths)
+}
+
+/// A quantity: not negative, at most [`MAX_QUANTITY`].
+fn quantity_of(q: i64) -> Result<u32, DecodeError> {
+    if q < 0 {
+        return Err(DecodeError::new(
+            InvalidKind::BadValue,
+            format!("negative quantity {q}"),
+        ));
+    }
+    if q > MAX_QUANTITY {
+        return Err(DecodeError::new(
+            InvalidKind::BadValue,
+            format!("quantity {q} above the limit {MAX_QUANTITY}"),
+        ));
+    }
+    Ok(u32::try_from(q).unwrap_or(u32::MAX))
 }
 
 #[cfg(test)]

@@ -69,17 +69,38 @@ pub(super) fn write_malformed<R: Rng>(
         "malformed records derive from product events"
     );
     scratch.clear();
-    let (omit, replace) = match kind {
+    match kind {
         MalformedKind::Truncated => {
             write_event(out, ev, &Fault::NONE);
             let len = rng.random_range(1..out.len());
             out.truncate(len);
-            return;
         }
-        MalformedKind::NotJson => {
-            write_not_json(variant, ev, out);
-            return;
+        MalformedKind::NotJson => write_not_json(variant, ev, out),
+        _ => {
+            let (omit, replace) = field_fault(kind, variant, ev, scratch);
+            write_event(
+                out,
+                ev,
+                &Fault {
+                    omit,
+                    replace,
+                    raw: scratch,
+                },
+            );
         }
+    }
+}
+
+/// The field a malformed record of `kind` omits or replaces (with `scratch`'s bytes):
+/// (omitted, replaced). `Truncated` and `NotJson` are not faults of one field.
+fn field_fault(
+    kind: MalformedKind,
+    variant: u64,
+    ev: &Event<'_>,
+    scratch: &mut Vec<u8>,
+) -> (Field, Field) {
+    match kind {
+        MalformedKind::Truncated | MalformedKind::NotJson => (Field::None, Field::None),
         MalformedKind::MissingField => (
             pick(
                 &[
@@ -151,37 +172,33 @@ pub(super) fn write_malformed<R: Rng>(
             (Field::None, Field::Ts)
         }
         MalformedKind::InvalidUtf8 => {
-            let bad: &[u8] = pick(
-                &[
-                    &[0xff][..],
-                    &[0xc3, 0x28],
-                    &[0xed, 0xa0, 0x80],
-                    &[0xe2, 0x82],
-                    &[0xc0, 0xaf],
-                ],
-                variant,
-            );
-            let name = ev.product.map_or("shoes", |p| p.category).as_bytes();
-            let (head, tail) = name.split_at(name.len() / 2);
-            for part in [&b"\""[..], head, bad, tail, b"\""] {
-                scratch.extend_from_slice(part);
-            }
+            invalid_utf8_category(variant, ev, scratch);
             (Field::None, Field::Category)
         }
         MalformedKind::FractionalQuantity => {
             scratch.extend_from_slice(pick(&[&b"1.5"[..], b"2.5", b"0.5"], variant));
             (Field::None, Field::Quantity)
         }
-    };
-    write_event(
-        out,
-        ev,
-        &Fault {
-            omit,
-            replace,
-            raw: scratch,
-        },
+    }
+}
+
+/// The event's category as a JSON string with a byte sequence that is not UTF-8 inside.
+fn invalid_utf8_category(variant: u64, ev: &Event<'_>, scratch: &mut Vec<u8>) {
+    let bad: &[u8] = pick(
+        &[
+            &[0xff][..],
+            &[0xc3, 0x28],
+            &[0xed, 0xa0, 0x80],
+            &[0xe2, 0x82],
+            &[0xc0, 0xaf],
+        ],
+        variant,
     );
+    let name = ev.product.map_or("shoes", |p| p.category).as_bytes();
+    let (head, tail) = name.split_at(name.len() / 2);
+    for part in [&b"\""[..], head, bad, tail, b"\""] {
+        scratch.extend_from_slice(part);
+    }
 }
 
 /// CSV, HTML, form-encoded or plain-text garbage.

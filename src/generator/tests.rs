@@ -129,6 +129,44 @@ fn prefixed_number(s: &str, prefix: &str) -> bool {
         .is_some_and(|d| !d.is_empty() && d.bytes().all(|c| c.is_ascii_digit()))
 }
 
+/// The optional `device` and `context` objects, and no field the schema lacks.
+fn check_envelope(o: &serde_json::Map<String, Value>) -> Result<(), String> {
+    if let Some(d) = o.get("device") {
+        let d = d.as_object().ok_or("device")?;
+        for k in ["type", "os", "app_version"] {
+            str_field(d, k)?;
+        }
+    }
+    if let Some(c) = o.get("context") {
+        let c = c.as_object().ok_or("context")?;
+        str_field(c, "referrer")?;
+        if let Some(camp) = c.get("campaign") {
+            let camp = camp.as_object().ok_or("campaign")?;
+            str_field(camp, "id")?;
+            str_field(camp, "name")?;
+        }
+    }
+    let known = [
+        "schema",
+        "event_id",
+        "event_type",
+        "user_id",
+        "session_id",
+        "product_id",
+        "category",
+        "price",
+        "quantity",
+        "ts",
+        "device",
+        "context",
+        "query",
+    ];
+    if let Some(k) = o.keys().find(|k| !known.contains(&k.as_str())) {
+        return Err(format!("unknown field {k}"));
+    }
+    Ok(())
+}
+
 /// Strict schema-v1 check.
 fn check(value: &[u8]) -> Result<Checked, String> {
     let text = std::str::from_utf8(value).map_err(|e| format!("utf8: {e}"))?;
@@ -195,39 +233,7 @@ fn check(value: &[u8]) -> Result<Checked, String> {
         }
         other => return Err(format!("event_type {other:?}")),
     }
-    if let Some(d) = o.get("device") {
-        let d = d.as_object().ok_or("device")?;
-        for k in ["type", "os", "app_version"] {
-            str_field(d, k)?;
-        }
-    }
-    if let Some(c) = o.get("context") {
-        let c = c.as_object().ok_or("context")?;
-        str_field(c, "referrer")?;
-        if let Some(camp) = c.get("campaign") {
-            let camp = camp.as_object().ok_or("campaign")?;
-            str_field(camp, "id")?;
-            str_field(camp, "name")?;
-        }
-    }
-    let known = [
-        "schema",
-        "event_id",
-        "event_type",
-        "user_id",
-        "session_id",
-        "product_id",
-        "category",
-        "price",
-        "quantity",
-        "ts",
-        "device",
-        "context",
-        "query",
-    ];
-    if let Some(k) = o.keys().find(|k| !known.contains(&k.as_str())) {
-        return Err(format!("unknown field {k}"));
-    }
+    check_envelope(&o)?;
     Ok(Checked {
         event_type: event_type.to_string(),
         event_id: event_id.to_string(),

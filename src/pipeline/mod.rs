@@ -394,33 +394,8 @@ impl Pipeline {
                 .finals
                 .extend(finals.into_iter().map(|f| (f, now)));
 
-            if matches!(mode, Mode::UntilCaughtUp { .. }) && n == 0 && self.source.exhausted() {
+            if self.reached_end(mode, n, &mut last_lag_check)? {
                 break;
-            }
-            if let Mode::UntilCaughtUp {
-                until_final: Some(t),
-                ..
-            } = mode
-                && self.core.finalized_through() >= t
-            {
-                break;
-            }
-            // Its own clock: sharing `last_refresh` kept the status (what a replay's progress
-            // is read from) from ever being published while catching up.
-            if let Mode::CatchUp { max_lag } = mode
-                && (n == 0 || last_lag_check.elapsed() >= Duration::from_secs(1))
-            {
-                self.refresh_lag()?;
-                last_lag_check = Instant::now();
-                if !self.owned.is_empty()
-                    && self.source.lag_known()
-                    && self.owned.iter().all(|&p| {
-                        self.ends[p as usize].saturating_sub(self.cursors[p as usize].next)
-                            <= max_lag
-                    })
-                {
-                    break;
-                }
             }
             if n == 0 {
                 if let Some(t) = idle_timeout {
@@ -439,33 +414,8 @@ impl Pipeline {
                 summary.windows += self.commit_or_stall(cancel)?;
                 last_commit = Instant::now();
             }
-            self.shared
-                .set_ready(self.source.healthy() && !self.owned.is_empty());
-            if let Some(why) = self.source.diverged()
-                && self.status.state != State::Diverged
-            {
-                // The source logged it once and reads nothing more: say so until a restart.
-                self.status.state = State::Diverged;
-                self.status.error = Some(why);
-                self.publish(false);
-            }
-            if last_refresh.elapsed() >= Duration::from_secs(1) {
-                self.refresh_lag()?;
-                self.publish(true);
-                last_refresh = Instant::now();
-            }
+            self.report(n, &mut last_refresh)?;
             // No sleep when nothing came: a source's poll waits for data itself (briefly).
-            if n == 0 && matches!(self.status.state, State::Recovering | State::Starting) {
-                self.status.state = State::Running;
-            }
-            if n == 0 && !self.caught_up_logged {
-                self.caught_up_logged = true;
-                tracing::info!(
-                    version = self.version,
-                    records = self.status.records,
-                    "caught up with the log end"
-                );
-            }
         }
         if let Mode::UntilCaughtUp { drain: true, .. } = mode
             && !cancel.is_cancelled()
@@ -490,6 +440,69 @@ impl Pipeline {
         summary.duplicates = self.status.duplicates;
         summary.invalid = self.status.invalid;
         Ok(summary)
+    }
+
+    /// Whether a bounded mode got where it stops after a poll that returned `n` records:
+    /// the log end (`UntilCaughtUp`), the final point asked for, or within `max_lag` of
+    /// the log end on every owned partition (`CatchUp`, checked on its own clock: sharing
+    /// the status clock kept the status — a replay's progress — from being published
+    /// while catching up).
+    fn reached_end(
+        &mut self,
+        mode: Mode,
+        n: usize,
+        last_lag_check: &mut Instant,
+    ) -> Result<bool, PipelineError> {
+        match mode {
+            Mode::Live => Ok(false),
+            Mode::UntilCaughtUp { until_final, .. } => Ok((n == 0 && self.source.exhausted())
+                || until_final.is_some_and(|t| self.core.finalized_through() >= t)),
+            Mode::CatchUp { max_lag } => {
+                if n > 0 && last_lag_check.elapsed() < Duration::from_secs(1) {
+                    return Ok(false);
+                }
+                self.refresh_lag()?;
+                *last_lag_check = Instant::now();
+                Ok(!self.owned.is_empty()
+                    && self.source.lag_known()
+                    && self.owned.iter().all(|&p| {
+                        self.ends[p as usize].saturating_sub(self.cursors[p as usize].next)
+                            <= max_lag
+                    }))
+            }
+        }
+    }
+
+    /// After each poll: readiness, a diverged source, the status and lag once a second,
+    /// and the state once the log end is reached.
+    fn report(&mut self, n: usize, last_refresh: &mut Instant) -> Result<(), PipelineError> {
+        self.shared
+            .set_ready(self.source.healthy() && !self.owned.is_empty());
+        if let Some(why) = self.source.diverged()
+            && self.status.state != State::Diverged
+        {
+            // The source logged it once and reads nothing more: say so until a restart.
+            self.status.state = State::Diverged;
+            self.status.error = Some(why);
+            self.publish(false);
+        }
+        if last_refresh.elapsed() >= Duration::from_secs(1) {
+            self.refresh_lag()?;
+            self.publish(true);
+            *last_refresh = Instant::now();
+        }
+        if n == 0 && matches!(self.status.state, State::Recovering | State::Starting) {
+            self.status.state = State::Running;
+        }
+        if n == 0 && !self.caught_up_logged {
+            self.caught_up_logged = true;
+            tracing::info!(
+                version = self.version,
+                records = self.status.records,
+                "caught up with the log end"
+            );
+        }
+        Ok(())
     }
 
     /// Every record of `batch` through its partition's cursor (decoded on several threads

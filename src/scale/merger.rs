@@ -416,65 +416,17 @@ pub fn run(
     cancel: &CancellationToken,
 ) -> Result<MergerSummary> {
     let started = Instant::now();
-    store.ensure_version(&crate::store::VersionInfo {
-        name: version.to_string(),
-        config: cfg.results_fingerprint(),
-        created_ms: chrono::Utc::now().timestamp_millis(),
-        finalized_through: i64::MIN,
-        state: crate::store::VersionState::Ready,
-    })?;
-    let mut merging: BTreeMap<String, Merging> = BTreeMap::new();
-    refresh(&store, cfg, version, &mut merging)?;
-    let mut k = cfg.kafka.clone();
-    k.topic.clone_from(&cfg.kafka.partials_topic);
-    let mut source = KafkaSource::connect(
-        &k,
-        Arc::new(store.clone()),
-        version,
-        crate::source::Assignment::Explicit,
-        metrics.clone(),
-        &|| cancel.is_cancelled(),
-    )?;
-    store.bind_source(&source.id())?;
-    metrics
-        .serving_version
-        .with_label_values(&[&store.serving()?])
-        .set(1);
-    let next = stored_next(&store, version, source.partitions())?;
-    // The status counts every final window of the main version, across restarts.
-    let already = store.window_count_all(version, &cfg.window_config().sizes_ms)?;
-    {
-        let mut st = shared.status.lock().expect("status lock");
-        st.state = crate::pipeline::State::Running;
-        st.windows_finalised = already;
-    }
-    let mut m = Merger {
-        cfg,
-        version,
-        topic: k.topic.clone(),
-        store,
-        metrics: metrics.clone(),
-        shared: shared.clone(),
-        positions,
-        merging,
-        foreign: std::collections::HashSet::new(),
-        next,
-        pending: Pending::default(),
-        reported: Reported::default(),
-        summary: MergerSummary::default(),
-        already,
-        main_windows: 0,
-        dirty: false,
-    };
-    tracing::info!(version, topic = k.topic, "merger started");
+    let (mut m, mut source) =
+        Merger::open(cfg, version, store, metrics, shared, positions, cancel)?;
+    tracing::info!(version, topic = m.topic, "merger started");
     // Up while merging, as a single process's pipeline is while it consumes.
-    metrics.pipeline_up.set(1);
+    m.metrics.pipeline_up.set(1);
     let mut batch = RecordBatch::new();
     let mut last_commit = Instant::now();
     let mut last_refresh = Instant::now();
     while !cancel.is_cancelled() {
         if source.take_assignment().is_some() {
-            shared.set_ready(source.healthy());
+            m.shared.set_ready(source.healthy());
         }
         batch.clear();
         let n = source.poll(&mut batch, cfg.pipeline.batch_records)?;
@@ -483,12 +435,7 @@ pub fn run(
             m.take(rec.partition, rec.offset, rec.value)?;
         }
         if last_refresh.elapsed() >= Duration::from_secs(1) {
-            if let Some(main) = m.merging.get_mut(version) {
-                *shared.provisional.write().expect("provisional lock") =
-                    main.state.provisional(&mut main.core);
-            }
-            refresh(&m.store, cfg, version, &mut m.merging)?;
-            m.foreign.clear();
+            m.refresh()?;
             last_refresh = Instant::now();
         }
         let finals: Vec<(String, Vec<FinalWindow>)> = m
@@ -505,12 +452,12 @@ pub fn run(
         if n > 0 || due {
             m.summary.busy += work.elapsed();
         }
-        shared.set_ready(source.healthy());
+        m.shared.set_ready(source.healthy());
         if n == 0 {
             std::thread::sleep(Duration::from_millis(5));
         }
     }
-    metrics.pipeline_up.set(0);
+    m.metrics.pipeline_up.set(0);
     m.summary.elapsed = started.elapsed();
     Ok(m.summary)
 }
@@ -564,7 +511,83 @@ struct Merger<'a> {
     dirty: bool,
 }
 
-impl Merger<'_> {
+impl<'a> Merger<'a> {
+    /// The merger of `version` over the store, with its source (the partials topic) at
+    /// the positions the store has.
+    fn open(
+        cfg: &'a Config,
+        version: &'a str,
+        store: Store,
+        metrics: Arc<Metrics>,
+        shared: Arc<Shared>,
+        positions: &'a super::Positions,
+        cancel: &CancellationToken,
+    ) -> Result<(Self, KafkaSource)> {
+        store.ensure_version(&crate::store::VersionInfo {
+            name: version.to_string(),
+            config: cfg.results_fingerprint(),
+            created_ms: chrono::Utc::now().timestamp_millis(),
+            finalized_through: i64::MIN,
+            state: crate::store::VersionState::Ready,
+        })?;
+        let mut merging: BTreeMap<String, Merging> = BTreeMap::new();
+        refresh(&store, cfg, version, &mut merging)?;
+        let mut k = cfg.kafka.clone();
+        k.topic.clone_from(&cfg.kafka.partials_topic);
+        let source = KafkaSource::connect(
+            &k,
+            Arc::new(store.clone()),
+            version,
+            crate::source::Assignment::Explicit,
+            metrics.clone(),
+            &|| cancel.is_cancelled(),
+        )?;
+        store.bind_source(&source.id())?;
+        metrics
+            .serving_version
+            .with_label_values(&[&store.serving()?])
+            .set(1);
+        let next = stored_next(&store, version, source.partitions())?;
+        // The status counts every final window of the main version, across restarts.
+        let already = store.window_count_all(version, &cfg.window_config().sizes_ms)?;
+        {
+            let mut st = shared.status.lock().expect("status lock");
+            st.state = crate::pipeline::State::Running;
+            st.windows_finalised = already;
+        }
+        let m = Self {
+            cfg,
+            version,
+            topic: k.topic,
+            store,
+            metrics,
+            shared,
+            positions,
+            merging,
+            foreign: std::collections::HashSet::new(),
+            next,
+            pending: Pending::default(),
+            reported: Reported::default(),
+            summary: MergerSummary::default(),
+            already,
+            main_windows: 0,
+            dirty: false,
+        };
+        Ok((m, source))
+    }
+
+    /// Once a second: the main version's open windows for the status, and the versions
+    /// to merge from the store.
+    fn refresh(&mut self) -> Result<()> {
+        if let Some(main) = self.merging.get_mut(self.version) {
+            *self.shared.provisional.write().expect("provisional lock") =
+                main.state.provisional(&mut main.core);
+        }
+        refresh(&self.store, self.cfg, self.version, &mut self.merging)?;
+        self.foreign.clear();
+        Ok(())
+    }
+
     /// Takes the message at `offset` of partials partition `partition` into the merge
     /// state of its version. A message that does not decode, or a worker computing with
     /// another configuration, stops the merger (skipping one could stall a partition).

@@ -368,19 +368,18 @@ pub fn compare(
     compare_each(store, a, b, scope, &mut |_| Ok(()))
 }
 
-/// [`compare`], handing every differing window, with all its changes, to `each` as it
-/// goes (the full diff a correction records beside its bounded one), oldest first per
-/// size.
-///
-/// # Errors
-/// Unknown version; store failure; what `each` returns.
-pub fn compare_each(
+/// Window fingerprints by (size, start).
+type Prints = BTreeMap<(i64, i64), u128>;
+
+/// Fingerprints of the windows of `scope` final in both `a` and `b`: how far both are
+/// final, and each side's (size, start) → hash; with `scope.verify`, `a`'s recomputed
+/// from its stored rows (a row that no longer reads hashes as 0: it differs).
+fn final_prints(
     store: &impl WindowReader,
     a: &str,
     b: &str,
     scope: Scope,
-    each: &mut dyn FnMut(&WindowDiff) -> Result<(), StoreError>,
-) -> Result<Comparison, StoreError> {
+) -> Result<(i64, Prints, Prints), StoreError> {
     let through = |v: &str| -> Result<i64, StoreError> {
         store
             .finalized_through(v)?
@@ -388,7 +387,7 @@ pub fn compare_each(
     };
     let through = through(a)?.min(through(b)?);
     let final_in = |p: &WindowPrint| p.start_ms.saturating_add(p.size_ms) <= through;
-    let side = |v: &str| -> Result<BTreeMap<(i64, i64), u128>, StoreError> {
+    let side = |v: &str| -> Result<Prints, StoreError> {
         Ok(store
             .prints(v, scope.from, scope.to)?
             .into_iter()
@@ -404,6 +403,23 @@ pub fn compare_each(
                 .map_or(0, |rows| hash_rows(*size, *start, &rows));
         }
     }
+    Ok((through, pa, pb))
+}
+
+/// [`compare`], handing every differing window, with all its changes, to `each` as it
+/// goes (the full diff a correction records beside its bounded one), oldest first per
+/// size.
+///
+/// # Errors
+/// Unknown version; store failure; what `each` returns.
+pub fn compare_each(
+    store: &impl WindowReader,
+    a: &str,
+    b: &str,
+    scope: Scope,
+    each: &mut dyn FnMut(&WindowDiff) -> Result<(), StoreError>,
+) -> Result<Comparison, StoreError> {
+    let (through, pa, pb) = final_prints(store, a, b, scope)?;
     let old_rows = |size: i64, start: i64| match store.rows(a, size, start) {
         Err(_) if scope.verify => Ok(Vec::new()),
         r => r,
