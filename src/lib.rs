@@ -12,6 +12,8 @@
 //! - [`window`]: assigner, watermarks, deduplication and aggregates — pure, no I/O;
 //! - [`pipeline`]: the loop that drives source → decode → window core → store;
 //! - [`store`]: redb — final results, positions, event-time index, dead letters, versions;
+//! - [`review`]: reviews — the record of `shop.reviews` and the aspect × sentiment reading
+//!   of their text (the stream and its aggregates are not wired yet);
 //! - [`replay`]: replays — plans, in-place corrections, audits, new output versions;
 //! - [`control`]: the running server's replays and version pipelines;
 //! - [`scale`]: scale-out — workers publishing partial aggregates, the merger that makes
@@ -42,6 +44,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod query;
 pub mod replay;
+pub mod review;
 pub mod scale;
 pub mod server;
 pub mod sink;

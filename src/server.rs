@@ -65,6 +65,7 @@ pub struct Server {
     data_dir: std::path::PathBuf,
     /// `--until-caught-up`: the versions' pipelines end by themselves and are waited for.
     bounded: bool,
+    role: Role,
 }
 
 /// Binds `listen` (`http.listen`, `--listen`), with an error that names the setting.
@@ -166,6 +167,7 @@ impl Server {
             http_stop,
             data_dir: ctx.cfg.data_dir.clone(),
             bounded: matches!(opts.mode, Mode::UntilCaughtUp { .. }),
+            role: opts.role,
         })
     }
 
@@ -183,11 +185,17 @@ impl Server {
             control,
             bounded,
             data_dir,
+            role,
             ..
         } = self;
+        let name = match role {
+            Role::All => "pipeline",
+            Role::Worker => "worker",
+            Role::Merger => "merger",
+        };
         let ended = tokio::task::spawn_blocking(move || thread.join())
             .await?
-            .map_err(|_| anyhow::anyhow!("the pipeline thread panicked"))?;
+            .map_err(|_| anyhow::anyhow!("the {name} thread panicked"))?;
         if let Some(control) = control {
             tokio::task::spawn_blocking(move || {
                 if bounded {

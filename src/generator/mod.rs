@@ -15,6 +15,7 @@ mod event;
 mod json;
 mod malformed;
 mod queries;
+pub mod reviews;
 mod session;
 #[cfg(test)]
 mod tests;
