@@ -9,6 +9,7 @@
 //! Not yet a stream the pipeline reads: the generator (`generator::reviews`), the record
 //! and the classifier come first, the stream and its aggregates next.
 
+pub mod agg;
 pub mod aspects;
 
 use serde_json::Value;

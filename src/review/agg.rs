@@ -1,0 +1,367 @@
+//! The review aggregates of one window (issue 18, item 2), pure: what the reviews stream
+//! will fold per event-time window, merge across workers and store.
+//!
+//! Per window:
+//! - `rating_histogram`: reviews per rating 1–5;
+//! - `average_rating`: the exact sum and count of ratings, and the mean shown with 2
+//!   decimals, rounded half up (4.565 → 4.57; [`average`]);
+//! - `most_reviewed_products`: the top K by review count (ties: product id ascending);
+//! - `best_rated_products` / `worst_rated_products`: the top K by mean rating among the
+//!   products with at least `min_reviews` reviews in the window, compared exactly (as
+//!   fractions, never as rounded decimals; ties: more reviews first, then product id);
+//! - `review_aspects`: reviews per (aspect, sentiment), from [`super::Dictionary`].
+//!
+//! A window's state merges with another's ([`ReviewWindow::merge`]) into exactly what one
+//! state over both inputs holds, so that partials from workers add up.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use super::{Aspect, Sentiment};
+
+/// Sums of one product's reviews.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProductSums {
+    /// Reviews.
+    pub count: u64,
+    /// Sum of their ratings.
+    pub rating_sum: u64,
+}
+
+/// One window's review sums: everything the aggregates are computed from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReviewWindow {
+    /// Reviews per rating 1–5.
+    pub histogram: [u64; 5],
+    /// Per product.
+    pub products: BTreeMap<String, ProductSums>,
+    /// Reviews per aspect (as [`Aspect::ALL`]) and sentiment (as [`Sentiment::ALL`]).
+    pub aspects: [[u64; 3]; 5],
+}
+
+/// One product's line of a ranking.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ranked {
+    /// 1-based rank.
+    pub rank: u32,
+    /// The product.
+    pub product_id: String,
+    /// Its sums in the window.
+    pub sums: ProductSums,
+}
+
+/// The finished aggregates of one window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReviewResults {
+    /// Reviews per rating 1–5.
+    pub histogram: [u64; 5],
+    /// Sum of all ratings.
+    pub rating_sum: u64,
+    /// Reviews.
+    pub count: u64,
+    /// Top K by review count.
+    pub most_reviewed: Vec<Ranked>,
+    /// Top K by mean rating, at least `min_reviews` each.
+    pub best_rated: Vec<Ranked>,
+    /// Bottom K by mean rating, at least `min_reviews` each.
+    pub worst_rated: Vec<Ranked>,
+    /// Reviews per (aspect, sentiment), every pair (zeros included).
+    pub aspects: Vec<(Aspect, Sentiment, u64)>,
+}
+
+impl ReviewWindow {
+    /// Folds in one review: its rating (1–5), product and what its text says.
+    ///
+    /// # Panics
+    /// A rating outside 1–5 (the decoder lets none through).
+    pub fn add(&mut self, rating: u8, product_id: &str, labels: &[(Aspect, Sentiment)]) {
+        assert!((1..=5).contains(&rating), "rating {rating}");
+        self.histogram[usize::from(rating - 1)] += 1;
+        let p = self.products.entry(product_id.to_string()).or_default();
+        p.count += 1;
+        p.rating_sum += u64::from(rating);
+        for &(a, s) in labels {
+            self.aspects[a as usize][s as usize] += 1;
+        }
+    }
+
+    /// Adds `other`'s sums (another partition's partial of the same window).
+    pub fn merge(&mut self, other: &Self) {
+        for (h, o) in self.histogram.iter_mut().zip(other.histogram) {
+            *h += o;
+        }
+        for (id, o) in &other.products {
+            let p = self.products.entry(id.clone()).or_default();
+            p.count += o.count;
+            p.rating_sum += o.rating_sum;
+        }
+        for (row, o) in self.aspects.iter_mut().zip(other.aspects) {
+            for (c, x) in row.iter_mut().zip(o) {
+                *c += x;
+            }
+        }
+    }
+
+    /// The aggregates, with rankings of `k` and at least `min_reviews` reviews for the
+    /// best and worst rated.
+    #[must_use]
+    pub fn finish(&self, k: usize, min_reviews: u64) -> ReviewResults {
+        let count: u64 = self.histogram.iter().sum();
+        let rating_sum: u64 = self.histogram.iter().zip(1u64..).map(|(n, r)| n * r).sum();
+        let ranked = |mut v: Vec<(&String, &ProductSums)>,
+                      cmp: &dyn Fn(&ProductSums, &ProductSums) -> Ordering| {
+            v.sort_by(|a, b| cmp(a.1, b.1).then_with(|| a.0.cmp(b.0)));
+            v.into_iter()
+                .take(k)
+                .zip(1u32..)
+                .map(|((id, s), rank)| Ranked {
+                    rank,
+                    product_id: id.clone(),
+                    sums: *s,
+                })
+                .collect::<Vec<_>>()
+        };
+        let all: Vec<_> = self.products.iter().collect();
+        let rated: Vec<_> = self
+            .products
+            .iter()
+            .filter(|(_, s)| s.count >= min_reviews.max(1))
+            .collect();
+        ReviewResults {
+            histogram: self.histogram,
+            rating_sum,
+            count,
+            most_reviewed: ranked(all, &|a, b| b.count.cmp(&a.count)),
+            best_rated: ranked(rated.clone(), &|a, b| {
+                mean_cmp(b, a).then(b.count.cmp(&a.count))
+            }),
+            worst_rated: ranked(rated, &|a, b| mean_cmp(a, b).then(b.count.cmp(&a.count))),
+            aspects: Aspect::ALL
+                .iter()
+                .flat_map(|&a| {
+                    Sentiment::ALL
+                        .iter()
+                        .map(move |&s| (a, s, self.aspects[a as usize][s as usize]))
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Compares two products' mean ratings exactly: a.sum / a.count against b.sum / b.count.
+fn mean_cmp(a: &ProductSums, b: &ProductSums) -> Ordering {
+    (u128::from(a.rating_sum) * u128::from(b.count))
+        .cmp(&(u128::from(b.rating_sum) * u128::from(a.count)))
+}
+
+/// `sum / count` with 2 decimals, rounded half up ("4.57"); "-" for no reviews.
+#[must_use]
+pub fn average(sum: u64, count: u64) -> String {
+    if count == 0 {
+        return "-".into();
+    }
+    // Hundredths, half up: floor((200 sum + count) / (2 count)).
+    let h = (200 * u128::from(sum) + u128::from(count)) / (2 * u128::from(count));
+    format!("{}.{:02}", h / 100, h % 100)
+}
+
+impl ReviewResults {
+    /// One export row per key, as every aggregate is exported: `{"aggregate":
+    /// "rating_histogram", "rating": 4, "count": 17}` and so on (the caller adds the
+    /// version and window fields).
+    #[must_use]
+    pub fn rows(&self) -> Vec<Value> {
+        let mut out: Vec<Value> = (1u8..)
+            .zip(self.histogram)
+            .map(|(rating, count)| {
+                json!({"aggregate": "rating_histogram", "rating": rating, "count": count})
+            })
+            .collect();
+        out.push(json!({
+            "aggregate": "average_rating",
+            "reviews": self.count,
+            "rating_sum": self.rating_sum,
+            "average": average(self.rating_sum, self.count),
+        }));
+        for (name, list) in [
+            ("most_reviewed_products", &self.most_reviewed),
+            ("best_rated_products", &self.best_rated),
+            ("worst_rated_products", &self.worst_rated),
+        ] {
+            out.extend(list.iter().map(|r| {
+                json!({
+                    "aggregate": name,
+                    "rank": r.rank,
+                    "product_id": r.product_id,
+                    "reviews": r.sums.count,
+                    "rating_sum": r.sums.rating_sum,
+                    "average": average(r.sums.rating_sum, r.sums.count),
+                })
+            }));
+        }
+        out.extend(self.aspects.iter().map(|(a, s, n)| {
+            json!({"aggregate": "review_aspects", "aspect": a.as_str(), "sentiment": s.as_str(), "count": n})
+        }));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn averages_round_half_up_from_the_exact_sum() {
+        assert_eq!(average(0, 0), "-");
+        assert_eq!(average(9, 2), "4.50");
+        assert_eq!(average(13, 3), "4.33");
+        assert_eq!(average(14, 3), "4.67");
+        // 4.565 exactly: half up.
+        assert_eq!(average(913, 200), "4.57");
+        assert_eq!(average(5, 1), "5.00");
+        assert_eq!(average(1, 8), "0.13"); // 0.125
+    }
+
+    /// One review: (product 0–5, rating 1–5, labels).
+    type TestReview = (u8, u8, Vec<(Aspect, Sentiment)>);
+
+    fn review() -> impl Strategy<Value = TestReview> {
+        (
+            0u8..6,
+            1u8..=5,
+            proptest::collection::vec((0usize..5, 0usize..3), 0..3),
+        )
+            .prop_map(|(p, r, l)| {
+                let mut labels: Vec<_> = l
+                    .into_iter()
+                    .map(|(a, s)| (Aspect::ALL[a], Sentiment::ALL[s]))
+                    .collect();
+                labels.sort_unstable();
+                labels.dedup();
+                (p, r, labels)
+            })
+    }
+
+    /// The batch model: each aggregate straight from the list of reviews.
+    fn model(reviews: &[TestReview], k: usize, min: u64) -> ReviewResults {
+        let mut per: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+        for (p, r, _) in reviews {
+            let e = per.entry(format!("p_{p}")).or_default();
+            e.0 += 1;
+            e.1 += u64::from(*r);
+        }
+        let line = |(i, (id, (c, s))): (usize, (&String, &(u64, u64)))| Ranked {
+            rank: u32::try_from(i + 1).unwrap(),
+            product_id: id.clone(),
+            sums: ProductSums {
+                count: *c,
+                rating_sum: *s,
+            },
+        };
+        let mut most: Vec<_> = per.iter().collect();
+        most.sort_by(|a, b| b.1.0.cmp(&a.1.0).then(a.0.cmp(b.0)));
+        // Means as f64 are exact enough to order sums of at most 5 × 64 over counts ≤ 64.
+        let mean = |v: &(u64, u64)| v.1 as f64 / v.0 as f64;
+        let mut rated: Vec<_> = per.iter().filter(|(_, v)| v.0 >= min.max(1)).collect();
+        rated.sort_by(|a, b| {
+            mean(b.1)
+                .partial_cmp(&mean(a.1))
+                .unwrap()
+                .then(b.1.0.cmp(&a.1.0))
+                .then(a.0.cmp(b.0))
+        });
+        let best: Vec<_> = rated
+            .iter()
+            .copied()
+            .take(k)
+            .enumerate()
+            .map(line)
+            .collect();
+        rated.sort_by(|a, b| {
+            mean(a.1)
+                .partial_cmp(&mean(b.1))
+                .unwrap()
+                .then(b.1.0.cmp(&a.1.0))
+                .then(a.0.cmp(b.0))
+        });
+        let worst: Vec<_> = rated.into_iter().take(k).enumerate().map(line).collect();
+        let mut histogram = [0; 5];
+        for (_, r, _) in reviews {
+            histogram[usize::from(*r) - 1] += 1;
+        }
+        let aspects = Aspect::ALL
+            .iter()
+            .flat_map(|&a| Sentiment::ALL.iter().map(move |&s| (a, s)))
+            .map(|(a, s)| {
+                let n = reviews.iter().filter(|r| r.2.contains(&(a, s))).count();
+                (a, s, n as u64)
+            })
+            .collect();
+        ReviewResults {
+            histogram,
+            rating_sum: reviews.iter().map(|r| u64::from(r.1)).sum(),
+            count: reviews.len() as u64,
+            most_reviewed: most.into_iter().take(k).enumerate().map(line).collect(),
+            best_rated: best,
+            worst_rated: worst,
+            aspects,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+
+        /// Split over random partitions (in any order), folded per partition and merged:
+        /// the same results as the batch model over all of them.
+        #[test]
+        fn partials_merged_equal_the_batch_model(
+            reviews in proptest::collection::vec(review(), 0..64),
+            parts in proptest::collection::vec(0usize..4, 64),
+            k in 1usize..4,
+            min in 0u64..4,
+        ) {
+            let mut partials = vec![ReviewWindow::default(); 4];
+            for (i, (p, r, labels)) in reviews.iter().enumerate() {
+                partials[parts[i]].add(*r, &format!("p_{p}"), labels);
+            }
+            let mut merged = ReviewWindow::default();
+            for p in partials.iter().rev() {
+                merged.merge(p);
+            }
+            prop_assert_eq!(merged.finish(k, min), model(&reviews, k, min));
+        }
+    }
+
+    #[test]
+    fn rows_are_one_per_key() {
+        let mut w = ReviewWindow::default();
+        w.add(5, "p_1", &[(Aspect::Delivery, Sentiment::Positive)]);
+        w.add(4, "p_1", &[]);
+        w.add(1, "p_2", &[(Aspect::Overall, Sentiment::Negative)]);
+        let rows = w.finish(10, 2).rows();
+        assert_eq!(
+            rows[3],
+            json!({"aggregate": "rating_histogram", "rating": 4, "count": 1})
+        );
+        assert_eq!(
+            rows[5],
+            json!({"aggregate": "average_rating", "reviews": 3, "rating_sum": 10, "average": "3.33"})
+        );
+        let best: Vec<&Value> = rows
+            .iter()
+            .filter(|r| r["aggregate"] == "best_rated_products")
+            .collect();
+        // p_2 has one review, below the minimum of 2.
+        assert_eq!(best.len(), 1);
+        assert_eq!(best[0]["product_id"], "p_1");
+        assert_eq!(best[0]["average"], "4.50");
+        let aspects = rows
+            .iter()
+            .filter(|r| r["aggregate"] == "review_aspects")
+            .count();
+        assert_eq!(aspects, 15);
+    }
+}
