@@ -6,6 +6,7 @@ mod decode;
 mod invalid;
 pub mod money;
 mod scan;
+pub mod session;
 pub mod time;
 
 pub use decode::{Rules, Schemas, decode, decode_serde, decode_with};
