@@ -12,6 +12,8 @@
 //! - [`window`]: assigner, watermarks, deduplication and aggregates — pure, no I/O;
 //! - [`pipeline`]: the loop that drives source → decode → window core → store;
 //! - [`store`]: redb — final results, positions, event-time index, dead letters, versions;
+//! - [`products`]: the product catalogue as a stream of entries valid from a time, and the
+//!   as-of lookup (not wired yet);
 //! - [`review`]: reviews — the record of `shop.reviews` and the aspect × sentiment reading
 //!   of their text (the stream and its aggregates are not wired yet);
 //! - [`replay`]: replays — plans, in-place corrections, audits, new output versions;
@@ -42,6 +44,7 @@ pub mod http;
 pub mod log;
 pub mod metrics;
 pub mod pipeline;
+pub mod products;
 pub mod query;
 pub mod replay;
 pub mod review;

@@ -14,6 +14,7 @@ mod catalogue;
 mod event;
 mod json;
 mod malformed;
+pub mod products;
 mod queries;
 pub mod reviews;
 mod session;
