@@ -429,7 +429,6 @@ impl Config {
     /// One line naming the bad key.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.pipeline.validate()?;
-        self.http.validate()?;
         let bad = |m: String| Err(ConfigError(m));
         if self.log.partitions == 0 || self.log.partitions > 1024 {
             return bad(format!(
@@ -437,6 +436,7 @@ impl Config {
                 self.log.partitions
             ));
         }
+        self.http.validate()?;
         if self.log.segment_bytes < 1 << 16 {
             return bad(format!(
                 "log.segment-bytes must be at least 65536, got {}",

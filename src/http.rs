@@ -611,7 +611,6 @@ fn replay_id(id: &str) -> Result<u64, ApiError> {
         .map_err(|_| ApiError::BadRequest(format!("a replay id is a number, got {id:?}")))
 }
 
-/// The control routes: replays and versions.
 /// The state-changing and control routes: replays, then versions.
 fn control_routes(
     st: AppState,

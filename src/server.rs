@@ -86,7 +86,7 @@ pub async fn bind(listen: std::net::SocketAddr) -> anyhow::Result<tokio::net::Tc
 pub fn check_exposure(cfg: &Config) -> anyhow::Result<()> {
     if !cfg.http.listen.ip().is_loopback() && cfg.http.token.is_empty() {
         anyhow::bail!(
-            "http.listen {} is not a loopback address: set http.token (KAPPA_HTTP__TOKEN) so that replays, cancel, promote and drop need it",
+            "http.listen {} is not a loopback address: set http.token (KAPPA_HTTP__TOKEN) so that its state-changing endpoints (replays, cancel, promote, drop) need it",
             cfg.http.listen
         );
     }
@@ -128,10 +128,6 @@ impl Server {
         };
         let shared = Arc::new(Shared::default());
         let addr = listener.local_addr()?;
-        if opts.role != Role::Worker {
-            // The CLI's read and control commands on this data directory come here.
-            let _ = std::fs::write(cfg.data_dir.join(SERVER_FILE), format!("http://{addr}\n"));
-        }
         let ctx = Ctx {
             cfg,
             version,
@@ -145,6 +141,13 @@ impl Server {
             Role::Worker => ctx.worker()?,
             Role::Merger => ctx.merger()?,
         };
+        if opts.role != Role::Worker {
+            // The CLI's read and control commands on this data directory come here.
+            let _ = std::fs::write(
+                ctx.cfg.data_dir.join(SERVER_FILE),
+                format!("http://{addr}\n"),
+            );
+        }
         let http_stop = CancellationToken::new();
         let st = AppState {
             store,
@@ -205,29 +208,33 @@ impl Server {
             })
             .await?;
         }
-        let _ = std::fs::remove_file(data_dir.join(SERVER_FILE));
+        if role != Role::Worker {
+            let _ = std::fs::remove_file(data_dir.join(SERVER_FILE));
+        }
         http_stop.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), http).await;
         ended
     }
 }
 
-/// The combinations `Server::start` refuses, before anything is opened.
-fn check_role(cfg: &Config, opts: Options) -> anyhow::Result<()> {
-    check_exposure(cfg)?;
-    if opts.role == Role::All {
-        return Ok(());
+/// The combinations [`Server::start`] refuses, before anything is opened or bound (the
+/// CLI asks before it binds `http.listen`).
+///
+/// # Errors
+/// A worker or merger without Kafka or bounded; a server off loopback without a token.
+pub fn check_role(cfg: &Config, opts: Options) -> anyhow::Result<()> {
+    if opts.role != Role::All {
+        let name = opts.role.as_str();
+        if cfg.kafka.brokers.is_empty() {
+            anyhow::bail!(
+                "--role {name} needs Kafka: set kafka.brokers (--kafka HOST:PORT or KAPPA_KAFKA__BROKERS)"
+            );
+        }
+        if matches!(opts.mode, Mode::UntilCaughtUp { .. }) {
+            anyhow::bail!("--until-caught-up is for --role all; workers and a merger run live");
+        }
     }
-    let name = opts.role.as_str();
-    if cfg.kafka.brokers.is_empty() {
-        anyhow::bail!(
-            "--role {name} needs Kafka: set kafka.brokers (--kafka HOST:PORT or KAPPA_KAFKA__BROKERS)"
-        );
-    }
-    if matches!(opts.mode, Mode::UntilCaughtUp { .. }) {
-        anyhow::bail!("--until-caught-up is for --role all; workers and a merger run live");
-    }
-    Ok(())
+    check_exposure(cfg)
 }
 
 /// What the role's thread is started with.

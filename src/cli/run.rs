@@ -54,6 +54,7 @@ async fn start(
     cancel: &CancellationToken,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<Server> {
+    crate::server::check_role(cfg, opts)?;
     let listener = bind(cfg.http.listen).await?;
     Server::start(cfg, opts, listener, cancel, metrics).await
 }

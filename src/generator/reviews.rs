@@ -6,8 +6,9 @@
 //! sentiment that follows the rating. The text is those clauses from Korean and English
 //! templates — the phrases of `dictionaries/review-aspects.toml` — in Korean (60 %), English
 //! (25 %) or both (15 %), separated by punctuation or line breaks, with colloquial endings
-//! (빨라여, 좋아용), Korean emoticons (ㅋㅋ, ㅠㅠ), emoji, an occasional doubled letter, 4 %
-//! empty texts and 1 % very long ones (the clauses repeated past 2 000 characters).
+//! (빨라여, 좋아용), Korean emoticons (ㅋㅋ, ㅠㅠ), emoji, an occasional doubled letter. A
+//! review talks about 1 to 3 aspects; 4 % have an empty text (a rating alone) and about 1 %
+//! a very long one (its clauses repeated past 2 000 characters).
 //! [`Generated::labels`] keeps what each text was written to say, so that the classifier
 //! can be checked against it.
 
@@ -95,7 +96,7 @@ impl ReviewGen {
         let rating = 1 + RATING_CDF.iter().position(|&c| u < c).unwrap_or(4);
         let (p_pos, p_neg) = MOOD[rating - 1];
         let mut aspects: Vec<Aspect> = Aspect::ALL.to_vec();
-        let mentioned = rng.random_range(0..=3);
+        let mentioned = rng.random_range(1..=3);
         let mut clauses: Vec<(Aspect, Sentiment)> = Vec::new();
         for _ in 0..mentioned {
             let a = aspects.remove(rng.random_range(0..aspects.len()));

@@ -72,7 +72,8 @@ pub struct ReviewResults {
 }
 
 impl ReviewWindow {
-    /// Folds in one review: its rating (1–5), product and what its text says.
+    /// Folds in one review: its rating (1–5), product and what its text says (a pair
+    /// given twice counts once: these are reviews per pair).
     ///
     /// # Panics
     /// A rating outside 1–5 (the decoder lets none through).
@@ -82,8 +83,13 @@ impl ReviewWindow {
         let p = self.products.entry(product_id.to_string()).or_default();
         p.count += 1;
         p.rating_sum += u64::from(rating);
+        let mut seen = [[false; 3]; 5];
         for &(a, s) in labels {
-            self.aspects[a as usize][s as usize] += 1;
+            let once = &mut seen[a as usize][s as usize];
+            if !*once {
+                *once = true;
+                self.aspects[a as usize][s as usize] += 1;
+            }
         }
     }
 
@@ -232,15 +238,14 @@ mod tests {
         (
             0u8..6,
             1u8..=5,
-            proptest::collection::vec((0usize..5, 0usize..3), 0..3),
+            proptest::collection::vec((0usize..5, 0usize..3), 0..4),
         )
             .prop_map(|(p, r, l)| {
-                let mut labels: Vec<_> = l
+                // Repeats allowed: a pair counts once per review.
+                let labels: Vec<_> = l
                     .into_iter()
                     .map(|(a, s)| (Aspect::ALL[a], Sentiment::ALL[s]))
                     .collect();
-                labels.sort_unstable();
-                labels.dedup();
                 (p, r, labels)
             })
     }

@@ -34,7 +34,7 @@ pub fn members(
     group: &str,
     topic: &str,
 ) -> Result<Vec<Member>, rdkafka::error::KafkaError> {
-    let list = client.fetch_group_list(Some(group), Duration::from_secs(5))?;
+    let list = client.fetch_group_list(Some(group), Duration::from_secs(2))?;
     let mut out: Vec<Member> = list
         .groups()
         .iter()
@@ -122,9 +122,10 @@ pub fn watch(
     Ok(std::thread::Builder::new()
         .name("group-watch".into())
         .spawn(move || {
+            let mut shown = Vec::new();
             while !cancel.is_cancelled() {
                 match members(&client, &group, &topic) {
-                    Ok(m) => export(&metrics, &m),
+                    Ok(m) => export(&metrics, &m, &mut shown),
                     Err(e) => tracing::debug!("asking for the members of {group}: {e}"),
                 }
                 let deadline = std::time::Instant::now() + REFRESH;
@@ -135,20 +136,30 @@ pub fn watch(
         })?)
 }
 
-/// Sets the metrics to `members` (series of workers gone are removed).
-fn export(metrics: &Metrics, members: &[Member]) {
+/// Sets the metrics to `members`: the new owner series first, then the ones no longer
+/// true removed (`shown` holds the series set last time), so that a scrape never sees a
+/// partition without an owner that has one.
+fn export(metrics: &Metrics, members: &[Member], shown: &mut Vec<[String; 2]>) {
     metrics
         .workers_active
         .set(i64::try_from(members.len()).unwrap_or(i64::MAX));
-    metrics.partition_owner.reset();
-    for m in members {
-        for p in &m.partitions {
-            metrics
-                .partition_owner
-                .with_label_values(&[&p.to_string(), &m.worker])
-                .set(1);
-        }
+    let now: Vec<[String; 2]> = members
+        .iter()
+        .flat_map(|m| {
+            m.partitions
+                .iter()
+                .map(|p| [p.to_string(), m.worker.clone()])
+        })
+        .collect();
+    for [p, w] in &now {
+        metrics.partition_owner.with_label_values(&[p, w]).set(1);
     }
+    for gone in shown.iter().filter(|s| !now.contains(s)) {
+        let _ = metrics
+            .partition_owner
+            .remove_label_values(&[&gone[0], &gone[1]]);
+    }
+    *shown = now;
 }
 
 #[cfg(test)]
@@ -194,8 +205,13 @@ mod tests {
             worker: w.into(),
             partitions: p,
         };
-        export(&m, &[member("a", vec![0, 1]), member("b", vec![2, 3])]);
-        export(&m, &[member("b", vec![0, 1, 2, 3])]);
+        let mut shown = Vec::new();
+        export(
+            &m,
+            &[member("a", vec![0, 1]), member("b", vec![2, 3])],
+            &mut shown,
+        );
+        export(&m, &[member("b", vec![0, 1, 2, 3])], &mut shown);
         let text = m.render();
         assert!(text.contains("kappa_workers_active 1"), "{text}");
         let owners: Vec<&str> = text

@@ -580,6 +580,9 @@ pub fn run(
                     publish_status(&shared, &metrics, &parts, &out.ends);
                 }
                 last_refresh = Instant::now();
+            } else if main && parts.is_empty() {
+                // Nothing owned (more workers than partitions): no lag of anyone else's.
+                metrics.consumer_lag.reset();
             }
             wake(&mut parts, &touched, &out, &mut sink)?;
             // Idleness, as in a single process (live versions only).
