@@ -149,13 +149,19 @@ pub fn export_version_by(mut c: Command, version: &str) -> Vec<String> {
     lines
 }
 
-/// Number of dead letters in the store (all on one page).
-pub fn dead_letter_count(dir: &Path) -> usize {
+/// Every dead letter in the store, as `kappa dead-letters --format json` lists them (all on
+/// one page).
+pub fn dead_letters(dir: &Path) -> Vec<serde_json::Value> {
     let mut c = kappa(dir);
     c.args(["dead-letters", "--format", "json", "--limit", "10000"]);
     let v: serde_json::Value = serde_json::from_slice(&ok(c).stdout).unwrap();
     assert!(v["next"].is_null(), "all dead letters on one page");
-    v["dead_letters"].as_array().unwrap().len()
+    v["dead_letters"].as_array().unwrap().clone()
+}
+
+/// Number of dead letters in the store.
+pub fn dead_letter_count(dir: &Path) -> usize {
+    dead_letters(dir).len()
 }
 
 /// Copies a directory tree.
