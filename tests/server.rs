@@ -49,15 +49,42 @@ async fn start(cfg: &Config, opts: Options, stop: &CancellationToken) -> anyhow:
 
 /// GET or POST (with a JSON body) on the server, off the runtime's threads: (status, JSON).
 async fn call(s: &Server, path: &str, post: Option<Value>) -> (u16, Value) {
+    let method = if post.is_some() { "POST" } else { "GET" };
+    request(s, method, path, post, None).await
+}
+
+/// Any request, with a bearer token when given: (status, JSON).
+async fn request(
+    s: &Server,
+    method: &'static str,
+    path: &str,
+    body: Option<Value>,
+    token: Option<&str>,
+) -> (u16, Value) {
     let url = format!("http://{}{path}", s.addr);
+    let auth = token.map(|t| format!("Bearer {t}"));
     tokio::task::spawn_blocking(move || {
         let agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .build()
             .new_agent();
-        let mut r = match post {
-            Some(body) => agent.post(&url).send_json(body).unwrap(),
-            None => agent.get(&url).call().unwrap(),
+        let mut r = match (method, body) {
+            ("POST", body) => {
+                let mut req = agent.post(&url);
+                if let Some(a) = &auth {
+                    req = req.header("authorization", a);
+                }
+                req.send_json(body.unwrap_or_else(|| serde_json::json!({})))
+                    .unwrap()
+            }
+            ("DELETE", _) => {
+                let mut req = agent.delete(&url);
+                if let Some(a) = &auth {
+                    req = req.header("authorization", a);
+                }
+                req.call().unwrap()
+            }
+            _ => agent.get(&url).call().unwrap(),
         };
         let text = r.body_mut().read_to_string().unwrap();
         let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
@@ -191,5 +218,73 @@ fn a_server_refuses_roles_it_cannot_run_before_opening_anything() {
         let stop = CancellationToken::new();
         let e = start(&named, LIVE, &stop).await.err().unwrap().to_string();
         assert!(e.contains("no output version v7 (the store has v1)"), "{e}");
+    });
+}
+
+#[test]
+fn versions_are_built_promoted_and_dropped_through_the_api_only_with_the_token() {
+    let t = temp();
+    produce(t.path(), 5_000, 9);
+    let mut cfg = config(t.path());
+    cfg.http.token = "s3cret".into();
+    runtime().block_on(async {
+        let stop = CancellationToken::new();
+        let s = start(&cfg, LIVE, &stop).await.unwrap();
+        until(&s, "/api/status", "the log is not read", |v| {
+            v["records"] == 5_000
+        })
+        .await;
+        let build = serde_json::json!({"from": "earliest", "version": "v2"});
+        // Without the token, or with another: refused, nothing started.
+        let (code, v) = request(&s, "POST", "/api/replays", Some(build.clone()), None).await;
+        assert_eq!(code, 401, "{v}");
+        let (code, v) = request(
+            &s,
+            "POST",
+            "/api/replays",
+            Some(build.clone()),
+            Some("nope"),
+        )
+        .await;
+        assert_eq!(code, 401, "{v}");
+        let (_, v) = call(&s, "/api/replays", None).await;
+        assert_eq!(v["replays"].as_array().map(Vec::len), Some(0), "{v}");
+        let (code, v) = request(&s, "POST", "/api/replays", Some(build), Some("s3cret")).await;
+        assert_eq!(code, 202, "{v}");
+        let id = v["id"].as_u64().unwrap();
+        until(&s, &format!("/api/replays/{id}"), "v2 caught up", |v| {
+            v["outcome"]
+                .as_str()
+                .is_some_and(|o| o.starts_with("caught-up"))
+        })
+        .await;
+        let promote = "/api/versions/v2/promote";
+        let (code, v) = request(&s, "POST", promote, None, None).await;
+        assert_eq!(code, 401, "{v}");
+        let (code, v) = request(&s, "POST", promote, None, Some("s3cret")).await;
+        assert_eq!(code, 200, "{v}");
+        assert_eq!(v["serving"], "v2");
+        let (_, v) = call(&s, "/api/versions", None).await;
+        let serving: Vec<&str> = v["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|x| x["serving"] == true)
+            .filter_map(|x| x["name"].as_str())
+            .collect();
+        assert_eq!(serving, ["v2"], "{v}");
+        // v1 is the main pipeline's version: dropping it needs a restart first.
+        let (code, v) = request(&s, "DELETE", "/api/versions/v1", None, Some("s3cret")).await;
+        assert_eq!(code, 409, "{v}");
+        assert!(
+            v["error"].as_str().unwrap().contains("restart `kappa run`"),
+            "{v}"
+        );
+        // Nor can the serving version go.
+        let (code, v) = request(&s, "DELETE", "/api/versions/v2", None, Some("s3cret")).await;
+        assert_eq!(code, 409, "{v}");
+        assert!(v["error"].as_str().unwrap().contains("serving"), "{v}");
+        stop.cancel();
+        s.finish().await.unwrap();
     });
 }
