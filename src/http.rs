@@ -611,6 +611,14 @@ fn replay_id(id: &str) -> Result<u64, ApiError> {
         .map_err(|_| ApiError::BadRequest(format!("a replay id is a number, got {id:?}")))
 }
 
+/// A filter handing each request the server's state.
+fn with_state(
+    st: &AppState,
+) -> impl Filter<Extract = (AppState,), Error = Infallible> + Clone + use<> {
+    let st = st.clone();
+    warp::any().map(move || st.clone())
+}
+
 /// The state-changing and control routes: replays, then versions.
 fn control_routes(
     st: AppState,
@@ -628,20 +636,12 @@ fn replay_routes(
     listen: SocketAddr,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
     use crate::replay::ReplayRequest;
-    let admit = {
-        let token = st.token.clone();
-        move || admitted(token.clone(), listen)
-    };
-    let with = move || {
-        let st = st.clone();
-        warp::any().map(move || st.clone())
-    };
     let start = warp::path!("api" / "replays")
         .and(warp::post())
-        .and(admit())
+        .and(admitted(st.token.clone(), listen))
         .and(warp::body::content_length_limit(64 * 1024))
         .and(warp::body::json::<ReplayRequest>())
-        .and(with())
+        .and(with_state(&st))
         .and_then(|req: ReplayRequest, st: AppState| async move {
             if req.dry_run && !req.diff {
                 control(st, StatusCode::OK, move |c| {
@@ -655,7 +655,7 @@ fn replay_routes(
         });
     let list = warp::path!("api" / "replays")
         .and(warp::get())
-        .and(with())
+        .and(with_state(&st))
         .and_then(|st: AppState| {
             control(st, StatusCode::OK, |c| {
                 Ok(json!({ "replays": c.replays()? }))
@@ -663,7 +663,7 @@ fn replay_routes(
         });
     let one = warp::path!("api" / "replays" / String)
         .and(warp::get())
-        .and(with())
+        .and(with_state(&st))
         .and_then(|id: String, st: AppState| async move {
             match replay_id(&id) {
                 Ok(id) => control(st, StatusCode::OK, move |c| c.replay(id)).await,
@@ -672,12 +672,12 @@ fn replay_routes(
         });
     let diff = warp::path!("api" / "replays" / String / "diff")
         .and(warp::get())
-        .and(with())
+        .and(with_state(&st))
         .map(|id: String, st: AppState| recorded_diff(&st, &id));
     let diff_windows = warp::path!("api" / "replays" / String / "diff" / "windows")
         .and(warp::get())
         .and(warp::query::<HashMap<String, String>>())
-        .and(with())
+        .and(with_state(&st))
         .map(
             |id: String, q: HashMap<String, String>, st: AppState| match diff_page(&st, &id, q) {
                 Ok(v) => json_reply(StatusCode::OK, &v),
@@ -686,8 +686,8 @@ fn replay_routes(
         );
     let cancel = warp::path!("api" / "replays" / String)
         .and(warp::delete())
-        .and(admit())
-        .and(with())
+        .and(admitted(st.token.clone(), listen))
+        .and(with_state(&st))
         .and_then(|id: String, st: AppState| async move {
             match replay_id(&id) {
                 Ok(id) => control(st, StatusCode::OK, move |c| c.cancel(id)).await,
@@ -712,17 +712,9 @@ fn version_routes(
     st: AppState,
     listen: SocketAddr,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
-    let admit = {
-        let token = st.token.clone();
-        move || admitted(token.clone(), listen)
-    };
-    let with = move || {
-        let st = st.clone();
-        warp::any().map(move || st.clone())
-    };
     let versions = warp::path!("api" / "versions")
         .and(warp::get())
-        .and(with())
+        .and(with_state(&st))
         .and_then(|st: AppState| {
             control(st, StatusCode::OK, |c| {
                 Ok(json!({ "versions": c.versions()? }))
@@ -730,8 +722,8 @@ fn version_routes(
         });
     let promote = warp::path!("api" / "versions" / String / "promote")
         .and(warp::post())
-        .and(admit())
-        .and(with())
+        .and(admitted(st.token.clone(), listen))
+        .and(with_state(&st))
         .and_then(|v: String, st: AppState| async move {
             control(st, StatusCode::OK, move |c| {
                 c.promote(&v)?;
@@ -741,8 +733,8 @@ fn version_routes(
         });
     let drop = warp::path!("api" / "versions" / String)
         .and(warp::delete())
-        .and(admit())
-        .and(with())
+        .and(admitted(st.token.clone(), listen))
+        .and(with_state(&st))
         .and_then(|v: String, st: AppState| async move {
             control(st, StatusCode::OK, move |c| {
                 c.drop_version(&v)?;
@@ -842,14 +834,10 @@ pub fn routes(
 fn probe_routes(
     st: AppState,
 ) -> impl Filter<Extract = (Response,), Error = warp::Rejection> + Clone {
-    let with = move || {
-        let st = st.clone();
-        warp::any().map(move || st.clone())
-    };
     let metrics = warp::get()
         .and(warp::path("metrics"))
         .and(warp::path::end())
-        .and(with())
+        .and(with_state(&st))
         .map(|st: AppState| {
             warp::reply::with_header(
                 st.metrics.render(),
@@ -869,7 +857,7 @@ fn probe_routes(
     let readyz = warp::get()
         .and(warp::path("readyz"))
         .and(warp::path::end())
-        .and(with())
+        .and(with_state(&st))
         .map(|st: AppState| {
             if st.shared.is_ready() {
                 json_reply(StatusCode::OK, &json!({"ready": true}))

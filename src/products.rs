@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 use serde_json::{Value, json};
 
 use crate::event::money::{Currency, format_minor, parse_price};
+use crate::event::object::non_empty;
 use crate::event::time::{format_rfc3339_ms, parse_rfc3339_ms};
 use crate::event::{DecodeError, InvalidKind};
 
@@ -67,25 +68,6 @@ impl Entry {
     }
 }
 
-/// One field's text, checked: present, a string, not empty.
-fn text<'a>(o: &'a serde_json::Map<String, Value>, name: &str) -> Result<&'a str, DecodeError> {
-    match o.get(name) {
-        None | Some(Value::Null) => Err(DecodeError::new(
-            InvalidKind::MissingField,
-            format!("missing field `{name}`"),
-        )),
-        Some(Value::String(s)) if !s.is_empty() => Ok(s),
-        Some(Value::String(_)) => Err(DecodeError::new(
-            InvalidKind::BadValue,
-            format!("{name} is empty"),
-        )),
-        Some(_) => Err(DecodeError::new(
-            InvalidKind::BadType,
-            format!("{name} must be a string"),
-        )),
-    }
-}
-
 /// An entry from its fields (shared by the JSON and CSV readers).
 fn entry(
     field: &dyn Fn(&str) -> Result<String, DecodeError>,
@@ -121,14 +103,14 @@ pub fn decode(value: &[u8], currency: Currency) -> Result<Entry, DecodeError> {
     let Value::Object(o) = v else {
         return Err(DecodeError::new(InvalidKind::NotJson, "not a JSON object"));
     };
-    let schema = text(&o, "schema")?;
+    let schema = non_empty(&o, "schema")?;
     if schema != PRODUCT_SCHEMA {
         return Err(DecodeError::new(
             InvalidKind::UnknownSchema,
             format!("not a {PRODUCT_SCHEMA} record: schema {schema:?}"),
         ));
     }
-    entry(&|name| text(&o, name).map(str::to_string), currency)
+    entry(&|name| non_empty(&o, name).map(str::to_string), currency)
 }
 
 /// The entries of a catalogue CSV (header [`CSV_HEADER`], in any column order).

@@ -5,6 +5,7 @@
 mod decode;
 mod invalid;
 pub mod money;
+pub(crate) mod object;
 mod scan;
 pub mod session;
 pub mod time;

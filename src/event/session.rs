@@ -23,6 +23,7 @@
 
 use serde_json::{Map, Value};
 
+use super::object::non_empty;
 use super::{DecodeError, InvalidKind};
 
 /// The `schema` of a session document.
@@ -81,8 +82,8 @@ pub fn explode(value: &[u8], max_bytes: usize) -> Result<Vec<Inner>, DecodeError
         }
         None => return Err(missing("schema")),
     }
-    let session_id = envelope_string(&doc, "session_id")?;
-    envelope_string(&doc, "user_id")?;
+    let session_id = non_empty(&doc, "session_id")?;
+    non_empty(&doc, "user_id")?;
     let events = match doc.get("events") {
         Some(Value::Array(a)) => a,
         Some(_) => {
@@ -105,21 +106,6 @@ pub fn explode(value: &[u8], max_bytes: usize) -> Result<Vec<Inner>, DecodeError
 
 fn missing(name: &str) -> DecodeError {
     DecodeError::new(InvalidKind::MissingField, format!("missing field `{name}`"))
-}
-
-fn envelope_string<'a>(doc: &'a Map<String, Value>, name: &str) -> Result<&'a str, DecodeError> {
-    match doc.get(name) {
-        None | Some(Value::Null) => Err(missing(name)),
-        Some(Value::String(s)) if !s.is_empty() => Ok(s),
-        Some(Value::String(_)) => Err(DecodeError::new(
-            InvalidKind::BadValue,
-            format!("{name} is empty"),
-        )),
-        Some(_) => Err(DecodeError::new(
-            InvalidKind::BadType,
-            format!("{name} must be a string"),
-        )),
-    }
 }
 
 /// Inner event `index` as a schema-1 record; errors name `events[index]`.

@@ -14,6 +14,7 @@ pub mod aspects;
 
 use serde_json::Value;
 
+use crate::event::object::{field, non_empty, string};
 use crate::event::time::{MAX_EVENT_MS, MIN_EVENT_MS, parse_rfc3339_ms};
 use crate::event::{DecodeError, InvalidKind};
 
@@ -68,9 +69,9 @@ pub fn decode(value: &[u8], max_bytes: usize) -> Result<Review, DecodeError> {
         }
         _ => return Err(bad_type("schema", "a number")),
     }
-    let review_id = id(&o, "review_id")?;
-    let product_id = id(&o, "product_id")?;
-    let user_id = id(&o, "user_id")?;
+    let review_id = non_empty(&o, "review_id")?.to_string();
+    let product_id = non_empty(&o, "product_id")?.to_string();
+    let user_id = non_empty(&o, "user_id")?.to_string();
     let rating = match field(&o, "rating")? {
         Value::Number(n) => n
             .as_u64()
@@ -122,36 +123,8 @@ pub fn decode(value: &[u8], max_bytes: usize) -> Result<Review, DecodeError> {
     })
 }
 
-fn field<'a>(o: &'a serde_json::Map<String, Value>, name: &str) -> Result<&'a Value, DecodeError> {
-    match o.get(name) {
-        None | Some(Value::Null) => Err(DecodeError::new(
-            InvalidKind::MissingField,
-            format!("missing field `{name}`"),
-        )),
-        Some(v) => Ok(v),
-    }
-}
-
 fn bad_type(name: &str, want: &str) -> DecodeError {
     DecodeError::new(InvalidKind::BadType, format!("{name} must be {want}"))
-}
-
-fn string<'a>(o: &'a serde_json::Map<String, Value>, name: &str) -> Result<&'a str, DecodeError> {
-    field(o, name)?
-        .as_str()
-        .ok_or_else(|| bad_type(name, "a string"))
-}
-
-/// A non-empty string identifier.
-fn id(o: &serde_json::Map<String, Value>, name: &str) -> Result<String, DecodeError> {
-    let s = string(o, name)?;
-    if s.is_empty() {
-        return Err(DecodeError::new(
-            InvalidKind::BadValue,
-            format!("{name} is empty"),
-        ));
-    }
-    Ok(s.to_string())
 }
 
 #[cfg(test)]
