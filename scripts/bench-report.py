@@ -42,6 +42,10 @@ if f"e2e_two_{n_main}" in raw:
            f"{one:,} events/s ({one / 1.5e6 - 1:+.0%})")
     target("≥ 5× the reference floor", two / ref, two / ref >= 5,
            f"{two / ref:.2f}× (two cores), {one / ref:.2f}× (one core); floor {ref:,} records/s")
+if f"duckdb_{n_main}" in raw:
+    two, ddb = raw[f"e2e_two_{n_main}"], raw[f"duckdb_{n_main}"]
+    target("≥ 4× DuckDB on the same file (two cores each)", two / ddb, two / ddb >= 4,
+           f"{two / ddb:.2f}× (DuckDB {ddb:,} events/s)")
 if sizes and sizes[0] != sizes[-1]:
     lo, hi = sizes[0], sizes[-1]
     r2 = raw[f"e2e_two_{hi}"] / raw[f"e2e_two_{lo}"]
@@ -68,9 +72,10 @@ lines = ["# Benchmark report", "", f"Machine: {raw.get('cpu', '?')}, {raw.get('c
 lines += ["| target | measured | |", "|---|---|---|"]
 lines += [f"| {t} | {m} | {s} |" for t, m, s in rows]
 if sizes:
-    lines += ["", "| N | kappa, one core | kappa, two cores | reference floor | load before |", "|---|---|---|---|---|"]
+    lines += ["", "| N | kappa, one core | kappa, two cores | reference floor | DuckDB, two threads | load before |", "|---|---|---|---|---|---|"]
     for n in sizes:
-        lines.append(f"| {n:,} | {raw[f'e2e_one_{n}']:,} | {raw[f'e2e_two_{n}']:,} | {raw[f'floor_{n}']:,} | {raw.get(f'load_e2e_{n}', '')} |")
+        ddb = f"{raw[f'duckdb_{n}']:,}" if f"duckdb_{n}" in raw else "-"
+        lines.append(f"| {n:,} | {raw[f'e2e_one_{n}']:,} | {raw[f'e2e_two_{n}']:,} | {raw[f'floor_{n}']:,} | {ddb} | {raw.get(f'load_e2e_{n}', '')} |")
 for k in ("decode_scanner_records_per_s", "decode_scanner_mb_per_s", "decode_serde_records_per_s",
           "decode_serde_mb_per_s", "core_events_per_s", "replay_one_core_records_per_s"):
     if k in raw:
@@ -93,10 +98,13 @@ print("\n".join(lines))
 if sizes or live:
     with open(os.path.join(out, "throughput.dat"), "w") as f:
         for n in sizes:
-            f.write(f"{n / 1e6} {raw[f'e2e_two_{n}']} {raw[f'e2e_one_{n}']} {raw[f'floor_{n}']}\n")
+            f.write(f"{n / 1e6} {raw[f'e2e_two_{n}']} {raw[f'e2e_one_{n}']} {raw[f'floor_{n}']} {raw.get(f'duckdb_{n}', 'NaN')}\n")
     with open(os.path.join(out, "latency.dat"), "w") as f:
         for r in live:
             f.write(f"\"{r // 1000}k/s\" {raw[f'live_{r}_p50_ms']} {raw[f'live_{r}_p99_ms']} {raw[f'live_{r}_max_ms']}\n")
+    duckdb_line = ""
+    if any(f"duckdb_{n}" in raw for n in sizes):
+        duckdb_line = ", \\\n     '' using 1:5 with linespoints lw 2 title 'DuckDB, two threads (same JSON lines)'"
     left = f"""
 set title 'End-to-end, embedded log to all windows final in redb'
 set xlabel 'events (millions)'
@@ -109,7 +117,7 @@ set key bottom right
 set grid
 plot '{out}/throughput.dat' using 1:2 with linespoints lw 2 title 'kappa, two cores', \\
      '' using 1:3 with linespoints lw 2 title 'kappa, one core', \\
-     '' using 1:4 with linespoints lw 2 title 'reference floor (serde_json + HashMap)'
+     '' using 1:4 with linespoints lw 2 title 'reference floor (serde_json + HashMap)'{duckdb_line}
 unset logscale x
 set xrange [*:*]
 set format y '%g'
