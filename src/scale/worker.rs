@@ -574,16 +574,8 @@ pub fn run(
             summary.records += n as u64;
             uncommitted |= n > 0;
             flush_tally(&mut tally, &metrics, &shared, &mut parts);
-            if last_refresh.elapsed() >= Duration::from_secs(1) && source.lag_known() {
-                out.ends = source.end_offsets()?;
-                if main {
-                    publish_status(&shared, &metrics, &parts, &out.ends);
-                }
-                last_refresh = Instant::now();
-            } else if main && parts.is_empty() {
-                // Nothing owned (more workers than partitions): no lag of anyone else's.
-                metrics.consumer_lag.reset();
-            }
+            let report = main.then_some((&*shared, &*metrics));
+            refresh_ends(&mut source, &mut out, &parts, report, &mut last_refresh)?;
             wake(&mut parts, &touched, &out, &mut sink)?;
             // Idleness, as in a single process (live versions only).
             let timeout = cfg.pipeline.idle_timeout;
@@ -798,6 +790,28 @@ fn publish_final(
         drained = true;
     }
     Ok((n, drained))
+}
+
+/// Once a second, the log's end offsets, and for the main version's worker (`report`) its
+/// status and lag gauges; a worker that owns nothing (more workers than partitions) exports
+/// no lag.
+fn refresh_ends(
+    source: &mut KafkaSource,
+    out: &mut Out,
+    parts: &BTreeMap<u32, Part>,
+    report: Option<(&Shared, &Metrics)>,
+    last: &mut Instant,
+) -> Result<()> {
+    if last.elapsed() >= Duration::from_secs(1) && source.lag_known() {
+        out.ends = source.end_offsets()?;
+        if let Some((shared, metrics)) = report {
+            publish_status(shared, metrics, parts, &out.ends);
+        }
+        *last = Instant::now();
+    } else if let (Some((_, metrics)), true) = (report, parts.is_empty()) {
+        metrics.consumer_lag.reset();
+    }
+    Ok(())
 }
 
 /// The worker's `/api/status` partitions and its lag gauges (only of the partitions it
