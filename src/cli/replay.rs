@@ -1063,6 +1063,12 @@ fn versions_list(cfg: &Config, server: Option<&String>) -> anyhow::Result<()> {
         }
         Access::Remote(server) => serde_json::from_slice(&server.get("/api/versions")?)?,
     };
+    if list["versions"].as_array().is_none_or(Vec::is_empty) {
+        out!(
+            "no output versions yet: `kappa run` computes v1, `kappa replay --from earliest --version NAME` another"
+        );
+        return Ok(());
+    }
     out!(
         "{:<2}{:<12} {:>12} {:>10} {:<22} {:<28} {:<17} config",
         "",
@@ -1091,11 +1097,11 @@ fn versions_list(cfg: &Config, server: Option<&String>) -> anyhow::Result<()> {
             printable(v["name"].as_str().unwrap_or_default()),
             v["lag"].as_u64().unwrap_or(0),
             human_bytes(v["size_bytes"].as_u64().unwrap_or(0)),
+            // To the second, in UTC (`--json`/the API have the milliseconds).
             v["finalized_through"]
                 .as_str()
-                .unwrap_or("-")
-                .get(..19)
-                .unwrap_or("-"),
+                .and_then(|t| t.get(..19))
+                .map_or_else(|| "-".to_string(), |t| format!("{t}Z")),
             positions.join(","),
             // The first 16 hex digits: enough to tell versions apart by eye
             // (`kappa fingerprint` prints all 32).
