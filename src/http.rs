@@ -771,10 +771,7 @@ pub fn routes(
 ) -> impl Filter<Extract = (Response,), Error = Infallible> + Clone {
     let controls = control_routes(st.clone(), listen);
     let probes = probe_routes(st.clone());
-    let with = move || {
-        let st = st.clone();
-        warp::any().map(move || st.clone())
-    };
+    let with = move || with_state(&st);
     let q = || warp::query::<HashMap<String, String>>();
     let api = |name: &'static str| {
         warp::get()

@@ -238,6 +238,7 @@ pub fn check_role(cfg: &Config, opts: Options) -> anyhow::Result<()> {
 }
 
 /// What the role's thread is started with.
+#[derive(Clone)]
 struct Ctx {
     cfg: Config,
     version: String,
@@ -289,7 +290,7 @@ impl Ctx {
         // Every version this process computes runs in the same mode: a bounded run brings
         // each to the log end (and drains each with --drain), not only the main one.
         control.resume_versions(mode, &self.token)?;
-        let ctx = self.clone_parts();
+        let ctx = self.clone();
         let thread = std::thread::Builder::new()
             .name("pipeline".into())
             .spawn(move || {
@@ -334,7 +335,7 @@ impl Ctx {
     /// `/api/status`.
     fn worker(&self) -> anyhow::Result<Started> {
         self.mark_connecting("worker");
-        let ctx = self.clone_parts();
+        let ctx = self.clone();
         let thread = std::thread::Builder::new()
             .name("worker".into())
             .spawn(move || {
@@ -360,7 +361,7 @@ impl Ctx {
         // Which workers read which partitions, for the metrics.
         let watch =
             crate::scale::group::watch(&self.cfg, self.metrics.clone(), self.token.clone())?;
-        let ctx = self.clone_parts();
+        let ctx = self.clone();
         let thread = std::thread::Builder::new()
             .name("merger".into())
             .spawn(move || {
@@ -386,17 +387,6 @@ impl Ctx {
         st.state = State::Connecting;
         st.version.clone_from(&self.version);
         st.source = format!("kafka ({name})");
-    }
-
-    fn clone_parts(&self) -> Self {
-        Self {
-            cfg: self.cfg.clone(),
-            version: self.version.clone(),
-            store: self.store.clone(),
-            metrics: self.metrics.clone(),
-            shared: self.shared.clone(),
-            token: self.token.clone(),
-        }
     }
 }
 

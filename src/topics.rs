@@ -152,7 +152,8 @@ pub fn load_specs(dir: &Path) -> Result<Vec<TopicSpec>, TopicsError> {
         .collect()
 }
 
-fn client_config(k: &KafkaSection) -> ClientConfig {
+/// A client of `k.brokers` with `[kafka.properties]`: for admin calls, not consuming.
+pub(crate) fn client_config(k: &KafkaSection) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &k.brokers);
     for (key, v) in &k.properties {

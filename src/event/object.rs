@@ -12,12 +12,14 @@ use super::{DecodeError, InvalidKind};
 /// Missing (or null): `missing_field`.
 pub(crate) fn field<'a>(o: &'a Map<String, Value>, name: &str) -> Result<&'a Value, DecodeError> {
     match o.get(name) {
-        None | Some(Value::Null) => Err(DecodeError::new(
-            InvalidKind::MissingField,
-            format!("missing field `{name}`"),
-        )),
+        None | Some(Value::Null) => Err(missing(name)),
         Some(v) => Ok(v),
     }
+}
+
+/// The error of a record without `name`.
+pub(crate) fn missing(name: &str) -> DecodeError {
+    DecodeError::new(InvalidKind::MissingField, format!("missing field `{name}`"))
 }
 
 /// `name` as a string (possibly empty).

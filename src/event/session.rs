@@ -23,7 +23,7 @@
 
 use serde_json::{Map, Value};
 
-use super::object::non_empty;
+use super::object::{missing, non_empty};
 use super::{DecodeError, InvalidKind};
 
 /// The `schema` of a session document.
@@ -102,10 +102,6 @@ pub fn explode(value: &[u8], max_bytes: usize) -> Result<Vec<Inner>, DecodeError
             record: inner(&doc, session_id, index, e),
         })
         .collect())
-}
-
-fn missing(name: &str) -> DecodeError {
-    DecodeError::new(InvalidKind::MissingField, format!("missing field `{name}`"))
 }
 
 /// Inner event `index` as a schema-1 record; errors name `events[index]`.

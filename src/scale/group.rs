@@ -6,7 +6,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use tokio_util::sync::CancellationToken;
 
@@ -110,12 +109,7 @@ pub fn watch(
     cancel: CancellationToken,
 ) -> Result<std::thread::JoinHandle<()>, super::ScaleError> {
     let k = &cfg.kafka;
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &k.brokers);
-    for (key, v) in &k.properties {
-        c.set(key, v);
-    }
-    let client: BaseConsumer = c.create().map_err(|e| {
+    let client: BaseConsumer = crate::topics::client_config(k).create().map_err(|e| {
         crate::source::SourceError::kafka("creating the client that watches the workers' group", e)
     })?;
     let (group, topic) = (k.worker_group_id.clone(), k.topic.clone());

@@ -802,7 +802,10 @@ fn refresh_ends(
     report: Option<(&Shared, &Metrics)>,
     last: &mut Instant,
 ) -> Result<()> {
-    if last.elapsed() >= Duration::from_secs(1) && source.lag_known() {
+    if last.elapsed() < Duration::from_secs(1) {
+        return Ok(());
+    }
+    if source.lag_known() {
         out.ends = source.end_offsets()?;
         if let Some((shared, metrics)) = report {
             publish_status(shared, metrics, parts, &out.ends);
@@ -810,6 +813,7 @@ fn refresh_ends(
         *last = Instant::now();
     } else if let (Some((_, metrics)), true) = (report, parts.is_empty()) {
         metrics.consumer_lag.reset();
+        *last = Instant::now();
     }
     Ok(())
 }

@@ -51,13 +51,9 @@ pub fn fingerprint_json(
     }))
 }
 
-/// A range bound as RFC 3339, or null when unbounded.
-fn bound(t: i64) -> Value {
-    if t == i64::MIN || t == i64::MAX {
-        Value::Null
-    } else {
-        format_rfc3339_ms(t).into()
-    }
+/// A range bound as RFC 3339, or none (null in JSON) when unbounded.
+fn bound(t: i64) -> Option<String> {
+    (t != i64::MIN && t != i64::MAX).then(|| format_rfc3339_ms(t))
 }
 
 /// What to compare and how much to show.
@@ -481,13 +477,12 @@ pub fn compare_each(
             s
         })
         .collect();
-    let opt = |t: i64| (t != i64::MIN && t != i64::MAX).then(|| format_rfc3339_ms(t));
     Ok(Comparison {
         a: a.to_string(),
         b: b.to_string(),
-        from: opt(scope.from),
-        to: opt(scope.to),
-        final_through: opt(through),
+        from: bound(scope.from),
+        to: bound(scope.to),
+        final_through: bound(through),
         summary,
         windows,
         windows_truncated,
