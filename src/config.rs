@@ -138,6 +138,30 @@ pub struct Config {
     pub http: HttpSection,
     /// Apache Kafka as the log (instead of the embedded log) when `brokers` is set.
     pub kafka: KafkaSection,
+    /// The reviews stream (`shop.reviews`).
+    pub reviews: ReviewsSection,
+    /// The stream this configuration reads (not a key: set by [`Config::for_stream`]).
+    #[serde(skip)]
+    pub stream: crate::stream::Stream,
+}
+
+/// `[reviews]`: the reviews stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct ReviewsSection {
+    /// Whether `kappa run` (a single process) reads the reviews stream next to the events.
+    pub read: bool,
+    /// Reviews a product needs in a window to be ranked best or worst rated.
+    pub min_reviews: u64,
+}
+
+impl Default for ReviewsSection {
+    fn default() -> Self {
+        Self {
+            read: true,
+            min_reviews: 3,
+        }
+    }
 }
 
 /// `[kafka]`: Kafka as the source and sink of events.
@@ -148,6 +172,8 @@ pub struct KafkaSection {
     pub brokers: String,
     /// Topic of the events.
     pub topic: String,
+    /// Topic of the reviews.
+    pub reviews_topic: String,
     /// Consumer group of live consumption.
     pub group_id: String,
     /// Topic where workers publish partial aggregates for the merger (`--role`).
@@ -176,6 +202,7 @@ impl Default for KafkaSection {
         Self {
             brokers: String::new(),
             topic: "shop.events".into(),
+            reviews_topic: "shop.reviews".into(),
             group_id: "kappa".into(),
             partials_topic: "kappa.partials".into(),
             worker_group_id: "kappa-workers".into(),
@@ -297,6 +324,8 @@ impl Default for Config {
             pipeline: PipelineSection::default(),
             http: HttpSection::default(),
             kafka: KafkaSection::default(),
+            reviews: ReviewsSection::default(),
+            stream: crate::stream::Stream::Events,
         }
     }
 }
@@ -495,6 +524,9 @@ impl Config {
         if self.pipeline.currency != crate::event::money::Currency::EUR {
             fp.push_str(&format!(" currency={}", self.pipeline.currency));
         }
+        if self.stream == crate::stream::Stream::Reviews {
+            fp.push_str(&format!(" min-reviews={}", self.reviews.min_reviews));
+        }
         fp
     }
 
@@ -530,6 +562,7 @@ impl Config {
                     c.pipeline.max_record_bytes = value.parse().map_err(|_| bad())?
                 }
                 "max-future" => c.pipeline.max_future = dur(value)?,
+                "min-reviews" => c.reviews.min_reviews = value.parse().map_err(|_| bad())?,
                 "currency" => {
                     c.pipeline.currency =
                         crate::event::money::Currency::parse(value).map_err(|_| bad())?;
@@ -569,10 +602,22 @@ impl Config {
         c
     }
 
-    /// `{data_dir}/log`.
+    /// The embedded log of the stream this configuration reads: `{data_dir}/log` for the
+    /// events ([`crate::stream::Stream::log_dir`]).
     #[must_use]
     pub fn log_dir(&self) -> PathBuf {
-        self.data_dir.join("log")
+        self.stream.log_dir(&self.data_dir)
+    }
+
+    /// This configuration reading `stream`: its embedded log directory and Kafka topic.
+    #[must_use]
+    pub fn for_stream(&self, stream: crate::stream::Stream) -> Config {
+        let mut c = self.clone();
+        c.stream = stream;
+        if stream == crate::stream::Stream::Reviews {
+            c.kafka.topic.clone_from(&self.kafka.reviews_topic);
+        }
+        c
     }
 
     /// `{data_dir}/kappa.redb`.

@@ -172,9 +172,11 @@ fn windows(st: &AppState, q: HashMap<String, String>) -> Result<Value, ApiError>
     })?;
     let size = p.size()?;
     let version = p.version(st)?;
+    // Where the aggregate's stream keeps its part of the version.
+    let stored = agg.stream().version(&version);
     // `from=latest`: the latest final window of that size only.
     let from = if p.get("from") == Some("latest") {
-        st.store.latest_window(&version, size)?.unwrap_or(i64::MAX)
+        st.store.latest_window(&stored, size)?.unwrap_or(i64::MAX)
     } else {
         p.time("from", i64::MIN)?
     };
@@ -197,7 +199,7 @@ fn windows(st: &AppState, q: HashMap<String, String>) -> Result<Value, ApiError>
     };
     let ws = st
         .store
-        .windows(&version, agg, size, from, to, p.limit(1000, 100_000)?)?;
+        .windows(&stored, agg, size, from, to, p.limit(1000, 100_000)?)?;
     if flat {
         // One row per (window, key) with the window's start and end on it: what table-
         // shaped readers (Grafana's Infinity data source) want.
@@ -297,14 +299,17 @@ fn latest(st: &AppState, q: HashMap<String, String>) -> Result<Value, ApiError> 
 }
 
 fn dead_letters(st: &AppState, q: HashMap<String, String>) -> Result<Value, ApiError> {
-    let p = Params::check(q, &["after", "limit"])?;
+    let p = Params::check(q, &["after", "limit", "stream"])?;
     let after = p
         .get("after")
         .map(query::parse_position)
         .transpose()
         .map_err(ApiError::BadRequest)?;
+    let stream = crate::stream::Stream::parse(p.get("stream").unwrap_or("events"))
+        .map_err(ApiError::BadRequest)?;
     Ok(query::dead_letters(
         &st.store,
+        stream,
         after,
         p.limit(100, 10_000)?,
     )?)

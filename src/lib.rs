@@ -12,10 +12,11 @@
 //! - [`window`]: assigner, watermarks, deduplication and aggregates — pure, no I/O;
 //! - [`pipeline`]: the loop that drives source → decode → window core → store;
 //! - [`store`]: redb — final results, positions, event-time index, dead letters, versions;
+//! - [`stream`]: the streams kappa reads (events, reviews): log, topic, output version;
 //! - [`products`]: the product catalogue as a stream of entries valid from a time, and the
 //!   as-of lookup (not wired yet);
-//! - [`review`]: reviews — the record of `shop.reviews` and the aspect × sentiment reading
-//!   of their text (the stream and its aggregates are not wired yet);
+//! - [`review`]: reviews — the record of `shop.reviews`, the aspect × sentiment reading of
+//!   their text and the window aggregates the reviews stream computes;
 //! - [`replay`]: replays — plans, in-place corrections, audits, new output versions;
 //! - [`control`]: the running server's replays and version pipelines;
 //! - [`scale`]: scale-out — workers publishing partial aggregates, the merger that makes
@@ -53,6 +54,7 @@ pub mod server;
 pub mod sink;
 pub mod source;
 pub mod store;
+pub mod stream;
 pub mod text;
 pub mod topics;
 pub mod window;

@@ -74,6 +74,16 @@ pub struct Metrics {
     /// `kappa_partition_owner_info{partition,worker}` (a merger: which worker reads which
     /// source partition).
     pub partition_owner: IntGaugeVec,
+    /// `kappa_stream_records_total{stream,outcome}` (streams other than the events).
+    pub stream_records: IntCounterVec,
+    /// `kappa_stream_watermark_seconds{stream}`.
+    pub stream_watermark: GaugeVec,
+    /// `kappa_stream_lag_records{stream}`.
+    pub stream_lag: IntGaugeVec,
+    /// `kappa_stream_windows_finalised_total{stream}`.
+    pub stream_windows_finalised: IntCounterVec,
+    /// `kappa_stream_open_windows{stream}`.
+    pub stream_open_windows: IntGaugeVec,
 }
 
 fn reg<T: prometheus::core::Collector + Clone + 'static>(r: &Registry, m: T) -> T {
@@ -96,7 +106,44 @@ impl Metrics {
                 IntCounterVec::new(Opts::new(name, help), labels).expect("valid"),
             )
         };
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            reg(
+                &r,
+                IntGaugeVec::new(Opts::new(name, help), labels).expect("valid"),
+            )
+        };
         let m = Self {
+            stream_records: counter_vec(
+                "kappa_stream_records_total",
+                "Records of a stream other than the events (reviews), by outcome: accepted, duplicate, late, invalid, rebuilt.",
+                &["stream", "outcome"],
+            ),
+            stream_watermark: reg(
+                &r,
+                GaugeVec::new(
+                    Opts::new(
+                        "kappa_stream_watermark_seconds",
+                        "Watermark of a stream other than the events, unix seconds.",
+                    ),
+                    &["stream"],
+                )
+                .expect("valid"),
+            ),
+            stream_lag: gauge_vec(
+                "kappa_stream_lag_records",
+                "Records of a stream other than the events not yet read (all partitions).",
+                &["stream"],
+            ),
+            stream_windows_finalised: counter_vec(
+                "kappa_stream_windows_finalised_total",
+                "Windows of a stream other than the events made final and committed.",
+                &["stream"],
+            ),
+            stream_open_windows: gauge_vec(
+                "kappa_stream_open_windows",
+                "Open windows of a stream other than the events.",
+                &["stream"],
+            ),
             records_consumed: counter_vec(
                 "kappa_records_consumed_total",
                 "Records read from the log.",

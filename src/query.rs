@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 
 use crate::event::time::{format_rfc3339_ms, parse_rfc3339_ms};
 use crate::store::{Aggregate, Store, StoreError, WindowRows};
+use crate::stream::Stream;
 use crate::window::FinalWindow;
 
 /// Parses a time parameter: RFC 3339 or epoch milliseconds.
@@ -77,10 +78,11 @@ pub fn parse_position(s: &str) -> Result<(u32, u64), String> {
 /// Store failure.
 pub fn dead_letters(
     store: &Store,
+    stream: Stream,
     after: Option<(u32, u64)>,
     limit: usize,
 ) -> Result<Value, StoreError> {
-    let items = store.dead_letters(after, limit)?;
+    let items = store.stream_dead_letters(stream, after, limit)?;
     let next = (items.len() == limit)
         .then(|| {
             items
@@ -89,6 +91,7 @@ pub fn dead_letters(
         })
         .flatten();
     Ok(json!({
+        "stream": stream.as_str(),
         "dead_letters": items.iter().map(|d| json!({
             "partition": d.partition, "offset": d.offset,
             "record_time": format_rfc3339_ms(d.record_ts),
@@ -138,9 +141,14 @@ pub fn full_window_json(f: &FinalWindow, provisional: bool) -> Value {
 /// Store failure.
 pub fn latest(store: &Store, version: &str) -> Result<Value, StoreError> {
     let mut windows = Vec::new();
-    for size in store.sizes(version)? {
-        if let Some(start) = store.latest_window(version, size)? {
-            windows.push(window_at(store, version, size, start)?);
+    for stream in Stream::ALL {
+        let stored = stream.version(version);
+        for size in store.sizes(&stored)? {
+            if let Some(start) = store.latest_window(&stored, size)? {
+                let mut w = window_at(store, &stored, size, start)?;
+                w["stream"] = stream.as_str().into();
+                windows.push(w);
+            }
         }
     }
     Ok(json!({ "version": version, "windows": windows }))
@@ -152,7 +160,7 @@ pub fn latest(store: &Store, version: &str) -> Result<Value, StoreError> {
 /// Store failure.
 pub fn window_at(store: &Store, version: &str, size: i64, start: i64) -> Result<Value, StoreError> {
     let mut aggs = serde_json::Map::new();
-    for agg in Aggregate::ALL {
+    for &agg in Aggregate::of(Stream::of_version(version).0) {
         let rows = store.windows(version, agg, size, start, start + 1, 1)?;
         let rows: Vec<Value> = rows
             .first()
@@ -180,24 +188,27 @@ pub enum ExportError {
     Io(#[from] std::io::Error),
 }
 
-/// Writes every final row of `version` as JSON lines, in key order (aggregate, size, window
-/// start, key): `{"version","aggregate","size","window_start","window_end",...fields}`.
-/// Returns the number of lines.
+/// Writes every final row of `version` as JSON lines — the events', then every other
+/// stream's — each in key order (aggregate, size, window start, key):
+/// `{"version","aggregate","size","window_start","window_end",...fields}`. Returns the
+/// number of lines.
 ///
 /// # Errors
 /// Store or output failure.
 pub fn export(store: &Store, version: &str, out: &mut dyn Write) -> Result<u64, ExportError> {
     let mut n = 0u64;
-    store.for_each_row(version, |agg, size, start, row| {
-        // The version, then the fields a window's fingerprint hashes.
-        let mut obj = serde_json::Map::new();
-        obj.insert("version".into(), version.into());
-        obj.extend(crate::store::export_fields(agg, size, start, row));
-        serde_json::to_writer(&mut *out, &obj).map_err(std::io::Error::from)?;
-        out.write_all(b"\n")?;
-        n += 1;
-        Ok::<(), ExportError>(())
-    })?;
+    for stream in Stream::ALL {
+        store.for_each_row(&stream.version(version), |agg, size, start, row| {
+            // The version, then the fields a window's fingerprint hashes.
+            let mut obj = serde_json::Map::new();
+            obj.insert("version".into(), version.into());
+            obj.extend(crate::store::export_fields(agg, size, start, row));
+            serde_json::to_writer(&mut *out, &obj).map_err(std::io::Error::from)?;
+            out.write_all(b"\n")?;
+            n += 1;
+            Ok::<(), ExportError>(())
+        })?;
+    }
     out.flush()?;
     Ok(n)
 }

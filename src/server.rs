@@ -328,7 +328,8 @@ impl Ctx {
             self.store.clone(),
             self.metrics.clone(),
             self.shared.clone(),
-        )?)
+        )?
+        .with_reviews()?)
     }
 
     /// A worker: its store holds no results (they live at the merger); it backs

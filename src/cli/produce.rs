@@ -19,6 +19,9 @@ use crate::sink::{KafkaSink, LinesSink, Sink, SinkError};
 /// `kappa produce`.
 #[derive(Debug, Args)]
 pub struct ProduceArgs {
+    /// The stream to produce: `events` (shop.events) or `reviews` (shop.reviews).
+    #[arg(long, default_value = "events", value_parser = crate::stream::Stream::parse)]
+    pub stream: crate::stream::Stream,
     /// Append the events of this JSON-lines file (`-` for stdin) instead of generating.
     #[arg(long, value_name = "FILE")]
     pub input: Option<PathBuf>,
@@ -26,8 +29,8 @@ pub struct ProduceArgs {
     /// the log.
     #[arg(long, value_name = "FILE", conflicts_with = "input")]
     pub output: Option<PathBuf>,
-    /// Stop after N events.
-    #[arg(long, value_name = "N")]
+    /// Stop after N records (events, or reviews with `--stream reviews`).
+    #[arg(long, value_name = "N", alias = "records")]
     pub events: Option<u64>,
     /// Stop after this much wall time (e.g. 10m).
     #[arg(long, value_name = "DURATION", value_parser = super::parse_duration)]
@@ -99,6 +102,12 @@ fn log_event_time(cfg: &Config) -> anyhow::Result<Option<i64>> {
     }
     let mut reader = crate::log::LogReader::open(&dir)?;
     let rules = cfg.pipeline.decode_rules();
+    let event_time = |value: &[u8]| match cfg.stream {
+        crate::stream::Stream::Events => crate::event::decode_with(value, &rules).map(|e| e.ts_ms),
+        crate::stream::Stream::Reviews => {
+            crate::review::decode(value, rules.max_bytes).map(|r| r.created_ms)
+        }
+    };
     let mut latest = None;
     for p in 0..reader.partitions() {
         let end = reader.end_offset(p)?;
@@ -107,8 +116,8 @@ fn log_event_time(cfg: &Config) -> anyhow::Result<Option<i64>> {
         let mut batch = crate::log::RecordBatch::new();
         reader.read(p, 16, &mut batch)?;
         for rec in batch.iter() {
-            if let Ok(ev) = crate::event::decode_with(rec.value, &rules) {
-                latest = latest.max(Some(ev.ts_ms));
+            if let Ok(ts) = event_time(rec.value) {
+                latest = latest.max(Some(ts));
             }
         }
     }
@@ -202,14 +211,35 @@ pub fn spawn_paced(
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<std::thread::JoinHandle<anyhow::Result<u64>>> {
     gen_cfg.validate().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut generator = Generator::new(gen_cfg);
+    spawn_paced_records(
+        cfg,
+        "producer",
+        Box::new(move |r| generator.next_into(r)),
+        cancel,
+        metrics,
+    )
+}
+
+/// [`spawn_paced`] for any generated records (`next` fills one), into the log of
+/// `cfg`'s stream, on a thread called `name`.
+///
+/// # Errors
+/// The log cannot be opened.
+pub fn spawn_paced_records(
+    cfg: &Config,
+    name: &str,
+    mut next: Box<dyn FnMut(&mut GenRecord) + Send>,
+    cancel: CancellationToken,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<std::thread::JoinHandle<anyhow::Result<u64>>> {
     let mut writer = open_sink(cfg, false, metrics.clone())?;
     Ok(std::thread::Builder::new()
-        .name("producer".into())
+        .name(name.into())
         .spawn(move || {
-            let mut generator = Generator::new(gen_cfg);
             let produced = metrics.produced_records.with_label_values(&[writer.kind()]);
             let count_here = writer.kind() == "embedded"; // Kafka counts delivery reports instead
-            let n = generate(&mut generator, None, None, true, &cancel, &mut |rec| {
+            let n = generate(&mut *next, None, None, true, &cancel, &mut |rec| {
                 match rec {
                     Some(rec) => {
                         writer.append(&rec.key, &rec.value, now_ms())?;
@@ -229,7 +259,7 @@ pub fn spawn_paced(
 /// The generation loop: pacing (event time follows the wall clock when `paced`), limits,
 /// periodic flushes. `sink(Some(record))` appends, `sink(None)` flushes.
 fn generate(
-    generator: &mut Generator,
+    next: &mut dyn FnMut(&mut GenRecord),
     events: Option<u64>,
     duration: Option<Duration>,
     paced: bool,
@@ -247,7 +277,7 @@ fn generate(
         {
             break;
         }
-        generator.next_into(&mut rec);
+        next(&mut rec);
         if paced {
             let s0 = *sim_start.get_or_insert(rec.emit_at_ms);
             let due = Duration::from_millis(u64::try_from(rec.emit_at_ms - s0).unwrap_or(0));
@@ -278,6 +308,7 @@ fn generate(
 /// # Errors
 /// Bad arguments, an unreadable input, or a log failure.
 pub fn produce(cfg: &Config, args: &ProduceArgs) -> anyhow::Result<()> {
+    let cfg = &cfg.for_stream(args.stream);
     let cancel = CancellationToken::new();
     {
         let c = cancel.clone();
@@ -290,7 +321,26 @@ pub fn produce(cfg: &Config, args: &ProduceArgs) -> anyhow::Result<()> {
     if args.rate == 0.0 && args.events.is_none() && args.duration.is_none() {
         anyhow::bail!("with --rate 0 (as fast as possible) give --events N or --duration D");
     }
-    let mut generator = Generator::new(gen_cfg);
+    let mut next: Box<dyn FnMut(&mut GenRecord)> = match args.stream {
+        crate::stream::Stream::Events => {
+            let mut generator = Generator::new(gen_cfg);
+            Box::new(move |r| generator.next_into(r))
+        }
+        crate::stream::Stream::Reviews => {
+            let mut reviews = crate::generator::reviews::ReviewRecords::new(
+                crate::generator::reviews::ReviewConfig {
+                    seed: gen_cfg.seed,
+                    start_ms: gen_cfg.start_ms,
+                    per_second: gen_cfg.base_rate,
+                    products: gen_cfg.products,
+                    users: gen_cfg.users,
+                },
+                args.duplicate_share,
+                args.malformed_share,
+            );
+            Box::new(move |r| reviews.next_into(r))
+        }
+    };
     let started = Instant::now();
     let paced = args.rate > 0.0;
     let mut sink: Box<dyn Sink> = match &args.output {
@@ -303,10 +353,14 @@ pub fn produce(cfg: &Config, args: &ProduceArgs) -> anyhow::Result<()> {
         )))),
         None => open_sink(cfg, args.partitions.is_some(), Arc::new(Metrics::new()))?,
     };
+    let what = match args.stream {
+        crate::stream::Stream::Events => "events",
+        crate::stream::Stream::Reviews => "reviews",
+    };
     let mut last_report = Instant::now();
     let mut count = 0u64;
     let n = generate(
-        &mut generator,
+        &mut *next,
         args.events,
         args.duration,
         paced,
@@ -319,7 +373,7 @@ pub fn produce(cfg: &Config, args: &ProduceArgs) -> anyhow::Result<()> {
             sink.append(&rec.key, &rec.value, now_ms())?;
             count += 1;
             if count.is_multiple_of(65_536) && last_report.elapsed() >= Duration::from_secs(2) {
-                eprintln!("produced {count} events");
+                eprintln!("produced {count} {what}");
                 last_report = Instant::now();
             }
             Ok(())
@@ -329,7 +383,7 @@ pub fn produce(cfg: &Config, args: &ProduceArgs) -> anyhow::Result<()> {
     let secs = started.elapsed().as_secs_f64();
     #[allow(clippy::cast_precision_loss)]
     let rate = n as f64 / secs.max(1e-9);
-    eprintln!("produced {n} events in {secs:.2} s ({rate:.0} events/s)");
+    eprintln!("produced {n} {what} in {secs:.2} s ({rate:.0} {what}/s)");
     Ok(())
 }
 

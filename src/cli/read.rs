@@ -63,6 +63,9 @@ pub struct FingerprintArgs {
 /// `kappa dead-letters`.
 #[derive(Debug, Args)]
 pub struct DeadLetterArgs {
+    /// Whose dead letters: `events` or `reviews`.
+    #[arg(long, default_value = "events", value_parser = crate::stream::Stream::parse)]
+    pub stream: crate::stream::Stream,
     /// At most this many.
     #[arg(long, default_value_t = 20)]
     pub limit: usize,
@@ -139,12 +142,21 @@ fn print_table(out: &mut dyn Write, latest: &Value) -> std::io::Result<()> {
         let aggs = &w["aggregates"];
         writeln!(
             out,
-            "── {} window {} → {} (final, version {})",
+            "── {} {}window {} → {} (final, version {})",
             t(&w["size"]),
+            if w["stream"] == "reviews" {
+                "reviews "
+            } else {
+                ""
+            },
             t(&w["window_start"]),
             t(&w["window_end"]),
             t(&latest["version"])
         )?;
+        if w["stream"] == "reviews" {
+            print_reviews(out, aggs)?;
+            continue;
+        }
         let funnel: Vec<String> = aggs["events_by_type"]
             .as_array()
             .into_iter()
@@ -198,6 +210,63 @@ fn print_table(out: &mut dyn Write, latest: &Value) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The review aggregates of one window (`kappa query`).
+fn print_reviews(out: &mut dyn Write, aggs: &Value) -> std::io::Result<()> {
+    let list = |key: &str| aggs[key].as_array().cloned().unwrap_or_default();
+    let avg = list("average_rating");
+    let avg = avg.first().cloned().unwrap_or_default();
+    let histogram: Vec<String> = list("rating_histogram")
+        .iter()
+        .map(|r| format!("{}★ {}", t(&r["rating"]), t(&r["count"])))
+        .collect();
+    writeln!(
+        out,
+        "  reviews: {} · average {} · {}",
+        t(&avg["reviews"]),
+        t(&avg["average"]),
+        histogram.join(" · ")
+    )?;
+    for (title, key) in [
+        ("most reviewed", "most_reviewed_products"),
+        ("best rated", "best_rated_products"),
+        ("worst rated", "worst_rated_products"),
+    ] {
+        writeln!(out, "  {title}:")?;
+        for r in list(key) {
+            writeln!(
+                out,
+                "    {:>2}. {:<12} {:>4} reviews  average {}",
+                t(&r["rank"]),
+                t(&r["product_id"]),
+                t(&r["reviews"]),
+                t(&r["average"])
+            )?;
+        }
+    }
+    writeln!(
+        out,
+        "  {:<10} {:>9} {:>9} {:>9}",
+        "aspect", "positive", "negative", "neutral"
+    )?;
+    let rows = list("review_aspects");
+    for aspect in crate::review::Aspect::ALL {
+        let count = |sentiment: &str| {
+            rows.iter()
+                .find(|r| r["aspect"] == aspect.as_str() && r["sentiment"] == sentiment)
+                .map_or_else(|| "0".into(), |r| t(&r["count"]))
+        };
+        writeln!(
+            out,
+            "  {:<10} {:>9} {:>9} {:>9}",
+            aspect.as_str(),
+            count("positive"),
+            count("negative"),
+            count("neutral")
+        )?;
+    }
+    writeln!(out)
+}
+
 /// `kappa export`.
 ///
 /// # Errors
@@ -230,7 +299,7 @@ pub fn export(cfg: &Config, a: &ExportArgs) -> anyhow::Result<()> {
 /// # Errors
 /// No store, or it cannot be read.
 pub fn dead_letters(cfg: &Config, a: &DeadLetterArgs) -> anyhow::Result<()> {
-    let mut url_params = format!("?limit={}", a.limit);
+    let mut url_params = format!("?limit={}&stream={}", a.limit, a.stream);
     if let Some(after) = &a.after {
         url_params.push_str(&format!("&after={after}"));
     }
@@ -245,7 +314,7 @@ pub fn dead_letters(cfg: &Config, a: &DeadLetterArgs) -> anyhow::Result<()> {
             if a.limit == 0 || a.limit > 10_000 {
                 anyhow::bail!("--limit must be between 1 and 10000, got {}", a.limit);
             }
-            crate::query::dead_letters(&store, after, a.limit)?
+            crate::query::dead_letters(&store, a.stream, after, a.limit)?
         }
         Access::Remote(server) => {
             serde_json::from_slice(&server.get(&format!("/api/dead-letters{url_params}"))?)?

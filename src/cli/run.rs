@@ -154,6 +154,16 @@ fn print_summary(s: &Summary) {
         "new records: {} accepted, {} late, {} duplicates, {} invalid",
         s.accepted, s.late, s.duplicates, s.invalid
     );
+    if let Some(r) = &s.reviews {
+        println!(
+            "reviews: {} read, {} accepted, {} late, {} duplicates, {} invalid",
+            r.read - r.rebuilt,
+            r.accepted,
+            r.late,
+            r.duplicates,
+            r.invalid.iter().sum::<u64>()
+        );
+    }
 }
 
 /// `kappa demo`: a paced generator and the pipeline in one process.
@@ -188,7 +198,27 @@ pub fn demo(cfg: &Config, args: &DemoArgs) -> anyhow::Result<()> {
             malformed_share: 0.002,
             ..crate::generator::GenConfig::default()
         };
+        // Reviews at a hundredth of the events' rate, into their own log.
+        let mut reviews = crate::generator::reviews::ReviewRecords::new(
+            crate::generator::reviews::ReviewConfig {
+                seed: args.seed,
+                start_ms: gen_cfg.start_ms,
+                per_second: (args.rate / 100.0).max(1.0),
+                products: gen_cfg.products,
+                users: gen_cfg.users,
+            },
+            0.01,
+            0.002,
+        );
         let producer = super::produce::spawn_paced(cfg, gen_cfg, cancel.clone(), metrics.clone())?;
+        let review_producer = super::produce::spawn_paced_records(
+            &cfg.for_stream(crate::stream::Stream::Reviews),
+            "review-producer",
+            Box::new(move |r| reviews.next_into(r)),
+            cancel.clone(),
+            // Not in `kappa_produced_records_total`, which the demo's lines show as events.
+            Arc::new(Metrics::new()),
+        )?;
         let opts = Options {
             role: Role::All,
             mode: Mode::Live,
@@ -196,7 +226,13 @@ pub fn demo(cfg: &Config, args: &DemoArgs) -> anyhow::Result<()> {
         };
         let r = start(cfg, opts, &cancel, metrics).await?;
         let base = format!("http://{}", r.addr);
-        println!("kappa demo: producing about {} events/s into {} and processing them live", args.rate, cfg.log_dir().display());
+        println!(
+            "kappa demo: producing about {} events/s into {} and {} reviews/s into {}, and processing them live",
+            args.rate,
+            cfg.log_dir().display(),
+            (args.rate / 100.0).max(1.0),
+            cfg.for_stream(crate::stream::Stream::Reviews).log_dir().display()
+        );
         println!("  live page        {base}/");
         println!("  metrics          {base}/metrics");
         println!("  status           {base}/api/status");
@@ -204,6 +240,7 @@ pub fn demo(cfg: &Config, args: &DemoArgs) -> anyhow::Result<()> {
         println!("  top products     {base}/api/top-products?size=1m&window=latest");
         println!("  open windows     {base}/api/provisional?size=1m");
         println!("  sales by category {base}/api/windows?aggregate=sales_by_category&size=1m");
+        println!("  review ratings   {base}/api/windows?aggregate=rating_histogram&size=1m");
         let stop = args.duration.map_or_else(
             || "Ctrl-C to stop".to_string(),
             |d| format!("stops after {} (Ctrl-C stops it earlier)", crate::config::fmt_duration(d)),
@@ -222,7 +259,7 @@ pub fn demo(cfg: &Config, args: &DemoArgs) -> anyhow::Result<()> {
                 let s = shared.status();
                 let wm = s.watermark_ms.map_or_else(|| "-".into(), crate::event::time::format_rfc3339_ms);
                 println!(
-                    "[{:>4}s] produced {} · read {} · accepted {} · late {} · duplicates {} · invalid {} · windows final {} · watermark {wm}",
+                    "[{:>4}s] produced {} · read {} · accepted {} · late {} · duplicates {} · invalid {} · windows final {} · watermark {wm} · reviews accepted {}",
                     started.elapsed().as_secs(),
                     m.produced_records.with_label_values(&["embedded"]).get(),
                     s.records,
@@ -230,7 +267,8 @@ pub fn demo(cfg: &Config, args: &DemoArgs) -> anyhow::Result<()> {
                     s.late,
                     s.duplicates,
                     s.invalid,
-                    s.windows_finalised
+                    s.windows_finalised,
+                    m.stream_records.with_label_values(&["reviews", "accepted"]).get(),
                 );
             }
         });
@@ -238,7 +276,8 @@ pub fn demo(cfg: &Config, args: &DemoArgs) -> anyhow::Result<()> {
         cancel.cancel();
         let _ = printer.await;
         let produced = producer.join().map_err(|_| anyhow::anyhow!("the producer thread panicked"))??;
-        println!("demo stopped: {produced} events produced; results stay in {}", cfg.store_path().display());
+        let reviewed = review_producer.join().map_err(|_| anyhow::anyhow!("the review producer thread panicked"))??;
+        println!("demo stopped: {produced} events and {reviewed} reviews produced; results stay in {}", cfg.store_path().display());
         result.map(|_| ())
     })
 }

@@ -49,8 +49,12 @@ impl Default for ReviewConfig {
 /// One generated review.
 #[derive(Debug, Clone)]
 pub struct Generated {
+    /// The record key: the author (`u_N`), as the events are keyed by user.
+    pub key: Vec<u8>,
     /// The record (one JSON object).
     pub bytes: Vec<u8>,
+    /// Its event time (`created_at`, epoch ms).
+    pub created_ms: i64,
     /// What the text was written to say, each (aspect, sentiment) once, sorted.
     pub labels: Vec<(Aspect, Sentiment)>,
     /// Whether a letter of it was doubled (a typo the dictionary may miss).
@@ -139,17 +143,19 @@ impl ReviewGen {
         let mut labels = clauses;
         labels.sort_unstable();
         labels.dedup();
-        let bytes = self.record(rating, &text);
+        let (key, bytes, created_ms) = self.record(rating, &text);
         self.n += 1;
         Generated {
+            key,
             bytes,
+            created_ms,
             labels,
             typo,
         }
     }
 
-    /// The JSON object, fields in the schema's order.
-    fn record(&mut self, rating: usize, text: &str) -> Vec<u8> {
+    /// The key, the JSON object (fields in the schema's order) and its event time.
+    fn record(&mut self, rating: usize, text: &str) -> (Vec<u8>, Vec<u8>, i64) {
         let rng = &mut self.rng;
         let review_id = format!("r_{:016x}", rng.random::<u64>());
         let product = self.catalogue.product(self.catalogue.sample(rng));
@@ -187,7 +193,73 @@ impl ReviewGen {
         out.extend_from_slice(br#"],"created_at":""#);
         push_rfc3339_ms(&mut out, created_ms);
         out.extend_from_slice(b"\"}");
-        out
+        (format!("u_{user}").into_bytes(), out, created_ms)
+    }
+}
+
+/// Reviews as log records, for `kappa produce --stream reviews`: some delivered twice (the
+/// same key and bytes again, right after: a producer's retry) and some malformed (a rating
+/// out of range, a missing `created_at`, not JSON), in the shares asked for.
+pub struct ReviewRecords {
+    reviews: ReviewGen,
+    rng: ChaCha8Rng,
+    duplicate_share: f64,
+    malformed_share: f64,
+    again: Option<(Vec<u8>, Vec<u8>, i64)>,
+    malformed: u64,
+}
+
+impl ReviewRecords {
+    /// The records of `cfg`'s reviews with these shares of duplicates and malformed ones.
+    #[must_use]
+    pub fn new(cfg: ReviewConfig, duplicate_share: f64, malformed_share: f64) -> Self {
+        Self {
+            rng: ChaCha8Rng::seed_from_u64(cfg.seed ^ 0x4455_5045),
+            reviews: ReviewGen::new(cfg),
+            duplicate_share,
+            malformed_share,
+            again: None,
+            malformed: 0,
+        }
+    }
+
+    /// The next record into `out` (key, value, emit time = the review's event time).
+    pub fn next_into(&mut self, out: &mut super::GenRecord) {
+        out.key.clear();
+        out.value.clear();
+        if let Some((key, value, at)) = self.again.take() {
+            out.key = key;
+            out.value = value;
+            out.emit_at_ms = at;
+            out.kind = super::RecordKind::Duplicate;
+            return;
+        }
+        let g = self.reviews.next_review();
+        out.emit_at_ms = g.created_ms;
+        out.key.extend_from_slice(&g.key);
+        if self.rng.random_bool(self.malformed_share.clamp(0.0, 1.0)) {
+            let text = String::from_utf8_lossy(&g.bytes).into_owned();
+            match self.malformed % 3 {
+                0 => out.value.extend_from_slice(
+                    text.replacen(r#""rating":"#, r#""rating":9,"was":"#, 1)
+                        .as_bytes(),
+                ),
+                1 => out.value.extend_from_slice(
+                    text.split_once(r#","created_at""#)
+                        .map_or(text.clone(), |(head, _)| format!("{head}}}"))
+                        .as_bytes(),
+                ),
+                _ => out.value.extend_from_slice(&g.bytes[..g.bytes.len() / 2]),
+            }
+            self.malformed += 1;
+            out.kind = super::RecordKind::Malformed;
+            return;
+        }
+        out.value.extend_from_slice(&g.bytes);
+        out.kind = super::RecordKind::Valid;
+        if self.rng.random_bool(self.duplicate_share.clamp(0.0, 1.0)) {
+            self.again = Some((g.key, g.bytes, g.created_ms));
+        }
     }
 }
 

@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use super::{CHECKPOINT_EVERY, Status, dead_letter, not_in_future};
-use crate::event::{DecodeError, Event, InvalidKind};
+use crate::event::{DecodeError, InvalidKind};
 use crate::log::Record;
 use crate::metrics::Metrics;
 use crate::store::{DeadLetter, LateRecord};
-use crate::window::{Outcome, WindowCore};
+use crate::window::{Aggregator, Outcome, Windows};
 
 /// What one record did.
 #[derive(Debug)]
@@ -104,14 +104,14 @@ impl Cursor {
     }
 
     /// One record through `core` (its partition `slot` there): the outcome, with the late
-    /// record or dead letter to keep. An event more than `max_future` after the record's
+    /// record or dead letter to keep. An item more than `max_future` after the record's
     /// ingest time is invalid.
-    pub fn ingest<'b>(
+    pub fn ingest<'b, A: Aggregator>(
         &mut self,
-        core: &mut WindowCore,
+        core: &mut Windows<A>,
         slot: usize,
         rec: &Record<'b>,
-        decoded: Result<Event<'b>, DecodeError>,
+        decoded: Result<A::Item<'b>, DecodeError>,
         max_future: Duration,
     ) -> Ingested {
         let replaying = rec.offset < self.handled;
@@ -125,12 +125,15 @@ impl Cursor {
             }
         }
         self.next = rec.offset + 1;
-        let decoded = decoded.and_then(|ev| not_in_future(ev, rec, max_future));
+        let decoded = decoded.and_then(|ev| {
+            not_in_future(A::key(&ev).1, rec, max_future)?;
+            Ok(ev)
+        });
         match decoded {
             Err(_) if replaying => Ingested::Rebuilt,
             Err(e) => Ingested::Invalid(dead_letter(rec, e)),
             Ok(ev) if replaying && self.late_rereads.contains(&rec.offset) => {
-                core.replay_late(slot, ev.ts_ms);
+                core.replay_late(slot, A::key(&ev).1);
                 Ingested::Rebuilt
             }
             Ok(ev) => match core.on_event(slot, rec.offset, &ev, replaying) {
@@ -139,11 +142,12 @@ impl Cursor {
                 Outcome::Duplicate => Ingested::Duplicate,
                 Outcome::Late(reason) => {
                     let size = core.config().sizes_ms[0];
+                    let ts = A::key(&ev).1;
                     Ingested::Late(LateRecord {
                         partition: rec.partition,
                         offset: rec.offset,
-                        event_ts: ev.ts_ms,
-                        window_start: crate::window::assign::window_start(ev.ts_ms, size),
+                        event_ts: ts,
+                        window_start: crate::window::assign::window_start(ts, size),
                         window_size: size,
                         reason: reason.as_str().into(),
                     })
@@ -356,6 +360,7 @@ impl Tally {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::window::WindowCore;
 
     /// Feeds invalid records at `offsets` (the window core plays no part in them).
     fn feed(c: &mut Cursor, core: &mut WindowCore, offsets: std::ops::Range<u64>) {

@@ -9,6 +9,7 @@
 //! - determinism: the window core decides per partition, in offset order.
 
 mod ingest;
+mod lane;
 mod status;
 
 pub use ingest::{Counts, Cursor, Ingested, Tally};
@@ -116,6 +117,8 @@ pub struct Summary {
     pub duplicates: u64,
     /// See `accepted`.
     pub invalid: u64,
+    /// The reviews' outcomes, when the pipeline read them too.
+    pub reviews: Option<Counts>,
 }
 
 /// Work done since the last commit: lost on a crash, redone from the store's positions.
@@ -155,6 +158,9 @@ pub struct Pipeline {
     /// Writes event-time index checkpoints (only a pipeline that read each partition from
     /// its beginning or from a checkpoint knows the exact max event time before an offset).
     write_index: bool,
+    /// The reviews, read on this thread between the events' batches and committed in the
+    /// same transactions ([`Pipeline::with_reviews`]).
+    lane: Option<lane::Lane>,
 }
 
 impl Pipeline {
@@ -220,12 +226,26 @@ impl Pipeline {
             tally: Tally::new(partitions),
             owned: Vec::new(),
             write_index: true,
+            lane: None,
             caught_up_logged: false,
             decode_threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
         };
         pipeline.refresh_lag()?;
         pipeline.publish(false);
         Ok(pipeline)
+    }
+
+    /// Also reads the reviews stream (unless `reviews.read` is off, or its Kafka topic does
+    /// not exist), into `{version}/reviews`, committing both streams in one transaction.
+    ///
+    /// # Errors
+    /// Store or source failure.
+    pub fn with_reviews(mut self) -> Result<Self, PipelineError> {
+        self.lane = lane::Lane::open(&self.cfg, &self.version, &self.store, self.metrics.clone())?;
+        if let Some(l) = &self.lane {
+            tracing::info!(version = l.version(), "reading the reviews stream too");
+        }
+        Ok(self)
     }
 
     /// Turns event-time index checkpoints off (replays that start mid-log).
@@ -244,64 +264,14 @@ impl Pipeline {
     /// uncommitted work, restores each partition's resume point and seeks the owned ones
     /// there. Called for the first assignment and after every rebalance.
     fn restore(&mut self, owned: &[u32]) -> Result<(), PipelineError> {
-        let partitions = self.partitions;
-        let mut core = WindowCore::new(self.cfg.window_config(), partitions);
-        let mut next = vec![0; partitions];
-        let mut handled = vec![0; partitions];
-        // Partitions the store has a position for; the others start where the source puts
-        // them (offset 0 of the embedded log; the group's committed offset in Kafka).
-        let mut known = vec![false; partitions];
-        if let Some((finalized_through, positions)) = self.store.load_state(&self.version)? {
-            let mut resume = vec![
-                PartitionResume {
-                    offset: 0,
-                    max_ts_before: i64::MIN
-                };
-                partitions
-            ];
-            for p in positions
-                .iter()
-                .filter(|p| (p.partition as usize) < partitions)
-            {
-                let i = p.partition as usize;
-                resume[i] = PartitionResume {
-                    offset: p.resume_offset,
-                    max_ts_before: p.resume_max_ts,
-                };
-                handled[i] = p.next_offset;
-                known[i] = true;
-            }
-            core.restore(finalized_through, &resume);
-            for (p, r) in resume.iter().enumerate() {
-                next[p] = r.offset;
-            }
-        }
-        core.set_owned(owned);
-        let reread: u64 = owned
-            .iter()
-            .map(|&p| handled[p as usize] - next[p as usize])
-            .sum();
-        tracing::info!(
-            version = self.version,
-            ?owned,
-            "state restored from the store; re-reading {reread} records to rebuild the open windows"
-        );
-        let mut cursors: Vec<Cursor> = (0..partitions)
-            .map(|i| Cursor::new(next[i], handled[i], Default::default()))
-            .collect();
-        for &p in owned {
-            let i = p as usize;
-            let late = self
-                .store
-                .late_offsets(&self.version, p, next[i], handled[i])?;
-            let cursor = Cursor::new(next[i], handled[i], late.into_iter().collect());
-            cursors[i] = if known[i] {
-                self.source.seek(p, next[i])?;
-                cursor
-            } else {
-                cursor.where_the_source_starts(self.source.assigned_offset(p))
-            };
-        }
+        let mut core = WindowCore::new(self.cfg.window_config(), self.partitions);
+        let cursors = restore_from_store(
+            &self.store,
+            &self.version,
+            self.source.as_mut(),
+            owned,
+            &mut core,
+        )?;
         self.core = core;
         self.cursors = cursors;
         self.pending = Pending::default();
@@ -358,6 +328,9 @@ impl Pipeline {
         let mut summary = Summary::default();
         if let Mode::UntilCaughtUp { .. } = mode {
             self.source.set_bounded()?;
+            if let Some(l) = &mut self.lane {
+                l.set_bounded()?;
+            }
         }
         let idle_timeout = match mode {
             Mode::Live if !self.cfg.pipeline.idle_timeout.is_zero() => {
@@ -386,6 +359,9 @@ impl Pipeline {
             if n > 0 {
                 summary.bytes += self.ingest_batch(&batch);
             }
+            if let Some(l) = &mut self.lane {
+                l.step(idle_timeout)?;
+            }
             summary.records += n as u64;
             self.pending.records += n as u64;
             let finals = self.core.advance();
@@ -406,9 +382,11 @@ impl Pipeline {
                     .finals
                     .extend(finals.into_iter().map(|f| (f, now)));
             }
+            let lane_records = self.lane.as_ref().map_or(0, lane::Lane::uncommitted);
             let due = !self.pending.finals.is_empty()
                 || self.pending.dead.len() + self.pending.late.len() > 50_000
-                || (self.pending.records > 0
+                || self.lane.as_ref().is_some_and(lane::Lane::due)
+                || (self.pending.records + lane_records > 0
                     && last_commit.elapsed() >= self.cfg.pipeline.commit_interval);
             if due {
                 summary.windows += self.commit_or_stall(cancel)?;
@@ -425,6 +403,9 @@ impl Pipeline {
             self.pending
                 .finals
                 .extend(finals.into_iter().map(|f| (f, now)));
+            if let Some(l) = &mut self.lane {
+                l.drain();
+            }
         }
         summary.windows += self.commit_or_stall(cancel)?;
         self.refresh_lag()?;
@@ -439,6 +420,10 @@ impl Pipeline {
         summary.late = self.status.late;
         summary.duplicates = self.status.duplicates;
         summary.invalid = self.status.invalid;
+        if let Some(l) = &mut self.lane {
+            l.publish()?;
+            summary.reviews = Some(l.counts);
+        }
         Ok(summary)
     }
 
@@ -455,7 +440,9 @@ impl Pipeline {
     ) -> Result<bool, PipelineError> {
         match mode {
             Mode::Live => Ok(false),
-            Mode::UntilCaughtUp { until_final, .. } => Ok((n == 0 && self.source.exhausted())
+            Mode::UntilCaughtUp { until_final, .. } => Ok((n == 0
+                && self.source.exhausted()
+                && self.lane.as_mut().is_none_or(lane::Lane::exhausted))
                 || until_final.is_some_and(|t| self.core.finalized_through() >= t)),
             Mode::CatchUp { max_lag } => {
                 if n > 0 && last_lag_check.elapsed() < Duration::from_secs(1) {
@@ -488,6 +475,9 @@ impl Pipeline {
         }
         if last_refresh.elapsed() >= Duration::from_secs(1) {
             self.refresh_lag()?;
+            if let Some(l) = &mut self.lane {
+                l.publish()?;
+            }
             self.publish(true);
             *last_refresh = Instant::now();
         }
@@ -656,16 +646,26 @@ impl Pipeline {
         }
         let finals: Vec<FinalWindow> = self.pending.finals.iter().map(|(f, _)| f.clone()).collect();
         let started = Instant::now();
-        self.store.commit(&Commit {
+        let lane_positions = self.lane.as_ref().map(lane::Lane::positions);
+        let mut commits = vec![Commit {
             version: &self.version,
             finals: &finals,
+            review_finals: &[],
             positions: &positions,
             finalized_through: self.core.finalized_through(),
             checkpoints: &checkpoints,
             dead_letters: &self.pending.dead,
             late: &self.pending.late,
             merger_state: None,
-        })?;
+        }];
+        if let (Some(l), Some(p)) = (&self.lane, &lane_positions) {
+            commits.push(l.commit_part(p));
+        }
+        self.store.commit_all(&commits)?;
+        drop(commits);
+        if let (Some(l), Some(p)) = (&mut self.lane, &lane_positions) {
+            l.committed(p);
+        }
         self.metrics
             .commit_duration
             .observe(started.elapsed().as_secs_f64());
@@ -762,25 +762,98 @@ impl Pipeline {
     }
 }
 
-/// The event, unless its time is more than `max_future` after the record's ingest time.
-pub(crate) fn not_in_future<'b>(
-    ev: crate::event::Event<'b>,
+/// Rebuilds `core` (new, for every partition of `source`) and the cursors of the `owned`
+/// partitions from what the store committed for `version`: each owned partition resumes at
+/// its resume point (seeked there) with the offsets below its committed position marked
+/// handled and the late ones among them kept late; a partition without a stored position
+/// starts where the source puts it. Shared by every stream's pipeline.
+///
+/// # Errors
+/// Store or source failure.
+pub(crate) fn restore_from_store<A: crate::window::Aggregator>(
+    store: &Store,
+    version: &str,
+    source: &mut dyn Source,
+    owned: &[u32],
+    core: &mut crate::window::Windows<A>,
+) -> Result<Vec<Cursor>, PipelineError> {
+    let partitions = source.partitions() as usize;
+    let mut next = vec![0; partitions];
+    let mut handled = vec![0; partitions];
+    // Partitions the store has a position for; the others start where the source puts
+    // them (offset 0 of the embedded log; the group's committed offset in Kafka).
+    let mut known = vec![false; partitions];
+    if let Some((finalized_through, positions)) = store.load_state(version)? {
+        let mut resume = vec![
+            PartitionResume {
+                offset: 0,
+                max_ts_before: i64::MIN
+            };
+            partitions
+        ];
+        for p in positions
+            .iter()
+            .filter(|p| (p.partition as usize) < partitions)
+        {
+            let i = p.partition as usize;
+            resume[i] = PartitionResume {
+                offset: p.resume_offset,
+                max_ts_before: p.resume_max_ts,
+            };
+            handled[i] = p.next_offset;
+            known[i] = true;
+        }
+        core.restore(finalized_through, &resume);
+        for (p, r) in resume.iter().enumerate() {
+            next[p] = r.offset;
+        }
+    }
+    core.set_owned(owned);
+    let reread: u64 = owned
+        .iter()
+        .map(|&p| handled[p as usize] - next[p as usize])
+        .sum();
+    tracing::info!(
+        version,
+        ?owned,
+        "state restored from the store; re-reading {reread} records to rebuild the open windows"
+    );
+    let mut cursors: Vec<Cursor> = (0..partitions)
+        .map(|i| Cursor::new(next[i], handled[i], Default::default()))
+        .collect();
+    for &p in owned {
+        let i = p as usize;
+        let late = store.late_offsets(version, p, next[i], handled[i])?;
+        let cursor = Cursor::new(next[i], handled[i], late.into_iter().collect());
+        cursors[i] = if known[i] {
+            source.seek(p, next[i])?;
+            cursor
+        } else {
+            cursor.where_the_source_starts(source.assigned_offset(p))
+        };
+    }
+    Ok(cursors)
+}
+
+/// Refuses an event time more than `max_future` after the record's ingest time.
+pub(crate) fn not_in_future(
+    ts_ms: i64,
     rec: &Record<'_>,
     max_future: Duration,
-) -> Result<crate::event::Event<'b>, crate::event::DecodeError> {
+) -> Result<(), crate::event::DecodeError> {
     let max_future_ms = i64::try_from(max_future.as_millis()).unwrap_or(i64::MAX);
-    if ev.ts_ms > rec.timestamp_ms.saturating_add(max_future_ms) {
+    if ts_ms > rec.timestamp_ms.saturating_add(max_future_ms) {
         Err(crate::event::DecodeError {
             kind: InvalidKind::FutureTimestamp,
             message: format!(
                 "event time {} is more than {} after the record's ingest time {}",
-                crate::event::time::format_rfc3339_ms(ev.ts_ms),
+                crate::event::time::format_rfc3339_ms(ts_ms),
                 crate::config::fmt_duration(max_future),
                 crate::event::time::format_rfc3339_ms(rec.timestamp_ms)
             ),
         })
     } else {
-        Ok(ev)
+        Ok(())
     }
 }
 

@@ -19,7 +19,74 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use super::{Aspect, Sentiment};
+use super::{Aspect, Dictionary, Review, Sentiment};
+use crate::window::Aggregator;
+
+/// The reviews stream's aggregator: what [`crate::window::Windows`] folds per window.
+#[derive(Debug)]
+pub struct Reviews {
+    dictionary: Dictionary,
+    min_reviews: u64,
+}
+
+impl Reviews {
+    /// Reading texts with the built-in dictionary; best and worst rated rank products with
+    /// at least `min_reviews` reviews in the window.
+    #[must_use]
+    pub fn new(min_reviews: u64) -> Self {
+        Self {
+            dictionary: Dictionary::built_in(),
+            min_reviews,
+        }
+    }
+}
+
+/// One final (or provisional) window of the reviews stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReviewFinal {
+    /// Window size (ms).
+    pub size_ms: i64,
+    /// Window start (epoch ms).
+    pub start_ms: i64,
+    /// The aggregates.
+    pub results: ReviewResults,
+}
+
+impl Aggregator for Reviews {
+    type Item<'a> = Review;
+    /// What the text says, read once per review.
+    type Prepared = Vec<(Aspect, Sentiment)>;
+    type Window = ReviewWindow;
+    type Final = ReviewFinal;
+
+    fn key(r: &Review) -> (&str, i64) {
+        (&r.review_id, r.created_ms)
+    }
+
+    fn prepare(&mut self, r: &Review) -> Vec<(Aspect, Sentiment)> {
+        self.dictionary.classify(&r.text)
+    }
+
+    fn open(&self) -> ReviewWindow {
+        ReviewWindow::default()
+    }
+
+    fn add(&self, w: &mut ReviewWindow, r: &Review, labels: &Vec<(Aspect, Sentiment)>) {
+        w.add(r.rating, &r.product_id, labels);
+    }
+
+    fn finish(&self, w: &ReviewWindow, size_ms: i64, start_ms: i64, top_k: usize) -> ReviewFinal {
+        ReviewFinal {
+            size_ms,
+            start_ms,
+            results: w.finish(top_k, self.min_reviews),
+        }
+    }
+
+    fn keys(w: &ReviewWindow) -> usize {
+        w.products.len()
+    }
+}
 
 /// Sums of one product's reviews.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -716,6 +716,7 @@ impl<'a> Merger<'a> {
                 Commit {
                     version: v,
                     finals: f,
+                    review_finals: &[],
                     positions: &positions,
                     finalized_through: self.merging[v].state.finalized_through(),
                     checkpoints: if main { &self.pending.checkpoints } else { &[] },

@@ -15,6 +15,8 @@ pub struct EmbeddedSource {
     /// Whether the (single, whole) assignment was handed out.
     assigned: bool,
     dir: std::path::PathBuf,
+    /// A poll at the tail waits a little for the writer ([`Source::no_wait`] turns it off).
+    wait: bool,
 }
 
 impl EmbeddedSource {
@@ -35,6 +37,7 @@ impl EmbeddedSource {
             stop: None,
             assigned: false,
             dir: dir.to_path_buf(),
+            wait: true,
         })
     }
 }
@@ -111,12 +114,16 @@ impl Source for EmbeddedSource {
             }
         }
         self.next = (self.next + 1) % n;
-        if total == 0 {
+        if total == 0 && self.wait {
             // At the tail: wait a little for the writer instead of spinning (files give no
             // notification; 5 ms bounds the added latency).
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         Ok(total)
+    }
+
+    fn no_wait(&mut self) {
+        self.wait = false;
     }
 
     fn end_offsets(&mut self) -> Result<Vec<u64>, SourceError> {

@@ -359,6 +359,8 @@ pub struct KafkaSource {
     diverged: Option<String>,
     /// The topic's id (`DescribeTopics`), when the broker gave one.
     topic_id: Option<String>,
+    /// How long a poll that finds nothing waits for records (ms).
+    wait_ms: i32,
 }
 
 impl Drop for KafkaSource {
@@ -596,6 +598,7 @@ impl KafkaSource {
             taken: Taken(Vec::new()),
             diverged: None,
             topic_id,
+            wait_ms: 50,
         })
     }
 }
@@ -935,9 +938,17 @@ impl Source for KafkaSource {
             return Ok(n); // the pipeline takes the new assignment before any more records
         }
         if n < max_records {
-            n += self.fetch(batch, max_records - n, if n == 0 { 50 } else { 0 })?;
+            n += self.fetch(
+                batch,
+                max_records - n,
+                if n == 0 { self.wait_ms } else { 0 },
+            )?;
         }
         Ok(n)
+    }
+
+    fn no_wait(&mut self) {
+        self.wait_ms = 0;
     }
 
     fn end_offsets(&mut self) -> Result<Vec<u64>, SourceError> {

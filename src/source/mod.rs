@@ -153,6 +153,10 @@ pub trait Source: Send {
     fn history_changed(&mut self, what: &str) -> Result<(), SourceError> {
         Err(SourceError::kafka_msg(what))
     }
+
+    /// From now on a poll that finds nothing returns at once instead of waiting a little
+    /// for records: a second stream is polled between the main stream's batches.
+    fn no_wait(&mut self) {}
 }
 
 /// Opens the configured source for output version `version`: the embedded log under the

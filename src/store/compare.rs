@@ -243,6 +243,8 @@ fn identity(row: &Row) -> (String, Option<u32>) {
         Row::Count { event_type, .. } => (event_type.clone(), None),
         Row::Product { rank, row } => (row.product_id.clone(), Some(*rank)),
         Row::Query { rank, row } => (row.query.clone(), Some(*rank)),
+        Row::Rated { rank, row } => (row.product_id.clone(), Some(*rank)),
+        Row::Rating { .. } | Row::Average { .. } | Row::Aspect { .. } => (row.key(), None),
     }
 }
 
@@ -261,6 +263,15 @@ fn numbers(row: &Row) -> Vec<(&'static str, i128)> {
         }
         Row::Count { row, .. } => vec![("count", i(row.count))],
         Row::Query { row, .. } => vec![("count", i(row.count))],
+        Row::Rating { row, .. } | Row::Aspect { row, .. } => vec![("count", i(row.count))],
+        Row::Average { row } => vec![
+            ("reviews", i(row.reviews)),
+            ("rating_sum", i(row.rating_sum)),
+        ],
+        Row::Rated { row, .. } => vec![
+            ("reviews", i(row.reviews)),
+            ("rating_sum", i(row.rating_sum)),
+        ],
     }
 }
 

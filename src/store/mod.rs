@@ -16,8 +16,8 @@ pub(crate) use fingerprint::of_rows as hash_rows;
 pub use fingerprint::{WindowPrint, digest, export_fields, hex};
 pub use rows::{
     Aggregate, CountRow, DEAD_LETTER_RAW_BYTES, DeadLetter, LateRecord, Outcome, PartitionPosition,
-    ProductRow, QueryRow, ReplayRecord, Row, SalesRow, VersionInfo, VersionState, WindowRows,
-    rows_of,
+    ProductRow, QueryRow, RatedRow, RatingRow, ReplayRecord, Row, SalesRow, VersionInfo,
+    VersionState, WindowRows, review_rows_of, rows_of,
 };
 
 use std::path::{Path, PathBuf};
@@ -27,6 +27,8 @@ use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, Tab
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::review::agg::ReviewFinal;
+use crate::stream::Stream;
 use crate::window::FinalWindow;
 
 /// Format byte in front of every stored value.
@@ -42,6 +44,9 @@ const VERSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("versions");
 /// Event-time index: (partition, offset) → max event time of the partition before offset.
 const EVENT_INDEX: TableDefinition<(u32, u64), i64> = TableDefinition::new("event_time_index");
 const DEAD_LETTERS: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("dead_letters");
+/// Dead letters of the streams other than the events: `(stream, partition, offset)`.
+const STREAM_DEAD_LETTERS: TableDefinition<(&str, u32, u64), &[u8]> =
+    TableDefinition::new("stream_dead_letters");
 const LATE: TableDefinition<(&str, u32, u64), &[u8]> = TableDefinition::new("late_events");
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
 const REPLAYS: TableDefinition<u64, &[u8]> = TableDefinition::new("replays");
@@ -234,8 +239,10 @@ pub enum ReplayEnd<'a> {
 pub struct Commit<'a> {
     /// Output version written.
     pub version: &'a str,
-    /// Windows that became final.
+    /// Windows that became final (the events').
     pub finals: &'a [FinalWindow],
+    /// Windows that became final (the reviews', committed under `{version}/reviews`).
+    pub review_finals: &'a [ReviewFinal],
     /// Per-partition resume information.
     pub positions: &'a [PartitionPosition],
     /// Every window ending at or before this is final.
@@ -311,6 +318,7 @@ impl Store {
             tx.open_table(VERSIONS)?;
             tx.open_table(EVENT_INDEX)?;
             tx.open_table(DEAD_LETTERS)?;
+            tx.open_table(STREAM_DEAD_LETTERS)?;
             tx.open_table(LATE)?;
             tx.open_table(META)?;
             tx.open_table(REPLAYS)?;
@@ -385,10 +393,22 @@ impl Store {
     /// # Errors
     /// [`StoreError::Mismatch`] when the store was built from another log.
     pub fn bind_source(&self, id: &str) -> Result<()> {
+        self.bind_stream_source(Stream::Events, id)
+    }
+
+    /// [`Store::bind_source`] for the log of `stream`.
+    ///
+    /// # Errors
+    /// [`StoreError::Mismatch`] when the store was built from another log.
+    pub fn bind_stream_source(&self, stream: Stream, id: &str) -> Result<()> {
+        let key = match stream {
+            Stream::Events => "source".to_string(),
+            other => format!("source/{other}"),
+        };
         let tx = self.db()?.begin_write()?;
         {
             let mut t = tx.open_table(META)?;
-            let existing = t.get("source")?.map(|v| v.value().to_string());
+            let existing = t.get(key.as_str())?.map(|v| v.value().to_string());
             match existing {
                 Some(e) if e != id => {
                     return Err(StoreError::Mismatch(format!(
@@ -398,7 +418,7 @@ impl Store {
                 }
                 Some(_) => {}
                 None => {
-                    t.insert("source", id)?;
+                    t.insert(key.as_str(), id)?;
                 }
             }
         }
@@ -480,14 +500,23 @@ impl Store {
         Ok(self.meta("serving")?.unwrap_or_else(|| "v1".to_string()))
     }
 
-    /// All versions.
+    /// All versions (by their names: a version's part of another stream, `v1/reviews`,
+    /// is not one).
     ///
     /// # Errors
     /// Store failure.
     pub fn versions(&self) -> Result<Vec<VersionInfo>> {
         let tx = self.db()?.begin_read()?;
         let t = tx.open_table(VERSIONS)?;
-        t.iter()?.map(|r| version_info(r?.1.value())).collect()
+        // A version's other streams (`v1/reviews`) are parts of it, not versions.
+        t.iter()?
+            .filter(|r| {
+                r.as_ref().map_or(true, |(k, _)| {
+                    Stream::of_version(k.value()).0 == Stream::Events
+                })
+            })
+            .map(|r| version_info(r?.1.value()))
+            .collect()
     }
 
     /// A version's committed state: `(finalized_through, positions by partition)`, or
@@ -551,7 +580,26 @@ impl Store {
             let mut results = tx.open_table(RESULTS)?;
             let mut prints = tx.open_table(FINGERPRINTS)?;
             for w in c.finals {
-                write_window(&mut results, &mut prints, c.version, w)?;
+                let rows = rows::rows_of(w);
+                write_window(
+                    &mut results,
+                    &mut prints,
+                    c.version,
+                    w.size_ms,
+                    w.start_ms,
+                    rows,
+                )?;
+            }
+            for w in c.review_finals {
+                let rows = rows::review_rows_of(w);
+                write_window(
+                    &mut results,
+                    &mut prints,
+                    c.version,
+                    w.size_ms,
+                    w.start_ms,
+                    rows,
+                )?;
             }
             let mut pos = tx.open_table(POSITIONS)?;
             for p in c.positions {
@@ -561,9 +609,22 @@ impl Store {
             for &(p, off, ts) in c.checkpoints {
                 idx.insert((p, off), ts)?;
             }
-            let mut dl = tx.open_table(DEAD_LETTERS)?;
-            for d in c.dead_letters {
-                dl.insert((d.partition, d.offset), encode(d).as_slice())?;
+            match Stream::of_version(c.version).0 {
+                Stream::Events => {
+                    let mut dl = tx.open_table(DEAD_LETTERS)?;
+                    for d in c.dead_letters {
+                        dl.insert((d.partition, d.offset), encode(d).as_slice())?;
+                    }
+                }
+                stream => {
+                    let mut dl = tx.open_table(STREAM_DEAD_LETTERS)?;
+                    for d in c.dead_letters {
+                        dl.insert(
+                            (stream.as_str(), d.partition, d.offset),
+                            encode(d).as_slice(),
+                        )?;
+                    }
+                }
             }
             let mut late = tx.open_table(LATE)?;
             for l in c.late {
@@ -638,7 +699,7 @@ impl Store {
     pub fn latest_window(&self, version: &str, size_ms: i64) -> Result<Option<i64>> {
         let tx = self.db()?.begin_read()?;
         let t = tx.open_table(RESULTS)?;
-        let agg = Aggregate::EventsByType as u8;
+        let agg = marker(version);
         let last = t
             .range((version, agg, size_ms, i64::MIN, "")..(version, agg, size_ms, i64::MAX, ""))?
             .next_back();
@@ -686,18 +747,38 @@ impl Store {
         Ok(())
     }
 
-    /// Dead letters after `(partition, offset)` (exclusive), at most `limit`.
+    /// Dead letters of the events after `(partition, offset)` (exclusive), at most `limit`.
     ///
     /// # Errors
     /// Store failure.
     pub fn dead_letters(&self, after: Option<(u32, u64)>, limit: usize) -> Result<Vec<DeadLetter>> {
+        self.stream_dead_letters(Stream::Events, after, limit)
+    }
+
+    /// Dead letters of `stream` after `(partition, offset)` (exclusive), at most `limit`.
+    ///
+    /// # Errors
+    /// Store failure.
+    pub fn stream_dead_letters(
+        &self,
+        stream: Stream,
+        after: Option<(u32, u64)>,
+        limit: usize,
+    ) -> Result<Vec<DeadLetter>> {
         let tx = self.db()?.begin_read()?;
-        let t = tx.open_table(DEAD_LETTERS)?;
-        let iter = match after {
-            Some((p, o)) => t.range((p, o.saturating_add(1))..)?,
-            None => t.range((0u32, 0u64)..)?,
-        };
-        iter.take(limit)
+        let (p, o) = after.map_or((0, 0), |(p, o)| (p, o.saturating_add(1)));
+        if stream == Stream::Events {
+            let t = tx.open_table(DEAD_LETTERS)?;
+            return t
+                .range((p, o)..)?
+                .take(limit)
+                .map(|r| decode("dead_letters", r?.1.value()))
+                .collect();
+        }
+        let t = tx.open_table(STREAM_DEAD_LETTERS)?;
+        let name = stream.as_str();
+        t.range((name, p, o)..=(name, u32::MAX, u64::MAX))?
+            .take(limit)
             .map(|r| decode("dead_letters", r?.1.value()))
             .collect()
     }
@@ -1036,7 +1117,7 @@ impl Store {
     pub fn window_count(&self, version: &str, size_ms: i64, from: i64, to: i64) -> Result<u64> {
         let tx = self.db()?.begin_read()?;
         let t = tx.open_table(RESULTS)?;
-        let a = Aggregate::EventsByType as u8;
+        let a = marker(version);
         let mut n = 0;
         let mut last = None;
         for r in t.range((version, a, size_ms, from, "")..(version, a, size_ms, to, ""))? {
@@ -1307,15 +1388,20 @@ fn prints_in(
 
 type Prints<'t> = redb::Table<'t, (&'static str, i64, i64), u128>;
 
+/// The key byte of the aggregate every final window of `version`'s stream has.
+fn marker(version: &str) -> u8 {
+    Aggregate::marker(Stream::of_version(version).0) as u8
+}
+
 /// Writes a final window's rows and its fingerprint.
 fn write_window(
     t: &mut redb::Table<ResultKey, &[u8]>,
     prints: &mut Prints<'_>,
     version: &str,
-    w: &FinalWindow,
+    size: i64,
+    start: i64,
+    all: Vec<(Aggregate, Vec<Row>)>,
 ) -> Result<()> {
-    let (size, start) = (w.size_ms, w.start_ms);
-    let all = rows::rows_of(w);
     prints.insert(
         (version, size, start),
         fingerprint::of_rows(size, start, &all),
@@ -1414,6 +1500,12 @@ fn check_droppable(
 
 /// Deletes a version's results, positions, late records, merger state and description.
 fn remove_version(tx: &redb::WriteTransaction, name: &str) -> Result<()> {
+    if Stream::of_version(name).0 == Stream::Events {
+        // Its other streams' parts go with it.
+        for s in Stream::ALL.into_iter().filter(|&s| s != Stream::Events) {
+            remove_version(tx, &s.version(name))?;
+        }
+    }
     tx.open_table(VERSIONS)?.remove(name)?;
     tx.open_table(RESULTS)?.retain_in(
         (name, 0u8, i64::MIN, i64::MIN, "")..(name, u8::MAX, i64::MAX, i64::MAX, ""),
@@ -1442,7 +1534,7 @@ fn stored_window(
     start: i64,
 ) -> Result<Vec<(Aggregate, Vec<Row>)>> {
     let mut out = Vec::new();
-    for agg in Aggregate::ALL {
+    for &agg in Aggregate::of(Stream::of_version(version).0) {
         let a = agg as u8;
         let mut rows = Vec::new();
         for r in results.range((version, a, size, start, "")..(version, a, size, start + 1, ""))? {
@@ -1454,17 +1546,16 @@ fn stored_window(
     Ok(out)
 }
 
-/// Every final window `(version, size, start)` in `results`, found through the funnel
-/// aggregate (which every final window has).
+/// Every final window `(version, size, start)` in `results`, found through its stream's
+/// marker aggregate (which every final window has).
 fn stored_windows(
     results: &impl ReadableTable<ResultKey<'static>, &'static [u8]>,
 ) -> Result<Vec<(String, i64, i64)>> {
-    let funnel = Aggregate::EventsByType as u8;
     let mut out: Vec<(String, i64, i64)> = Vec::new();
     for r in results.iter()? {
         let (k, _) = r?;
         let (v, a, size, start, _) = k.value();
-        if a == funnel
+        if a == marker(v)
             && out
                 .last()
                 .is_none_or(|(lv, ls, lst)| (lv.as_str(), *ls, *lst) != (v, size, start))
@@ -1501,7 +1592,7 @@ fn sizes_in(
     results: &impl ReadableTable<ResultKey<'static>, &'static [u8]>,
     version: &str,
 ) -> Result<Vec<i64>> {
-    let agg = Aggregate::EventsByType as u8;
+    let agg = marker(version);
     let mut sizes = Vec::new();
     let mut next = i64::MIN;
     while let Some(r) = results
@@ -1543,7 +1634,7 @@ fn copy_windows(
         if hi <= from_ms {
             continue;
         }
-        for agg in Aggregate::ALL {
+        for &agg in Aggregate::of(Stream::of_version(from).0) {
             let a = agg as u8;
             results.retain_in((to, a, size, from_ms, "")..(to, a, size, hi, ""), |_, _| {
                 false
@@ -1556,7 +1647,7 @@ fn copy_windows(
                     Ok((start, key.to_string(), v.value().to_vec()))
                 })
                 .collect::<Result<_>>()?;
-            if agg == Aggregate::EventsByType {
+            if a == marker(from) {
                 let mut starts: Vec<i64> = rows.iter().map(|r| r.0).collect();
                 starts.dedup();
                 windows += starts.len() as u64;

@@ -4,9 +4,12 @@ use serde::{Deserialize, Serialize};
 
 use super::{StoreError, decode, encode};
 use crate::event::EventType;
+use crate::review::agg::{ReviewFinal, average};
+use crate::stream::Stream;
 use crate::window::FinalWindow;
 
-/// The five aggregates of a window. The discriminant is part of the stored key.
+/// The aggregates of a window: five of the events, six of the reviews. The discriminant is
+/// part of the stored key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Aggregate {
     /// Purchases, units and revenue per category (key: category).
@@ -19,17 +22,83 @@ pub enum Aggregate {
     EventsByType = 4,
     /// Top-K normalised search queries (key: rank).
     TopSearches = 5,
+    /// Reviews per rating 1–5 (key: the rating).
+    RatingHistogram = 6,
+    /// Reviews and the sum of their ratings (one row, key `all`).
+    AverageRating = 7,
+    /// Top-K products by reviews (key: rank).
+    MostReviewedProducts = 8,
+    /// Top-K products by mean rating, with a minimum of reviews (key: rank).
+    BestRatedProducts = 9,
+    /// Bottom-K products by mean rating, with a minimum of reviews (key: rank).
+    WorstRatedProducts = 10,
+    /// Reviews per aspect and sentiment (key: `aspect/sentiment`).
+    ReviewAspects = 11,
 }
 
 impl Aggregate {
-    /// Every aggregate, in key order.
-    pub const ALL: [Aggregate; 5] = [
+    /// The events' aggregates, in key order.
+    pub const EVENTS: [Aggregate; 5] = [
         Self::SalesByCategory,
         Self::TopProductsByUnits,
         Self::TopProductsByRevenue,
         Self::EventsByType,
         Self::TopSearches,
     ];
+
+    /// The reviews' aggregates, in key order.
+    pub const REVIEWS: [Aggregate; 6] = [
+        Self::RatingHistogram,
+        Self::AverageRating,
+        Self::MostReviewedProducts,
+        Self::BestRatedProducts,
+        Self::WorstRatedProducts,
+        Self::ReviewAspects,
+    ];
+
+    /// Every aggregate, in key order.
+    pub const ALL: [Aggregate; 11] = [
+        Self::SalesByCategory,
+        Self::TopProductsByUnits,
+        Self::TopProductsByRevenue,
+        Self::EventsByType,
+        Self::TopSearches,
+        Self::RatingHistogram,
+        Self::AverageRating,
+        Self::MostReviewedProducts,
+        Self::BestRatedProducts,
+        Self::WorstRatedProducts,
+        Self::ReviewAspects,
+    ];
+
+    /// The aggregates of one stream's windows, in key order.
+    #[must_use]
+    pub fn of(stream: Stream) -> &'static [Aggregate] {
+        match stream {
+            Stream::Events => &Self::EVENTS,
+            Stream::Reviews => &Self::REVIEWS,
+        }
+    }
+
+    /// The stream whose windows have this aggregate.
+    #[must_use]
+    pub fn stream(self) -> Stream {
+        if Self::REVIEWS.contains(&self) {
+            Stream::Reviews
+        } else {
+            Stream::Events
+        }
+    }
+
+    /// The aggregate every final window of `stream` has rows of (the events' funnel, the
+    /// reviews' average): windows are found through it.
+    #[must_use]
+    pub fn marker(stream: Stream) -> Aggregate {
+        match stream {
+            Stream::Events => Self::EventsByType,
+            Stream::Reviews => Self::AverageRating,
+        }
+    }
 
     /// Name used in the API and exports.
     #[must_use]
@@ -40,6 +109,12 @@ impl Aggregate {
             Self::TopProductsByRevenue => "top_products_by_revenue",
             Self::EventsByType => "events_by_type",
             Self::TopSearches => "top_searches",
+            Self::RatingHistogram => "rating_histogram",
+            Self::AverageRating => "average_rating",
+            Self::MostReviewedProducts => "most_reviewed_products",
+            Self::BestRatedProducts => "best_rated_products",
+            Self::WorstRatedProducts => "worst_rated_products",
+            Self::ReviewAspects => "review_aspects",
         }
     }
 
@@ -92,6 +167,26 @@ pub struct QueryRow {
     pub count: u64,
 }
 
+/// Reviews and the sum of their ratings (`average_rating`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RatingRow {
+    /// Reviews.
+    pub reviews: u64,
+    /// Sum of their ratings.
+    pub rating_sum: u64,
+}
+
+/// One product of a review ranking.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RatedRow {
+    /// Product id.
+    pub product_id: String,
+    /// Its reviews in the window.
+    pub reviews: u64,
+    /// Sum of their ratings.
+    pub rating_sum: u64,
+}
+
 /// One stored row with its key, decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Row {
@@ -123,7 +218,38 @@ pub enum Row {
         /// Values.
         row: QueryRow,
     },
+    /// `rating_histogram`.
+    Rating {
+        /// 1–5.
+        rating: u8,
+        /// Reviews with it.
+        row: CountRow,
+    },
+    /// `average_rating`.
+    Average {
+        /// Values.
+        row: RatingRow,
+    },
+    /// `most_reviewed_products`, `best_rated_products`, `worst_rated_products`.
+    Rated {
+        /// 1-based rank.
+        rank: u32,
+        /// Values.
+        row: RatedRow,
+    },
+    /// `review_aspects`.
+    Aspect {
+        /// delivery, quality, packaging, price, overall.
+        aspect: String,
+        /// positive, negative, neutral.
+        sentiment: String,
+        /// Reviews saying so.
+        row: CountRow,
+    },
 }
+
+/// Key of the one row of `average_rating`.
+const AVERAGE_KEY: &str = "all";
 
 fn rank_key(rank: usize) -> String {
     format!("{rank:04}")
@@ -137,7 +263,32 @@ impl Row {
                 reason: format!("bad rank key {key:?}"),
             })
         };
+        let bad = |what: &str| StoreError::Corrupt {
+            table: "results",
+            reason: format!("bad {what} key {key:?}"),
+        };
         Ok(match agg {
+            Aggregate::RatingHistogram => Row::Rating {
+                rating: key.parse().map_err(|_| bad("rating"))?,
+                row: decode("results", value)?,
+            },
+            Aggregate::AverageRating => Row::Average {
+                row: decode("results", value)?,
+            },
+            Aggregate::MostReviewedProducts
+            | Aggregate::BestRatedProducts
+            | Aggregate::WorstRatedProducts => Row::Rated {
+                rank: rank()?,
+                row: decode("results", value)?,
+            },
+            Aggregate::ReviewAspects => {
+                let (aspect, sentiment) = key.split_once('/').ok_or_else(|| bad("aspect"))?;
+                Row::Aspect {
+                    aspect: aspect.into(),
+                    sentiment: sentiment.into(),
+                    row: decode("results", value)?,
+                }
+            }
             Aggregate::SalesByCategory => Row::Sales {
                 category: key.to_string(),
                 row: decode("results", value)?,
@@ -163,7 +314,14 @@ impl Row {
         match self {
             Row::Sales { category, .. } => category.clone(),
             Row::Count { event_type, .. } => event_type.clone(),
-            Row::Product { rank, .. } | Row::Query { rank, .. } => rank_key(*rank as usize),
+            Row::Product { rank, .. } | Row::Query { rank, .. } | Row::Rated { rank, .. } => {
+                rank_key(*rank as usize)
+            }
+            Row::Rating { rating, .. } => rating.to_string(),
+            Row::Average { .. } => AVERAGE_KEY.into(),
+            Row::Aspect {
+                aspect, sentiment, ..
+            } => format!("{aspect}/{sentiment}"),
         }
     }
 
@@ -174,6 +332,9 @@ impl Row {
             Row::Product { row, .. } => encode(row),
             Row::Count { row, .. } => encode(row),
             Row::Query { row, .. } => encode(row),
+            Row::Rating { row, .. } | Row::Aspect { row, .. } => encode(row),
+            Row::Average { row } => encode(row),
+            Row::Rated { row, .. } => encode(row),
         }
     }
 
@@ -197,6 +358,20 @@ impl Row {
             Row::Query { rank, row } => {
                 json!({ "rank": rank, "query": row.query, "count": row.count })
             }
+            Row::Rating { rating, row } => json!({ "rating": rating, "count": row.count }),
+            Row::Average { row } => json!({
+                "reviews": row.reviews, "rating_sum": row.rating_sum,
+                "average": average(row.rating_sum, row.reviews),
+            }),
+            Row::Rated { rank, row } => json!({
+                "rank": rank, "product_id": row.product_id, "reviews": row.reviews,
+                "rating_sum": row.rating_sum, "average": average(row.rating_sum, row.reviews),
+            }),
+            Row::Aspect {
+                aspect,
+                sentiment,
+                row,
+            } => json!({ "aspect": aspect, "sentiment": sentiment, "count": row.count }),
         };
         match v {
             serde_json::Value::Object(m) => m,
@@ -265,6 +440,59 @@ pub fn rows_of(w: &FinalWindow) -> Vec<(Aggregate, Vec<Row>)> {
                 })
                 .collect(),
         ),
+    ]
+}
+
+/// The rows of every aggregate of a final reviews window, in key order within each.
+#[must_use]
+pub fn review_rows_of(w: &ReviewFinal) -> Vec<(Aggregate, Vec<Row>)> {
+    let r = &w.results;
+    let ranked = |list: &[crate::review::agg::Ranked]| {
+        list.iter()
+            .map(|p| Row::Rated {
+                rank: p.rank,
+                row: RatedRow {
+                    product_id: p.product_id.clone(),
+                    reviews: p.sums.count,
+                    rating_sum: p.sums.rating_sum,
+                },
+            })
+            .collect()
+    };
+    let mut aspects: Vec<Row> = r
+        .aspects
+        .iter()
+        .map(|(a, s, n)| Row::Aspect {
+            aspect: a.as_str().into(),
+            sentiment: s.as_str().into(),
+            row: CountRow { count: *n },
+        })
+        .collect();
+    aspects.sort_by_key(Row::key);
+    vec![
+        (
+            Aggregate::RatingHistogram,
+            (1u8..)
+                .zip(r.histogram)
+                .map(|(rating, count)| Row::Rating {
+                    rating,
+                    row: CountRow { count },
+                })
+                .collect(),
+        ),
+        (
+            Aggregate::AverageRating,
+            vec![Row::Average {
+                row: RatingRow {
+                    reviews: r.count,
+                    rating_sum: r.rating_sum,
+                },
+            }],
+        ),
+        (Aggregate::MostReviewedProducts, ranked(&r.most_reviewed)),
+        (Aggregate::BestRatedProducts, ranked(&r.best_rated)),
+        (Aggregate::WorstRatedProducts, ranked(&r.worst_rated)),
+        (Aggregate::ReviewAspects, aspects),
     ]
 }
 

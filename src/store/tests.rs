@@ -325,6 +325,7 @@ fn a_partition_read_from_past_unread_records_has_no_usable_checkpoints() {
         .commit(&Commit {
             version: "v1",
             finals: &[],
+            review_finals: &[],
             positions: &[],
             finalized_through: i64::MIN,
             checkpoints: &[(0, 10_000, 5), (1, 10_000, 7)],
@@ -360,6 +361,7 @@ fn commit_windows(store: &Store, version: &str, finals: &[FinalWindow]) {
         .commit(&Commit {
             version,
             finals,
+            review_finals: &[],
             positions: &[],
             finalized_through: 600_000,
             checkpoints: &[],
@@ -493,6 +495,7 @@ fn full_commit<'a>(
     Commit {
         version,
         finals,
+        review_finals: &[],
         positions,
         finalized_through: 120_000,
         checkpoints: &[(0, 50, 30_000)],

@@ -95,19 +95,15 @@ pub struct WindowAgg {
     products: FastMap<u32, Sales>,
     counts: [u64; 4],
     queries: FastMap<Box<str>, u64>,
-    /// Per source partition: the first accepted offset that contributed here and the
-    /// partition's max event time before it — where a restart must resume reading.
-    pub(crate) first: Vec<Option<(u64, i64)>>,
 }
 
 impl WindowAgg {
-    pub(crate) fn new(partitions: usize) -> Self {
+    pub(crate) fn new() -> Self {
         Self {
             categories: FastMap::default(),
             products: FastMap::default(),
             counts: [0; 4],
             queries: FastMap::default(),
-            first: vec![None; partitions],
         }
     }
 

@@ -1,4 +1,6 @@
-//! [`WindowCore`]: routes events to windows, decides late and duplicate, finalises.
+//! [`Windows`]: routes a stream's items to windows, decides late and duplicate,
+//! finalises. What a window aggregates is the stream's [`Aggregator`]; [`WindowCore`] is
+//! the shop events' ([`Shop`]).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -7,6 +9,119 @@ use super::aggregate::{FinalWindow, PartialAgg, WindowAgg};
 use super::assign::{window_end, window_start};
 use super::watermark::PartitionState;
 use crate::event::{Event, EventType, normalize_query};
+
+/// What one stream's windows aggregate. [`Windows`] decides, per partition and in offset
+/// order, which items count (late, duplicate) and when a window is final; the aggregator
+/// folds the items that count and finishes a window. Folding must be order-free (sums,
+/// counts, lists sorted with total orders) for results to be deterministic.
+pub trait Aggregator {
+    /// One valid item (borrowing from its record).
+    type Item<'a>;
+    /// What is worked out once per item, before it is folded into each of its windows.
+    type Prepared;
+    /// An open window's running state.
+    type Window;
+    /// A final window.
+    type Final;
+    /// The item's dedup key and event time (epoch ms).
+    fn key<'i>(item: &'i Self::Item<'_>) -> (&'i str, i64);
+    /// Works out what folding needs (interned names, normalised text, labels).
+    fn prepare(&mut self, item: &Self::Item<'_>) -> Self::Prepared;
+    /// An empty window.
+    fn open(&self) -> Self::Window;
+    /// Folds one prepared item into a window.
+    fn add(&self, w: &mut Self::Window, item: &Self::Item<'_>, prepared: &Self::Prepared);
+    /// A window's final (or provisional) form.
+    fn finish(&self, w: &Self::Window, size_ms: i64, start_ms: i64, top_k: usize) -> Self::Final;
+    /// Distinct keys a window holds, for memory accounting.
+    fn keys(w: &Self::Window) -> usize;
+}
+
+/// The shop events' aggregator: sales by category, top products, the funnel, top
+/// searches. Products and categories are interned (resolved to strings when a window is
+/// finished, so interning order never shows in results).
+#[derive(Debug, Default)]
+pub struct Shop {
+    intern: HashMap<Box<str>, u32, ahash::RandomState>,
+    names: Vec<Box<str>>,
+    query_buf: String,
+}
+
+impl Shop {
+    fn intern(&mut self, s: &str) -> u32 {
+        if let Some(&id) = self.intern.get(s) {
+            return id;
+        }
+        let id = u32::try_from(self.names.len()).expect("fewer than 2^32 distinct names");
+        self.names.push(s.into());
+        self.intern.insert(s.into(), id);
+        id
+    }
+}
+
+impl Aggregator for Shop {
+    type Item<'a> = Event<'a>;
+    /// Interned (category, product) of a purchase.
+    type Prepared = (u32, u32);
+    type Window = WindowAgg;
+    type Final = FinalWindow;
+
+    #[inline]
+    fn key<'i>(ev: &'i Event<'_>) -> (&'i str, i64) {
+        (&ev.event_id, ev.ts_ms)
+    }
+
+    #[inline]
+    fn prepare(&mut self, ev: &Event<'_>) -> (u32, u32) {
+        if ev.event_type == EventType::Search {
+            normalize_query(&ev.query, &mut self.query_buf);
+        }
+        if ev.event_type == EventType::Purchase {
+            (self.intern(&ev.category), self.intern(&ev.product_id))
+        } else {
+            (0, 0)
+        }
+    }
+
+    fn open(&self) -> WindowAgg {
+        WindowAgg::new()
+    }
+
+    #[inline]
+    fn add(&self, w: &mut WindowAgg, ev: &Event<'_>, &(cat, prod): &(u32, u32)) {
+        w.count(ev.event_type);
+        match ev.event_type {
+            EventType::Purchase => w.purchase(
+                cat,
+                prod,
+                u64::from(ev.quantity),
+                u128::from(ev.price_minor) * u128::from(ev.quantity),
+            ),
+            EventType::Search => w.search(&self.query_buf),
+            EventType::View | EventType::AddCart => {}
+        }
+    }
+
+    fn finish(&self, w: &WindowAgg, size_ms: i64, start_ms: i64, top_k: usize) -> FinalWindow {
+        w.finish(size_ms, start_ms, top_k, &self.names)
+    }
+
+    fn keys(w: &WindowAgg) -> usize {
+        w.keys()
+    }
+}
+
+/// The shop events' window operator.
+pub type WindowCore = Windows<Shop>;
+
+/// An open window: its aggregates and, per source partition, the first accepted offset
+/// that contributed and the partition's max event time before it — where a restart must
+/// resume reading.
+#[derive(Debug)]
+struct Open<W> {
+    agg: W,
+    first: Vec<Option<(u64, i64)>>,
+}
 
 /// What became of one valid event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,29 +165,34 @@ pub struct PartitionResume {
     pub max_ts_before: i64,
 }
 
-/// The window operator. Feed it each partition's events in offset order (partitions may
-/// interleave arbitrarily), call [`WindowCore::advance`] between batches, and store what it
-/// returns.
+/// The window operator of one stream. Feed it each partition's items in offset order
+/// (partitions may interleave arbitrarily), call [`Windows::advance`] between batches, and
+/// store what it returns.
 #[derive(Debug)]
-pub struct WindowCore {
+pub struct Windows<A: Aggregator> {
     cfg: WindowConfig,
     bucket_ms: i64,
     parts: Vec<PartitionState>,
     /// Open windows keyed by (end, size index): finalisation pops from the front.
-    windows: BTreeMap<(i64, usize), WindowAgg>,
+    windows: BTreeMap<(i64, usize), Open<A::Window>>,
     /// Every window ending at or before this is final (emitted earlier, maybe by a previous
     /// process). Never decreases.
     finalized_through: i64,
-    /// Interned product ids and categories.
-    intern: HashMap<Box<str>, u32, ahash::RandomState>,
-    names: Vec<Box<str>>,
-    query_buf: String,
+    agg: A,
 }
 
-impl WindowCore {
+impl<A: Aggregator + Default> Windows<A> {
     /// A core for `partitions` source partitions that has seen nothing.
     #[must_use]
     pub fn new(cfg: WindowConfig, partitions: usize) -> Self {
+        Self::with(cfg, partitions, A::default())
+    }
+}
+
+impl<A: Aggregator> Windows<A> {
+    /// A core for `partitions` source partitions folding with `agg`.
+    #[must_use]
+    pub fn with(cfg: WindowConfig, partitions: usize, agg: A) -> Self {
         let bucket_ms = cfg.dedup_bucket_ms();
         Self {
             cfg,
@@ -82,9 +202,7 @@ impl WindowCore {
                 .collect(),
             windows: BTreeMap::new(),
             finalized_through: i64::MIN,
-            intern: HashMap::default(),
-            names: Vec::new(),
-            query_buf: String::new(),
+            agg,
         }
     }
 
@@ -105,17 +223,7 @@ impl WindowCore {
         &self.cfg
     }
 
-    fn intern(&mut self, s: &str) -> u32 {
-        if let Some(&id) = self.intern.get(s) {
-            return id;
-        }
-        let id = u32::try_from(self.names.len()).expect("fewer than 2^32 distinct names");
-        self.names.push(s.into());
-        self.intern.insert(s.into(), id);
-        id
-    }
-
-    /// Processes one valid event read from `partition` at `offset`.
+    /// Processes one valid item read from `partition` at `offset`.
     ///
     /// `replaying` is true while re-reading records a previous process already handled
     /// (between the resume offset and its committed position): windows already final are
@@ -124,14 +232,15 @@ impl WindowCore {
         &mut self,
         partition: usize,
         offset: u64,
-        ev: &Event<'_>,
+        item: &A::Item<'_>,
         replaying: bool,
     ) -> Outcome {
+        let (id, ts) = A::key(item);
         let delay = self.cfg.max_delay_ms;
         let bucket = self.bucket_ms;
         let st = &mut self.parts[partition];
         let max_before = st.max_ts;
-        if ev.ts_ms < st.watermark(delay) {
+        if ts < st.watermark(delay) {
             return Outcome::Late(LateReason::BelowWatermark);
         }
         // The earliest-ending window containing the event: if final, the event is late (only
@@ -140,47 +249,34 @@ impl WindowCore {
             .cfg
             .sizes_ms
             .iter()
-            .map(|&s| window_end(ev.ts_ms, s))
+            .map(|&s| window_end(ts, s))
             .min()
             .unwrap_or(i64::MAX);
         if !replaying && first_end <= self.finalized_through {
-            st.observe(ev.ts_ms, delay, bucket);
+            st.observe(ts, delay, bucket);
             return Outcome::Late(LateReason::WindowClosed);
         }
-        let id = xxhash_rust::xxh3::xxh3_128(ev.event_id.as_bytes());
-        let fresh = st.first_sighting(ev.ts_ms, bucket, id);
-        st.observe(ev.ts_ms, delay, bucket);
+        let hash = xxhash_rust::xxh3::xxh3_128(id.as_bytes());
+        let fresh = st.first_sighting(ts, bucket, hash);
+        st.observe(ts, delay, bucket);
         if !fresh {
             return Outcome::Duplicate;
         }
 
-        let (cat, prod) = if ev.event_type == EventType::Purchase {
-            (self.intern(&ev.category), self.intern(&ev.product_id))
-        } else {
-            (0, 0)
-        };
-        if ev.event_type == EventType::Search {
-            normalize_query(&ev.query, &mut self.query_buf);
-        }
-        let units = u64::from(ev.quantity);
-        let revenue = u128::from(ev.price_minor) * u128::from(ev.quantity);
+        let prepared = self.agg.prepare(item);
         let partitions = self.parts.len();
         for (i, &size) in self.cfg.sizes_ms.iter().enumerate() {
-            let end = window_start(ev.ts_ms, size) + size;
+            let end = window_start(ts, size) + size;
             if end <= self.finalized_through {
                 continue; // replaying into a window that is already final
             }
-            let w = self
-                .windows
-                .entry((end, i))
-                .or_insert_with(|| WindowAgg::new(partitions));
+            let agg = &self.agg;
+            let w = self.windows.entry((end, i)).or_insert_with(|| Open {
+                agg: agg.open(),
+                first: vec![None; partitions],
+            });
             w.first[partition].get_or_insert((offset, max_before));
-            w.count(ev.event_type);
-            match ev.event_type {
-                EventType::Purchase => w.purchase(cat, prod, units, revenue),
-                EventType::Search => w.search(&self.query_buf),
-                EventType::View | EventType::AddCart => {}
-            }
+            self.agg.add(&mut w.agg, item, &prepared);
         }
         Outcome::Accepted
     }
@@ -242,30 +338,17 @@ impl WindowCore {
     }
 
     /// Finalises every window the pipeline watermark has reached, oldest end first.
-    pub fn advance(&mut self) -> Vec<FinalWindow> {
+    pub fn advance(&mut self) -> Vec<A::Final> {
         self.finalise_to_watermark();
         let top_k = self.cfg.top_k;
-        self.pop_final(|size, start, agg, names| agg.finish(size, start, top_k, names))
+        self.pop_final(|a, size, start, w| a.finish(w, size, start, top_k))
     }
 
     /// Finalises every open window, as if the input had ended.
-    pub fn drain(&mut self) -> Vec<FinalWindow> {
+    pub fn drain(&mut self) -> Vec<A::Final> {
         self.finalise_everything();
         let top_k = self.cfg.top_k;
-        self.pop_final(|size, start, agg, names| agg.finish(size, start, top_k, names))
-    }
-
-    /// Like [`WindowCore::advance`], but hands out each window's full sums (a worker's
-    /// partials: every key, no top-K cut) as (size, start, sums).
-    pub fn advance_partials(&mut self) -> Vec<(i64, i64, PartialAgg)> {
-        self.finalise_to_watermark();
-        self.pop_final(|size, start, agg, names| (size, start, agg.to_partial(names)))
-    }
-
-    /// Like [`WindowCore::drain`], as partials.
-    pub fn drain_partials(&mut self) -> Vec<(i64, i64, PartialAgg)> {
-        self.finalise_everything();
-        self.pop_final(|size, start, agg, names| (size, start, agg.to_partial(names)))
+        self.pop_final(|a, size, start, w| a.finish(w, size, start, top_k))
     }
 
     /// Moves the finalisation point to the pipeline watermark.
@@ -283,47 +366,29 @@ impl WindowCore {
     }
 
     /// Removes the windows ending at or before the finalisation point, oldest end first,
-    /// each turned into its output by `f(size, start, aggregates, names)`.
-    fn pop_final<T>(
-        &mut self,
-        mut f: impl FnMut(i64, i64, &WindowAgg, &[Box<str>]) -> T,
-    ) -> Vec<T> {
+    /// each turned into its output by `f(aggregator, size, start, window)`.
+    fn pop_final<T>(&mut self, mut f: impl FnMut(&A, i64, i64, &A::Window) -> T) -> Vec<T> {
         let mut out = Vec::new();
         while let Some(entry) = self.windows.first_entry() {
             let (end, i) = *entry.key();
             if end > self.finalized_through {
                 break;
             }
-            let agg = entry.remove();
+            let open = entry.remove();
             let size = self.cfg.sizes_ms[i];
-            out.push(f(size, end - size, &agg, &self.names));
+            out.push(f(&self.agg, size, end - size, &open.agg));
         }
         out
     }
 
-    /// The final form of one window made of partials (a merger): their sums, then the same
-    /// sorting and top-K cut as a single process.
-    pub fn merge_partials<'p>(
-        &mut self,
-        size_ms: i64,
-        start_ms: i64,
-        partials: impl IntoIterator<Item = &'p PartialAgg>,
-    ) -> FinalWindow {
-        let mut agg = WindowAgg::new(0);
-        for p in partials {
-            agg.absorb(p, &mut |name| self.intern(name));
-        }
-        agg.finish(size_ms, start_ms, self.cfg.top_k, &self.names)
-    }
-
     /// The open windows in final form (provisional: they may still change).
     #[must_use]
-    pub fn provisional(&self) -> Vec<FinalWindow> {
+    pub fn provisional(&self) -> Vec<A::Final> {
         self.windows
             .iter()
-            .map(|(&(end, i), agg)| {
+            .map(|(&(end, i), w)| {
                 let size = self.cfg.sizes_ms[i];
-                agg.finish(size, end - size, self.cfg.top_k, &self.names)
+                self.agg.finish(&w.agg, size, end - size, self.cfg.top_k)
             })
             .collect()
     }
@@ -333,7 +398,7 @@ impl WindowCore {
     pub fn open_state(&self) -> (usize, usize) {
         (
             self.windows.len(),
-            self.windows.values().map(WindowAgg::keys).sum(),
+            self.windows.values().map(|w| A::keys(&w.agg)).sum(),
         )
     }
 
@@ -369,5 +434,35 @@ impl WindowCore {
     #[must_use]
     pub fn max_event_time(&self, partition: usize) -> i64 {
         self.parts[partition].max_ts
+    }
+}
+
+impl Windows<Shop> {
+    /// Like [`Windows::advance`], but hands out each window's full sums (a worker's
+    /// partials: every key, no top-K cut) as (size, start, sums).
+    pub fn advance_partials(&mut self) -> Vec<(i64, i64, PartialAgg)> {
+        self.finalise_to_watermark();
+        self.pop_final(|a, size, start, w| (size, start, w.to_partial(&a.names)))
+    }
+
+    /// Like [`Windows::drain`], as partials.
+    pub fn drain_partials(&mut self) -> Vec<(i64, i64, PartialAgg)> {
+        self.finalise_everything();
+        self.pop_final(|a, size, start, w| (size, start, w.to_partial(&a.names)))
+    }
+
+    /// The final form of one window made of partials (a merger): their sums, then the same
+    /// sorting and top-K cut as a single process.
+    pub fn merge_partials<'p>(
+        &mut self,
+        size_ms: i64,
+        start_ms: i64,
+        partials: impl IntoIterator<Item = &'p PartialAgg>,
+    ) -> FinalWindow {
+        let mut w = WindowAgg::new();
+        for p in partials {
+            w.absorb(p, &mut |name| self.agg.intern(name));
+        }
+        self.agg.finish(&w, size_ms, start_ms, self.cfg.top_k)
     }
 }

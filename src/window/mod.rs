@@ -3,8 +3,9 @@
 //! - [`assign`]: epoch-aligned window arithmetic;
 //! - [`watermark`]: one partition's watermark and duplicate filter;
 //! - [`aggregate`]: the per-window aggregates and their final form (top-K etc.);
-//! - [`core`]: [`WindowCore`], which routes events, decides late / duplicate, and emits
-//!   final windows when the pipeline watermark passes their end.
+//! - [`core`]: [`Windows`], which routes a stream's items, decides late / duplicate, and
+//!   emits final windows when the pipeline watermark passes their end; what it folds is the
+//!   stream's [`Aggregator`] ([`WindowCore`] = the shop events' [`Shop`]).
 //!
 //! Nothing here knows about tokio, redb or the log: the pipeline drives it.
 
@@ -14,7 +15,7 @@ pub mod core;
 pub mod watermark;
 
 pub use aggregate::{CategorySales, FinalWindow, PartialAgg, ProductSales, QueryCount};
-pub use core::{LateReason, Outcome, PartitionResume, WindowCore};
+pub use core::{Aggregator, LateReason, Outcome, PartitionResume, Shop, WindowCore, Windows};
 
 /// The part of the pipeline configuration that decides results. Two runs with equal
 /// `WindowConfig`s over the same log produce byte-identical final results.
