@@ -1,5 +1,6 @@
 //! Crash safety on the real binary: SIGKILL `kappa run` at random moments, restart, and
-//! compare the final results with an uninterrupted run, byte for byte.
+//! compare the final results with an uninterrupted run, byte for byte — over every stream
+//! at once (events and reviews, committed in the same transactions).
 
 mod common;
 
@@ -19,8 +20,26 @@ fn sigkill_at_random_moments_then_restart_gives_identical_results() {
 
     let reference = temp();
     produce(reference.path(), 200_000, 7);
+    // Reviews over the same 200 s of event time, with duplicates and malformed ones.
+    let mut c = kappa(reference.path());
+    c.args([
+        "produce",
+        "--stream",
+        "reviews",
+        "--rate",
+        "0",
+        "--sim-rate",
+        "50",
+    ])
+    .args(["--events", "10000", "--seed", "7"])
+    .args(["--duplicate-share", "0.02", "--malformed-share", "0.01"]);
+    ok(c);
     let crashed = temp();
     copy_dir(&reference.path().join("log"), &crashed.path().join("log"));
+    copy_dir(
+        &reference.path().join("streams"),
+        &crashed.path().join("streams"),
+    );
 
     // Small batches and frequent commits, so that kills land between many commits.
     let env = [
@@ -42,6 +61,13 @@ fn sigkill_at_random_moments_then_restart_gives_identical_results() {
     );
     let [accepted, late, dups, invalid] = counts(&out);
     assert!(accepted > 0 && late > 0 && dups > 0 && invalid > 0, "{out}");
+    let text = String::from_utf8_lossy(&expected);
+    assert!(
+        text.contains(r#""aggregate":"rating_histogram""#)
+            && text.contains(r#""aggregate":"review_aspects""#),
+        "the reference run has review windows"
+    );
+    assert!(out.contains("reviews: 10000 read"), "{out}");
 
     let kills = 6;
     kill_bounded_runs(
@@ -65,13 +91,17 @@ fn sigkill_at_random_moments_then_restart_gives_identical_results() {
     );
 
     // Dead letters are keyed by position: no duplicates after restarts.
-    let dl = |dir: &std::path::Path| {
+    let dl = |dir: &std::path::Path, stream: &str| {
         let mut c = kappa(dir);
-        c.args(["dead-letters", "--limit", "10000", "--format", "json"]);
+        c.args(["dead-letters", "--limit", "10000", "--format", "json"])
+            .args(["--stream", stream]);
         let v: serde_json::Value = serde_json::from_slice(&ok(c).stdout).unwrap();
         v["dead_letters"].as_array().unwrap().len()
     };
-    assert_eq!(dl(crashed.path()), dl(reference.path()));
-    assert_eq!(dl(reference.path()) as u64, invalid);
+    assert_eq!(dl(crashed.path(), "events"), dl(reference.path(), "events"));
+    assert_eq!(dl(reference.path(), "events") as u64, invalid);
+    let review_dead = dl(reference.path(), "reviews");
+    assert!(review_dead > 0);
+    assert_eq!(dl(crashed.path(), "reviews"), review_dead);
     let _ = out;
 }

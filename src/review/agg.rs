@@ -437,3 +437,189 @@ mod tests {
         assert_eq!(aspects, 15);
     }
 }
+
+/// The reviews stream end to end through the window operator: random logs (duplicates,
+/// late reviews), interleavings of partitions, batch sizes and crash points, against a
+/// batch model written without any of the aggregator's code.
+#[cfg(test)]
+mod stream_tests {
+    use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::window::assign::window_start;
+    use crate::window::{WindowConfig, Windows};
+
+    const TEXTS: [&str; 6] = [
+        "배송 빨라요",
+        "품질 별로에요. 포장이 아쉬워요",
+        "",
+        "Fast delivery, poor packaging",
+        "가격대비 괜찮아요 재구매 의사 있어요",
+        "배송은 보통 ㅋㅋ",
+    ];
+
+    #[derive(Debug, Clone)]
+    struct Rv {
+        id: u16,
+        ts: i64,
+        product: u8,
+        rating: u8,
+        text: &'static str,
+    }
+
+    impl Rv {
+        fn review(&self) -> Review {
+            Review {
+                review_id: format!("r{}", self.id),
+                product_id: format!("p_{}", self.product),
+                user_id: "u_1".into(),
+                rating: self.rating,
+                text: self.text.into(),
+                images: Vec::new(),
+                created_ms: self.ts,
+            }
+        }
+    }
+
+    fn logs() -> impl Strategy<Value = Vec<Vec<Rv>>> {
+        let rv = |i: usize| {
+            (
+                0u16..30,
+                -25_000i64..60_000,
+                0u8..6,
+                1u8..=5,
+                prop::sample::select(TEXTS.to_vec()),
+                prop::bool::weighted(0.05),
+            )
+                .prop_map(move |(id, jitter, product, rating, text, far_late)| Rv {
+                    id,
+                    ts: 1_700_000_000_000 + i as i64 * 3_000 + jitter
+                        - if far_late { 120_000 } else { 0 },
+                    product,
+                    rating,
+                    text,
+                })
+        };
+        prop::collection::vec(0usize..50, 1..4).prop_flat_map(move |lens| {
+            lens.into_iter()
+                .map(|n| (0..n).map(rv).collect::<Vec<_>>())
+                .collect::<Vec<_>>()
+        })
+    }
+
+    fn model(cfg: &WindowConfig, min: u64, logs: &[Vec<Rv>]) -> BTreeMap<(i64, i64), ReviewFinal> {
+        let dict = Dictionary::built_in();
+        let bucket = cfg.dedup_bucket_ms();
+        let mut accepted = Vec::new();
+        for log in logs {
+            let (mut max, mut seen) = (i64::MIN, HashSet::new());
+            for r in log {
+                if r.ts < max.saturating_sub(cfg.max_delay_ms) {
+                    continue;
+                }
+                max = max.max(r.ts);
+                if seen.insert((window_start(r.ts, bucket), r.id)) {
+                    accepted.push(r.clone());
+                }
+            }
+        }
+        let mut out = BTreeMap::new();
+        for &size in &cfg.sizes_ms {
+            let starts: BTreeSet<i64> = accepted.iter().map(|r| window_start(r.ts, size)).collect();
+            for start in starts {
+                let mut histogram = [0u64; 5];
+                let mut products: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+                let mut aspects: BTreeMap<(Aspect, Sentiment), u64> = BTreeMap::new();
+                for r in accepted
+                    .iter()
+                    .filter(|r| window_start(r.ts, size) == start)
+                {
+                    histogram[usize::from(r.rating) - 1] += 1;
+                    let p = products.entry(format!("p_{}", r.product)).or_default();
+                    p.0 += 1;
+                    p.1 += u64::from(r.rating);
+                    let pairs: BTreeSet<_> = dict.classify(r.text).into_iter().collect();
+                    for pair in pairs {
+                        *aspects.entry(pair).or_default() += 1;
+                    }
+                }
+                let line = |(rank, (id, &(count, sum))): (usize, (&String, &(u64, u64)))| Ranked {
+                    rank: u32::try_from(rank + 1).unwrap(),
+                    product_id: id.clone(),
+                    sums: ProductSums {
+                        count,
+                        rating_sum: sum,
+                    },
+                };
+                #[allow(clippy::cast_precision_loss)]
+                let mean = |&(c, s): &(u64, u64)| s as f64 / c as f64;
+                let mut most: Vec<_> = products.iter().collect();
+                most.sort_by(|a, b| b.1.0.cmp(&a.1.0).then(a.0.cmp(b.0)));
+                let rated: Vec<_> = products.iter().filter(|p| p.1.0 >= min.max(1)).collect();
+                let mut best = rated.clone();
+                best.sort_by(|a, b| {
+                    mean(b.1)
+                        .total_cmp(&mean(a.1))
+                        .then(b.1.0.cmp(&a.1.0))
+                        .then(a.0.cmp(b.0))
+                });
+                let mut worst = rated;
+                worst.sort_by(|a, b| {
+                    mean(a.1)
+                        .total_cmp(&mean(b.1))
+                        .then(b.1.0.cmp(&a.1.0))
+                        .then(a.0.cmp(b.0))
+                });
+                let k = cfg.top_k;
+                out.insert(
+                    (size, start),
+                    ReviewFinal {
+                        size_ms: size,
+                        start_ms: start,
+                        results: ReviewResults {
+                            histogram,
+                            rating_sum: products.values().map(|p| p.1).sum(),
+                            count: products.values().map(|p| p.0).sum(),
+                            most_reviewed: most.into_iter().take(k).enumerate().map(line).collect(),
+                            best_rated: best.into_iter().take(k).enumerate().map(line).collect(),
+                            worst_rated: worst.into_iter().take(k).enumerate().map(line).collect(),
+                            aspects: Aspect::ALL
+                                .iter()
+                                .flat_map(|&a| Sentiment::ALL.iter().map(move |&s| (a, s)))
+                                .map(|(a, s)| (a, s, aspects.get(&(a, s)).copied().unwrap_or(0)))
+                                .collect(),
+                        },
+                    },
+                );
+            }
+        }
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+        #[test]
+        fn reviews_equal_the_batch_model_across_interleavings_and_crashes(
+            logs in logs(),
+            sizes in prop::sample::select(vec![vec![10_000i64], vec![6_000, 15_000], vec![60_000, 3_600_000]]),
+            max_delay_ms in prop::sample::select(vec![0i64, 5_000, 20_000]),
+            top_k in 1usize..4,
+            min in 1u64..3,
+            schedule in prop::collection::vec((0usize..8, 1usize..20, prop::bool::weighted(0.25)), 0..40),
+        ) {
+            let cfg = WindowConfig { sizes_ms: sizes, max_delay_ms, top_k };
+            let parts = logs.len();
+            let got = crate::window::tests::run_windows(
+                &|| Windows::with(cfg.clone(), parts, Reviews::new(min)),
+                &logs,
+                &Rv::review,
+                &schedule,
+                &|f: &ReviewFinal| (f.size_ms, f.start_ms),
+            );
+            prop_assert_eq!(got, model(&cfg, min, &logs));
+        }
+    }
+}

@@ -53,4 +53,4 @@ impl Default for WindowConfig {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -206,23 +206,38 @@ fn run_core(
     logs: &[Vec<Ev>],
     schedule: &[(usize, usize, bool)],
 ) -> BTreeMap<(i64, i64), FinalWindow> {
+    run_windows(
+        &|| WindowCore::new(cfg.clone(), logs.len()),
+        logs,
+        &Ev::to_event,
+        schedule,
+        &|f: &FinalWindow| (f.size_ms, f.start_ms),
+    )
+}
+
+/// [`run_core`] for any stream: `new_core` makes an empty core, `item` turns a log entry
+/// into the stream's item, `key` names a final window by (size, start).
+pub(crate) fn run_windows<A: Aggregator, T>(
+    new_core: &dyn Fn() -> Windows<A>,
+    logs: &[Vec<T>],
+    item: &dyn Fn(&T) -> A::Item<'static>,
+    schedule: &[(usize, usize, bool)],
+    key: &dyn Fn(&A::Final) -> (i64, i64),
+) -> BTreeMap<(i64, i64), A::Final> {
     let parts = logs.len();
-    let mut committed: BTreeMap<(i64, i64), FinalWindow> = BTreeMap::new();
-    let emit = |finals: Vec<FinalWindow>, committed: &mut BTreeMap<(i64, i64), FinalWindow>| {
+    let mut committed: BTreeMap<(i64, i64), A::Final> = BTreeMap::new();
+    let emit = |finals: Vec<A::Final>, committed: &mut BTreeMap<(i64, i64), A::Final>| {
         for f in finals {
-            let prev = committed.insert((f.size_ms, f.start_ms), f.clone());
-            assert!(
-                prev.is_none(),
-                "window finalised twice: {:?}",
-                (f.size_ms, f.start_ms)
-            );
+            let k = key(&f);
+            let prev = committed.insert(k, f);
+            assert!(prev.is_none(), "window finalised twice: {k:?}");
         }
     };
-    let mut core = WindowCore::new(cfg.clone(), parts);
+    let mut core = new_core();
     let mut pos = vec![0u64; parts]; // next offset to read
     let mut committed_pos = vec![0u64; parts]; // what a crash resumes from
     let mut replay_until = vec![0u64; parts];
-    let mut pending: Vec<FinalWindow> = Vec::new();
+    let mut pending: Vec<A::Final> = Vec::new();
     let mut saved = (
         i64::MIN,
         vec![
@@ -234,14 +249,13 @@ fn run_core(
         ],
     );
     let step =
-        |core: &mut WindowCore, pos: &mut Vec<u64>, p: usize, n: usize, replay_until: &[u64]| {
+        |core: &mut Windows<A>, pos: &mut Vec<u64>, p: usize, n: usize, replay_until: &[u64]| {
             for _ in 0..n {
                 let off = pos[p];
                 let Some(e) = logs[p].get(off as usize) else {
                     break;
                 };
-                let ev = e.to_event();
-                core.on_event(p, off, &ev, off < replay_until[p]);
+                core.on_event(p, off, &item(e), off < replay_until[p]);
                 pos[p] += 1;
             }
         };
@@ -252,7 +266,7 @@ fn run_core(
         if crash {
             // Crash: whatever was not committed is lost; restart from the saved state.
             pending.clear();
-            core = WindowCore::new(cfg.clone(), parts);
+            core = new_core();
             core.restore(saved.0, &saved.1);
             replay_until.clone_from(&committed_pos);
             for (p, r) in saved.1.iter().enumerate() {
