@@ -108,13 +108,54 @@ fn results_over_kafka_equal_the_embedded_log_run() {
     let _serial = serial();
     let topic = "t-equal";
     create_topic(topic);
+    // The reviews stream too: its own topic, read next to the events.
+    let reviews = "t-equal-reviews";
+    create_topic(reviews);
     let (kdir, edir) = (temp(), temp());
     produce_both(kdir.path(), edir.path(), topic, 40_000, 21);
-    let k = counts(&drain_kafka(kdir.path(), topic));
-    let e = counts(&run_drain(edir.path(), &[]));
+    let review_args = [
+        "produce",
+        "--stream",
+        "reviews",
+        "--rate",
+        "0",
+        "--sim-rate",
+        "50",
+        "--events",
+        "2000",
+        "--seed",
+        "21",
+        "--duplicate-share",
+        "0.02",
+        "--malformed-share",
+        "0.01",
+    ];
+    let mut c = kk(kdir.path(), topic);
+    c.args(review_args)
+        .args(FIXED_START)
+        .env("KAPPA_KAFKA__REVIEWS_TOPIC", reviews);
+    ok(c);
+    let mut c = kappa(edir.path());
+    c.args(review_args).args(FIXED_START);
+    ok(c);
+    let mut c = kk(kdir.path(), topic);
+    c.args(RUN_DRAIN).env("KAPPA_KAFKA__REVIEWS_TOPIC", reviews);
+    let kout = String::from_utf8(ok(c).stdout).unwrap();
+    let eout = run_drain(edir.path(), &[]);
+    let k = counts(&kout);
+    let e = counts(&eout);
     assert_eq!(k, e);
     assert_eq!(k.iter().sum::<u64>(), 40_000);
-    assert!(export(kdir.path()) == export(edir.path()), "exports differ");
+    assert!(kout.contains("reviews: 2000 read"), "{kout}");
+    let summary = |out: &str| {
+        out.lines()
+            .find(|l| l.starts_with("reviews:"))
+            .map(str::to_string)
+    };
+    assert_eq!(summary(&kout), summary(&eout));
+    let kx = export(kdir.path());
+    assert!(String::from_utf8_lossy(&kx).contains("\"aggregate\":\"review_aspects\""));
+    assert!(kx == export(edir.path()), "exports differ");
 }
 
 #[test]

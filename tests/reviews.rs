@@ -14,8 +14,11 @@ const SIZES: [(i64, &str); 2] = [(60_000, "1m"), (3_600_000, "1h")];
 const TOP_K: usize = 10;
 const MIN_REVIEWS: u64 = 3;
 
+/// (review id, product, rating, text, event time).
+type Rv = (String, String, u64, String, i64);
+
 /// A valid review as the model reads it, or `None` (a dead letter).
-fn valid(line: &str) -> Option<(String, String, u64, String, i64)> {
+fn valid(line: &str) -> Option<Rv> {
     let v: Value = serde_json::from_str(line).ok()?;
     let o = v.as_object()?;
     if o.get("schema")? != &json!(1) {
@@ -70,7 +73,7 @@ fn model(lines: &str) -> BTreeSet<String> {
         .collect();
     let mut out = BTreeSet::new();
     for (size, name) in SIZES {
-        let mut windows: BTreeMap<i64, Vec<&(String, String, u64, String, i64)>> = BTreeMap::new();
+        let mut windows: BTreeMap<i64, Vec<&Rv>> = BTreeMap::new();
         for r in &reviews {
             windows
                 .entry(r.4 - r.4.rem_euclid(size))
@@ -195,7 +198,7 @@ fn review_aggregates_equal_a_batch_computation_of_the_records() {
     let invalid = lines.lines().filter(|l| valid(l).is_none()).count();
     assert!(invalid > 50, "the generator wrote malformed reviews");
     assert!(
-        out.contains(&format!("reviews: 6000 read")) && out.contains(&format!("{invalid} invalid")),
+        out.contains("reviews: 6000 read") && out.contains(&format!("{invalid} invalid")),
         "{out}"
     );
 

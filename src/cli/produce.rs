@@ -76,6 +76,10 @@ pub struct ProduceArgs {
     /// Share of malformed records (0..1).
     #[arg(long, default_value_t = 0.0)]
     pub malformed_share: f64,
+    /// Share of records that are session documents (`"schema":"session/1"`, 2–5 events of
+    /// one session each) (0..1; events only).
+    #[arg(long, default_value_t = 0.0, value_name = "SHARE")]
+    pub session_docs: f64,
     /// Partitions when the log is created [default: log.partitions, 4]; 1–1024, validated
     /// as `log.partitions` (an existing log with another count is an error).
     #[arg(long)]
@@ -164,6 +168,7 @@ impl ProduceArgs {
             late_share: self.late_share,
             duplicate_share: self.duplicate_share,
             malformed_share: self.malformed_share,
+            session_doc_share: self.session_docs,
             ..GenConfig::default()
         };
         cfg.validate().map_err(|e| anyhow::anyhow!("{e}"))?;

@@ -154,7 +154,7 @@ fn print_summary(s: &Summary) {
         "new records: {} accepted, {} late, {} duplicates, {} invalid",
         s.accepted, s.late, s.duplicates, s.invalid
     );
-    if let Some(r) = &s.reviews {
+    if let Some(r) = s.reviews.as_ref().filter(|r| r.read > 0) {
         println!(
             "reviews: {} read, {} accepted, {} late, {} duplicates, {} invalid",
             r.read - r.rebuilt,
@@ -196,6 +196,7 @@ pub fn demo(cfg: &Config, args: &DemoArgs) -> anyhow::Result<()> {
             late_share: 0.005,
             duplicate_share: 0.01,
             malformed_share: 0.002,
+            session_doc_share: 0.01,
             ..crate::generator::GenConfig::default()
         };
         // Reviews at a hundredth of the events' rate, into their own log.

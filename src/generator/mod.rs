@@ -29,7 +29,7 @@ pub use catalogue::{Catalogue, Product, ZIPF_S, category_names};
 pub use json::{civil_from_days, push_rfc3339_ms};
 pub use malformed::MalformedKind;
 
-use event::{Event, Fault, PriceMode, push_user, write_event};
+use event::{Event, Fault, Field, PriceMode, push_user, write_event};
 use session::{Behaviour, EventType, Session};
 
 /// Number of concurrently active sessions.
@@ -90,6 +90,9 @@ pub struct GenConfig {
     pub duplicate_share: f64,
     /// Probability a record is replaced by a malformed one.
     pub malformed_share: f64,
+    /// Probability a record is a session document (`"schema":"session/1"`) carrying the
+    /// next 2–5 steps of one session, its views without an `event_id` (kappa derives one).
+    pub session_doc_share: f64,
 }
 
 impl Default for GenConfig {
@@ -108,6 +111,7 @@ impl Default for GenConfig {
             late_max_ms: 600_000,
             duplicate_share: 0.0,
             malformed_share: 0.0,
+            session_doc_share: 0.0,
         }
     }
 }
@@ -156,6 +160,7 @@ impl GenConfig {
             ("late-share", self.late_share),
             ("duplicate-share", self.duplicate_share),
             ("malformed-share", self.malformed_share),
+            ("session-docs", self.session_doc_share),
         ] {
             if !(0.0..=1.0).contains(&v) {
                 return Err(format!("{name} must be between 0 and 1, got {v}"));
@@ -234,6 +239,7 @@ pub struct Generator {
     late: Bernoulli,
     dup: Bernoulli,
     malformed: Bernoulli,
+    docs: Bernoulli,
     pending: Vec<PendingDup>,
     spare: Vec<(Vec<u8>, Vec<u8>)>,
     query: Vec<u8>,
@@ -303,6 +309,7 @@ impl Generator {
             late: bern(cfg.late_share),
             dup: bern(cfg.duplicate_share),
             malformed: bern(cfg.malformed_share),
+            docs: bern(cfg.session_doc_share),
             pending: Vec::with_capacity(64),
             spare: Vec::new(),
             query,
@@ -382,6 +389,14 @@ impl Generator {
             return;
         }
 
+        // Drawn only when asked for: without documents, a seed gives the same bytes as
+        // before they existed.
+        if self.cfg.session_doc_share > 0.0 && self.docs.sample(&mut self.rng) {
+            self.write_document(out, emit_at);
+            out.kind = RecordKind::Valid;
+            return;
+        }
+
         let idx = self.rng.random_range(0..POOL_SIZE);
         let step = self.pool[idx].step(
             &mut self.rng,
@@ -432,6 +447,67 @@ impl Generator {
             value.extend_from_slice(&out.value);
             self.pending.push(PendingDup { due, key, value });
         }
+    }
+
+    /// A session document: the next 2–5 steps of one session as the inner events of one
+    /// `session/1` record (each a full event object, a view without its `event_id`).
+    fn write_document(&mut self, out: &mut GenRecord, emit_at: i64) {
+        let idx = self.rng.random_range(0..POOL_SIZE);
+        let (user, session) = (self.pool[idx].user, self.pool[idx].id);
+        push_user(&mut out.key, user);
+        out.value
+            .extend_from_slice(br#"{"schema":"session/1","session_id":"s_"#);
+        out.value.extend_from_slice(session.to_string().as_bytes());
+        out.value.extend_from_slice(br#"","user_id":""#);
+        push_user(&mut out.value, user);
+        out.value.extend_from_slice(br#"","events":["#);
+        let steps = self.rng.random_range(2..=5);
+        for i in 0..steps {
+            let step = self.pool[idx].step(
+                &mut self.rng,
+                &self.catalogue,
+                &self.behaviour,
+                &mut self.query,
+            );
+            let ts_ms = emit_at - self.rng.random_range(0..=self.cfg.disorder_ms);
+            let event_id = self.next_event_id();
+            let s = &self.pool[idx];
+            let is_search = step.etype == EventType::Search;
+            let ev = Event {
+                id: event_id,
+                type_name: step.etype.as_str(),
+                user: s.user,
+                session: s.id,
+                product: (!is_search).then(|| self.catalogue.product(step.product)),
+                quantity: step.quantity,
+                price_mode: PriceMode::String,
+                ts_ms,
+                device: s.device,
+                app: s.app,
+                referrer: s.referrer,
+                campaign: s.campaign,
+                query: is_search.then_some(&self.query[..]),
+                query_absent: s.query_absent,
+            };
+            let fault = Fault {
+                omit: if step.etype == EventType::View {
+                    Field::EventId
+                } else {
+                    Field::None
+                },
+                ..Fault::NONE
+            };
+            if i > 0 {
+                out.value.push(b',');
+            }
+            write_event(&mut out.value, &ev, &fault);
+            if self.pool[idx].done() {
+                self.pool[idx] = Session::new(self.next_session, &mut self.rng, &self.behaviour);
+                self.next_session += 1;
+                break;
+            }
+        }
+        out.value.extend_from_slice(b"]}");
     }
 
     /// The pending duplicate with the smallest due index ≤ `record`.

@@ -16,7 +16,7 @@ use crate::event::{DecodeError, InvalidKind};
 use crate::log::Record;
 use crate::metrics::Metrics;
 use crate::store::{DeadLetter, LateRecord};
-use crate::window::{Aggregator, Outcome, Windows};
+use crate::window::{Aggregator, Outcome, Shop, WindowCore, Windows};
 
 /// What one record did.
 #[derive(Debug)]
@@ -32,6 +32,17 @@ pub enum Ingested {
     Late(LateRecord),
     /// Refused by the decoder; the dead letter is kept.
     Invalid(DeadLetter),
+}
+
+/// What one session document did ([`Cursor::ingest_document`]).
+#[derive(Debug)]
+pub struct Document {
+    /// Its inner events' outcomes (one record read).
+    pub counts: Counts,
+    /// The document's dead letter, if any inner event (or the document) was invalid.
+    pub dead: Option<DeadLetter>,
+    /// The document's late record, if any inner event was late.
+    pub late: Option<LateRecord>,
 }
 
 /// Where reading one source partition is.
@@ -114,17 +125,7 @@ impl Cursor {
         decoded: Result<A::Item<'b>, DecodeError>,
         max_future: Duration,
     ) -> Ingested {
-        let replaying = rec.offset < self.handled;
-        if self.start_unknown {
-            self.start_unknown = false;
-            // History before this record was never read: the event-time index cannot
-            // cover this partition (replays use the log's record times instead).
-            self.indexed = rec.offset <= self.next;
-            if !self.indexed {
-                self.unindexed_from = Some(rec.offset);
-            }
-        }
-        self.next = rec.offset + 1;
+        let replaying = self.read(rec);
         let decoded = decoded.and_then(|ev| {
             not_in_future(A::key(&ev).1, rec, max_future)?;
             Ok(ev)
@@ -154,6 +155,133 @@ impl Cursor {
                 }
             },
         }
+    }
+
+    /// Moves past `rec`; whether it is re-read (handled by a previous process).
+    #[inline]
+    fn read(&mut self, rec: &Record<'_>) -> bool {
+        if self.start_unknown {
+            self.start_unknown = false;
+            // History before this record was never read: the event-time index cannot
+            // cover this partition (replays use the log's record times instead).
+            self.indexed = rec.offset <= self.next;
+            if !self.indexed {
+                self.unindexed_from = Some(rec.offset);
+            }
+        }
+        self.next = rec.offset + 1;
+        rec.offset < self.handled
+    }
+
+    /// A session document (`"schema":"session/1"`, [`crate::event::session`]) through
+    /// `core`: each inner event is judged alone, in document order, at the document's
+    /// offset. The document is one record of the log, so it is at most one dead letter
+    /// (one reason per bad inner event, `events[i]: …`) and one late record (the first late
+    /// inner event's time, the late ones named); the counts are per inner event. Re-read
+    /// after a restart, every inner event goes through the core again as re-read (a late
+    /// one is late again below the watermark; one that was late because its window had
+    /// closed while the partition was idle finds that window final and is skipped).
+    pub fn ingest_document(
+        &mut self,
+        core: &mut WindowCore,
+        slot: usize,
+        rec: &Record<'_>,
+        rules: &crate::event::Rules,
+        max_future: Duration,
+    ) -> Document {
+        let inner = match crate::event::session::explode(rec.value, rules.max_bytes) {
+            Ok(inner) => inner,
+            Err(e) => {
+                let outcome = self.ingest::<Shop>(core, slot, rec, Err(e), max_future);
+                let mut counts = Counts::default();
+                counts.add(&outcome);
+                return Document {
+                    counts,
+                    dead: match outcome {
+                        Ingested::Invalid(d) => Some(d),
+                        _ => None,
+                    },
+                    late: None,
+                };
+            }
+        };
+        let replaying = self.read(rec);
+        // A restart resumes at the document: before its first inner event.
+        let max_before = core.max_event_time(slot);
+        let mut doc = Document {
+            counts: Counts {
+                read: 1,
+                rebuilt: u64::from(replaying),
+                ..Counts::default()
+            },
+            dead: None,
+            late: None,
+        };
+        let mut bad: Vec<DecodeError> = Vec::new();
+        let mut late: Vec<(usize, i64, &'static str)> = Vec::new();
+        for i in &inner {
+            // Errors name the inner event (explode's own already do).
+            let decoded = match &i.record {
+                Ok(bytes) => crate::event::decode_with(bytes, rules)
+                    .and_then(|ev| {
+                        not_in_future(ev.ts_ms, rec, max_future)?;
+                        Ok(ev)
+                    })
+                    .map_err(|e| DecodeError {
+                        kind: e.kind,
+                        message: format!("events[{}]: {}", i.index, e.message),
+                    }),
+                Err(e) => Err(e.clone()),
+            };
+            match decoded {
+                Err(_) if replaying => {}
+                Err(e) => {
+                    let n = InvalidKind::ALL
+                        .iter()
+                        .position(|k| *k == e.kind)
+                        .unwrap_or(0);
+                    doc.counts.invalid[n] += 1;
+                    bad.push(e);
+                }
+                Ok(ev) => match core.on_item(slot, rec.offset, max_before, &ev, replaying) {
+                    _ if replaying => {}
+                    Outcome::Accepted => doc.counts.accepted += 1,
+                    Outcome::Duplicate => doc.counts.duplicates += 1,
+                    Outcome::Late(reason) => {
+                        doc.counts.late += 1;
+                        late.push((i.index, ev.ts_ms, reason.as_str()));
+                    }
+                },
+            }
+        }
+        if let Some(first) = bad.first() {
+            let reasons: Vec<&str> = bad.iter().map(|e| e.message.as_str()).collect();
+            doc.dead = Some(dead_letter(
+                rec,
+                DecodeError {
+                    kind: first.kind,
+                    message: format!(
+                        "{} of {} events of the session document: {}",
+                        bad.len(),
+                        inner.len(),
+                        reasons.join("; ")
+                    ),
+                },
+            ));
+        }
+        if let Some(&(_, ts, reason)) = late.first() {
+            let size = core.config().sizes_ms[0];
+            let which: Vec<String> = late.iter().map(|l| format!("events[{}]", l.0)).collect();
+            doc.late = Some(LateRecord {
+                partition: rec.partition,
+                offset: rec.offset,
+                event_ts: ts,
+                window_start: crate::window::assign::window_start(ts, size),
+                window_size: size,
+                reason: format!("{}: {reason}", which.join(", ")),
+            });
+        }
+        doc
     }
 
     /// The offset to checkpoint the event-time index at, when one is due (every
@@ -330,6 +458,11 @@ impl Tally {
         self.unflushed[p].add(outcome);
     }
 
+    /// Counts a session document's outcomes on partition `p`.
+    pub fn count_all(&mut self, p: usize, counts: &Counts) {
+        self.unflushed[p].merge(counts);
+    }
+
     /// What partition `p` counted since the last flush.
     #[must_use]
     pub fn pending(&self, p: usize) -> &Counts {
@@ -360,7 +493,6 @@ impl Tally {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::window::WindowCore;
 
     /// Feeds invalid records at `offsets` (the window core plays no part in them).
     fn feed(c: &mut Cursor, core: &mut WindowCore, offsets: std::ops::Range<u64>) {
@@ -406,5 +538,167 @@ mod tests {
         let mut c = Cursor::new(500, 500, HashSet::new());
         feed(&mut c, &mut core, 500..500 + CHECKPOINT_EVERY);
         assert_eq!(c.checkpoint_due(), Some(500 + CHECKPOINT_EVERY));
+    }
+
+    /// Session documents against their events: one partition of documents (inner events
+    /// with and without ids, duplicates, late ones, invalid ones), read with a crash and
+    /// restart from the last commit at random points, gives the final windows of the same
+    /// events read one record each without a crash.
+    mod documents {
+        use super::*;
+        use crate::window::FinalWindow;
+        use proptest::prelude::*;
+
+        const BASE: i64 = 1_700_000_000_000;
+
+        fn inner() -> impl Strategy<Value = String> {
+            (
+                prop::option::of(0u8..12),
+                0u8..3,
+                -40_000i64..40_000,
+                0u8..4,
+                prop::bool::weighted(0.1),
+            )
+                .prop_map(|(id, ty, jitter, product, bad)| {
+                    let ty = ["view", "purchase", "search"][usize::from(ty)];
+                    let id = id.map_or(String::new(), |i| format!(r#""event_id":"e{i}","#));
+                    let ts = crate::event::time::format_rfc3339_ms(BASE + jitter);
+                    let ts = if bad { String::new() } else { format!(r#","ts":"{ts}""#) };
+                    format!(
+                        r#"{{{id}"type":"{ty}","product_id":"p_{product}","category":"c","price":"2.50","quantity":2,"query":"q {product}"{ts}}}"#
+                    )
+                })
+        }
+
+        fn documents() -> impl Strategy<Value = Vec<String>> {
+            prop::collection::vec((prop::collection::vec(inner(), 1..5), 0u8..3, prop::bool::weighted(0.2)), 0..25)
+                .prop_map(|docs| {
+                    let mut out: Vec<String> = Vec::new();
+                    for (i, (events, session, again)) in docs.into_iter().enumerate() {
+                        let doc = format!(
+                            r#"{{"schema":"session/1","session_id":"s_{session}","user_id":"u_1","events":[{}]}}"#,
+                            events.join(",")
+                        );
+                        out.push(doc.clone());
+                        if again && i % 2 == 0 {
+                            out.push(doc); // a re-delivered document
+                        }
+                    }
+                    out
+                })
+        }
+
+        fn rec(offset: u64, value: &[u8]) -> Record<'_> {
+            Record {
+                partition: 0,
+                offset,
+                timestamp_ms: BASE + 3_600_000,
+                key: b"",
+                value,
+            }
+        }
+
+        fn cfg() -> crate::window::WindowConfig {
+            crate::window::WindowConfig {
+                sizes_ms: vec![10_000, 60_000],
+                max_delay_ms: 15_000,
+                top_k: 3,
+            }
+        }
+
+        /// The documents' events one record each, no crash.
+        fn flat(docs: &[String]) -> Vec<FinalWindow> {
+            let rules = crate::event::Rules::new(65_536);
+            let mut core = WindowCore::new(cfg(), 1);
+            let mut c = Cursor::new(0, 0, HashSet::new());
+            let mut out = Vec::new();
+            let mut offset = 0;
+            for d in docs {
+                for i in crate::event::session::explode(d.as_bytes(), 65_536).unwrap() {
+                    let Ok(bytes) = i.record else { continue };
+                    let r = rec(offset, &bytes);
+                    let ev = crate::event::decode_with(&bytes, &rules);
+                    c.ingest(&mut core, 0, &r, ev, Duration::from_secs(86_400));
+                    offset += 1;
+                    out.extend(core.advance());
+                }
+            }
+            out.extend(core.drain());
+            out
+        }
+
+        /// The documents as records, committing after each and crashing once after
+        /// `crash` (restarting from the commit after `commit`).
+        fn documents_with_crash(docs: &[String], commit: usize, crash: usize) -> Vec<FinalWindow> {
+            let rules = crate::event::Rules::new(65_536);
+            let future = Duration::from_secs(86_400);
+            let mut core = WindowCore::new(cfg(), 1);
+            let mut c = Cursor::new(0, 0, HashSet::new());
+            let (mut committed, mut pending) = (Vec::new(), Vec::new());
+            let mut saved = None;
+            let mut late = HashSet::new();
+            let mut crashed = false;
+            let mut at = 0usize;
+            while at < docs.len() {
+                let d = c.ingest_document(
+                    &mut core,
+                    0,
+                    &rec(at as u64, docs[at].as_bytes()),
+                    &rules,
+                    future,
+                );
+                if let Some(l) = d.late {
+                    late.insert(l.offset);
+                }
+                pending.extend(core.advance());
+                if at == commit {
+                    committed.append(&mut pending);
+                    c.committed();
+                    saved = Some((
+                        core.finalized_through(),
+                        core.resume_points(&[c.next]),
+                        c.handled_mark(),
+                        late.clone(),
+                    ));
+                }
+                if at == crash && !crashed {
+                    crashed = true;
+                    pending.clear();
+                    core = WindowCore::new(cfg(), 1);
+                    let (from, handled, late) = match &saved {
+                        Some((ft, resume, handled, late)) => {
+                            core.restore(*ft, resume);
+                            (resume[0].offset, *handled, late.clone())
+                        }
+                        None => (0, 0, HashSet::new()),
+                    };
+                    c = Cursor::new(from, handled, late);
+                    at = usize::try_from(from).unwrap();
+                    continue;
+                }
+                at += 1;
+            }
+            committed.extend(pending);
+            committed.extend(core.drain());
+            committed
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+            #[test]
+            fn documents_equal_their_events_across_a_crash(
+                docs in documents(),
+                commit in 0usize..30,
+                crash in 0usize..30,
+            ) {
+                let key = |w: &FinalWindow| (w.size_ms, w.start_ms);
+                let mut want = flat(&docs);
+                want.sort_by_key(key);
+                let mut got = documents_with_crash(&docs, commit, crash.max(commit));
+                got.sort_by_key(key);
+                prop_assert_eq!(got, want);
+            }
+        }
     }
 }

@@ -12,7 +12,7 @@ mod ingest;
 mod lane;
 mod status;
 
-pub use ingest::{Counts, Cursor, Ingested, Tally};
+pub use ingest::{Counts, Cursor, Document, Ingested, Tally};
 pub use status::{PartitionStatus, Shared, State, Status};
 
 use std::sync::Arc;
@@ -538,6 +538,10 @@ impl Pipeline {
         max_future: Duration,
     ) {
         let p = rec.partition as usize;
+        if ev.is_err() && crate::event::session::is_session(rec.value) {
+            self.ingest_document(rec, max_future);
+            return;
+        }
         let outcome = self.cursors[p].ingest(&mut self.core, p, rec, ev, max_future);
         self.tally.count(p, &outcome);
         match outcome {
@@ -545,6 +549,17 @@ impl Pipeline {
             Ingested::Invalid(d) => self.pending.dead.push(d),
             Ingested::Rebuilt | Ingested::Accepted | Ingested::Duplicate => {}
         }
+    }
+
+    /// A session document: its inner events through the partition's cursor.
+    #[cold]
+    fn ingest_document(&mut self, rec: &Record<'_>, max_future: Duration) {
+        let p = rec.partition as usize;
+        let rules = self.cfg.pipeline.decode_rules();
+        let doc = self.cursors[p].ingest_document(&mut self.core, p, rec, &rules, max_future);
+        self.tally.count_all(p, &doc.counts);
+        self.pending.dead.extend(doc.dead);
+        self.pending.late.extend(doc.late);
     }
 
     fn detect_idle(&mut self, timeout: Duration) {

@@ -734,6 +734,25 @@ fn ingest_batch(
             part.cursor.last_record_at = now;
         }
         let ev = decode_with(rec.value, &rules);
+        if ev.is_err() && crate::event::session::is_session(rec.value) {
+            let doc = part
+                .cursor
+                .ingest_document(&mut part.core, 0, &rec, &rules, max_future);
+            tally.count_all(rec.partition as usize, &doc.counts);
+            let version = &out.version;
+            let late = doc.late.map(|record| Msg::Late {
+                version: version.clone(),
+                record,
+            });
+            let dead = doc.dead.map(|letter| Msg::Dead {
+                version: version.clone(),
+                letter,
+            });
+            for msg in late.into_iter().chain(dead) {
+                publish(sink, &msg)?;
+            }
+            continue;
+        }
         let outcome = part.cursor.ingest(&mut part.core, 0, &rec, ev, max_future);
         tally.count(rec.partition as usize, &outcome);
         let msg = match outcome {

@@ -228,6 +228,7 @@ impl<A: Aggregator> Windows<A> {
     /// `replaying` is true while re-reading records a previous process already handled
     /// (between the resume offset and its committed position): windows already final are
     /// then skipped silently instead of counting the event late.
+    #[inline]
     pub fn on_event(
         &mut self,
         partition: usize,
@@ -235,11 +236,25 @@ impl<A: Aggregator> Windows<A> {
         item: &A::Item<'_>,
         replaying: bool,
     ) -> Outcome {
+        let max_before = self.parts[partition].max_ts;
+        self.on_item(partition, offset, max_before, item, replaying)
+    }
+
+    /// [`Windows::on_event`] for one of several items of the record at `offset` (a session
+    /// document's inner events): `max_before` is the partition's max event time before the
+    /// record — where a restart resuming at `offset` starts, before its first item.
+    pub fn on_item(
+        &mut self,
+        partition: usize,
+        offset: u64,
+        max_before: i64,
+        item: &A::Item<'_>,
+        replaying: bool,
+    ) -> Outcome {
         let (id, ts) = A::key(item);
         let delay = self.cfg.max_delay_ms;
         let bucket = self.bucket_ms;
         let st = &mut self.parts[partition];
-        let max_before = st.max_ts;
         if ts < st.watermark(delay) {
             return Outcome::Late(LateReason::BelowWatermark);
         }
