@@ -140,9 +140,26 @@ pub struct Config {
     pub kafka: KafkaSection,
     /// The reviews stream (`shop.reviews`).
     pub reviews: ReviewsSection,
+    /// The product catalogue (`shop.products`).
+    pub products: ProductsSection,
     /// The stream this configuration reads (not a key: set by [`Config::for_stream`]).
     #[serde(skip)]
     pub stream: crate::stream::Stream,
+}
+
+/// `[products]`: the product catalogue stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct ProductsSection {
+    /// Whether `kappa run` (a single process) reads the catalogue and fills the category
+    /// and price an event leaves out from the entry valid at the event's time.
+    pub read: bool,
+}
+
+impl Default for ProductsSection {
+    fn default() -> Self {
+        Self { read: true }
+    }
 }
 
 /// `[reviews]`: the reviews stream.
@@ -174,6 +191,8 @@ pub struct KafkaSection {
     pub topic: String,
     /// Topic of the reviews.
     pub reviews_topic: String,
+    /// Compacted topic of the product catalogue.
+    pub products_topic: String,
     /// Consumer group of live consumption.
     pub group_id: String,
     /// Topic where workers publish partial aggregates for the merger (`--role`).
@@ -203,6 +222,7 @@ impl Default for KafkaSection {
             brokers: String::new(),
             topic: "shop.events".into(),
             reviews_topic: "shop.reviews".into(),
+            products_topic: "shop.products".into(),
             group_id: "kappa".into(),
             partials_topic: "kappa.partials".into(),
             worker_group_id: "kappa-workers".into(),
@@ -325,6 +345,7 @@ impl Default for Config {
             http: HttpSection::default(),
             kafka: KafkaSection::default(),
             reviews: ReviewsSection::default(),
+            products: ProductsSection::default(),
             stream: crate::stream::Stream::Events,
         }
     }
@@ -614,8 +635,12 @@ impl Config {
     pub fn for_stream(&self, stream: crate::stream::Stream) -> Config {
         let mut c = self.clone();
         c.stream = stream;
-        if stream == crate::stream::Stream::Reviews {
-            c.kafka.topic.clone_from(&self.kafka.reviews_topic);
+        match stream {
+            crate::stream::Stream::Events => {}
+            crate::stream::Stream::Reviews => c.kafka.topic.clone_from(&self.kafka.reviews_topic),
+            crate::stream::Stream::Products => {
+                c.kafka.topic.clone_from(&self.kafka.products_topic);
+            }
         }
         c
     }

@@ -52,6 +52,16 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// The record key, `product_id@valid_from`: what a compacted topic keeps one record of.
+    #[must_use]
+    pub fn key(&self) -> String {
+        format!(
+            "{}@{}",
+            self.product_id,
+            format_rfc3339_ms(self.valid_from_ms)
+        )
+    }
+
     /// The record of `shop.products`.
     #[must_use]
     pub fn to_json(&self) -> Vec<u8> {
@@ -192,6 +202,12 @@ impl AsOf {
             })
     }
 
+    /// Products with at least one entry.
+    #[must_use]
+    pub fn products(&self) -> usize {
+        self.by_product.len()
+    }
+
     /// Entries held.
     #[must_use]
     pub fn len(&self) -> usize {
@@ -202,6 +218,13 @@ impl AsOf {
     #[must_use]
     pub fn is_empty(&self) -> bool {
         self.by_product.is_empty()
+    }
+}
+
+impl crate::event::Join for AsOf {
+    fn lookup(&self, product: &str, ts_ms: i64) -> Result<(&str, u64), String> {
+        self.at(product, ts_ms)
+            .map(|e| (e.category.as_str(), e.price))
     }
 }
 
@@ -293,5 +316,138 @@ mod tests {
         let bad = csv.replace(" 39.90 ", "cheap");
         let e = from_csv(bad.as_bytes(), Currency::EUR).unwrap_err();
         assert!(e.starts_with("catalogue CSV line 4: bad_value"), "{e}");
+    }
+}
+
+/// The as-of join through the decoder, against a batch model: catalogue entries and events
+/// interleaved at random (with replacements of an entry, events before any entry, events
+/// that carry their own category and price), each event joined with the entries appended
+/// before it — what a live pipeline does — and, after all of them, with every entry — what
+/// a replay does.
+#[cfg(test)]
+mod join_tests {
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::event::{Rules, decode_joined};
+
+    const BASE: i64 = 1_700_000_000_000;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Entry {
+            product: u8,
+            from: i64,
+            price: u64,
+            category: u8,
+        },
+        Event {
+            product: u8,
+            ts: i64,
+            own: bool,
+        },
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0u8..4, 0i64..20, 1u64..10_000, 0u8..3).prop_map(
+                |(product, from, price, category)| Op::Entry {
+                    product,
+                    from: BASE + from * 60_000,
+                    price,
+                    category,
+                }
+            ),
+            (0u8..5, -2i64..25, prop::bool::weighted(0.2)).prop_map(|(product, ts, own)| {
+                Op::Event {
+                    product,
+                    ts: BASE + ts * 60_000 + 30_000,
+                    own,
+                }
+            }),
+        ]
+    }
+
+    fn entry(product: u8, from: i64, price: u64, category: u8) -> Entry {
+        Entry {
+            product_id: format!("p_{product}"),
+            name: "n".into(),
+            brand: "b".into(),
+            category: ["books", "shoes", "toys"][usize::from(category)].into(),
+            price,
+            valid_from_ms: from,
+        }
+    }
+
+    fn record(product: u8, ts: i64, own: bool) -> String {
+        let own = if own {
+            r#","category":"own","price":"1.00""#
+        } else {
+            ""
+        };
+        format!(
+            r#"{{"schema":1,"event_id":"e","event_type":"purchase","user_id":"u","session_id":"s","product_id":"p_{product}","quantity":1,"ts":"{}"{own}}}"#,
+            crate::event::time::format_rfc3339_ms(ts)
+        )
+    }
+
+    /// The batch answer: the entry of the product with the latest `valid_from` at or
+    /// before `ts` among `entries`, the last appended of equal ones.
+    fn model(entries: &[Entry], product: u8, ts: i64, own: bool) -> Option<(String, u64)> {
+        if own {
+            return Some(("own".into(), 100));
+        }
+        let id = format!("p_{product}");
+        entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.product_id == id && e.valid_from_ms <= ts)
+            .max_by_key(|(i, e)| (e.valid_from_ms, *i))
+            .map(|(_, e)| (e.category.clone(), e.price))
+    }
+
+    fn joined(asof: &AsOf, product: u8, ts: i64, own: bool) -> Option<(String, u64)> {
+        let rec = record(product, ts, own);
+        match decode_joined(rec.as_bytes(), &Rules::new(65_536), Some(asof)) {
+            Ok(ev) => Some((ev.category.into_owned(), ev.price_minor)),
+            Err(e) => {
+                assert_eq!(e.kind, InvalidKind::NoCatalogueEntry, "{e}");
+                None
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+
+        #[test]
+        fn events_join_the_entries_appended_before_them_and_a_replay_joins_all(
+            ops in prop::collection::vec(op(), 0..60),
+        ) {
+            let mut asof = AsOf::default();
+            let mut appended = Vec::new();
+            let mut events = Vec::new();
+            for op in &ops {
+                match *op {
+                    Op::Entry { product, from, price, category } => {
+                        let e = entry(product, from, price, category);
+                        asof.insert(e.clone());
+                        appended.push(e);
+                    }
+                    Op::Event { product, ts, own } => {
+                        prop_assert_eq!(
+                            joined(&asof, product, ts, own),
+                            model(&appended, product, ts, own),
+                            "live, after {} entries", appended.len()
+                        );
+                        events.push((product, ts, own));
+                    }
+                }
+            }
+            // A replay reads the whole catalogue first.
+            for &(product, ts, own) in &events {
+                prop_assert_eq!(joined(&asof, product, ts, own), model(&appended, product, ts, own));
+            }
+        }
     }
 }

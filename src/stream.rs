@@ -5,6 +5,7 @@
 //! |---|---|---|---|
 //! | `events` | `kafka.topic` (`shop.events`) | `{data-dir}/log` | [`crate::window::Shop`] |
 //! | `reviews` | `kafka.reviews-topic` (`shop.reviews`) | `{data-dir}/streams/reviews` | [`crate::review::Reviews`] |
+//! | `products` | `kafka.products-topic` (`shop.products`) | `{data-dir}/streams/products` | the catalogue the events are joined with ([`crate::products::AsOf`]) |
 //!
 //! A stream's results, positions, late records and final point are kept under its own
 //! output version name: the events' under the version itself (`v1`, as before streams
@@ -22,11 +23,13 @@ pub enum Stream {
     Events,
     /// Reviews: a rating and free text (`shop.reviews`).
     Reviews,
+    /// The product catalogue: entries valid from a time (`shop.products`).
+    Products,
 }
 
 impl Stream {
     /// Every stream.
-    pub const ALL: [Stream; 2] = [Self::Events, Self::Reviews];
+    pub const ALL: [Stream; 3] = [Self::Events, Self::Reviews, Self::Products];
 
     /// `events`, `reviews`.
     #[must_use]
@@ -34,6 +37,7 @@ impl Stream {
         match self {
             Self::Events => "events",
             Self::Reviews => "reviews",
+            Self::Products => "products",
         }
     }
 
@@ -45,7 +49,7 @@ impl Stream {
         Self::ALL
             .into_iter()
             .find(|x| x.as_str() == s)
-            .ok_or_else(|| format!("unknown stream {s:?}; one of events, reviews"))
+            .ok_or_else(|| format!("unknown stream {s:?}; one of events, reviews, products"))
     }
 
     /// The embedded log directory of this stream under `data_dir`.

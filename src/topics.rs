@@ -50,7 +50,7 @@ pub enum TopicsError {
 
 /// The specifications in the repository's `topics/`, built into the binary: used when no
 /// `--dir` is given and `./topics` does not exist (a binary run outside the repository).
-pub const BUILT_IN: [(&str, &str); 4] = [
+pub const BUILT_IN: [(&str, &str); 5] = [
     (
         "kappa-control.toml",
         include_str!("../topics/kappa-control.toml"),
@@ -62,6 +62,10 @@ pub const BUILT_IN: [(&str, &str); 4] = [
     (
         "shop-events.toml",
         include_str!("../topics/shop-events.toml"),
+    ),
+    (
+        "shop-products.toml",
+        include_str!("../topics/shop-products.toml"),
     ),
     (
         "shop-reviews.toml",

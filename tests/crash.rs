@@ -1,6 +1,7 @@
 //! Crash safety on the real binary: SIGKILL `kappa run` at random moments, restart, and
 //! compare the final results with an uninterrupted run, byte for byte — over every stream
-//! at once (events and reviews, committed in the same transactions).
+//! at once (events with session documents joined with the catalogue, and reviews,
+//! committed in the same transactions).
 
 mod common;
 
@@ -20,6 +21,14 @@ fn sigkill_at_random_moments_then_restart_gives_identical_results() {
 
     let reference = temp();
     produce(reference.path(), 200_000, 7);
+    // The catalogue, and session documents whose purchases it completes.
+    let mut c = kappa(reference.path());
+    c.args(["produce", "--stream", "products", "--seed", "7"]);
+    ok(c);
+    let mut c = kappa(reference.path());
+    c.args(["produce", "--rate", "0", "--events", "20000", "--seed", "8"])
+        .args(["--session-docs", "0.2"]);
+    ok(c);
     // Reviews over the same 200 s of event time, with duplicates and malformed ones.
     let mut c = kappa(reference.path());
     c.args([

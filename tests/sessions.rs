@@ -1,7 +1,8 @@
 //! Session documents end to end: a log with `session/1` documents gives exactly the results
 //! of the same log with each document replaced by its events, exploded here by the test's
 //! own reading of the format (inherited envelope fields, an id for inner events without
-//! one that a re-delivered document repeats).
+//! one that a re-delivered document repeats). Both read the same catalogue, which
+//! completes the purchases the documents carry without category and price.
 
 mod common;
 
@@ -85,6 +86,12 @@ fn session_documents_count_exactly_as_their_events_would() {
     produce_lines(docs.path(), &text);
 
     let flat = temp();
+    // The catalogue the documents' purchases are completed from, in both.
+    for dir in [docs.path(), flat.path()] {
+        let mut c = kappa(dir);
+        c.args(["produce", "--stream", "products", "--seed", "23"]);
+        ok(c);
+    }
     let flat_text: String = text.lines().flat_map(exploded).map(|l| l + "\n").collect();
     produce_lines(flat.path(), &flat_text);
 

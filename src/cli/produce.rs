@@ -50,6 +50,8 @@ pub struct ProduceArgs {
     /// holds events (a second batch is not late against the first), else
     /// 2026-11-23T00:00:00Z (reproducible; always so with --kafka: a topic is not read
     /// back); paced (--rate > 0), now, or after the log's latest event time if later.
+    /// `--stream products`: when the generated catalogue is valid from (`auto`:
+    /// 2026-11-22T23:00:00Z, an hour before the events' fixed start).
     #[arg(long, default_value = "auto")]
     pub start: String,
     /// A flat rate: ignore the hourly traffic curve (for benchmarks at a fixed rate).
@@ -97,6 +99,9 @@ fn now_ms() -> i64 {
 /// The fixed first event time of a batch into an empty log (reproducible bytes).
 const FIXED_START: &str = "2026-11-23T00:00:00Z";
 
+/// When the generated catalogue is valid from by default: an hour before [`FIXED_START`].
+const CATALOGUE_START: &str = "2026-11-22T23:00:00Z";
+
 /// The latest event time among the last record of each partition of the embedded log
 /// (records that do not decode are skipped), if it holds any.
 fn log_event_time(cfg: &Config) -> anyhow::Result<Option<i64>> {
@@ -110,6 +115,9 @@ fn log_event_time(cfg: &Config) -> anyhow::Result<Option<i64>> {
         crate::stream::Stream::Events => crate::event::decode_with(value, &rules).map(|e| e.ts_ms),
         crate::stream::Stream::Reviews => {
             crate::review::decode(value, rules.max_bytes).map(|r| r.created_ms)
+        }
+        crate::stream::Stream::Products => {
+            crate::products::decode(value, rules.currency).map(|e| e.valid_from_ms)
         }
     };
     let mut latest = None;
@@ -179,7 +187,7 @@ impl ProduceArgs {
 /// The embedded log under the data directory, or the Kafka topic with `--kafka`.
 /// `partitions_flag`: whether `--partitions` was given (its value, validated, is
 /// `cfg.log.partitions`).
-fn open_sink(
+pub(super) fn open_sink(
     cfg: &Config,
     partitions_flag: bool,
     metrics: Arc<Metrics>,
@@ -314,6 +322,9 @@ fn generate(
 /// Bad arguments, an unreadable input, or a log failure.
 pub fn produce(cfg: &Config, args: &ProduceArgs) -> anyhow::Result<()> {
     let cfg = &cfg.for_stream(args.stream);
+    if args.stream == crate::stream::Stream::Products {
+        return produce_products(cfg, args);
+    }
     let cancel = CancellationToken::new();
     {
         let c = cancel.clone();
@@ -331,6 +342,7 @@ pub fn produce(cfg: &Config, args: &ProduceArgs) -> anyhow::Result<()> {
             let mut generator = Generator::new(gen_cfg);
             Box::new(move |r| generator.next_into(r))
         }
+        crate::stream::Stream::Products => unreachable!("produce_products"),
         crate::stream::Stream::Reviews => {
             let mut reviews = crate::generator::reviews::ReviewRecords::new(
                 crate::generator::reviews::ReviewConfig {
@@ -361,6 +373,7 @@ pub fn produce(cfg: &Config, args: &ProduceArgs) -> anyhow::Result<()> {
     let what = match args.stream {
         crate::stream::Stream::Events => "events",
         crate::stream::Stream::Reviews => "reviews",
+        crate::stream::Stream::Products => "catalogue entries",
     };
     let mut last_report = Instant::now();
     let mut count = 0u64;
@@ -389,6 +402,77 @@ pub fn produce(cfg: &Config, args: &ProduceArgs) -> anyhow::Result<()> {
     #[allow(clippy::cast_precision_loss)]
     let rate = n as f64 / secs.max(1e-9);
     eprintln!("produced {n} {what} in {secs:.2} s ({rate:.0} {what}/s)");
+    Ok(())
+}
+
+/// `kappa produce --stream products`: the catalogue entries of a CSV (`--input x.csv`, the
+/// header `products::CSV_HEADER` in any order), of JSON lines of `product/1` records
+/// (`--input`), or of the generator's catalogue for `--seed` and `--products` (valid from
+/// `--start`, about one product in ten repriced later that day). Each record is keyed
+/// `product_id@valid_from`, the key a compacted topic keeps one record of.
+fn produce_products(cfg: &Config, args: &ProduceArgs) -> anyhow::Result<()> {
+    let currency = cfg.pipeline.currency;
+    let started = Instant::now();
+    let entries = match &args.input {
+        Some(path)
+            if path
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("csv")) =>
+        {
+            let f = std::fs::File::open(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            crate::products::from_csv(std::io::BufReader::new(f), currency)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+        }
+        Some(path) => {
+            let text = if path.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin())?
+            } else {
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?
+            };
+            text.lines()
+                .enumerate()
+                .filter(|(_, l)| !l.trim().is_empty())
+                .map(|(i, l)| {
+                    crate::products::decode(l.as_bytes(), currency)
+                        .map_err(|e| anyhow::anyhow!("{} line {}: {e}", path.display(), i + 1))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?
+        }
+        None => {
+            // A catalogue is valid from a fixed point by default (an hour before the
+            // generator's first event time), not from now: events of any batch find
+            // their entries, and its repricings fall among them.
+            let start_ms = if args.start == "auto" {
+                crate::event::time::parse_rfc3339_ms(CATALOGUE_START).expect("a valid constant")
+            } else {
+                args.gen_config(cfg)?.start_ms
+            };
+            let mut csv = Vec::new();
+            crate::generator::products::products_csv(args.seed, args.products, start_ms, &mut csv)?;
+            crate::products::from_csv(csv.as_slice(), currency).map_err(anyhow::Error::msg)?
+        }
+    };
+    let mut sink: Box<dyn Sink> = match &args.output {
+        Some(out) if out.as_os_str() == "-" => {
+            Box::new(LinesSink(Box::new(BufWriter::new(std::io::stdout()))))
+        }
+        Some(out) => Box::new(LinesSink(Box::new(BufWriter::new(
+            std::fs::File::create(out)
+                .with_context(|| format!("cannot create {}", out.display()))?,
+        )))),
+        None => open_sink(cfg, args.partitions.is_some(), Arc::new(Metrics::new()))?,
+    };
+    for e in &entries {
+        sink.append(e.key().as_bytes(), &e.to_json(), now_ms())?;
+    }
+    sink.finish()?;
+    eprintln!(
+        "produced {} catalogue entries in {:.2} s",
+        entries.len(),
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

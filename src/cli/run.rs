@@ -166,6 +166,22 @@ fn print_summary(s: &Summary) {
     }
 }
 
+/// The generator's catalogue for `seed` into the products stream of `cfg` (the demo's).
+fn write_catalogue(cfg: &Config, seed: u64, products: u32, from_ms: i64) -> anyhow::Result<()> {
+    let mut csv = Vec::new();
+    crate::generator::products::products_csv(seed, products, from_ms, &mut csv)?;
+    let entries = crate::products::from_csv(csv.as_slice(), cfg.pipeline.currency)
+        .map_err(anyhow::Error::msg)?;
+    let cfg = cfg.for_stream(crate::stream::Stream::Products);
+    let mut sink = super::produce::open_sink(&cfg, false, Arc::new(Metrics::new()))?;
+    let now = chrono::Utc::now().timestamp_millis();
+    for e in &entries {
+        sink.append(e.key().as_bytes(), &e.to_json(), now)?;
+    }
+    sink.finish()?;
+    Ok(())
+}
+
 /// `kappa demo`: a paced generator and the pipeline in one process.
 ///
 /// # Errors
@@ -211,6 +227,9 @@ pub fn demo(cfg: &Config, args: &DemoArgs) -> anyhow::Result<()> {
             0.01,
             0.002,
         );
+        // The catalogue the session documents' purchases are completed from, valid from
+        // an hour ago (its repricings fall in the next day).
+        write_catalogue(cfg, args.seed, gen_cfg.products, gen_cfg.start_ms - 3_600_000)?;
         let producer = super::produce::spawn_paced(cfg, gen_cfg, cancel.clone(), metrics.clone())?;
         let review_producer = super::produce::spawn_paced_records(
             &cfg.for_stream(crate::stream::Stream::Reviews),

@@ -145,7 +145,7 @@ impl Rules {
 #[doc(hidden)]
 pub fn decode_serde<'a>(value: &'a [u8], rules: &Rules) -> Result<Event<'a>, DecodeError> {
     check_size(value, rules.max_bytes)?;
-    build(serde_fields(value)?, rules)
+    build(serde_fields(value)?, rules, None)
 }
 
 /// Records larger than `max_bytes` are rejected before parsing.
@@ -231,13 +231,43 @@ pub fn decode(value: &[u8], max_bytes: usize) -> Result<Event<'_>, DecodeError> 
 /// # Errors
 /// A [`DecodeError`] naming what is wrong; the caller dead-letters the record.
 pub fn decode_with<'a>(value: &'a [u8], rules: &Rules) -> Result<Event<'a>, DecodeError> {
+    decode_joined(value, rules, None)
+}
+
+/// Fills what an event omits — its category, its price — from the product catalogue
+/// valid at the event's time (issue 18, [`crate::products::AsOf`]).
+pub trait Join: Sync {
+    /// The category and unit price (hundredths of the configured currency) of `product`
+    /// at `ts_ms`.
+    ///
+    /// # Errors
+    /// No entry valid then: why, for the dead-letter store.
+    fn lookup(&self, product: &str, ts_ms: i64) -> Result<(&str, u64), String>;
+}
+
+/// [`decode_with`], filling a product event's missing `category` and price from
+/// `catalogue` (without one they are missing fields, as always). An event that carries
+/// them keeps its own.
+///
+/// # Errors
+/// As [`decode_with`]; [`InvalidKind::NoCatalogueEntry`] when the catalogue has nothing
+/// for the product at the event's time.
+pub fn decode_joined<'a>(
+    value: &'a [u8],
+    rules: &Rules,
+    catalogue: Option<&dyn Join>,
+) -> Result<Event<'a>, DecodeError> {
     check_size(value, rules.max_bytes)?;
     let w = super::scan::scan(value)?;
-    build(w, rules)
+    build(w, rules, catalogue)
 }
 
 /// Checks and upcasts scanned fields into an [`Event`].
-fn build<'a>(w: Fields<'a>, rules: &Rules) -> Result<Event<'a>, DecodeError> {
+fn build<'a>(
+    w: Fields<'a>,
+    rules: &Rules,
+    catalogue: Option<&dyn Join>,
+) -> Result<Event<'a>, DecodeError> {
     let schema = required(w.schema, "schema")?;
     if !rules.schemas.contains(schema) {
         return Err(DecodeError::new(
@@ -279,7 +309,23 @@ fn build<'a>(w: Fields<'a>, rules: &Rules) -> Result<Event<'a>, DecodeError> {
         });
     }
     let product_id = required(w.product_id, "product_id")?;
-    let category = required(w.category, "category")?;
+    // What the catalogue says of the product now, when the event leaves something out.
+    let price_absent = if schema == 2 {
+        w.unit_price_minor.is_none()
+    } else {
+        w.price.is_none()
+    };
+    let joined = match catalogue {
+        Some(c) if w.category.is_none() || price_absent => Some(
+            c.lookup(&product_id, ts_ms)
+                .map_err(|why| DecodeError::new(InvalidKind::NoCatalogueEntry, why))?,
+        ),
+        _ => None,
+    };
+    let category = match (w.category, joined) {
+        (None, Some((c, _))) => Cow::Owned(c.to_string()),
+        (c, _) => required(c, "category")?,
+    };
     if product_id.is_empty() || category.is_empty() {
         return Err(DecodeError::new(
             InvalidKind::BadValue,
@@ -288,7 +334,9 @@ fn build<'a>(w: Fields<'a>, rules: &Rules) -> Result<Event<'a>, DecodeError> {
     }
     // Upcasting: schema 2 spells the price as integer minor units with a currency and
     // renames `quantity` to `qty`; both become the one internal event.
-    let (price_minor, quantity) = if schema == 2 {
+    let (price_minor, quantity) = if let (true, Some((_, price))) = (price_absent, joined) {
+        (price, if schema == 2 { w.qty } else { w.quantity })
+    } else if schema == 2 {
         let hundredths = minor_price(
             required(w.unit_price_minor, "unit_price_minor")?,
             w.currency,

@@ -25,11 +25,14 @@ pub enum InvalidKind {
     CurrencyMismatch,
     /// A search whose query is empty once normalised (blank or zero-width characters only).
     EmptyQuery,
+    /// An event without its category or price, and no catalogue entry of its product at
+    /// its time to fill them (issue 18).
+    NoCatalogueEntry,
 }
 
 impl InvalidKind {
     /// Every kind, for pre-registering metric labels.
-    pub const ALL: [InvalidKind; 10] = [
+    pub const ALL: [InvalidKind; 11] = [
         Self::Oversize,
         Self::NotJson,
         Self::MissingField,
@@ -40,6 +43,7 @@ impl InvalidKind {
         Self::FutureTimestamp,
         Self::CurrencyMismatch,
         Self::EmptyQuery,
+        Self::NoCatalogueEntry,
     ];
 
     /// Snake-case label.
@@ -56,6 +60,7 @@ impl InvalidKind {
             Self::FutureTimestamp => "future_timestamp",
             Self::CurrencyMismatch => "currency_mismatch",
             Self::EmptyQuery => "empty_query",
+            Self::NoCatalogueEntry => "no_catalogue_entry",
         }
     }
 }

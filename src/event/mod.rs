@@ -10,7 +10,7 @@ mod scan;
 pub mod session;
 pub mod time;
 
-pub use decode::{Rules, Schemas, decode, decode_serde, decode_with};
+pub use decode::{Join, Rules, Schemas, decode, decode_joined, decode_serde, decode_with};
 pub use invalid::{DecodeError, InvalidKind};
 
 use std::borrow::Cow;

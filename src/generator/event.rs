@@ -37,6 +37,9 @@ pub(super) enum Field {
 /// `replace`.
 pub(super) struct Fault<'a> {
     pub omit: Field,
+    /// A second field to drop (a session document's purchase leaves out its category
+    /// and price for the catalogue to fill).
+    pub omit_too: Field,
     pub replace: Field,
     pub raw: &'a [u8],
 }
@@ -44,6 +47,7 @@ pub(super) struct Fault<'a> {
 impl Fault<'_> {
     pub(super) const NONE: Fault<'static> = Fault {
         omit: Field::None,
+        omit_too: Field::None,
         replace: Field::None,
         raw: b"",
     };
@@ -99,7 +103,7 @@ impl Obj<'_> {
         name: &[u8],
         write: impl FnOnce(&mut Vec<u8>),
     ) {
-        if fault.omit == f {
+        if fault.omit == f || fault.omit_too == f {
             return;
         }
         self.key(name);

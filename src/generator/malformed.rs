@@ -85,6 +85,7 @@ pub(super) fn write_malformed<R: Rng>(
                     omit,
                     replace,
                     raw: scratch,
+                    ..Fault::NONE
                 },
             );
         }

@@ -91,7 +91,8 @@ pub struct GenConfig {
     /// Probability a record is replaced by a malformed one.
     pub malformed_share: f64,
     /// Probability a record is a session document (`"schema":"session/1"`) carrying the
-    /// next 2–5 steps of one session, its views without an `event_id` (kappa derives one).
+    /// next 2–5 steps of one session, its views without an `event_id` (kappa derives one)
+    /// and its purchases without category and price (kappa joins the catalogue).
     pub session_doc_share: f64,
 }
 
@@ -489,13 +490,20 @@ impl Generator {
                 query: is_search.then_some(&self.query[..]),
                 query_absent: s.query_absent,
             };
-            let fault = Fault {
-                omit: if step.etype == EventType::View {
-                    Field::EventId
-                } else {
-                    Field::None
+            // Views carry no id (kappa derives one); purchases leave their category and
+            // price to the catalogue valid at their time (`kappa produce --stream
+            // products` writes the generator's).
+            let fault = match step.etype {
+                EventType::View => Fault {
+                    omit: Field::EventId,
+                    ..Fault::NONE
                 },
-                ..Fault::NONE
+                EventType::Purchase => Fault {
+                    omit: Field::Category,
+                    omit_too: Field::Price,
+                    ..Fault::NONE
+                },
+                EventType::Search | EventType::AddCart => Fault::NONE,
             };
             if i > 0 {
                 out.value.push(b',');

@@ -187,6 +187,7 @@ impl Cursor {
         slot: usize,
         rec: &Record<'_>,
         rules: &crate::event::Rules,
+        catalogue: Option<&dyn crate::event::Join>,
         max_future: Duration,
     ) -> Document {
         let inner = match crate::event::session::explode(rec.value, rules.max_bytes) {
@@ -222,7 +223,7 @@ impl Cursor {
         for i in &inner {
             // Errors name the inner event (explode's own already do).
             let decoded = match &i.record {
-                Ok(bytes) => crate::event::decode_with(bytes, rules)
+                Ok(bytes) => crate::event::decode_joined(bytes, rules, catalogue)
                     .and_then(|ev| {
                         not_in_future(ev.ts_ms, rec, max_future)?;
                         Ok(ev)
@@ -645,6 +646,7 @@ mod tests {
                     0,
                     &rec(at as u64, docs[at].as_bytes()),
                     &rules,
+                    None,
                     future,
                 );
                 if let Some(l) = d.late {

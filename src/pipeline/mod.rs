@@ -8,6 +8,7 @@
 //!   the already-handled offsets as replayed, so nothing is counted or recorded twice;
 //! - determinism: the window core decides per partition, in offset order.
 
+mod catalogue;
 mod ingest;
 mod lane;
 mod status;
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
-use crate::event::{InvalidKind, Rules, decode_with};
+use crate::event::{InvalidKind, Join, Rules, decode_joined};
 use crate::log::{Record, RecordBatch};
 use crate::metrics::Metrics;
 use crate::source::{Source, SourceError};
@@ -42,10 +43,11 @@ const PARALLEL_DECODE_MIN: usize = 8192;
 fn decode_batch<'b>(
     batch: &'b RecordBatch,
     rules: &Rules,
+    join: Option<&dyn Join>,
     threads: usize,
 ) -> Vec<Result<crate::event::Event<'b>, crate::event::DecodeError>> {
     let n = batch.len();
-    let one = |i: usize| decode_with(batch.get(i).value, rules);
+    let one = |i: usize| decode_joined(batch.get(i).value, rules, join);
     if threads < 2 {
         return (0..n).map(one).collect();
     }
@@ -161,6 +163,9 @@ pub struct Pipeline {
     /// The reviews, read on this thread between the events' batches and committed in the
     /// same transactions ([`Pipeline::with_reviews`]).
     lane: Option<lane::Lane>,
+    /// The product catalogue events are joined with (read whole at start, then between
+    /// batches).
+    catalogue: Option<catalogue::CatalogueLane>,
 }
 
 impl Pipeline {
@@ -227,9 +232,16 @@ impl Pipeline {
             owned: Vec::new(),
             write_index: true,
             lane: None,
+            catalogue: None,
             caught_up_logged: false,
             decode_threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
         };
+        pipeline.catalogue = catalogue::CatalogueLane::open(
+            &pipeline.cfg,
+            &pipeline.version,
+            &pipeline.store,
+            pipeline.metrics.clone(),
+        )?;
         pipeline.refresh_lag()?;
         pipeline.publish(false);
         Ok(pipeline)
@@ -356,6 +368,11 @@ impl Pipeline {
             let n = self
                 .source
                 .poll(&mut batch, self.cfg.pipeline.batch_records)?;
+            // After the events' poll: an event is joined with what was appended before
+            // it was read, at least.
+            if let Some(c) = &mut self.catalogue {
+                c.step()?;
+            }
             if n > 0 {
                 summary.bytes += self.ingest_batch(&batch);
             }
@@ -386,6 +403,10 @@ impl Pipeline {
             let due = !self.pending.finals.is_empty()
                 || self.pending.dead.len() + self.pending.late.len() > 50_000
                 || self.lane.as_ref().is_some_and(lane::Lane::due)
+                || self
+                    .catalogue
+                    .as_ref()
+                    .is_some_and(catalogue::CatalogueLane::due)
                 || (self.pending.records + lane_records > 0
                     && last_commit.elapsed() >= self.cfg.pipeline.commit_interval);
             if due {
@@ -504,22 +525,26 @@ impl Pipeline {
         let mut bytes = 0;
         let rules = self.cfg.pipeline.decode_rules();
         let max_future = self.cfg.pipeline.max_future;
+        // Out of `self` while the batch is ingested (it is only read).
+        let cat = self.catalogue.take();
+        let join = cat.as_ref().map(|c| c.asof() as &dyn Join);
         if self.decode_threads > 1 && batch.len() >= PARALLEL_DECODE_MIN {
-            let decoded = decode_batch(batch, &rules, self.decode_threads);
+            let decoded = decode_batch(batch, &rules, join, self.decode_threads);
             for (rec, ev) in batch.iter().zip(decoded) {
                 bytes += rec.value.len() as u64;
                 seen[rec.partition as usize] = true;
-                self.ingest(&rec, ev, max_future);
+                self.ingest(&rec, ev, join, max_future);
             }
         } else {
             // One core: decode in the loop, nothing materialised.
             for rec in batch.iter() {
                 bytes += rec.value.len() as u64;
                 seen[rec.partition as usize] = true;
-                let ev = decode_with(rec.value, &rules);
-                self.ingest(&rec, ev, max_future);
+                let ev = decode_joined(rec.value, &rules, join);
+                self.ingest(&rec, ev, join, max_future);
             }
         }
+        self.catalogue = cat;
         for (p, _) in seen.iter().enumerate().filter(|(_, s)| **s) {
             self.cursors[p].last_record_at = now;
             if self.core.is_idle(p) {
@@ -535,11 +560,12 @@ impl Pipeline {
         &mut self,
         rec: &Record<'b>,
         ev: Result<crate::event::Event<'b>, crate::event::DecodeError>,
+        join: Option<&dyn Join>,
         max_future: Duration,
     ) {
         let p = rec.partition as usize;
         if ev.is_err() && crate::event::session::is_session(rec.value) {
-            self.ingest_document(rec, max_future);
+            self.ingest_document(rec, join, max_future);
             return;
         }
         let outcome = self.cursors[p].ingest(&mut self.core, p, rec, ev, max_future);
@@ -553,10 +579,10 @@ impl Pipeline {
 
     /// A session document: its inner events through the partition's cursor.
     #[cold]
-    fn ingest_document(&mut self, rec: &Record<'_>, max_future: Duration) {
+    fn ingest_document(&mut self, rec: &Record<'_>, join: Option<&dyn Join>, max_future: Duration) {
         let p = rec.partition as usize;
         let rules = self.cfg.pipeline.decode_rules();
-        let doc = self.cursors[p].ingest_document(&mut self.core, p, rec, &rules, max_future);
+        let doc = self.cursors[p].ingest_document(&mut self.core, p, rec, &rules, join, max_future);
         self.tally.count_all(p, &doc.counts);
         self.pending.dead.extend(doc.dead);
         self.pending.late.extend(doc.late);
@@ -676,10 +702,16 @@ impl Pipeline {
         if let (Some(l), Some(p)) = (&self.lane, &lane_positions) {
             commits.push(l.commit_part(p));
         }
+        if let Some(c) = self.catalogue.as_ref().filter(|c| c.due()) {
+            commits.push(c.commit_part());
+        }
         self.store.commit_all(&commits)?;
         drop(commits);
         if let (Some(l), Some(p)) = (&mut self.lane, &lane_positions) {
             l.committed(p);
+        }
+        if let Some(c) = &mut self.catalogue {
+            c.committed();
         }
         self.metrics
             .commit_duration

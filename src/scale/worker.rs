@@ -735,9 +735,9 @@ fn ingest_batch(
         }
         let ev = decode_with(rec.value, &rules);
         if ev.is_err() && crate::event::session::is_session(rec.value) {
-            let doc = part
-                .cursor
-                .ingest_document(&mut part.core, 0, &rec, &rules, max_future);
+            let doc =
+                part.cursor
+                    .ingest_document(&mut part.core, 0, &rec, &rules, None, max_future);
             tally.count_all(rec.partition as usize, &doc.counts);
             let version = &out.version;
             let late = doc.late.map(|record| Msg::Late {
@@ -911,7 +911,7 @@ mod tests {
                 accepted: 39,
                 duplicates: 1,
                 late: 1,
-                invalid: [1, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+                invalid: [1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
             },
         };
         let m = encode_meta("v1", 9, r);

@@ -77,6 +77,7 @@ impl Aggregate {
         match stream {
             Stream::Events => &Self::EVENTS,
             Stream::Reviews => &Self::REVIEWS,
+            Stream::Products => &[],
         }
     }
 
@@ -95,7 +96,8 @@ impl Aggregate {
     #[must_use]
     pub fn marker(stream: Stream) -> Aggregate {
         match stream {
-            Stream::Events => Self::EventsByType,
+            // The catalogue has no windows: nothing is ever found through it.
+            Stream::Events | Stream::Products => Self::EventsByType,
             Stream::Reviews => Self::AverageRating,
         }
     }
