@@ -70,6 +70,17 @@ fn demo() -> Demo {
         &start.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
     ]);
     ok(c);
+    // Reviews over the same 200 s, for the reviews dashboard's final windows.
+    let mut c = kappa(dir.path());
+    c.args([
+        "produce", "--stream", "reviews", "--rate", "0", "--events", "4000",
+    ])
+    .args(["--sim-rate", "20", "--duplicate-share", "0.01"])
+    .args([
+        "--start",
+        &start.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    ]);
+    ok(c);
     let mut c = kappa(dir.path());
     c.args([
         "demo",
@@ -493,6 +504,16 @@ fn the_built_in_live_page_shows_real_numbers_in_headless_chromium() {
         element_text(&dom, "watermark").starts_with("20"),
         "a watermark time"
     );
+    // The reviews: an exact average with two decimals, as the API gives it.
+    let average = element_text(&dom, "reviews-average");
+    let (whole, cents) = average
+        .split_once('.')
+        .unwrap_or_else(|| panic!("reviews average {average:?}: {dom}"));
+    assert!(
+        (1..=5).contains(&whole.parse::<u32>().unwrap()) && cents.len() == 2,
+        "{average}"
+    );
+    assert!(dom.contains("<td>delivery</td>"), "aspects in the page");
     // Top products and the funnel: what the API says (the latest window may have moved
     // on between the page's fetch and ours: either one will do).
     let tp = get_json(&format!(
