@@ -12,7 +12,6 @@ use serde_json::{Value, json};
 
 const SIZES: [(i64, &str); 2] = [(60_000, "1m"), (3_600_000, "1h")];
 const TOP_K: usize = 10;
-const MIN_REVIEWS: u64 = 3;
 
 /// (review id, product, rating, text, event time).
 type Rv = (String, String, u64, String, i64);
@@ -62,8 +61,9 @@ fn time(ms: i64) -> String {
         .to_string()
 }
 
-/// Every review export row the batch model expects.
-fn model(lines: &str) -> BTreeSet<String> {
+/// Every review export row the batch model expects, ranking best and worst rated among
+/// products with at least `min_reviews` reviews.
+fn model(lines: &str, min_reviews: u64) -> BTreeSet<String> {
     let dict = kappa::review::Dictionary::built_in();
     let mut seen = HashSet::new();
     let reviews: Vec<_> = lines
@@ -132,7 +132,7 @@ fn model(lines: &str) -> BTreeSet<String> {
             ranked("most_reviewed_products", most, &mut out);
             #[allow(clippy::cast_precision_loss)]
             let mean = |&(c, s): &(u64, u64)| s as f64 / c as f64;
-            let rated: Vec<_> = products.iter().filter(|p| p.1.0 >= MIN_REVIEWS).collect();
+            let rated: Vec<_> = products.iter().filter(|p| p.1.0 >= min_reviews).collect();
             let mut best = rated.clone();
             best.sort_by(|a, b| {
                 mean(b.1)
@@ -202,30 +202,9 @@ fn review_aggregates_equal_a_batch_computation_of_the_records() {
         "{out}"
     );
 
-    let review_aggs = [
-        "rating_histogram",
-        "average_rating",
-        "most_reviewed_products",
-        "best_rated_products",
-        "worst_rated_products",
-        "review_aspects",
-    ];
-    let got: BTreeSet<String> = String::from_utf8(export(dir.path()))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|v| review_aggs.contains(&v["aggregate"].as_str().unwrap()))
-        .map(|v| v.to_string())
-        .collect();
-    let expected = model(&lines);
+    let expected = model(&lines, 3);
     assert!(expected.len() > 250, "{} rows", expected.len());
-    let missing: Vec<_> = expected.difference(&got).take(5).collect();
-    let extra: Vec<_> = got.difference(&expected).take(5).collect();
-    assert!(
-        missing.is_empty() && extra.is_empty(),
-        "missing {missing:#?}\nunexpected {extra:#?}"
-    );
-
+    assert_rows(&export_reviews(dir.path()), &expected);
     // Every invalid review is a dead letter of the reviews, none of the events'.
     let mut c = kappa(dir.path());
     c.args([
@@ -239,4 +218,61 @@ fn review_aggregates_equal_a_batch_computation_of_the_records() {
     ]);
     let v: Value = serde_json::from_slice(&ok(c).stdout).unwrap();
     assert_eq!(v["dead_letters"].as_array().unwrap().len(), invalid);
+
+    // Another minimum for the rankings: a run refuses it and names the replay, which
+    // recomputes the reviews with it and leaves the events as they were.
+    let events_before = export_events(dir.path());
+    let mut c = kappa(dir.path());
+    c.args(RUN_DRAIN).env("KAPPA_REVIEWS__MIN_REVIEWS", "2");
+    let out = c.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("kappa replay --stream reviews"),
+        "{err}"
+    );
+    let mut c = kappa(dir.path());
+    c.args(["replay", "--stream", "reviews"])
+        .env("KAPPA_REVIEWS__MIN_REVIEWS", "2");
+    let out = String::from_utf8(ok(c).stdout).unwrap();
+    assert!(out.contains("6000 reviews read"), "{out}");
+    let again = model(&lines, 2);
+    assert_ne!(again, expected);
+    assert_rows(&export_reviews(dir.path()), &again);
+    assert_eq!(export_events(dir.path()), events_before);
+}
+
+const REVIEW_AGGREGATES: [&str; 6] = [
+    "rating_histogram",
+    "average_rating",
+    "most_reviewed_products",
+    "best_rated_products",
+    "worst_rated_products",
+    "review_aspects",
+];
+
+fn export_lines(dir: &std::path::Path, reviews: bool) -> BTreeSet<String> {
+    String::from_utf8(export(dir))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| REVIEW_AGGREGATES.contains(&v["aggregate"].as_str().unwrap()) == reviews)
+        .map(|v| v.to_string())
+        .collect()
+}
+
+fn export_reviews(dir: &std::path::Path) -> BTreeSet<String> {
+    export_lines(dir, true)
+}
+
+fn export_events(dir: &std::path::Path) -> BTreeSet<String> {
+    export_lines(dir, false)
+}
+
+fn assert_rows(got: &BTreeSet<String>, expected: &BTreeSet<String>) {
+    let missing: Vec<_> = expected.difference(got).take(5).collect();
+    let extra: Vec<_> = got.difference(expected).take(5).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing {missing:#?}\nunexpected {extra:#?}"
+    );
 }

@@ -663,7 +663,7 @@ fn produce_input(
 /// Installs a Ctrl-C and SIGTERM (`docker stop`) handler without a runtime (the producer
 /// is synchronous): the first stops producing gracefully (flushed, summary printed), a
 /// second Ctrl-C exits at once.
-fn ctrlc_hook(f: impl Fn() + Send + 'static) -> anyhow::Result<()> {
+pub(super) fn ctrlc_hook(f: impl Fn() + Send + 'static) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()?;

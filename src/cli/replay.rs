@@ -69,6 +69,11 @@ pub struct ReplayArgs {
     /// URL of the running kappa (default: http.listen, used when it holds the store).
     #[arg(long, value_name = "URL")]
     pub server: Option<String>,
+    /// The stream to recompute: `events` (the default; every option above), or `reviews`:
+    /// the serving version's reviews, from the beginning of their log, in place (in the
+    /// foreground, with no server holding the store).
+    #[arg(long, default_value = "events", value_parser = crate::stream::Stream::parse)]
+    pub stream: crate::stream::Stream,
 }
 
 /// `kappa audit`.
@@ -430,12 +435,62 @@ pub fn replay(cfg: &Config, config_file: Option<&Path>, a: &ReplayArgs) -> anyho
     if let Some(action) = &a.action {
         return replay_action(cfg, action);
     }
+    match a.stream {
+        crate::stream::Stream::Events => {}
+        crate::stream::Stream::Reviews => return replay_reviews(cfg, a),
+        crate::stream::Stream::Products => anyhow::bail!(
+            "--stream products: the catalogue has no results to replay; it is read whole at every start (replay the events to join them with it again)"
+        ),
+    }
     let req = request(cfg, config_file, a)?;
     if let Some((access, id)) = submit(cfg, &req, a.server.as_ref(), a.detach)?
         && req.diff
     {
         print_diff(&access, id)?;
     }
+    Ok(())
+}
+
+/// `kappa replay --stream reviews`: the serving version's reviews recomputed in place.
+fn replay_reviews(cfg: &Config, a: &ReplayArgs) -> anyhow::Result<()> {
+    if a.output_version.is_some()
+        || a.to.is_some()
+        || a.dry_run
+        || a.diff
+        || a.plan.is_some()
+        || a.promote
+        || a.promote_if.is_some()
+        || a.max_delay.is_some()
+        || a.detach
+        || a.from.as_deref().is_some_and(|f| f != "earliest")
+    {
+        anyhow::bail!(
+            "--stream reviews recomputes the serving version's reviews from the beginning (--from earliest); --version, --to, --dry-run, --diff, --plan, --promote, --max-delay and --detach are for the events"
+        );
+    }
+    let Access::Local(store) = access(cfg, a.server.as_ref())? else {
+        anyhow::bail!(
+            "a running kappa holds the store: stop it first (a replay of the reviews runs in the foreground)"
+        );
+    };
+    let version = crate::query::output_version(&store, None)?;
+    let cancel = tokio_util::sync::CancellationToken::new();
+    {
+        let c = cancel.clone();
+        let _ = super::produce::ctrlc_hook(move || c.cancel());
+    }
+    let started = std::time::Instant::now();
+    let r = crate::pipeline::replay_reviews(cfg, &store, &version, &cancel)?;
+    out!(
+        "replay of the reviews of {version}: {} reviews read ({} accepted, {} late, {} duplicates, {} invalid), {} windows final, in {:.1} s",
+        r.counts.read,
+        r.counts.accepted,
+        r.counts.late,
+        r.counts.duplicates,
+        r.counts.invalid.iter().sum::<u64>(),
+        r.windows,
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

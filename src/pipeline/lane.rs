@@ -52,6 +52,8 @@ pub(crate) struct Lane {
     unflushed: Counts,
     /// Outcomes since start.
     pub(crate) counts: Counts,
+    /// Windows committed since start.
+    pub(crate) windows: u64,
 }
 
 impl Lane {
@@ -129,6 +131,7 @@ impl Lane {
             ends: vec![0; partitions],
             unflushed: Counts::default(),
             counts: Counts::default(),
+            windows: 0,
         })
     }
 
@@ -274,6 +277,7 @@ impl Lane {
             .stream_windows_finalised
             .with_label_values(&label)
             .inc_by(self.finals.len() as u64);
+        self.windows += self.finals.len() as u64;
         self.finals.clear();
         self.dead.clear();
         self.late.clear();
@@ -325,6 +329,72 @@ impl Lane {
         m.stream_open_windows
             .with_label_values(&[stream])
             .set(i64::try_from(open).unwrap_or(i64::MAX));
+        Ok(())
+    }
+}
+
+/// What [`replay_reviews`] did.
+#[derive(Debug, Clone, Copy)]
+pub struct ReviewReplay {
+    /// Reviews' outcomes.
+    pub counts: Counts,
+    /// Windows made final.
+    pub windows: u64,
+}
+
+/// `kappa replay --stream reviews`: recomputes the reviews part of `version` from the
+/// beginning of the reviews log (up to its end now) with `cfg` — its window sizes, lateness
+/// bound, top-K and `reviews.min-reviews` — into a scratch part, then puts that part in the
+/// place of the version's in one transaction ([`Store::replace_version`]). Until then the
+/// version's reviews are untouched; a crash leaves the scratch part, removed by the next
+/// such replay. The events' results are not touched.
+///
+/// # Errors
+/// Store or source failure; the configuration does not read reviews (or, Kafka, the topic
+/// does not exist); cancelled.
+pub fn replay_reviews(
+    cfg: &Config,
+    store: &Store,
+    version: &str,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Result<ReviewReplay, PipelineError> {
+    let scratch = format!("{}reviews-{version}", crate::store::SCRATCH_PREFIX);
+    let scratch_part = Stream::Reviews.version(&scratch);
+    store.remove_version(&scratch_part)?;
+    let Some(mut lane) = Lane::open(cfg, &scratch, store, Arc::new(Metrics::new()))? else {
+        return Err(PipelineError::NoStream(
+            "no reviews to replay: reviews.read is off, or the reviews topic does not exist".into(),
+        ));
+    };
+    lane.set_bounded()?;
+    loop {
+        if cancel.is_cancelled() {
+            return Err(PipelineError::Source(SourceError::Cancelled));
+        }
+        let n = lane.step(None)?;
+        if lane.due() {
+            lane.commit_alone()?;
+        }
+        if n == 0 && lane.exhausted() {
+            break;
+        }
+    }
+    lane.drain();
+    lane.commit_alone()?;
+    lane.publish()?;
+    store.replace_version(&scratch_part, &Stream::Reviews.version(version))?;
+    Ok(ReviewReplay {
+        counts: lane.counts,
+        windows: lane.windows,
+    })
+}
+
+impl Lane {
+    /// Commits this lane's pending work by itself (a replay of the reviews).
+    fn commit_alone(&mut self) -> Result<(), PipelineError> {
+        let positions = self.positions();
+        self.store.commit_all(&[self.commit_part(&positions)])?;
+        self.committed(&positions);
         Ok(())
     }
 }

@@ -14,6 +14,7 @@ mod lane;
 mod status;
 
 pub use ingest::{Counts, Cursor, Document, Ingested, Tally};
+pub use lane::{ReviewReplay, replay_reviews};
 pub use status::{PartitionStatus, Shared, State, Status};
 
 use std::sync::Arc;
@@ -76,6 +77,9 @@ pub enum PipelineError {
     /// Writing or reading the store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A stream asked for is not read (off in the configuration, or no Kafka topic).
+    #[error("{0}")]
+    NoStream(String),
 }
 
 /// When the pipeline stops.

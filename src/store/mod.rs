@@ -473,8 +473,14 @@ impl Store {
             if let Some(existing) = existing {
                 let existing = existing?;
                 if existing.config != info.config {
+                    let remedy = match Stream::of_version(&info.name).0 {
+                        Stream::Reviews => {
+                            "recompute the reviews with it (`kappa replay --stream reviews`)"
+                        }
+                        _ => "replay into a new version",
+                    };
                     return Err(StoreError::Mismatch(format!(
-                        "output version {} was computed with {}; this run asks for {}: keep the configuration, or replay into a new version",
+                        "output version {} was computed with {}; this run asks for {}: keep the configuration, or {remedy}",
                         info.name, existing.config, info.config
                     )));
                 }
@@ -946,6 +952,82 @@ impl Store {
     pub fn remove_version(&self, name: &str) -> Result<()> {
         let tx = self.db()?.begin_write()?;
         remove_version(&tx, name)?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Puts version `from` (every row, position, fingerprint and late record of it) in the
+    /// place of version `to`, in one transaction: what was `to` is gone, `from` no longer
+    /// exists. A replay of one stream (`kappa replay --stream reviews`) computes into a
+    /// scratch part and moves it over the version's part this way.
+    ///
+    /// # Errors
+    /// Store failure; `from` does not exist.
+    pub fn replace_version(&self, from: &str, to: &str) -> Result<()> {
+        let tx = self.db()?.begin_write()?;
+        {
+            let versions = tx.open_table(VERSIONS)?;
+            let mut info = versions
+                .get(from)?
+                .map(|g| version_info(g.value()))
+                .transpose()?
+                .ok_or_else(|| StoreError::NoVersion(from.to_string()))?;
+            drop(versions);
+            remove_version(&tx, to)?;
+            info.name = to.to_string();
+            tx.open_table(VERSIONS)?
+                .insert(to, encode(&info).as_slice())?;
+            let mut results = tx.open_table(RESULTS)?;
+            let rows: Vec<(u8, i64, i64, String, Vec<u8>)> = results
+                .range(
+                    (from, 0u8, i64::MIN, i64::MIN, "")..(from, u8::MAX, i64::MAX, i64::MAX, ""),
+                )?
+                .map(|r| {
+                    let (k, v) = r?;
+                    let (_, a, size, start, key) = k.value();
+                    Ok((a, size, start, key.to_string(), v.value().to_vec()))
+                })
+                .collect::<Result<_>>()?;
+            for (a, size, start, key, value) in rows {
+                results.insert((to, a, size, start, key.as_str()), value.as_slice())?;
+            }
+            let mut pos = tx.open_table(POSITIONS)?;
+            let moved: Vec<(u32, Vec<u8>)> = pos
+                .range((from, 0u32)..=(from, u32::MAX))?
+                .map(|r| {
+                    let (k, v) = r?;
+                    Ok((k.value().1, v.value().to_vec()))
+                })
+                .collect::<Result<_>>()?;
+            for (p, v) in moved {
+                pos.insert((to, p), v.as_slice())?;
+            }
+            let mut late = tx.open_table(LATE)?;
+            let moved: Vec<(u32, u64, Vec<u8>)> = late
+                .range((from, 0u32, 0u64)..=(from, u32::MAX, u64::MAX))?
+                .map(|r| {
+                    let (k, v) = r?;
+                    let (_, p, o) = k.value();
+                    Ok((p, o, v.value().to_vec()))
+                })
+                .collect::<Result<_>>()?;
+            for (p, o, v) in moved {
+                late.insert((to, p, o), v.as_slice())?;
+            }
+            let mut prints = tx.open_table(FINGERPRINTS)?;
+            let moved: Vec<(i64, i64, u128)> = prints
+                .range((from, i64::MIN, i64::MIN)..=(from, i64::MAX, i64::MAX))?
+                .map(|r| {
+                    let (k, v) = r?;
+                    let (_, size, start) = k.value();
+                    Ok((size, start, v.value()))
+                })
+                .collect::<Result<_>>()?;
+            for (size, start, h) in moved {
+                prints.insert((to, size, start), h)?;
+            }
+        }
+        remove_version(&tx, from)?;
         tx.commit()?;
         Ok(())
     }
