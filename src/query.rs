@@ -55,7 +55,10 @@ pub fn output_version(store: &Store, named: Option<&str>) -> Result<String, Vers
     let Some(name) = named else {
         return Ok(store.serving()?);
     };
-    if name.starts_with(crate::store::SCRATCH_PREFIX) || store.version(name)?.is_none() {
+    if name.starts_with(crate::store::SCRATCH_PREFIX)
+        || Stream::of_version(name).0 != Stream::Events
+        || store.version(name)?.is_none()
+    {
         return Err(VersionError::Unknown(name.to_string()));
     }
     Ok(name.to_string())

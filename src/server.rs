@@ -394,9 +394,14 @@ impl Ctx {
 /// The version the main pipeline computes and the configuration it computes it with:
 /// `pipeline.version` when set (its configuration must then match the stored one), else
 /// the serving version with the configuration it was created with.
-fn main_version(cfg: &Config, store: &Store, create: bool) -> anyhow::Result<(Config, String)> {
+pub(crate) fn main_version(
+    cfg: &Config,
+    store: &Store,
+    create: bool,
+) -> anyhow::Result<(Config, String)> {
     let named = &cfg.pipeline.version;
     if !named.is_empty() {
+        crate::replay::plan::check_version_name(named)?;
         let versions: Vec<String> = store
             .versions()?
             .into_iter()

@@ -70,8 +70,9 @@ pub struct ReplayArgs {
     #[arg(long, value_name = "URL")]
     pub server: Option<String>,
     /// The stream to recompute: `events` (the default; every option above), or `reviews`:
-    /// the serving version's reviews, from the beginning of their log, in place (in the
-    /// foreground, with no server holding the store).
+    /// the reviews of the version a live run computes (the serving one, or
+    /// `pipeline.version`), from the beginning of their log, in place (in the foreground,
+    /// with no server holding the store).
     #[arg(long, default_value = "events", value_parser = crate::stream::Stream::parse)]
     pub stream: crate::stream::Stream,
 }
@@ -473,7 +474,10 @@ fn replay_reviews(cfg: &Config, a: &ReplayArgs) -> anyhow::Result<()> {
             "a running kappa holds the store: stop it first (a replay of the reviews runs in the foreground)"
         );
     };
-    let version = crate::query::output_version(&store, None)?;
+    // The configuration and version a live run would compute (the serving version's
+    // stored window settings, `reviews.min-reviews` as given).
+    let (cfg, version) = crate::server::main_version(cfg, &store, false)?;
+    let cfg = &cfg;
     let cancel = tokio_util::sync::CancellationToken::new();
     {
         let c = cancel.clone();

@@ -32,14 +32,23 @@ pub const SESSION_SCHEMA: &str = "session/1";
 /// Envelope fields every inner event inherits.
 const INHERITED: [&str; 4] = ["session_id", "user_id", "device", "context"];
 
-/// Whether `value` is (at a glance) a session document rather than an event: its
-/// `"schema"` is the string `session/1`.
+/// Whether `value` is a session document rather than an event: a JSON object whose
+/// `"schema"` is the string `session/1`, wherever the field is. Asked only of records the
+/// event decoder refused (a document is not an event), so its full parse costs nothing on
+/// the path of valid events.
 #[must_use]
 pub fn is_session(value: &[u8]) -> bool {
-    // Cheap enough for every record: the generator's events start with `{"schema":1`.
-    let head = &value[..value.len().min(64)];
-    head.windows(SESSION_SCHEMA.len())
+    #[derive(serde::Deserialize)]
+    struct Head<'a> {
+        #[serde(borrow)]
+        schema: Option<std::borrow::Cow<'a, str>>,
+    }
+    // The bytes first: most refused records are not documents.
+    value
+        .windows(SESSION_SCHEMA.len())
         .any(|w| w == SESSION_SCHEMA.as_bytes())
+        && serde_json::from_slice::<Head<'_>>(value)
+            .is_ok_and(|h| h.schema.as_deref() == Some(SESSION_SCHEMA))
 }
 
 /// One inner event of a document: its index, and the schema-1 event record it becomes
@@ -188,6 +197,13 @@ mod tests {
     fn a_document_becomes_events_that_inherit_its_envelope() {
         assert!(is_session(DOC.as_bytes()));
         assert!(!is_session(br#"{"schema":1,"event_id":"a"}"#));
+        // The field is found wherever it is, and only as the schema.
+        assert!(is_session(
+            br#"{"session_id":"s","user_id":"u","events":[],"schema":"session/1"}"#
+        ));
+        assert!(!is_session(
+            br#"{"schema":1,"session_id":"session/1","event_type":"view"}"#
+        ));
         let inner = explode(DOC.as_bytes(), 65_536).unwrap();
         assert_eq!(inner.len(), 5);
         let ok: Vec<_> = inner

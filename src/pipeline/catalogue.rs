@@ -4,8 +4,9 @@
 //! at the event's time ([`crate::event::decode_joined`]).
 //!
 //! When: a pipeline reads the whole catalogue, to the end it has when the pipeline starts,
-//! before its first event; then it reads what is appended between the events' batches. An
-//! event is joined with the entries read when it is processed. So a new version, a replay
+//! before its first event; then, live, it reads what is appended between the events'
+//! batches (a bounded run — a replay catching up, an audit — reads nothing more). An event
+//! is joined with the entries read when it is processed. So a new version, a replay
 //! or an audit joins every event with the catalogue as it stands when it starts — the as-of
 //! join by event time alone — while a live pipeline keeps what it computed with the entries
 //! it had: an entry that arrives after the events it should have enriched leaves them
@@ -22,7 +23,7 @@ use crate::config::Config;
 use crate::log::RecordBatch;
 use crate::metrics::Metrics;
 use crate::products::AsOf;
-use crate::source::{Assignment, Source, SourceError};
+use crate::source::Source;
 use crate::store::{Commit, DeadLetter, Store, VersionInfo};
 use crate::stream::Stream;
 
@@ -63,23 +64,14 @@ impl CatalogueLane {
         }
         let cfg = cfg.for_stream(Stream::Products);
         let version = Stream::Products.version(version);
-        let mut source = match crate::source::open(
-            &cfg,
-            Arc::new(NoPositions),
-            &version,
-            Assignment::Explicit,
-            metrics,
-            &|| true,
-        ) {
-            Ok(s) => s,
-            Err(SourceError::Cancelled) => {
-                tracing::warn!(
-                    "no product catalogue: topic {} not found (events that leave out their category or price are dead-lettered; create it with `kappa topics apply`)",
-                    cfg.kafka.topic
-                );
-                return Ok(None);
-            }
-            Err(e) => return Err(e.into()),
+        let Some(mut source) =
+            crate::source::open_stream(&cfg, Arc::new(NoPositions), &version, metrics)?
+        else {
+            tracing::warn!(
+                "no product catalogue: topic {} not found (events that leave out their category or price are dead-lettered; create it with `kappa topics apply`)",
+                cfg.kafka.topic
+            );
+            return Ok(None);
         };
         store.bind_stream_source(Stream::Products, &source.id())?;
         store.ensure_version(&VersionInfo {

@@ -6,7 +6,7 @@
 //! metrics — counted in plain integers per record, applied to the shared status and the
 //! Prometheus counters in one flush (no atomic, no allocation per accepted record).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -69,6 +69,19 @@ pub struct Cursor {
     /// Offsets between the resume point and `handled` the previous process recorded as
     /// late: on re-reading they stay late, whatever made them so (idleness included).
     late_rereads: HashSet<u64>,
+    /// Among them, session documents: which of their inner events were late.
+    late_documents: HashMap<u64, Vec<usize>>,
+}
+
+/// The inner events a session document's late record names (`events[1], events[4]: …`,
+/// as [`Cursor::ingest_document`] writes it), or `None` for an ordinary record's.
+#[must_use]
+pub fn late_inner(reason: &str) -> Option<Vec<usize>> {
+    let (names, _) = reason.split_once(": ")?;
+    names
+        .split(", ")
+        .map(|n| n.strip_prefix("events[")?.strip_suffix(']')?.parse().ok())
+        .collect()
 }
 
 impl Cursor {
@@ -85,7 +98,16 @@ impl Cursor {
             unindexed_from: None,
             last_record_at: Instant::now(),
             late_rereads,
+            late_documents: HashMap::new(),
         }
+    }
+
+    /// Which inner events of the session documents among the late re-reads were late
+    /// (from their late records, [`late_inner`]).
+    #[must_use]
+    pub fn with_late_documents(mut self, late: HashMap<u64, Vec<usize>>) -> Self {
+        self.late_documents = late;
+        self
     }
 
     /// The source puts this partition where it starts (no stored position): at `at` when
@@ -178,9 +200,9 @@ impl Cursor {
     /// offset. The document is one record of the log, so it is at most one dead letter
     /// (one reason per bad inner event, `events[i]: …`) and one late record (the first late
     /// inner event's time, the late ones named); the counts are per inner event. Re-read
-    /// after a restart, every inner event goes through the core again as re-read (a late
-    /// one is late again below the watermark; one that was late because its window had
-    /// closed while the partition was idle finds that window final and is skipped).
+    /// after a restart, the inner events its late record names stay late (as an ordinary
+    /// record's late re-read does, idleness included); the others go through the core
+    /// again as re-read.
     pub fn ingest_document(
         &mut self,
         core: &mut WindowCore,
@@ -243,6 +265,16 @@ impl Cursor {
                         .unwrap_or(0);
                     doc.counts.invalid[n] += 1;
                     bad.push(e);
+                }
+                // Recorded late before a restart: late again, whatever made it so.
+                Ok(ev)
+                    if replaying
+                        && self
+                            .late_documents
+                            .get(&rec.offset)
+                            .is_some_and(|l| l.contains(&i.index)) =>
+                {
+                    core.replay_late(slot, ev.ts_ms);
                 }
                 Ok(ev) => match core.on_item(slot, rec.offset, max_before, &ev, replaying) {
                     _ if replaying => {}
@@ -541,6 +573,99 @@ mod tests {
         assert_eq!(c.checkpoint_due(), Some(500 + CHECKPOINT_EVERY));
     }
 
+    /// A document's inner event late because its 10 s window had closed while its
+    /// partition was idle (the 1 min window around it still open) stays late when the
+    /// document is re-read after a restart: it must not reach the open window then.
+    #[test]
+    fn a_late_inner_event_stays_late_on_re_reading() {
+        let cfg = crate::window::WindowConfig {
+            sizes_ms: vec![10_000, 60_000],
+            max_delay_ms: 15_000,
+            top_k: 3,
+        };
+        let base = 1_700_000_040_000_i64; // a minute boundary
+        let at = |s: i64| crate::event::time::format_rfc3339_ms(base + s * 1000);
+        let rules = crate::event::Rules::new(65_536);
+        let future = Duration::from_secs(86_400);
+        let view = |id: &str, s: i64| {
+            format!(
+                r#"{{"event_id":"{id}","type":"view","product_id":"p","category":"c","price":"1.00","ts":"{}"}}"#,
+                at(s)
+            )
+        };
+        let doc = format!(
+            r#"{{"schema":"session/1","session_id":"s","user_id":"u","events":[{},{}]}}"#,
+            view("a", 25),
+            view("b", 35)
+        );
+        let other = format!(
+            r#"{{"schema":1,"event_id":"o","event_type":"view","user_id":"u","session_id":"s","product_id":"p","category":"c","price":"1.00","ts":"{}"}}"#,
+            at(45)
+        );
+        fn rec(p: u32, value: &[u8], ts: i64) -> Record<'_> {
+            Record {
+                partition: p,
+                offset: 0,
+                timestamp_ms: ts,
+                key: b"",
+                value,
+            }
+        }
+        let ingest_ts = base + 3_600_000;
+        // Partition 1 moves on; partition 0, idle, no longer holds the watermark: the
+        // 10 s windows up to 30 s are final, the minute is not.
+        let run = |core: &mut WindowCore, c: &mut [Cursor; 2], replaying_doc: bool| {
+            let o = rec(1, other.as_bytes(), ingest_ts);
+            let ev = crate::event::decode_with(o.value, &rules);
+            c[1].ingest(core, 1, &o, ev, future);
+            if !replaying_doc {
+                core.set_idle(0, true);
+                let _ = core.advance();
+                core.set_idle(0, false);
+            }
+            c[0].ingest_document(
+                core,
+                0,
+                &rec(0, doc.as_bytes(), ingest_ts),
+                &rules,
+                None,
+                future,
+            )
+        };
+        let mut core = WindowCore::new(cfg.clone(), 2);
+        let mut c = [
+            Cursor::new(0, 0, HashSet::new()),
+            Cursor::new(0, 0, HashSet::new()),
+        ];
+        let d = run(&mut core, &mut c, false);
+        let late = d.late.expect("events[0] is late: its window closed");
+        assert_eq!(late_inner(&late.reason), Some(vec![0]), "{}", late.reason);
+        let resume = core.resume_points(&[1, 1]);
+        let ft = core.finalized_through();
+        let minute = |core: &mut WindowCore| {
+            core.drain()
+                .into_iter()
+                .find(|w| w.size_ms == 60_000)
+                .map(|w| w.events_by_type)
+        };
+        let want = minute(&mut core);
+        // A restart from the commit after both records: re-reading rebuilds the minute.
+        let restart = |documents: HashMap<u64, Vec<usize>>| {
+            let mut core = WindowCore::new(cfg.clone(), 2);
+            core.restore(ft, &resume);
+            let mut c = [
+                Cursor::new(resume[0].offset, 1, [0].into()).with_late_documents(documents),
+                Cursor::new(resume[1].offset, 1, HashSet::new()),
+            ];
+            run(&mut core, &mut c, true);
+            minute(&mut core)
+        };
+        assert_eq!(want.map(|c| c[1]), Some(2), "b and the other view");
+        assert_eq!(restart([(0, vec![0])].into()), want);
+        // Without the list, the late one would reach the open minute.
+        assert_ne!(restart(HashMap::new()), want);
+    }
+
     /// Session documents against their events: one partition of documents (inner events
     /// with and without ids, duplicates, late ones, invalid ones), read with a crash and
     /// restart from the last commit at random points, gives the final windows of the same
@@ -607,14 +732,15 @@ mod tests {
             }
         }
 
-        /// The documents' events one record each, no crash.
-        fn flat(docs: &[String]) -> Vec<FinalWindow> {
+        /// The documents' events one record each, no crash; `drain` finalises every open
+        /// window after the events of that document (a bounded run that drained a prefix).
+        fn flat(docs: &[String], drain: usize) -> Vec<FinalWindow> {
             let rules = crate::event::Rules::new(65_536);
             let mut core = WindowCore::new(cfg(), 1);
             let mut c = Cursor::new(0, 0, HashSet::new());
             let mut out = Vec::new();
             let mut offset = 0;
-            for d in docs {
+            for (at, d) in docs.iter().enumerate() {
                 for i in crate::event::session::explode(d.as_bytes(), 65_536).unwrap() {
                     let Ok(bytes) = i.record else { continue };
                     let r = rec(offset, &bytes);
@@ -623,21 +749,30 @@ mod tests {
                     offset += 1;
                     out.extend(core.advance());
                 }
+                if at == drain {
+                    out.extend(core.drain());
+                }
             }
             out.extend(core.drain());
             out
         }
 
-        /// The documents as records, committing after each and crashing once after
-        /// `crash` (restarting from the commit after `commit`).
-        fn documents_with_crash(docs: &[String], commit: usize, crash: usize) -> Vec<FinalWindow> {
+        /// The documents as records, committing after `commit` and after the drain at
+        /// `drain`, and crashing once after `crash` (restarting from the last commit, with
+        /// the late records committed so far).
+        fn documents_with_crash(
+            docs: &[String],
+            commit: usize,
+            drain: usize,
+            crash: usize,
+        ) -> Vec<FinalWindow> {
             let rules = crate::event::Rules::new(65_536);
             let future = Duration::from_secs(86_400);
             let mut core = WindowCore::new(cfg(), 1);
             let mut c = Cursor::new(0, 0, HashSet::new());
             let (mut committed, mut pending) = (Vec::new(), Vec::new());
             let mut saved = None;
-            let mut late = HashSet::new();
+            let (mut late, mut pending_late) = (Vec::new(), Vec::new());
             let mut crashed = false;
             let mut at = 0usize;
             while at < docs.len() {
@@ -649,32 +784,42 @@ mod tests {
                     None,
                     future,
                 );
-                if let Some(l) = d.late {
-                    late.insert(l.offset);
-                }
+                pending_late.extend(d.late);
                 pending.extend(core.advance());
-                if at == commit {
+                if at == drain {
+                    pending.extend(core.drain());
+                }
+                if at == commit || at == drain {
                     committed.append(&mut pending);
+                    late.append(&mut pending_late);
                     c.committed();
                     saved = Some((
                         core.finalized_through(),
                         core.resume_points(&[c.next]),
                         c.handled_mark(),
-                        late.clone(),
                     ));
                 }
                 if at == crash && !crashed {
                     crashed = true;
                     pending.clear();
+                    pending_late.clear();
                     core = WindowCore::new(cfg(), 1);
-                    let (from, handled, late) = match &saved {
-                        Some((ft, resume, handled, late)) => {
+                    let (from, handled) = match &saved {
+                        Some((ft, resume, handled)) => {
                             core.restore(*ft, resume);
-                            (resume[0].offset, *handled, late.clone())
+                            (resume[0].offset, *handled)
                         }
-                        None => (0, 0, HashSet::new()),
+                        None => (0, 0),
                     };
-                    c = Cursor::new(from, handled, late);
+                    let reread = late
+                        .iter()
+                        .filter(|l: &&LateRecord| l.offset >= from && l.offset < handled);
+                    let documents = reread
+                        .clone()
+                        .filter_map(|l| Some((l.offset, late_inner(&l.reason)?)))
+                        .collect();
+                    c = Cursor::new(from, handled, reread.map(|l| l.offset).collect())
+                        .with_late_documents(documents);
                     at = usize::try_from(from).unwrap();
                     continue;
                 }
@@ -692,12 +837,13 @@ mod tests {
             fn documents_equal_their_events_across_a_crash(
                 docs in documents(),
                 commit in 0usize..30,
+                drain in prop_oneof![Just(usize::MAX), 0usize..30],
                 crash in 0usize..30,
             ) {
                 let key = |w: &FinalWindow| (w.size_ms, w.start_ms);
-                let mut want = flat(&docs);
+                let mut want = flat(&docs, drain);
                 want.sort_by_key(key);
-                let mut got = documents_with_crash(&docs, commit, crash.max(commit));
+                let mut got = documents_with_crash(&docs, commit, drain, crash.max(commit));
                 got.sort_by_key(key);
                 prop_assert_eq!(got, want);
             }

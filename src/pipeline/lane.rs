@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::log::RecordBatch;
 use crate::metrics::Metrics;
 use crate::review::agg::{ReviewFinal, Reviews};
-use crate::source::{Assignment, Source, SourceError};
+use crate::source::Source;
 use crate::store::{Commit, DeadLetter, LateRecord, PartitionPosition, Store, VersionInfo};
 use crate::stream::Stream;
 use crate::window::Windows;
@@ -73,24 +73,14 @@ impl Lane {
         }
         let cfg = cfg.for_stream(Stream::Reviews);
         let version = Stream::Reviews.version(version);
-        // One look for the topic: the events' source is connected, so the brokers are.
-        let source = match crate::source::open(
-            &cfg,
-            Arc::new(store.clone()),
-            &version,
-            Assignment::Explicit,
-            metrics.clone(),
-            &|| true,
-        ) {
-            Ok(s) => s,
-            Err(SourceError::Cancelled) => {
-                tracing::warn!(
-                    "not reading reviews: topic {} not found (create it with `kappa topics apply`, then restart)",
-                    cfg.kafka.topic
-                );
-                return Ok(None);
-            }
-            Err(e) => return Err(e.into()),
+        let Some(source) =
+            crate::source::open_stream(&cfg, Arc::new(store.clone()), &version, metrics.clone())?
+        else {
+            tracing::warn!(
+                "not reading reviews: topic {} not found (create it with `kappa topics apply`, then restart)",
+                cfg.kafka.topic
+            );
+            return Ok(None);
         };
         Self::with_source(cfg, version, source, store, metrics).map(Some)
     }
@@ -345,9 +335,10 @@ pub struct ReviewReplay {
 /// `kappa replay --stream reviews`: recomputes the reviews part of `version` from the
 /// beginning of the reviews log (up to its end now) with `cfg` — its window sizes, lateness
 /// bound, top-K and `reviews.min-reviews` — into a scratch part, then puts that part in the
-/// place of the version's in one transaction ([`Store::replace_version`]). Until then the
-/// version's reviews are untouched; a crash leaves the scratch part, removed by the next
-/// such replay. The events' results are not touched.
+/// place of the version's in one transaction ([`Store::replace_version`]): windows the
+/// reviews' watermark passed are final, the others stay open with their resume points for
+/// the live pipeline. Until then the version's reviews are untouched; a crash leaves the
+/// scratch part, removed by the next such replay. The events' results are not touched.
 ///
 /// # Errors
 /// Store or source failure; the configuration does not read reviews (or, Kafka, the topic
@@ -369,7 +360,7 @@ pub fn replay_reviews(
     lane.set_bounded()?;
     loop {
         if cancel.is_cancelled() {
-            return Err(PipelineError::Source(SourceError::Cancelled));
+            return Err(PipelineError::Source(crate::source::SourceError::Cancelled));
         }
         let n = lane.step(None)?;
         if lane.due() {
@@ -379,7 +370,8 @@ pub fn replay_reviews(
             break;
         }
     }
-    lane.drain();
+    // No drain: windows the reviews' watermark has not passed stay open, with their
+    // resume points, for the live pipeline to go on with (as a replay of the events does).
     lane.commit_alone()?;
     lane.publish()?;
     store.replace_version(&scratch_part, &Stream::Reviews.version(version))?;

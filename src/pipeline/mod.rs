@@ -372,9 +372,13 @@ impl Pipeline {
             let n = self
                 .source
                 .poll(&mut batch, self.cfg.pipeline.batch_records)?;
-            // After the events' poll: an event is joined with what was appended before
-            // it was read, at least.
-            if let Some(c) = &mut self.catalogue {
+            // Live, after the events' poll: an event is joined with what was appended
+            // before it was read, at least. A bounded run (a replay catching up, an audit)
+            // keeps the catalogue it read at start: its results do not depend on when
+            // entries arrive while it runs.
+            if mode == Mode::Live
+                && let Some(c) = &mut self.catalogue
+            {
                 c.step()?;
             }
             if n > 0 {
@@ -874,8 +878,13 @@ pub(crate) fn restore_from_store<A: crate::window::Aggregator>(
         .collect();
     for &p in owned {
         let i = p as usize;
-        let late = store.late_offsets(version, p, next[i], handled[i])?;
-        let cursor = Cursor::new(next[i], handled[i], late.into_iter().collect());
+        let late = store.late_between(version, p, next[i], handled[i])?;
+        let documents = late
+            .iter()
+            .filter_map(|l| Some((l.offset, ingest::late_inner(&l.reason)?)))
+            .collect();
+        let cursor = Cursor::new(next[i], handled[i], late.iter().map(|l| l.offset).collect())
+            .with_late_documents(documents);
         cursors[i] = if known[i] {
             source.seek(p, next[i])?;
             cursor

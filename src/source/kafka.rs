@@ -1198,6 +1198,28 @@ pub fn topic_id_of(k: &KafkaSection) -> Result<Option<String>, SourceError> {
     Ok(topic_id(consumer.client(), &k.topic))
 }
 
+/// Whether `k.topic` exists (with partitions): the brokers' answer.
+///
+/// # Errors
+/// Brokers unreachable within 5 s.
+pub fn topic_exists(k: &KafkaSection) -> Result<bool, SourceError> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &k.brokers);
+    for (key, v) in &k.properties {
+        c.set(key, v);
+    }
+    let consumer: BaseConsumer = c
+        .create()
+        .map_err(|e| SourceError::kafka("creating a client", e))?;
+    let md = consumer
+        .fetch_metadata(Some(&k.topic), Duration::from_secs(5))
+        .map_err(|e| SourceError::kafka(format!("brokers {} unreachable", k.brokers), e))?;
+    Ok(md
+        .topics()
+        .first()
+        .is_some_and(|t| t.error().is_none() && !t.partitions().is_empty()))
+}
+
 /// High watermark per partition of the topic (one metadata and one ListOffsets request
 /// per partition), for replay plans.
 ///

@@ -187,6 +187,41 @@ pub fn open(
     }
 }
 
+/// The source of a stream read next to the events (reviews, the catalogue): every partition
+/// by explicit assignment, positioned by `starts`. `None` when, on Kafka, the brokers say
+/// the topic does not exist (a deployment without that stream); brokers that do not answer
+/// are retried for `kafka.connect-timeout`, then the error stands — a stream is never
+/// turned off by a hiccup.
+///
+/// # Errors
+/// The log cannot be opened; the brokers did not answer in time.
+pub fn open_stream(
+    cfg: &crate::config::Config,
+    starts: std::sync::Arc<dyn Starts>,
+    version: &str,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
+) -> Result<Option<Box<dyn Source>>, SourceError> {
+    if !cfg.kafka.brokers.is_empty() {
+        let deadline = std::time::Instant::now() + cfg.kafka.connect_timeout;
+        loop {
+            match kafka::topic_exists(&cfg.kafka) {
+                Ok(true) => break,
+                Ok(false) => return Ok(None),
+                Err(e) if std::time::Instant::now() >= deadline => return Err(e),
+                Err(e) => {
+                    tracing::debug!("looking for topic {}: {e}; retrying", cfg.kafka.topic);
+                    std::thread::sleep(std::time::Duration::from_millis(500));
+                }
+            }
+        }
+    }
+    let deadline = std::time::Instant::now() + cfg.kafka.connect_timeout;
+    open(cfg, starts, version, Assignment::Explicit, metrics, &|| {
+        std::time::Instant::now() >= deadline
+    })
+    .map(Some)
+}
+
 /// How a source gets its partitions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Assignment {

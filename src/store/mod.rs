@@ -816,21 +816,21 @@ impl Store {
             .collect()
     }
 
-    /// Offsets of `partition` in `[from, to)` recorded as late for `version`.
+    /// The late-event records of `version` on `partition` in `[from, to)`.
     ///
     /// # Errors
     /// Store failure.
-    pub fn late_offsets(
+    pub fn late_between(
         &self,
         version: &str,
         partition: u32,
         from: u64,
         to: u64,
-    ) -> Result<Vec<u64>> {
+    ) -> Result<Vec<LateRecord>> {
         let tx = self.db()?.begin_read()?;
         let t = tx.open_table(LATE)?;
         t.range((version, partition, from)..(version, partition, to))?
-            .map(|r| Ok(r?.0.value().2))
+            .map(|r| decode("late_events", r?.1.value()))
             .collect()
     }
 
@@ -1508,6 +1508,10 @@ type Versions<'t> = redb::Table<'t, &'static str, &'static [u8]>;
 
 /// A version people name (not an in-place correction's scratch), read in `versions`.
 fn user_version(versions: &Versions<'_>, name: &str) -> Result<VersionInfo> {
+    // A stream's part of a version (`v1/reviews`) is not one: promoted or dropped with it.
+    if Stream::of_version(name).0 != Stream::Events {
+        return Err(StoreError::NoVersion(name.to_string()));
+    }
     let info = versions
         .get(name)?
         .map(|g| version_info(g.value()))
