@@ -528,6 +528,10 @@ fn role_env(topic: &str) -> Vec<(String, String)> {
         "KAPPA_KAFKA__CONTROL_TOPIC".into(),
         format!("{topic}.control"),
     ));
+    env.push((
+        "KAPPA_KAFKA__PRODUCTS_TOPIC".into(),
+        format!("{topic}.products"),
+    ));
     env.push((WINDOWS_1M_5M.0.into(), WINDOWS_1M_5M.1.into()));
     // As the single-process reference (a bounded run never uses idleness).
     env.push(("KAPPA_PIPELINE__IDLE_TIMEOUT".into(), "0s".into()));
@@ -566,18 +570,26 @@ fn three_workers_and_a_merger_equal_one_process_through_kills() {
     create_topic_with(topic, 6);
     create_topic_with(&format!("{topic}.partials"), 6);
     create_topic_with(&format!("{topic}.control"), 1);
+    create_topic_with(&format!("{topic}.products"), 1);
+    let env = role_env(topic);
     let (single, merger_dir) = (temp(), temp());
-    // Three parts of 40 000 events, 20 minutes of event time each, produced while the
-    // workers and the merger run, so that the kills fall between open windows.
+    // The catalogue, which completes the purchases of the session documents below, in
+    // the workers as in the single process.
+    let mut c = kk(single.path(), topic);
+    c.args(["produce", "--stream", "products", "--seed", "17"])
+        .envs(env.clone());
+    ok(c);
+    // Three parts of 40 000 records, 20 minutes of event time each, 5 % of them session
+    // documents, produced while the workers and the merger run, so that the kills fall
+    // between open windows.
     let produce_part = |i: u32| {
         let mut c = kk(single.path(), topic);
         c.args(produce_args(40_000, 17 + u64::from(i)))
-            .args(["--sim-rate", "33", "--start"])
+            .args(["--sim-rate", "33", "--session-docs", "0.05", "--start"])
             .arg(format!("2026-11-23T00:{:02}:00Z", i * 20));
         ok(c);
     };
     produce_part(0);
-    let env = role_env(topic);
     let worker_dirs = [temp(), temp(), temp()];
     let start_worker =
         |d: &tempfile::TempDir| Server::start_env(d.path(), &["--role", "worker"], &env);
@@ -600,7 +612,8 @@ fn three_workers_and_a_merger_equal_one_process_through_kills() {
     // workers run live, so the same windows are final: those every partition passed).
     let mut c = kk(single.path(), topic);
     c.args(["run", "--until-caught-up", "--listen", "127.0.0.1:0"])
-        .env(WINDOWS_1M_5M.0, WINDOWS_1M_5M.1);
+        .env(WINDOWS_1M_5M.0, WINDOWS_1M_5M.1)
+        .env("KAPPA_KAFKA__PRODUCTS_TOPIC", format!("{topic}.products"));
     let out = String::from_utf8(ok(c).stdout).unwrap();
     let expected_windows: u64 = out
         .split_whitespace()
@@ -673,9 +686,11 @@ fn three_workers_and_a_merger_equal_one_process_through_kills() {
         "{}",
         merger.stderr_text()
     );
+    let products = ("KAPPA_KAFKA__PRODUCTS_TOPIC", format!("{topic}.products"));
     let mut c = kk(single.path(), topic);
     c.args(["replay", "--from", "earliest", "--version", "v2"])
-        .env(WINDOWS_1M_5M.0, WINDOWS_1M_5M.1);
+        .env(WINDOWS_1M_5M.0, WINDOWS_1M_5M.1)
+        .env(products.0, &products.1);
     ok(c);
 
     // An in-place correction across roles with a larger lateness bound (it takes in events
@@ -699,7 +714,8 @@ fn three_workers_and_a_merger_equal_one_process_through_kills() {
     let mut c = kk(single.path(), topic);
     c.arg("replay")
         .args(correction)
-        .env(WINDOWS_1M_5M.0, WINDOWS_1M_5M.1);
+        .env(WINDOWS_1M_5M.0, WINDOWS_1M_5M.1)
+        .env(products.0, &products.1);
     ok(c);
     let corrected = export(single.path());
     assert!(

@@ -37,6 +37,8 @@ const EMPTY_POLL_EVERY: Duration = Duration::from_millis(20);
 pub(crate) struct CatalogueLane {
     cfg: Config,
     version: String,
+    /// Invalid records are kept for the store (else logged).
+    keeps_dead_letters: bool,
     source: Box<dyn Source>,
     asof: AsOf,
     dead: Vec<DeadLetter>,
@@ -53,10 +55,13 @@ impl CatalogueLane {
     ///
     /// # Errors
     /// Store or source failure.
+    ///
+    /// `store`: where its invalid records become dead letters; a worker (`--role worker`),
+    /// which keeps no results, has none and logs them.
     pub(crate) fn open(
         cfg: &Config,
         version: &str,
-        store: &Store,
+        store: Option<&Store>,
         metrics: Arc<Metrics>,
     ) -> Result<Option<Self>, PipelineError> {
         if !cfg.products.read {
@@ -73,19 +78,22 @@ impl CatalogueLane {
             );
             return Ok(None);
         };
-        store.bind_stream_source(Stream::Products, &source.id())?;
-        store.ensure_version(&VersionInfo {
-            name: version.clone(),
-            config: String::new(),
-            created_ms: chrono::Utc::now().timestamp_millis(),
-            finalized_through: i64::MIN,
-            state: crate::store::VersionState::Ready,
-        })?;
+        if let Some(store) = store {
+            store.bind_stream_source(Stream::Products, &source.id())?;
+            store.ensure_version(&VersionInfo {
+                name: version.clone(),
+                config: String::new(),
+                created_ms: chrono::Utc::now().timestamp_millis(),
+                finalized_through: i64::MIN,
+                state: crate::store::VersionState::Ready,
+            })?;
+        }
         source.no_wait();
         let ends = crate::source::log_end_offsets(&cfg)?;
         let mut lane = Self {
             cfg,
             version,
+            keeps_dead_letters: store.is_some(),
             source,
             asof: AsOf::default(),
             dead: Vec::new(),
@@ -139,7 +147,12 @@ impl CatalogueLane {
                     self.asof.insert(e);
                     self.entries += 1;
                 }
-                Err(e) => self.dead.push(dead_letter(&rec, e)),
+                Err(e) if self.keeps_dead_letters => self.dead.push(dead_letter(&rec, e)),
+                Err(e) => tracing::warn!(
+                    partition = rec.partition,
+                    offset = rec.offset,
+                    "invalid catalogue record, not used: {e}"
+                ),
             }
         }
         Ok(n)

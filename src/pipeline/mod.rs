@@ -8,7 +8,7 @@
 //!   the already-handled offsets as replayed, so nothing is counted or recorded twice;
 //! - determinism: the window core decides per partition, in offset order.
 
-mod catalogue;
+pub(crate) mod catalogue;
 mod ingest;
 mod lane;
 mod status;
@@ -243,7 +243,7 @@ impl Pipeline {
         pipeline.catalogue = catalogue::CatalogueLane::open(
             &pipeline.cfg,
             &pipeline.version,
-            &pipeline.store,
+            Some(&pipeline.store),
             pipeline.metrics.clone(),
         )?;
         pipeline.refresh_lag()?;

@@ -23,7 +23,6 @@ use tokio_util::sync::CancellationToken;
 use super::Msg;
 use super::{Result, ScaleError};
 use crate::config::Config;
-use crate::event::decode_with;
 use crate::log::RecordBatch;
 use crate::metrics::Metrics;
 use crate::pipeline::{Counts, Cursor, Ingested, PartitionStatus, Shared, Tally};
@@ -531,6 +530,10 @@ pub fn run(
         ends,
         instance,
     } = Input::connect(cfg, version, order, &metrics, cancel)?;
+    // The catalogue events are joined with, as a single process reads it (a bounded
+    // version's keeps what it read at start).
+    let mut catalogue =
+        crate::pipeline::catalogue::CatalogueLane::open(cfg, version, None, metrics.clone())?;
     let partitions = source.partitions();
     let mut out = Out {
         version: version.to_string(),
@@ -569,8 +572,20 @@ pub fn run(
             }
             batch.clear();
             let n = source.poll(&mut batch, cfg.pipeline.batch_records)?;
-            let touched =
-                ingest_batch(&batch, &mut parts, &ends, cfg, &out, &mut sink, &mut tally)?;
+            if ends.is_empty()
+                && let Some(c) = &mut catalogue
+            {
+                c.step()?;
+            }
+            let join = catalogue
+                .as_ref()
+                .map(|c| c.asof() as &dyn crate::event::Join);
+            let reading = Reading {
+                cfg,
+                ends: &ends,
+                join,
+            };
+            let touched = ingest_batch(&batch, &mut parts, &reading, &out, &mut sink, &mut tally)?;
             summary.records += n as u64;
             uncommitted |= n > 0;
             flush_tally(&mut tally, &metrics, &shared, &mut parts);
@@ -706,15 +721,22 @@ fn detect_idle(
 /// Every record of `batch` through its partition's cursor: late records and dead letters
 /// are published (once: not when re-read by a later owner), outcomes counted in `tally`.
 /// Returns the partitions that had records.
+/// How a batch is read: the configuration, a bounded version's ends, the catalogue.
+struct Reading<'a> {
+    cfg: &'a Config,
+    ends: &'a [u64],
+    join: Option<&'a dyn crate::event::Join>,
+}
+
 fn ingest_batch(
     batch: &RecordBatch,
     parts: &mut BTreeMap<u32, Part>,
-    ends: &[u64],
-    cfg: &Config,
+    reading: &Reading<'_>,
     out: &Out,
     sink: &mut KafkaSink,
     tally: &mut Tally,
 ) -> Result<Vec<u32>> {
+    let Reading { cfg, ends, join } = *reading;
     let rules = cfg.pipeline.decode_rules();
     let max_future = cfg.pipeline.max_future;
     let mut touched = Vec::new();
@@ -733,11 +755,11 @@ fn ingest_batch(
             touched.push(rec.partition);
             part.cursor.last_record_at = now;
         }
-        let ev = decode_with(rec.value, &rules);
+        let ev = crate::event::decode_joined(rec.value, &rules, join);
         if ev.is_err() && crate::event::session::is_session(rec.value) {
             let doc =
                 part.cursor
-                    .ingest_document(&mut part.core, 0, &rec, &rules, None, max_future);
+                    .ingest_document(&mut part.core, 0, &rec, &rules, join, max_future);
             tally.count_all(rec.partition as usize, &doc.counts);
             let version = &out.version;
             let late = doc.late.map(|record| Msg::Late {
