@@ -12,9 +12,10 @@
 //! - [`window`]: assigner, watermarks, deduplication and aggregates — pure, no I/O;
 //! - [`pipeline`]: the loop that drives source → decode → window core → store;
 //! - [`store`]: redb — final results, positions, event-time index, dead letters, versions;
-//! - [`stream`]: the streams kappa reads (events, reviews): log, topic, output version;
+//! - [`stream`]: the streams kappa reads (events, reviews, products): log, topic, output
+//!   version;
 //! - [`products`]: the product catalogue as a stream of entries valid from a time, and the
-//!   as-of lookup (not wired yet);
+//!   as-of lookup that completes the events;
 //! - [`review`]: reviews — the record of `shop.reviews`, the aspect × sentiment reading of
 //!   their text and the window aggregates the reviews stream computes;
 //! - [`replay`]: replays — plans, in-place corrections, audits, new output versions;

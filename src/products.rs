@@ -9,8 +9,8 @@
 //! the header `product_id,name,brand,category,price,valid_from` gives the same records
 //! ([`from_csv`]); `generator::products_csv` writes one for the generator's catalogue.
 //!
-//! Not read by the pipeline yet: the stream, the join on the events and its replay come
-//! with the multi-stream pipeline.
+//! Every events pipeline reads the stream into an [`AsOf`] (`pipeline/catalogue.rs`) and
+//! the decoder joins with it (`event::decode_joined`).
 
 use std::collections::{BTreeMap, HashMap};
 

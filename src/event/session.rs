@@ -17,9 +17,10 @@
 //! gives the same ids: duplicates, not double counts. Each inner event is judged alone: a
 //! malformed one is its own error (its message names `events[i]`), and the others count.
 //!
-//! Not read by the pipeline yet: session documents come with the stream and the
-//! catalogue join (a `view` in a session usually has no `category` or `price`; until the
-//! catalogue fills them, the ordinary decoder rejects such an event for the missing field).
+//! The pipeline calls [`explode`] when the event decoder refuses a record that
+//! [`is_session`] (`pipeline::Cursor::ingest_document`); an inner event that leaves out its
+//! `category` or price gets them from the product catalogue at its time
+//! (`event::decode_joined`).
 
 use serde_json::{Map, Value};
 

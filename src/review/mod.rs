@@ -6,8 +6,8 @@
 //! "images" (array of URLs), "created_at"}`. `created_at` (RFC 3339) is the event time
 //! and `review_id` the dedup key. `text` may be empty; `images` may be absent (none).
 //!
-//! Not yet a stream the pipeline reads: the generator (`generator::reviews`), the record
-//! and the classifier come first, the stream and its aggregates next.
+//! The main pipeline reads the stream next to the events (`pipeline/lane.rs`) and folds it
+//! with [`agg::Reviews`]; the generator is `generator::reviews`.
 
 pub mod agg;
 pub mod aspects;
