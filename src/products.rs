@@ -164,42 +164,69 @@ pub fn from_csv(input: impl std::io::Read, currency: Currency) -> Result<Vec<Ent
     Ok(out)
 }
 
-/// Every product's entries by validity start: the as-of lookup.
+/// Every product's entries by validity start: the as-of lookup. Each entry carries the
+/// epoch it was read in (`pipeline/catalogue.rs`): a lookup as of an epoch sees the entries
+/// of that epoch and earlier ones only, so an event is joined with exactly the entries read
+/// before it, whenever it is read again.
 #[derive(Debug, Clone, Default)]
 pub struct AsOf {
-    by_product: HashMap<String, BTreeMap<i64, Entry>>,
+    /// Per product, per `valid_from`, every record of that key in read order with its epoch.
+    by_product: HashMap<String, BTreeMap<i64, Vec<(u32, Entry)>>>,
 }
 
 impl AsOf {
-    /// Adds `e`, replacing an entry of the same product and `valid_from`.
+    /// Adds `e` read in epoch 0 (a catalogue read at once).
     pub fn insert(&mut self, e: Entry) {
+        self.insert_in(e, 0);
+    }
+
+    /// Adds `e`, read in `epoch`; a later record of the same product and `valid_from`
+    /// replaces it for the lookups of its epoch on.
+    pub fn insert_in(&mut self, e: Entry, epoch: u32) {
         self.by_product
             .entry(e.product_id.clone())
             .or_default()
-            .insert(e.valid_from_ms, e);
+            .entry(e.valid_from_ms)
+            .or_default()
+            .push((epoch, e));
     }
 
-    /// The entry of `product_id` valid at `ts_ms`: the one with the latest `valid_from`
-    /// at or before it.
+    /// The entry of `product_id` valid at `ts_ms` among every entry read: the one with the
+    /// latest `valid_from` at or before it.
     ///
     /// # Errors
     /// None valid then: why, for the dead-letter store.
     pub fn at(&self, product_id: &str, ts_ms: i64) -> Result<&Entry, String> {
-        let Some(entries) = self.by_product.get(product_id) else {
-            return Err(format!("no catalogue entry for {product_id}"));
-        };
-        entries
-            .range(..=ts_ms)
-            .next_back()
-            .map(|(_, e)| e)
-            .ok_or_else(|| {
-                let first = entries.keys().next().copied().unwrap_or(i64::MAX);
-                format!(
-                    "no catalogue entry for {product_id} at {} (its first is valid from {})",
-                    format_rfc3339_ms(ts_ms),
-                    format_rfc3339_ms(first)
-                )
-            })
+        self.at_epoch(product_id, ts_ms, u32::MAX)
+    }
+
+    /// [`AsOf::at`] among the entries read in `epoch` or before.
+    ///
+    /// # Errors
+    /// None valid then: why, for the dead-letter store.
+    pub fn at_epoch(&self, product_id: &str, ts_ms: i64, epoch: u32) -> Result<&Entry, String> {
+        fn seen(records: &[(u32, Entry)], epoch: u32) -> Option<&Entry> {
+            records
+                .iter()
+                .rev()
+                .find(|(e, _)| *e <= epoch)
+                .map(|(_, entry)| entry)
+        }
+        let entries = self.by_product.get(product_id);
+        if let Some(e) =
+            entries.and_then(|m| m.range(..=ts_ms).rev().find_map(|(_, r)| seen(r, epoch)))
+        {
+            return Ok(e);
+        }
+        let first = entries.and_then(|m| m.iter().find(|(_, r)| seen(r, epoch).is_some()));
+        Err(match first {
+            None => format!("no catalogue entry for {product_id}"),
+            Some((&from, _)) => format!(
+                "no catalogue entry for {product_id} at {} (its first is valid from {})",
+                format_rfc3339_ms(ts_ms),
+                format_rfc3339_ms(from)
+            ),
+        })
     }
 
     /// Products with at least one entry.
@@ -208,7 +235,7 @@ impl AsOf {
         self.by_product.len()
     }
 
-    /// Entries held.
+    /// Entries held (one per product and `valid_from`).
     #[must_use]
     pub fn len(&self) -> usize {
         self.by_product.values().map(BTreeMap::len).sum()

@@ -6,14 +6,27 @@
 //! When: a pipeline reads the whole catalogue, to the end it has when the pipeline starts,
 //! before its first event; then, live, it reads what is appended between the events'
 //! batches (a bounded run — a replay catching up, an audit — reads nothing more). An event
-//! is joined with the entries read when it is processed. So a new version, a replay
-//! or an audit joins every event with the catalogue as it stands when it starts — the as-of
-//! join by event time alone — while a live pipeline keeps what it computed with the entries
-//! it had: an entry that arrives after the events it should have enriched leaves them
-//! dead-lettered (`no_catalogue_entry`) or at the old price until a replay fixes them. The
-//! catalogue is read from its beginning at every start (a compacted topic is small), so it
-//! has no positions to commit; its invalid records are dead letters of the `products`
-//! stream, written again (by position, so once) at every start.
+//! is joined with the entries read before it was read, and keeps that join when it is read
+//! again after a restart:
+//!
+//! - **Epochs.** Every catalogue read that brings new entries opens an epoch: from the
+//!   events' next offsets then (per partition) on, the events see the entries read so far.
+//!   Epoch 0 covers every event before the first other one. The epochs of the version are
+//!   committed with its positions ([`crate::store::CatalogueEpoch`], in the catalogue part
+//!   `{version}/products`), so a restart tags every entry with the epoch it was first read
+//!   in (by its catalogue position) and re-reads the events of the open windows with the
+//!   same join; entries appended while kappa was down open a new epoch at the first event
+//!   not yet handled.
+//! - So a new version, a replay or an audit joins every event with the catalogue as it
+//!   stands when it starts — the as-of join by event time alone — while a live pipeline
+//!   keeps what it computed: an entry that arrives after the events it should have
+//!   enriched leaves them dead-lettered (`no_catalogue_entry`) or at the old price until a
+//!   replay fixes them.
+//!
+//! The catalogue is read from its beginning at every start (a compacted topic is small);
+//! its invalid records are dead letters of the `products` stream, written again (by
+//! position, so once) at every start. A worker (`--role worker`) keeps no results: its
+//! epochs live as long as the process, and its invalid catalogue records are logged.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,7 +37,7 @@ use crate::log::RecordBatch;
 use crate::metrics::Metrics;
 use crate::products::AsOf;
 use crate::source::Source;
-use crate::store::{Commit, DeadLetter, Store, VersionInfo};
+use crate::store::{CatalogueEpoch, Commit, DeadLetter, Store, VersionInfo};
 use crate::stream::Stream;
 
 /// Records per poll of the catalogue.
@@ -33,14 +46,20 @@ const BATCH: usize = 8192;
 /// A poll that found nothing is repeated after this at the soonest.
 const EMPTY_POLL_EVERY: Duration = Duration::from_millis(20);
 
-/// The catalogue as read so far.
+/// The catalogue as read so far, by epoch.
 pub(crate) struct CatalogueLane {
     cfg: Config,
     version: String,
     /// Invalid records are kept for the store (else logged).
     keeps_dead_letters: bool,
     source: Box<dyn Source>,
-    asof: AsOf,
+    joined: Joined,
+    /// Epochs from this index on are not committed yet.
+    committed_epochs: usize,
+    /// Entries read for the epoch not opened yet.
+    unopened: u64,
+    /// Per catalogue partition, the next position to read.
+    next: Vec<u64>,
     dead: Vec<DeadLetter>,
     batch: RecordBatch,
     last_poll: Option<Instant>,
@@ -49,15 +68,66 @@ pub(crate) struct CatalogueLane {
     pub(crate) entries: u64,
 }
 
+/// The entries read, by epoch: what the decoder joins with (shared with the decoding
+/// threads).
+#[derive(Debug, Default)]
+pub(crate) struct Joined {
+    asof: AsOf,
+    /// Every epoch (committed ones first); an entry read past the last one's
+    /// `catalogue_to` belongs to the next, not opened yet.
+    epochs: Vec<CatalogueEpoch>,
+}
+
+impl Joined {
+    /// The epoch the event at (`partition`, `offset`) is joined in: the last one opened
+    /// at or before it.
+    fn epoch_of(&self, partition: u32, offset: u64) -> u32 {
+        let p = partition as usize;
+        let e = self
+            .epochs
+            .iter()
+            .rposition(|x| x.events_from.get(p).is_some_and(|&from| from <= offset))
+            .unwrap_or(0);
+        u32::try_from(e).unwrap_or(u32::MAX)
+    }
+
+    /// The catalogue as the record at (`partition`, `offset`) sees it.
+    pub(crate) fn at(&self, partition: u32, offset: u64) -> At<'_> {
+        At {
+            joined: self,
+            partition,
+            offset,
+        }
+    }
+}
+
+/// The catalogue as an event at (`partition`, `offset`) sees it: the decoder's
+/// [`crate::event::Join`] for one record (its epoch is looked up only when the record
+/// leaves something out).
+pub(crate) struct At<'a> {
+    joined: &'a Joined,
+    partition: u32,
+    offset: u64,
+}
+
+impl crate::event::Join for At<'_> {
+    fn lookup(&self, product: &str, ts_ms: i64) -> Result<(&str, u64), String> {
+        let epoch = self.joined.epoch_of(self.partition, self.offset);
+        self.joined
+            .asof
+            .at_epoch(product, ts_ms, epoch)
+            .map(|e| (e.category.as_str(), e.price))
+    }
+}
+
 impl CatalogueLane {
-    /// The catalogue of `cfg` for output version `version`, read to its end as of now; `None`
-    /// when the configuration does not read it or (Kafka) the topic does not exist.
+    /// The catalogue of `cfg` for output version `version`, read to its end as of now, with
+    /// the version's committed epochs; `None` when the configuration does not read it or
+    /// (Kafka) the topic does not exist. `store`: where its epochs and invalid records are
+    /// kept; a worker, which keeps no results, has none.
     ///
     /// # Errors
     /// Store or source failure.
-    ///
-    /// `store`: where its invalid records become dead letters; a worker (`--role worker`),
-    /// which keeps no results, has none and logs them.
     pub(crate) fn open(
         cfg: &Config,
         version: &str,
@@ -78,6 +148,7 @@ impl CatalogueLane {
             );
             return Ok(None);
         };
+        let mut epochs = Vec::new();
         if let Some(store) = store {
             store.bind_stream_source(Stream::Products, &source.id())?;
             store.ensure_version(&VersionInfo {
@@ -87,6 +158,7 @@ impl CatalogueLane {
                 finalized_through: i64::MIN,
                 state: crate::store::VersionState::Ready,
             })?;
+            epochs = store.catalogue_epochs(&version)?;
         }
         source.no_wait();
         let ends = crate::source::log_end_offsets(&cfg)?;
@@ -95,7 +167,13 @@ impl CatalogueLane {
             version,
             keeps_dead_letters: store.is_some(),
             source,
-            asof: AsOf::default(),
+            committed_epochs: epochs.len(),
+            joined: Joined {
+                asof: AsOf::default(),
+                epochs,
+            },
+            unopened: 0,
+            next: vec![0; ends.len()],
             dead: Vec::new(),
             batch: RecordBatch::new(),
             last_poll: None,
@@ -108,11 +186,10 @@ impl CatalogueLane {
 
     /// Reads until every partition is at `ends` (the whole catalogue at start).
     fn read_to(&mut self, ends: &[u64]) -> Result<(), PipelineError> {
-        let mut next = vec![0u64; ends.len()];
         let _ = self.source.take_assignment();
         let mut progress = Instant::now();
-        while next.iter().zip(ends).any(|(n, e)| n < e) {
-            if self.poll(&mut next)? > 0 {
+        while self.next.iter().zip(ends).any(|(n, e)| n < e) {
+            if self.poll()? > 0 {
                 progress = Instant::now();
             } else if progress.elapsed() > Duration::from_secs(10) {
                 // Records below the end that never come (deleted by retention): what is
@@ -127,24 +204,39 @@ impl CatalogueLane {
         }
         tracing::info!(
             entries = self.entries,
-            products = self.asof.products(),
+            products = self.joined.asof.products(),
+            epochs = self.joined.epochs.len(),
             "product catalogue read"
         );
         Ok(())
     }
 
-    /// One poll into the catalogue; returns the records read.
-    fn poll(&mut self, next: &mut [u64]) -> Result<usize, PipelineError> {
+    /// One poll into the catalogue, each entry in the epoch it belongs to; returns the
+    /// records read.
+    fn poll(&mut self) -> Result<usize, PipelineError> {
         self.batch.clear();
         let n = self.source.poll(&mut self.batch, BATCH)?;
         let currency = self.cfg.pipeline.currency;
         for rec in self.batch.iter() {
-            if let Some(at) = next.get_mut(rec.partition as usize) {
-                *at = rec.offset + 1;
+            let q = rec.partition as usize;
+            if self.next.len() <= q {
+                self.next.resize(q + 1, 0);
             }
+            self.next[q] = rec.offset + 1;
             match crate::products::decode(rec.value, currency) {
                 Ok(e) => {
-                    self.asof.insert(e);
+                    // The first epoch whose reads reached it, else the one to open next.
+                    let epochs = &self.joined.epochs;
+                    let epoch = epochs
+                        .iter()
+                        .position(|x| x.catalogue_to.get(q).is_some_and(|&to| rec.offset < to))
+                        .unwrap_or(epochs.len());
+                    if epoch == epochs.len() {
+                        self.unopened += 1;
+                    }
+                    self.joined
+                        .asof
+                        .insert_in(e, u32::try_from(epoch).unwrap_or(u32::MAX));
                     self.entries += 1;
                 }
                 Err(e) if self.keeps_dead_letters => self.dead.push(dead_letter(&rec, e)),
@@ -158,9 +250,29 @@ impl CatalogueLane {
         Ok(n)
     }
 
+    /// Opens the next epoch when entries were read for it (or none exists yet): the events
+    /// from `events_next` (per partition: the next offset each will read) on see them. The
+    /// first epoch covers every event from the beginning.
+    pub(crate) fn open_epoch(&mut self, events_next: &[u64]) {
+        let epochs = &mut self.joined.epochs;
+        if self.unopened == 0 && !epochs.is_empty() {
+            return;
+        }
+        let events_from = if epochs.is_empty() {
+            vec![0; events_next.len()]
+        } else {
+            events_next.to_vec()
+        };
+        epochs.push(CatalogueEpoch {
+            events_from,
+            catalogue_to: self.next.clone(),
+        });
+        self.unopened = 0;
+    }
+
     /// Reads what was appended since the last call (unless the last poll found nothing
-    /// very recently).
-    pub(crate) fn step(&mut self) -> Result<(), PipelineError> {
+    /// very recently), opening an epoch at `events_next` when it brought entries.
+    pub(crate) fn step(&mut self, events_next: &[u64]) -> Result<(), PipelineError> {
         if !self.last_found
             && self
                 .last_poll
@@ -169,23 +281,33 @@ impl CatalogueLane {
             return Ok(());
         }
         self.last_poll = Some(Instant::now());
-        let mut next = Vec::new();
-        self.last_found = self.poll(&mut next)? > 0;
+        self.last_found = self.read_new(events_next)?;
         Ok(())
     }
 
-    /// The entries read so far.
-    pub(crate) fn asof(&self) -> &AsOf {
-        &self.asof
+    /// One poll now, opening an epoch at `events_next` when it brought entries; whether it
+    /// read any record.
+    fn read_new(&mut self, events_next: &[u64]) -> Result<bool, PipelineError> {
+        let found = self.poll()? > 0;
+        if self.unopened > 0 {
+            self.open_epoch(events_next);
+        }
+        Ok(found)
     }
 
-    /// Whether invalid catalogue records wait to be committed.
+    /// The entries read, by epoch.
+    pub(crate) fn joined(&self) -> &Joined {
+        &self.joined
+    }
+
+    /// Whether epochs or invalid catalogue records wait to be committed.
     pub(crate) fn due(&self) -> bool {
-        !self.dead.is_empty()
+        !self.dead.is_empty() || self.committed_epochs < self.joined.epochs.len()
     }
 
-    /// The catalogue's part of a commit: its dead letters.
-    pub(crate) fn commit_part(&self) -> Commit<'_> {
+    /// The catalogue's part of a commit: its new epochs and dead letters (`epochs` from
+    /// [`CatalogueLane::new_epochs`]).
+    pub(crate) fn commit_part<'a>(&'a self, epochs: &'a [(u32, CatalogueEpoch)]) -> Commit<'a> {
         Commit {
             version: &self.version,
             finals: &[],
@@ -196,12 +318,22 @@ impl CatalogueLane {
             dead_letters: &self.dead,
             late: &[],
             merger_state: None,
+            epochs,
         }
+    }
+
+    /// The epochs not committed yet, numbered.
+    pub(crate) fn new_epochs(&self) -> Vec<(u32, CatalogueEpoch)> {
+        let epochs = &self.joined.epochs;
+        (self.committed_epochs..epochs.len())
+            .map(|i| (u32::try_from(i).unwrap_or(u32::MAX), epochs[i].clone()))
+            .collect()
     }
 
     /// The commit of [`CatalogueLane::commit_part`] is durable.
     pub(crate) fn committed(&mut self) {
         self.dead.clear();
+        self.committed_epochs = self.joined.epochs.len();
     }
 }
 
@@ -211,5 +343,159 @@ struct NoPositions;
 impl crate::source::Starts for NoPositions {
     fn kept(&self, _version: &str) -> Result<std::collections::HashMap<u32, (u64, u64)>, String> {
         Ok(std::collections::HashMap::new())
+    }
+}
+
+/// The join across restarts, against a batch model: catalogue entries appended, events
+/// read on two partitions, commits and crashes, interleaved at random. An event is joined
+/// with the entries read before it; read again after a restart (below the committed
+/// position, where a restart re-reads), it gets the same answer.
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::event::Join;
+    use crate::products::Entry;
+
+    const BASE: i64 = 1_700_000_000_000;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// A catalogue entry appended (product, valid from minute, price).
+        Entry(u8, i64, u64),
+        /// An event read on a partition (partition, product, minute).
+        Event(u32, u8, i64),
+        Commit,
+        Crash,
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => (0u8..3, 0i64..6, 1u64..1000).prop_map(|(p, m, c)| Op::Entry(p, m, c)),
+            6 => (0u32..2, 0u8..3, 0i64..8).prop_map(|(q, p, m)| Op::Event(q, p, m)),
+            1 => Just(Op::Commit),
+            1 => Just(Op::Crash),
+        ]
+    }
+
+    fn entry(product: u8, minute: i64, price: u64) -> Entry {
+        Entry {
+            product_id: format!("p_{product}"),
+            name: "n".into(),
+            brand: "b".into(),
+            category: format!("c{price}"),
+            price,
+            valid_from_ms: BASE + minute * 60_000,
+        }
+    }
+
+    /// The batch answer: among `entries`, the product's latest `valid_from` at or before
+    /// `ts`, the last appended of a key.
+    fn model(entries: &[Entry], product: u8, ts: i64) -> Option<u64> {
+        let id = format!("p_{product}");
+        entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.product_id == id && e.valid_from_ms <= ts)
+            .max_by_key(|(i, e)| (e.valid_from_ms, *i))
+            .map(|(_, e)| e.price)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        #[test]
+        fn joins_are_decided_once_across_restarts(ops in prop::collection::vec(op(), 0..50)) {
+            let dir = tempfile::tempdir().unwrap();
+            let cfg = Config { data_dir: dir.path().to_path_buf(), ..Config::default() };
+            let store = Store::open(&cfg.store_path()).unwrap();
+            let mut writer = crate::log::LogWriter::open(
+                &cfg.for_stream(Stream::Products).log_dir(),
+                &crate::log::LogConfig {
+                    partitions: 1,
+                    segment_bytes: 1 << 20,
+                    fsync_interval: Duration::from_secs(1),
+                },
+            )
+            .unwrap();
+            let open = |handled: &[u64]| {
+                let mut lane = CatalogueLane::open(&cfg, "v1", Some(&store), Arc::new(Metrics::new()))
+                    .unwrap()
+                    .unwrap();
+                lane.open_epoch(handled);
+                lane
+            };
+            let (mut appended, mut read): (Vec<Entry>, usize) = (Vec::new(), 0);
+            let mut lane = open(&[0, 0]);
+            // Per partition, the events (product, ts) by offset, and the first answer of each.
+            let mut events: [Vec<(u8, i64)>; 2] = [Vec::new(), Vec::new()];
+            let mut first: HashMap<(u32, usize), Option<u64>> = HashMap::new();
+            let (mut next, mut handled) = ([0usize; 2], [0usize; 2]);
+            let join = |lane: &CatalogueLane, q: u32, o: usize, (p, ts): (u8, i64)| {
+                lane.joined()
+                    .at(q, o as u64)
+                    .lookup(&format!("p_{p}"), ts)
+                    .ok()
+                    .map(|(_, price)| price)
+            };
+            for op in &ops {
+                match *op {
+                    Op::Entry(p, m, c) => {
+                        let e = entry(p, m, c);
+                        writer.append(e.key().as_bytes(), &e.to_json(), 0).unwrap();
+                        writer.flush().unwrap();
+                        appended.push(e);
+                    }
+                    Op::Event(q, p, m) => {
+                        // A new epoch starts past what was handled (as the cursors' marks).
+                        let n: Vec<u64> =
+                            (0..2).map(|q| next[q].max(handled[q]) as u64).collect();
+                        lane.read_new(&n).unwrap();
+                        read = appended.len();
+                        let qi = q as usize;
+                        let ev = (p, BASE + m * 60_000 + 30_000);
+                        let o = next[qi];
+                        if o == events[qi].len() {
+                            events[qi].push(ev);
+                        }
+                        let ev = events[qi][o];
+                        let got = join(&lane, q, o, ev);
+                        match first.get(&(q, o)) {
+                            Some(was) => prop_assert_eq!(got, *was, "re-read {}:{}", q, o),
+                            None => {
+                                prop_assert_eq!(got, model(&appended[..read], ev.0, ev.1));
+                                first.insert((q, o), got);
+                            }
+                        }
+                        next[qi] += 1;
+                    }
+                    Op::Commit => {
+                        let epochs = lane.new_epochs();
+                        store.commit_all(&[lane.commit_part(&epochs)]).unwrap();
+                        lane.committed();
+                        // Never back, even while re-reading (as `Cursor::handled_mark`).
+                        for q in 0..2 {
+                            handled[q] = handled[q].max(next[q]);
+                        }
+                    }
+                    Op::Crash => {
+                        drop(lane);
+                        // Uncommitted reads are lost: those events are new again.
+                        for q in 0..2 {
+                            first.retain(|&(p, o), _| p as usize != q || o < handled[q]);
+                            events[q].truncate(events[q].len().max(handled[q]));
+                        }
+                        lane = open(&handled.map(|x| x as u64));
+                        read = appended.len();
+                        // A restart re-reads from before the handled mark.
+                        next = [0, 0];
+                    }
+                }
+            }
+            let _ = read;
+        }
     }
 }

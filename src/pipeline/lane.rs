@@ -257,6 +257,7 @@ impl Lane {
             dead_letters: &self.dead,
             late: &self.late,
             merger_state: None,
+            epochs: &[],
         }
     }
 

@@ -44,11 +44,15 @@ const PARALLEL_DECODE_MIN: usize = 8192;
 fn decode_batch<'b>(
     batch: &'b RecordBatch,
     rules: &Rules,
-    join: Option<&dyn Join>,
+    joined: Option<&catalogue::Joined>,
     threads: usize,
 ) -> Vec<Result<crate::event::Event<'b>, crate::event::DecodeError>> {
     let n = batch.len();
-    let one = |i: usize| decode_joined(batch.get(i).value, rules, join);
+    let one = |i: usize| {
+        let rec = batch.get(i);
+        let at = joined.map(|j| j.at(rec.partition, rec.offset));
+        decode_joined(rec.value, rules, at.as_ref().map(|a| a as &dyn Join))
+    };
     if threads < 2 {
         return (0..n).map(one).collect();
     }
@@ -288,6 +292,11 @@ impl Pipeline {
             owned,
             &mut core,
         )?;
+        // Entries appended while nothing read them: the events not handled yet see them.
+        if let Some(c) = &mut self.catalogue {
+            let handled: Vec<u64> = cursors.iter().map(Cursor::handled_mark).collect();
+            c.open_epoch(&handled);
+        }
         self.core = core;
         self.cursors = cursors;
         self.pending = Pending::default();
@@ -379,7 +388,10 @@ impl Pipeline {
             if mode == Mode::Live
                 && let Some(c) = &mut self.catalogue
             {
-                c.step()?;
+                // Not below what was handled before a restart: re-read events keep the
+                // epoch they were joined in.
+                let next: Vec<u64> = self.cursors.iter().map(Cursor::handled_mark).collect();
+                c.step(&next)?;
             }
             if n > 0 {
                 summary.bytes += self.ingest_batch(&batch);
@@ -535,21 +547,22 @@ impl Pipeline {
         let max_future = self.cfg.pipeline.max_future;
         // Out of `self` while the batch is ingested (it is only read).
         let cat = self.catalogue.take();
-        let join = cat.as_ref().map(|c| c.asof() as &dyn Join);
+        let joined = cat.as_ref().map(catalogue::CatalogueLane::joined);
         if self.decode_threads > 1 && batch.len() >= PARALLEL_DECODE_MIN {
-            let decoded = decode_batch(batch, &rules, join, self.decode_threads);
+            let decoded = decode_batch(batch, &rules, joined, self.decode_threads);
             for (rec, ev) in batch.iter().zip(decoded) {
                 bytes += rec.value.len() as u64;
                 seen[rec.partition as usize] = true;
-                self.ingest(&rec, ev, join, max_future);
+                self.ingest(&rec, ev, joined, max_future);
             }
         } else {
             // One core: decode in the loop, nothing materialised.
             for rec in batch.iter() {
                 bytes += rec.value.len() as u64;
                 seen[rec.partition as usize] = true;
-                let ev = decode_joined(rec.value, &rules, join);
-                self.ingest(&rec, ev, join, max_future);
+                let at = joined.map(|j| j.at(rec.partition, rec.offset));
+                let ev = decode_joined(rec.value, &rules, at.as_ref().map(|a| a as &dyn Join));
+                self.ingest(&rec, ev, joined, max_future);
             }
         }
         self.catalogue = cat;
@@ -568,12 +581,13 @@ impl Pipeline {
         &mut self,
         rec: &Record<'b>,
         ev: Result<crate::event::Event<'b>, crate::event::DecodeError>,
-        join: Option<&dyn Join>,
+        joined: Option<&catalogue::Joined>,
         max_future: Duration,
     ) {
         let p = rec.partition as usize;
         if ev.is_err() && crate::event::session::is_session(rec.value) {
-            self.ingest_document(rec, join, max_future);
+            let at = joined.map(|j| j.at(rec.partition, rec.offset));
+            self.ingest_document(rec, at.as_ref().map(|a| a as &dyn Join), max_future);
             return;
         }
         let outcome = self.cursors[p].ingest(&mut self.core, p, rec, ev, max_future);
@@ -706,12 +720,18 @@ impl Pipeline {
             dead_letters: &self.pending.dead,
             late: &self.pending.late,
             merger_state: None,
+            epochs: &[],
         }];
         if let (Some(l), Some(p)) = (&self.lane, &lane_positions) {
             commits.push(l.commit_part(p));
         }
+        let epochs = self
+            .catalogue
+            .as_ref()
+            .map(catalogue::CatalogueLane::new_epochs)
+            .unwrap_or_default();
         if let Some(c) = self.catalogue.as_ref().filter(|c| c.due()) {
-            commits.push(c.commit_part());
+            commits.push(c.commit_part(&epochs));
         }
         self.store.commit_all(&commits)?;
         drop(commits);

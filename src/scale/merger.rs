@@ -723,6 +723,7 @@ impl<'a> Merger<'a> {
                     dead_letters: if main { &self.pending.dead } else { &[] },
                     late: self.pending.late.get(v.as_str()).map_or(&[], Vec::as_slice),
                     merger_state: Some(blob),
+                    epochs: &[],
                 }
             })
             .collect();

@@ -572,18 +572,22 @@ pub fn run(
             }
             batch.clear();
             let n = source.poll(&mut batch, cfg.pipeline.batch_records)?;
-            if ends.is_empty()
-                && let Some(c) = &mut catalogue
-            {
-                c.step()?;
+            if let Some(c) = &mut catalogue {
+                // The events of each owned partition not read yet see what is read now.
+                let next: Vec<u64> = (0..partitions)
+                    .map(|p| parts.get(&p).map_or(0, |x| x.cursor.handled_mark()))
+                    .collect();
+                c.open_epoch(&next);
+                if ends.is_empty() {
+                    c.step(&next)?;
+                }
             }
-            let join = catalogue
-                .as_ref()
-                .map(|c| c.asof() as &dyn crate::event::Join);
             let reading = Reading {
                 cfg,
                 ends: &ends,
-                join,
+                joined: catalogue
+                    .as_ref()
+                    .map(crate::pipeline::catalogue::CatalogueLane::joined),
             };
             let touched = ingest_batch(&batch, &mut parts, &reading, &out, &mut sink, &mut tally)?;
             summary.records += n as u64;
@@ -725,7 +729,7 @@ fn detect_idle(
 struct Reading<'a> {
     cfg: &'a Config,
     ends: &'a [u64],
-    join: Option<&'a dyn crate::event::Join>,
+    joined: Option<&'a crate::pipeline::catalogue::Joined>,
 }
 
 fn ingest_batch(
@@ -736,7 +740,7 @@ fn ingest_batch(
     sink: &mut KafkaSink,
     tally: &mut Tally,
 ) -> Result<Vec<u32>> {
-    let Reading { cfg, ends, join } = *reading;
+    let Reading { cfg, ends, joined } = *reading;
     let rules = cfg.pipeline.decode_rules();
     let max_future = cfg.pipeline.max_future;
     let mut touched = Vec::new();
@@ -755,6 +759,8 @@ fn ingest_batch(
             touched.push(rec.partition);
             part.cursor.last_record_at = now;
         }
+        let at = joined.map(|j| j.at(rec.partition, rec.offset));
+        let join = at.as_ref().map(|a| a as &dyn crate::event::Join);
         let ev = crate::event::decode_joined(rec.value, &rules, join);
         if ev.is_err() && crate::event::session::is_session(rec.value) {
             let doc =

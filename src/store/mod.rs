@@ -15,9 +15,9 @@ mod rows;
 pub(crate) use fingerprint::of_rows as hash_rows;
 pub use fingerprint::{WindowPrint, digest, export_fields, hex};
 pub use rows::{
-    Aggregate, CountRow, DEAD_LETTER_RAW_BYTES, DeadLetter, LateRecord, Outcome, PartitionPosition,
-    ProductRow, QueryRow, RatedRow, RatingRow, ReplayRecord, Row, SalesRow, VersionInfo,
-    VersionState, WindowRows, review_rows_of, rows_of,
+    Aggregate, CatalogueEpoch, CountRow, DEAD_LETTER_RAW_BYTES, DeadLetter, LateRecord, Outcome,
+    PartitionPosition, ProductRow, QueryRow, RatedRow, RatingRow, ReplayRecord, Row, SalesRow,
+    VersionInfo, VersionState, WindowRows, review_rows_of, rows_of,
 };
 
 use std::path::{Path, PathBuf};
@@ -44,6 +44,9 @@ const VERSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("versions");
 /// Event-time index: (partition, offset) → max event time of the partition before offset.
 const EVENT_INDEX: TableDefinition<(u32, u64), i64> = TableDefinition::new("event_time_index");
 const DEAD_LETTERS: TableDefinition<(u32, u64), &[u8]> = TableDefinition::new("dead_letters");
+/// The catalogue epochs of a version's catalogue part: `(version, epoch)`.
+const CATALOGUE_EPOCHS: TableDefinition<(&str, u32), &[u8]> =
+    TableDefinition::new("catalogue_epochs");
 /// Dead letters of the streams other than the events: `(stream, partition, offset)`.
 const STREAM_DEAD_LETTERS: TableDefinition<(&str, u32, u64), &[u8]> =
     TableDefinition::new("stream_dead_letters");
@@ -255,6 +258,8 @@ pub struct Commit<'a> {
     pub late: &'a [LateRecord],
     /// A merger's open state, written with its results and positions.
     pub merger_state: Option<&'a [u8]>,
+    /// New catalogue epochs (the catalogue's part: `{version}/products`).
+    pub epochs: &'a [(u32, CatalogueEpoch)],
 }
 
 /// Handle on the redb file; cheap to clone, shareable between the pipeline (writer) and
@@ -319,6 +324,7 @@ impl Store {
             tx.open_table(EVENT_INDEX)?;
             tx.open_table(DEAD_LETTERS)?;
             tx.open_table(STREAM_DEAD_LETTERS)?;
+            tx.open_table(CATALOGUE_EPOCHS)?;
             tx.open_table(LATE)?;
             tx.open_table(META)?;
             tx.open_table(REPLAYS)?;
@@ -639,6 +645,10 @@ impl Store {
             if let Some(state) = c.merger_state {
                 tx.open_table(MERGER)?.insert(c.version, state)?;
             }
+            let mut epochs = tx.open_table(CATALOGUE_EPOCHS)?;
+            for (n, e) in c.epochs {
+                epochs.insert((c.version, *n), encode(e).as_slice())?;
+            }
         }
         tx.commit()?;
         Ok(())
@@ -813,6 +823,18 @@ impl Store {
         t.range((version, 0u32, 0u64)..=(version, u32::MAX, u64::MAX))?
             .take(limit)
             .map(|r| decode("late_events", r?.1.value()))
+            .collect()
+    }
+
+    /// The catalogue epochs committed for `version` (a catalogue part), in order.
+    ///
+    /// # Errors
+    /// Store failure.
+    pub fn catalogue_epochs(&self, version: &str) -> Result<Vec<CatalogueEpoch>> {
+        let tx = self.db()?.begin_read()?;
+        let t = tx.open_table(CATALOGUE_EPOCHS)?;
+        t.range((version, 0u32)..=(version, u32::MAX))?
+            .map(|r| decode("catalogue_epochs", r?.1.value()))
             .collect()
     }
 
@@ -1604,6 +1626,8 @@ fn remove_version(tx: &redb::WriteTransaction, name: &str) -> Result<()> {
             false
         })?;
     tx.open_table(MERGER)?.remove(name)?;
+    tx.open_table(CATALOGUE_EPOCHS)?
+        .retain_in((name, 0u32)..=(name, u32::MAX), |_, _| false)?;
     tx.open_table(FINGERPRINTS)?.retain_in(
         (name, i64::MIN, i64::MIN)..=(name, i64::MAX, i64::MAX),
         |_, _| false,

@@ -511,6 +511,17 @@ pub struct WindowRows {
     pub rows: Vec<Row>,
 }
 
+/// One epoch of the product catalogue as an events pipeline read it: the events from
+/// `events_from` (per events partition) on were joined with the catalogue entries read
+/// below `catalogue_to` (per catalogue partition), until the next epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatalogueEpoch {
+    /// Per events partition, the first offset joined in this epoch.
+    pub events_from: Vec<u64>,
+    /// Per catalogue partition, the position read to.
+    pub catalogue_to: Vec<u64>,
+}
+
 /// Where a partition stands for one output version.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionPosition {

@@ -332,6 +332,7 @@ fn a_partition_read_from_past_unread_records_has_no_usable_checkpoints() {
             dead_letters: &[],
             late: &[],
             merger_state: None,
+            epochs: &[],
         })
         .unwrap();
     store.mark_unindexed(1, 500).unwrap();
@@ -368,6 +369,7 @@ fn commit_windows(store: &Store, version: &str, finals: &[FinalWindow]) {
             dead_letters: &[],
             late: &[],
             merger_state: None,
+            epochs: &[],
         })
         .unwrap();
 }
@@ -502,6 +504,7 @@ fn full_commit<'a>(
         dead_letters: dead,
         late,
         merger_state: None,
+        epochs: &[],
     }
 }
 
