@@ -166,6 +166,35 @@ fn print_summary(s: &Summary) {
     }
 }
 
+/// The demo's reviews: at a hundredth of the events' `rate` (at least one a second), into
+/// their own log, paced like the events.
+fn spawn_reviews(
+    cfg: &Config,
+    events: &crate::generator::GenConfig,
+    rate: f64,
+    cancel: CancellationToken,
+) -> anyhow::Result<std::thread::JoinHandle<anyhow::Result<u64>>> {
+    let mut reviews = crate::generator::reviews::ReviewRecords::new(
+        crate::generator::reviews::ReviewConfig {
+            seed: events.seed,
+            start_ms: events.start_ms,
+            per_second: (rate / 100.0).max(1.0),
+            products: events.products,
+            users: events.users,
+        },
+        0.01,
+        0.002,
+    );
+    super::produce::spawn_paced_records(
+        &cfg.for_stream(crate::stream::Stream::Reviews),
+        "review-producer",
+        Box::new(move |r| reviews.next_into(r)),
+        cancel,
+        // Not in `kappa_produced_records_total`, which the demo's lines show as events.
+        Arc::new(Metrics::new()),
+    )
+}
+
 /// The generator's catalogue for `seed` into the products stream of `cfg` (the demo's).
 fn write_catalogue(cfg: &Config, seed: u64, products: u32, from_ms: i64) -> anyhow::Result<()> {
     let mut csv = Vec::new();
@@ -215,30 +244,11 @@ pub fn demo(cfg: &Config, args: &DemoArgs) -> anyhow::Result<()> {
             session_doc_share: 0.01,
             ..crate::generator::GenConfig::default()
         };
-        // Reviews at a hundredth of the events' rate, into their own log.
-        let mut reviews = crate::generator::reviews::ReviewRecords::new(
-            crate::generator::reviews::ReviewConfig {
-                seed: args.seed,
-                start_ms: gen_cfg.start_ms,
-                per_second: (args.rate / 100.0).max(1.0),
-                products: gen_cfg.products,
-                users: gen_cfg.users,
-            },
-            0.01,
-            0.002,
-        );
         // The catalogue the session documents' purchases are completed from, valid from
         // an hour ago (its repricings fall in the next day).
         write_catalogue(cfg, args.seed, gen_cfg.products, gen_cfg.start_ms - 3_600_000)?;
+        let review_producer = spawn_reviews(cfg, &gen_cfg, args.rate, cancel.clone())?;
         let producer = super::produce::spawn_paced(cfg, gen_cfg, cancel.clone(), metrics.clone())?;
-        let review_producer = super::produce::spawn_paced_records(
-            &cfg.for_stream(crate::stream::Stream::Reviews),
-            "review-producer",
-            Box::new(move |r| reviews.next_into(r)),
-            cancel.clone(),
-            // Not in `kappa_produced_records_total`, which the demo's lines show as events.
-            Arc::new(Metrics::new()),
-        )?;
         let opts = Options {
             role: Role::All,
             mode: Mode::Live,

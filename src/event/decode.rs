@@ -309,19 +309,17 @@ fn build<'a>(
         });
     }
     let product_id = required(w.product_id, "product_id")?;
-    // What the catalogue says of the product now, when the event leaves something out.
     let price_absent = if schema == 2 {
         w.unit_price_minor.is_none()
     } else {
         w.price.is_none()
     };
-    let joined = match catalogue {
-        Some(c) if w.category.is_none() || price_absent => Some(
-            c.lookup(&product_id, ts_ms)
-                .map_err(|why| DecodeError::new(InvalidKind::NoCatalogueEntry, why))?,
-        ),
-        _ => None,
-    };
+    let joined = join(
+        catalogue,
+        &product_id,
+        ts_ms,
+        w.category.is_none() || price_absent,
+    )?;
     let category = match (w.category, joined) {
         (None, Some((c, _))) => Cow::Owned(c.to_string()),
         (c, _) => required(c, "category")?,
@@ -363,6 +361,23 @@ fn build<'a>(
         quantity,
         query: Cow::Borrowed(""),
     })
+}
+
+/// What the catalogue says of `product` at `ts_ms`, when the event leaves something out
+/// (`absent`) and there is a catalogue.
+fn join<'c>(
+    catalogue: Option<&'c dyn Join>,
+    product: &str,
+    ts_ms: i64,
+    absent: bool,
+) -> Result<Option<(&'c str, u64)>, DecodeError> {
+    match catalogue {
+        Some(c) if absent => c
+            .lookup(product, ts_ms)
+            .map(Some)
+            .map_err(|why| DecodeError::new(InvalidKind::NoCatalogueEntry, why)),
+        _ => Ok(None),
+    }
 }
 
 /// An event time: RFC 3339, within the range kappa windows.

@@ -9,14 +9,19 @@
 //! is joined with the entries read before it was read, and keeps that join when it is read
 //! again after a restart:
 //!
-//! - **Epochs.** Every catalogue read that brings new entries opens an epoch: from the
-//!   events' next offsets then (per partition) on, the events see the entries read so far.
-//!   Epoch 0 covers every event before the first other one. The epochs of the version are
+//! - **Epochs.** What the live pipeline reads of the catalogue between two commits becomes
+//!   visible at the second one, as an epoch: from the events' handled marks then (per
+//!   partition) on, the events see the entries read so far (so there are at most as many
+//!   epochs as commits that follow catalogue updates). Epoch 0 covers every event before
+//!   the first other one. The epochs of the version are
 //!   committed with its positions ([`crate::store::CatalogueEpoch`], in the catalogue part
 //!   `{version}/products`), so a restart tags every entry with the epoch it was first read
 //!   in (by its catalogue position) and re-reads the events of the open windows with the
 //!   same join; entries appended while kappa was down open a new epoch at the first event
 //!   not yet handled.
+//! - A Kafka topic's compaction must not remove a record a re-read still needs: keep
+//!   `min.compaction.lag.ms` above the longest window plus a restart (a restart that
+//!   finds fewer records than its epochs recorded says so).
 //! - So a new version, a replay or an audit joins every event with the catalogue as it
 //!   stands when it starts — the as-of join by event time alone — while a live pipeline
 //!   keeps what it computed: an entry that arrives after the events it should have
@@ -86,7 +91,8 @@ impl Joined {
         let e = self
             .epochs
             .iter()
-            .rposition(|x| x.events_from.get(p).is_some_and(|&from| from <= offset))
+            // A partition added since an epoch was opened: from its beginning.
+            .rposition(|x| x.events_from.get(p).copied().unwrap_or(0) <= offset)
             .unwrap_or(0);
         u32::try_from(e).unwrap_or(u32::MAX)
     }
@@ -202,6 +208,17 @@ impl CatalogueLane {
                 std::thread::sleep(Duration::from_millis(5));
             }
         }
+        if let Some(last) = self.joined.epochs.last()
+            && last
+                .catalogue_to
+                .iter()
+                .zip(&self.next)
+                .any(|(to, n)| n < to)
+        {
+            tracing::warn!(
+                "the product catalogue holds fewer records than when its last epoch was committed (compacted or deleted since?): events re-read after this restart may be joined differently than before"
+            );
+        }
         tracing::info!(
             entries = self.entries,
             products = self.joined.asof.products(),
@@ -226,11 +243,12 @@ impl CatalogueLane {
             match crate::products::decode(rec.value, currency) {
                 Ok(e) => {
                     // The first epoch whose reads reached it, else the one to open next.
+                    // The first epoch whose reads reached it (each epoch read at least as
+                    // far as the one before), else the one to open next.
                     let epochs = &self.joined.epochs;
-                    let epoch = epochs
-                        .iter()
-                        .position(|x| x.catalogue_to.get(q).is_some_and(|&to| rec.offset < to))
-                        .unwrap_or(epochs.len());
+                    let epoch = epochs.partition_point(|x| {
+                        x.catalogue_to.get(q).is_none_or(|&to| rec.offset >= to)
+                    });
                     if epoch == epochs.len() {
                         self.unopened += 1;
                     }
@@ -271,8 +289,10 @@ impl CatalogueLane {
     }
 
     /// Reads what was appended since the last call (unless the last poll found nothing
-    /// very recently), opening an epoch at `events_next` when it brought entries.
-    pub(crate) fn step(&mut self, events_next: &[u64]) -> Result<(), PipelineError> {
+    /// very recently). The entries wait, invisible, for the next epoch: the pipeline opens
+    /// one when it commits ([`CatalogueLane::open_epoch`]), so there are at most as many
+    /// epochs as commits that follow catalogue updates.
+    pub(crate) fn step(&mut self) -> Result<(), PipelineError> {
         if !self.last_found
             && self
                 .last_poll
@@ -281,18 +301,8 @@ impl CatalogueLane {
             return Ok(());
         }
         self.last_poll = Some(Instant::now());
-        self.last_found = self.read_new(events_next)?;
+        self.last_found = self.poll()? > 0;
         Ok(())
-    }
-
-    /// One poll now, opening an epoch at `events_next` when it brought entries; whether it
-    /// read any record.
-    fn read_new(&mut self, events_next: &[u64]) -> Result<bool, PipelineError> {
-        let found = self.poll()? > 0;
-        if self.unopened > 0 {
-            self.open_epoch(events_next);
-        }
-        Ok(found)
     }
 
     /// The entries read, by epoch.
@@ -348,8 +358,9 @@ impl crate::source::Starts for NoPositions {
 
 /// The join across restarts, against a batch model: catalogue entries appended, events
 /// read on two partitions, commits and crashes, interleaved at random. An event is joined
-/// with the entries read before it; read again after a restart (below the committed
-/// position, where a restart re-reads), it gets the same answer.
+/// with the entries read before the last commit (or start) before it; read again after a
+/// restart (below the committed position, where a restart re-reads), it gets the same
+/// answer.
 #[cfg(test)]
 mod tests {
     use std::collections::HashMap;
@@ -428,7 +439,9 @@ mod tests {
                 lane.open_epoch(handled);
                 lane
             };
-            let (mut appended, mut read): (Vec<Entry>, usize) = (Vec::new(), 0);
+            // Entries visible to new events (`read`), and read but waiting for an epoch.
+            let (mut appended, mut read, mut pending): (Vec<Entry>, usize, usize) =
+                (Vec::new(), 0, 0);
             let mut lane = open(&[0, 0]);
             // Per partition, the events (product, ts) by offset, and the first answer of each.
             let mut events: [Vec<(u8, i64)>; 2] = [Vec::new(), Vec::new()];
@@ -450,11 +463,8 @@ mod tests {
                         appended.push(e);
                     }
                     Op::Event(q, p, m) => {
-                        // A new epoch starts past what was handled (as the cursors' marks).
-                        let n: Vec<u64> =
-                            (0..2).map(|q| next[q].max(handled[q]) as u64).collect();
-                        lane.read_new(&n).unwrap();
-                        read = appended.len();
+                        lane.poll().unwrap();
+                        pending = appended.len();
                         let qi = q as usize;
                         let ev = (p, BASE + m * 60_000 + 30_000);
                         let o = next[qi];
@@ -473,13 +483,16 @@ mod tests {
                         next[qi] += 1;
                     }
                     Op::Commit => {
-                        let epochs = lane.new_epochs();
-                        store.commit_all(&[lane.commit_part(&epochs)]).unwrap();
-                        lane.committed();
                         // Never back, even while re-reading (as `Cursor::handled_mark`).
                         for q in 0..2 {
                             handled[q] = handled[q].max(next[q]);
                         }
+                        // What was read since the last commit is seen from here on.
+                        lane.open_epoch(&handled.map(|x| x as u64));
+                        read = pending;
+                        let epochs = lane.new_epochs();
+                        store.commit_all(&[lane.commit_part(&epochs)]).unwrap();
+                        lane.committed();
                     }
                     Op::Crash => {
                         drop(lane);
@@ -490,12 +503,13 @@ mod tests {
                         }
                         lane = open(&handled.map(|x| x as u64));
                         read = appended.len();
+                        pending = read;
                         // A restart re-reads from before the handled mark.
                         next = [0, 0];
                     }
                 }
             }
-            let _ = read;
+            let _ = (read, pending);
         }
     }
 }

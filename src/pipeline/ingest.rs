@@ -34,6 +34,43 @@ pub enum Ingested {
     Invalid(DeadLetter),
 }
 
+/// A session document's dead letter: one reason per bad inner event (`bad`, of `total`).
+fn document_letter(rec: &Record<'_>, bad: &[DecodeError], total: usize) -> Option<DeadLetter> {
+    let first = bad.first()?;
+    let reasons: Vec<&str> = bad.iter().map(|e| e.message.as_str()).collect();
+    Some(dead_letter(
+        rec,
+        DecodeError {
+            kind: first.kind,
+            message: format!(
+                "{} of {total} events of the session document: {}",
+                bad.len(),
+                reasons.join("; ")
+            ),
+        },
+    ))
+}
+
+/// A session document's late record: the first late inner event's time, the late ones
+/// named (`events[1], events[4]: …`, read back by [`late_inner`]); `size`: the smallest
+/// window size.
+fn document_late(
+    rec: &Record<'_>,
+    late: &[(usize, i64, &'static str)],
+    size: i64,
+) -> Option<LateRecord> {
+    let &(_, ts, reason) = late.first()?;
+    let which: Vec<String> = late.iter().map(|l| format!("events[{}]", l.0)).collect();
+    Some(LateRecord {
+        partition: rec.partition,
+        offset: rec.offset,
+        event_ts: ts,
+        window_start: crate::window::assign::window_start(ts, size),
+        window_size: size,
+        reason: format!("{}: {reason}", which.join(", ")),
+    })
+}
+
 /// What one session document did ([`Cursor::ingest_document`]).
 #[derive(Debug)]
 pub struct Document {
@@ -287,33 +324,8 @@ impl Cursor {
                 },
             }
         }
-        if let Some(first) = bad.first() {
-            let reasons: Vec<&str> = bad.iter().map(|e| e.message.as_str()).collect();
-            doc.dead = Some(dead_letter(
-                rec,
-                DecodeError {
-                    kind: first.kind,
-                    message: format!(
-                        "{} of {} events of the session document: {}",
-                        bad.len(),
-                        inner.len(),
-                        reasons.join("; ")
-                    ),
-                },
-            ));
-        }
-        if let Some(&(_, ts, reason)) = late.first() {
-            let size = core.config().sizes_ms[0];
-            let which: Vec<String> = late.iter().map(|l| format!("events[{}]", l.0)).collect();
-            doc.late = Some(LateRecord {
-                partition: rec.partition,
-                offset: rec.offset,
-                event_ts: ts,
-                window_start: crate::window::assign::window_start(ts, size),
-                window_size: size,
-                reason: format!("{}: {reason}", which.join(", ")),
-            });
-        }
+        doc.dead = document_letter(rec, &bad, inner.len());
+        doc.late = document_late(rec, &late, core.config().sizes_ms[0]);
         doc
     }
 

@@ -381,17 +381,12 @@ impl Pipeline {
             let n = self
                 .source
                 .poll(&mut batch, self.cfg.pipeline.batch_records)?;
-            // Live, after the events' poll: an event is joined with what was appended
-            // before it was read, at least. A bounded run (a replay catching up, an audit)
-            // keeps the catalogue it read at start: its results do not depend on when
-            // entries arrive while it runs.
+            // Not before the first assignment: the cursors' handled marks are not known.
             if mode == Mode::Live
+                && !self.owned.is_empty()
                 && let Some(c) = &mut self.catalogue
             {
-                // Not below what was handled before a restart: re-read events keep the
-                // epoch they were joined in.
-                let next: Vec<u64> = self.cursors.iter().map(Cursor::handled_mark).collect();
-                c.step(&next)?;
+                c.step()?;
             }
             if n > 0 {
                 summary.bytes += self.ingest_batch(&batch);
@@ -419,17 +414,7 @@ impl Pipeline {
                     .finals
                     .extend(finals.into_iter().map(|f| (f, now)));
             }
-            let lane_records = self.lane.as_ref().map_or(0, lane::Lane::uncommitted);
-            let due = !self.pending.finals.is_empty()
-                || self.pending.dead.len() + self.pending.late.len() > 50_000
-                || self.lane.as_ref().is_some_and(lane::Lane::due)
-                || self
-                    .catalogue
-                    .as_ref()
-                    .is_some_and(catalogue::CatalogueLane::due)
-                || (self.pending.records + lane_records > 0
-                    && last_commit.elapsed() >= self.cfg.pipeline.commit_interval);
-            if due {
+            if self.commit_due(last_commit) {
                 summary.windows += self.commit_or_stall(cancel)?;
                 last_commit = Instant::now();
             }
@@ -449,6 +434,17 @@ impl Pipeline {
             }
         }
         summary.windows += self.commit_or_stall(cancel)?;
+        self.end_run(&mut summary, cancel)?;
+        summary.elapsed = started.elapsed();
+        Ok(summary)
+    }
+
+    /// After the last commit of a run: the state, the status, the summary's outcomes.
+    fn end_run(
+        &mut self,
+        summary: &mut Summary,
+        cancel: &CancellationToken,
+    ) -> Result<(), PipelineError> {
         self.refresh_lag()?;
         self.status.state = if cancel.is_cancelled() {
             State::Stopped
@@ -456,7 +452,6 @@ impl Pipeline {
             State::CaughtUp
         };
         self.publish(true);
-        summary.elapsed = started.elapsed();
         summary.accepted = self.status.accepted;
         summary.late = self.status.late;
         summary.duplicates = self.status.duplicates;
@@ -465,7 +460,22 @@ impl Pipeline {
             l.publish()?;
             summary.reviews = Some(l.counts);
         }
-        Ok(summary)
+        Ok(())
+    }
+
+    /// Whether to commit now: final windows (of any stream), many dead letters and late
+    /// records, new catalogue epochs, or records read for `commit-interval`.
+    fn commit_due(&self, last_commit: Instant) -> bool {
+        let lane_records = self.lane.as_ref().map_or(0, lane::Lane::uncommitted);
+        !self.pending.finals.is_empty()
+            || self.pending.dead.len() + self.pending.late.len() > 50_000
+            || self.lane.as_ref().is_some_and(lane::Lane::due)
+            || self
+                .catalogue
+                .as_ref()
+                .is_some_and(catalogue::CatalogueLane::due)
+            || (self.pending.records + lane_records > 0
+                && last_commit.elapsed() >= self.cfg.pipeline.commit_interval)
     }
 
     /// Whether a bounded mode got where it stops after a poll that returned `n` records:
@@ -707,6 +717,12 @@ impl Pipeline {
                 checkpoints.push((partition, at, self.core.max_event_time(p)));
             }
         }
+        // The catalogue entries read since the last commit: seen by the events read from
+        // here on (never below a handled mark: re-read events keep their epoch).
+        if let Some(c) = &mut self.catalogue {
+            let marks: Vec<u64> = self.cursors.iter().map(Cursor::handled_mark).collect();
+            c.open_epoch(&marks);
+        }
         let finals: Vec<FinalWindow> = self.pending.finals.iter().map(|(f, _)| f.clone()).collect();
         let started = Instant::now();
         let lane_positions = self.lane.as_ref().map(lane::Lane::positions);
@@ -744,24 +760,7 @@ impl Pipeline {
         self.metrics
             .commit_duration
             .observe(started.elapsed().as_secs_f64());
-        for (f, at) in &self.pending.finals {
-            let delay = at.elapsed();
-            self.metrics.finalisation_delay.observe(delay.as_secs_f64());
-            // One line per window for `scripts/bench`'s latency figures (off by default).
-            tracing::debug!(
-                target: "kappa::finalisation",
-                delay_us = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX),
-                size_ms = f.size_ms,
-                start_ms = f.start_ms,
-                "window committed"
-            );
-            self.metrics
-                .windows_finalised
-                .with_label_values(&[&crate::config::fmt_duration(Duration::from_millis(
-                    f.size_ms.unsigned_abs(),
-                ))])
-                .inc();
-        }
+        self.count_committed_windows();
         self.metrics
             .dead_letters
             .inc_by(self.pending.dead.len() as u64);
@@ -780,6 +779,28 @@ impl Pipeline {
             .collect();
         self.source.commit_positions(&committed);
         Ok(n)
+    }
+
+    /// The pending final windows are committed: their finalisation delay and count.
+    fn count_committed_windows(&self) {
+        for (f, at) in &self.pending.finals {
+            let delay = at.elapsed();
+            self.metrics.finalisation_delay.observe(delay.as_secs_f64());
+            // One line per window for `scripts/bench`'s latency figures (off by default).
+            tracing::debug!(
+                target: "kappa::finalisation",
+                delay_us = u64::try_from(delay.as_micros()).unwrap_or(u64::MAX),
+                size_ms = f.size_ms,
+                start_ms = f.start_ms,
+                "window committed"
+            );
+            self.metrics
+                .windows_finalised
+                .with_label_values(&[&crate::config::fmt_duration(Duration::from_millis(
+                    f.size_ms.unsigned_abs(),
+                ))])
+                .inc();
+        }
     }
 
     fn refresh_lag(&mut self) -> Result<(), PipelineError> {

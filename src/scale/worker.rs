@@ -447,6 +447,9 @@ struct Input {
     ends: Vec<u64>,
     /// The version's creation: its resume states and consumer group belong to it.
     instance: String,
+    /// The catalogue the events are joined with, as a single process reads it (a bounded
+    /// version's keeps what it read at start).
+    catalogue: Option<crate::pipeline::catalogue::CatalogueLane>,
 }
 
 impl Input {
@@ -484,11 +487,14 @@ impl Input {
             metrics.clone(),
             &|| cancel.is_cancelled(),
         )?;
+        let catalogue =
+            crate::pipeline::catalogue::CatalogueLane::open(cfg, version, None, metrics.clone())?;
         Ok(Self {
             source,
             seeds,
             ends,
             instance,
+            catalogue,
         })
     }
 }
@@ -529,11 +535,8 @@ pub fn run(
         seeds,
         ends,
         instance,
+        mut catalogue,
     } = Input::connect(cfg, version, order, &metrics, cancel)?;
-    // The catalogue events are joined with, as a single process reads it (a bounded
-    // version's keeps what it read at start).
-    let mut catalogue =
-        crate::pipeline::catalogue::CatalogueLane::open(cfg, version, None, metrics.clone())?;
     let partitions = source.partitions();
     let mut out = Out {
         version: version.to_string(),
@@ -565,6 +568,7 @@ pub fn run(
         loop {
             if let Some(owned) = source.take_assignment() {
                 parts = assign(&owned, &mut source, cfg, &instance, &seeds, &out, &mut sink)?;
+                open_epoch(catalogue.as_mut(), &parts, partitions);
                 shared.status.lock().expect("status lock").state = crate::pipeline::State::Running;
             }
             if cancel.is_cancelled() {
@@ -572,22 +576,12 @@ pub fn run(
             }
             batch.clear();
             let n = source.poll(&mut batch, cfg.pipeline.batch_records)?;
-            if let Some(c) = &mut catalogue {
-                // The events of each owned partition not read yet see what is read now.
-                let next: Vec<u64> = (0..partitions)
-                    .map(|p| parts.get(&p).map_or(0, |x| x.cursor.handled_mark()))
-                    .collect();
-                c.open_epoch(&next);
-                if ends.is_empty() {
-                    c.step(&next)?;
-                }
-            }
+            let live = ends.is_empty() && !parts.is_empty();
+            let joined = read_catalogue(&mut catalogue, live)?;
             let reading = Reading {
                 cfg,
                 ends: &ends,
-                joined: catalogue
-                    .as_ref()
-                    .map(crate::pipeline::catalogue::CatalogueLane::joined),
+                joined,
             };
             let touched = ingest_batch(&batch, &mut parts, &reading, &out, &mut sink, &mut tally)?;
             summary.records += n as u64;
@@ -606,8 +600,8 @@ pub fn run(
             summary.partials += n;
             uncommitted |= drained;
             if uncommitted && last_commit.elapsed() >= cfg.pipeline.commit_interval {
-                out.totals(&mut sink, &parts)?;
-                commit(&mut sink, &source, &parts, &instance)?;
+                open_epoch(catalogue.as_mut(), &parts, partitions);
+                commit(&mut sink, &source, &parts, &instance, &out)?;
                 uncommitted = false;
                 last_commit = Instant::now();
             }
@@ -615,8 +609,7 @@ pub fn run(
             sink.flush()?;
         }
         if uncommitted {
-            out.totals(&mut sink, &parts)?;
-            commit(&mut sink, &source, &parts, &instance)?;
+            commit(&mut sink, &source, &parts, &instance, &out)?;
         }
         Ok(())
     })();
@@ -725,6 +718,35 @@ fn detect_idle(
 /// Every record of `batch` through its partition's cursor: late records and dead letters
 /// are published (once: not when re-read by a later owner), outcomes counted in `tally`.
 /// Returns the partitions that had records.
+/// Live, what was appended to the catalogue (visible from the next commit on); the
+/// catalogue the batch is joined with.
+fn read_catalogue(
+    catalogue: &mut Option<crate::pipeline::catalogue::CatalogueLane>,
+    live: bool,
+) -> Result<Option<&crate::pipeline::catalogue::Joined>> {
+    if let Some(c) = catalogue.as_mut().filter(|_| live) {
+        c.step()?;
+    }
+    Ok(catalogue
+        .as_ref()
+        .map(crate::pipeline::catalogue::CatalogueLane::joined))
+}
+
+/// The catalogue entries read so far become visible to the events of each owned
+/// partition not handled yet (at an assignment and at each commit, as a single process).
+fn open_epoch(
+    c: Option<&mut crate::pipeline::catalogue::CatalogueLane>,
+    parts: &BTreeMap<u32, Part>,
+    partitions: u32,
+) {
+    if let Some(c) = c {
+        let marks: Vec<u64> = (0..partitions)
+            .map(|p| parts.get(&p).map_or(0, |x| x.cursor.handled_mark()))
+            .collect();
+        c.open_epoch(&marks);
+    }
+}
+
 /// How a batch is read: the configuration, a bounded version's ends, the catalogue.
 struct Reading<'a> {
     cfg: &'a Config,
@@ -898,15 +920,17 @@ fn publish_status(shared: &Shared, metrics: &Metrics, parts: &BTreeMap<u32, Part
     st.partitions = partitions;
 }
 
-/// Waits until Kafka acknowledged everything published, then commits each owned
-/// partition's resume offset to the group with its resume state as the metadata (one
-/// request: the broker keeps both or neither).
+/// Publishes the totals, waits until Kafka acknowledged everything published, then commits
+/// each owned partition's resume offset to the group with its resume state as the
+/// metadata (one request: the broker keeps both or neither).
 fn commit(
     sink: &mut KafkaSink,
     source: &KafkaSource,
     parts: &BTreeMap<u32, Part>,
     version: &str,
+    out: &Out,
 ) -> Result<()> {
+    out.totals(sink, parts)?;
     sink.finish()?;
     let entries: Vec<(u32, u64, String)> = parts
         .iter()
