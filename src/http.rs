@@ -316,11 +316,21 @@ fn dead_letters(st: &AppState, q: HashMap<String, String>) -> Result<Value, ApiE
 }
 
 fn late_events(st: &AppState, q: HashMap<String, String>) -> Result<Value, ApiError> {
-    let p = Params::check(q, &["version", "limit"])?;
+    let p = Params::check(q, &["version", "limit", "stream"])?;
     let version = p.version(st)?;
-    let items = st.store.late_events(&version, p.limit(100, 10_000)?)?;
+    let stream = match crate::stream::Stream::parse(p.get("stream").unwrap_or("events")) {
+        Ok(crate::stream::Stream::Products) => {
+            Err("stream products has no late events (the catalogue is not windowed)".to_string())
+        }
+        other => other,
+    }
+    .map_err(ApiError::BadRequest)?;
+    let items = st
+        .store
+        .late_events(&stream.version(&version), p.limit(100, 10_000)?)?;
     Ok(json!({
         "version": version,
+        "stream": stream.as_str(),
         "late_events": items.iter().map(|l| json!({
             "partition": l.partition, "offset": l.offset,
             "event_time": crate::event::time::format_rfc3339_ms(l.event_ts),

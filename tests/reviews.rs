@@ -283,3 +283,44 @@ fn assert_rows(got: &BTreeSet<String>, expected: &BTreeSet<String>) {
         "missing {missing:#?}\nunexpected {extra:#?}"
     );
 }
+
+/// A review far behind its partition's watermark is late, kept for a replay, and listed
+/// by `/api/late-events?stream=reviews` (the events' list stays empty).
+#[test]
+fn late_reviews_are_listed_apart_from_late_events() {
+    let dir = temp();
+    let review = |id: &str, at: &str| {
+        format!(
+            r#"{{"schema":1,"review_id":"{id}","product_id":"p_1","user_id":"u_1","rating":4,"text":"배송 빨라요","created_at":"{at}"}}"#
+        )
+    };
+    let file = dir.path().join("reviews.jsonl");
+    std::fs::write(
+        &file,
+        [
+            review("r1", "2026-11-23T00:10:00Z"),
+            review("r2", "2026-11-23T00:00:00Z"),
+        ]
+        .join("\n"),
+    )
+    .unwrap();
+    let mut c = kappa(dir.path());
+    c.args(["produce", "--stream", "reviews", "--input"])
+        .arg(&file);
+    ok(c);
+    let out = run_drain(dir.path(), &[]);
+    assert!(out.contains("reviews: 2 read, 1 accepted, 1 late"), "{out}");
+    let s = Server::start(dir.path(), &[]);
+    let (code, body) = s.get("/api/late-events?stream=reviews");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(v["stream"], "reviews");
+    let late = v["late_events"].as_array().unwrap();
+    assert_eq!(late.len(), 1, "{body}");
+    assert_eq!(late[0]["event_time"], "2026-11-23T00:00:00Z");
+    let (_, body) = s.get("/api/late-events");
+    let v: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(v["late_events"].as_array().unwrap().len(), 0, "{body}");
+    let (code, body) = s.get("/api/late-events?stream=products");
+    assert_eq!(code, 400, "{body}");
+}
