@@ -346,6 +346,20 @@ mod tests {
     }
 }
 
+/// The batch answer of the as-of join (for the tests): among `entries`, in the order
+/// they were appended, the entry of `p_{product}` with the latest `valid_from` at or
+/// before `ts`, the last appended of equal ones.
+#[cfg(test)]
+pub(crate) fn model_entry(entries: &[Entry], product: u8, ts: i64) -> Option<&Entry> {
+    let id = format!("p_{product}");
+    entries
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e.product_id == id && e.valid_from_ms <= ts)
+        .max_by_key(|(i, e)| (e.valid_from_ms, *i))
+        .map(|(_, e)| e)
+}
+
 /// The as-of join through the decoder, against a batch model: catalogue entries and events
 /// interleaved at random (with replacements of an entry, events before any entry, events
 /// that carry their own category and price), each event joined with the entries appended
@@ -424,13 +438,7 @@ mod join_tests {
         if own {
             return Some(("own".into(), 100));
         }
-        let id = format!("p_{product}");
-        entries
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| e.product_id == id && e.valid_from_ms <= ts)
-            .max_by_key(|(i, e)| (e.valid_from_ms, *i))
-            .map(|(_, e)| (e.category.clone(), e.price))
+        model_entry(entries, product, ts).map(|e| (e.category.clone(), e.price))
     }
 
     fn joined(asof: &AsOf, product: u8, ts: i64, own: bool) -> Option<(String, u64)> {

@@ -56,7 +56,7 @@ pub fn output_version(store: &Store, named: Option<&str>) -> Result<String, Vers
         return Ok(store.serving()?);
     };
     if name.starts_with(crate::store::SCRATCH_PREFIX)
-        || Stream::of_version(name).0 != Stream::Events
+        || crate::stream::is_part(name)
         || store.version(name)?.is_none()
     {
         return Err(VersionError::Unknown(name.to_string()));

@@ -84,6 +84,12 @@ impl Stream {
     }
 }
 
+/// Whether `stored` names a stream's part of a version (`v1/reviews`), not a version.
+#[must_use]
+pub fn is_part(stored: &str) -> bool {
+    Stream::of_version(stored).0 != Stream::Events
+}
+
 impl std::fmt::Display for Stream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())

@@ -33,11 +33,17 @@ fn produce_catalogue(dir: &std::path::Path, file: &std::path::Path) {
     ok(c);
 }
 
-#[test]
-fn late_catalogue_entries_leave_live_results_as_they_were_and_a_replay_fixes_them() {
-    let files = temp();
-    let mut c = kappa(files.path());
-    let all = files.path().join("catalogue.jsonl");
+/// The generator's catalogue as JSON lines in `dir`: all of it, and split into the
+/// entries of two products (the late ones) and the others (the early ones).
+struct Catalogue {
+    all: std::path::PathBuf,
+    early: std::path::PathBuf,
+    late: std::path::PathBuf,
+}
+
+fn catalogue(dir: &std::path::Path) -> Catalogue {
+    let all = dir.join("catalogue.jsonl");
+    let mut c = kappa(dir);
     c.args([
         "produce",
         "--stream",
@@ -55,12 +61,24 @@ fn late_catalogue_entries_leave_live_results_as_they_were_and_a_replay_fixes_the
         .lines()
         .partition(|l| l.contains(r#""product_id":"p_7""#) || l.contains(r#""product_id":"p_12""#));
     assert!(!late.is_empty() && !early.is_empty());
-    let (late_file, early_file) = (
-        files.path().join("late.jsonl"),
-        files.path().join("early.jsonl"),
-    );
-    std::fs::write(&late_file, late.join("\n")).unwrap();
-    std::fs::write(&early_file, early.join("\n")).unwrap();
+    let c = Catalogue {
+        early: dir.join("early.jsonl"),
+        late: dir.join("late.jsonl"),
+        all,
+    };
+    std::fs::write(&c.late, late.join("\n")).unwrap();
+    std::fs::write(&c.early, early.join("\n")).unwrap();
+    c
+}
+
+#[test]
+fn late_catalogue_entries_leave_live_results_as_they_were_and_a_replay_fixes_them() {
+    let files = temp();
+    let Catalogue {
+        all,
+        early: early_file,
+        late: late_file,
+    } = catalogue(files.path());
 
     // Live: the catalogue lacks two products when their purchases are read.
     let live = temp();
@@ -136,30 +154,11 @@ fn late_catalogue_entries_leave_live_results_as_they_were_and_a_replay_fixes_the
 #[test]
 fn a_restart_joins_re_read_events_as_they_were_joined_before() {
     let files = temp();
-    let all = files.path().join("catalogue.jsonl");
-    let mut c = kappa(files.path());
-    c.args([
-        "produce",
-        "--stream",
-        "products",
-        "--seed",
-        "9",
-        "--products",
-        "40",
-    ])
-    .arg("--output")
-    .arg(&all);
-    ok(c);
-    let text = std::fs::read_to_string(&all).unwrap();
-    let (late, early): (Vec<&str>, Vec<&str>) = text
-        .lines()
-        .partition(|l| l.contains(r#""product_id":"p_7""#) || l.contains(r#""product_id":"p_12""#));
-    let (late_file, early_file) = (
-        files.path().join("late.jsonl"),
-        files.path().join("early.jsonl"),
-    );
-    std::fs::write(&late_file, late.join("\n")).unwrap();
-    std::fs::write(&early_file, early.join("\n")).unwrap();
+    let Catalogue {
+        early: early_file,
+        late: late_file,
+        ..
+    } = catalogue(files.path());
 
     // Without a restart: the early catalogue only.
     let reference = temp();

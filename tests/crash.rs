@@ -31,17 +31,7 @@ fn sigkill_at_random_moments_then_restart_gives_identical_results() {
     ok(c);
     // Reviews over the same 200 s of event time, with duplicates and malformed ones.
     let mut c = kappa(reference.path());
-    c.args([
-        "produce",
-        "--stream",
-        "reviews",
-        "--rate",
-        "0",
-        "--sim-rate",
-        "50",
-    ])
-    .args(["--events", "10000", "--seed", "7"])
-    .args(["--duplicate-share", "0.02", "--malformed-share", "0.01"]);
+    c.args(review_args(10_000, 7));
     ok(c);
     let crashed = temp();
     copy_dir(&reference.path().join("log"), &crashed.path().join("log"));

@@ -113,30 +113,14 @@ fn results_over_kafka_equal_the_embedded_log_run() {
     create_topic(reviews);
     let (kdir, edir) = (temp(), temp());
     produce_both(kdir.path(), edir.path(), topic, 40_000, 21);
-    let review_args = [
-        "produce",
-        "--stream",
-        "reviews",
-        "--rate",
-        "0",
-        "--sim-rate",
-        "50",
-        "--events",
-        "2000",
-        "--seed",
-        "21",
-        "--duplicate-share",
-        "0.02",
-        "--malformed-share",
-        "0.01",
-    ];
+    let review_args = review_args(2000, 21);
     let mut c = kk(kdir.path(), topic);
-    c.args(review_args)
+    c.args(&review_args)
         .args(FIXED_START)
         .env("KAPPA_KAFKA__REVIEWS_TOPIC", reviews);
     ok(c);
     let mut c = kappa(edir.path());
-    c.args(review_args).args(FIXED_START);
+    c.args(&review_args).args(FIXED_START);
     ok(c);
     let mut c = kk(kdir.path(), topic);
     c.args(RUN_DRAIN).env("KAPPA_KAFKA__REVIEWS_TOPIC", reviews);

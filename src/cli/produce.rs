@@ -212,6 +212,21 @@ pub(super) fn open_sink(
     Ok(Box::new(LogWriter::open(&dir, &log_cfg)?))
 }
 
+/// Where `kappa produce` writes: the `--output` file (`-`: stdout) as JSON lines, else the
+/// log of `cfg`'s stream.
+fn output_sink(cfg: &Config, args: &ProduceArgs) -> anyhow::Result<Box<dyn Sink>> {
+    Ok(match &args.output {
+        Some(out) if out.as_os_str() == "-" => {
+            Box::new(LinesSink(Box::new(BufWriter::new(std::io::stdout()))))
+        }
+        Some(out) => Box::new(LinesSink(Box::new(BufWriter::new(
+            std::fs::File::create(out)
+                .with_context(|| format!("cannot create {}", out.display()))?,
+        )))),
+        None => open_sink(cfg, args.partitions.is_some(), Arc::new(Metrics::new()))?,
+    })
+}
+
 /// Generates records paced in real time (event time follows the wall clock) into the log
 /// until cancelled; returns the number produced. Used by the demo.
 ///
@@ -360,16 +375,7 @@ pub fn produce(cfg: &Config, args: &ProduceArgs) -> anyhow::Result<()> {
     };
     let started = Instant::now();
     let paced = args.rate > 0.0;
-    let mut sink: Box<dyn Sink> = match &args.output {
-        Some(out) if out.as_os_str() == "-" => {
-            Box::new(LinesSink(Box::new(BufWriter::new(std::io::stdout()))))
-        }
-        Some(out) => Box::new(LinesSink(Box::new(BufWriter::new(
-            std::fs::File::create(out)
-                .with_context(|| format!("cannot create {}", out.display()))?,
-        )))),
-        None => open_sink(cfg, args.partitions.is_some(), Arc::new(Metrics::new()))?,
-    };
+    let mut sink = output_sink(cfg, args)?;
     let what = match args.stream {
         crate::stream::Stream::Events => "events",
         crate::stream::Stream::Reviews => "reviews",
@@ -454,16 +460,7 @@ fn produce_products(cfg: &Config, args: &ProduceArgs) -> anyhow::Result<()> {
             crate::products::from_csv(csv.as_slice(), currency).map_err(anyhow::Error::msg)?
         }
     };
-    let mut sink: Box<dyn Sink> = match &args.output {
-        Some(out) if out.as_os_str() == "-" => {
-            Box::new(LinesSink(Box::new(BufWriter::new(std::io::stdout()))))
-        }
-        Some(out) => Box::new(LinesSink(Box::new(BufWriter::new(
-            std::fs::File::create(out)
-                .with_context(|| format!("cannot create {}", out.display()))?,
-        )))),
-        None => open_sink(cfg, args.partitions.is_some(), Arc::new(Metrics::new()))?,
-    };
+    let mut sink = output_sink(cfg, args)?;
     for e in &entries {
         sink.append(e.key().as_bytes(), &e.to_json(), now_ms())?;
     }

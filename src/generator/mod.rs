@@ -399,18 +399,53 @@ impl Generator {
         }
 
         let idx = self.rng.random_range(0..POOL_SIZE);
+        push_user(&mut out.key, self.pool[idx].user);
+        let mut kind = RecordKind::Valid;
+        self.write_step(
+            idx,
+            &mut out.value,
+            |g| {
+                let ts_ms;
+                (ts_ms, kind) = g.draw_ts(emit_at);
+                let price_mode = match g.rng.random_range(0..20u32) {
+                    0 => PriceMode::Number,
+                    1 => PriceMode::NumberTrimmed,
+                    _ => PriceMode::String,
+                };
+                (ts_ms, price_mode)
+            },
+            |_| Fault::NONE,
+        );
+        out.kind = kind;
+
+        if self.dup.sample(&mut self.rng) {
+            let due = record + self.rng.random_range(1..=50u64);
+            let (mut key, mut value) = self.spare.pop().unwrap_or_default();
+            key.clear();
+            key.extend_from_slice(&out.key);
+            value.clear();
+            value.extend_from_slice(&out.value);
+            self.pending.push(PendingDup { due, key, value });
+        }
+    }
+
+    /// The next step of session `idx` as an event into `buf`: its time and price
+    /// spelling from `time` (drawn after the step), its fault from `fault` (by type).
+    /// A session that is done is replaced; returns whether it was.
+    fn write_step(
+        &mut self,
+        idx: usize,
+        buf: &mut Vec<u8>,
+        time: impl FnOnce(&mut Self) -> (i64, PriceMode),
+        fault: impl Fn(EventType) -> Fault<'static>,
+    ) -> bool {
         let step = self.pool[idx].step(
             &mut self.rng,
             &self.catalogue,
             &self.behaviour,
             &mut self.query,
         );
-        let (ts_ms, kind) = self.draw_ts(emit_at);
-        let price_mode = match self.rng.random_range(0..20u32) {
-            0 => PriceMode::Number,
-            1 => PriceMode::NumberTrimmed,
-            _ => PriceMode::String,
-        };
+        let (ts_ms, price_mode) = time(self);
         let event_id = self.next_event_id();
         let s = &self.pool[idx];
         let is_search = step.etype == EventType::Search;
@@ -430,24 +465,13 @@ impl Generator {
             query: is_search.then_some(&self.query[..]),
             query_absent: s.query_absent,
         };
-        push_user(&mut out.key, s.user);
-        write_event(&mut out.value, &ev, &Fault::NONE);
-        out.kind = kind;
-
-        if self.pool[idx].done() {
+        write_event(buf, &ev, &fault(step.etype));
+        let done = self.pool[idx].done();
+        if done {
             self.pool[idx] = Session::new(self.next_session, &mut self.rng, &self.behaviour);
             self.next_session += 1;
         }
-
-        if self.dup.sample(&mut self.rng) {
-            let due = record + self.rng.random_range(1..=50u64);
-            let (mut key, mut value) = self.spare.pop().unwrap_or_default();
-            key.clear();
-            key.extend_from_slice(&out.key);
-            value.clear();
-            value.extend_from_slice(&out.value);
-            self.pending.push(PendingDup { due, key, value });
-        }
+        done
     }
 
     /// A session document: the next 2–5 steps of one session as the inner events of one
@@ -464,54 +488,34 @@ impl Generator {
         out.value.extend_from_slice(br#"","events":["#);
         let steps = self.rng.random_range(2..=5);
         for i in 0..steps {
-            let step = self.pool[idx].step(
-                &mut self.rng,
-                &self.catalogue,
-                &self.behaviour,
-                &mut self.query,
-            );
-            let ts_ms = emit_at - self.rng.random_range(0..=self.cfg.disorder_ms);
-            let event_id = self.next_event_id();
-            let s = &self.pool[idx];
-            let is_search = step.etype == EventType::Search;
-            let ev = Event {
-                id: event_id,
-                type_name: step.etype.as_str(),
-                user: s.user,
-                session: s.id,
-                product: (!is_search).then(|| self.catalogue.product(step.product)),
-                quantity: step.quantity,
-                price_mode: PriceMode::String,
-                ts_ms,
-                device: s.device,
-                app: s.app,
-                referrer: s.referrer,
-                campaign: s.campaign,
-                query: is_search.then_some(&self.query[..]),
-                query_absent: s.query_absent,
-            };
-            // Views carry no id (kappa derives one); purchases leave their category and
-            // price to the catalogue valid at their time (`kappa produce --stream
-            // products` writes the generator's).
-            let fault = match step.etype {
-                EventType::View => Fault {
-                    omit: Field::EventId,
-                    ..Fault::NONE
-                },
-                EventType::Purchase => Fault {
-                    omit: Field::Category,
-                    omit_too: Field::Price,
-                    ..Fault::NONE
-                },
-                EventType::Search | EventType::AddCart => Fault::NONE,
-            };
             if i > 0 {
                 out.value.push(b',');
             }
-            write_event(&mut out.value, &ev, &fault);
-            if self.pool[idx].done() {
-                self.pool[idx] = Session::new(self.next_session, &mut self.rng, &self.behaviour);
-                self.next_session += 1;
+            let disorder = self.cfg.disorder_ms;
+            // Views carry no id (kappa derives one); purchases leave their category and
+            // price to the catalogue valid at their time (`kappa produce --stream
+            // products` writes the generator's).
+            let done = self.write_step(
+                idx,
+                &mut out.value,
+                |g| {
+                    let ts_ms = emit_at - g.rng.random_range(0..=disorder);
+                    (ts_ms, PriceMode::String)
+                },
+                |etype| match etype {
+                    EventType::View => Fault {
+                        omit: Field::EventId,
+                        ..Fault::NONE
+                    },
+                    EventType::Purchase => Fault {
+                        omit: Field::Category,
+                        omit_too: Field::Price,
+                        ..Fault::NONE
+                    },
+                    EventType::Search | EventType::AddCart => Fault::NONE,
+                },
+            );
+            if done {
                 break;
             }
         }

@@ -70,7 +70,7 @@ pub(crate) struct CatalogueLane {
     last_poll: Option<Instant>,
     last_found: bool,
     /// Entries read since start.
-    pub(crate) entries: u64,
+    entries: u64,
 }
 
 /// The entries read, by epoch: what the decoder joins with (shared with the decoding
@@ -406,13 +406,7 @@ mod tests {
     /// The batch answer: among `entries`, the product's latest `valid_from` at or before
     /// `ts`, the last appended of a key.
     fn model(entries: &[Entry], product: u8, ts: i64) -> Option<u64> {
-        let id = format!("p_{product}");
-        entries
-            .iter()
-            .enumerate()
-            .filter(|(_, e)| e.product_id == id && e.valid_from_ms <= ts)
-            .max_by_key(|(i, e)| (e.valid_from_ms, *i))
-            .map(|(_, e)| e.price)
+        crate::products::model_entry(entries, product, ts).map(|e| e.price)
     }
 
     proptest! {

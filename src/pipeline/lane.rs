@@ -12,7 +12,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Counts, Cursor, Ingested, PipelineError, restore_from_store};
+use super::{
+    Counts, Cursor, Ingested, PipelineError, mark_committed, owned_positions, restore_from_store,
+};
 use crate::config::Config;
 use crate::log::RecordBatch;
 use crate::metrics::Metrics;
@@ -228,21 +230,7 @@ impl Lane {
 
     /// The positions to commit with the pending windows, dead letters and late records.
     pub(crate) fn positions(&self) -> Vec<PartitionPosition> {
-        let next: Vec<u64> = self.cursors.iter().map(|c| c.next).collect();
-        let resume = self.core.resume_points(&next);
-        self.owned
-            .iter()
-            .map(|&p| {
-                let i = p as usize;
-                PartitionPosition {
-                    partition: p,
-                    next_offset: self.cursors[i].handled_mark(),
-                    resume_offset: resume[i].offset,
-                    resume_max_ts: resume[i].max_ts_before,
-                    max_ts: self.core.max_event_time(i),
-                }
-            })
-            .collect()
+        owned_positions(&self.core, &self.cursors)
     }
 
     /// This lane's part of a commit, with `positions` from [`Lane::positions`].
@@ -273,14 +261,7 @@ impl Lane {
         self.dead.clear();
         self.late.clear();
         self.records = 0;
-        for c in &mut self.cursors {
-            c.committed();
-        }
-        let committed: Vec<(u32, u64)> = positions
-            .iter()
-            .map(|p| (p.partition, p.next_offset))
-            .collect();
-        self.source.commit_positions(&committed);
+        mark_committed(&mut self.cursors, self.source.as_mut(), positions);
     }
 
     /// Once a second: the log end, the outcome counters, the watermark and lag gauges.

@@ -687,23 +687,7 @@ impl Pipeline {
     /// Writes pending finals, dead letters, late records, positions and checkpoints in one
     /// transaction. Returns the number of windows committed.
     fn commit(&mut self) -> Result<u64, PipelineError> {
-        let next: Vec<u64> = self.cursors.iter().map(|c| c.next).collect();
-        let resume = self.core.resume_points(&next);
-        // The owned partitions' positions: a partition this process never read has none
-        // (a 0 there would later make it re-read from the start what another member of
-        // the group read, instead of starting at the group's offset); one it read before
-        // keeps what the store has.
-        let positions: Vec<PartitionPosition> = (0..self.partitions)
-            .filter(|&p| self.core.is_owned(p))
-            .map(|p| PartitionPosition {
-                partition: u32::try_from(p).expect("partition fits u32"),
-                // Never move the "handled" mark back, even while re-reading after a restart.
-                next_offset: self.cursors[p].handled_mark(),
-                resume_offset: resume[p].offset,
-                resume_max_ts: resume[p].max_ts_before,
-                max_ts: self.core.max_event_time(p),
-            })
-            .collect();
+        let positions = owned_positions(&self.core, &self.cursors);
         let mut checkpoints = Vec::new();
         for p in 0..self.partitions {
             let partition = u32::try_from(p).expect("partition fits u32");
@@ -770,14 +754,7 @@ impl Pipeline {
         self.pending.dead.clear();
         self.pending.late.clear();
         self.pending.records = 0;
-        for c in &mut self.cursors {
-            c.committed();
-        }
-        let committed: Vec<(u32, u64)> = positions
-            .iter()
-            .map(|p| (p.partition, p.next_offset))
-            .collect();
-        self.source.commit_positions(&committed);
+        mark_committed(&mut self.cursors, self.source.as_mut(), &positions);
         Ok(n)
     }
 
@@ -856,6 +833,46 @@ impl Pipeline {
             *self.shared.provisional.write().expect("provisional lock") = self.core.provisional();
         }
     }
+}
+
+/// The positions to commit, of the partitions `core` owns: a partition this process never
+/// read has none (a 0 there would later make it re-read from the start what another
+/// member of the group read, instead of starting at the group's offset); one it read
+/// before keeps what the store has. Shared by every stream's pipeline.
+pub(crate) fn owned_positions<A: crate::window::Aggregator>(
+    core: &crate::window::Windows<A>,
+    cursors: &[Cursor],
+) -> Vec<PartitionPosition> {
+    let next: Vec<u64> = cursors.iter().map(|c| c.next).collect();
+    let resume = core.resume_points(&next);
+    (0..cursors.len())
+        .filter(|&p| core.is_owned(p))
+        .map(|p| PartitionPosition {
+            partition: u32::try_from(p).expect("partition fits u32"),
+            // Never move the "handled" mark back, even while re-reading after a restart.
+            next_offset: cursors[p].handled_mark(),
+            resume_offset: resume[p].offset,
+            resume_max_ts: resume[p].max_ts_before,
+            max_ts: core.max_event_time(p),
+        })
+        .collect()
+}
+
+/// `positions` are committed: everything read counts as handled, and the source is told
+/// (Kafka: the group's offsets).
+pub(crate) fn mark_committed(
+    cursors: &mut [Cursor],
+    source: &mut dyn Source,
+    positions: &[PartitionPosition],
+) {
+    for c in cursors {
+        c.committed();
+    }
+    let committed: Vec<(u32, u64)> = positions
+        .iter()
+        .map(|p| (p.partition, p.next_offset))
+        .collect();
+    source.commit_positions(&committed);
 }
 
 /// Rebuilds `core` (new, for every partition of `source`) and the cursors of the `owned`

@@ -17,8 +17,6 @@
 use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
-use serde_json::{Value, json};
-
 use super::{Aspect, Dictionary, Review, Sentiment};
 use crate::window::Aggregator;
 
@@ -240,51 +238,11 @@ pub fn average(sum: u64, count: u64) -> String {
     format!("{}.{:02}", h / 100, h % 100)
 }
 
-impl ReviewResults {
-    /// One export row per key, as every aggregate is exported: `{"aggregate":
-    /// "rating_histogram", "rating": 4, "count": 17}` and so on (the caller adds the
-    /// version and window fields).
-    #[must_use]
-    pub fn rows(&self) -> Vec<Value> {
-        let mut out: Vec<Value> = (1u8..)
-            .zip(self.histogram)
-            .map(|(rating, count)| {
-                json!({"aggregate": "rating_histogram", "rating": rating, "count": count})
-            })
-            .collect();
-        out.push(json!({
-            "aggregate": "average_rating",
-            "reviews": self.count,
-            "rating_sum": self.rating_sum,
-            "average": average(self.rating_sum, self.count),
-        }));
-        for (name, list) in [
-            ("most_reviewed_products", &self.most_reviewed),
-            ("best_rated_products", &self.best_rated),
-            ("worst_rated_products", &self.worst_rated),
-        ] {
-            out.extend(list.iter().map(|r| {
-                json!({
-                    "aggregate": name,
-                    "rank": r.rank,
-                    "product_id": r.product_id,
-                    "reviews": r.sums.count,
-                    "rating_sum": r.sums.rating_sum,
-                    "average": average(r.sums.rating_sum, r.sums.count),
-                })
-            }));
-        }
-        out.extend(self.aspects.iter().map(|(a, s, n)| {
-            json!({"aggregate": "review_aspects", "aspect": a.as_str(), "sentiment": s.as_str(), "count": n})
-        }));
-        out
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use serde_json::{Value, json};
 
     #[test]
     fn averages_round_half_up_from_the_exact_sum() {
@@ -413,7 +371,22 @@ mod tests {
         w.add(5, "p_1", &[(Aspect::Delivery, Sentiment::Positive)]);
         w.add(4, "p_1", &[]);
         w.add(1, "p_2", &[(Aspect::Overall, Sentiment::Negative)]);
-        let rows = w.finish(10, 2).rows();
+        // As exported: the store's rows of the window, each with its aggregate.
+        let fin = ReviewFinal {
+            size_ms: 60_000,
+            start_ms: 0,
+            results: w.finish(10, 2),
+        };
+        let rows: Vec<Value> = crate::store::review_rows_of(&fin)
+            .into_iter()
+            .flat_map(|(agg, rows)| {
+                rows.into_iter().map(move |r| {
+                    let mut o = r.to_json();
+                    o.insert("aggregate".into(), agg.as_str().into());
+                    Value::Object(o)
+                })
+            })
+            .collect();
         assert_eq!(
             rows[3],
             json!({"aggregate": "rating_histogram", "rating": 4, "count": 1})

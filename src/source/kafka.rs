@@ -1203,21 +1203,7 @@ pub fn topic_id_of(k: &KafkaSection) -> Result<Option<String>, SourceError> {
 /// # Errors
 /// Brokers unreachable within 5 s.
 pub fn topic_exists(k: &KafkaSection) -> Result<bool, SourceError> {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &k.brokers);
-    for (key, v) in &k.properties {
-        c.set(key, v);
-    }
-    let consumer: BaseConsumer = c
-        .create()
-        .map_err(|e| SourceError::kafka("creating a client", e))?;
-    let md = consumer
-        .fetch_metadata(Some(&k.topic), Duration::from_secs(5))
-        .map_err(|e| SourceError::kafka(format!("brokers {} unreachable", k.brokers), e))?;
-    Ok(md
-        .topics()
-        .first()
-        .is_some_and(|t| t.error().is_none() && !t.partitions().is_empty()))
+    Ok(topic_metadata(k, Duration::from_secs(5))?.1.is_some())
 }
 
 /// High watermark per partition of the topic (one metadata and one ListOffsets request
@@ -1292,6 +1278,21 @@ pub fn offsets_for_time(k: &KafkaSection, ms: i64) -> Result<Vec<u64>, SourceErr
 /// A plain client for `k.topic` (with the configured SASL/TLS settings) and the topic's
 /// partition count.
 fn topic_client(k: &KafkaSection) -> Result<(BaseConsumer, usize), SourceError> {
+    match topic_metadata(k, Duration::from_secs(10))? {
+        (consumer, Some(parts)) => Ok((consumer, parts)),
+        (_, None) => Err(SourceError::kafka_msg(format!(
+            "topic {} not found on {}",
+            k.topic, k.brokers
+        ))),
+    }
+}
+
+/// A plain client (with the configured SASL/TLS settings) and `k.topic`'s partition count
+/// as the brokers answer within `timeout` (`None`: no such topic).
+fn topic_metadata(
+    k: &KafkaSection,
+    timeout: Duration,
+) -> Result<(BaseConsumer, Option<usize>), SourceError> {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &k.brokers);
     // A secured cluster needs its SASL/TLS settings here as everywhere.
@@ -1301,18 +1302,12 @@ fn topic_client(k: &KafkaSection) -> Result<(BaseConsumer, usize), SourceError> 
     let consumer: BaseConsumer = c
         .create()
         .map_err(|e| SourceError::kafka("creating a client", e))?;
-    let timeout = Duration::from_secs(10);
     let md = consumer
         .fetch_metadata(Some(&k.topic), timeout)
         .map_err(|e| SourceError::kafka(format!("brokers {} unreachable", k.brokers), e))?;
     let parts = match md.topics().first() {
-        Some(t) if t.error().is_none() && !t.partitions().is_empty() => t.partitions().len(),
-        _ => {
-            return Err(SourceError::kafka_msg(format!(
-                "topic {} not found on {}",
-                k.topic, k.brokers
-            )));
-        }
+        Some(t) if t.error().is_none() && !t.partitions().is_empty() => Some(t.partitions().len()),
+        _ => None,
     };
     Ok((consumer, parts))
 }

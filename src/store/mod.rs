@@ -523,9 +523,8 @@ impl Store {
         // A version's other streams (`v1/reviews`) are parts of it, not versions.
         t.iter()?
             .filter(|r| {
-                r.as_ref().map_or(true, |(k, _)| {
-                    Stream::of_version(k.value()).0 == Stream::Events
-                })
+                r.as_ref()
+                    .map_or(true, |(k, _)| !crate::stream::is_part(k.value()))
             })
             .map(|r| version_info(r?.1.value()))
             .collect()
@@ -591,27 +590,14 @@ impl Store {
             versions.insert(c.version, encode(&info).as_slice())?;
             let mut results = tx.open_table(RESULTS)?;
             let mut prints = tx.open_table(FINGERPRINTS)?;
-            for w in c.finals {
-                let rows = rows::rows_of(w);
-                write_window(
-                    &mut results,
-                    &mut prints,
-                    c.version,
-                    w.size_ms,
-                    w.start_ms,
-                    rows,
-                )?;
-            }
-            for w in c.review_finals {
-                let rows = rows::review_rows_of(w);
-                write_window(
-                    &mut results,
-                    &mut prints,
-                    c.version,
-                    w.size_ms,
-                    w.start_ms,
-                    rows,
-                )?;
+            let windows = (c.finals.iter())
+                .map(|w| (w.size_ms, w.start_ms, rows::rows_of(w)))
+                .chain(
+                    (c.review_finals.iter())
+                        .map(|w| (w.size_ms, w.start_ms, rows::review_rows_of(w))),
+                );
+            for (size, start, rows) in windows {
+                write_window(&mut results, &mut prints, c.version, size, start, rows)?;
             }
             let mut pos = tx.open_table(POSITIONS)?;
             for p in c.positions {
@@ -1531,7 +1517,7 @@ type Versions<'t> = redb::Table<'t, &'static str, &'static [u8]>;
 /// A version people name (not an in-place correction's scratch), read in `versions`.
 fn user_version(versions: &Versions<'_>, name: &str) -> Result<VersionInfo> {
     // A stream's part of a version (`v1/reviews`) is not one: promoted or dropped with it.
-    if Stream::of_version(name).0 != Stream::Events {
+    if crate::stream::is_part(name) {
         return Err(StoreError::NoVersion(name.to_string()));
     }
     let info = versions
@@ -1608,7 +1594,7 @@ fn check_droppable(
 
 /// Deletes a version's results, positions, late records, merger state and description.
 fn remove_version(tx: &redb::WriteTransaction, name: &str) -> Result<()> {
-    if Stream::of_version(name).0 == Stream::Events {
+    if !crate::stream::is_part(name) {
         // Its other streams' parts go with it.
         for s in Stream::ALL.into_iter().filter(|&s| s != Stream::Events) {
             remove_version(tx, &s.version(name))?;

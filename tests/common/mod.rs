@@ -69,6 +69,32 @@ pub fn produce_args(n: u64, seed: u64) -> Vec<String> {
     v
 }
 
+/// `produce` arguments for `n` generated reviews, 50 a second of event time, 2 % delivered
+/// twice and 1 % malformed (shared by the embedded-log and Kafka tests).
+pub fn review_args(n: u64, seed: u64) -> Vec<String> {
+    let args = [
+        "produce",
+        "--stream",
+        "reviews",
+        "--rate",
+        "0",
+        "--sim-rate",
+        "50",
+        "--duplicate-share",
+        "0.02",
+        "--malformed-share",
+        "0.01",
+    ];
+    let mut v: Vec<String> = args.iter().map(ToString::to_string).collect();
+    v.extend([
+        "--events".into(),
+        n.to_string(),
+        "--seed".into(),
+        seed.to_string(),
+    ]);
+    v
+}
+
 /// Generated events as JSON lines (`kappa produce --output`, with `args`), written to
 /// `dir/events.jsonl` and returned.
 pub fn generate(dir: &Path, args: &[&str]) -> String {
