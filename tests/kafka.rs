@@ -516,6 +516,10 @@ fn role_env(topic: &str) -> Vec<(String, String)> {
         "KAPPA_KAFKA__PRODUCTS_TOPIC".into(),
         format!("{topic}.products"),
     ));
+    env.push((
+        "KAPPA_KAFKA__REVIEWS_TOPIC".into(),
+        format!("{topic}.reviews"),
+    ));
     env.push((WINDOWS_1M_5M.0.into(), WINDOWS_1M_5M.1.into()));
     // As the single-process reference (a bounded run never uses idleness).
     env.push(("KAPPA_PIPELINE__IDLE_TIMEOUT".into(), "0s".into()));
@@ -555,6 +559,8 @@ fn three_workers_and_a_merger_equal_one_process_through_kills() {
     create_topic_with(&format!("{topic}.partials"), 6);
     create_topic_with(&format!("{topic}.control"), 1);
     create_topic_with(&format!("{topic}.products"), 1);
+    // Reviews on fewer partitions than the events: their windows complete on their own.
+    create_topic_with(&format!("{topic}.reviews"), 3);
     let env = role_env(topic);
     let (single, merger_dir) = (temp(), temp());
     // The catalogue, which completes the purchases of the session documents below, in
@@ -564,13 +570,24 @@ fn three_workers_and_a_merger_equal_one_process_through_kills() {
         .envs(env.clone());
     ok(c);
     // Three parts of 40 000 records, 20 minutes of event time each, 5 % of them session
-    // documents, produced while the workers and the merger run, so that the kills fall
-    // between open windows.
+    // documents, and 1 200 reviews over the same 20 minutes, produced while the workers
+    // and the merger run, so that the kills fall between open windows.
     let produce_part = |i: u32| {
+        let start = format!("2026-11-23T00:{:02}:00Z", i * 20);
         let mut c = kk(single.path(), topic);
-        c.args(produce_args(40_000, 17 + u64::from(i)))
-            .args(["--sim-rate", "33", "--session-docs", "0.05", "--start"])
-            .arg(format!("2026-11-23T00:{:02}:00Z", i * 20));
+        c.args(produce_args(40_000, 17 + u64::from(i))).args([
+            "--sim-rate",
+            "33",
+            "--session-docs",
+            "0.05",
+            "--start",
+            &start,
+        ]);
+        ok(c);
+        let mut c = kk(single.path(), topic);
+        c.args(review_args_at(1200, 40 + u64::from(i), 1))
+            .args(["--start", &start])
+            .envs(env.clone());
         ok(c);
     };
     produce_part(0);
@@ -597,7 +614,8 @@ fn three_workers_and_a_merger_equal_one_process_through_kills() {
     let mut c = kk(single.path(), topic);
     c.args(["run", "--until-caught-up", "--listen", "127.0.0.1:0"])
         .env(WINDOWS_1M_5M.0, WINDOWS_1M_5M.1)
-        .env("KAPPA_KAFKA__PRODUCTS_TOPIC", format!("{topic}.products"));
+        .env("KAPPA_KAFKA__PRODUCTS_TOPIC", format!("{topic}.products"))
+        .env("KAPPA_KAFKA__REVIEWS_TOPIC", format!("{topic}.reviews"));
     let out = String::from_utf8(ok(c).stdout).unwrap();
     let expected_windows: u64 = out
         .split_whitespace()
@@ -608,14 +626,46 @@ fn three_workers_and_a_merger_equal_one_process_through_kills() {
     assert!(expected_windows > 50, "{out}");
     let expected = export(single.path());
     let expected_dead = dead_letter_count(single.path());
+    let expected_review_dead = review_dead_letters(single.path());
+    assert!(expected_review_dead > 0, "no invalid review: a weak test");
+    // The reviews' final windows (one average_rating row each).
+    let review_windows = String::from_utf8_lossy(&expected)
+        .matches("\"aggregate\":\"average_rating\"")
+        .count();
+    assert!(review_windows > 50, "{review_windows} review windows");
 
     wait_windows(&merger, expected_windows, 120, "after the kills");
+    poll(60, "the merger's final review windows", || {
+        merger_review_windows(&merger) >= review_windows
+    });
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(
         windows_final(&merger),
         expected_windows,
         "no window beyond the reference"
     );
+    assert_eq!(merger_review_windows(&merger), review_windows);
+    // The reviews' outcome counters, from the workers' totals, as the reference counted.
+    let accepted: f64 = out
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("reviews: ")?
+                .split(", ")
+                .nth(1)?
+                .strip_suffix(" accepted")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no reviews line in {out}"));
+    poll(30, "the merger's review counters", || {
+        let m = merger.get("/metrics").1;
+        let line = m.lines().find(|l| {
+            l.starts_with("kappa_stream_records_total{")
+                && l.contains("outcome=\"accepted\"")
+                && l.contains("stream=\"reviews\"")
+        });
+        line.and_then(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok()) == Some(accepted)
+    });
 
     // A replay into a new version across roles: the merger tells the workers (control
     // topic), they compute v2 in their own group, the merger merges it and reports it
@@ -750,6 +800,44 @@ fn three_workers_and_a_merger_equal_one_process_through_kills() {
         "the replay across roles differs from the single process's replay"
     );
     assert_eq!(dead_letter_count(merger_dir.path()), expected_dead);
+    assert_eq!(review_dead_letters(merger_dir.path()), expected_review_dead);
+    // A replay of the reviews alone is a single process's: refused on a merger's store.
+    let mut c = kappa(merger_dir.path());
+    c.args(["replay", "--stream", "reviews"]);
+    let out = c.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("merged from workers' partials"),
+        "{err}"
+    );
+}
+
+/// Final review windows the merger serves (both sizes).
+fn merger_review_windows(merger: &Server) -> usize {
+    ["1m", "5m"]
+        .iter()
+        .map(|size| {
+            let q = format!("/api/windows?aggregate=average_rating&size={size}&limit=100000");
+            let v: Value = serde_json::from_str(&merger.get(&q).1).unwrap_or_default();
+            v["windows"].as_array().map_or(0, Vec::len)
+        })
+        .sum()
+}
+
+/// The reviews' dead letters in the store.
+fn review_dead_letters(dir: &std::path::Path) -> usize {
+    let mut c = kappa(dir);
+    c.args([
+        "dead-letters",
+        "--stream",
+        "reviews",
+        "--format",
+        "json",
+        "--limit",
+        "10000",
+    ]);
+    let v: Value = serde_json::from_slice(&ok(c).stdout).unwrap();
+    v["dead_letters"].as_array().map_or(0, Vec::len)
 }
 
 /// `kappa` on `dir` against the broker at `bootstrap`, quietly.

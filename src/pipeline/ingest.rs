@@ -482,6 +482,25 @@ impl Counts {
     }
 }
 
+impl Counts {
+    /// Adds these counts to a stream's own counters (`kappa_stream_records_total`: the
+    /// streams besides the events).
+    pub fn apply_stream(&self, stream: crate::stream::Stream, metrics: &Metrics) {
+        for (outcome, n) in [
+            ("accepted", self.accepted),
+            ("duplicate", self.duplicates),
+            ("late", self.late),
+            ("invalid", self.invalid_total()),
+            ("rebuilt", self.rebuilt),
+        ] {
+            metrics
+                .stream_records
+                .with_label_values(&[stream.as_str(), outcome])
+                .inc_by(n);
+        }
+    }
+}
+
 /// Outcomes counted per partition since the last flush.
 #[derive(Debug, Default)]
 pub struct Tally {
@@ -523,13 +542,20 @@ impl Tally {
         status: &mut Status,
         mut also: impl FnMut(u32, &Counts),
     ) {
+        self.take(|p, c| {
+            also(p, c);
+            c.apply(p, source, metrics, status);
+        });
+    }
+
+    /// Hands each partition's counts since the last flush to `f` and starts again from
+    /// zero.
+    pub fn take(&mut self, mut f: impl FnMut(u32, &Counts)) {
         for (p, c) in self.unflushed.iter_mut().enumerate() {
             if *c == Counts::default() {
                 continue;
             }
-            let p = u32::try_from(p).expect("partition fits u32");
-            also(p, c);
-            c.apply(p, source, metrics, status);
+            f(u32::try_from(p).expect("partition fits u32"), c);
             *c = Counts::default();
         }
     }

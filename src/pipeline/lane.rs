@@ -269,19 +269,7 @@ impl Lane {
         self.ends = self.source.end_offsets()?;
         let m = &self.metrics;
         let stream = Stream::Reviews.as_str();
-        let c = &self.unflushed;
-        let invalid: u64 = c.invalid.iter().sum();
-        for (outcome, n) in [
-            ("accepted", c.accepted),
-            ("duplicate", c.duplicates),
-            ("late", c.late),
-            ("invalid", invalid),
-            ("rebuilt", c.rebuilt),
-        ] {
-            m.stream_records
-                .with_label_values(&[stream, outcome])
-                .inc_by(n);
-        }
+        self.unflushed.apply_stream(Stream::Reviews, m);
         self.counts.merge(&self.unflushed);
         self.unflushed = Counts::default();
         let lag: u64 = self
@@ -331,6 +319,14 @@ pub fn replay_reviews(
     version: &str,
     cancel: &tokio_util::sync::CancellationToken,
 ) -> Result<ReviewReplay, PipelineError> {
+    if store
+        .merger_state(&Stream::Reviews.version(version))?
+        .is_some()
+    {
+        return Err(PipelineError::NoStream(format!(
+            "the reviews of {version} are merged from workers' partials: a replay of the reviews alone is a single process's (its windows would not match the merger's state)"
+        )));
+    }
     let scratch = format!("{}reviews-{version}", crate::store::SCRATCH_PREFIX);
     let scratch_part = Stream::Reviews.version(&scratch);
     store.remove_version(&scratch_part)?;

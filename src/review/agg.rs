@@ -18,7 +18,7 @@ use std::cmp::Ordering;
 use std::collections::BTreeMap;
 
 use super::{Aspect, Dictionary, Review, Sentiment};
-use crate::window::Aggregator;
+use crate::window::{Aggregator, Mergeable};
 
 /// The reviews stream's aggregator: what [`crate::window::Windows`] folds per window.
 #[derive(Debug)]
@@ -86,8 +86,34 @@ impl Aggregator for Reviews {
     }
 }
 
+impl Mergeable for Reviews {
+    type Partial = ReviewWindow;
+
+    fn partial(&self, w: &ReviewWindow) -> ReviewWindow {
+        w.clone()
+    }
+
+    fn merged<'p>(
+        &mut self,
+        partials: impl IntoIterator<Item = &'p ReviewWindow>,
+        size_ms: i64,
+        start_ms: i64,
+        top_k: usize,
+    ) -> ReviewFinal {
+        let mut w = ReviewWindow::default();
+        for p in partials {
+            w.merge(p);
+        }
+        self.finish(&w, size_ms, start_ms, top_k)
+    }
+
+    fn partial_keys(p: &ReviewWindow) -> usize {
+        p.products.len()
+    }
+}
+
 /// Sums of one product's reviews.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ProductSums {
     /// Reviews.
     pub count: u64,
@@ -95,8 +121,9 @@ pub struct ProductSums {
     pub rating_sum: u64,
 }
 
-/// One window's review sums: everything the aggregates are computed from.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// One window's review sums: everything the aggregates are computed from (and what a
+/// worker publishes per window and source partition).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ReviewWindow {
     /// Reviews per rating 1–5.
     pub histogram: [u64; 5],

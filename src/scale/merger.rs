@@ -10,28 +10,41 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
-use super::Msg;
+use super::Scaled;
+use super::{Msg, Published};
 use super::{Result, ScaleError};
 use crate::config::Config;
 use crate::log::RecordBatch;
 use crate::metrics::Metrics;
 use crate::pipeline::{Counts, PartitionStatus, Shared, Status};
+use crate::review::agg::{ReviewFinal, Reviews};
 use crate::source::{KafkaSource, Source};
 use crate::store::{Commit, DeadLetter, LateRecord, PartitionPosition, Store};
-use crate::window::{FinalWindow, PartialAgg, WindowCore};
+use crate::stream::{Stream, is_part};
+use crate::window::{FinalWindow, Mergeable, PartialAgg, Shop, Windows};
 
 /// An open window at the merger.
-#[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq, Eq)]
-struct OpenWindow {
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+struct OpenWindow<P> {
     /// The first partial received per source partition.
-    parts: BTreeMap<u32, PartialAgg>,
+    parts: BTreeMap<u32, P>,
     /// Source partitions whose progress said this window has a partial.
     needed: BTreeSet<u32>,
 }
 
-/// What the merger knows about one output version; persisted with every commit.
+impl<P> Default for OpenWindow<P> {
+    fn default() -> Self {
+        Self {
+            parts: BTreeMap::new(),
+            needed: BTreeSet::new(),
+        }
+    }
+}
+
+/// What the merger knows about one stream of one output version (`P`: the stream's
+/// partial sums); persisted with every commit.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-pub struct MergeState {
+pub struct MergeState<P = PartialAgg> {
     /// Source partitions in all (0 until the first message).
     partitions: u32,
     /// Per source partition: every window ending at or before this is complete on it.
@@ -39,7 +52,7 @@ pub struct MergeState {
     /// Per source partition: reported idle by its worker (left out of the minimum).
     idle: Vec<bool>,
     /// Open windows by (end, size).
-    open: BTreeMap<(i64, i64), OpenWindow>,
+    open: BTreeMap<(i64, i64), OpenWindow<P>>,
     /// Every window ending at or before this is final here.
     finalized_through: i64,
     /// Progress ranges that did not join the covered range (logged once each).
@@ -49,7 +62,7 @@ pub struct MergeState {
     created_ms: i64,
 }
 
-impl Default for MergeState {
+impl<P> Default for MergeState<P> {
     fn default() -> Self {
         Self {
             partitions: 0,
@@ -72,48 +85,41 @@ pub enum Kept {
     Late(LateRecord),
 }
 
-impl MergeState {
+impl<P: Published> MergeState<P> {
     /// Takes one message of this version in; returns a record to store, if any.
     ///
     /// # Errors
-    /// A message whose partition count differs from the one seen first.
+    /// A message whose partition count differs from the one seen first, or a partial of
+    /// another stream.
     pub fn apply(&mut self, msg: Msg) -> Result<Option<Kept>, String> {
+        let msg = match P::of(msg) {
+            Ok((head, sums)) => {
+                self.take_partitions(head.partitions)?;
+                let end = head.start_ms + head.size_ms;
+                if end > self.finalized_through && head.partition < self.partitions {
+                    self.open
+                        .entry((end, head.size_ms))
+                        .or_default()
+                        .parts
+                        .entry(head.partition)
+                        .or_insert(sums);
+                }
+                return Ok(None);
+            }
+            Err(msg) => msg,
+        };
         let partitions = match msg {
-            Msg::Partial { partitions, .. }
-            | Msg::Progress { partitions, .. }
+            Msg::Progress { partitions, .. }
             | Msg::Idle { partitions, .. }
             | Msg::Totals { partitions, .. } => partitions,
             Msg::Dead { letter, .. } => return Ok(Some(Kept::Dead(letter))),
             Msg::Late { record, .. } => return Ok(Some(Kept::Late(record))),
-        };
-        if self.partitions == 0 {
-            self.partitions = partitions;
-            self.covered = vec![i64::MIN; partitions as usize];
-            self.idle = vec![false; partitions as usize];
-        } else if partitions != self.partitions {
-            return Err(format!(
-                "a worker reports {partitions} source partitions, others {}: the source topic changed under a running merger",
-                self.partitions
-            ));
-        }
-        match msg {
-            Msg::Partial {
-                partition,
-                size_ms,
-                start_ms,
-                sums,
-                ..
-            } => {
-                let end = start_ms + size_ms;
-                if end > self.finalized_through && partition < partitions {
-                    self.open
-                        .entry((end, size_ms))
-                        .or_default()
-                        .parts
-                        .entry(partition)
-                        .or_insert(sums);
-                }
+            Msg::Partial { .. } | Msg::ReviewPartial { .. } => {
+                return Err("a partial of another stream".into());
             }
+        };
+        self.take_partitions(partitions)?;
+        match msg {
             Msg::Progress {
                 partition,
                 from,
@@ -159,9 +165,25 @@ impl MergeState {
             }
             // The counters', not the state's (`Reported`).
             Msg::Totals { .. } => {}
-            Msg::Dead { .. } | Msg::Late { .. } => unreachable!("handled above"),
+            _ => unreachable!("handled above"),
         }
         Ok(None)
+    }
+
+    /// Takes the source partition count of a message: the first one sets it, later ones
+    /// must agree.
+    fn take_partitions(&mut self, partitions: u32) -> Result<(), String> {
+        if self.partitions == 0 {
+            self.partitions = partitions;
+            self.covered = vec![i64::MIN; partitions as usize];
+            self.idle = vec![false; partitions as usize];
+        } else if partitions != self.partitions {
+            return Err(format!(
+                "a worker reports {partitions} source partitions, others {}: the source topic changed under a running merger",
+                self.partitions
+            ));
+        }
+        Ok(())
     }
 
     /// Every source partition's coverage, the minimum: windows ending at or before it have
@@ -181,7 +203,10 @@ impl MergeState {
 
     /// Makes final every complete window, oldest end first, stopping at the first one
     /// still waiting for a partial.
-    pub fn take_final(&mut self, core: &mut WindowCore) -> Vec<FinalWindow> {
+    pub fn take_final<A: Mergeable<Partial = P>>(
+        &mut self,
+        core: &mut Windows<A>,
+    ) -> Vec<A::Final> {
         let through = self.covered_through();
         let mut out = Vec::new();
         while let Some(entry) = self.open.first_entry() {
@@ -203,7 +228,7 @@ impl MergeState {
     /// The open windows in final form from the partials received so far: provisional,
     /// they grow as the other source partitions report (a worker publishes a partition's
     /// partial once that partition's watermark passes the window's end).
-    pub fn provisional(&self, core: &mut WindowCore) -> Vec<FinalWindow> {
+    pub fn provisional<A: Mergeable<Partial = P>>(&self, core: &mut Windows<A>) -> Vec<A::Final> {
         self.open
             .iter()
             .filter(|(_, w)| !w.parts.is_empty())
@@ -231,6 +256,9 @@ impl MergeState {
 /// `/metrics` and `/api/status` show, as a single process over the same log would.
 #[derive(Debug, Default)]
 struct Reported {
+    /// Whose partitions: the events' (the process's counters and status) or another
+    /// stream's (its `kappa_stream_records_total`).
+    stream: Stream,
     /// Per source partition: the outcome totals with the most records (repeats and older
     /// totals after a rebalance are not counted twice), its position and its end offset.
     parts: Vec<(Counts, u64, u64)>,
@@ -263,6 +291,10 @@ impl Reported {
         growth.read = counts.new_records() - seen.new_records();
         growth.rebuilt = 0;
         *seen = *counts;
+        if self.stream != Stream::Events {
+            growth.apply_stream(self.stream, metrics);
+            return;
+        }
         let mut st = shared.status.lock().expect("status lock");
         growth.apply(partition, "kafka", metrics, &mut st);
         metrics.dead_letters.inc_by(growth.invalid_total());
@@ -309,19 +341,20 @@ pub struct MergerSummary {
     pub busy: Duration,
 }
 
-/// One output version being merged.
-struct Merging {
-    state: MergeState,
-    core: WindowCore,
+/// One stream of one output version being merged.
+struct Merged<A: Scaled> {
+    state: MergeState<A::Partial>,
+    core: Windows<A>,
     /// Its result-deciding configuration: workers must send the same.
     fingerprint: String,
 }
 
-impl Merging {
-    /// The version's merge state as last committed, and a core with its configuration.
+impl<A: Scaled> Merged<A> {
+    /// The merge state of `info` (a version or a stream's part of one) as last committed,
+    /// and a core with its configuration.
     fn load(store: &Store, cfg: &Config, info: &crate::store::VersionInfo) -> Result<Self> {
         let (version, fingerprint) = (&info.name, &info.config);
-        let mut state = match store.merger_state(version)? {
+        let mut state: MergeState<A::Partial> = match store.merger_state(version)? {
             Some(bytes) => bincode::serde::decode_from_slice(&bytes, bincode::config::standard())
                 .map(|(s, _)| s)
                 .map_err(|e| {
@@ -342,8 +375,52 @@ impl Merging {
             .map_err(|e| ScaleError::Invalid(format!("version {version}: {e}")))?;
         Ok(Self {
             state,
-            core: WindowCore::new(vcfg.window_config(), 0),
+            core: Windows::with(vcfg.window_config(), 0, A::with_config(&vcfg)),
             fingerprint: fingerprint.clone(),
+        })
+    }
+
+    /// Takes one message of this stream in (after checking the configuration it was
+    /// computed with); returns a record to store, if any.
+    fn apply(&mut self, v: &str, msg: Msg) -> Result<Option<Kept>> {
+        if let Some(config) = msg.config()
+            && config != self.fingerprint
+        {
+            return Err(ScaleError::Invalid(format!(
+                "a worker computes {v} with another configuration ({config}) than the merger's store holds for it ({}): run every worker with the same window sizes, delay and limits",
+                self.fingerprint
+            )));
+        }
+        self.state
+            .apply(msg)
+            .map_err(|e| ScaleError::Invalid(format!("version {v}: {e}")))
+    }
+
+    /// The merge state's bytes, as committed.
+    fn blob(&self) -> Result<Vec<u8>> {
+        Ok(bincode::serde::encode_to_vec(
+            &self.state,
+            bincode::config::standard(),
+        )?)
+    }
+}
+
+/// One output version being merged: its events and, when the store has the version's
+/// reviews part, its reviews.
+struct Merging {
+    events: Merged<Shop>,
+    reviews: Option<Merged<Reviews>>,
+}
+
+impl Merging {
+    fn load(store: &Store, cfg: &Config, info: &crate::store::VersionInfo) -> Result<Self> {
+        let reviews = match store.version(&Stream::Reviews.version(&info.name))? {
+            Some(part) => Some(Merged::load(store, cfg, &part)?),
+            None => None,
+        };
+        Ok(Self {
+            events: Merged::load(store, cfg, info)?,
+            reviews,
         })
     }
 }
@@ -361,7 +438,7 @@ fn refresh(
     merging.retain(|v, m| {
         versions
             .iter()
-            .any(|i| &i.name == v && i.created_ms == m.state.created_ms)
+            .any(|i| &i.name == v && i.created_ms == m.events.state.created_ms)
     });
     for info in versions {
         if merging.contains_key(&info.name) {
@@ -438,12 +515,21 @@ pub fn run(
             m.refresh()?;
             last_refresh = Instant::now();
         }
-        let finals: Vec<(String, Vec<FinalWindow>)> = m
+        let finals: Finals = m
             .merging
             .iter_mut()
-            .map(|(v, mv)| (v.clone(), mv.state.take_final(&mut mv.core)))
+            .map(|(v, mv)| {
+                let e = &mut mv.events;
+                let reviews = mv
+                    .reviews
+                    .as_mut()
+                    .map_or_else(Vec::new, |r| r.state.take_final(&mut r.core));
+                (v.clone(), e.state.take_final(&mut e.core), reviews)
+            })
             .collect();
-        let any_final = finals.iter().any(|(_, f)| !f.is_empty());
+        let any_final = finals
+            .iter()
+            .any(|(_, f, r)| !f.is_empty() || !r.is_empty());
         let due = any_final || (m.dirty && last_commit.elapsed() >= cfg.pipeline.commit_interval);
         if due || (cancel.is_cancelled() && m.dirty) {
             m.commit(&finals)?;
@@ -462,6 +548,9 @@ pub fn run(
     Ok(m.summary)
 }
 
+/// Windows made final in one round, per version: the events' and the reviews'.
+type Finals = Vec<(String, Vec<FinalWindow>, Vec<ReviewFinal>)>;
+
 /// The next offset per partials partition, as the store has it for `version`.
 fn stored_next(store: &Store, version: &str, partitions: u32) -> Result<Vec<u64>> {
     let mut next = vec![0u64; partitions as usize];
@@ -478,9 +567,10 @@ fn stored_next(store: &Store, version: &str, partitions: u32) -> Result<Vec<u64>
 /// What the merger kept from messages since its last commit.
 #[derive(Default)]
 struct Pending {
-    /// The main version's dead letters (per source record, not per version).
-    dead: Vec<DeadLetter>,
-    /// Late-event records, per version.
+    /// The main version's dead letters (per source record, not per version), per stream
+    /// (under the names of the version and its parts).
+    dead: BTreeMap<String, Vec<DeadLetter>>,
+    /// Late-event records, per version and stream.
     late: BTreeMap<String, Vec<LateRecord>>,
     /// The main version's event-time checkpoints (partition, offset, max event time).
     checkpoints: Vec<(u32, u64, i64)>,
@@ -502,7 +592,9 @@ struct Merger<'a> {
     /// Next offset per partials partition.
     next: Vec<u64>,
     pending: Pending,
+    /// What the workers reported about the main version's events and reviews.
     reported: Reported,
+    reviews_reported: Reported,
     summary: MergerSummary,
     /// The main version's final windows when the merger started, and since.
     already: u64,
@@ -523,13 +615,17 @@ impl<'a> Merger<'a> {
         positions: &'a super::Positions,
         cancel: &CancellationToken,
     ) -> Result<(Self, KafkaSource)> {
-        store.ensure_version(&crate::store::VersionInfo {
-            name: version.to_string(),
-            config: cfg.results_fingerprint(),
-            created_ms: chrono::Utc::now().timestamp_millis(),
-            finalized_through: i64::MIN,
-            state: crate::store::VersionState::Ready,
-        })?;
+        // The version, and its reviews part when the workers compute reviews.
+        let reviews = cfg.reviews.read.then(|| cfg.for_stream(Stream::Reviews));
+        for c in std::iter::once(cfg).chain(reviews.as_ref()) {
+            store.ensure_version(&crate::store::VersionInfo {
+                name: c.stream.version(version),
+                config: c.results_fingerprint(),
+                created_ms: chrono::Utc::now().timestamp_millis(),
+                finalized_through: i64::MIN,
+                state: crate::store::VersionState::Ready,
+            })?;
+        }
         let mut merging: BTreeMap<String, Merging> = BTreeMap::new();
         refresh(&store, cfg, version, &mut merging)?;
         let mut k = cfg.kafka.clone();
@@ -568,6 +664,10 @@ impl<'a> Merger<'a> {
             next,
             pending: Pending::default(),
             reported: Reported::default(),
+            reviews_reported: Reported {
+                stream: Stream::Reviews,
+                ..Reported::default()
+            },
             summary: MergerSummary::default(),
             already,
             main_windows: 0,
@@ -580,8 +680,9 @@ impl<'a> Merger<'a> {
     /// to merge from the store.
     fn refresh(&mut self) -> Result<()> {
         if let Some(main) = self.merging.get_mut(self.version) {
+            let e = &mut main.events;
             *self.shared.provisional.write().expect("provisional lock") =
-                main.state.provisional(&mut main.core);
+                e.state.provisional(&mut e.core);
         }
         refresh(&self.store, self.cfg, self.version, &mut self.merging)?;
         self.foreign.clear();
@@ -601,41 +702,86 @@ impl<'a> Merger<'a> {
                 self.topic
             ))
         })?;
-        if let Msg::Partial { sums, .. } = &msg {
+        let keys = match &msg {
+            Msg::Partial { sums, .. } => Some(Shop::partial_keys(sums)),
+            Msg::ReviewPartial { sums, .. } => Some(Reviews::partial_keys(sums)),
+            _ => None,
+        };
+        if let Some(keys) = keys {
             self.summary.partials += 1;
-            self.summary.keys +=
-                (sums.categories.len() + sums.products.len() + sums.queries.len()) as u64;
+            self.summary.keys += keys as u64;
         }
         let v = msg.version().to_string();
+        let (stream, base) = Stream::of_version(&v);
+        let base = base.to_string();
         // A replay creates its version before ordering it, so an unknown version is
         // looked up at once (versions of another store are remembered, not re-read).
-        if !self.merging.contains_key(&v) && !self.foreign.contains(&v) {
+        if !self.merging.contains_key(&base) && !self.foreign.contains(&base) {
             refresh(&self.store, self.cfg, self.version, &mut self.merging)?;
-            if !self.merging.contains_key(&v) {
-                self.foreign.insert(v.clone());
+            if !self.merging.contains_key(&base) {
+                self.foreign.insert(base.clone());
             }
         }
-        let Some(m) = self.merging.get_mut(&v) else {
+        let main = base == self.version;
+        if main {
+            self.report(stream, &msg);
+        }
+        let Some(m) = self.merging.get_mut(&base) else {
             return Ok(()); // a version this store does not have
         };
-        if let Msg::Partial { config, .. } | Msg::Progress { config, .. } = &msg
-            && *config != m.fingerprint
-        {
-            return Err(ScaleError::Invalid(format!(
-                "a worker computes {v} with another configuration ({config}) than the merger's store holds for it ({}): run every worker with the same window sizes, delay and limits",
-                m.fingerprint
-            )));
+        if stream == Stream::Events {
+            // Where each worker is: progress comes with finalised windows, totals with
+            // every worker commit (so a caught-up version's position is current).
+            if let Msg::Progress {
+                partition,
+                position,
+                ..
+            }
+            | Msg::Totals {
+                partition,
+                position,
+                ..
+            } = &msg
+            {
+                let mut pos = self.positions.lock().expect("positions lock");
+                let at = pos
+                    .entry(v.clone())
+                    .or_default()
+                    .entry(*partition)
+                    .or_default();
+                *at = (*at).max(*position);
+            }
         }
-        let main = v == self.version;
-        match &msg {
+        let kept = match (stream, m.reviews.as_mut()) {
+            (Stream::Events, _) => m.events.apply(&v, msg)?,
+            (_, Some(r)) => r.apply(&v, msg)?,
+            (_, None) => return Ok(()), // a part this store does not have
+        };
+        match kept {
+            // Dead letters are per source record, not per version: the main one's count.
+            Some(Kept::Dead(d)) if main => self.pending.dead.entry(v).or_default().push(d),
+            Some(Kept::Late(l)) => self.pending.late.entry(v).or_default().push(l),
+            Some(Kept::Dead(_)) | None => {}
+        }
+        Ok(())
+    }
+
+    /// What the workers report about the main version's source partitions: the outcome
+    /// totals (the counters and the status) and the event-time checkpoints.
+    fn report(&mut self, stream: Stream, msg: &Msg) {
+        let reported = match stream {
+            Stream::Events => &mut self.reported,
+            _ => &mut self.reviews_reported,
+        };
+        match msg {
             Msg::Totals {
                 partition,
                 position,
                 end,
                 counts,
                 ..
-            } if main => {
-                self.reported.totals(
+            } => {
+                reported.totals(
                     *partition,
                     counts,
                     *position,
@@ -648,46 +794,16 @@ impl<'a> Merger<'a> {
                 partition,
                 checkpoint: Some((offset, ts)),
                 ..
-            } if main => self.pending.checkpoints.push((*partition, *offset, *ts)),
+            } if stream == Stream::Events => {
+                self.pending.checkpoints.push((*partition, *offset, *ts));
+            }
             _ => {}
         }
-        // Where each worker is: progress comes with finalised windows, totals with every
-        // worker commit (so a caught-up version's position is current).
-        if let Msg::Progress {
-            partition,
-            position,
-            ..
-        }
-        | Msg::Totals {
-            partition,
-            position,
-            ..
-        } = &msg
-        {
-            let mut pos = self.positions.lock().expect("positions lock");
-            let at = pos
-                .entry(v.clone())
-                .or_default()
-                .entry(*partition)
-                .or_default();
-            *at = (*at).max(*position);
-        }
-        match m
-            .state
-            .apply(msg)
-            .map_err(|e| ScaleError::Invalid(format!("version {v}: {e}")))?
-        {
-            // Dead letters are per source record, not per version: the main one's count.
-            Some(Kept::Dead(d)) if main => self.pending.dead.push(d),
-            Some(Kept::Late(l)) => self.pending.late.entry(v).or_default().push(l),
-            Some(Kept::Dead(_)) | None => {}
-        }
-        Ok(())
     }
 
-    /// Commits `finals` of every version, the merge states, the positions and what is
-    /// pending, in one store transaction; then the metrics and the status.
-    fn commit(&mut self, finals: &[(String, Vec<FinalWindow>)]) -> Result<()> {
+    /// Commits `finals` of every version and stream, the merge states, the positions and
+    /// what is pending, in one store transaction; then the metrics and the status.
+    fn commit(&mut self, finals: &Finals) -> Result<()> {
         let positions: Vec<PartitionPosition> = self
             .next
             .iter()
@@ -700,28 +816,41 @@ impl<'a> Merger<'a> {
                 max_ts: i64::MIN,
             })
             .collect();
-        let blobs: Vec<Vec<u8>> = finals
+        // (stored name, finals, review finals, finalised through, merge state)
+        let mut parts = Vec::new();
+        for (v, f, r) in finals {
+            let m = &self.merging[v];
+            let e = &m.events;
+            parts.push((
+                v.clone(),
+                &f[..],
+                &[][..],
+                e.state.finalized_through(),
+                e.blob()?,
+            ));
+            if let Some(rm) = &m.reviews {
+                let through = rm.state.finalized_through();
+                let name = Stream::Reviews.version(v);
+                parts.push((name, &[][..], &r[..], through, rm.blob()?));
+            }
+        }
+        let pending = &self.pending;
+        let commits: Vec<Commit<'_>> = parts
             .iter()
-            .map(|(v, _)| {
-                bincode::serde::encode_to_vec(&self.merging[v].state, bincode::config::standard())
-            })
-            .collect::<Result<_, _>>()?;
-        let commits: Vec<Commit<'_>> = finals
-            .iter()
-            .zip(&blobs)
-            .map(|((v, f), blob)| {
-                let main = v == self.version;
-                // Every version keeps the positions: whichever is the main one after a
-                // restart (a promotion changes it) resumes from them.
+            .map(|(name, f, r, through, blob)| {
+                let main = name == self.version;
                 Commit {
-                    version: v,
+                    version: name,
                     finals: f,
-                    review_finals: &[],
-                    positions: &positions,
-                    finalized_through: self.merging[v].state.finalized_through(),
-                    checkpoints: if main { &self.pending.checkpoints } else { &[] },
-                    dead_letters: if main { &self.pending.dead } else { &[] },
-                    late: self.pending.late.get(v.as_str()).map_or(&[], Vec::as_slice),
+                    review_finals: r,
+                    // Every version keeps the positions: whichever is the main one after a
+                    // restart (a promotion changes it) resumes from them. A stream's part
+                    // has none of its own here (the merger reads one topic).
+                    positions: if is_part(name) { &[] } else { &positions },
+                    finalized_through: *through,
+                    checkpoints: if main { &pending.checkpoints } else { &[] },
+                    dead_letters: pending.dead.get(name).map_or(&[], Vec::as_slice),
+                    late: pending.late.get(name).map_or(&[], Vec::as_slice),
                     merger_state: Some(blob),
                     epochs: &[],
                 }
@@ -729,8 +858,8 @@ impl<'a> Merger<'a> {
             .collect();
         self.store.commit_all(&commits)?;
         self.pending = Pending::default();
-        for (v, f) in finals {
-            self.summary.windows += f.len() as u64;
+        for (v, f, r) in finals {
+            self.summary.windows += (f.len() + r.len()) as u64;
             if v == self.version {
                 self.main_windows += f.len() as u64;
             }
@@ -740,9 +869,13 @@ impl<'a> Merger<'a> {
                     .with_label_values(&[&crate::event::time::size_name(w.size_ms)])
                     .inc();
             }
+            self.metrics
+                .stream_windows_finalised
+                .with_label_values(&[Stream::Reviews.as_str()])
+                .inc_by(r.len() as u64);
         }
         self.dirty = false;
-        let main_state = &self.merging[self.version].state;
+        let main_state = &self.merging[self.version].events.state;
         let (open, held) = main_state.open_windows();
         let mut st = self.shared.status.lock().expect("status lock");
         st.windows_finalised = self.already + self.main_windows;
@@ -755,10 +888,11 @@ impl<'a> Merger<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::window::WindowConfig;
+    use crate::review::agg::ReviewWindow;
+    use crate::window::{WindowConfig, WindowCore};
 
-    fn partial(p: u32, start: i64, views: u64) -> Msg {
-        Msg::Partial {
+    fn head(p: u32, start: i64) -> super::super::PartialHead {
+        super::super::PartialHead {
             version: "v1".into(),
             partitions: 2,
             partition: p,
@@ -766,6 +900,12 @@ mod tests {
             start_ms: start,
             watermark: 0,
             config: String::new(),
+        }
+    }
+
+    fn partial(p: u32, start: i64, views: u64) -> Msg {
+        Msg::Partial {
+            head: head(p, start),
             sums: PartialAgg {
                 counts: [views, 0, 0, 0],
                 ..PartialAgg::default()
@@ -883,5 +1023,33 @@ mod tests {
         s.apply(progress(1, 10_000, 61_000, &[])).unwrap();
         assert!(s.take_final(&mut core).is_empty());
         assert_eq!(s.gaps, 1);
+    }
+
+    #[test]
+    fn review_partials_merge_into_what_one_window_over_both_partitions_holds() {
+        let mut core = Windows::with(WindowConfig::default(), 0, Reviews::new(2));
+        let mut s: MergeState<ReviewWindow> = MergeState::default();
+        let (mut a, mut b, mut both) = (
+            ReviewWindow::default(),
+            ReviewWindow::default(),
+            ReviewWindow::default(),
+        );
+        for (first, rating, product) in [(true, 5, "p1"), (true, 2, "p2"), (false, 4, "p1")] {
+            let w = if first { &mut a } else { &mut b };
+            w.add(rating, product, &[]);
+            both.add(rating, product, &[]);
+        }
+        s.apply(ReviewWindow::message(head(0, 0), a)).unwrap();
+        s.apply(progress(0, i64::MIN, 60_000, &[0])).unwrap();
+        s.apply(progress(1, i64::MIN, 60_000, &[0])).unwrap();
+        assert!(s.take_final(&mut core).is_empty(), "partition 1's partial");
+        // An events' partial is not one of the reviews'.
+        assert!(s.apply(partial(1, 0, 3)).is_err());
+        s.apply(ReviewWindow::message(head(1, 0), b)).unwrap();
+        let f = s.take_final(&mut core);
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].results, both.finish(10, 2));
+        assert_eq!(f[0].results.count, 3);
+        assert_eq!(f[0].results.best_rated[0].product_id, "p1");
     }
 }

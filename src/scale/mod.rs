@@ -22,6 +22,7 @@ pub mod worker;
 use serde::{Deserialize, Serialize};
 
 use crate::pipeline::Counts;
+use crate::review::agg::ReviewWindow;
 use crate::store::{DeadLetter, LateRecord};
 use crate::window::PartialAgg;
 
@@ -148,6 +149,31 @@ pub fn read_orders(
         .collect())
 }
 
+/// A stream computed across roles: its aggregator, as a version's configuration asks for
+/// it, and the partials its workers publish.
+pub(crate) trait Scaled:
+    crate::window::Mergeable<Partial: Published + Serialize + serde::de::DeserializeOwned> + Sized
+{
+    /// Which stream.
+    const STREAM: crate::stream::Stream;
+    /// The aggregator `cfg` asks for.
+    fn with_config(cfg: &crate::config::Config) -> Self;
+}
+
+impl Scaled for crate::window::Shop {
+    const STREAM: crate::stream::Stream = crate::stream::Stream::Events;
+    fn with_config(_: &crate::config::Config) -> Self {
+        Self::default()
+    }
+}
+
+impl Scaled for crate::review::agg::Reviews {
+    const STREAM: crate::stream::Stream = crate::stream::Stream::Reviews;
+    fn with_config(cfg: &crate::config::Config) -> Self {
+        Self::new(cfg.reviews.min_reviews)
+    }
+}
+
 /// First byte of every message: the encoding's version. New variants go at the end of
 /// [`Msg`], so that messages of older workers still decode.
 const FORMAT: u8 = 1;
@@ -155,22 +181,10 @@ const FORMAT: u8 = 1;
 /// One message on `kappa.partials`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Msg {
-    /// One source partition's full sums for one window.
+    /// One source partition's full sums for one window of the shop events.
     Partial {
-        /// Output version.
-        version: String,
-        /// Source partitions in all (every one must report before a window is final).
-        partitions: u32,
-        /// The source partition.
-        partition: u32,
-        /// Window size (ms).
-        size_ms: i64,
-        /// Window start (epoch ms).
-        start_ms: i64,
-        /// The partition's watermark when published.
-        watermark: i64,
-        /// The worker's result-deciding configuration (the merger refuses another).
-        config: String,
+        /// Which window of which partition.
+        head: PartialHead,
         /// Sums over every key.
         sums: PartialAgg,
     },
@@ -240,6 +254,73 @@ pub enum Msg {
         /// The event's record.
         record: LateRecord,
     },
+    /// One source partition's full sums for one window of the reviews (their messages
+    /// carry the version's reviews part, `v1/reviews`).
+    ReviewPartial {
+        /// Which window of which partition.
+        head: PartialHead,
+        /// Sums over every product.
+        sums: ReviewWindow,
+    },
+}
+
+/// What a partial says besides its sums. (Its fields are the first fields of the flat
+/// `Partial` of earlier kappas, in their order: bincode writes a nested struct's fields
+/// in line, so their messages still decode.)
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartialHead {
+    /// Output version (or a stream's part of it).
+    pub version: String,
+    /// Source partitions in all (every one must report before a window is final).
+    pub partitions: u32,
+    /// The source partition.
+    pub partition: u32,
+    /// Window size (ms).
+    pub size_ms: i64,
+    /// Window start (epoch ms).
+    pub start_ms: i64,
+    /// The partition's watermark when published.
+    pub watermark: i64,
+    /// The worker's result-deciding configuration (the merger refuses another).
+    pub config: String,
+}
+
+/// A stream's partial sums as a message on `kappa.partials`, and back.
+pub trait Published: Sized {
+    /// The message carrying `sums`.
+    fn message(head: PartialHead, sums: Self) -> Msg;
+    /// The head and sums `msg` carries, if it is a partial of this stream.
+    ///
+    /// # Errors
+    /// `msg` itself, when it is not (handed back as it came, not copied).
+    #[allow(clippy::result_large_err)]
+    fn of(msg: Msg) -> Result<(PartialHead, Self), Msg>;
+}
+
+impl Published for PartialAgg {
+    fn message(head: PartialHead, sums: Self) -> Msg {
+        Msg::Partial { head, sums }
+    }
+    #[allow(clippy::result_large_err)]
+    fn of(msg: Msg) -> Result<(PartialHead, Self), Msg> {
+        match msg {
+            Msg::Partial { head, sums } => Ok((head, sums)),
+            other => Err(other),
+        }
+    }
+}
+
+impl Published for ReviewWindow {
+    fn message(head: PartialHead, sums: Self) -> Msg {
+        Msg::ReviewPartial { head, sums }
+    }
+    #[allow(clippy::result_large_err)]
+    fn of(msg: Msg) -> Result<(PartialHead, Self), Msg> {
+        match msg {
+            Msg::ReviewPartial { head, sums } => Ok((head, sums)),
+            other => Err(other),
+        }
+    }
 }
 
 impl Msg {
@@ -247,12 +328,23 @@ impl Msg {
     #[must_use]
     pub fn version(&self) -> &str {
         match self {
-            Self::Partial { version, .. }
-            | Self::Progress { version, .. }
+            Self::Partial { head, .. } | Self::ReviewPartial { head, .. } => &head.version,
+            Self::Progress { version, .. }
             | Self::Idle { version, .. }
             | Self::Dead { version, .. }
             | Self::Late { version, .. }
             | Self::Totals { version, .. } => version,
+        }
+    }
+
+    /// The result-deciding configuration a partial or a progress message was computed
+    /// with.
+    #[must_use]
+    pub fn config(&self) -> Option<&str> {
+        match self {
+            Self::Partial { head, .. } | Self::ReviewPartial { head, .. } => Some(&head.config),
+            Self::Progress { config, .. } => Some(config),
+            _ => None,
         }
     }
 
@@ -261,12 +353,9 @@ impl Msg {
     #[must_use]
     pub fn key(&self) -> String {
         match self {
-            Msg::Partial {
-                version,
-                size_ms,
-                start_ms,
-                ..
-            } => format!("{version}/w/{size_ms}/{start_ms}"),
+            Msg::Partial { head, .. } | Msg::ReviewPartial { head, .. } => {
+                format!("{}/w/{}/{}", head.version, head.size_ms, head.start_ms)
+            }
             Msg::Progress {
                 version, partition, ..
             }
@@ -348,5 +437,72 @@ mod tests {
         };
         assert_eq!(Msg::decode(&t.encode()).unwrap(), t);
         assert_eq!(t.key(), "v1/p/2");
+    }
+
+    #[test]
+    fn a_partial_of_an_earlier_kappa_decodes_and_review_partials_round_trip() {
+        // The flat `Partial` earlier workers wrote (variant 0).
+        #[derive(Serialize)]
+        enum Flat {
+            Partial {
+                version: String,
+                partitions: u32,
+                partition: u32,
+                size_ms: i64,
+                start_ms: i64,
+                watermark: i64,
+                config: String,
+                sums: PartialAgg,
+            },
+        }
+        let sums = PartialAgg {
+            counts: [3, 2, 1, 4],
+            categories: vec![("shoes".into(), 1, 2, 3_000)],
+            products: vec![("p1".into(), 1, 2, 3_000)],
+            queries: vec![("red".into(), 4)],
+        };
+        let flat = Flat::Partial {
+            version: "v1".into(),
+            partitions: 6,
+            partition: 2,
+            size_ms: 60_000,
+            start_ms: 1_700_000_000_000,
+            watermark: 1_700_000_061_000,
+            config: "c".into(),
+            sums: sums.clone(),
+        };
+        let mut bytes = vec![FORMAT];
+        bincode::serde::encode_into_std_write(&flat, &mut bytes, bincode::config::standard())
+            .unwrap();
+        let head = PartialHead {
+            version: "v1".into(),
+            partitions: 6,
+            partition: 2,
+            size_ms: 60_000,
+            start_ms: 1_700_000_000_000,
+            watermark: 1_700_000_061_000,
+            config: "c".into(),
+        };
+        let m = Msg::Partial {
+            head: head.clone(),
+            sums,
+        };
+        assert_eq!(Msg::decode(&bytes).unwrap(), m);
+        assert_eq!(m.encode(), bytes);
+        assert_eq!(m.key(), "v1/w/60000/1700000000000");
+
+        let mut w = ReviewWindow::default();
+        w.add(4, "p1", &[]);
+        let r = ReviewWindow::message(
+            PartialHead {
+                version: "v1/reviews".into(),
+                ..head
+            },
+            w.clone(),
+        );
+        assert_eq!(Msg::decode(&r.encode()).unwrap(), r);
+        assert_eq!(r.version(), "v1/reviews");
+        assert_eq!(ReviewWindow::of(r).unwrap().1, w);
+        assert!(ReviewWindow::of(m).is_err());
     }
 }

@@ -20,22 +20,97 @@ use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
-use super::Msg;
+use super::{Msg, PartialHead, Published};
 use super::{Result, ScaleError};
 use crate::config::Config;
-use crate::log::RecordBatch;
+use crate::log::{Record, RecordBatch};
 use crate::metrics::Metrics;
 use crate::pipeline::{Counts, Cursor, Ingested, PartitionStatus, Shared, Tally};
+use crate::review::agg::Reviews;
 use crate::sink::{KafkaSink, Sink};
 use crate::source::{KafkaSource, Source};
-use crate::window::{PartitionResume, WindowCore};
+use crate::stream::Stream;
+use crate::window::{Aggregator, PartitionResume, Shop, Windows};
+
+/// A stream workers compute: how one of its records is read.
+trait Computed: super::Scaled {
+    /// One record of an owned partition through its part; its late record or dead letter
+    /// is published (once: not when re-read by a later owner), its outcomes counted.
+    ///
+    /// # Errors
+    /// Publishing failed.
+    fn ingest(
+        part: &mut Part<Self>,
+        rec: &Record<'_>,
+        reading: &Reading<'_>,
+        out: &Out,
+        sink: &mut KafkaSink,
+        tally: &mut Tally,
+    ) -> Result<()>;
+}
+
+impl Computed for Shop {
+    /// Joined with the catalogue as of the record's position; a session document is
+    /// exploded into its events.
+    fn ingest(
+        part: &mut Part<Self>,
+        rec: &Record<'_>,
+        reading: &Reading<'_>,
+        out: &Out,
+        sink: &mut KafkaSink,
+        tally: &mut Tally,
+    ) -> Result<()> {
+        let max_future = reading.cfg.pipeline.max_future;
+        let at = reading.joined.map(|j| j.at(rec.partition, rec.offset));
+        let join = at.as_ref().map(|a| a as &dyn crate::event::Join);
+        let ev = crate::event::decode_joined(rec.value, &reading.rules, join);
+        if ev.is_err() && crate::event::session::is_session(rec.value) {
+            let doc = part.cursor.ingest_document(
+                &mut part.core,
+                0,
+                rec,
+                &reading.rules,
+                join,
+                max_future,
+            );
+            tally.count_all(rec.partition as usize, &doc.counts);
+            let late = doc.late.map(Ingested::Late);
+            for outcome in late.into_iter().chain(doc.dead.map(Ingested::Invalid)) {
+                out.kept(sink, outcome)?;
+            }
+            return Ok(());
+        }
+        let outcome = part.cursor.ingest(&mut part.core, 0, rec, ev, max_future);
+        tally.count(rec.partition as usize, &outcome);
+        out.kept(sink, outcome)
+    }
+}
+
+impl Computed for Reviews {
+    fn ingest(
+        part: &mut Part<Self>,
+        rec: &Record<'_>,
+        reading: &Reading<'_>,
+        out: &Out,
+        sink: &mut KafkaSink,
+        tally: &mut Tally,
+    ) -> Result<()> {
+        let pipeline = &reading.cfg.pipeline;
+        let review = crate::review::decode(rec.value, pipeline.max_record_bytes);
+        let outcome = part
+            .cursor
+            .ingest(&mut part.core, 0, rec, review, pipeline.max_future);
+        tally.count(rec.partition as usize, &outcome);
+        out.kept(sink, outcome)
+    }
+}
 
 /// Prefix of the commit metadata this version of kappa writes.
 const META: &str = "kappa-worker/1";
 
 /// One owned source partition.
-struct Part {
-    core: WindowCore,
+struct Part<A: Aggregator> {
+    core: Windows<A>,
     /// Where reading is; offsets below its handled mark were read by a previous owner
     /// (re-read to rebuild state only).
     cursor: Cursor,
@@ -120,7 +195,7 @@ fn decode_meta(version: &str, meta: &str) -> Option<(u64, Resume)> {
     Some((offset, Resume { counts, ..r }))
 }
 
-impl Part {
+impl<A: Computed> Part<A> {
     /// `seed`: where to start (offset, max event time before it) when the partition has no
     /// state and no committed offset (a replay's start).
     fn new(
@@ -130,7 +205,7 @@ impl Part {
         p: u32,
         seed: Option<(u64, i64)>,
     ) -> Self {
-        let mut core = WindowCore::new(cfg.window_config(), 1);
+        let mut core = Windows::with(cfg.window_config(), 1, A::with_config(cfg));
         let (offset, meta) = match committed {
             Some((Some(o), meta)) => (*o, meta.as_str()),
             _ => (seed.map_or(0, |s| s.0), ""),
@@ -220,10 +295,12 @@ pub fn supervise(
         );
         std::thread::Builder::new()
             .name(format!("worker-{v}"))
-            .spawn(move || run(&cfg, &v, None, m, shared, &token))?
+            .spawn(move || run::<Shop>(&cfg, &v, None, m, shared, &token))?
     };
+    let mut reviews = ReviewsLoop::default();
     let mut warned = false;
     while !cancel.is_cancelled() && !main.is_finished() {
+        reviews.keep(cfg, main_version, &metrics, cancel)?;
         // Loops that ended by themselves (an error): logged, retried later.
         let ended: Vec<String> = others
             .iter()
@@ -280,6 +357,7 @@ pub fn supervise(
     for (v, l) in others {
         l.stop(&v);
     }
+    reviews.stop();
     main.join().map_err(|_| ScaleError::Panicked)?
 }
 
@@ -320,7 +398,7 @@ impl VersionLoop {
         let handle = std::thread::Builder::new()
             .name(format!("worker-{v}"))
             .spawn(move || {
-                run(
+                run::<Shop>(
                     &vcfg,
                     &name,
                     Some(&order),
@@ -343,6 +421,83 @@ impl VersionLoop {
             Ok(Err(e)) => tracing::error!(version = v, "its worker stopped: {e}"),
             Err(_) => tracing::error!(version = v, "its worker panicked"),
             Ok(Ok(_)) => {}
+        }
+    }
+}
+
+/// The worker of the main version's reviews, beside its events' one: its own thread, its
+/// own consumer group (`worker-group-id.reviews`) on the reviews topic; its messages carry
+/// the version's reviews part (`v1/reviews`). Started again 5 s after a failure; not
+/// started when the configuration does not read reviews, nor (after a warning) when the
+/// topic does not exist, as a single process.
+#[derive(Default)]
+struct ReviewsLoop {
+    running: Option<VersionLoop>,
+    failed_at: Option<Instant>,
+    /// Ended by itself without an error (no topic): not started again.
+    done: bool,
+}
+
+impl ReviewsLoop {
+    /// Starts it if it is not running and should.
+    fn keep(
+        &mut self,
+        cfg: &Config,
+        main_version: &str,
+        metrics: &Arc<Metrics>,
+        cancel: &CancellationToken,
+    ) -> Result<()> {
+        if let Some(l) = self.running.take_if(|l| l.handle.is_finished()) {
+            let failed = matches!(l.handle.join(), Ok(Err(_)) | Err(_));
+            if failed {
+                tracing::error!(
+                    version = main_version,
+                    "the reviews' worker stopped; starting it again in 5 s"
+                );
+                self.failed_at = Some(Instant::now());
+            } else {
+                self.done = true;
+            }
+        }
+        let backoff = self
+            .failed_at
+            .is_some_and(|t| t.elapsed() < Duration::from_secs(5));
+        if !cfg.reviews.read || self.done || backoff || self.running.is_some() {
+            return Ok(());
+        }
+        let mut rcfg = cfg.for_stream(Stream::Reviews);
+        rcfg.kafka.worker_group_id = format!("{}.reviews", cfg.kafka.worker_group_id);
+        let version = Stream::Reviews.version(main_version);
+        let token = cancel.child_token();
+        let (t, m) = (token.clone(), metrics.clone());
+        let handle = std::thread::Builder::new()
+            .name(format!("worker-{version}"))
+            .spawn(move || {
+                if !crate::source::topic_exists(&rcfg.kafka)? {
+                    tracing::warn!(
+                        "not reading reviews: topic {} not found (create it with `kappa topics apply`, then restart)",
+                        rcfg.kafka.topic
+                    );
+                    return Ok(WorkerSummary::default());
+                }
+                let shared = Arc::new(Shared::default());
+                let r = run::<Reviews>(&rcfg, &version, None, m, shared, &t);
+                if let Err(e) = &r {
+                    tracing::error!(version, "{e}");
+                }
+                r
+            })?;
+        self.running = Some(VersionLoop {
+            incarnation: 0,
+            token,
+            handle,
+        });
+        Ok(())
+    }
+
+    fn stop(self) {
+        if let Some(l) = self.running {
+            l.stop("reviews");
         }
     }
 }
@@ -370,12 +525,12 @@ impl Out {
 
     /// Publishes the partials of windows the partition just finalised, then the progress
     /// range `(part.published, through]` announcing them; returns how many partials.
-    fn publish_windows(
+    fn publish_windows<A: Computed>(
         &self,
         sink: &mut KafkaSink,
         partition: u32,
-        part: &mut Part,
-        partials: Vec<(i64, i64, crate::window::PartialAgg)>,
+        part: &mut Part<A>,
+        partials: Vec<(i64, i64, A::Partial)>,
         through: i64,
         checkpoint: Option<(u64, i64)>,
     ) -> Result<u64> {
@@ -383,7 +538,7 @@ impl Out {
         let mut nonempty = Vec::with_capacity(partials.len());
         for (size_ms, start_ms, sums) in partials {
             nonempty.push((size_ms, start_ms));
-            let msg = Msg::Partial {
+            let head = PartialHead {
                 version: self.version.clone(),
                 partitions: self.partitions,
                 partition,
@@ -391,9 +546,8 @@ impl Out {
                 size_ms,
                 start_ms,
                 watermark: through,
-                sums,
             };
-            publish(sink, &msg)?;
+            publish(sink, &A::Partial::message(head, sums))?;
         }
         let msg = Msg::Progress {
             version: self.version.clone(),
@@ -413,9 +567,24 @@ impl Out {
 }
 
 impl Out {
+    /// Publishes a record's late record or dead letter, if it has one.
+    fn kept(&self, sink: &mut KafkaSink, outcome: Ingested) -> Result<()> {
+        let version = self.version.clone();
+        let msg = match outcome {
+            Ingested::Late(record) => Msg::Late { version, record },
+            Ingested::Invalid(letter) => Msg::Dead { version, letter },
+            Ingested::Rebuilt | Ingested::Accepted | Ingested::Duplicate => return Ok(()),
+        };
+        publish(sink, &msg)
+    }
+
     /// Publishes each owned partition's outcome totals (before every commit: the merger's
     /// counters follow the records read, not only the windows made final).
-    fn totals(&self, sink: &mut KafkaSink, parts: &BTreeMap<u32, Part>) -> Result<()> {
+    fn totals<A: Computed>(
+        &self,
+        sink: &mut KafkaSink,
+        parts: &BTreeMap<u32, Part<A>>,
+    ) -> Result<()> {
         for (&partition, part) in parts {
             let msg = Msg::Totals {
                 version: self.version.clone(),
@@ -455,6 +624,7 @@ struct Input {
 impl Input {
     /// Joins the worker group of `version` (as `order` says, if it is a replay's).
     fn connect(
+        stream: Stream,
         cfg: &Config,
         version: &str,
         order: Option<&super::VersionOrder>,
@@ -487,8 +657,15 @@ impl Input {
             metrics.clone(),
             &|| cancel.is_cancelled(),
         )?;
-        let catalogue =
-            crate::pipeline::catalogue::CatalogueLane::open(cfg, version, None, metrics.clone())?;
+        let catalogue = match stream {
+            Stream::Events => crate::pipeline::catalogue::CatalogueLane::open(
+                cfg,
+                version,
+                None,
+                metrics.clone(),
+            )?,
+            _ => None,
+        };
         Ok(Self {
             source,
             seeds,
@@ -521,7 +698,7 @@ impl crate::source::Starts for GroupStarts {
 /// # Errors
 /// Kafka failures (an undelivered partial ends the worker: its positions were not
 /// committed, so its successor re-publishes).
-pub fn run(
+fn run<A: Computed>(
     cfg: &Config,
     version: &str,
     order: Option<&super::VersionOrder>,
@@ -536,7 +713,7 @@ pub fn run(
         ends,
         instance,
         mut catalogue,
-    } = Input::connect(cfg, version, order, &metrics, cancel)?;
+    } = Input::connect(A::STREAM, cfg, version, order, &metrics, cancel)?;
     let partitions = source.partitions();
     let mut out = Out {
         version: version.to_string(),
@@ -544,20 +721,21 @@ pub fn run(
         fingerprint: cfg.results_fingerprint(),
         ends: Vec::new(),
     };
-    metrics.init_partitions("kafka", partitions);
+    // The main version's events' worker is what this process's /metrics and /api/status
+    // report; another stream's outcomes go to its own counters.
+    let main = order.is_none() && A::STREAM == Stream::Events;
+    if main {
+        metrics.init_partitions("kafka", partitions);
+        metrics.pipeline_up.set(1);
+    }
     let mut sink = KafkaSink::for_topic(&cfg.kafka, &cfg.kafka.partials_topic, metrics.clone())?;
-    let mut parts: BTreeMap<u32, Part> = BTreeMap::new();
+    let mut parts: BTreeMap<u32, Part<A>> = BTreeMap::new();
     let mut batch = RecordBatch::new();
     let mut summary = WorkerSummary::default();
     let mut tally = Tally::new(partitions as usize);
     let mut last_commit = Instant::now();
     let mut last_refresh = Instant::now() - Duration::from_secs(10);
     let mut uncommitted = false;
-    // The main version's worker is what this process's /metrics and /api/status report.
-    let main = order.is_none();
-    if main {
-        metrics.pipeline_up.set(1);
-    }
     tracing::info!(
         version,
         group = cfg.kafka.worker_group_id,
@@ -576,12 +754,12 @@ pub fn run(
             }
             batch.clear();
             let n = source.poll(&mut batch, cfg.pipeline.batch_records)?;
-            let live = ends.is_empty() && !parts.is_empty();
-            let joined = read_catalogue(&mut catalogue, live)?;
+            let joined = read_catalogue(&mut catalogue, ends.is_empty() && !parts.is_empty())?;
             let reading = Reading {
                 cfg,
                 ends: &ends,
                 joined,
+                rules: cfg.pipeline.decode_rules(),
             };
             let touched = ingest_batch(&batch, &mut parts, &reading, &out, &mut sink, &mut tally)?;
             summary.records += n as u64;
@@ -624,14 +802,13 @@ pub fn run(
 
 /// The tally of a batch into the metrics, the status and each part's counts (records
 /// re-read to rebuild a part are not counted again in it).
-fn flush_tally(
+fn flush_tally<A: Computed>(
     tally: &mut Tally,
     metrics: &Metrics,
     shared: &Shared,
-    parts: &mut BTreeMap<u32, Part>,
+    parts: &mut BTreeMap<u32, Part<A>>,
 ) {
-    let mut st = shared.status.lock().expect("status lock");
-    tally.flush("kafka", metrics, &mut st, |p, c| {
+    let mut part_counts = |p: u32, c: &Counts| {
         if let Some(part) = parts.get_mut(&p) {
             part.counts.merge(&Counts {
                 read: c.read - c.rebuilt,
@@ -639,12 +816,21 @@ fn flush_tally(
                 ..*c
             });
         }
-    });
+    };
+    if A::STREAM == Stream::Events {
+        let mut st = shared.status.lock().expect("status lock");
+        tally.flush("kafka", metrics, &mut st, part_counts);
+    } else {
+        tally.take(|p, c| {
+            part_counts(p, c);
+            c.apply_stream(A::STREAM, metrics);
+        });
+    }
 }
 
 /// Parts that were idle and got records are active again: the merger is told.
-fn wake(
-    parts: &mut BTreeMap<u32, Part>,
+fn wake<A: Computed>(
+    parts: &mut BTreeMap<u32, Part<A>>,
     touched: &[u32],
     out: &Out,
     sink: &mut KafkaSink,
@@ -662,7 +848,7 @@ fn wake(
 /// The parts of a new assignment, from their resume states. Revoked partitions'
 /// uncommitted work is dropped: their next owner resumes from the last commit, which only
 /// covers what was acknowledged.
-fn assign(
+fn assign<A: Computed>(
     owned: &[u32],
     source: &mut KafkaSource,
     cfg: &Config,
@@ -670,7 +856,7 @@ fn assign(
     seeds: &std::collections::HashMap<u32, (u64, i64)>,
     out: &Out,
     sink: &mut KafkaSink,
-) -> Result<BTreeMap<u32, Part>> {
+) -> Result<BTreeMap<u32, Part<A>>> {
     let committed = source.take_group_state();
     let parts = owned
         .iter()
@@ -689,8 +875,8 @@ fn assign(
 
 /// A partition caught up with its log end and silent for `timeout` no longer holds the
 /// merger's windows back: reported idle.
-fn detect_idle(
-    parts: &mut BTreeMap<u32, Part>,
+fn detect_idle<A: Computed>(
+    parts: &mut BTreeMap<u32, Part<A>>,
     log_ends: &[u64],
     timeout: Duration,
     out: &Out,
@@ -715,9 +901,6 @@ fn detect_idle(
     Ok(())
 }
 
-/// Every record of `batch` through its partition's cursor: late records and dead letters
-/// are published (once: not when re-read by a later owner), outcomes counted in `tally`.
-/// Returns the partitions that had records.
 /// Live, what was appended to the catalogue (visible from the next commit on); the
 /// catalogue the batch is joined with.
 fn read_catalogue(
@@ -734,9 +917,9 @@ fn read_catalogue(
 
 /// The catalogue entries read so far become visible to the events of each owned
 /// partition not handled yet (at an assignment and at each commit, as a single process).
-fn open_epoch(
+fn open_epoch<A: Computed>(
     c: Option<&mut crate::pipeline::catalogue::CatalogueLane>,
-    parts: &BTreeMap<u32, Part>,
+    parts: &BTreeMap<u32, Part<A>>,
     partitions: u32,
 ) {
     if let Some(c) = c {
@@ -752,19 +935,21 @@ struct Reading<'a> {
     cfg: &'a Config,
     ends: &'a [u64],
     joined: Option<&'a crate::pipeline::catalogue::Joined>,
+    rules: crate::event::Rules,
 }
 
-fn ingest_batch(
+/// Every record of `batch` through its partition's cursor: late records and dead letters
+/// are published (once: not when re-read by a later owner), outcomes counted in `tally`.
+/// Returns the partitions that had records.
+fn ingest_batch<A: Computed>(
     batch: &RecordBatch,
-    parts: &mut BTreeMap<u32, Part>,
+    parts: &mut BTreeMap<u32, Part<A>>,
     reading: &Reading<'_>,
     out: &Out,
     sink: &mut KafkaSink,
     tally: &mut Tally,
 ) -> Result<Vec<u32>> {
-    let Reading { cfg, ends, joined } = *reading;
-    let rules = cfg.pipeline.decode_rules();
-    let max_future = cfg.pipeline.max_future;
+    let ends = reading.ends;
     let mut touched = Vec::new();
     let now = Instant::now();
     for rec in batch.iter() {
@@ -781,42 +966,7 @@ fn ingest_batch(
             touched.push(rec.partition);
             part.cursor.last_record_at = now;
         }
-        let at = joined.map(|j| j.at(rec.partition, rec.offset));
-        let join = at.as_ref().map(|a| a as &dyn crate::event::Join);
-        let ev = crate::event::decode_joined(rec.value, &rules, join);
-        if ev.is_err() && crate::event::session::is_session(rec.value) {
-            let doc =
-                part.cursor
-                    .ingest_document(&mut part.core, 0, &rec, &rules, join, max_future);
-            tally.count_all(rec.partition as usize, &doc.counts);
-            let version = &out.version;
-            let late = doc.late.map(|record| Msg::Late {
-                version: version.clone(),
-                record,
-            });
-            let dead = doc.dead.map(|letter| Msg::Dead {
-                version: version.clone(),
-                letter,
-            });
-            for msg in late.into_iter().chain(dead) {
-                publish(sink, &msg)?;
-            }
-            continue;
-        }
-        let outcome = part.cursor.ingest(&mut part.core, 0, &rec, ev, max_future);
-        tally.count(rec.partition as usize, &outcome);
-        let msg = match outcome {
-            Ingested::Late(record) => Msg::Late {
-                version: out.version.clone(),
-                record,
-            },
-            Ingested::Invalid(letter) => Msg::Dead {
-                version: out.version.clone(),
-                letter,
-            },
-            Ingested::Rebuilt | Ingested::Accepted | Ingested::Duplicate => continue,
-        };
-        publish(sink, &msg)?;
+        A::ingest(part, &rec, reading, out, sink, tally)?;
     }
     Ok(touched)
 }
@@ -824,8 +974,8 @@ fn ingest_batch(
 /// Publishes the windows the `touched` partitions finalised, and, for a bounded version,
 /// drains the partitions read to their end; returns how many partials, and whether a
 /// partition was drained.
-fn publish_final(
-    parts: &mut BTreeMap<u32, Part>,
+fn publish_final<A: Computed>(
+    parts: &mut BTreeMap<u32, Part<A>>,
     touched: &[u32],
     ends: &[u64],
     out: &Out,
@@ -864,10 +1014,10 @@ fn publish_final(
 /// Once a second, the log's end offsets, and for the main version's worker (`report`) its
 /// status and lag gauges; a worker that owns nothing (more workers than partitions) exports
 /// no lag.
-fn refresh_ends(
+fn refresh_ends<A: Computed>(
     source: &mut KafkaSource,
     out: &mut Out,
-    parts: &BTreeMap<u32, Part>,
+    parts: &BTreeMap<u32, Part<A>>,
     report: Option<(&Shared, &Metrics)>,
     last: &mut Instant,
 ) -> Result<()> {
@@ -890,7 +1040,12 @@ fn refresh_ends(
 /// The worker's `/api/status` partitions and its lag gauges (only of the partitions it
 /// owns: a partition that moved to another worker is that worker's lag, not also this
 /// one's — autoscalers sum them).
-fn publish_status(shared: &Shared, metrics: &Metrics, parts: &BTreeMap<u32, Part>, ends: &[u64]) {
+fn publish_status<A: Computed>(
+    shared: &Shared,
+    metrics: &Metrics,
+    parts: &BTreeMap<u32, Part<A>>,
+    ends: &[u64],
+) {
     for p in (0..u32::try_from(ends.len()).unwrap_or(u32::MAX)).filter(|p| !parts.contains_key(p)) {
         let _ = metrics.consumer_lag.remove_label_values(&[&p.to_string()]);
     }
@@ -923,10 +1078,10 @@ fn publish_status(shared: &Shared, metrics: &Metrics, parts: &BTreeMap<u32, Part
 /// Publishes the totals, waits until Kafka acknowledged everything published, then commits
 /// each owned partition's resume offset to the group with its resume state as the
 /// metadata (one request: the broker keeps both or neither).
-fn commit(
+fn commit<A: Computed>(
     sink: &mut KafkaSink,
     source: &KafkaSource,
-    parts: &BTreeMap<u32, Part>,
+    parts: &BTreeMap<u32, Part<A>>,
     version: &str,
     out: &Out,
 ) -> Result<()> {

@@ -5,7 +5,7 @@ mod embedded;
 mod kafka;
 
 pub use embedded::EmbeddedSource;
-pub use kafka::{KafkaSource, read_latest};
+pub use kafka::{KafkaSource, read_latest, topic_exists};
 
 use std::collections::HashMap;
 

@@ -452,18 +452,65 @@ impl<A: Aggregator> Windows<A> {
     }
 }
 
-impl Windows<Shop> {
+/// An aggregator whose windows can be computed apart, per source partition (workers), and
+/// added up (the merger) into exactly what one operator over every partition finishes.
+pub trait Mergeable: Aggregator {
+    /// A window's full sums, self-contained (every key, no top-K cut), as published.
+    type Partial;
+    /// The sums of `w`.
+    fn partial(&self, w: &Self::Window) -> Self::Partial;
+    /// A window made of `partials`, finished as [`Aggregator::finish`] does.
+    fn merged<'p>(
+        &mut self,
+        partials: impl IntoIterator<Item = &'p Self::Partial>,
+        size_ms: i64,
+        start_ms: i64,
+        top_k: usize,
+    ) -> Self::Final
+    where
+        Self::Partial: 'p;
+    /// Keys a partial holds (the merger's summary).
+    fn partial_keys(p: &Self::Partial) -> usize;
+}
+
+impl Mergeable for Shop {
+    type Partial = PartialAgg;
+
+    fn partial(&self, w: &WindowAgg) -> PartialAgg {
+        w.to_partial(&self.names)
+    }
+
+    fn merged<'p>(
+        &mut self,
+        partials: impl IntoIterator<Item = &'p PartialAgg>,
+        size_ms: i64,
+        start_ms: i64,
+        top_k: usize,
+    ) -> FinalWindow {
+        let mut w = WindowAgg::new();
+        for p in partials {
+            w.absorb(p, &mut |name| self.intern(name));
+        }
+        self.finish(&w, size_ms, start_ms, top_k)
+    }
+
+    fn partial_keys(p: &PartialAgg) -> usize {
+        p.categories.len() + p.products.len() + p.queries.len()
+    }
+}
+
+impl<A: Mergeable> Windows<A> {
     /// Like [`Windows::advance`], but hands out each window's full sums (a worker's
-    /// partials: every key, no top-K cut) as (size, start, sums).
-    pub fn advance_partials(&mut self) -> Vec<(i64, i64, PartialAgg)> {
+    /// partials) as (size, start, sums).
+    pub fn advance_partials(&mut self) -> Vec<(i64, i64, A::Partial)> {
         self.finalise_to_watermark();
-        self.pop_final(|a, size, start, w| (size, start, w.to_partial(&a.names)))
+        self.pop_final(|a, size, start, w| (size, start, a.partial(w)))
     }
 
     /// Like [`Windows::drain`], as partials.
-    pub fn drain_partials(&mut self) -> Vec<(i64, i64, PartialAgg)> {
+    pub fn drain_partials(&mut self) -> Vec<(i64, i64, A::Partial)> {
         self.finalise_everything();
-        self.pop_final(|a, size, start, w| (size, start, w.to_partial(&a.names)))
+        self.pop_final(|a, size, start, w| (size, start, a.partial(w)))
     }
 
     /// The final form of one window made of partials (a merger): their sums, then the same
@@ -472,12 +519,11 @@ impl Windows<Shop> {
         &mut self,
         size_ms: i64,
         start_ms: i64,
-        partials: impl IntoIterator<Item = &'p PartialAgg>,
-    ) -> FinalWindow {
-        let mut w = WindowAgg::new();
-        for p in partials {
-            w.absorb(p, &mut |name| self.agg.intern(name));
-        }
-        self.agg.finish(&w, size_ms, start_ms, self.cfg.top_k)
+        partials: impl IntoIterator<Item = &'p A::Partial>,
+    ) -> A::Final
+    where
+        A::Partial: 'p,
+    {
+        self.agg.merged(partials, size_ms, start_ms, self.cfg.top_k)
     }
 }

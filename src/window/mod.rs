@@ -15,7 +15,9 @@ pub mod core;
 pub mod watermark;
 
 pub use aggregate::{CategorySales, FinalWindow, PartialAgg, ProductSales, QueryCount};
-pub use core::{Aggregator, LateReason, Outcome, PartitionResume, Shop, WindowCore, Windows};
+pub use core::{
+    Aggregator, LateReason, Mergeable, Outcome, PartitionResume, Shop, WindowCore, Windows,
+};
 
 /// The part of the pipeline configuration that decides results. Two runs with equal
 /// `WindowConfig`s over the same log produce byte-identical final results.

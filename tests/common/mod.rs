@@ -72,6 +72,12 @@ pub fn produce_args(n: u64, seed: u64) -> Vec<String> {
 /// `produce` arguments for `n` generated reviews, 50 a second of event time, 2 % delivered
 /// twice and 1 % malformed (shared by the embedded-log and Kafka tests).
 pub fn review_args(n: u64, seed: u64) -> Vec<String> {
+    review_args_at(n, seed, 50)
+}
+
+/// [`review_args`] at `per_second` reviews a second of event time.
+pub fn review_args_at(n: u64, seed: u64, per_second: u32) -> Vec<String> {
+    let per_second = per_second.to_string();
     let args = [
         "produce",
         "--stream",
@@ -79,7 +85,7 @@ pub fn review_args(n: u64, seed: u64) -> Vec<String> {
         "--rate",
         "0",
         "--sim-rate",
-        "50",
+        &per_second,
         "--duplicate-share",
         "0.02",
         "--malformed-share",
