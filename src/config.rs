@@ -142,6 +142,8 @@ pub struct Config {
     pub reviews: ReviewsSection,
     /// The product catalogue (`shop.products`).
     pub products: ProductsSection,
+    /// Calendar rollups and ranges.
+    pub rollups: RollupsSection,
     /// The stream this configuration reads (not a key: set by [`Config::for_stream`]).
     #[serde(skip)]
     pub stream: crate::stream::Stream,
@@ -159,6 +161,22 @@ pub struct ProductsSection {
 impl Default for ProductsSection {
     fn default() -> Self {
         Self { read: true }
+    }
+}
+
+/// `[rollups]`: calendar rollups of the hourly sums.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct RollupsSection {
+    /// IANA time zone of the days, weeks, months and years (`UTC`, `Asia/Seoul`, …).
+    pub time_zone: String,
+}
+
+impl Default for RollupsSection {
+    fn default() -> Self {
+        Self {
+            time_zone: "UTC".into(),
+        }
     }
 }
 
@@ -346,6 +364,7 @@ impl Default for Config {
             kafka: KafkaSection::default(),
             reviews: ReviewsSection::default(),
             products: ProductsSection::default(),
+            rollups: RollupsSection::default(),
             stream: crate::stream::Stream::Events,
         }
     }
@@ -487,6 +506,8 @@ impl Config {
             ));
         }
         self.http.validate()?;
+        crate::rollup::Calendar::new(&self.rollups.time_zone)
+            .map_err(|e| ConfigError(format!("rollups.time-zone: {e}")))?;
         if self.log.segment_bytes < 1 << 16 {
             return bad(format!(
                 "log.segment-bytes must be at least 65536, got {}",
@@ -545,6 +566,10 @@ impl Config {
         if self.pipeline.currency != crate::event::money::Currency::EUR {
             fp.push_str(&format!(" currency={}", self.pipeline.currency));
         }
+        // Only when not UTC (versions made before rollups had UTC days).
+        if self.stream == crate::stream::Stream::Events && self.rollups.time_zone != "UTC" {
+            fp.push_str(&format!(" time-zone={}", self.rollups.time_zone));
+        }
         if self.stream == crate::stream::Stream::Reviews {
             fp.push_str(&format!(" min-reviews={}", self.reviews.min_reviews));
         }
@@ -561,6 +586,7 @@ impl Config {
         let mut c = self.clone();
         c.pipeline.accept_schemas = crate::event::KNOWN_SCHEMAS.to_vec();
         c.pipeline.currency = crate::event::money::Currency::EUR;
+        c.rollups.time_zone = "UTC".into();
         for item in fingerprint.split_whitespace() {
             let (key, value) = item.split_once('=').ok_or_else(bad)?;
             let list = || -> Vec<&str> {
@@ -584,6 +610,7 @@ impl Config {
                 }
                 "max-future" => c.pipeline.max_future = dur(value)?,
                 "min-reviews" => c.reviews.min_reviews = value.parse().map_err(|_| bad())?,
+                "time-zone" => c.rollups.time_zone = value.to_string(),
                 "currency" => {
                     c.pipeline.currency =
                         crate::event::money::Currency::parse(value).map_err(|_| bad())?;

@@ -40,6 +40,8 @@ pub struct VersionView {
     pub lag: u64,
     /// Bytes of its results and late records.
     pub size_bytes: u64,
+    /// Of which the hourly sums and their rollups.
+    pub sums_bytes: u64,
     /// Being computed by a running pipeline right now (server only).
     pub running: Option<bool>,
     /// `ready`, `building` (a replay builds it), `dropping`.
@@ -95,6 +97,7 @@ pub fn list_versions(store: &Store, ends: &[u64]) -> Result<Vec<VersionView>, St
             positions,
             lag,
             size_bytes: store.version_bytes(&v.name)?,
+            sums_bytes: store.sums_bytes(&v.name)?,
             running: None,
             state: v.state.as_str(),
             replay: match v.state {

@@ -16,6 +16,7 @@ use warp::{Filter, Reply};
 use crate::metrics::Metrics;
 use crate::pipeline::Shared;
 use crate::query::{self, parse_size, parse_time};
+use crate::range::Report;
 use crate::store::{Aggregate, Store};
 
 /// Failures of an API request.
@@ -222,7 +223,43 @@ fn windows(st: &AppState, q: HashMap<String, String>) -> Result<Value, ApiError>
     )
 }
 
+/// The parameters of a range answer.
+const RANGE_PARAMS: [&str; 5] = ["from", "to", "version", "k", "min_views"];
+
+/// `GET /api/{report}?from=&to=`: `report` over an hour-aligned range.
+fn range(st: &AppState, q: HashMap<String, String>, report: Report) -> Result<Value, ApiError> {
+    let p = Params::check(q, &RANGE_PARAMS)?;
+    let (Some(_), Some(_)) = (p.get("from"), p.get("to")) else {
+        return Err(ApiError::BadRequest(
+            "from and to are required (RFC 3339 or epoch ms, whole hours)".into(),
+        ));
+    };
+    let number = |k: &str, default: u64, max: u64| -> Result<u64, ApiError> {
+        match p.get(k) {
+            None => Ok(default),
+            Some(v) => match v.parse::<u64>() {
+                Ok(n) if (1..=max).contains(&n) => Ok(n),
+                _ => Err(ApiError::BadRequest(format!(
+                    "{k} must be between 1 and {max}, got {v:?}"
+                ))),
+            },
+        }
+    };
+    let question = crate::range::Question::new(
+        p.version(st)?,
+        p.time("from", 0)?,
+        p.time("to", 0)?,
+        usize::try_from(number("k", 10, 10_000)?).unwrap_or(10),
+        number("min_views", 10, u64::MAX)?,
+    )
+    .map_err(ApiError::BadRequest)?;
+    Ok(crate::range::answer(&st.store, &question, report)?)
+}
+
 fn top_products(st: &AppState, q: HashMap<String, String>) -> Result<Value, ApiError> {
+    if q.contains_key("from") || q.contains_key("to") {
+        return range(st, q, Report::TopProducts);
+    }
     let p = Params::check(q, &["size", "window", "version", "by"])?;
     let size = p.size()?;
     let version = p.version(st)?;
@@ -434,10 +471,15 @@ fn compare_versions(st: &AppState, q: HashMap<String, String>) -> Result<Value, 
 }
 
 /// The JSON read endpoints by name (`/api/{name}`), with their handlers.
-const READ_ENDPOINTS: [(&str, Handler); 7] = [
+const READ_ENDPOINTS: [(&str, Handler); 10] = [
     ("fingerprint", fingerprint),
     ("windows", windows),
     ("top-products", top_products),
+    ("sales-by-category", |st, q| {
+        range(st, q, Report::SalesByCategory)
+    }),
+    ("top-searches", |st, q| range(st, q, Report::TopSearches)),
+    ("funnel", |st, q| range(st, q, Report::Funnel)),
     ("provisional", provisional),
     ("latest", latest),
     ("dead-letters", dead_letters),

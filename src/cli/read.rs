@@ -24,6 +24,22 @@ pub struct QueryArgs {
     /// URL of a running kappa, used when the store is held by it [default: http://<http.listen>].
     #[arg(long, value_name = "URL")]
     pub server: Option<String>,
+    /// Answer over a time range from this whole hour (RFC 3339 or epoch ms), with `--to`,
+    /// instead of the latest windows.
+    #[arg(long, value_name = "TIME", requires = "to")]
+    pub from: Option<String>,
+    /// End of the range (exclusive, a whole hour).
+    #[arg(long, value_name = "TIME", requires = "from")]
+    pub to: Option<String>,
+    /// What to answer over the range.
+    #[arg(long, value_enum, default_value = "top-products")]
+    pub report: crate::range::Report,
+    /// Length of the range's ranked lists.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    pub k: u64,
+    /// Views a product needs to be ranked by conversion (`--report funnel`).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub min_views: u64,
 }
 
 /// `kappa export`.
@@ -98,6 +114,9 @@ fn version_param(v: Option<&String>) -> String {
 /// # Errors
 /// No store, or it cannot be read.
 pub fn query(cfg: &Config, a: &QueryArgs) -> anyhow::Result<()> {
+    if let (Some(from), Some(to)) = (&a.from, &a.to) {
+        return query_range(cfg, a, from, to);
+    }
     let latest: Value = match access(cfg, a.server.as_ref())? {
         Access::Local(store) => {
             let version = crate::query::output_version(&store, a.output_version.as_deref())?;
@@ -115,6 +134,125 @@ pub fn query(cfg: &Config, a: &QueryArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     print_table(&mut out, &latest)?;
+    Ok(())
+}
+
+/// `kappa query --from --to`: a range answer.
+fn query_range(cfg: &Config, a: &QueryArgs, from: &str, to: &str) -> anyhow::Result<()> {
+    let (k, min_views) = (a.k.to_string(), a.min_views.to_string());
+    let v: Value = match access(cfg, a.server.as_ref())? {
+        Access::Local(store) => {
+            let q = crate::range::Question::new(
+                crate::query::output_version(&store, a.output_version.as_deref())?,
+                time_flag("--from", Some(&from.to_string()), 0)?,
+                time_flag("--to", Some(&to.to_string()), 0)?,
+                usize::try_from(a.k)?,
+                a.min_views,
+            )
+            .map_err(|e| anyhow::anyhow!("--{e}"))?;
+            crate::range::answer(&store, &q, a.report)?
+        }
+        Access::Remote(server) => serde_json::from_slice(&server.get(&format!(
+            "/api/{}{}",
+            a.report.endpoint(),
+            query_string(&[
+                ("version", a.output_version.as_deref()),
+                ("from", Some(from)),
+                ("to", Some(to)),
+                ("k", Some(&k)),
+                ("min_views", Some(&min_views)),
+            ])
+        ))?)?,
+    };
+    let mut out = std::io::stdout().lock();
+    if a.format == Format::Json {
+        serde_json::to_writer_pretty(&mut out, &v)?;
+        writeln!(out)?;
+        return Ok(());
+    }
+    print_range(&mut out, &v)?;
+    Ok(())
+}
+
+/// A range answer as a table: its header, then each list it has.
+fn print_range(out: &mut dyn Write, v: &Value) -> std::io::Result<()> {
+    let b = &v["buckets"];
+    let tiles: Vec<String> = ["year", "month", "week", "day", "hour"]
+        .iter()
+        .filter(|u| b[**u].as_u64().unwrap_or(0) > 0)
+        .map(|u| format!("{} {u}", b[*u]))
+        .collect();
+    writeln!(
+        out,
+        "── {} → {} (final to {}, version {}, {}; from {})",
+        t(&v["from"]),
+        t(&v["to"]),
+        t(&v["final_to"]),
+        t(&v["version"]),
+        t(&v["time_zone"]),
+        if tiles.is_empty() {
+            "nothing".into()
+        } else {
+            tiles.join(", ")
+        }
+    )?;
+    if let Some(e) = v["events_by_type"].as_object() {
+        let by: Vec<String> = e.iter().map(|(k, n)| format!("{k} {n}")).collect();
+        writeln!(out, "  events: {}", by.join(" · "))?;
+        writeln!(
+            out,
+            "  view → cart {} · cart → purchase {} · view → purchase {}",
+            t(&v["view_to_cart"]),
+            t(&v["cart_to_purchase"]),
+            t(&v["view_to_purchase"])
+        )?;
+    }
+    for (title, key, name) in [
+        ("top products by units", "by_units", "product_id"),
+        ("top products by revenue", "by_revenue", "product_id"),
+        ("categories", "categories", "category"),
+        (
+            "top products by conversion",
+            "top_by_conversion",
+            "product_id",
+        ),
+    ] {
+        let Some(rows) = v[key].as_array() else {
+            continue;
+        };
+        writeln!(out, "  {title}:")?;
+        writeln!(
+            out,
+            "    {:>3} {:<16} {:>8} {:>8} {:>9} {:>7} {:>14} {:>8}",
+            "#", name, "views", "carts", "purchases", "units", "revenue", "v→p"
+        )?;
+        for (i, r) in rows.iter().enumerate() {
+            let rank = r["rank"].as_u64().map_or(i as u64 + 1, |n| n);
+            writeln!(
+                out,
+                "    {rank:>3} {:<16} {:>8} {:>8} {:>9} {:>7} {:>14} {:>8}",
+                t(&r[name]),
+                t(&r["views"]),
+                t(&r["add_to_carts"]),
+                t(&r["purchases"]),
+                t(&r["units"]),
+                t(&r["revenue"]),
+                t(&r["view_to_purchase"])
+            )?;
+        }
+    }
+    if let Some(rows) = v["top_searches"].as_array() {
+        writeln!(out, "  top searches:")?;
+        for r in rows {
+            writeln!(
+                out,
+                "    {:>3}. {:<24} {:>8}",
+                t(&r["rank"]),
+                t(&r["query"]),
+                t(&r["count"])
+            )?;
+        }
+    }
     Ok(())
 }
 

@@ -65,7 +65,7 @@ impl Aggregator for Reviews {
         self.dictionary.classify(&r.text)
     }
 
-    fn open(&self) -> ReviewWindow {
+    fn open(&self, _size_ms: i64) -> ReviewWindow {
         ReviewWindow::default()
     }
 

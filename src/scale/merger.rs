@@ -85,6 +85,29 @@ pub enum Kept {
     Late(LateRecord),
 }
 
+impl<P> MergeState<P> {
+    /// The same state with each partial turned by `f`.
+    fn map<Q>(self, f: impl Fn(P) -> Q) -> MergeState<Q> {
+        MergeState {
+            partitions: self.partitions,
+            covered: self.covered,
+            idle: self.idle,
+            open: self
+                .open
+                .into_iter()
+                .map(|(k, w)| {
+                    let parts = w.parts.into_iter().map(|(p, x)| (p, f(x))).collect();
+                    let needed = w.needed;
+                    (k, OpenWindow { parts, needed })
+                })
+                .collect(),
+            finalized_through: self.finalized_through,
+            gaps: self.gaps,
+            created_ms: self.created_ms,
+        }
+    }
+}
+
 impl<P: Published> MergeState<P> {
     /// Takes one message of this version in; returns a record to store, if any.
     ///
@@ -114,7 +137,7 @@ impl<P: Published> MergeState<P> {
             | Msg::Totals { partitions, .. } => partitions,
             Msg::Dead { letter, .. } => return Ok(Some(Kept::Dead(letter))),
             Msg::Late { record, .. } => return Ok(Some(Kept::Late(record))),
-            Msg::Partial { .. } | Msg::ReviewPartial { .. } => {
+            Msg::Partial { .. } | Msg::ReviewPartial { .. } | Msg::ShopPartial { .. } => {
                 return Err("a partial of another stream".into());
             }
         };
@@ -341,6 +364,22 @@ pub struct MergerSummary {
     pub busy: Duration,
 }
 
+/// First bytes of a merge state stored since partials carry the funnel per key. Earlier
+/// states start with a bincode varint, which is never 0xFF.
+const STATE_V2: [u8; 2] = [0xFF, 2];
+
+/// A stored merge state, of either layout (an earlier one's partials read as
+/// [`Scaled::Legacy`]).
+fn decode_state<A: Scaled>(bytes: &[u8]) -> Result<MergeState<A::Partial>, String> {
+    let cfg = bincode::config::standard();
+    match bytes.strip_prefix(&STATE_V2[..]) {
+        Some(rest) => bincode::serde::decode_from_slice(rest, cfg).map(|(s, _)| s),
+        None => bincode::serde::decode_from_slice::<MergeState<A::Legacy>, _>(bytes, cfg)
+            .map(|(s, _)| s.map(Into::into)),
+    }
+    .map_err(|e| e.to_string())
+}
+
 /// One stream of one output version being merged.
 struct Merged<A: Scaled> {
     state: MergeState<A::Partial>,
@@ -355,13 +394,11 @@ impl<A: Scaled> Merged<A> {
     fn load(store: &Store, cfg: &Config, info: &crate::store::VersionInfo) -> Result<Self> {
         let (version, fingerprint) = (&info.name, &info.config);
         let mut state: MergeState<A::Partial> = match store.merger_state(version)? {
-            Some(bytes) => bincode::serde::decode_from_slice(&bytes, bincode::config::standard())
-                .map(|(s, _)| s)
-                .map_err(|e| {
-                    ScaleError::Invalid(format!(
-                        "the merger state of {version} does not decode: {e}"
-                    ))
-                })?,
+            Some(bytes) => decode_state::<A>(&bytes).map_err(|e| {
+                ScaleError::Invalid(format!(
+                    "the merger state of {version} does not decode: {e}"
+                ))
+            })?,
             None => MergeState::default(),
         };
         if state.created_ms != info.created_ms {
@@ -396,12 +433,11 @@ impl<A: Scaled> Merged<A> {
             .map_err(|e| ScaleError::Invalid(format!("version {v}: {e}")))
     }
 
-    /// The merge state's bytes, as committed.
+    /// The merge state's bytes, as committed: [`STATE_V2`], then bincode.
     fn blob(&self) -> Result<Vec<u8>> {
-        Ok(bincode::serde::encode_to_vec(
-            &self.state,
-            bincode::config::standard(),
-        )?)
+        let mut out = STATE_V2.to_vec();
+        bincode::serde::encode_into_std_write(&self.state, &mut out, bincode::config::standard())?;
+        Ok(out)
     }
 }
 
@@ -703,7 +739,10 @@ impl<'a> Merger<'a> {
             ))
         })?;
         let keys = match &msg {
-            Msg::Partial { sums, .. } => Some(Shop::partial_keys(sums)),
+            Msg::Partial { sums, .. } => {
+                Some(sums.categories.len() + sums.products.len() + sums.queries.len())
+            }
+            Msg::ShopPartial { sums, .. } => Some(Shop::partial_keys(sums)),
             Msg::ReviewPartial { sums, .. } => Some(Reviews::partial_keys(sums)),
             _ => None,
         };
@@ -904,13 +943,50 @@ mod tests {
     }
 
     fn partial(p: u32, start: i64, views: u64) -> Msg {
-        Msg::Partial {
+        Msg::ShopPartial {
             head: head(p, start),
             sums: PartialAgg {
                 counts: [views, 0, 0, 0],
                 ..PartialAgg::default()
             },
         }
+    }
+
+    #[test]
+    fn a_merge_state_stored_before_the_funnel_decodes_and_a_new_one_round_trips() {
+        let mut old: MergeState<crate::window::PartialAggV1> = MergeState::default();
+        let v1 = Msg::Partial {
+            head: head(0, 0),
+            sums: crate::window::PartialAggV1 {
+                counts: [7, 0, 0, 0],
+                ..Default::default()
+            },
+        };
+        // The old layout, as an earlier merger wrote it (no prefix).
+        let mut new: MergeState<PartialAgg> = MergeState::default();
+        let (h, sums) = PartialAgg::of(v1).unwrap();
+        new.apply(PartialAgg::message(h, sums.clone())).unwrap();
+        old.open
+            .entry((60_000, 60_000))
+            .or_default()
+            .parts
+            .insert(0, {
+                crate::window::PartialAggV1 {
+                    counts: sums.counts,
+                    ..Default::default()
+                }
+            });
+        old.partitions = 2;
+        old.covered = vec![i64::MIN; 2];
+        old.idle = vec![false; 2];
+        let bytes = bincode::serde::encode_to_vec(&old, bincode::config::standard()).unwrap();
+        assert_eq!(decode_state::<Shop>(&bytes).unwrap(), new);
+        let m = Merged::<Shop> {
+            state: new.clone(),
+            core: Windows::new(WindowConfig::default(), 0),
+            fingerprint: String::new(),
+        };
+        assert_eq!(decode_state::<Shop>(&m.blob().unwrap()).unwrap(), new);
     }
 
     fn progress(p: u32, from: i64, through: i64, nonempty: &[i64]) -> Msg {

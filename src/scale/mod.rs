@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use crate::pipeline::Counts;
 use crate::review::agg::ReviewWindow;
 use crate::store::{DeadLetter, LateRecord};
-use crate::window::PartialAgg;
+use crate::window::{PartialAgg, PartialAggV1};
 
 /// Failures of a worker or a merger.
 #[derive(Debug, thiserror::Error)]
@@ -156,12 +156,15 @@ pub(crate) trait Scaled:
 {
     /// Which stream.
     const STREAM: crate::stream::Stream;
+    /// Its partial as merger states stored by earlier kappas hold it.
+    type Legacy: serde::de::DeserializeOwned + Into<Self::Partial>;
     /// The aggregator `cfg` asks for.
     fn with_config(cfg: &crate::config::Config) -> Self;
 }
 
 impl Scaled for crate::window::Shop {
     const STREAM: crate::stream::Stream = crate::stream::Stream::Events;
+    type Legacy = PartialAggV1;
     fn with_config(_: &crate::config::Config) -> Self {
         Self::default()
     }
@@ -169,6 +172,7 @@ impl Scaled for crate::window::Shop {
 
 impl Scaled for crate::review::agg::Reviews {
     const STREAM: crate::stream::Stream = crate::stream::Stream::Reviews;
+    type Legacy = ReviewWindow;
     fn with_config(cfg: &crate::config::Config) -> Self {
         Self::new(cfg.reviews.min_reviews)
     }
@@ -181,12 +185,13 @@ const FORMAT: u8 = 1;
 /// One message on `kappa.partials`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Msg {
-    /// One source partition's full sums for one window of the shop events.
+    /// One source partition's full sums for one window of the shop events, as kappas
+    /// before the funnel per key published them (read, never written).
     Partial {
         /// Which window of which partition.
         head: PartialHead,
         /// Sums over every key.
-        sums: PartialAgg,
+        sums: PartialAggV1,
     },
     /// Every window of `partition` ending in `(from, through]` is complete on it; the ones
     /// listed in `nonempty` (size, start) have a partial, the others had no events.
@@ -262,6 +267,14 @@ pub enum Msg {
         /// Sums over every product.
         sums: ReviewWindow,
     },
+    /// One source partition's full sums for one window of the shop events, with the
+    /// funnel per key of a 1-hour window.
+    ShopPartial {
+        /// Which window of which partition.
+        head: PartialHead,
+        /// Sums over every key.
+        sums: PartialAgg,
+    },
 }
 
 /// What a partial says besides its sums. (Its fields are the first fields of the flat
@@ -299,12 +312,13 @@ pub trait Published: Sized {
 
 impl Published for PartialAgg {
     fn message(head: PartialHead, sums: Self) -> Msg {
-        Msg::Partial { head, sums }
+        Msg::ShopPartial { head, sums }
     }
     #[allow(clippy::result_large_err)]
     fn of(msg: Msg) -> Result<(PartialHead, Self), Msg> {
         match msg {
-            Msg::Partial { head, sums } => Ok((head, sums)),
+            Msg::ShopPartial { head, sums } => Ok((head, sums)),
+            Msg::Partial { head, sums } => Ok((head, sums.into())),
             other => Err(other),
         }
     }
@@ -328,7 +342,9 @@ impl Msg {
     #[must_use]
     pub fn version(&self) -> &str {
         match self {
-            Self::Partial { head, .. } | Self::ReviewPartial { head, .. } => &head.version,
+            Self::Partial { head, .. }
+            | Self::ReviewPartial { head, .. }
+            | Self::ShopPartial { head, .. } => &head.version,
             Self::Progress { version, .. }
             | Self::Idle { version, .. }
             | Self::Dead { version, .. }
@@ -342,7 +358,9 @@ impl Msg {
     #[must_use]
     pub fn config(&self) -> Option<&str> {
         match self {
-            Self::Partial { head, .. } | Self::ReviewPartial { head, .. } => Some(&head.config),
+            Self::Partial { head, .. }
+            | Self::ReviewPartial { head, .. }
+            | Self::ShopPartial { head, .. } => Some(&head.config),
             Self::Progress { config, .. } => Some(config),
             _ => None,
         }
@@ -353,7 +371,9 @@ impl Msg {
     #[must_use]
     pub fn key(&self) -> String {
         match self {
-            Msg::Partial { head, .. } | Msg::ReviewPartial { head, .. } => {
+            Msg::Partial { head, .. }
+            | Msg::ReviewPartial { head, .. }
+            | Msg::ShopPartial { head, .. } => {
                 format!("{}/w/{}/{}", head.version, head.size_ms, head.start_ms)
             }
             Msg::Progress {
@@ -452,10 +472,10 @@ mod tests {
                 start_ms: i64,
                 watermark: i64,
                 config: String,
-                sums: PartialAgg,
+                sums: PartialAggV1,
             },
         }
-        let sums = PartialAgg {
+        let sums = PartialAggV1 {
             counts: [3, 2, 1, 4],
             categories: vec![("shoes".into(), 1, 2, 3_000)],
             products: vec![("p1".into(), 1, 2, 3_000)],
@@ -490,6 +510,13 @@ mod tests {
         assert_eq!(Msg::decode(&bytes).unwrap(), m);
         assert_eq!(m.encode(), bytes);
         assert_eq!(m.key(), "v1/w/60000/1700000000000");
+        // Read as a partial without the funnel per key; published as a ShopPartial.
+        let (h, new) = PartialAgg::of(m.clone()).unwrap();
+        assert_eq!(new.counts, [3, 2, 1, 4]);
+        assert!(new.product_funnel.is_empty());
+        let shop = PartialAgg::message(h, new.clone());
+        assert_eq!(Msg::decode(&shop.encode()).unwrap(), shop);
+        assert_eq!(PartialAgg::of(shop).unwrap().1, new);
 
         let mut w = ReviewWindow::default();
         w.add(4, "p1", &[]);

@@ -11,6 +11,7 @@
 pub mod compare;
 mod fingerprint;
 mod rows;
+mod sums;
 
 pub(crate) use fingerprint::of_rows as hash_rows;
 pub use fingerprint::{WindowPrint, digest, export_fields, hex};
@@ -19,6 +20,7 @@ pub use rows::{
     PartitionPosition, ProductRow, QueryRow, RatedRow, RatingRow, ReplayRecord, Row, SalesRow,
     VersionInfo, VersionState, WindowRows, review_rows_of, rows_of,
 };
+pub use sums::RangeSums;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -586,6 +588,7 @@ impl Store {
                 );
                 continue;
             };
+            let old_through = info.finalized_through;
             info.finalized_through = c.finalized_through;
             versions.insert(c.version, encode(&info).as_slice())?;
             let mut results = tx.open_table(RESULTS)?;
@@ -598,6 +601,23 @@ impl Store {
                 );
             for (size, start, rows) in windows {
                 write_window(&mut results, &mut prints, c.version, size, start, rows)?;
+            }
+            // Every key's sums of the final hours, and the rollups that became final.
+            let mut sums = tx.open_table(sums::SUMS)?;
+            if !c.finals.is_empty() || c.finalized_through > old_through {
+                let cal = crate::rollup::Calendar::of_fingerprint(&info.config);
+                for w in c.finals {
+                    if let Some(s) = &w.sums {
+                        sums::write_hour(&mut sums, c.version, &cal, w.start_ms, s)?;
+                    }
+                }
+                sums::roll_up_after_commit(
+                    &mut sums,
+                    c.version,
+                    &cal,
+                    old_through,
+                    c.finalized_through,
+                )?;
             }
             let mut pos = tx.open_table(POSITIONS)?;
             for p in c.positions {
@@ -1186,7 +1206,7 @@ impl Store {
         {
             n += (name.len() + 12 + r?.1.value().len()) as u64;
         }
-        Ok(n)
+        Ok(n + self.sums_bytes(name)?)
     }
 
     /// Number of final windows of `version` over every size in `sizes_ms`.
@@ -1618,7 +1638,7 @@ fn remove_version(tx: &redb::WriteTransaction, name: &str) -> Result<()> {
         (name, i64::MIN, i64::MIN)..=(name, i64::MAX, i64::MAX),
         |_, _| false,
     )?;
-    Ok(())
+    sums::remove(tx, name)
 }
 
 /// The rows of every aggregate of the final window `(size, start)` of `version`, read in
@@ -1723,6 +1743,22 @@ fn copy_windows(
             .ok_or_else(|| StoreError::NoVersion(name.to_string()))
     };
     let through = final_through(from)?.min(final_through(to)?);
+    // The hours (and the rollups holding them) move with the windows.
+    let hour_hi = to_ms.min(
+        through
+            .saturating_sub(crate::rollup::HOUR_MS)
+            .saturating_add(1),
+    );
+    if hour_hi > from_ms {
+        let config = versions
+            .get(to)?
+            .map(|g| version_info(g.value()))
+            .transpose()?
+            .map(|v| v.config)
+            .unwrap_or_default();
+        let cal = crate::rollup::Calendar::of_fingerprint(&config);
+        sums::copy_hours(tx, from, to, from_ms, hour_hi, &cal, final_through(to)?)?;
+    }
     let mut results = tx.open_table(RESULTS)?;
     for size in sizes_in(&results, from)? {
         // start ∈ [from_ms, to_ms) and start + size <= through.

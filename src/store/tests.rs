@@ -353,6 +353,7 @@ fn window(start_ms: i64, views: u64) -> FinalWindow {
         top_by_revenue: Vec::new(),
         events_by_type: [0, views, 0, 0],
         top_searches: Vec::new(),
+        sums: None,
     }
 }
 

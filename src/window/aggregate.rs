@@ -56,6 +56,9 @@ pub struct FinalWindow {
     pub events_by_type: [u64; 4],
     /// Top-K normalised queries (ties: query ascending).
     pub top_searches: Vec<QueryCount>,
+    /// Every key's sums, for the 1-hour window only (what rollups and ranges are made of;
+    /// stored apart from the rows).
+    pub sums: Option<Box<crate::rollup::Sums>>,
 }
 
 impl FinalWindow {
@@ -86,6 +89,36 @@ pub struct PartialAgg {
     pub products: Vec<(String, u64, u64, u128)>,
     /// (normalised query, searches).
     pub queries: Vec<(String, u64)>,
+    /// (product id, views, add-to-carts): 1-hour windows only.
+    pub product_funnel: Vec<(String, u64, u64)>,
+    /// (category, views, add-to-carts): 1-hour windows only.
+    pub category_funnel: Vec<(String, u64, u64)>,
+}
+
+/// [`PartialAgg`] as kappas before the funnel per key wrote it (in `Msg::Partial` and in
+/// stored merger states); read as one without a funnel.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PartialAggV1 {
+    /// See [`PartialAgg`].
+    pub counts: [u64; 4],
+    /// See [`PartialAgg`].
+    pub categories: Vec<(String, u64, u64, u128)>,
+    /// See [`PartialAgg`].
+    pub products: Vec<(String, u64, u64, u128)>,
+    /// See [`PartialAgg`].
+    pub queries: Vec<(String, u64)>,
+}
+
+impl From<PartialAggV1> for PartialAgg {
+    fn from(p: PartialAggV1) -> Self {
+        Self {
+            counts: p.counts,
+            categories: p.categories,
+            products: p.products,
+            queries: p.queries,
+            ..Self::default()
+        }
+    }
 }
 
 /// An open window's running aggregates. Products and categories are interned ids.
@@ -95,15 +128,58 @@ pub struct WindowAgg {
     products: FastMap<u32, Sales>,
     counts: [u64; 4],
     queries: FastMap<Box<str>, u64>,
+    /// Views and add-to-carts per product and category (1-hour windows only).
+    funnel: Option<Box<Funnels>>,
 }
 
+/// (views, add-to-carts) per interned product and category.
+#[derive(Debug, Clone, Default)]
+struct Funnels {
+    products: FastMap<u32, (u64, u64)>,
+    categories: FastMap<u32, (u64, u64)>,
+}
+
+/// The id [`WindowAgg::view`] takes for an event without a category.
+pub(crate) const NO_CATEGORY: u32 = u32::MAX;
+
 impl WindowAgg {
+    /// Without the funnel per key.
     pub(crate) fn new() -> Self {
         Self {
             categories: FastMap::default(),
             products: FastMap::default(),
             counts: [0; 4],
             queries: FastMap::default(),
+            funnel: None,
+        }
+    }
+
+    /// With views and add-to-carts per product and category, and every key's sums in its
+    /// final form ([`FinalWindow::sums`]).
+    pub(crate) fn with_funnel() -> Self {
+        Self {
+            funnel: Some(Box::default()),
+            ..Self::new()
+        }
+    }
+
+    /// A view (`cart`: an add-to-cart) of `product` in `category`, counted per key when
+    /// the window keeps the funnel.
+    #[inline]
+    pub(crate) fn view(&mut self, category: u32, product: u32, cart: bool) {
+        if let Some(f) = &mut self.funnel {
+            let bump = |m: &mut FastMap<u32, (u64, u64)>, k: u32| {
+                let e = m.entry(k).or_default();
+                if cart {
+                    e.1 += 1;
+                } else {
+                    e.0 += 1;
+                }
+            };
+            bump(&mut f.products, product);
+            if category != NO_CATEGORY {
+                bump(&mut f.categories, category);
+            }
         }
     }
 
@@ -133,7 +209,38 @@ impl WindowAgg {
     /// Distinct keys held (products + categories + queries), for memory accounting.
     #[must_use]
     pub fn keys(&self) -> usize {
-        self.categories.len() + self.products.len() + self.queries.len()
+        let funnel = self
+            .funnel
+            .as_ref()
+            .map_or(0, |f| f.products.len() + f.categories.len());
+        self.categories.len() + self.products.len() + self.queries.len() + funnel
+    }
+
+    /// Every key's sums, names resolved (a 1-hour window's).
+    fn sums(&self, f: &Funnels, names: &[Box<str>]) -> crate::rollup::Sums {
+        use crate::rollup::KeySums;
+        let keyed = |sales: &FastMap<u32, Sales>, funnel: &FastMap<u32, (u64, u64)>| {
+            let mut m: HashMap<&str, KeySums> = HashMap::new();
+            for (&id, s) in sales {
+                let k = m.entry(&names[id as usize]).or_default();
+                k.purchases = s.purchases;
+                k.units = s.units;
+                k.revenue = s.revenue;
+            }
+            for (&id, &(views, carts)) in funnel {
+                let k = m.entry(&names[id as usize]).or_default();
+                k.views = views;
+                k.carts = carts;
+            }
+            crate::rollup::sorted(m)
+        };
+        crate::rollup::Sums {
+            events: self.counts,
+            products: keyed(&self.products, &f.products),
+            categories: keyed(&self.categories, &f.categories),
+            queries: crate::rollup::sorted(self.queries.iter().map(|(q, &n)| (&**q, n)).collect()),
+            by_hour: [0; 24],
+        }
     }
 
     /// The full sums with names resolved (a worker's partial).
@@ -159,11 +266,25 @@ impl WindowAgg {
             .map(|(q, &c)| (q.to_string(), c))
             .collect();
         queries.sort_unstable();
+        let funnel = |m: &FastMap<u32, (u64, u64)>| {
+            let mut v: Vec<(String, u64, u64)> = m
+                .iter()
+                .map(|(&id, &(views, carts))| (names[id as usize].to_string(), views, carts))
+                .collect();
+            v.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            v
+        };
+        let (product_funnel, category_funnel) = self.funnel.as_ref().map_or_else(
+            || (Vec::new(), Vec::new()),
+            |f| (funnel(&f.products), funnel(&f.categories)),
+        );
         PartialAgg {
             counts: self.counts,
             categories: sales(&self.categories),
             products: sales(&self.products),
             queries,
+            product_funnel,
+            category_funnel,
         }
     }
 
@@ -185,6 +306,18 @@ impl WindowAgg {
         }
         for (q, n) in &p.queries {
             *self.queries.entry(q.as_str().into()).or_default() += n;
+        }
+        if let Some(f) = &mut self.funnel {
+            for (map, list) in [
+                (&mut f.products, &p.product_funnel),
+                (&mut f.categories, &p.category_funnel),
+            ] {
+                for (name, views, carts) in list {
+                    let e = map.entry(intern(name)).or_default();
+                    e.0 += views;
+                    e.1 += carts;
+                }
+            }
         }
     }
 
@@ -258,6 +391,7 @@ impl WindowAgg {
             top_by_revenue,
             events_by_type: self.counts,
             top_searches,
+            sums: self.funnel.as_ref().map(|f| Box::new(self.sums(f, names))),
         }
     }
 }

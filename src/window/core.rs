@@ -27,8 +27,8 @@ pub trait Aggregator {
     fn key<'i>(item: &'i Self::Item<'_>) -> (&'i str, i64);
     /// Works out what folding needs (interned names, normalised text, labels).
     fn prepare(&mut self, item: &Self::Item<'_>) -> Self::Prepared;
-    /// An empty window.
-    fn open(&self) -> Self::Window;
+    /// An empty window of size `size_ms`.
+    fn open(&self, size_ms: i64) -> Self::Window;
     /// Folds one prepared item into a window.
     fn add(&self, w: &mut Self::Window, item: &Self::Item<'_>, prepared: &Self::Prepared);
     /// A window's final (or provisional) form.
@@ -76,15 +76,27 @@ impl Aggregator for Shop {
         if ev.event_type == EventType::Search {
             normalize_query(&ev.query, &mut self.query_buf);
         }
-        if ev.event_type == EventType::Purchase {
-            (self.intern(&ev.category), self.intern(&ev.product_id))
-        } else {
-            (0, 0)
+        match ev.event_type {
+            EventType::Purchase => (self.intern(&ev.category), self.intern(&ev.product_id)),
+            EventType::View | EventType::AddCart => {
+                let cat = if ev.category.is_empty() {
+                    super::aggregate::NO_CATEGORY
+                } else {
+                    self.intern(&ev.category)
+                };
+                (cat, self.intern(&ev.product_id))
+            }
+            EventType::Search => (0, 0),
         }
     }
 
-    fn open(&self) -> WindowAgg {
-        WindowAgg::new()
+    /// A 1-hour window keeps the funnel per key too (the hour's [`crate::rollup::Sums`]).
+    fn open(&self, size_ms: i64) -> WindowAgg {
+        if size_ms == crate::rollup::HOUR_MS {
+            WindowAgg::with_funnel()
+        } else {
+            WindowAgg::new()
+        }
     }
 
     #[inline]
@@ -98,7 +110,8 @@ impl Aggregator for Shop {
                 u128::from(ev.price_minor) * u128::from(ev.quantity),
             ),
             EventType::Search => w.search(&self.query_buf),
-            EventType::View | EventType::AddCart => {}
+            EventType::View => w.view(cat, prod, false),
+            EventType::AddCart => w.view(cat, prod, true),
         }
     }
 
@@ -287,7 +300,7 @@ impl<A: Aggregator> Windows<A> {
             }
             let agg = &self.agg;
             let w = self.windows.entry((end, i)).or_insert_with(|| Open {
-                agg: agg.open(),
+                agg: agg.open(size),
                 first: vec![None; partitions],
             });
             w.first[partition].get_or_insert((offset, max_before));
@@ -487,7 +500,7 @@ impl Mergeable for Shop {
         start_ms: i64,
         top_k: usize,
     ) -> FinalWindow {
-        let mut w = WindowAgg::new();
+        let mut w = self.open(size_ms);
         for p in partials {
             w.absorb(p, &mut |name| self.intern(name));
         }

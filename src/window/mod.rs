@@ -14,7 +14,9 @@ pub mod assign;
 pub mod core;
 pub mod watermark;
 
-pub use aggregate::{CategorySales, FinalWindow, PartialAgg, ProductSales, QueryCount};
+pub use aggregate::{
+    CategorySales, FinalWindow, PartialAgg, PartialAggV1, ProductSales, QueryCount,
+};
 pub use core::{
     Aggregator, LateReason, Mergeable, Outcome, PartitionResume, Shop, WindowCore, Windows,
 };

@@ -192,11 +192,51 @@ fn model(cfg: &WindowConfig, logs: &[Vec<Ev>]) -> BTreeMap<(i64, i64), FinalWind
                     top_by_revenue: by_revenue,
                     events_by_type: counts,
                     top_searches: qs,
+                    sums: (size == crate::rollup::HOUR_MS).then(|| Box::new(model_sums(&evs))),
                 },
             );
         }
     }
     out
+}
+
+/// Every key's sums of a 1-hour window's accepted events, summed naively.
+fn model_sums(evs: &[&Ev]) -> crate::rollup::Sums {
+    use crate::rollup::KeySums;
+    let mut products: BTreeMap<String, KeySums> = BTreeMap::new();
+    let mut categories: BTreeMap<String, KeySums> = BTreeMap::new();
+    let mut queries: BTreeMap<String, u64> = BTreeMap::new();
+    let mut events = [0u64; 4];
+    for e in evs {
+        events[e.ty as usize] += 1;
+        if e.ty == EventType::Search {
+            let mut q = String::new();
+            normalize_query(e.query, &mut q);
+            *queries.entry(q).or_default() += 1;
+            continue;
+        }
+        for k in [
+            products.entry(e.product_id()).or_default(),
+            categories.entry(e.category().to_string()).or_default(),
+        ] {
+            match e.ty {
+                EventType::View => k.views += 1,
+                EventType::AddCart => k.carts += 1,
+                _ => {
+                    k.purchases += 1;
+                    k.units += u64::from(e.qty);
+                    k.revenue += u128::from(e.price) * u128::from(e.qty);
+                }
+            }
+        }
+    }
+    crate::rollup::Sums {
+        events,
+        products: products.into_iter().collect(),
+        categories: categories.into_iter().collect(),
+        queries: queries.into_iter().collect(),
+        by_hour: [0; 24],
+    }
 }
 
 /// Drives the core over `logs` with a schedule of (partition choice, batch size) steps and

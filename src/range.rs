@@ -1,0 +1,246 @@
+//! Answers over any hour-aligned time range (issue 19): top products, sales by category,
+//! top searches and the funnel with conversion, from [`crate::store::Store::range`]. Rates
+//! are derived from the exact integer sums when answering (4 decimals, rounded half up).
+
+use std::cmp::Ordering;
+
+use serde_json::{Value, json};
+
+use crate::event::EventType;
+use crate::event::money::format_minor;
+use crate::event::time::format_rfc3339_ms;
+use crate::rollup::{KeySums, Unit};
+use crate::store::{RangeSums, Store, StoreError};
+
+/// What a range answer reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Report {
+    /// Top K products by units and by revenue.
+    TopProducts,
+    /// Every category's sales and funnel.
+    SalesByCategory,
+    /// Top K normalised queries.
+    TopSearches,
+    /// Events by type, the funnel's rates, the top K products by conversion and the
+    /// events per hour of day.
+    Funnel,
+}
+
+impl Report {
+    /// The API endpoint name (`top-products`, …).
+    #[must_use]
+    pub fn endpoint(self) -> &'static str {
+        match self {
+            Self::TopProducts => "top-products",
+            Self::SalesByCategory => "sales-by-category",
+            Self::TopSearches => "top-searches",
+            Self::Funnel => "funnel",
+        }
+    }
+}
+
+/// A range question.
+#[derive(Debug, Clone)]
+pub struct Question {
+    /// Output version.
+    pub version: String,
+    /// Range start (epoch ms; rounded down to the hour).
+    pub from: i64,
+    /// Range end (epoch ms, exclusive).
+    pub to: i64,
+    /// Ranked lists' length.
+    pub k: usize,
+    /// Views a product needs to be ranked by conversion.
+    pub min_views: u64,
+}
+
+impl Question {
+    /// A question over `[from, to)`.
+    ///
+    /// # Errors
+    /// A bound that is not a whole hour, or `to` before `from` (the message says which).
+    pub fn new(
+        version: String,
+        from: i64,
+        to: i64,
+        k: usize,
+        min_views: u64,
+    ) -> Result<Self, String> {
+        for (name, t) in [("from", from), ("to", to)] {
+            if t.rem_euclid(crate::rollup::HOUR_MS) != 0 {
+                return Err(format!("{name} must be a whole hour"));
+            }
+        }
+        if to < from {
+            return Err("to is before from".into());
+        }
+        Ok(Self {
+            version,
+            from,
+            to,
+            k,
+            min_views,
+        })
+    }
+}
+
+/// `num / den` with 4 decimals, rounded half up; `null` when `den` is 0.
+#[must_use]
+pub fn rate(num: u64, den: u64) -> Value {
+    if den == 0 {
+        return Value::Null;
+    }
+    // Ten-thousandths, half up: floor((20000 num + den) / (2 den)).
+    let t = (20_000 * u128::from(num) + u128::from(den)) / (2 * u128::from(den));
+    Value::String(format!("{}.{:04}", t / 10_000, t % 10_000))
+}
+
+fn key_json(name: &str, field: &str, s: &KeySums) -> serde_json::Map<String, Value> {
+    let v = json!({
+        field: name,
+        "views": s.views,
+        "add_to_carts": s.carts,
+        "purchases": s.purchases,
+        "units": s.units,
+        "revenue": format_minor(s.revenue),
+        "view_to_cart": rate(s.carts, s.views),
+        "cart_to_purchase": rate(s.purchases, s.carts),
+        "view_to_purchase": rate(s.purchases, s.views),
+    });
+    match v {
+        Value::Object(m) => m,
+        _ => unreachable!("an object"),
+    }
+}
+
+/// The `k` first of `items` by `cmp`, each with its 1-based rank.
+fn ranked<T>(
+    mut items: Vec<&T>,
+    k: usize,
+    cmp: impl Fn(&T, &T) -> Ordering,
+) -> impl Iterator<Item = (usize, &T)> {
+    items.sort_unstable_by(|a, b| cmp(a, b));
+    items
+        .into_iter()
+        .take(k)
+        .enumerate()
+        .map(|(i, t)| (i + 1, t))
+}
+
+/// The answer to `q` as `report` asks, as the API serves it.
+///
+/// # Errors
+/// Unknown version; store failure.
+pub fn answer(store: &Store, q: &Question, report: Report) -> Result<Value, StoreError> {
+    let r = store.range(&q.version, q.from, q.to)?;
+    let mut out = header(q, &r);
+    let s = &r.sums;
+    let sold: Vec<&(String, KeySums)> = s.products.iter().filter(|p| p.1.purchases > 0).collect();
+    match report {
+        Report::TopProducts => {
+            for (name, by) in [
+                (
+                    "by_units",
+                    (|s: &KeySums| u128::from(s.units)) as fn(&KeySums) -> u128,
+                ),
+                ("by_revenue", |s: &KeySums| s.revenue),
+            ] {
+                let rows: Vec<Value> = ranked(sold.clone(), q.k, |a, b| {
+                    by(&b.1).cmp(&by(&a.1)).then_with(|| a.0.cmp(&b.0))
+                })
+                .map(|(rank, (id, s))| {
+                    let mut m = key_json(id, "product_id", s);
+                    m.insert("rank".into(), rank.into());
+                    Value::Object(m)
+                })
+                .collect();
+                out.insert(name.into(), rows.into());
+            }
+        }
+        Report::SalesByCategory => {
+            let rows: Vec<Value> = s
+                .categories
+                .iter()
+                .map(|(c, s)| Value::Object(key_json(c, "category", s)))
+                .collect();
+            out.insert("categories".into(), rows.into());
+        }
+        Report::TopSearches => {
+            let rows: Vec<Value> = ranked(s.queries.iter().collect(), q.k, |a, b| {
+                b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0))
+            })
+            .map(|(rank, (query, n))| json!({ "rank": rank, "query": query, "count": n }))
+            .collect();
+            out.insert("top_searches".into(), rows.into());
+        }
+        Report::Funnel => funnel(q, s, &mut out),
+    }
+    Ok(Value::Object(out))
+}
+
+fn header(q: &Question, r: &RangeSums) -> serde_json::Map<String, Value> {
+    let mut buckets = serde_json::Map::new();
+    for u in [Unit::Year, Unit::Month, Unit::Week, Unit::Day, Unit::Hour] {
+        let n = r.tiles.iter().filter(|t| t.0 == u).count();
+        buckets.insert(u.as_str().into(), n.into());
+    }
+    let mut m = serde_json::Map::new();
+    m.insert("version".into(), q.version.clone().into());
+    m.insert("from".into(), format_rfc3339_ms(r.from).into());
+    m.insert("to".into(), format_rfc3339_ms(q.to.max(r.from)).into());
+    // Hours after the version's final point are not in the answer.
+    m.insert("final_to".into(), format_rfc3339_ms(r.to).into());
+    m.insert("buckets".into(), Value::Object(buckets));
+    m.insert("time_zone".into(), r.time_zone.into());
+    m
+}
+
+fn funnel(q: &Question, s: &crate::rollup::Sums, out: &mut serde_json::Map<String, Value>) {
+    let by_type: serde_json::Map<String, Value> = EventType::ALL
+        .iter()
+        .map(|t| (t.as_str().to_string(), s.events[*t as usize].into()))
+        .collect();
+    let count = |t: EventType| s.events[t as usize];
+    let (views, carts, purchases) = (
+        count(EventType::View),
+        count(EventType::AddCart),
+        count(EventType::Purchase),
+    );
+    out.insert("events_by_type".into(), Value::Object(by_type));
+    out.insert("view_to_cart".into(), rate(carts, views));
+    out.insert("cart_to_purchase".into(), rate(purchases, carts));
+    out.insert("view_to_purchase".into(), rate(purchases, views));
+    let min = q.min_views.max(1);
+    let viewed: Vec<&(String, KeySums)> = s.products.iter().filter(|p| p.1.views >= min).collect();
+    // purchases/views descending, compared as exact fractions; then views, then id.
+    let rows: Vec<Value> = ranked(viewed, q.k, |a, b| {
+        (u128::from(b.1.purchases) * u128::from(a.1.views))
+            .cmp(&(u128::from(a.1.purchases) * u128::from(b.1.views)))
+            .then(b.1.views.cmp(&a.1.views))
+            .then_with(|| a.0.cmp(&b.0))
+    })
+    .map(|(rank, (id, s))| {
+        let mut m = key_json(id, "product_id", s);
+        m.insert("rank".into(), rank.into());
+        Value::Object(m)
+    })
+    .collect();
+    out.insert("min_views".into(), min.into());
+    out.insert("top_by_conversion".into(), rows.into());
+    out.insert("events_by_hour_of_day".into(), s.by_hour.to_vec().into());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_are_exact_fractions_rounded_half_up() {
+        assert_eq!(rate(1, 3), json!("0.3333"));
+        assert_eq!(rate(2, 3), json!("0.6667"));
+        assert_eq!(rate(1, 20_000), json!("0.0001"));
+        assert_eq!(rate(1, 20_001), json!("0.0000"));
+        assert_eq!(rate(5, 5), json!("1.0000"));
+        assert_eq!(rate(0, 0), Value::Null);
+    }
+}

@@ -1,0 +1,525 @@
+//! Any time range, exactly (issue 19): every key's sums per final hour, calendar rollups
+//! (day, ISO week, month, year) computed from them, and the tiling that answers a range
+//! from the largest final buckets.
+//!
+//! An hour's [`Sums`] hold every product, category and query of the hour (not a top K),
+//! and the funnel (views, add-to-carts) per product and category. They come from the 1-hour
+//! window when it becomes final ([`crate::window::FinalWindow::sums`]) and are written in
+//! the same store transaction as its rows. A day is the sum of its hours, a week and a
+//! month the sum of their days, a year the sum of its months — in the version's time zone
+//! (`rollups.time-zone`, UTC by default), so a day in Asia/Seoul starts at 15:00 UTC and a
+//! day in Europe/Berlin across a DST change has 23 or 25 hours. Every sum is of integers,
+//! so a rollup equals the sums of its events whatever the order they were added in.
+
+use std::collections::HashMap;
+
+use chrono::{Datelike, Duration, NaiveDate, TimeZone};
+use chrono_tz::Tz;
+use serde::{Deserialize, Serialize};
+
+/// One hour in milliseconds: the smallest bucket.
+pub const HOUR_MS: i64 = 3_600_000;
+
+/// What one key (a product or a category) did in a bucket.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeySums {
+    /// View events.
+    pub views: u64,
+    /// Add-to-cart events.
+    pub carts: u64,
+    /// Purchase events.
+    pub purchases: u64,
+    /// Units bought.
+    pub units: u64,
+    /// Revenue in minor units.
+    pub revenue: u128,
+}
+
+impl KeySums {
+    fn add(&mut self, o: &KeySums) {
+        self.views += o.views;
+        self.carts += o.carts;
+        self.purchases += o.purchases;
+        self.units += o.units;
+        self.revenue += o.revenue;
+    }
+}
+
+/// Every key's sums over one bucket (an hour, a rollup, a range). Lists are sorted by
+/// key, so equal sums are equal bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sums {
+    /// Events per type, indexed by [`crate::event::EventType`] discriminant.
+    pub events: [u64; 4],
+    /// Per product id.
+    pub products: Vec<(String, KeySums)>,
+    /// Per category.
+    pub categories: Vec<(String, KeySums)>,
+    /// Searches per normalised query.
+    pub queries: Vec<(String, u64)>,
+    /// Events per hour of the day in the version's time zone (an hour's are all in one;
+    /// set when the hour is stored).
+    pub by_hour: [u64; 24],
+}
+
+impl Sums {
+    /// The sum of `parts`.
+    #[must_use]
+    pub fn merge<'a>(parts: impl IntoIterator<Item = &'a Sums>) -> Sums {
+        let mut events = [0u64; 4];
+        let mut by_hour = [0u64; 24];
+        let mut products: HashMap<&str, KeySums> = HashMap::new();
+        let mut categories: HashMap<&str, KeySums> = HashMap::new();
+        let mut queries: HashMap<&str, u64> = HashMap::new();
+        for p in parts {
+            for (e, n) in events.iter_mut().zip(p.events) {
+                *e += n;
+            }
+            for (h, n) in by_hour.iter_mut().zip(p.by_hour) {
+                *h += n;
+            }
+            for (map, list) in [
+                (&mut products, &p.products),
+                (&mut categories, &p.categories),
+            ] {
+                for (k, s) in list {
+                    map.entry(k.as_str()).or_default().add(s);
+                }
+            }
+            for (q, n) in &p.queries {
+                *queries.entry(q.as_str()).or_default() += n;
+            }
+        }
+        Sums {
+            events,
+            products: sorted(products),
+            categories: sorted(categories),
+            queries: sorted(queries),
+            by_hour,
+        }
+    }
+
+    /// Whether nothing happened.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.events == [0; 4]
+            && self.products.is_empty()
+            && self.categories.is_empty()
+            && self.queries.is_empty()
+    }
+}
+
+/// [`Sums`] decoded in place (names borrowed from the stored bytes): what a range merges.
+#[derive(Debug, Deserialize)]
+struct SumsRef<'a> {
+    events: [u64; 4],
+    #[serde(borrow)]
+    products: Vec<(&'a str, KeySums)>,
+    #[serde(borrow)]
+    categories: Vec<(&'a str, KeySums)>,
+    #[serde(borrow)]
+    queries: Vec<(&'a str, u64)>,
+    by_hour: [u64; 24],
+}
+
+/// Two key-sorted lists as one, equal keys added.
+fn merge_sorted<'a, V: Copy>(
+    a: Vec<(&'a str, V)>,
+    b: &[(&'a str, V)],
+    add: fn(&mut V, &V),
+) -> Vec<(&'a str, V)> {
+    let mut out = Vec::with_capacity(a.len().max(b.len()));
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        match a[i].0.cmp(b[j].0) {
+            std::cmp::Ordering::Less => {
+                out.push(a[i]);
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                out.push(b[j]);
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                let mut x = a[i];
+                add(&mut x.1, &b[j].1);
+                out.push(x);
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    out.extend_from_slice(&a[i..]);
+    out.extend_from_slice(&b[j..]);
+    out
+}
+
+/// Sums with names borrowed from stored bytes, lists sorted by key.
+#[derive(Default)]
+struct Merged<'a> {
+    events: [u64; 4],
+    by_hour: [u64; 24],
+    products: Vec<(&'a str, KeySums)>,
+    categories: Vec<(&'a str, KeySums)>,
+    queries: Vec<(&'a str, u64)>,
+}
+
+impl<'a> Merged<'a> {
+    fn add(mut self, o: &Merged<'a>) -> Self {
+        for (x, n) in self.events.iter_mut().zip(o.events) {
+            *x += n;
+        }
+        for (x, n) in self.by_hour.iter_mut().zip(o.by_hour) {
+            *x += n;
+        }
+        self.products = merge_sorted(self.products, &o.products, KeySums::add);
+        self.categories = merge_sorted(self.categories, &o.categories, KeySums::add);
+        self.queries = merge_sorted(self.queries, &o.queries, |a, b| *a += b);
+        self
+    }
+
+    /// The sum of `blobs`, decoded in place.
+    fn of(blobs: &[&'a [u8]]) -> Result<Self, String> {
+        let mut m = Merged::default();
+        for b in blobs {
+            let (s, _): (SumsRef<'a>, usize) =
+                bincode::serde::borrow_decode_from_slice(b, bincode::config::standard())
+                    .map_err(|e| e.to_string())?;
+            m = m.add(&Merged {
+                events: s.events,
+                by_hour: s.by_hour,
+                products: s.products,
+                categories: s.categories,
+                queries: s.queries,
+            });
+        }
+        Ok(m)
+    }
+}
+
+/// The sum of stored [`Sums`] (bincode, each list sorted by key, as [`Sums::merge`] and
+/// the window's finish write them), merged list by list without hashing or copying names
+/// until the end, on up to 4 threads: what a range query runs.
+///
+/// # Errors
+/// Bytes that do not decode.
+pub fn merge_encoded(blobs: &[&[u8]]) -> Result<Sums, String> {
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(4);
+    let chunk = blobs.len().div_ceil(threads).max(4);
+    let parts: Vec<Merged<'_>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = blobs
+            .chunks(chunk)
+            .map(|c| scope.spawn(move || Merged::of(c)))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("a merging thread panicked"))
+            .collect::<Result<_, _>>()
+    })?;
+    let m = parts.iter().fold(Merged::default(), Merged::add);
+    let owned = |v: Vec<(&str, KeySums)>| v.into_iter().map(|(k, s)| (k.to_string(), s)).collect();
+    Ok(Sums {
+        events: m.events,
+        products: owned(m.products),
+        categories: owned(m.categories),
+        queries: m
+            .queries
+            .into_iter()
+            .map(|(k, n)| (k.to_string(), n))
+            .collect(),
+        by_hour: m.by_hour,
+    })
+}
+
+/// `map` as a list sorted by key.
+pub fn sorted<V>(map: HashMap<&str, V>) -> Vec<(String, V)> {
+    let mut v: Vec<(String, V)> = map.into_iter().map(|(k, s)| (k.to_string(), s)).collect();
+    v.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+/// A bucket size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Unit {
+    /// One UTC hour (the 1-hour window).
+    Hour = 0,
+    /// A calendar day in the zone.
+    Day = 1,
+    /// An ISO week (Monday to Sunday) in the zone.
+    Week = 2,
+    /// A calendar month in the zone.
+    Month = 3,
+    /// A calendar year in the zone.
+    Year = 4,
+}
+
+impl Unit {
+    /// The rollups, in the order they are computed (each from the ones before).
+    pub const ROLLUPS: [Unit; 4] = [Unit::Day, Unit::Week, Unit::Month, Unit::Year];
+
+    /// Its name in the API (`hour`, `day`, `week`, `month`, `year`).
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Hour => "hour",
+            Self::Day => "day",
+            Self::Week => "week",
+            Self::Month => "month",
+            Self::Year => "year",
+        }
+    }
+
+    /// The unit a rollup is summed from.
+    #[must_use]
+    pub fn child(self) -> Unit {
+        match self {
+            Self::Hour | Self::Day => Self::Hour,
+            Self::Week | Self::Month => Self::Day,
+            Self::Year => Self::Month,
+        }
+    }
+}
+
+/// Where buckets start and end: a time zone for days and larger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Calendar {
+    tz: Tz,
+}
+
+impl Default for Calendar {
+    fn default() -> Self {
+        Self { tz: Tz::UTC }
+    }
+}
+
+impl Calendar {
+    /// The calendar of IANA zone `name` (`UTC`, `Asia/Seoul`, …).
+    ///
+    /// # Errors
+    /// An unknown zone, or one whose offset from UTC is not a whole number of hours at
+    /// some time from 2000 to 2100 (its days would not be made of whole UTC hours).
+    pub fn new(name: &str) -> Result<Self, String> {
+        let tz: Tz = name
+            .parse()
+            .map_err(|_| format!("unknown time zone {name:?} (an IANA name such as Asia/Seoul)"))?;
+        let mut t = chrono::Utc
+            .with_ymd_and_hms(2000, 1, 1, 0, 0, 0)
+            .single()
+            .expect("a valid instant");
+        let end = chrono::Utc
+            .with_ymd_and_hms(2100, 1, 1, 0, 0, 0)
+            .single()
+            .expect("a valid instant");
+        while t < end {
+            use chrono::Offset;
+            let off = tz.offset_from_utc_datetime(&t.naive_utc()).fix();
+            if off.local_minus_utc() % 3600 != 0 {
+                return Err(format!(
+                    "time zone {name} is {} s from UTC on {}: rollups need whole-hour offsets",
+                    off.local_minus_utc(),
+                    t.date_naive()
+                ));
+            }
+            t += Duration::days(7);
+        }
+        Ok(Self { tz })
+    }
+
+    /// The calendar a version's result-deciding configuration names (`time-zone=…`;
+    /// UTC when it names none). The zone was checked when the version was created.
+    #[must_use]
+    pub fn of_fingerprint(fingerprint: &str) -> Self {
+        let tz = fingerprint
+            .split_whitespace()
+            .find_map(|item| item.strip_prefix("time-zone="))
+            .and_then(|name| name.parse().ok())
+            .unwrap_or(Tz::UTC);
+        Self { tz }
+    }
+
+    /// The zone's name.
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        self.tz.name()
+    }
+
+    /// Start (epoch ms) of the bucket of `unit` holding instant `t_ms`.
+    #[must_use]
+    pub fn start(&self, unit: Unit, t_ms: i64) -> i64 {
+        if unit == Unit::Hour {
+            return t_ms.div_euclid(HOUR_MS) * HOUR_MS;
+        }
+        let date = self.local_date(t_ms);
+        let first = match unit {
+            Unit::Hour | Unit::Day => date,
+            Unit::Week => date - Duration::days(i64::from(date.weekday().num_days_from_monday())),
+            Unit::Month => date.with_day(1).expect("day 1 exists"),
+            Unit::Year => NaiveDate::from_ymd_opt(date.year(), 1, 1).expect("1 January exists"),
+        };
+        self.midnight(first)
+    }
+
+    /// End (exclusive, epoch ms) of the bucket of `unit` starting at `start_ms`.
+    #[must_use]
+    pub fn end(&self, unit: Unit, start_ms: i64) -> i64 {
+        if unit == Unit::Hour {
+            return start_ms + HOUR_MS;
+        }
+        let date = self.local_date(start_ms);
+        let next = match unit {
+            Unit::Hour | Unit::Day => date + Duration::days(1),
+            Unit::Week => date + Duration::days(7),
+            Unit::Month => date
+                .checked_add_months(chrono::Months::new(1))
+                .expect("a month later exists"),
+            Unit::Year => NaiveDate::from_ymd_opt(date.year() + 1, 1, 1).expect("a year later"),
+        };
+        self.midnight(next)
+    }
+
+    /// The hour of the day (0–23) in the zone at instant `t_ms`.
+    #[must_use]
+    pub fn hour_of_day(&self, t_ms: i64) -> usize {
+        use chrono::Timelike;
+        let utc = chrono::DateTime::from_timestamp_millis(t_ms).unwrap_or_default();
+        utc.with_timezone(&self.tz).hour() as usize
+    }
+
+    fn local_date(&self, t_ms: i64) -> NaiveDate {
+        let utc = chrono::DateTime::from_timestamp_millis(t_ms).unwrap_or_default();
+        utc.with_timezone(&self.tz).date_naive()
+    }
+
+    /// The first instant of `date` in the zone (where midnight falls in a DST gap, the
+    /// first hour that exists).
+    fn midnight(&self, date: NaiveDate) -> i64 {
+        let mut local = date.and_hms_opt(0, 0, 0).expect("midnight exists");
+        for _ in 0..4 {
+            if let Some(t) = self.tz.from_local_datetime(&local).earliest() {
+                return t.timestamp_millis();
+            }
+            local += Duration::hours(1);
+        }
+        unreachable!("no zone skips more than 3 hours")
+    }
+
+    /// The buckets of `unit` overlapping `[lo, hi)`.
+    pub fn overlapping(&self, unit: Unit, lo: i64, hi: i64) -> impl Iterator<Item = (i64, i64)> {
+        let cal = *self;
+        let mut s = cal.start(unit, lo);
+        std::iter::from_fn(move || {
+            if s >= hi {
+                return None;
+            }
+            let e = cal.end(unit, s);
+            let b = (s, e);
+            s = e;
+            Some(b)
+        })
+    }
+
+    /// Tiles `[from, to)` (hour-aligned) with the largest buckets that start where the
+    /// previous one ended and fit, `has` telling which rollups exist: years, months,
+    /// weeks, days, then hours.
+    pub fn tile(
+        &self,
+        from: i64,
+        to: i64,
+        has: &mut dyn FnMut(Unit, i64) -> bool,
+    ) -> Vec<(Unit, i64)> {
+        let mut out = Vec::new();
+        let mut t = from;
+        while t < to {
+            let unit = [Unit::Year, Unit::Month, Unit::Week, Unit::Day]
+                .into_iter()
+                .find(|&u| self.start(u, t) == t && self.end(u, t) <= to && has(u, t))
+                .unwrap_or(Unit::Hour);
+            out.push((unit, t));
+            t = self.end(unit, t);
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(s: &str) -> i64 {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .unwrap()
+            .timestamp_millis()
+    }
+
+    #[test]
+    fn buckets_follow_the_zone_across_dst() {
+        let berlin = Calendar::new("Europe/Berlin").unwrap();
+        // 2026-03-29: clocks go from 02:00 to 03:00, a day of 23 hours.
+        let s = berlin.start(Unit::Day, ms("2026-03-29T12:00:00Z"));
+        assert_eq!(s, ms("2026-03-28T23:00:00Z"));
+        assert_eq!(berlin.end(Unit::Day, s) - s, 23 * HOUR_MS);
+        // 2026-10-25: back from 03:00 to 02:00, 25 hours.
+        let s = berlin.start(Unit::Day, ms("2026-10-25T12:00:00Z"));
+        assert_eq!(berlin.end(Unit::Day, s) - s, 25 * HOUR_MS);
+        let seoul = Calendar::new("Asia/Seoul").unwrap();
+        assert_eq!(
+            seoul.start(Unit::Day, ms("2026-11-23T16:00:00Z")),
+            ms("2026-11-23T15:00:00Z")
+        );
+        // ISO weeks start on Monday (2026-11-23 is one), months and years on the 1st.
+        let utc = Calendar::default();
+        assert_eq!(
+            utc.start(Unit::Week, ms("2026-11-29T23:00:00Z")),
+            ms("2026-11-23T00:00:00Z")
+        );
+        assert_eq!(
+            utc.end(Unit::Month, ms("2026-02-01T00:00:00Z")),
+            ms("2026-03-01T00:00:00Z")
+        );
+        assert_eq!(
+            seoul.start(Unit::Year, ms("2026-06-01T00:00:00Z")),
+            ms("2025-12-31T15:00:00Z")
+        );
+        assert!(
+            Calendar::new("Asia/Kolkata")
+                .unwrap_err()
+                .contains("whole-hour")
+        );
+        assert!(
+            Calendar::new("Mars/Olympus")
+                .unwrap_err()
+                .contains("unknown")
+        );
+    }
+
+    #[test]
+    fn a_range_is_tiled_by_the_largest_buckets_that_exist() {
+        let utc = Calendar::default();
+        let from = ms("2026-11-22T20:00:00Z");
+        let to = ms("2026-12-02T03:00:00Z");
+        let tiles = utc.tile(from, to, &mut |_, _| true);
+        let units: Vec<Unit> = tiles.iter().map(|t| t.0).collect();
+        // 4 hours of the 22nd, the week from Monday the 23rd, the 30th and December's 1st
+        // as days (December does not fit), 3 hours of the 2nd.
+        assert_eq!(
+            units,
+            [
+                vec![Unit::Hour; 4],
+                vec![Unit::Week, Unit::Day, Unit::Day],
+                vec![Unit::Hour; 3]
+            ]
+            .concat()
+        );
+        // Without rollups, hours.
+        assert_eq!(utc.tile(from, to, &mut |_, _| false).len(), 223);
+        // The tiles cover the range exactly, one after the other.
+        let mut t = from;
+        for (u, s) in tiles {
+            assert_eq!(s, t);
+            t = utc.end(u, s);
+        }
+        assert_eq!(t, to);
+    }
+}

@@ -1,0 +1,437 @@
+//! Every key's sums per final hour and the calendar rollups made of them
+//! ([`crate::rollup`]), in the table `sums` keyed `(version, unit, start)`; and ranges
+//! answered from them.
+//!
+//! Where each guarantee is enforced:
+//! - an hour's sums are written by [`Store::commit_all`] in the transaction that writes its
+//!   1-hour window's rows ([`write_hour`]);
+//! - a rollup is written once every hour in it is final (its end at or before the
+//!   version's `finalized_through`), in that same transaction, from the smaller buckets
+//!   ([`roll_up`]: days from hours, weeks and months from days, years from months);
+//! - an in-place correction that rewrites hours rewrites every final rollup holding them
+//!   in its swap's transaction ([`copy_hours`]);
+//! - a range is answered from rollups that exist and hours ([`Store::range`]), so a bucket
+//!   never computed (a store from before, a day without events) is read as its hours.
+
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+
+use super::{Result, Store, encode};
+use crate::rollup::{Calendar, HOUR_MS, Sums, Unit};
+
+/// `(version, unit, start) → Sums`.
+pub(super) const SUMS: TableDefinition<(&str, u8, i64), &[u8]> = TableDefinition::new("sums");
+
+/// The answer to a range: the sums, the part of the range they cover and the buckets read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RangeSums {
+    /// The sums of every final hour in the range.
+    pub sums: Sums,
+    /// Start of the range (hour-aligned).
+    pub from: i64,
+    /// End of the part of the range that is final (at most the range's end).
+    pub to: i64,
+    /// The buckets read, in order (unit, start).
+    pub tiles: Vec<(Unit, i64)>,
+    /// The version's time zone (of its days and hours of the day).
+    pub time_zone: &'static str,
+}
+
+/// Writes the sums of the final hour starting at `start`, its events counted at its hour
+/// of the day in `cal`'s zone.
+pub(super) fn write_hour(
+    t: &mut redb::Table<(&str, u8, i64), &[u8]>,
+    version: &str,
+    cal: &Calendar,
+    start: i64,
+    sums: &Sums,
+) -> Result<()> {
+    let mut sums = sums.clone();
+    sums.by_hour = [0; 24];
+    sums.by_hour[cal.hour_of_day(start)] = sums.events.iter().sum();
+    t.insert((version, Unit::Hour as u8, start), encode(&sums).as_slice())?;
+    Ok(())
+}
+
+/// The sum of stored values (each [`super::FORMAT`], then a [`Sums`]).
+fn merge_stored<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Result<Sums> {
+    let corrupt = |reason: String| super::StoreError::Corrupt {
+        table: "sums",
+        reason,
+    };
+    let payloads = values
+        .into_iter()
+        .map(|v| match v.split_first() {
+            Some((&super::FORMAT, rest)) => Ok(rest),
+            _ => Err(corrupt("unknown format version".into())),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    crate::rollup::merge_encoded(&payloads).map_err(corrupt)
+}
+
+/// The sum of the stored buckets of `unit` of `version` starting in `[from, to)`.
+fn sum_range(
+    t: &impl ReadableTable<(&'static str, u8, i64), &'static [u8]>,
+    version: &str,
+    unit: Unit,
+    from: i64,
+    to: i64,
+) -> Result<Sums> {
+    let guards = t
+        .range((version, unit as u8, from)..(version, unit as u8, to))?
+        .map(|r| Ok(r?.1))
+        .collect::<Result<Vec<_>>>()?;
+    merge_stored(guards.iter().map(|g| g.value()))
+}
+
+/// First hour start and last hour end of `version` (none: no hour yet).
+fn hour_span(
+    t: &impl ReadableTable<(&'static str, u8, i64), &'static [u8]>,
+    version: &str,
+) -> Result<Option<(i64, i64)>> {
+    let h = Unit::Hour as u8;
+    let mut r = t.range((version, h, i64::MIN)..=(version, h, i64::MAX))?;
+    let first = r.next().transpose()?.map(|(k, _)| k.value().2);
+    let last = r.next_back().transpose()?.map(|(k, _)| k.value().2);
+    Ok(first.map(|f| (f, last.unwrap_or(f) + HOUR_MS)))
+}
+
+/// Recomputes every rollup of `version` overlapping `[lo, hi)` that is final (ending at
+/// or before `final_through`), in order: days from hours, weeks and months from days,
+/// years from months. The range is clipped to the hours the version has.
+pub(super) fn roll_up(
+    t: &mut redb::Table<(&str, u8, i64), &[u8]>,
+    version: &str,
+    cal: &Calendar,
+    lo: i64,
+    hi: i64,
+    final_through: i64,
+) -> Result<()> {
+    let Some((first, last_end)) = hour_span(t, version)? else {
+        return Ok(());
+    };
+    let (lo, hi) = (lo.max(first), hi.min(last_end));
+    if lo >= hi {
+        return Ok(());
+    }
+    for unit in Unit::ROLLUPS {
+        let buckets: Vec<(i64, i64)> = cal
+            .overlapping(unit, lo, hi)
+            .filter(|&(_, e)| e <= final_through)
+            .collect();
+        for (s, e) in buckets {
+            let sums = sum_range(t, version, unit.child(), s, e)?;
+            let key = (version, unit as u8, s);
+            if sums.is_empty() {
+                t.remove(key)?;
+            } else {
+                t.insert(key, encode(&sums).as_slice())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// After a commit moved `version`'s final point from `old` to `new`: the rollups that
+/// became final. Nothing to do unless a day boundary was passed (every rollup ends on one).
+pub(super) fn roll_up_after_commit(
+    t: &mut redb::Table<(&str, u8, i64), &[u8]>,
+    version: &str,
+    cal: &Calendar,
+    old: i64,
+    new: i64,
+) -> Result<()> {
+    if new <= old {
+        return Ok(());
+    }
+    if old > i64::MIN && cal.end(Unit::Day, cal.start(Unit::Day, old)) > new {
+        return Ok(());
+    }
+    roll_up(t, version, cal, old, new, new)
+}
+
+/// An in-place correction's swap: the hours of `from` in `[from_ms, hi)` replace `to`'s,
+/// and `to`'s final rollups holding them are computed again.
+pub(super) fn copy_hours(
+    tx: &redb::WriteTransaction,
+    from: &str,
+    to: &str,
+    from_ms: i64,
+    hi: i64,
+    cal: &Calendar,
+    final_through: i64,
+) -> Result<()> {
+    let mut t = tx.open_table(SUMS)?;
+    let h = Unit::Hour as u8;
+    t.retain_in((to, h, from_ms)..(to, h, hi), |_, _| false)?;
+    let hours: Vec<(i64, Vec<u8>)> = t
+        .range((from, h, from_ms)..(from, h, hi))?
+        .map(|r| {
+            let (k, v) = r?;
+            Ok((k.value().2, v.value().to_vec()))
+        })
+        .collect::<Result<_>>()?;
+    for (start, bytes) in hours {
+        t.insert((to, h, start), bytes.as_slice())?;
+    }
+    roll_up(&mut t, to, cal, from_ms, hi, final_through)
+}
+
+/// Removes every bucket of `version`.
+pub(super) fn remove(tx: &redb::WriteTransaction, version: &str) -> Result<()> {
+    tx.open_table(SUMS)?.retain_in(
+        (version, 0u8, i64::MIN)..=(version, u8::MAX, i64::MAX),
+        |_, _| false,
+    )?;
+    Ok(())
+}
+
+impl Store {
+    /// Bytes (keys and values) of `version`'s hourly sums and rollups.
+    ///
+    /// # Errors
+    /// Store failure.
+    pub fn sums_bytes(&self, version: &str) -> Result<u64> {
+        let tx = self.db()?.begin_read()?;
+        let t = match tx.open_table(SUMS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
+            Err(e) => return Err(e.into()),
+        };
+        let mut n = 0u64;
+        for r in t.range((version, 0u8, i64::MIN)..=(version, u8::MAX, i64::MAX))? {
+            n += (version.len() + 9 + r?.1.value().len()) as u64;
+        }
+        Ok(n)
+    }
+
+    /// The sums of `version` over `[from, to)` (hour-aligned; the part after the
+    /// version's final point is left out), from the largest rollups that tile it.
+    ///
+    /// # Errors
+    /// Unknown version; store failure.
+    pub fn range(&self, version: &str, from: i64, to: i64) -> Result<RangeSums> {
+        let tx = self.db()?.begin_read()?;
+        let info = self
+            .version(version)?
+            .ok_or_else(|| super::StoreError::NoVersion(version.to_string()))?;
+        let cal = Calendar::of_fingerprint(&info.config);
+        let from = from.div_euclid(HOUR_MS) * HOUR_MS;
+        let end = to.min(
+            info.finalized_through
+                .div_euclid(HOUR_MS)
+                .saturating_mul(HOUR_MS),
+        );
+        let t = match tx.open_table(SUMS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => {
+                return Ok(RangeSums {
+                    sums: Sums::default(),
+                    from,
+                    to: end.max(from),
+                    tiles: Vec::new(),
+                    time_zone: cal.name(),
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let mut guards = Vec::new();
+        let mut tiles = Vec::new();
+        let mut has =
+            |unit: Unit, s: i64| -> bool { matches!(t.get((version, unit as u8, s)), Ok(Some(_))) };
+        for (unit, s) in cal.tile(from, end, &mut has) {
+            guards.extend(t.get((version, unit as u8, s))?);
+            tiles.push((unit, s));
+        }
+        Ok(RangeSums {
+            sums: merge_stored(guards.iter().map(|g| g.value()))?,
+            from,
+            to: end.max(from),
+            tiles,
+            time_zone: cal.name(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::borrow::Cow;
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::event::{Event, EventType, normalize_query};
+    use crate::rollup::KeySums;
+    use crate::store::{Commit, VersionInfo, VersionState};
+    use crate::window::{WindowConfig, WindowCore};
+
+    /// 2025-12-20T00:00Z: the events run past a year's end, month ends and Europe's DST
+    /// change of 2026-03-29.
+    const BASE: i64 = 1_766_188_800_000;
+    const SPAN_HOURS: i64 = 24 * 105;
+    const QUERIES: [&str; 3] = ["red hat", " Red  Hat", "boots"];
+
+    #[derive(Debug, Clone)]
+    struct Ev {
+        ts: i64,
+        ty: EventType,
+        product: u8,
+        qty: u32,
+        price: u64,
+        query: &'static str,
+    }
+
+    impl Ev {
+        fn event(&self, id: usize) -> Event<'static> {
+            Event {
+                event_id: Cow::Owned(format!("e{id}")),
+                event_type: self.ty,
+                ts_ms: self.ts,
+                product_id: Cow::Owned(format!("p{}", self.product)),
+                category: Cow::Owned(format!("c{}", self.product % 3)),
+                price_minor: self.price,
+                quantity: self.qty,
+                query: Cow::Borrowed(self.query),
+            }
+        }
+    }
+
+    fn events() -> impl Strategy<Value = Vec<Ev>> {
+        let ev = (
+            0..SPAN_HOURS * 3_600_000,
+            prop::sample::select(EventType::ALL.to_vec()),
+            0u8..8,
+            0u32..4,
+            1u64..10_000,
+            prop::sample::select(QUERIES.to_vec()),
+        )
+            .prop_map(|(off, ty, product, qty, price, query)| Ev {
+                ts: BASE + off,
+                ty,
+                product,
+                qty,
+                price,
+                query,
+            });
+        prop::collection::vec(ev, 1..400).prop_map(|mut v| {
+            v.sort_by_key(|e| e.ts);
+            v
+        })
+    }
+
+    /// The sums of `evs` with times in `[from, to)`, summed naively; hours of the day in
+    /// `cal`'s zone.
+    fn model(evs: &[Ev], from: i64, to: i64, cal: &Calendar) -> Sums {
+        let mut products: BTreeMap<String, KeySums> = BTreeMap::new();
+        let mut categories: BTreeMap<String, KeySums> = BTreeMap::new();
+        let mut queries: BTreeMap<String, u64> = BTreeMap::new();
+        let mut s = Sums::default();
+        for e in evs.iter().filter(|e| (from..to).contains(&e.ts)) {
+            s.events[e.ty as usize] += 1;
+            s.by_hour[cal.hour_of_day(e.ts)] += 1;
+            if e.ty == EventType::Search {
+                let mut q = String::new();
+                normalize_query(e.query, &mut q);
+                *queries.entry(q).or_default() += 1;
+                continue;
+            }
+            for k in [
+                products.entry(format!("p{}", e.product)).or_default(),
+                categories.entry(format!("c{}", e.product % 3)).or_default(),
+            ] {
+                match e.ty {
+                    EventType::View => k.views += 1,
+                    EventType::AddCart => k.carts += 1,
+                    _ => {
+                        k.purchases += 1;
+                        k.units += u64::from(e.qty);
+                        k.revenue += u128::from(e.price) * u128::from(e.qty);
+                    }
+                }
+            }
+        }
+        s.products = products.into_iter().collect();
+        s.categories = categories.into_iter().collect();
+        s.queries = queries.into_iter().collect();
+        s
+    }
+
+    fn commit(store: &Store, finals: &[crate::window::FinalWindow], through: i64) {
+        store
+            .commit(&Commit {
+                version: "v1",
+                finals,
+                review_finals: &[],
+                positions: &[],
+                finalized_through: through,
+                checkpoints: &[],
+                dead_letters: &[],
+                late: &[],
+                merger_state: None,
+                epochs: &[],
+            })
+            .unwrap();
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Hours committed in any batches, then rollups: every range equals the batch
+        /// model of the events in it, whichever buckets answer it.
+        #[test]
+        fn ranges_equal_the_batch_model_of_their_events(
+            evs in events(),
+            batches in prop::collection::vec(1usize..80, 1..8),
+            zone in prop::sample::select(vec!["UTC", "Europe/Berlin", "Asia/Seoul"]),
+            drain in any::<bool>(),
+            ranges in prop::collection::vec((0..SPAN_HOURS, 0..SPAN_HOURS), 1..6),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            let store = Store::open(&dir.path().join("kappa.redb")).unwrap();
+            let mut cfg = crate::config::Config::default();
+            cfg.rollups.time_zone = zone.to_string();
+            store.ensure_version(&VersionInfo {
+                name: "v1".into(),
+                config: cfg.results_fingerprint(),
+                created_ms: 0,
+                finalized_through: i64::MIN,
+                state: VersionState::Ready,
+            }).unwrap();
+            let cal = Calendar::new(zone).unwrap();
+            let mut core = WindowCore::new(
+                WindowConfig { sizes_ms: vec![60_000, HOUR_MS], max_delay_ms: 0, top_k: 3 },
+                1,
+            );
+            let mut i = 0;
+            for n in batches.iter().cycle() {
+                if i >= evs.len() {
+                    break;
+                }
+                for (j, e) in evs.iter().enumerate().skip(i).take(*n) {
+                    core.on_event(0, j as u64, &e.event(j), false);
+                }
+                i += n;
+                let finals = core.advance();
+                commit(&store, &finals, core.finalized_through());
+            }
+            if drain {
+                let finals = core.drain();
+                commit(&store, &finals, core.finalized_through());
+            }
+            let through = core.finalized_through();
+            for (a, b) in ranges {
+                let (from, to) = (BASE + a.min(b) * HOUR_MS, BASE + a.max(b) * HOUR_MS + HOUR_MS);
+                let r = store.range("v1", from, to).unwrap();
+                let end = to.min(through.div_euclid(HOUR_MS) * HOUR_MS);
+                prop_assert_eq!(r.to, end.max(from));
+                prop_assert_eq!(&r.sums, &model(&evs, from, end, &cal));
+            }
+            // The whole span: rollups answer for what is final.
+            let all = store.range("v1", BASE - 86_400_000, BASE + SPAN_HOURS * HOUR_MS).unwrap();
+            prop_assert_eq!(&all.sums, &model(&evs, i64::MIN, all.to, &cal));
+            if drain {
+                prop_assert!(all.tiles.iter().any(|t| t.0 != Unit::Hour));
+            }
+        }
+    }
+}
