@@ -180,7 +180,10 @@ fn print_range(out: &mut dyn Write, v: &Value) -> std::io::Result<()> {
     let tiles: Vec<String> = ["year", "month", "week", "day", "hour"]
         .iter()
         .filter(|u| b[**u].as_u64().unwrap_or(0) > 0)
-        .map(|u| format!("{} {u}", b[*u]))
+        .map(|u| {
+            let n = b[*u].as_u64().unwrap_or(0);
+            format!("{n} {u}{}", if n == 1 { "" } else { "s" })
+        })
         .collect();
     writeln!(
         out,
