@@ -224,15 +224,23 @@ fn windows(st: &AppState, q: HashMap<String, String>) -> Result<Value, ApiError>
 }
 
 /// The parameters of a range answer.
-const RANGE_PARAMS: [&str; 5] = ["from", "to", "version", "k", "min_views"];
+const RANGE_PARAMS: [&str; 6] = ["from", "to", "period", "version", "k", "min_views"];
 
-/// `GET /api/{report}?from=&to=`: `report` over an hour-aligned range.
+/// `GET /api/{report}?from=&to=` (or `?period=`): `report` over an hour-aligned range.
 fn range(st: &AppState, q: HashMap<String, String>, report: Report) -> Result<Value, ApiError> {
     let p = Params::check(q, &RANGE_PARAMS)?;
-    let (Some(_), Some(_)) = (p.get("from"), p.get("to")) else {
-        return Err(ApiError::BadRequest(
-            "from and to are required (RFC 3339 or epoch ms, whole hours)".into(),
-        ));
+    let version = p.version(st)?;
+    let (from, to) = match (p.get("period"), p.get("from"), p.get("to")) {
+        (Some(name), None, None) => crate::range::period(&st.store, &version, name)
+            .map_err(ApiError::BadRequest)?
+            .unwrap_or((0, 0)),
+        (None, Some(_), Some(_)) => (p.time("from", 0)?, p.time("to", 0)?),
+        _ => {
+            return Err(ApiError::BadRequest(
+                "from and to are required (RFC 3339 or epoch ms, whole hours), or a period alone"
+                    .into(),
+            ));
+        }
     };
     let number = |k: &str, default: u64, max: u64| -> Result<u64, ApiError> {
         match p.get(k) {
@@ -246,9 +254,9 @@ fn range(st: &AppState, q: HashMap<String, String>, report: Report) -> Result<Va
         }
     };
     let question = crate::range::Question::new(
-        p.version(st)?,
-        p.time("from", 0)?,
-        p.time("to", 0)?,
+        version,
+        from,
+        to,
         usize::try_from(number("k", 10, 10_000)?).unwrap_or(10),
         number("min_views", 10, u64::MAX)?,
     )
@@ -257,7 +265,7 @@ fn range(st: &AppState, q: HashMap<String, String>, report: Report) -> Result<Va
 }
 
 fn top_products(st: &AppState, q: HashMap<String, String>) -> Result<Value, ApiError> {
-    if q.contains_key("from") || q.contains_key("to") {
+    if ["from", "to", "period"].iter().any(|k| q.contains_key(*k)) {
         return range(st, q, Report::TopProducts);
     }
     let p = Params::check(q, &["size", "window", "version", "by"])?;
@@ -842,12 +850,22 @@ pub fn routes(
             &serde_json::to_value(st.shared.status()).unwrap_or_default(),
         )
     });
-    let handler = |name: &'static str, f: Handler| {
-        api(name)
-            .and(with())
-            .and(q())
-            .map(move |st: AppState, q| result(f(&st, q)))
-    };
+    // Every read endpoint by its name (one route: an endpoint added to READ_ENDPOINTS is
+    // served without more code here).
+    let reads = warp::get()
+        .and(warp::path("api"))
+        .and(warp::path::param::<String>())
+        .and(warp::path::end())
+        .and_then(|name: String| async move {
+            READ_ENDPOINTS
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|&(_, f)| f)
+                .ok_or_else(warp::reject::not_found)
+        })
+        .and(with())
+        .and(q())
+        .map(|f: Handler, st: AppState, q| result(f(&st, q)));
     let compare = warp::get()
         .and(warp::path!("api" / "versions" / "compare"))
         .and(with())
@@ -860,19 +878,7 @@ pub fn routes(
     probes
         .or(status)
         .unify()
-        .or(handler(READ_ENDPOINTS[0].0, READ_ENDPOINTS[0].1))
-        .unify()
-        .or(handler(READ_ENDPOINTS[1].0, READ_ENDPOINTS[1].1))
-        .unify()
-        .or(handler(READ_ENDPOINTS[2].0, READ_ENDPOINTS[2].1))
-        .unify()
-        .or(handler(READ_ENDPOINTS[3].0, READ_ENDPOINTS[3].1))
-        .unify()
-        .or(handler(READ_ENDPOINTS[4].0, READ_ENDPOINTS[4].1))
-        .unify()
-        .or(handler(READ_ENDPOINTS[5].0, READ_ENDPOINTS[5].1))
-        .unify()
-        .or(handler(READ_ENDPOINTS[6].0, READ_ENDPOINTS[6].1))
+        .or(reads)
         .unify()
         .or(compare)
         .unify()

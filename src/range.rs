@@ -84,6 +84,49 @@ impl Question {
     }
 }
 
+/// The periods a range can be named by (the live page's and the sales dashboard's picker).
+pub const PERIODS: [&str; 4] = ["last-24h", "last-7d", "last-30d", "this-month"];
+
+/// `[from, to)` of a named period of `version`, ending where its final hours end (the
+/// latest final hour, which is the last hour before now when it runs live; a replayed or
+/// drained history's last hour otherwise): `last-24h`, `last-7d`, `last-30d`, or
+/// `this-month` (the calendar month holding that hour, in the version's zone). `None`
+/// when nothing is final yet.
+///
+/// # Errors
+/// An unknown period name (the message lists the known ones), an unknown version, a
+/// store failure.
+pub fn period(store: &Store, version: &str, name: &str) -> Result<Option<(i64, i64)>, String> {
+    let info = store
+        .version(version)
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("no output version {version}"))?;
+    let hours = match name {
+        "last-24h" => 24,
+        "last-7d" => 7 * 24,
+        "last-30d" => 30 * 24,
+        "this-month" => 0,
+        other => {
+            return Err(format!(
+                "unknown period {other:?}; known: {}",
+                PERIODS.join(", ")
+            ));
+        }
+    };
+    let ft = info.finalized_through;
+    if ft == i64::MIN {
+        return Ok(None);
+    }
+    let to = ft.div_euclid(crate::rollup::HOUR_MS) * crate::rollup::HOUR_MS;
+    let from = if hours == 0 {
+        let cal = crate::rollup::Calendar::of_fingerprint(&info.config);
+        cal.start(Unit::Month, to - 1)
+    } else {
+        to - hours * crate::rollup::HOUR_MS
+    };
+    Ok(Some((from, to)))
+}
+
 /// `num / den` with 4 decimals, rounded half up; `null` when `den` is 0.
 #[must_use]
 pub fn rate(num: u64, den: u64) -> Value {

@@ -44,6 +44,21 @@ impl Drop for Demo {
 fn demo() -> Demo {
     let dir = temp();
     let start = chrono::Utc::now() - chrono::Duration::minutes(20);
+    // Two hours earlier, a few minutes of events: an hour that is final while the demo
+    // runs, for the panels over a period (they sum final hours).
+    let mut c = kappa(dir.path());
+    c.args([
+        "produce",
+        "--rate",
+        "0",
+        "--events",
+        "5000",
+        "--sim-rate",
+        "50",
+    ])
+    .args(["--flat", "--seed", "4", "--start"])
+    .arg((start - chrono::Duration::hours(2)).to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
+    ok(c);
     let mut c = kappa(dir.path());
     c.args([
         "produce",
@@ -425,7 +440,8 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus_scraping_kappa() {
     for (panel, url, root_sel, columns) in targets {
         let url = url
             .replace("${__from}", &(now - 3_600_000).to_string())
-            .replace("${__to}", &now.to_string());
+            .replace("${__to}", &now.to_string())
+            .replace("${period}", "last-24h");
         let v = get_json(&format!("{}{url}", d.base));
         let rows = root_sel
             .split('.')
@@ -527,6 +543,15 @@ fn the_built_in_live_page_shows_real_numbers_in_headless_chromium() {
     assert!(
         dom.contains("data-step=\"purchase\""),
         "the funnel is drawn"
+    );
+    // Over a period (the last 24 hours by default): the final hour two hours back.
+    let at = dom
+        .find("id=\"period-products\"")
+        .expect("the period table");
+    let body = &dom[at..at + dom[at..].find("</tbody>").unwrap()];
+    assert!(
+        body.contains("<td>p_"),
+        "top products over a period: {body}"
     );
     assert!(dom.contains("<rect"), "the revenue chart is drawn");
     assert!(

@@ -172,5 +172,34 @@ fn the_api_answers_ranges_and_refuses_bad_ones() {
         assert_eq!(code, 400, "{query}: {body}");
         assert!(body.contains(error), "{query}: {body}");
     }
+    // Every read endpoint is routed (the range endpoints were once added at the expense
+    // of others).
+    for endpoint in [
+        "fingerprint",
+        "windows",
+        "top-products",
+        "sales-by-category",
+        "top-searches",
+        "funnel",
+        "provisional",
+        "latest",
+        "dead-letters",
+        "late-events",
+    ] {
+        let (code, body) = s.get(&format!("/api/{endpoint}"));
+        assert!(
+            code != 404 || !body.contains("no such endpoint"),
+            "{endpoint}: {code} {body}"
+        );
+    }
+    // A period instead of from and to: it ends where the final hours end.
+    let (code, body) = s.get("/api/top-products?period=last-24h&k=3");
+    assert_eq!(code, 200, "{body}");
+    let p: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(p["final_to"], p["to"], "{p}");
+    assert!(!p["by_units"].as_array().unwrap().is_empty(), "{p}");
+    let (code, body) = s.get("/api/funnel?period=yesterday");
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("last-24h"), "{body}");
     assert!(s.interrupt().success());
 }
