@@ -264,6 +264,28 @@ fn range(st: &AppState, q: HashMap<String, String>, report: Report) -> Result<Va
     Ok(crate::range::answer(&st.store, &question, report)?)
 }
 
+/// `GET /api/products/{id}/history?from=&to=`: one product's final hours (all of them
+/// without bounds).
+fn product_history(st: &AppState, id: &str, q: HashMap<String, String>) -> Result<Value, ApiError> {
+    let p = Params::check(q, &["from", "to", "version"])?;
+    let id = percent_encoding::percent_decode_str(id)
+        .decode_utf8()
+        .map_err(|_| ApiError::BadRequest("the product id is not UTF-8".into()))?;
+    let (from, to) = (p.time("from", i64::MIN)?, p.time("to", i64::MAX)?);
+    for (name, t) in [("from", from), ("to", to)] {
+        if t != i64::MIN && t != i64::MAX && t.rem_euclid(crate::rollup::HOUR_MS) != 0 {
+            return Err(ApiError::BadRequest(format!("{name} must be a whole hour")));
+        }
+    }
+    Ok(crate::range::history(
+        &st.store,
+        &p.version(st)?,
+        &id,
+        from,
+        to,
+    )?)
+}
+
 fn top_products(st: &AppState, q: HashMap<String, String>) -> Result<Value, ApiError> {
     if ["from", "to", "period"].iter().any(|k| q.contains_key(*k)) {
         return range(st, q, Report::TopProducts);
@@ -866,6 +888,11 @@ pub fn routes(
         .and(with())
         .and(q())
         .map(|f: Handler, st: AppState, q| result(f(&st, q)));
+    let history = warp::get()
+        .and(warp::path!("api" / "products" / String / "history"))
+        .and(with())
+        .and(q())
+        .map(|id: String, st: AppState, q| result(product_history(&st, &id, q)));
     let compare = warp::get()
         .and(warp::path!("api" / "versions" / "compare"))
         .and(with())
@@ -879,6 +906,8 @@ pub fn routes(
         .or(status)
         .unify()
         .or(reads)
+        .unify()
+        .or(history)
         .unify()
         .or(compare)
         .unify()

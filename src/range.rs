@@ -221,6 +221,48 @@ pub fn answer(store: &Store, q: &Question, report: Report) -> Result<Value, Stor
     Ok(Value::Object(out))
 }
 
+/// One product's final hours over `[from, to)` (`GET /api/products/{id}/history`), from
+/// the product-major index: each hour with the product's sums, and their total.
+///
+/// # Errors
+/// Store failure.
+pub fn history(
+    store: &Store,
+    version: &str,
+    product: &str,
+    from: i64,
+    to: i64,
+) -> Result<Value, StoreError> {
+    let hours = store.product_history(version, product, from, to)?;
+    let mut total = KeySums::default();
+    let rows: Vec<Value> = hours
+        .iter()
+        .map(|(h, s)| {
+            total.views += s.views;
+            total.carts += s.carts;
+            total.purchases += s.purchases;
+            total.units += s.units;
+            total.revenue += s.revenue;
+            let mut m = key_json(&format_rfc3339_ms(*h), "hour_start", s);
+            for k in ["view_to_cart", "cart_to_purchase", "view_to_purchase"] {
+                m.remove(k);
+            }
+            Value::Object(m)
+        })
+        .collect();
+    let mut total = key_json(product, "product_id", &total);
+    total.remove("product_id");
+    let bound = |t: i64| (t != i64::MIN && t != i64::MAX).then(|| format_rfc3339_ms(t));
+    Ok(json!({
+        "version": version,
+        "product_id": product,
+        "from": bound(from),
+        "to": bound(to),
+        "hours": rows,
+        "total": total,
+    }))
+}
+
 fn header(q: &Question, r: &RangeSums) -> serde_json::Map<String, Value> {
     let mut buckets = serde_json::Map::new();
     for u in [Unit::Year, Unit::Month, Unit::Week, Unit::Day, Unit::Hour] {

@@ -36,7 +36,8 @@ pub struct KeySums {
 }
 
 impl KeySums {
-    fn add(&mut self, o: &KeySums) {
+    /// Adds `o`'s counts in.
+    pub fn add(&mut self, o: &KeySums) {
         self.views += o.views;
         self.carts += o.carts;
         self.purchases += o.purchases;

@@ -192,6 +192,27 @@ fn the_api_answers_ranges_and_refuses_bad_ones() {
             "{endpoint}: {code} {body}"
         );
     }
+    // One product's history from the product-major index: its hours add up to what the
+    // range says of it.
+    let top = &v["by_units"][0];
+    let id = top["product_id"].as_str().unwrap();
+    let (code, body) = s.get(&format!("/api/products/{id}/history?{q}"));
+    assert_eq!(code, 200, "{body}");
+    let h: Value = serde_json::from_str(&body).unwrap();
+    let hours = h["hours"].as_array().unwrap();
+    assert_eq!(hours.len(), 2, "{h}");
+    let units: u64 = hours.iter().map(|r| r["units"].as_u64().unwrap()).sum();
+    assert_eq!(units, top["units"].as_u64().unwrap(), "{h}");
+    assert_eq!(h["total"]["units"], top["units"], "{h}");
+    assert_eq!(h["total"]["views"], top["views"], "{h}");
+    let (code, body) = s.get(&format!("/api/products/{id}/history"));
+    assert_eq!(code, 200, "{body}");
+    let all: Value = serde_json::from_str(&body).unwrap();
+    assert!(all["hours"].as_array().unwrap().len() >= 2, "{all}");
+    let (code, _) = s.get(&format!(
+        "/api/products/{id}/history?from=2026-11-23T00:10:00Z"
+    ));
+    assert_eq!(code, 400);
     // A period instead of from and to: it ends where the final hours end.
     let (code, body) = s.get("/api/top-products?period=last-24h&k=3");
     assert_eq!(code, 200, "{body}");

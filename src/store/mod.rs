@@ -603,14 +603,14 @@ impl Store {
                 write_window(&mut results, &mut prints, c.version, size, start, rows)?;
             }
             // Every key's sums of the final hours, and the rollups that became final.
-            let mut sums = tx.open_table(sums::SUMS)?;
             if !c.finals.is_empty() || c.finalized_through > old_through {
                 let cal = crate::rollup::Calendar::of_fingerprint(&info.config);
                 for w in c.finals {
                     if let Some(s) = &w.sums {
-                        sums::write_hour(&mut sums, c.version, &cal, w.start_ms, s)?;
+                        sums::write_hour(&tx, c.version, &cal, w.start_ms, s)?;
                     }
                 }
+                let mut sums = tx.open_table(sums::SUMS)?;
                 sums::roll_up_after_commit(
                     &mut sums,
                     c.version,

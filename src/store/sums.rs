@@ -18,8 +18,13 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use super::{Result, Store, encode};
 use crate::rollup::{Calendar, HOUR_MS, Sums, Unit};
 
-/// `(version, unit, start) → Sums`.
+/// `(version, unit, start) → Sums`: time-major, what ranges read.
 pub(super) const SUMS: TableDefinition<(&str, u8, i64), &[u8]> = TableDefinition::new("sums");
+
+/// `(version, product, hour start) → KeySums`: the product-major index of the hours, what
+/// one product's history reads (docs/PERFORMANCE.md, "The storage layout experiment").
+pub(super) const PRODUCT_HOURS: TableDefinition<(&str, &str, i64), &[u8]> =
+    TableDefinition::new("product_hours");
 
 /// The answer to a range: the sums, the part of the range they cover and the buckets read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,9 +42,9 @@ pub struct RangeSums {
 }
 
 /// Writes the sums of the final hour starting at `start`, its events counted at its hour
-/// of the day in `cal`'s zone.
+/// of the day in `cal`'s zone, and each product's line of it in the product-major index.
 pub(super) fn write_hour(
-    t: &mut redb::Table<(&str, u8, i64), &[u8]>,
+    tx: &redb::WriteTransaction,
     version: &str,
     cal: &Calendar,
     start: i64,
@@ -48,7 +53,12 @@ pub(super) fn write_hour(
     let mut sums = sums.clone();
     sums.by_hour = [0; 24];
     sums.by_hour[cal.hour_of_day(start)] = sums.events.iter().sum();
-    t.insert((version, Unit::Hour as u8, start), encode(&sums).as_slice())?;
+    tx.open_table(SUMS)?
+        .insert((version, Unit::Hour as u8, start), encode(&sums).as_slice())?;
+    let mut by_product = tx.open_table(PRODUCT_HOURS)?;
+    for (p, k) in &sums.products {
+        by_product.insert((version, p.as_str(), start), encode(k).as_slice())?;
+    }
     Ok(())
 }
 
@@ -160,28 +170,44 @@ pub(super) fn copy_hours(
     cal: &Calendar,
     final_through: i64,
 ) -> Result<()> {
-    let mut t = tx.open_table(SUMS)?;
     let h = Unit::Hour as u8;
-    t.retain_in((to, h, from_ms)..(to, h, hi), |_, _| false)?;
-    let hours: Vec<(i64, Vec<u8>)> = t
-        .range((from, h, from_ms)..(from, h, hi))?
-        .map(|r| {
-            let (k, v) = r?;
-            Ok((k.value().2, v.value().to_vec()))
-        })
-        .collect::<Result<_>>()?;
-    for (start, bytes) in hours {
-        t.insert((to, h, start), bytes.as_slice())?;
+    let read = |version: &str| -> Result<Vec<(i64, Sums)>> {
+        let t = tx.open_table(SUMS)?;
+        t.range((version, h, from_ms)..(version, h, hi))?
+            .map(|r| {
+                let (k, v) = r?;
+                Ok((k.value().2, super::decode::<Sums>("sums", v.value())?))
+            })
+            .collect()
+    };
+    // The target's hours of the range go, with their lines in the product index.
+    let old = read(to)?;
+    {
+        let mut by_product = tx.open_table(PRODUCT_HOURS)?;
+        for (start, s) in &old {
+            for (p, _) in &s.products {
+                by_product.remove((to, p.as_str(), *start))?;
+            }
+        }
     }
+    tx.open_table(SUMS)?
+        .retain_in((to, h, from_ms)..(to, h, hi), |_, _| false)?;
+    for (start, s) in read(from)? {
+        write_hour(tx, to, cal, start, &s)?;
+    }
+    let mut t = tx.open_table(SUMS)?;
     roll_up(&mut t, to, cal, from_ms, hi, final_through)
 }
 
-/// Removes every bucket of `version`.
+/// Removes every bucket of `version` and its product index.
 pub(super) fn remove(tx: &redb::WriteTransaction, version: &str) -> Result<()> {
     tx.open_table(SUMS)?.retain_in(
         (version, 0u8, i64::MIN)..=(version, u8::MAX, i64::MAX),
         |_, _| false,
     )?;
+    // Keys sort by version first: from the version's first key on, keep the others.
+    tx.open_table(PRODUCT_HOURS)?
+        .retain_in((version, "", i64::MIN).., |k, _| k.0 != version)?;
     Ok(())
 }
 
@@ -201,7 +227,45 @@ impl Store {
         for r in t.range((version, 0u8, i64::MIN)..=(version, u8::MAX, i64::MAX))? {
             n += (version.len() + 9 + r?.1.value().len()) as u64;
         }
+        let by_product = match tx.open_table(PRODUCT_HOURS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(n),
+            Err(e) => return Err(e.into()),
+        };
+        for r in by_product.range((version, "", i64::MIN)..)? {
+            let (k, v) = r?;
+            if k.value().0 != version {
+                break;
+            }
+            n += (version.len() + k.value().1.len() + 8 + v.value().len()) as u64;
+        }
         Ok(n)
+    }
+
+    /// One product's final hours of `version` in `[from, to)`, from the product-major
+    /// index: (hour start, its sums), oldest first.
+    ///
+    /// # Errors
+    /// Store failure.
+    pub fn product_history(
+        &self,
+        version: &str,
+        product: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(i64, crate::rollup::KeySums)>> {
+        let tx = self.db()?.begin_read()?;
+        let t = match tx.open_table(PRODUCT_HOURS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        t.range((version, product, from)..(version, product, to.max(from)))?
+            .map(|r| {
+                let (k, v) = r?;
+                Ok((k.value().2, super::decode("product_hours", v.value())?))
+            })
+            .collect()
     }
 
     /// The sums of `version` over `[from, to)` (hour-aligned; the part after the
@@ -424,7 +488,16 @@ mod tests {
                 let r = store.range("v1", from, to).unwrap();
                 let end = to.min(through.div_euclid(HOUR_MS) * HOUR_MS);
                 prop_assert_eq!(r.to, end.max(from));
-                prop_assert_eq!(&r.sums, &model(&evs, from, end, &cal));
+                let m = model(&evs, from, end, &cal);
+                prop_assert_eq!(&r.sums, &m);
+                // Each product's hours in the product-major index add up to the same.
+                for (p, want) in &m.products {
+                    let mut got = KeySums::default();
+                    for (_, k) in store.product_history("v1", p, from, end).unwrap() {
+                        got.add(&k);
+                    }
+                    prop_assert_eq!(&got, want, "{}", p);
+                }
             }
             // The whole span: rollups answer for what is final.
             let all = store.range("v1", BASE - 86_400_000, BASE + SPAN_HOURS * HOUR_MS).unwrap();
