@@ -123,6 +123,16 @@ struct SumsRef<'a> {
     by_hour: [u64; 24],
 }
 
+/// The products of stored [`Sums`] bytes (bincode), names borrowed from them.
+///
+/// # Errors
+/// Bytes that do not decode.
+pub fn products_of(blob: &[u8]) -> Result<Vec<(&str, KeySums)>, String> {
+    bincode::serde::borrow_decode_from_slice::<SumsRef<'_>, _>(blob, bincode::config::standard())
+        .map(|(s, _)| s.products)
+        .map_err(|e| e.to_string())
+}
+
 /// Two key-sorted lists as one, equal keys added.
 fn merge_sorted<'a, V: Copy>(
     a: Vec<(&'a str, V)>,

@@ -610,14 +610,7 @@ impl Store {
                         sums::write_hour(&tx, c.version, &cal, w.start_ms, s)?;
                     }
                 }
-                let mut sums = tx.open_table(sums::SUMS)?;
-                sums::roll_up_after_commit(
-                    &mut sums,
-                    c.version,
-                    &cal,
-                    old_through,
-                    c.finalized_through,
-                )?;
+                sums::roll_up_after_commit(&tx, c.version, &cal, old_through, c.finalized_through)?;
             }
             let mut pos = tx.open_table(POSITIONS)?;
             for p in c.positions {

@@ -21,10 +21,11 @@ use crate::rollup::{Calendar, HOUR_MS, Sums, Unit};
 /// `(version, unit, start) → Sums`: time-major, what ranges read.
 pub(super) const SUMS: TableDefinition<(&str, u8, i64), &[u8]> = TableDefinition::new("sums");
 
-/// `(version, product, hour start) → KeySums`: the product-major index of the hours, what
-/// one product's history reads (docs/PERFORMANCE.md, "The storage layout experiment").
-pub(super) const PRODUCT_HOURS: TableDefinition<(&str, &str, i64), &[u8]> =
-    TableDefinition::new("product_hours");
+/// `(version, product, day start) → [(hour start, KeySums)]`: the product-major index of
+/// the final days' hours, written with each day's rollup, what one product's history reads
+/// (docs/PERFORMANCE.md, "The storage layout experiment").
+pub(super) const PRODUCT_DAYS: TableDefinition<(&str, &str, i64), &[u8]> =
+    TableDefinition::new("product_days");
 
 /// The answer to a range: the sums, the part of the range they cover and the buckets read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,7 +43,7 @@ pub struct RangeSums {
 }
 
 /// Writes the sums of the final hour starting at `start`, its events counted at its hour
-/// of the day in `cal`'s zone, and each product's line of it in the product-major index.
+/// of the day in `cal`'s zone.
 pub(super) fn write_hour(
     tx: &redb::WriteTransaction,
     version: &str,
@@ -55,9 +56,40 @@ pub(super) fn write_hour(
     sums.by_hour[cal.hour_of_day(start)] = sums.events.iter().sum();
     tx.open_table(SUMS)?
         .insert((version, Unit::Hour as u8, start), encode(&sums).as_slice())?;
-    let mut by_product = tx.open_table(PRODUCT_HOURS)?;
-    for (p, k) in &sums.products {
-        by_product.insert((version, p.as_str(), start), encode(k).as_slice())?;
+    Ok(())
+}
+
+/// The product-major lines of the day `[s, e)` of `version` from its hours, in place of
+/// the ones its previous rollup had (called before that rollup is rewritten).
+fn index_day(
+    t: &redb::Table<(&str, u8, i64), &[u8]>,
+    idx: &mut redb::Table<(&str, &str, i64), &[u8]>,
+    version: &str,
+    s: i64,
+    e: i64,
+) -> Result<()> {
+    let corrupt = |reason: String| super::StoreError::Corrupt {
+        table: "sums",
+        reason,
+    };
+    if let Some(old) = t.get((version, Unit::Day as u8, s))? {
+        for (p, _) in crate::rollup::products_of(&old.value()[1..]).map_err(corrupt)? {
+            idx.remove((version, p, s))?;
+        }
+    }
+    let guards = t
+        .range((version, Unit::Hour as u8, s)..(version, Unit::Hour as u8, e))?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut lines: std::collections::BTreeMap<&str, Vec<(i64, crate::rollup::KeySums)>> =
+        std::collections::BTreeMap::new();
+    for (k, v) in &guards {
+        let hour = k.value().2;
+        for (p, sums) in crate::rollup::products_of(&v.value()[1..]).map_err(corrupt)? {
+            lines.entry(p).or_default().push((hour, sums));
+        }
+    }
+    for (p, hours) in lines {
+        idx.insert((version, p, s), encode(&hours).as_slice())?;
     }
     Ok(())
 }
@@ -109,13 +141,16 @@ fn hour_span(
 /// or before `final_through`), in order: days from hours, weeks and months from days,
 /// years from months. The range is clipped to the hours the version has.
 pub(super) fn roll_up(
-    t: &mut redb::Table<(&str, u8, i64), &[u8]>,
+    tx: &redb::WriteTransaction,
     version: &str,
     cal: &Calendar,
     lo: i64,
     hi: i64,
     final_through: i64,
 ) -> Result<()> {
+    let mut t = tx.open_table(SUMS)?;
+    let t = &mut t;
+    let mut idx = tx.open_table(PRODUCT_DAYS)?;
     let Some((first, last_end)) = hour_span(t, version)? else {
         return Ok(());
     };
@@ -129,6 +164,9 @@ pub(super) fn roll_up(
             .filter(|&(_, e)| e <= final_through)
             .collect();
         for (s, e) in buckets {
+            if unit == Unit::Day {
+                index_day(t, &mut idx, version, s, e)?;
+            }
             let sums = sum_range(t, version, unit.child(), s, e)?;
             let key = (version, unit as u8, s);
             if sums.is_empty() {
@@ -144,7 +182,7 @@ pub(super) fn roll_up(
 /// After a commit moved `version`'s final point from `old` to `new`: the rollups that
 /// became final. Nothing to do unless a day boundary was passed (every rollup ends on one).
 pub(super) fn roll_up_after_commit(
-    t: &mut redb::Table<(&str, u8, i64), &[u8]>,
+    tx: &redb::WriteTransaction,
     version: &str,
     cal: &Calendar,
     old: i64,
@@ -156,7 +194,7 @@ pub(super) fn roll_up_after_commit(
     if old > i64::MIN && cal.end(Unit::Day, cal.start(Unit::Day, old)) > new {
         return Ok(());
     }
-    roll_up(t, version, cal, old, new, new)
+    roll_up(tx, version, cal, old, new, new)
 }
 
 /// An in-place correction's swap: the hours of `from` in `[from_ms, hi)` replace `to`'s,
@@ -180,23 +218,13 @@ pub(super) fn copy_hours(
             })
             .collect()
     };
-    // The target's hours of the range go, with their lines in the product index.
-    let old = read(to)?;
-    {
-        let mut by_product = tx.open_table(PRODUCT_HOURS)?;
-        for (start, s) in &old {
-            for (p, _) in &s.products {
-                by_product.remove((to, p.as_str(), *start))?;
-            }
-        }
-    }
     tx.open_table(SUMS)?
         .retain_in((to, h, from_ms)..(to, h, hi), |_, _| false)?;
     for (start, s) in read(from)? {
         write_hour(tx, to, cal, start, &s)?;
     }
-    let mut t = tx.open_table(SUMS)?;
-    roll_up(&mut t, to, cal, from_ms, hi, final_through)
+    // The days holding them are summed and indexed again.
+    roll_up(tx, to, cal, from_ms, hi, final_through)
 }
 
 /// Removes every bucket of `version` and its product index.
@@ -206,7 +234,7 @@ pub(super) fn remove(tx: &redb::WriteTransaction, version: &str) -> Result<()> {
         |_, _| false,
     )?;
     // Keys sort by version first: from the version's first key on, keep the others.
-    tx.open_table(PRODUCT_HOURS)?
+    tx.open_table(PRODUCT_DAYS)?
         .retain_in((version, "", i64::MIN).., |k, _| k.0 != version)?;
     Ok(())
 }
@@ -227,7 +255,7 @@ impl Store {
         for r in t.range((version, 0u8, i64::MIN)..=(version, u8::MAX, i64::MAX))? {
             n += (version.len() + 9 + r?.1.value().len()) as u64;
         }
-        let by_product = match tx.open_table(PRODUCT_HOURS) {
+        let by_product = match tx.open_table(PRODUCT_DAYS) {
             Ok(t) => t,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(n),
             Err(e) => return Err(e.into()),
@@ -242,11 +270,12 @@ impl Store {
         Ok(n)
     }
 
-    /// One product's final hours of `version` in `[from, to)`, from the product-major
-    /// index: (hour start, its sums), oldest first.
+    /// One product's final hours of `version` in `[from, to)`: (hour start, its sums),
+    /// oldest first. Final days from the product-major index; the hours of a day not rolled
+    /// up yet (the current one) from the hours themselves.
     ///
     /// # Errors
-    /// Store failure.
+    /// Unknown version; store failure.
     pub fn product_history(
         &self,
         version: &str,
@@ -254,18 +283,45 @@ impl Store {
         from: i64,
         to: i64,
     ) -> Result<Vec<(i64, crate::rollup::KeySums)>> {
+        let info = self
+            .version(version)?
+            .ok_or_else(|| super::StoreError::NoVersion(version.to_string()))?;
+        let cal = Calendar::of_fingerprint(&info.config);
         let tx = self.db()?.begin_read()?;
-        let t = match tx.open_table(PRODUCT_HOURS) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
+        let (t, idx) = match (tx.open_table(SUMS), tx.open_table(PRODUCT_DAYS)) {
+            (Ok(t), Ok(i)) => (t, i),
+            (Err(redb::TableError::TableDoesNotExist(_)), _)
+            | (_, Err(redb::TableError::TableDoesNotExist(_))) => return Ok(Vec::new()),
+            (Err(e), _) | (_, Err(e)) => return Err(e.into()),
         };
-        t.range((version, product, from)..(version, product, to.max(from)))?
-            .map(|r| {
+        let Some((first, last_end)) = hour_span(&t, version)? else {
+            return Ok(Vec::new());
+        };
+        let (from, to) = (from.max(first), to.min(last_end));
+        let corrupt = |reason: String| super::StoreError::Corrupt {
+            table: "sums",
+            reason,
+        };
+        let mut out = Vec::new();
+        for (ds, de) in cal.overlapping(Unit::Day, from, to) {
+            if t.get((version, Unit::Day as u8, ds))?.is_some() {
+                if let Some(v) = idx.get((version, product, ds))? {
+                    let hours: Vec<(i64, crate::rollup::KeySums)> =
+                        super::decode("product_days", v.value())?;
+                    out.extend(hours.into_iter().filter(|h| (from..to).contains(&h.0)));
+                }
+                continue;
+            }
+            let h = Unit::Hour as u8;
+            for r in t.range((version, h, ds.max(from))..(version, h, de.min(to)))? {
                 let (k, v) = r?;
-                Ok((k.value().2, super::decode("product_hours", v.value())?))
-            })
-            .collect()
+                let products = crate::rollup::products_of(&v.value()[1..]).map_err(corrupt)?;
+                if let Ok(i) = products.binary_search_by(|(p, _)| (*p).cmp(product)) {
+                    out.push((k.value().2, products[i].1));
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The sums of `version` over `[from, to)` (hour-aligned; the part after the
