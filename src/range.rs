@@ -113,7 +113,11 @@ pub fn period(store: &Store, version: &str, name: &str) -> Result<Option<(i64, i
             ));
         }
     };
-    let ft = info.finalized_through;
+    // A bounded version made final through the end of time ends at its data, which is
+    // never more than 7 days (the largest max-future) after now.
+    let ft = info
+        .finalized_through
+        .min(chrono::Utc::now().timestamp_millis() + 7 * 86_400_000);
     if ft == i64::MIN {
         return Ok(None);
     }

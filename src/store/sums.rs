@@ -137,9 +137,9 @@ fn hour_span(
     Ok(first.map(|f| (f, last.unwrap_or(f) + HOUR_MS)))
 }
 
-/// Recomputes every rollup of `version` overlapping `[lo, hi)` that is final (ending at
-/// or before `final_through`), in order: days from hours, weeks and months from days,
-/// years from months. The range is clipped to the hours the version has.
+/// Recomputes every rollup of `version` overlapping `[lo, hi)` (finite: the callers bound
+/// it) that is final (ending at or before `final_through`), in order: days from hours,
+/// weeks and months from days, years from months; a day's product index with it.
 pub(super) fn roll_up(
     tx: &redb::WriteTransaction,
     version: &str,
@@ -151,13 +151,6 @@ pub(super) fn roll_up(
     let mut t = tx.open_table(SUMS)?;
     let t = &mut t;
     let mut idx = tx.open_table(PRODUCT_DAYS)?;
-    let Some((first, last_end)) = hour_span(t, version)? else {
-        return Ok(());
-    };
-    let (lo, hi) = (lo.max(first), hi.min(last_end));
-    if lo >= hi {
-        return Ok(());
-    }
     for unit in Unit::ROLLUPS {
         let buckets: Vec<(i64, i64)> = cal
             .overlapping(unit, lo, hi)
@@ -194,7 +187,15 @@ pub(super) fn roll_up_after_commit(
     if old > i64::MIN && cal.end(Unit::Day, cal.start(Unit::Day, old)) > new {
         return Ok(());
     }
-    roll_up(tx, version, cal, old, new, new)
+    let Some((first, last_end)) = hour_span(&tx.open_table(SUMS)?, version)? else {
+        return Ok(());
+    };
+    // From the old final point (the first hour on a first commit) to the new one, but
+    // not past the last hour: the buckets holding the old point are computed even when
+    // the hours before the new point are empty (a quiet last hour of the day).
+    let lo = if old == i64::MIN { first } else { old };
+    let hi = new.min(last_end.max(lo.saturating_add(1)));
+    roll_up(tx, version, cal, lo, hi, new)
 }
 
 /// An in-place correction's swap: the hours of `from` in `[from_ms, hi)` replace `to`'s,
@@ -209,6 +210,7 @@ pub(super) fn copy_hours(
     final_through: i64,
 ) -> Result<()> {
     let h = Unit::Hour as u8;
+    let before = hour_span(&tx.open_table(SUMS)?, to)?;
     let read = |version: &str| -> Result<Vec<(i64, Sums)>> {
         let t = tx.open_table(SUMS)?;
         t.range((version, h, from_ms)..(version, h, hi))?
@@ -223,8 +225,21 @@ pub(super) fn copy_hours(
     for (start, s) in read(from)? {
         write_hour(tx, to, cal, start, &s)?;
     }
-    // The days holding them are summed and indexed again.
-    roll_up(tx, to, cal, from_ms, hi, final_through)
+    // The days holding them are summed and indexed again, over the hours the target had
+    // and has (a correction may empty the first or last ones).
+    let after = hour_span(&tx.open_table(SUMS)?, to)?;
+    let Some((first, last_end)) = before
+        .into_iter()
+        .chain(after)
+        .reduce(|a, b| (a.0.min(b.0), a.1.max(b.1)))
+    else {
+        return Ok(());
+    };
+    let (lo, hi) = (from_ms.max(first), hi.min(last_end));
+    if lo < hi {
+        roll_up(tx, to, cal, lo, hi, final_through)?;
+    }
+    Ok(())
 }
 
 /// Removes every bucket of `version` and its product index.
@@ -331,11 +346,15 @@ impl Store {
     /// Unknown version; store failure.
     pub fn range(&self, version: &str, from: i64, to: i64) -> Result<RangeSums> {
         let tx = self.db()?.begin_read()?;
-        let info = self
-            .version(version)?
+        // The version as of this snapshot: its final point and its sums agree.
+        let info = tx
+            .open_table(super::VERSIONS)?
+            .get(version)?
+            .map(|g| super::version_info(g.value()))
+            .transpose()?
             .ok_or_else(|| super::StoreError::NoVersion(version.to_string()))?;
         let cal = Calendar::of_fingerprint(&info.config);
-        let from = from.div_euclid(HOUR_MS) * HOUR_MS;
+        let from = from.div_euclid(HOUR_MS).saturating_mul(HOUR_MS);
         let end = to.min(
             info.finalized_through
                 .div_euclid(HOUR_MS)
@@ -354,11 +373,23 @@ impl Store {
             }
             Err(e) => return Err(e.into()),
         };
+        // Tiled within the years of the hours the version has: a range reaching far
+        // before or after them is not walked hour by hour (and buckets starting before
+        // the first hour still fit).
+        let (lo, hi) = hour_span(&t, version)?.map_or((from, from), |(first, last_end)| {
+            // ISO weeks straddle years: the outer bound of the two.
+            let outer_start = |u: Unit| cal.start(u, first);
+            let outer_end = |u: Unit| cal.end(u, cal.start(u, last_end - 1));
+            (
+                from.max(outer_start(Unit::Year).min(outer_start(Unit::Week))),
+                end.min(outer_end(Unit::Year).max(outer_end(Unit::Week))),
+            )
+        });
         let mut guards = Vec::new();
         let mut tiles = Vec::new();
         let mut has =
             |unit: Unit, s: i64| -> bool { matches!(t.get((version, unit as u8, s)), Ok(Some(_))) };
-        for (unit, s) in cal.tile(from, end, &mut has) {
+        for (unit, s) in cal.tile(lo, hi, &mut has) {
             guards.extend(t.get((version, unit as u8, s))?);
             tiles.push((unit, s));
         }
@@ -493,6 +524,57 @@ mod tests {
             .unwrap();
     }
 
+    /// The last hour of a day is quiet and the final point passes midnight in two
+    /// commits, neither of which stores an hour: the day is still rolled up, and so its
+    /// week, month and year hold it.
+    #[test]
+    fn a_day_whose_last_hours_are_quiet_is_rolled_up() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("kappa.redb")).unwrap();
+        store
+            .ensure_version(&VersionInfo {
+                name: "v1".into(),
+                config: crate::config::Config::default().results_fingerprint(),
+                created_ms: 0,
+                finalized_through: i64::MIN,
+                state: VersionState::Ready,
+            })
+            .unwrap();
+        let mut core = WindowCore::new(
+            WindowConfig {
+                sizes_ms: vec![60_000, HOUR_MS],
+                max_delay_ms: 1_800_000,
+                top_k: 3,
+            },
+            1,
+        );
+        // 2025-12-30 10:00 (its hour final at the second event), then 00:10 and 00:50
+        // of the 31st, then the 7th of January (the week of the 30th is final).
+        let at = |h: i64, m: i64| BASE + 10 * 86_400_000 + h * HOUR_MS + m * 60_000;
+        let evs: Vec<Ev> = [at(10, 0), at(24, 10), at(24, 50), at(24 * 8, 0)]
+            .into_iter()
+            .map(|ts| Ev {
+                ts,
+                ty: EventType::View,
+                product: 1,
+                qty: 0,
+                price: 1,
+                query: "",
+            })
+            .collect();
+        for (i, e) in evs.iter().enumerate() {
+            core.on_event(0, i as u64, &e.event(i), false);
+            let finals = core.advance();
+            commit(&store, &finals, core.finalized_through());
+        }
+        let cal = Calendar::default();
+        let day = cal.start(Unit::Day, at(10, 0));
+        let week = cal.start(Unit::Week, day);
+        let r = store.range("v1", week, cal.end(Unit::Week, week)).unwrap();
+        assert_eq!(r.tiles, vec![(Unit::Week, week)], "the week's rollup");
+        assert_eq!(r.sums, model(&evs, week, cal.end(Unit::Week, week), &cal));
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
 
@@ -504,6 +586,7 @@ mod tests {
             batches in prop::collection::vec(1usize..80, 1..8),
             zone in prop::sample::select(vec!["UTC", "Europe/Berlin", "Asia/Seoul"]),
             drain in any::<bool>(),
+            max_delay_ms in prop::sample::select(vec![0i64, 1_800_000, 7_200_000]),
             ranges in prop::collection::vec((0..SPAN_HOURS, 0..SPAN_HOURS), 1..6),
         ) {
             let dir = tempfile::tempdir().unwrap();
@@ -519,7 +602,7 @@ mod tests {
             }).unwrap();
             let cal = Calendar::new(zone).unwrap();
             let mut core = WindowCore::new(
-                WindowConfig { sizes_ms: vec![60_000, HOUR_MS], max_delay_ms: 0, top_k: 3 },
+                WindowConfig { sizes_ms: vec![60_000, HOUR_MS], max_delay_ms, top_k: 3 },
                 1,
             );
             let mut i = 0;
