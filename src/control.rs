@@ -40,7 +40,7 @@ pub struct VersionView {
     pub lag: u64,
     /// Bytes of its results and late records.
     pub size_bytes: u64,
-    /// Of which the hourly sums and their rollups.
+    /// Of which the hourly sums, their rollups and the product index.
     pub sums_bytes: u64,
     /// Being computed by a running pipeline right now (server only).
     pub running: Option<bool>,
