@@ -273,8 +273,8 @@ fn product_history(st: &AppState, id: &str, q: HashMap<String, String>) -> Resul
         .map_err(|_| ApiError::BadRequest("the product id is not UTF-8".into()))?;
     let (from, to) = (p.time("from", i64::MIN)?, p.time("to", i64::MAX)?);
     for (name, t) in [("from", from), ("to", to)] {
-        if t != i64::MIN && t != i64::MAX && t.rem_euclid(crate::rollup::HOUR_MS) != 0 {
-            return Err(ApiError::BadRequest(format!("{name} must be a whole hour")));
+        if t != i64::MIN && t != i64::MAX {
+            crate::range::whole_hour(name, t).map_err(ApiError::BadRequest)?;
         }
     }
     Ok(crate::range::history(

@@ -66,11 +66,8 @@ impl Question {
         k: usize,
         min_views: u64,
     ) -> Result<Self, String> {
-        for (name, t) in [("from", from), ("to", to)] {
-            if t.rem_euclid(crate::rollup::HOUR_MS) != 0 {
-                return Err(format!("{name} must be a whole hour"));
-            }
-        }
+        whole_hour("from", from)?;
+        whole_hour("to", to)?;
         if to < from {
             return Err("to is before from".into());
         }
@@ -81,6 +78,18 @@ impl Question {
             k,
             min_views,
         })
+    }
+}
+
+/// Refuses a bound `name` = `t` that is not a whole hour.
+///
+/// # Errors
+/// The message says which bound.
+pub fn whole_hour(name: &str, t: i64) -> Result<(), String> {
+    if t.rem_euclid(crate::rollup::HOUR_MS) == 0 {
+        Ok(())
+    } else {
+        Err(format!("{name} must be a whole hour"))
     }
 }
 

@@ -46,6 +46,24 @@ impl KeySums {
     }
 }
 
+#[cfg(test)]
+impl KeySums {
+    /// One view, add-to-cart or purchase of `qty` at `price`, as the batch models count it.
+    pub(crate) fn count(&mut self, ty: crate::event::EventType, qty: u32, price: u64) {
+        use crate::event::EventType;
+        match ty {
+            EventType::View => self.views += 1,
+            EventType::AddCart => self.carts += 1,
+            EventType::Purchase => {
+                self.purchases += 1;
+                self.units += u64::from(qty);
+                self.revenue += u128::from(price) * u128::from(qty);
+            }
+            EventType::Search => {}
+        }
+    }
+}
+
 /// Every key's sums over one bucket (an hour, a rollup, a range). Lists are sorted by
 /// key, so equal sums are equal bytes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,42 +82,6 @@ pub struct Sums {
 }
 
 impl Sums {
-    /// The sum of `parts`.
-    #[must_use]
-    pub fn merge<'a>(parts: impl IntoIterator<Item = &'a Sums>) -> Sums {
-        let mut events = [0u64; 4];
-        let mut by_hour = [0u64; 24];
-        let mut products: HashMap<&str, KeySums> = HashMap::new();
-        let mut categories: HashMap<&str, KeySums> = HashMap::new();
-        let mut queries: HashMap<&str, u64> = HashMap::new();
-        for p in parts {
-            for (e, n) in events.iter_mut().zip(p.events) {
-                *e += n;
-            }
-            for (h, n) in by_hour.iter_mut().zip(p.by_hour) {
-                *h += n;
-            }
-            for (map, list) in [
-                (&mut products, &p.products),
-                (&mut categories, &p.categories),
-            ] {
-                for (k, s) in list {
-                    map.entry(k.as_str()).or_default().add(s);
-                }
-            }
-            for (q, n) in &p.queries {
-                *queries.entry(q.as_str()).or_default() += n;
-            }
-        }
-        Sums {
-            events,
-            products: sorted(products),
-            categories: sorted(categories),
-            queries: sorted(queries),
-            by_hour,
-        }
-    }
-
     /// Whether nothing happened.
     #[must_use]
     pub fn is_empty(&self) -> bool {
@@ -208,8 +190,8 @@ impl<'a> Merged<'a> {
     }
 }
 
-/// The sum of stored [`Sums`] (bincode, each list sorted by key, as [`Sums::merge`] and
-/// the window's finish write them), merged list by list without hashing or copying names
+/// The sum of stored [`Sums`] (bincode, each list sorted by key, as the window's finish
+/// writes them), merged list by list without hashing or copying names
 /// until the end, on up to 4 threads: what a range query runs.
 ///
 /// # Errors

@@ -127,13 +127,22 @@ pub fn query(cfg: &Config, a: &QueryArgs) -> anyhow::Result<()> {
             version_param(a.output_version.as_ref())
         ))?)?,
     };
+    emit(a.format, &latest, print_table)
+}
+
+/// `v` on stdout: pretty JSON, or as `table` prints it.
+fn emit(
+    format: Format,
+    v: &Value,
+    table: fn(&mut dyn Write, &Value) -> std::io::Result<()>,
+) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
-    if a.format == Format::Json {
-        serde_json::to_writer_pretty(&mut out, &latest)?;
+    if format == Format::Json {
+        serde_json::to_writer_pretty(&mut out, v)?;
         writeln!(out)?;
-        return Ok(());
+    } else {
+        table(&mut out, v)?;
     }
-    print_table(&mut out, &latest)?;
     Ok(())
 }
 
@@ -144,8 +153,8 @@ fn query_range(cfg: &Config, a: &QueryArgs, from: &str, to: &str) -> anyhow::Res
         Access::Local(store) => {
             let q = crate::range::Question::new(
                 crate::query::output_version(&store, a.output_version.as_deref())?,
-                time_flag("--from", Some(&from.to_string()), 0)?,
-                time_flag("--to", Some(&to.to_string()), 0)?,
+                time_flag("--from", a.from.as_ref(), 0)?,
+                time_flag("--to", a.to.as_ref(), 0)?,
                 usize::try_from(a.k)?,
                 a.min_views,
             )
@@ -164,14 +173,7 @@ fn query_range(cfg: &Config, a: &QueryArgs, from: &str, to: &str) -> anyhow::Res
             ])
         ))?)?,
     };
-    let mut out = std::io::stdout().lock();
-    if a.format == Format::Json {
-        serde_json::to_writer_pretty(&mut out, &v)?;
-        writeln!(out)?;
-        return Ok(());
-    }
-    print_range(&mut out, &v)?;
-    Ok(())
+    emit(a.format, &v, print_range)
 }
 
 /// A range answer as a table: its header, then each list it has.

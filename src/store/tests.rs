@@ -359,13 +359,18 @@ fn window(start_ms: i64, views: u64) -> FinalWindow {
 
 /// Commits `finals` to `version`, final through 10 minutes.
 fn commit_windows(store: &Store, version: &str, finals: &[FinalWindow]) {
+    commit_through(store, version, finals, 600_000);
+}
+
+/// Commits `finals` to `version`, final through `through`, with nothing else.
+pub(super) fn commit_through(store: &Store, version: &str, finals: &[FinalWindow], through: i64) {
     store
         .commit(&Commit {
             version,
             finals,
             review_finals: &[],
             positions: &[],
-            finalized_through: 600_000,
+            finalized_through: through,
             checkpoints: &[],
             dead_letters: &[],
             late: &[],

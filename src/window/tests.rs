@@ -219,15 +219,7 @@ fn model_sums(evs: &[&Ev]) -> crate::rollup::Sums {
             products.entry(e.product_id()).or_default(),
             categories.entry(e.category().to_string()).or_default(),
         ] {
-            match e.ty {
-                EventType::View => k.views += 1,
-                EventType::AddCart => k.carts += 1,
-                _ => {
-                    k.purchases += 1;
-                    k.units += u64::from(e.qty);
-                    k.revenue += u128::from(e.price) * u128::from(e.qty);
-                }
-            }
+            k.count(e.ty, e.qty, e.price);
         }
     }
     crate::rollup::Sums {
