@@ -6,13 +6,18 @@
 //! hour-aligned 30-day ranges (and whole months), and reports the bytes the sums take per
 //! day.
 //!
-//!     cargo run --release --example range_latency -- [DAYS] [PRODUCTS] [QUERIES]
+//!     cargo run --release --example range_latency -- [DAYS] [PRODUCTS] [QUERIES] [DIR]
 //!
-//! Prints `30-day ranges over P products: p50 … ms, p99 … ms (N ranges)` and the store's
-//! bytes per day.
+//! With DIR, the store is kept in DIR/kappa.redb, and a store already there is queried
+//! without being written again (to time the queries alone, again and again).
+//!
+//! Prints `30-day ranges over P products: p50 … ms, p99 … ms (N ranges; …)` (and the same
+//! for 7-day ranges, and for 30-day answers of `GET /api/top-products` without the HTTP),
+//! the buckets each range read, and the store's bytes per day.
 
 use std::time::Instant;
 
+use kappa::range::{self, Question, Report};
 use kappa::rollup::{HOUR_MS, KeySums, Sums};
 use kappa::store::{Commit, Store, VersionInfo, VersionState};
 use kappa::window::FinalWindow;
@@ -64,15 +69,15 @@ fn hour(start: i64, products: u32, queries: u32, seed: u64) -> FinalWindow {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let args: Vec<u64> = std::env::args()
-        .skip(1)
-        .map(|a| a.parse())
-        .collect::<Result<_, _>>()?;
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let keep = (args.len() > 3).then(|| std::path::PathBuf::from(args.remove(3)));
+    let args: Vec<u64> = args.iter().map(|a| a.parse()).collect::<Result<_, _>>()?;
     let days = args.first().copied().unwrap_or(62);
     let products = u32::try_from(args.get(1).copied().unwrap_or(50_000))?;
     let queries = u32::try_from(args.get(2).copied().unwrap_or(2_000))?;
     let dir = tempfile::tempdir()?;
-    let path = dir.path().join("kappa.redb");
+    let path = keep.as_deref().unwrap_or(dir.path()).join("kappa.redb");
+    let written = path.exists();
     let store = Store::open(&path)?;
     store.ensure_version(&VersionInfo {
         name: "v1".into(),
@@ -81,9 +86,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         finalized_through: i64::MIN,
         state: VersionState::Ready,
     })?;
-    let size_before = std::fs::metadata(&path)?.len();
+    let size_before = if written {
+        0
+    } else {
+        std::fs::metadata(&path)?.len()
+    };
     let t = Instant::now();
-    for h in 0..days * 24 {
+    for h in (0..days * 24).filter(|_| !written) {
         let start = BASE + i64::try_from(h)? * HOUR_MS;
         let finals = [hour(start, products, queries, h)];
         store.commit(&Commit {
@@ -104,14 +113,29 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     #[allow(clippy::cast_precision_loss)]
     let per_day = bytes as f64 / days as f64 / 1e6;
     println!(
-        "{days} days of hours with {products} products and {queries} queries each: written in {:.1} s; store {:.1} MB ({per_day:.1} MB a day, rollups included)",
+        "{days} days of hours with {products} products and {queries} queries each: {} in {:.1} s; store {:.1} MB ({per_day:.1} MB a day, rollups included)",
+        if written {
+            "kept from before, opened"
+        } else {
+            "written"
+        },
         write.as_secs_f64(),
         bytes as f64 / 1e6
     );
     let mut x = 88_172_645_463_325_252u64;
     let span_hours = i64::try_from(days * 24)? - 30 * 24;
-    for (what, len_hours, n) in [("30-day ranges", 30 * 24, 40), ("7-day ranges", 7 * 24, 40)] {
+    for (what, len_hours, n, answered) in [
+        ("30-day ranges", 30 * 24, 40, false),
+        ("7-day ranges", 7 * 24, 40, false),
+        (
+            "30-day top-products answers (the API's JSON)",
+            30 * 24,
+            40,
+            true,
+        ),
+    ] {
         let mut ms: Vec<f64> = Vec::new();
+        let mut tiles: Vec<(usize, f64)> = Vec::new();
         for _ in 0..n {
             x ^= x << 13;
             x ^= x >> 7;
@@ -119,14 +143,30 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let off = i64::try_from(x % u64::try_from(span_hours.max(1))?)?;
             let from = BASE + off * HOUR_MS;
             let t = Instant::now();
-            let r = store.range("v1", from, from + len_hours * HOUR_MS)?;
+            let to = from + len_hours * HOUR_MS;
+            let tiles_read = if answered {
+                let q = Question::new("v1".into(), from, to, 10, 0)?;
+                let a = range::answer(&store, &q, Report::TopProducts)?;
+                assert_eq!(a["by_units"].as_array().map(Vec::len), Some(10));
+                a["buckets"].as_object().map_or(0, |b| {
+                    b.values()
+                        .filter_map(serde_json::Value::as_u64)
+                        .sum::<u64>() as usize
+                })
+            } else {
+                let r = store.range("v1", from, to)?;
+                assert_eq!(r.sums.products.len(), products as usize);
+                r.tiles.len()
+            };
             ms.push(t.elapsed().as_secs_f64() * 1e3);
-            assert_eq!(r.sums.products.len(), products as usize);
+            tiles.push((tiles_read, ms[ms.len() - 1]));
         }
         ms.sort_by(f64::total_cmp);
+        tiles.sort_by(|a, b| a.1.total_cmp(&b.1));
+        let counts: Vec<usize> = tiles.iter().map(|t| t.0).collect();
         let p = |q: f64| ms[((ms.len() as f64 - 1.0) * q).round() as usize];
         println!(
-            "{what} over {products} products: p50 {:.1} ms, p99 {:.1} ms ({n} ranges)",
+            "{what} over {products} products: p50 {:.1} ms, p99 {:.1} ms ({n} ranges; buckets read, fastest to slowest: {counts:?})",
             p(0.5),
             p(0.99)
         );

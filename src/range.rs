@@ -278,7 +278,7 @@ pub fn history(
 
 fn header(q: &Question, r: &RangeSums) -> serde_json::Map<String, Value> {
     let mut buckets = serde_json::Map::new();
-    for u in [Unit::Year, Unit::Month, Unit::Week, Unit::Day, Unit::Hour] {
+    for u in Unit::LARGEST_FIRST {
         let n = r.tiles.iter().filter(|t| t.0 == u).count();
         buckets.insert(u.as_str().into(), n.into());
     }

@@ -92,17 +92,13 @@ impl Sums {
     }
 }
 
-/// [`Sums`] decoded in place (names borrowed from the stored bytes): what a range merges.
+/// The first two fields of stored [`Sums`], names borrowed from the bytes (bincode reads a
+/// struct's fields in order, so the rest is left unread).
 #[derive(Debug, Deserialize)]
-struct SumsRef<'a> {
-    events: [u64; 4],
+struct ProductsRef<'a> {
+    _events: [u64; 4],
     #[serde(borrow)]
     products: Vec<(&'a str, KeySums)>,
-    #[serde(borrow)]
-    categories: Vec<(&'a str, KeySums)>,
-    #[serde(borrow)]
-    queries: Vec<(&'a str, u64)>,
-    by_hour: [u64; 24],
 }
 
 /// The products of stored [`Sums`] bytes (bincode), names borrowed from them.
@@ -110,41 +106,131 @@ struct SumsRef<'a> {
 /// # Errors
 /// Bytes that do not decode.
 pub fn products_of(blob: &[u8]) -> Result<Vec<(&str, KeySums)>, String> {
-    bincode::serde::borrow_decode_from_slice::<SumsRef<'_>, _>(blob, bincode::config::standard())
-        .map(|(s, _)| s.products)
-        .map_err(|e| e.to_string())
+    bincode::serde::borrow_decode_from_slice::<ProductsRef<'_>, _>(
+        blob,
+        bincode::config::standard(),
+    )
+    .map(|(s, _)| s.products)
+    .map_err(|e| e.to_string())
 }
 
-/// Two key-sorted lists as one, equal keys added.
+/// Two key-sorted lists as one, equal keys added, written to `out` (cleared first).
 fn merge_sorted<'a, V: Copy>(
-    a: Vec<(&'a str, V)>,
-    b: &[(&'a str, V)],
+    a: &[(&'a str, V)],
+    b: impl IntoIterator<Item = (&'a str, V)>,
     add: fn(&mut V, &V),
-) -> Vec<(&'a str, V)> {
-    let mut out = Vec::with_capacity(a.len().max(b.len()));
-    let (mut i, mut j) = (0, 0);
-    while i < a.len() && j < b.len() {
-        match a[i].0.cmp(b[j].0) {
-            std::cmp::Ordering::Less => {
-                out.push(a[i]);
-                i += 1;
-            }
-            std::cmp::Ordering::Greater => {
-                out.push(b[j]);
-                j += 1;
-            }
-            std::cmp::Ordering::Equal => {
-                let mut x = a[i];
-                add(&mut x.1, &b[j].1);
-                out.push(x);
-                i += 1;
-                j += 1;
-            }
+    out: &mut Vec<(&'a str, V)>,
+) {
+    out.clear();
+    let mut i = 0;
+    for y in b {
+        while i < a.len() && a[i].0 < y.0 {
+            out.push(a[i]);
+            i += 1;
+        }
+        if i < a.len() && a[i].0 == y.0 {
+            let mut x = a[i];
+            add(&mut x.1, &y.1);
+            out.push(x);
+            i += 1;
+        } else {
+            out.push(y);
         }
     }
     out.extend_from_slice(&a[i..]);
-    out.extend_from_slice(&b[j..]);
-    out
+}
+
+/// A list merged into an accumulator as it is decoded: no list per stored value.
+struct MergeSeq<'s, 'a, V> {
+    acc: &'s mut Vec<(&'a str, V)>,
+    spare: &'s mut Vec<(&'a str, V)>,
+    add: fn(&mut V, &V),
+}
+
+impl<'de, V: Copy + Deserialize<'de>> serde::de::DeserializeSeed<'de> for MergeSeq<'_, 'de, V> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_seq(self)
+    }
+}
+
+impl<'de, V: Copy + Deserialize<'de>> serde::de::Visitor<'de> for MergeSeq<'_, 'de, V> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a key-sorted list")
+    }
+
+    fn visit_seq<S: serde::de::SeqAccess<'de>>(self, mut seq: S) -> Result<(), S::Error> {
+        let mut err = None;
+        let items = std::iter::from_fn(|| match seq.next_element::<(&'de str, V)>() {
+            Ok(x) => x,
+            Err(e) => {
+                err = Some(e);
+                None
+            }
+        });
+        merge_sorted(self.acc, items, self.add, self.spare);
+        std::mem::swap(self.acc, self.spare);
+        err.map_or(Ok(()), Err)
+    }
+}
+
+/// Stored [`Sums`] bytes added into a [`Merged`] as they are decoded.
+struct MergeSums<'s, 'a> {
+    into: &'s mut Merged<'a>,
+    spare: &'s mut Merged<'a>,
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for MergeSums<'_, 'de> {
+    type Value = ();
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_tuple(5, self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for MergeSums<'_, 'de> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("stored sums")
+    }
+
+    fn visit_seq<S: serde::de::SeqAccess<'de>>(self, mut seq: S) -> Result<(), S::Error> {
+        let missing = || serde::de::Error::custom("stored sums end early");
+        let (m, spare) = (self.into, self.spare);
+        let events: [u64; 4] = seq.next_element()?.ok_or_else(missing)?;
+        for (x, n) in m.events.iter_mut().zip(events) {
+            *x += n;
+        }
+        let lists = [
+            seq.next_element_seed(MergeSeq {
+                acc: &mut m.products,
+                spare: &mut spare.products,
+                add: KeySums::add,
+            })?,
+            seq.next_element_seed(MergeSeq {
+                acc: &mut m.categories,
+                spare: &mut spare.categories,
+                add: KeySums::add,
+            })?,
+            seq.next_element_seed(MergeSeq {
+                acc: &mut m.queries,
+                spare: &mut spare.queries,
+                add: |a, b| *a += b,
+            })?,
+        ];
+        if lists.contains(&None) {
+            return Err(missing());
+        }
+        let by_hour: [u64; 24] = seq.next_element()?.ok_or_else(missing)?;
+        for (x, n) in m.by_hour.iter_mut().zip(by_hour) {
+            *x += n;
+        }
+        Ok(())
+    }
 }
 
 /// Sums with names borrowed from stored bytes, lists sorted by key.
@@ -158,33 +244,20 @@ struct Merged<'a> {
 }
 
 impl<'a> Merged<'a> {
-    fn add(mut self, o: &Merged<'a>) -> Self {
-        for (x, n) in self.events.iter_mut().zip(o.events) {
-            *x += n;
-        }
-        for (x, n) in self.by_hour.iter_mut().zip(o.by_hour) {
-            *x += n;
-        }
-        self.products = merge_sorted(self.products, &o.products, KeySums::add);
-        self.categories = merge_sorted(self.categories, &o.categories, KeySums::add);
-        self.queries = merge_sorted(self.queries, &o.queries, |a, b| *a += b);
-        self
-    }
-
-    /// The sum of `blobs`, decoded in place.
+    /// The sum of `blobs`, each merged in as it is decoded, into lists that are reused.
     fn of(blobs: &[&'a [u8]]) -> Result<Self, String> {
         let mut m = Merged::default();
+        let mut spare = Merged::default();
         for b in blobs {
-            let (s, _): (SumsRef<'a>, usize) =
-                bincode::serde::borrow_decode_from_slice(b, bincode::config::standard())
-                    .map_err(|e| e.to_string())?;
-            m = m.add(&Merged {
-                events: s.events,
-                by_hour: s.by_hour,
-                products: s.products,
-                categories: s.categories,
-                queries: s.queries,
-            });
+            bincode::serde::seed_decode_from_slice(
+                MergeSums {
+                    into: &mut m,
+                    spare: &mut spare,
+                },
+                b,
+                bincode::config::standard(),
+            )
+            .map_err(|e| e.to_string())?;
         }
         Ok(m)
     }
@@ -211,7 +284,28 @@ pub fn merge_encoded(blobs: &[&[u8]]) -> Result<Sums, String> {
             .map(|h| h.join().expect("a merging thread panicked"))
             .collect::<Result<_, _>>()
     })?;
-    let m = parts.iter().fold(Merged::default(), Merged::add);
+    let mut parts = parts.into_iter();
+    let mut m = parts.next().unwrap_or_default();
+    let mut spare = Merged::default();
+    for p in parts {
+        for (x, n) in m.events.iter_mut().zip(p.events) {
+            *x += n;
+        }
+        for (x, n) in m.by_hour.iter_mut().zip(p.by_hour) {
+            *x += n;
+        }
+        merge_sorted(&m.products, p.products, KeySums::add, &mut spare.products);
+        std::mem::swap(&mut m.products, &mut spare.products);
+        merge_sorted(
+            &m.categories,
+            p.categories,
+            KeySums::add,
+            &mut spare.categories,
+        );
+        std::mem::swap(&mut m.categories, &mut spare.categories);
+        merge_sorted(&m.queries, p.queries, |a, b| *a += b, &mut spare.queries);
+        std::mem::swap(&mut m.queries, &mut spare.queries);
+    }
     let owned = |v: Vec<(&str, KeySums)>| v.into_iter().map(|(k, s)| (k.to_string(), s)).collect();
     Ok(Sums {
         events: m.events,
@@ -246,17 +340,37 @@ pub enum Unit {
     Month = 3,
     /// A calendar year in the zone.
     Year = 4,
+    /// A quarter of a day in the zone: from local 00:00, 06:00, 12:00 and 18:00 (a DST
+    /// change makes one of 5 or 7 hours). Only a range's first and last days use it.
+    SixHours = 5,
 }
 
 impl Unit {
     /// The rollups, in the order they are computed (each from the ones before).
-    pub const ROLLUPS: [Unit; 4] = [Unit::Day, Unit::Week, Unit::Month, Unit::Year];
+    pub const ROLLUPS: [Unit; 5] = [
+        Unit::SixHours,
+        Unit::Day,
+        Unit::Week,
+        Unit::Month,
+        Unit::Year,
+    ];
 
-    /// Its name in the API (`hour`, `day`, `week`, `month`, `year`).
+    /// Every unit, largest first: the order a range is tiled in.
+    pub const LARGEST_FIRST: [Unit; 6] = [
+        Unit::Year,
+        Unit::Month,
+        Unit::Week,
+        Unit::Day,
+        Unit::SixHours,
+        Unit::Hour,
+    ];
+
+    /// Its name in the API (`hour`, `six_hours`, `day`, `week`, `month`, `year`).
     #[must_use]
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Hour => "hour",
+            Self::SixHours => "six_hours",
             Self::Day => "day",
             Self::Week => "week",
             Self::Month => "month",
@@ -268,7 +382,7 @@ impl Unit {
     #[must_use]
     pub fn child(self) -> Unit {
         match self {
-            Self::Hour | Self::Day => Self::Hour,
+            Self::Hour | Self::SixHours | Self::Day => Self::Hour,
             Self::Week | Self::Month => Self::Day,
             Self::Year => Self::Month,
         }
@@ -345,8 +459,11 @@ impl Calendar {
             return t_ms.div_euclid(HOUR_MS) * HOUR_MS;
         }
         let date = self.local_date(t_ms);
+        if unit == Unit::SixHours {
+            return self.first_instant(date, self.hour_of_day(t_ms) / 6 * 6);
+        }
         let first = match unit {
-            Unit::Hour | Unit::Day => date,
+            Unit::Hour | Unit::SixHours | Unit::Day => date,
             Unit::Week => date - Duration::days(i64::from(date.weekday().num_days_from_monday())),
             Unit::Month => date.with_day(1).expect("day 1 exists"),
             Unit::Year => NaiveDate::from_ymd_opt(date.year(), 1, 1).expect("1 January exists"),
@@ -361,8 +478,16 @@ impl Calendar {
             return start_ms + HOUR_MS;
         }
         let date = self.local_date(start_ms);
+        if unit == Unit::SixHours {
+            let next = self.hour_of_day(start_ms) / 6 * 6 + 6;
+            return if next < 24 {
+                self.first_instant(date, next)
+            } else {
+                self.midnight(date + Duration::days(1))
+            };
+        }
         let next = match unit {
-            Unit::Hour | Unit::Day => date + Duration::days(1),
+            Unit::Hour | Unit::SixHours | Unit::Day => date + Duration::days(1),
             Unit::Week => date + Duration::days(7),
             Unit::Month => date
                 .checked_add_months(chrono::Months::new(1))
@@ -385,17 +510,24 @@ impl Calendar {
         utc.with_timezone(&self.tz).date_naive()
     }
 
-    /// The first instant of `date` in the zone (where midnight falls in a DST gap, the
-    /// first hour that exists).
+    /// The first instant of `date` in the zone.
     fn midnight(&self, date: NaiveDate) -> i64 {
-        let mut local = date.and_hms_opt(0, 0, 0).expect("midnight exists");
-        for _ in 0..4 {
+        self.first_instant(date, 0)
+    }
+
+    /// The first instant of `date` at `hour` o'clock in the zone, or where that falls in
+    /// a gap (a DST change; Pacific/Apia skipped 30 December 2011), the first hour after
+    /// it that exists.
+    fn first_instant(&self, date: NaiveDate, hour: usize) -> i64 {
+        let hour = u32::try_from(hour).expect("an hour of the day");
+        let mut local = date.and_hms_opt(hour, 0, 0).expect("an hour of the day");
+        for _ in 0..48 {
             if let Some(t) = self.tz.from_local_datetime(&local).earliest() {
                 return t.timestamp_millis();
             }
             local += Duration::hours(1);
         }
-        unreachable!("no zone skips more than 3 hours")
+        unreachable!("no zone skips more than a day")
     }
 
     /// The buckets of `unit` overlapping `[lo, hi)`.
@@ -415,7 +547,7 @@ impl Calendar {
 
     /// Tiles `[from, to)` (hour-aligned) with the largest buckets that start where the
     /// previous one ended and fit, `has` telling which rollups exist: years, months,
-    /// weeks, days, then hours.
+    /// weeks, days, quarters of a day, then hours.
     pub fn tile(
         &self,
         from: i64,
@@ -425,9 +557,11 @@ impl Calendar {
         let mut out = Vec::new();
         let mut t = from;
         while t < to {
-            let unit = [Unit::Year, Unit::Month, Unit::Week, Unit::Day]
+            let unit = Unit::LARGEST_FIRST
                 .into_iter()
-                .find(|&u| self.start(u, t) == t && self.end(u, t) <= to && has(u, t))
+                .find(|&u| {
+                    u == Unit::Hour || self.start(u, t) == t && self.end(u, t) <= to && has(u, t)
+                })
                 .unwrap_or(Unit::Hour);
             out.push((unit, t));
             t = self.end(unit, t);
@@ -454,8 +588,18 @@ mod tests {
         assert_eq!(s, ms("2026-03-28T23:00:00Z"));
         assert_eq!(berlin.end(Unit::Day, s) - s, 23 * HOUR_MS);
         // 2026-10-25: back from 03:00 to 02:00, 25 hours.
+        // Its first quarter has 5 hours, the others 6.
+        let q = berlin.start(Unit::SixHours, ms("2026-03-29T03:00:00Z"));
+        assert_eq!(q, s);
+        assert_eq!(berlin.end(Unit::SixHours, q), ms("2026-03-29T04:00:00Z"));
+        let q = berlin.start(Unit::SixHours, ms("2026-03-29T21:59:00Z"));
+        assert_eq!(q, ms("2026-03-29T16:00:00Z"));
+        assert_eq!(berlin.end(Unit::SixHours, q), ms("2026-03-29T22:00:00Z"));
         let s = berlin.start(Unit::Day, ms("2026-10-25T12:00:00Z"));
         assert_eq!(berlin.end(Unit::Day, s) - s, 25 * HOUR_MS);
+        // The quarter holding the hour that comes twice has 7 hours.
+        let q = berlin.start(Unit::SixHours, ms("2026-10-25T01:30:00Z"));
+        assert_eq!(berlin.end(Unit::SixHours, q) - q, 7 * HOUR_MS);
         let seoul = Calendar::new("Asia/Seoul").unwrap();
         assert_eq!(
             seoul.start(Unit::Day, ms("2026-11-23T16:00:00Z")),
@@ -490,23 +634,30 @@ mod tests {
     #[test]
     fn a_range_is_tiled_by_the_largest_buckets_that_exist() {
         let utc = Calendar::default();
-        let from = ms("2026-11-22T20:00:00Z");
-        let to = ms("2026-12-02T03:00:00Z");
+        let from = ms("2026-11-22T16:00:00Z");
+        let to = ms("2026-12-02T09:00:00Z");
         let tiles = utc.tile(from, to, &mut |_, _| true);
         let units: Vec<Unit> = tiles.iter().map(|t| t.0).collect();
-        // 4 hours of the 22nd, the week from Monday the 23rd, the 30th and December's 1st
-        // as days (December does not fit), 3 hours of the 2nd.
+        // 2 hours and the last quarter of the 22nd, the week from Monday the 23rd, the
+        // 30th and December's 1st as days (December does not fit), the first quarter and
+        // 3 hours of the 2nd.
         assert_eq!(
             units,
             [
-                vec![Unit::Hour; 4],
-                vec![Unit::Week, Unit::Day, Unit::Day],
+                vec![Unit::Hour; 2],
+                vec![
+                    Unit::SixHours,
+                    Unit::Week,
+                    Unit::Day,
+                    Unit::Day,
+                    Unit::SixHours
+                ],
                 vec![Unit::Hour; 3]
             ]
             .concat()
         );
         // Without rollups, hours.
-        assert_eq!(utc.tile(from, to, &mut |_, _| false).len(), 223);
+        assert_eq!(utc.tile(from, to, &mut |_, _| false).len(), 233);
         // The tiles cover the range exactly, one after the other.
         let mut t = from;
         for (u, s) in tiles {

@@ -138,8 +138,9 @@ fn hour_span(
 }
 
 /// Recomputes every rollup of `version` overlapping `[lo, hi)` (finite: the callers bound
-/// it) that is final (ending at or before `final_through`), in order: days from hours,
-/// weeks and months from days, years from months; a day's product index with it.
+/// it) that is final (ending at or before `final_through`), in order: quarters of a day
+/// and days from hours, weeks and months from days, years from months; a day's product
+/// index with it.
 pub(super) fn roll_up(
     tx: &redb::WriteTransaction,
     version: &str,
@@ -173,7 +174,8 @@ pub(super) fn roll_up(
 }
 
 /// After a commit moved `version`'s final point from `old` to `new`: the rollups that
-/// became final. Nothing to do unless a day boundary was passed (every rollup ends on one).
+/// became final. Nothing to do unless a quarter of a day was passed (every rollup ends on
+/// one).
 pub(super) fn roll_up_after_commit(
     tx: &redb::WriteTransaction,
     version: &str,
@@ -184,7 +186,7 @@ pub(super) fn roll_up_after_commit(
     if new <= old {
         return Ok(());
     }
-    if old > i64::MIN && cal.end(Unit::Day, cal.start(Unit::Day, old)) > new {
+    if old > i64::MIN && cal.end(Unit::SixHours, cal.start(Unit::SixHours, old)) > new {
         return Ok(());
     }
     let Some((first, last_end)) = hour_span(&tx.open_table(SUMS)?, version)? else {
@@ -303,11 +305,16 @@ impl Store {
             .ok_or_else(|| super::StoreError::NoVersion(version.to_string()))?;
         let cal = Calendar::of_fingerprint(&info.config);
         let tx = self.db()?.begin_read()?;
-        let (t, idx) = match (tx.open_table(SUMS), tx.open_table(PRODUCT_DAYS)) {
-            (Ok(t), Ok(i)) => (t, i),
-            (Err(redb::TableError::TableDoesNotExist(_)), _)
-            | (_, Err(redb::TableError::TableDoesNotExist(_))) => return Ok(Vec::new()),
-            (Err(e), _) | (_, Err(e)) => return Err(e.into()),
+        let t = match tx.open_table(SUMS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        // No index before the version's first final day: its hours are read.
+        let idx = match tx.open_table(PRODUCT_DAYS) {
+            Ok(i) => Some(i),
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(e) => return Err(e.into()),
         };
         let Some((first, last_end)) = hour_span(&t, version)? else {
             return Ok(Vec::new());
@@ -319,7 +326,9 @@ impl Store {
         };
         let mut out = Vec::new();
         for (ds, de) in cal.overlapping(Unit::Day, from, to) {
-            if t.get((version, Unit::Day as u8, ds))?.is_some() {
+            // A day is indexed when its rollup is written.
+            let indexed = t.get((version, Unit::Day as u8, ds))?.is_some();
+            if let (true, Some(idx)) = (indexed, &idx) {
                 if let Some(v) = idx.get((version, product, ds))? {
                     let hours: Vec<(i64, crate::rollup::KeySums)> =
                         super::decode("product_days", v.value())?;
@@ -562,6 +571,52 @@ mod tests {
         assert_eq!(r.sums, model(&evs, week, cal.end(Unit::Week, week), &cal));
     }
 
+    /// Before the version's first day is final there is no product index yet: a
+    /// product's history is read from the hours (it was empty).
+    #[test]
+    fn a_history_before_the_first_final_day_is_read_from_the_hours() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("kappa.redb")).unwrap();
+        store
+            .ensure_version(&VersionInfo {
+                name: "v1".into(),
+                config: crate::config::Config::default().results_fingerprint(),
+                created_ms: 0,
+                finalized_through: i64::MIN,
+                state: VersionState::Ready,
+            })
+            .unwrap();
+        let mut core = WindowCore::new(
+            WindowConfig {
+                sizes_ms: vec![HOUR_MS],
+                max_delay_ms: 0,
+                top_k: 3,
+            },
+            1,
+        );
+        let e = Ev {
+            ts: BASE + HOUR_MS + 60_000,
+            ty: EventType::View,
+            product: 1,
+            qty: 0,
+            price: 1,
+            query: "",
+        };
+        core.on_event(0, 0, &e.event(0), false);
+        let finals = core.advance();
+        commit(&store, &finals, core.finalized_through());
+        let finals = core.drain();
+        commit(&store, &finals, core.finalized_through());
+        let h = store
+            .product_history("v1", "p1", BASE, BASE + 86_400_000)
+            .unwrap();
+        let one = KeySums {
+            views: 1,
+            ..KeySums::default()
+        };
+        assert_eq!(h, vec![(BASE + HOUR_MS, one)]);
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(64))]
 
@@ -628,8 +683,10 @@ mod tests {
             // The whole span: rollups answer for what is final.
             let all = store.range("v1", BASE - 86_400_000, BASE + SPAN_HOURS * HOUR_MS).unwrap();
             prop_assert_eq!(&all.sums, &model(&evs, i64::MIN, all.to, &cal));
-            if drain {
-                prop_assert!(all.tiles.iter().any(|t| t.0 != Unit::Hour));
+            // Some rollup is read when one holding an event is final.
+            let q = Unit::SixHours;
+            if evs.iter().any(|e| cal.end(q, cal.start(q, e.ts)) <= all.to) {
+                prop_assert!(all.tiles.iter().any(|t| t.0 != Unit::Hour), "{:?}", all.tiles);
             }
         }
     }
