@@ -39,37 +39,64 @@ pub const CHECKPOINT_EVERY: u64 = 10_000;
 /// Batches at least this large are decoded on several threads.
 const PARALLEL_DECODE_MIN: usize = 8192;
 
-/// Decodes every record of `batch`, in order, on up to `threads` threads (contiguous
-/// chunks; a small batch on this thread alone).
-fn decode_batch<'b>(
+/// Records per piece of a batch decoded on several threads.
+const DECODE_CHUNK: usize = 1024;
+
+/// Hands every record of `batch` with its decoded event to `fold`, in order, while
+/// `threads - 1` helpers decode ahead: the batch is cut into pieces of
+/// [`DECODE_CHUNK`] records that any thread claims in order and decodes; this thread folds
+/// each piece as soon as it is decoded, and decodes the next unclaimed piece itself
+/// rather than wait for one. Folding stays sequential and in offset order (the
+/// watermark, dedup and windows see what one thread would); only decoding overlaps it.
+fn decode_each<'b>(
     batch: &'b RecordBatch,
     rules: &Rules,
     joined: Option<&catalogue::Joined>,
     threads: usize,
-) -> Vec<Result<crate::event::Event<'b>, crate::event::DecodeError>> {
+    mut fold: impl FnMut(&Record<'b>, Result<crate::event::Event<'b>, crate::event::DecodeError>),
+) {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    type Piece<'b> = Vec<Result<crate::event::Event<'b>, crate::event::DecodeError>>;
     let n = batch.len();
-    let one = |i: usize| {
-        let rec = batch.get(i);
-        let at = joined.map(|j| j.at(rec.partition, rec.offset));
-        decode_joined(rec.value, rules, at.as_ref().map(|a| a as &dyn Join))
-    };
-    if threads < 2 {
-        return (0..n).map(one).collect();
-    }
-    let chunk = n.div_ceil(threads);
-    std::thread::scope(|scope| {
-        let others: Vec<_> = (1..threads)
-            .map(|t| {
-                let range = (t * chunk).min(n)..((t + 1) * chunk).min(n);
-                scope.spawn(move || range.map(one).collect::<Vec<_>>())
+    let pieces = n.div_ceil(DECODE_CHUNK);
+    let slots: Vec<Mutex<Option<Piece<'b>>>> = (0..pieces).map(|_| Mutex::new(None)).collect();
+    let claimed = AtomicUsize::new(0);
+    // Claims the next piece and decodes it into its slot; false when none is left.
+    let decode_next = || {
+        let c = claimed.fetch_add(1, Ordering::Relaxed);
+        if c >= pieces {
+            return false;
+        }
+        let piece: Piece<'b> = (c * DECODE_CHUNK..((c + 1) * DECODE_CHUNK).min(n))
+            .map(|i| {
+                let rec = batch.get(i);
+                let at = joined.map(|j| j.at(rec.partition, rec.offset));
+                decode_joined(rec.value, rules, at.as_ref().map(|a| a as &dyn Join))
             })
             .collect();
-        let mut out: Vec<_> = (0..chunk.min(n)).map(one).collect();
-        for h in others {
-            out.extend(h.join().expect("a decode thread panicked"));
+        *slots[c].lock().expect("a decode thread panicked") = Some(piece);
+        true
+    };
+    std::thread::scope(|scope| {
+        for _ in 1..threads {
+            scope.spawn(|| while decode_next() {});
         }
-        out
-    })
+        for (c, slot) in slots.iter().enumerate() {
+            let piece = loop {
+                if let Some(p) = slot.lock().expect("a decode thread panicked").take() {
+                    break p;
+                }
+                // Piece `c` is being decoded elsewhere: decode another, or wait for it.
+                if !decode_next() {
+                    std::thread::yield_now();
+                }
+            };
+            for (i, ev) in (c * DECODE_CHUNK..).zip(piece) {
+                fold(&batch.get(i), ev);
+            }
+        }
+    });
 }
 
 /// Failures that stop the pipeline.
@@ -559,12 +586,11 @@ impl Pipeline {
         let cat = self.catalogue.take();
         let joined = cat.as_ref().map(catalogue::CatalogueLane::joined);
         if self.decode_threads > 1 && batch.len() >= PARALLEL_DECODE_MIN {
-            let decoded = decode_batch(batch, &rules, joined, self.decode_threads);
-            for (rec, ev) in batch.iter().zip(decoded) {
+            decode_each(batch, &rules, joined, self.decode_threads, |rec, ev| {
                 bytes += rec.value.len() as u64;
                 seen[rec.partition as usize] = true;
-                self.ingest(&rec, ev, joined, max_future);
-            }
+                self.ingest(rec, ev, joined, max_future);
+            });
         } else {
             // One core: decode in the loop, nothing materialised.
             for rec in batch.iter() {
@@ -985,5 +1011,42 @@ pub(crate) fn dead_letter(rec: &Record<'_>, e: crate::event::DecodeError) -> Dea
         reason: e.message,
         size: rec.value.len() as u64,
         raw: rec.value[..rec.value.len().min(DEAD_LETTER_RAW_BYTES)].to_vec(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every record reaches the fold once, in offset order, with the event one thread
+    /// decodes for it (valid and invalid alike), whatever the number of threads and
+    /// however the batch is cut into pieces.
+    #[test]
+    fn decoding_ahead_folds_every_record_in_order() {
+        let mut batch = RecordBatch::new();
+        for i in 0..(3 * DECODE_CHUNK + 17) as u64 {
+            let value = if i % 7 == 3 {
+                format!("not json {i}")
+            } else {
+                format!(
+                    r#"{{"schema":1,"event_id":"e{i}","event_type":"view","user_id":"u","session_id":"s","product_id":"p_{}","category":"c","price":"1.00","ts":"2026-11-23T10:00:{:02}Z"}}"#,
+                    i % 13,
+                    i % 60
+                )
+            };
+            batch.push(i as u32 % 3, i, 0, b"", value.as_bytes());
+        }
+        let rules = Rules::new(1 << 20);
+        let one = |rec: &Record<'_>| format!("{:?}", decode_joined(rec.value, &rules, None));
+        let want: Vec<(u64, String)> = batch.iter().map(|r| (r.offset, one(&r))).collect();
+        for threads in 1..=4 {
+            let mut got = Vec::new();
+            decode_each(&batch, &rules, None, threads, |rec, ev| {
+                got.push((rec.offset, format!("{ev:?}")));
+            });
+            assert_eq!(got, want, "{threads} threads");
+        }
+        assert!(want.iter().any(|w| w.1.starts_with("Ok")), "{:?}", want[0]);
+        assert!(want.iter().any(|w| w.1.starts_with("Err")));
     }
 }
