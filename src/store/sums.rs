@@ -250,9 +250,13 @@ pub(super) fn remove(tx: &redb::WriteTransaction, version: &str) -> Result<()> {
         (version, 0u8, i64::MIN)..=(version, u8::MAX, i64::MAX),
         |_, _| false,
     )?;
-    // Keys sort by version first: from the version's first key on, keep the others.
-    tx.open_table(PRODUCT_DAYS)?
-        .retain_in((version, "", i64::MIN).., |k, _| k.0 != version)?;
+    // Keys sort by version first, and no name lies between `version` and `version\0`:
+    // exactly the version's keys, not every later version's.
+    let next = format!("{version}\0");
+    tx.open_table(PRODUCT_DAYS)?.retain_in(
+        (version, "", i64::MIN)..(next.as_str(), "", i64::MIN),
+        |_, _| false,
+    )?;
     Ok(())
 }
 
@@ -615,6 +619,39 @@ mod tests {
             ..KeySums::default()
         };
         assert_eq!(h, vec![(BASE + HOUR_MS, one)]);
+    }
+
+    /// Removing a version removes its product index lines and no other version's, even
+    /// one whose name starts with it.
+    #[test]
+    fn removing_a_version_removes_exactly_its_product_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("kappa.redb")).unwrap();
+        let names = ["v0", "v1", "v1-fix", "v10", "v2"];
+        let tx = store.db().unwrap().begin_write().unwrap();
+        {
+            let mut idx = tx.open_table(PRODUCT_DAYS).unwrap();
+            for v in names {
+                for p in ["", "p1", "p2"] {
+                    idx.insert((v, p, 0), [0u8].as_slice()).unwrap();
+                }
+            }
+        }
+        tx.commit().unwrap();
+        store.remove_version("v1").unwrap();
+        let tx = store.db().unwrap().begin_read().unwrap();
+        let left: Vec<String> = tx
+            .open_table(PRODUCT_DAYS)
+            .unwrap()
+            .iter()
+            .unwrap()
+            .map(|r| r.unwrap().0.value().0.to_string())
+            .collect();
+        let want: Vec<String> = ["v0", "v1-fix", "v10", "v2"]
+            .iter()
+            .flat_map(|v| [v.to_string(), v.to_string(), v.to_string()])
+            .collect();
+        assert_eq!(left, want);
     }
 
     proptest! {
