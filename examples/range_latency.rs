@@ -8,8 +8,9 @@
 //!
 //!     cargo run --release --example range_latency -- [DAYS] [PRODUCTS] [QUERIES] [DIR]
 //!
-//! With DIR, the store is kept in DIR/kappa.redb, and a store already there is queried
-//! without being written again (to time the queries alone, again and again).
+//! With DIR, the store is kept in DIR/kappa.redb, and a store already written there whole
+//! with the same DAYS, PRODUCTS and QUERIES (DIR/kappa.written says so) is queried without
+//! being written again (to time the queries alone, again and again).
 //!
 //! Prints `30-day ranges over P products: p50 … ms, p99 … ms (N ranges; …)` (and the same
 //! for 7-day ranges, and for 30-day answers of `GET /api/top-products` without the HTTP),
@@ -77,7 +78,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let queries = u32::try_from(args.get(2).copied().unwrap_or(2_000))?;
     let dir = tempfile::tempdir()?;
     let path = keep.as_deref().unwrap_or(dir.path()).join("kappa.redb");
-    let written = path.exists();
+    // A kept store is reused only when it was written whole, with these arguments.
+    let marker = path.with_extension("written");
+    let shape = format!("{days} {products} {queries}");
+    let written = std::fs::read_to_string(&marker).is_ok_and(|m| m == shape);
+    if !written && path.exists() {
+        std::fs::remove_file(&path)?;
+    }
     let store = Store::open(&path)?;
     store.ensure_version(&VersionInfo {
         name: "v1".into(),
@@ -109,6 +116,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         })?;
     }
     let write = t.elapsed();
+    if keep.is_some() && !written {
+        std::fs::write(&marker, &shape)?;
+    }
     let bytes = std::fs::metadata(&path)?.len() - size_before;
     #[allow(clippy::cast_precision_loss)]
     let per_day = bytes as f64 / days as f64 / 1e6;

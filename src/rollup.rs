@@ -1,12 +1,12 @@
 //! Any time range, exactly (issue 19): every key's sums per final hour, calendar rollups
-//! (day, ISO week, month, year) computed from them, and the tiling that answers a range
-//! from the largest final buckets.
+//! (quarter of a day, day, ISO week, month, year) computed from them, and the tiling that
+//! answers a range from the largest final buckets.
 //!
 //! An hour's [`Sums`] hold every product, category and query of the hour (not a top K),
 //! and the funnel (views, add-to-carts) per product and category. They come from the 1-hour
 //! window when it becomes final ([`crate::window::FinalWindow::sums`]) and are written in
-//! the same store transaction as its rows. A day is the sum of its hours, a week and a
-//! month the sum of their days, a year the sum of its months — in the version's time zone
+//! the same store transaction as its rows. A quarter of a day (from local 00, 06, 12 and 18
+//! o'clock) and a day are the sums of their hours, a week and a month the sum of their days, a year the sum of its months — in the version's time zone
 //! (`rollups.time-zone`, UTC by default), so a day in Asia/Seoul starts at 15:00 UTC and a
 //! day in Europe/Berlin across a DST change has 23 or 25 hours. Every sum is of integers,
 //! so a rollup equals the sums of its events whatever the order they were added in.
@@ -114,13 +114,15 @@ pub fn products_of(blob: &[u8]) -> Result<Vec<(&str, KeySums)>, String> {
     .map_err(|e| e.to_string())
 }
 
-/// Two key-sorted lists as one, equal keys added, written to `out` (cleared first).
+/// Adds the key-sorted list `b` into the key-sorted list `acc` (equal keys added),
+/// through `spare` (cleared first; it then holds what `acc` held).
 fn merge_sorted<'a, V: Copy>(
-    a: &[(&'a str, V)],
+    acc: &mut Vec<(&'a str, V)>,
     b: impl IntoIterator<Item = (&'a str, V)>,
     add: fn(&mut V, &V),
-    out: &mut Vec<(&'a str, V)>,
+    spare: &mut Vec<(&'a str, V)>,
 ) {
+    let (a, out) = (&*acc, &mut *spare);
     out.clear();
     let mut i = 0;
     for y in b {
@@ -138,6 +140,14 @@ fn merge_sorted<'a, V: Copy>(
         }
     }
     out.extend_from_slice(&a[i..]);
+    std::mem::swap(acc, spare);
+}
+
+/// Adds counts `n` into `acc`, element by element.
+fn add_counts(acc: &mut [u64], n: &[u64]) {
+    for (x, n) in acc.iter_mut().zip(n) {
+        *x += n;
+    }
 }
 
 /// A list merged into an accumulator as it is decoded: no list per stored value.
@@ -172,7 +182,6 @@ impl<'de, V: Copy + Deserialize<'de>> serde::de::Visitor<'de> for MergeSeq<'_, '
             }
         });
         merge_sorted(self.acc, items, self.add, self.spare);
-        std::mem::swap(self.acc, self.spare);
         err.map_or(Ok(()), Err)
     }
 }
@@ -202,9 +211,7 @@ impl<'de> serde::de::Visitor<'de> for MergeSums<'_, 'de> {
         let missing = || serde::de::Error::custom("stored sums end early");
         let (m, spare) = (self.into, self.spare);
         let events: [u64; 4] = seq.next_element()?.ok_or_else(missing)?;
-        for (x, n) in m.events.iter_mut().zip(events) {
-            *x += n;
-        }
+        add_counts(&mut m.events, &events);
         let lists = [
             seq.next_element_seed(MergeSeq {
                 acc: &mut m.products,
@@ -226,9 +233,7 @@ impl<'de> serde::de::Visitor<'de> for MergeSums<'_, 'de> {
             return Err(missing());
         }
         let by_hour: [u64; 24] = seq.next_element()?.ok_or_else(missing)?;
-        for (x, n) in m.by_hour.iter_mut().zip(by_hour) {
-            *x += n;
-        }
+        add_counts(&mut m.by_hour, &by_hour);
         Ok(())
     }
 }
@@ -249,7 +254,7 @@ impl<'a> Merged<'a> {
         let mut m = Merged::default();
         let mut spare = Merged::default();
         for b in blobs {
-            bincode::serde::seed_decode_from_slice(
+            let ((), read) = bincode::serde::seed_decode_from_slice(
                 MergeSums {
                     into: &mut m,
                     spare: &mut spare,
@@ -258,8 +263,36 @@ impl<'a> Merged<'a> {
                 bincode::config::standard(),
             )
             .map_err(|e| e.to_string())?;
+            // A field the merge does not know (added to `Sums`) is not silently dropped.
+            if read != b.len() {
+                return Err(format!("{} bytes after the stored sums", b.len() - read));
+            }
         }
         Ok(m)
+    }
+
+    /// Adds `o` in, through `spare`'s lists.
+    fn absorb(&mut self, o: Merged<'a>, spare: &mut Merged<'a>) {
+        add_counts(&mut self.events, &o.events);
+        add_counts(&mut self.by_hour, &o.by_hour);
+        merge_sorted(
+            &mut self.products,
+            o.products,
+            KeySums::add,
+            &mut spare.products,
+        );
+        merge_sorted(
+            &mut self.categories,
+            o.categories,
+            KeySums::add,
+            &mut spare.categories,
+        );
+        merge_sorted(
+            &mut self.queries,
+            o.queries,
+            |a, b| *a += b,
+            &mut spare.queries,
+        );
     }
 }
 
@@ -288,23 +321,7 @@ pub fn merge_encoded(blobs: &[&[u8]]) -> Result<Sums, String> {
     let mut m = parts.next().unwrap_or_default();
     let mut spare = Merged::default();
     for p in parts {
-        for (x, n) in m.events.iter_mut().zip(p.events) {
-            *x += n;
-        }
-        for (x, n) in m.by_hour.iter_mut().zip(p.by_hour) {
-            *x += n;
-        }
-        merge_sorted(&m.products, p.products, KeySums::add, &mut spare.products);
-        std::mem::swap(&mut m.products, &mut spare.products);
-        merge_sorted(
-            &m.categories,
-            p.categories,
-            KeySums::add,
-            &mut spare.categories,
-        );
-        std::mem::swap(&mut m.categories, &mut spare.categories);
-        merge_sorted(&m.queries, p.queries, |a, b| *a += b, &mut spare.queries);
-        std::mem::swap(&mut m.queries, &mut spare.queries);
+        m.absorb(p, &mut spare);
     }
     let owned = |v: Vec<(&str, KeySums)>| v.into_iter().map(|(k, s)| (k.to_string(), s)).collect();
     Ok(Sums {
@@ -327,8 +344,8 @@ pub fn sorted<V>(map: HashMap<&str, V>) -> Vec<(String, V)> {
     v
 }
 
-/// A bucket size.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// A bucket size (its discriminant is stored in keys: not ordered by size).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Unit {
     /// One UTC hour (the 1-hour window).
     Hour = 0,
@@ -557,11 +574,12 @@ impl Calendar {
         let mut out = Vec::new();
         let mut t = from;
         while t < to {
-            let unit = Unit::LARGEST_FIRST
+            // The rollups, largest first; hours are always there to take (and not asked
+            // for: the caller reads them).
+            let unit = Unit::ROLLUPS
                 .into_iter()
-                .find(|&u| {
-                    u == Unit::Hour || self.start(u, t) == t && self.end(u, t) <= to && has(u, t)
-                })
+                .rev()
+                .find(|&u| self.start(u, t) == t && self.end(u, t) <= to && has(u, t))
                 .unwrap_or(Unit::Hour);
             out.push((unit, t));
             t = self.end(unit, t);
@@ -629,6 +647,54 @@ mod tests {
                 .unwrap_err()
                 .contains("unknown")
         );
+    }
+
+    /// What a range merges reads the layout `Sums` is stored in: one stored value comes
+    /// back whole, two add up key by key, and bytes it does not know are an error.
+    #[test]
+    fn stored_sums_merge_back_exactly() {
+        let k = |views: u64| KeySums {
+            views,
+            carts: 2,
+            purchases: 3,
+            units: 4,
+            revenue: 5,
+        };
+        let a = Sums {
+            events: [1, 2, 3, 4],
+            products: vec![("p1".into(), k(1)), ("p3".into(), k(3))],
+            categories: vec![("c\u{e9}".into(), k(7))],
+            queries: vec![("red hat".into(), 2)],
+            by_hour: std::array::from_fn(|i| i as u64),
+        };
+        let b = Sums {
+            products: vec![("p2".into(), k(2)), ("p3".into(), k(30))],
+            queries: vec![("blue".into(), 1), ("red hat".into(), 5)],
+            ..Sums::default()
+        };
+        let enc = |s: &Sums| bincode::serde::encode_to_vec(s, bincode::config::standard()).unwrap();
+        let (ea, eb) = (enc(&a), enc(&b));
+        assert_eq!(merge_encoded(&[&ea]).unwrap(), a);
+        let both = merge_encoded(&[&ea, &eb]).unwrap();
+        let mut p3 = k(3);
+        p3.add(&k(30));
+        assert_eq!(
+            both.products,
+            vec![("p1".into(), k(1)), ("p2".into(), k(2)), ("p3".into(), p3)]
+        );
+        assert_eq!(
+            both.queries,
+            vec![("blue".into(), 1), ("red hat".into(), 7)]
+        );
+        assert_eq!((both.events, both.by_hour), (a.events, a.by_hour));
+        let mut longer = ea.clone();
+        longer.push(0);
+        assert!(
+            merge_encoded(&[&longer])
+                .unwrap_err()
+                .contains("after the stored sums")
+        );
+        assert!(merge_encoded(&[&ea[..ea.len() - 1]]).is_err());
     }
 
     #[test]

@@ -179,12 +179,15 @@ fn query_range(cfg: &Config, a: &QueryArgs, from: &str, to: &str) -> anyhow::Res
 /// A range answer as a table: its header, then each list it has.
 fn print_range(out: &mut dyn Write, v: &Value) -> std::io::Result<()> {
     let b = &v["buckets"];
-    let tiles: Vec<String> = ["year", "month", "week", "day", "hour"]
+    let tiles: Vec<String> = crate::rollup::Unit::LARGEST_FIRST
         .iter()
-        .filter(|u| b[**u].as_u64().unwrap_or(0) > 0)
-        .map(|u| {
-            let n = b[*u].as_u64().unwrap_or(0);
-            format!("{n} {u}{}", if n == 1 { "" } else { "s" })
+        .filter_map(|u| {
+            let n = b[u.as_str()].as_u64().filter(|&n| n > 0)?;
+            let name = match u {
+                crate::rollup::Unit::SixHours => "quarter day",
+                _ => u.as_str(),
+            };
+            Some(format!("{n} {name}{}", if n == 1 { "" } else { "s" }))
         })
         .collect();
     writeln!(
@@ -575,4 +578,25 @@ pub fn fingerprint(cfg: &Config, a: &FingerprintArgs) -> anyhow::Result<()> {
             .unwrap_or_default(),
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    /// The header names every kind of bucket that answered, quarters of a day included
+    /// (they were left out when that unit came).
+    #[test]
+    fn a_range_header_lists_every_bucket_kind() {
+        let v = serde_json::json!({
+            "from": "2026-11-23T06:00:00Z", "to": "2026-11-25T00:00:00Z",
+            "final_to": "2026-11-25T00:00:00Z", "version": "v1", "time_zone": "UTC",
+            "buckets": {"year": 0, "month": 0, "week": 0, "day": 1, "six_hours": 3, "hour": 1},
+        });
+        let mut out = Vec::new();
+        super::print_range(&mut out, &v).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            text.contains("from 1 day, 3 quarter days, 1 hour)"),
+            "{text}"
+        );
+    }
 }

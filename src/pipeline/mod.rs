@@ -50,45 +50,66 @@ const DECODE_CHUNK: usize = 1024;
 /// watermark, dedup and windows see what one thread would); only decoding overlaps it.
 fn decode_each<'b>(
     batch: &'b RecordBatch,
-    rules: &Rules,
-    joined: Option<&catalogue::Joined>,
     threads: usize,
-    mut fold: impl FnMut(&Record<'b>, Result<crate::event::Event<'b>, crate::event::DecodeError>),
+    decode: impl Fn(&Record<'b>) -> Decoded<'b> + Sync,
+    mut fold: impl FnMut(&Record<'b>, Decoded<'b>),
 ) {
     use std::sync::Mutex;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    type Piece<'b> = Vec<Result<crate::event::Event<'b>, crate::event::DecodeError>>;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    type Piece<'b> = Vec<Decoded<'b>>;
+    /// Marks the decoding abandoned when a helper unwinds (its piece never comes).
+    struct Abandon<'f>(&'f AtomicBool);
+    impl Drop for Abandon<'_> {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                self.0.store(true, Ordering::Release);
+            }
+        }
+    }
     let n = batch.len();
     let pieces = n.div_ceil(DECODE_CHUNK);
     let slots: Vec<Mutex<Option<Piece<'b>>>> = (0..pieces).map(|_| Mutex::new(None)).collect();
     let claimed = AtomicUsize::new(0);
+    let abandoned = AtomicBool::new(false);
     // Claims the next piece and decodes it into its slot; false when none is left.
     let decode_next = || {
+        if claimed.load(Ordering::Relaxed) >= pieces {
+            return false;
+        }
         let c = claimed.fetch_add(1, Ordering::Relaxed);
         if c >= pieces {
             return false;
         }
         let piece: Piece<'b> = (c * DECODE_CHUNK..((c + 1) * DECODE_CHUNK).min(n))
-            .map(|i| {
-                let rec = batch.get(i);
-                let at = joined.map(|j| j.at(rec.partition, rec.offset));
-                decode_joined(rec.value, rules, at.as_ref().map(|a| a as &dyn Join))
-            })
+            .map(|i| decode(&batch.get(i)))
             .collect();
-        *slots[c].lock().expect("a decode thread panicked") = Some(piece);
+        *slots[c]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(piece);
         true
     };
     std::thread::scope(|scope| {
         for _ in 1..threads {
-            scope.spawn(|| while decode_next() {});
+            scope.spawn(|| {
+                let _abandon = Abandon(&abandoned);
+                while decode_next() {}
+            });
         }
         for (c, slot) in slots.iter().enumerate() {
             let piece = loop {
-                if let Some(p) = slot.lock().expect("a decode thread panicked").take() {
+                let taken = slot
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .take();
+                if let Some(p) = taken {
                     break p;
                 }
                 // Piece `c` is being decoded elsewhere: decode another, or wait for it.
                 if !decode_next() {
+                    assert!(
+                        !abandoned.load(Ordering::Acquire),
+                        "a decode thread panicked"
+                    );
                     std::thread::yield_now();
                 }
             };
@@ -97,6 +118,19 @@ fn decode_each<'b>(
             }
         }
     });
+}
+
+/// A record's event, or why it has none.
+type Decoded<'b> = Result<crate::event::Event<'b>, crate::event::DecodeError>;
+
+/// One record's event, with the catalogue as of its offset when the records are joined.
+fn decode_record<'b>(
+    rec: &Record<'b>,
+    rules: &Rules,
+    joined: Option<&catalogue::Joined>,
+) -> Decoded<'b> {
+    let at = joined.map(|j| j.at(rec.partition, rec.offset));
+    decode_joined(rec.value, rules, at.as_ref().map(|a| a as &dyn Join))
 }
 
 /// Failures that stop the pipeline.
@@ -575,7 +609,7 @@ impl Pipeline {
 
     /// Every record of `batch` through its partition's cursor (decoded on several threads
     /// when the batch is large); returns the bytes read.
-    fn ingest_batch(&mut self, batch: &RecordBatch) -> u64 {
+    fn ingest_batch<'b>(&mut self, batch: &'b RecordBatch) -> u64 {
         // Idleness is per batch: a clock read per record would cost more than it tells.
         let now = Instant::now();
         let mut seen = vec![false; self.partitions];
@@ -585,20 +619,19 @@ impl Pipeline {
         // Out of `self` while the batch is ingested (it is only read).
         let cat = self.catalogue.take();
         let joined = cat.as_ref().map(catalogue::CatalogueLane::joined);
-        if self.decode_threads > 1 && batch.len() >= PARALLEL_DECODE_MIN {
-            decode_each(batch, &rules, joined, self.decode_threads, |rec, ev| {
-                bytes += rec.value.len() as u64;
-                seen[rec.partition as usize] = true;
-                self.ingest(rec, ev, joined, max_future);
-            });
+        let threads = self.decode_threads;
+        let mut fold = |rec: &Record<'b>, ev: Decoded<'b>| {
+            bytes += rec.value.len() as u64;
+            seen[rec.partition as usize] = true;
+            self.ingest(rec, ev, joined, max_future);
+        };
+        if threads > 1 && batch.len() >= PARALLEL_DECODE_MIN {
+            let decode = |rec: &Record<'b>| decode_record(rec, &rules, joined);
+            decode_each(batch, threads, decode, fold);
         } else {
             // One core: decode in the loop, nothing materialised.
             for rec in batch.iter() {
-                bytes += rec.value.len() as u64;
-                seen[rec.partition as usize] = true;
-                let at = joined.map(|j| j.at(rec.partition, rec.offset));
-                let ev = decode_joined(rec.value, &rules, at.as_ref().map(|a| a as &dyn Join));
-                self.ingest(&rec, ev, joined, max_future);
+                fold(&rec, decode_record(&rec, &rules, joined));
             }
         }
         self.catalogue = cat;
@@ -1018,6 +1051,10 @@ pub(crate) fn dead_letter(rec: &Record<'_>, e: crate::event::DecodeError) -> Dea
 mod tests {
     use super::*;
 
+    fn decode<'b>(rec: &Record<'b>) -> Decoded<'b> {
+        decode_record(rec, &Rules::new(1 << 20), None)
+    }
+
     /// Every record reaches the fold once, in offset order, with the event one thread
     /// decodes for it (valid and invalid alike), whatever the number of threads and
     /// however the batch is cut into pieces.
@@ -1036,17 +1073,54 @@ mod tests {
             };
             batch.push(i as u32 % 3, i, 0, b"", value.as_bytes());
         }
-        let rules = Rules::new(1 << 20);
-        let one = |rec: &Record<'_>| format!("{:?}", decode_joined(rec.value, &rules, None));
-        let want: Vec<(u64, String)> = batch.iter().map(|r| (r.offset, one(&r))).collect();
+        let want: Vec<(u64, String)> = batch
+            .iter()
+            .map(|r| (r.offset, format!("{:?}", decode(&r))))
+            .collect();
         for threads in 1..=4 {
             let mut got = Vec::new();
-            decode_each(&batch, &rules, None, threads, |rec, ev| {
+            decode_each(&batch, threads, decode, |rec, ev| {
                 got.push((rec.offset, format!("{ev:?}")));
             });
             assert_eq!(got, want, "{threads} threads");
         }
         assert!(want.iter().any(|w| w.1.starts_with("Ok")), "{:?}", want[0]);
         assert!(want.iter().any(|w| w.1.starts_with("Err")));
+    }
+
+    /// A helper that panics while decoding stops the batch with that panic: the pipeline
+    /// thread does not wait forever for the piece that never comes.
+    #[test]
+    fn a_panicking_decode_thread_is_not_waited_for() {
+        // Only a helper (scoped threads have no name) fails, on the first record of a
+        // piece; the pipeline thread takes its time over piece 0 so that a helper starts.
+        fn failing<'b>(rec: &Record<'b>) -> Decoded<'b> {
+            if rec.offset.is_multiple_of(DECODE_CHUNK as u64) {
+                assert!(
+                    std::thread::current().name() == Some("pipeline"),
+                    "a decode bug"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            decode(rec)
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::Builder::new()
+            .name("pipeline".into())
+            .spawn(move || {
+                let mut batch = RecordBatch::new();
+                for i in 0..(8 * DECODE_CHUNK) as u64 {
+                    batch.push(0, i, 0, b"", b"{}");
+                }
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    decode_each(&batch, 2, failing, |_, _| {});
+                }));
+                tx.send(r.is_err()).unwrap();
+            })
+            .unwrap();
+        let panicked = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("decode_each returned within 20 s");
+        assert!(panicked);
     }
 }

@@ -7,7 +7,8 @@
 //!   1-hour window's rows ([`write_hour`]);
 //! - a rollup is written once every hour in it is final (its end at or before the
 //!   version's `finalized_through`), in that same transaction, from the smaller buckets
-//!   ([`roll_up`]: days from hours, weeks and months from days, years from months);
+//!   ([`roll_up`]: quarters of a day and days from hours, weeks and months from days,
+//!   years from months);
 //! - an in-place correction that rewrites hours rewrites every final rollup holding them
 //!   in its swap's transaction ([`copy_hours`]);
 //! - a range is answered from rollups that exist and hours ([`Store::range`]), so a bucket
@@ -244,19 +245,26 @@ pub(super) fn copy_hours(
     Ok(())
 }
 
+/// The name right after `version` in key order: no name lies between the two.
+fn after(version: &str) -> String {
+    format!("{version}\0")
+}
+
+/// The keys of `version`'s product index lines (`next` = [`after`]`(version)`): keys sort by
+/// version first, so exactly the version's, not every later version's.
+fn product_lines<'k>(version: &'k str, next: &'k str) -> std::ops::Range<(&'k str, &'k str, i64)> {
+    (version, "", i64::MIN)..(next, "", i64::MIN)
+}
+
 /// Removes every bucket of `version` and its product index.
 pub(super) fn remove(tx: &redb::WriteTransaction, version: &str) -> Result<()> {
     tx.open_table(SUMS)?.retain_in(
         (version, 0u8, i64::MIN)..=(version, u8::MAX, i64::MAX),
         |_, _| false,
     )?;
-    // Keys sort by version first, and no name lies between `version` and `version\0`:
-    // exactly the version's keys, not every later version's.
-    let next = format!("{version}\0");
-    tx.open_table(PRODUCT_DAYS)?.retain_in(
-        (version, "", i64::MIN)..(next.as_str(), "", i64::MIN),
-        |_, _| false,
-    )?;
+    let next = after(version);
+    tx.open_table(PRODUCT_DAYS)?
+        .retain_in(product_lines(version, &next), |_, _| false)?;
     Ok(())
 }
 
@@ -281,11 +289,9 @@ impl Store {
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(n),
             Err(e) => return Err(e.into()),
         };
-        for r in by_product.range((version, "", i64::MIN)..)? {
+        let next = after(version);
+        for r in by_product.range(product_lines(version, &next))? {
             let (k, v) = r?;
-            if k.value().0 != version {
-                break;
-            }
             n += (version.len() + k.value().1.len() + 8 + v.value().len()) as u64;
         }
         Ok(n)
