@@ -60,6 +60,27 @@ pub(super) fn write_hour(
     Ok(())
 }
 
+/// A damaged `sums` value.
+fn corrupt(reason: String) -> super::StoreError {
+    super::StoreError::Corrupt {
+        table: "sums",
+        reason,
+    }
+}
+
+/// The [`Sums`] bytes of a stored value (after its [`super::FORMAT`] byte).
+fn payload(v: &[u8]) -> Result<&[u8]> {
+    match v.split_first() {
+        Some((&super::FORMAT, rest)) => Ok(rest),
+        _ => Err(corrupt("unknown format version".into())),
+    }
+}
+
+/// The products of a stored value, names borrowed from it.
+fn products(v: &[u8]) -> Result<Vec<(&str, crate::rollup::KeySums)>> {
+    crate::rollup::products_of(payload(v)?).map_err(corrupt)
+}
+
 /// The product-major lines of the day `[s, e)` of `version` from its hours, in place of
 /// the ones its previous rollup had (called before that rollup is rewritten).
 fn index_day(
@@ -69,12 +90,8 @@ fn index_day(
     s: i64,
     e: i64,
 ) -> Result<()> {
-    let corrupt = |reason: String| super::StoreError::Corrupt {
-        table: "sums",
-        reason,
-    };
     if let Some(old) = t.get((version, Unit::Day as u8, s))? {
-        for (p, _) in crate::rollup::products_of(&old.value()[1..]).map_err(corrupt)? {
+        for (p, _) in products(old.value())? {
             idx.remove((version, p, s))?;
         }
     }
@@ -85,7 +102,7 @@ fn index_day(
         std::collections::BTreeMap::new();
     for (k, v) in &guards {
         let hour = k.value().2;
-        for (p, sums) in crate::rollup::products_of(&v.value()[1..]).map_err(corrupt)? {
+        for (p, sums) in products(v.value())? {
             lines.entry(p).or_default().push((hour, sums));
         }
     }
@@ -97,16 +114,9 @@ fn index_day(
 
 /// The sum of stored values (each [`super::FORMAT`], then a [`Sums`]).
 fn merge_stored<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Result<Sums> {
-    let corrupt = |reason: String| super::StoreError::Corrupt {
-        table: "sums",
-        reason,
-    };
     let payloads = values
         .into_iter()
-        .map(|v| match v.split_first() {
-            Some((&super::FORMAT, rest)) => Ok(rest),
-            _ => Err(corrupt("unknown format version".into())),
-        })
+        .map(payload)
         .collect::<Result<Vec<_>>>()?;
     crate::rollup::merge_encoded(&payloads).map_err(corrupt)
 }
@@ -330,10 +340,6 @@ impl Store {
             return Ok(Vec::new());
         };
         let (from, to) = (from.max(first), to.min(last_end));
-        let corrupt = |reason: String| super::StoreError::Corrupt {
-            table: "sums",
-            reason,
-        };
         let mut out = Vec::new();
         for (ds, de) in cal.overlapping(Unit::Day, from, to) {
             // A day is indexed when its rollup is written.
@@ -349,9 +355,9 @@ impl Store {
             let h = Unit::Hour as u8;
             for r in t.range((version, h, ds.max(from))..(version, h, de.min(to)))? {
                 let (k, v) = r?;
-                let products = crate::rollup::products_of(&v.value()[1..]).map_err(corrupt)?;
-                if let Ok(i) = products.binary_search_by(|(p, _)| (*p).cmp(product)) {
-                    out.push((k.value().2, products[i].1));
+                let hour = products(v.value())?;
+                if let Ok(i) = hour.binary_search_by(|(p, _)| (*p).cmp(product)) {
+                    out.push((k.value().2, hour[i].1));
                 }
             }
         }
@@ -526,6 +532,24 @@ mod tests {
         s
     }
 
+    /// A store holding an empty version `v1` whose rollups are in `zone`.
+    fn store_v1(zone: &str) -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("kappa.redb")).unwrap();
+        let mut cfg = crate::config::Config::default();
+        cfg.rollups.time_zone = zone.to_string();
+        store
+            .ensure_version(&VersionInfo {
+                name: "v1".into(),
+                config: cfg.results_fingerprint(),
+                created_ms: 0,
+                finalized_through: i64::MIN,
+                state: VersionState::Ready,
+            })
+            .unwrap();
+        (dir, store)
+    }
+
     fn commit(store: &Store, finals: &[crate::window::FinalWindow], through: i64) {
         crate::store::tests::commit_through(store, "v1", finals, through);
     }
@@ -535,17 +559,7 @@ mod tests {
     /// week, month and year hold it.
     #[test]
     fn a_day_whose_last_hours_are_quiet_is_rolled_up() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("kappa.redb")).unwrap();
-        store
-            .ensure_version(&VersionInfo {
-                name: "v1".into(),
-                config: crate::config::Config::default().results_fingerprint(),
-                created_ms: 0,
-                finalized_through: i64::MIN,
-                state: VersionState::Ready,
-            })
-            .unwrap();
+        let (_dir, store) = store_v1("UTC");
         let mut core = WindowCore::new(
             WindowConfig {
                 sizes_ms: vec![60_000, HOUR_MS],
@@ -585,17 +599,7 @@ mod tests {
     /// product's history is read from the hours (it was empty).
     #[test]
     fn a_history_before_the_first_final_day_is_read_from_the_hours() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("kappa.redb")).unwrap();
-        store
-            .ensure_version(&VersionInfo {
-                name: "v1".into(),
-                config: crate::config::Config::default().results_fingerprint(),
-                created_ms: 0,
-                finalized_through: i64::MIN,
-                state: VersionState::Ready,
-            })
-            .unwrap();
+        let (_dir, store) = store_v1("UTC");
         let mut core = WindowCore::new(
             WindowConfig {
                 sizes_ms: vec![HOUR_MS],
@@ -674,17 +678,7 @@ mod tests {
             max_delay_ms in prop::sample::select(vec![0i64, 1_800_000, 7_200_000]),
             ranges in prop::collection::vec((0..SPAN_HOURS, 0..SPAN_HOURS), 1..6),
         ) {
-            let dir = tempfile::tempdir().unwrap();
-            let store = Store::open(&dir.path().join("kappa.redb")).unwrap();
-            let mut cfg = crate::config::Config::default();
-            cfg.rollups.time_zone = zone.to_string();
-            store.ensure_version(&VersionInfo {
-                name: "v1".into(),
-                config: cfg.results_fingerprint(),
-                created_ms: 0,
-                finalized_through: i64::MIN,
-                state: VersionState::Ready,
-            }).unwrap();
+            let (_dir, store) = store_v1(zone);
             let cal = Calendar::new(zone).unwrap();
             let mut core = WindowCore::new(
                 WindowConfig { sizes_ms: vec![60_000, HOUR_MS], max_delay_ms, top_k: 3 },
