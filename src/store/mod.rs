@@ -20,7 +20,7 @@ pub use rows::{
     PartitionPosition, ProductRow, QueryRow, RatedRow, RatingRow, ReplayRecord, Row, SalesRow,
     VersionInfo, VersionState, WindowRows, review_rows_of, rows_of,
 };
-pub use sums::RangeSums;
+pub use sums::{RangeSums, SumsSizes};
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
