@@ -937,7 +937,10 @@ fn a_replay_reports_progress_while_it_reads_and_a_cancelled_one_is_not_done() {
     );
     let done = replay_view(&server, 1);
     assert_eq!(done["progress"], 1.0, "{done}");
-    // A replay cancelled part-way is not shown done.
+    // A replay cancelled part-way is not shown done. Its progress shows once a second:
+    // a log long enough that it is still reading then (reading ahead, 200,000 records
+    // took about 1.1 s in a debug build, so the cancel could land after the last one).
+    common::produce(dir, 800_000, 88);
     let (s, body) = control(
         &server.base,
         "POST",
