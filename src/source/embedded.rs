@@ -193,14 +193,29 @@ impl EmbeddedSource {
         }
         let a = self.ahead.as_mut().expect("started above");
         let got = if self.wait {
-            a.batches.recv_timeout(TAIL_WAIT).ok()
+            a.batches.recv_timeout(TAIL_WAIT).map_err(|e| match e {
+                mpsc::RecvTimeoutError::Timeout => mpsc::TryRecvError::Empty,
+                mpsc::RecvTimeoutError::Disconnected => mpsc::TryRecvError::Disconnected,
+            })
         } else {
-            a.batches.try_recv().ok()
+            a.batches.try_recv()
         };
         match got {
-            // Nothing yet, or nothing more before the bound (the thread has ended).
-            None => Ok(0),
-            Some(Ok(mut b)) => {
+            // Nothing yet.
+            Err(mpsc::TryRecvError::Empty) => Ok(0),
+            // The thread ends on its own only at the bound (or by panicking).
+            Err(mpsc::TryRecvError::Disconnected) => {
+                if self.exhausted() {
+                    return Ok(0);
+                }
+                self.stop_ahead()?;
+                Err(LogError::Io {
+                    path: self.dir.clone(),
+                    source: std::io::Error::other("the thread reading the log ahead stopped"),
+                }
+                .into())
+            }
+            Ok(Ok(mut b)) => {
                 for r in b.iter() {
                     a.delivered[r.partition as usize] = r.offset + 1;
                 }
@@ -217,7 +232,7 @@ impl EmbeddedSource {
                 Ok(n)
             }
             // The reader resumes at the record that failed: the error comes again.
-            Some(Err(e)) => {
+            Ok(Err(e)) => {
                 self.stop_ahead()?;
                 Err(e.into())
             }
