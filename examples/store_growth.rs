@@ -9,9 +9,12 @@
 //!
 //! RATE events per second of event time (flat: no hourly curve), from
 //! 2026-11-23T00:00:00Z, for HOURS hours, over a catalogue of PRODUCTS products; the store
-//! is DIR/kappa.redb (removed first). Prints a line per hour (distinct keys of the hour,
-//! the bytes of its sums) and at the end the file's size, the bytes of the version's rows,
-//! of its sums and rollups (product index included), each per day.
+//! is DIR/kappa.redb (removed first). Prints a line per final hour (its distinct keys, and
+//! what its commit added to the sums, rollups and index: at a quarter's or a day's end,
+//! those rollups too; below about 18 events/s one commit holds several hours, and each
+//! line shows the commit's total). At the end: the rows' bytes, the sums' bytes per unit
+//! and the index's, and what a day adds. Sizing the sums reads them whole at every final
+//! hour: fine for a day or two, slow for months.
 
 use std::sync::mpsc;
 use std::time::Instant;
@@ -177,37 +180,39 @@ fn report(
         mb(rows),
         mb(rows) / days
     );
-    // Buckets a day adds once the store is older than a year: 24 hours, 4 quarters, a day,
-    // and a share of a week, a month and a year (those are rewritten, not added, each day).
-    let per_day = [24.0, 1.0, 1.0 / 7.0, 12.0 / 365.0, 1.0 / 365.0, 4.0];
-    let mut steady = 0.0;
-    for (unit, ((n, bytes), share)) in ["hour", "day", "week", "month", "year", "quarter"]
+    for (unit, (n, bytes)) in ["hour", "day", "week", "month", "year", "quarter"]
         .iter()
-        .zip(sizes.units.iter().zip(per_day))
+        .zip(sizes.units)
     {
-        let each = if *n == 0 {
-            0.0
-        } else {
-            *bytes as f64 / *n as f64
-        };
-        steady += each * share;
-        println!(
-            "  {unit:>7}: {n:>4} buckets, {:.3} MB, {:.1} kB each",
-            mb(*bytes),
-            each / 1e3
-        );
+        println!("  {unit:>7}: {n:>4} final buckets, {:.3} MB", mb(bytes));
     }
+    let each = |(n, bytes): (u64, u64)| if n == 0 { 0.0 } else { bytes as f64 / n as f64 };
+    let [hour, day, _, _, _, quarter] = sizes.units;
     let (lines, index) = sizes.index;
-    let index_day = mb(index) / (hours / 24).max(1) as f64;
+    // The index gets a product's line when its day is final.
+    let index_day = if day.0 == 0 {
+        0.0
+    } else {
+        index as f64 / day.0 as f64
+    };
     println!(
-        "  product index: {lines} lines, {:.3} MB ({index_day:.2} MB per final day)",
-        mb(index)
+        "  product index: {lines} lines, {:.3} MB ({:.2} MB per final day)",
+        mb(index),
+        index_day / 1e6
     );
+    // What each day adds: 24 hours, 4 quarters, the day and its index lines (sizes as
+    // measured here), then a seventh of a week, 12/365 of a month and 1/365 of a year. Those
+    // are written once, when final, and hold every key of their days: at least a day's
+    // bucket each, which is what is counted for them (a run shorter than them has none).
+    let measured = 24.0 * each(hour) + 4.0 * each(quarter) + each(day) + index_day;
+    let larger = each(day) * (1.0 / 7.0 + 12.0 / 365.0 + 1.0 / 365.0);
     println!(
-        "a day of this traffic adds {:.2} MB of sums, rollups and index, {:.2} MB with the rows \
+        "a day of this traffic adds {:.2} MB of hours, quarters, the day and its index, \
+         {:.2} MB with weeks, months and years (at least), {:.2} MB with the rows \
          (keys and values; the redb file was {:.1} MB while open)",
-        steady / 1e6 + index_day,
-        steady / 1e6 + index_day + mb(rows) / days,
+        measured / 1e6,
+        (measured + larger) / 1e6,
+        (measured + larger) / 1e6 + mb(rows) / days,
         mb(open_file)
     );
     Ok(())

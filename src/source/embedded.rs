@@ -29,6 +29,9 @@ pub struct EmbeddedSource {
     read_ahead: bool,
     /// The thread reading ahead, once a poll started it.
     ahead: Option<Ahead>,
+    /// Where the reader must resume after the thread stopped (kept until every partition
+    /// was sought there, so a failed seek loses nothing).
+    resume: Option<Vec<u64>>,
 }
 
 /// A thread with a reader of its own that fills the next batches while the pipeline works
@@ -96,14 +99,17 @@ impl EmbeddedSource {
             wait: true,
             read_ahead: false,
             ahead: None,
+            resume: None,
         })
     }
 
     /// Next offset per partition the pipeline will be handed.
     fn position(&self, p: u32) -> u64 {
-        self.ahead
-            .as_ref()
-            .map_or_else(|| self.reader.position(p), |a| a.delivered[p as usize])
+        match (&self.ahead, &self.resume) {
+            (Some(a), _) => a.delivered[p as usize],
+            (None, Some(at)) => at[p as usize],
+            (None, None) => self.reader.position(p),
+        }
     }
 
     /// Starts the thread reading ahead from where the pipeline is.
@@ -160,17 +166,26 @@ impl EmbeddedSource {
         })
     }
 
-    /// Stops the thread reading ahead; the reader resumes where the pipeline got to.
-    fn stop_ahead(&mut self) -> Result<(), SourceError> {
-        let Some(a) = self.ahead.take() else {
-            return Ok(());
-        };
+    /// Stops the thread reading ahead (if one runs): what it handed over ends where.
+    fn halt(&mut self) -> Option<Vec<u64>> {
+        let a = self.ahead.take()?;
         a.quit.store(true, Ordering::Relaxed);
         // A thread blocked handing over a batch fails to and returns.
         drop(a.batches);
         let _ = a.thread.join();
-        for (p, &at) in (0..self.reader.partitions()).zip(&a.delivered) {
-            self.reader.seek(p, at)?;
+        Some(a.delivered)
+    }
+
+    /// Stops the thread reading ahead; the reader resumes where the pipeline got to.
+    fn stop_ahead(&mut self) -> Result<(), SourceError> {
+        if let Some(delivered) = self.halt() {
+            self.resume = Some(delivered);
+        }
+        if let Some(at) = &self.resume {
+            for (p, &at) in (0..self.reader.partitions()).zip(at) {
+                self.reader.seek(p, at)?;
+            }
+            self.resume = None;
         }
         Ok(())
     }
@@ -189,6 +204,7 @@ impl EmbeddedSource {
             self.stop_ahead()?;
         }
         if self.ahead.is_none() {
+            self.stop_ahead()?;
             self.ahead = Some(self.start_ahead(max_records)?);
         }
         let a = self.ahead.as_mut().expect("started above");
@@ -242,7 +258,7 @@ impl EmbeddedSource {
 
 impl Drop for EmbeddedSource {
     fn drop(&mut self) {
-        let _ = self.stop_ahead();
+        self.halt();
     }
 }
 

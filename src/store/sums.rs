@@ -521,16 +521,20 @@ impl Store {
             .min(4);
         let chunk = planned.len().div_ceil(threads).max(4);
         let (t, cal) = (&t, &cal);
-        let parts = std::thread::scope(|scope| {
-            let handles: Vec<_> = planned
-                .chunks(chunk)
-                .map(|part| scope.spawn(move || read_planned(t, cal, version, part)))
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("a reading thread panicked"))
-                .collect::<Result<Vec<_>>>()
-        })?;
+        let parts = if planned.len() <= chunk {
+            vec![read_planned(t, cal, version, &planned)?]
+        } else {
+            std::thread::scope(|scope| {
+                let handles: Vec<_> = planned
+                    .chunks(chunk)
+                    .map(|part| scope.spawn(move || read_planned(t, cal, version, part)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("a reading thread panicked"))
+                    .collect::<Result<Vec<_>>>()
+            })?
+        };
         let (mut tiles, mut guards) = (Vec::new(), Vec::new());
         for (part_tiles, part_guards) in parts {
             tiles.extend(part_tiles);
@@ -801,7 +805,7 @@ mod tests {
             drain in any::<bool>(),
             max_delay_ms in prop::sample::select(vec![0i64, 1_800_000, 7_200_000]),
             ranges in prop::collection::vec((0..SPAN_HOURS, 0..SPAN_HOURS), 1..6),
-            missing in prop::sample::subsequence(vec![Unit::SixHours, Unit::Day, Unit::Week], 0..=2),
+            missing in prop::sample::subsequence(Unit::ROLLUPS.to_vec(), 0..=3),
         ) {
             let (_dir, store) = store_v1(zone);
             let cal = Calendar::new(zone).unwrap();
