@@ -34,9 +34,10 @@ pub struct EmbeddedSource {
     resume: Option<Vec<u64>>,
 }
 
-/// A thread with a reader of its own that fills the next batches while the pipeline works
-/// on the previous one. A batch is handed over by swapping buffers, and its buffer comes
-/// back to be filled again. A seek or a bound stops the thread (the reader then resumes
+/// A thread with a reader of its own that fills the next batch while the pipeline works
+/// on the previous one. A batch is handed over by swapping buffers, and the pipeline's
+/// previous buffer comes back to be filled (two batches in memory, one more than reading
+/// directly). A seek or a bound stops the thread (the reader then resumes
 /// where the pipeline got to); the next poll starts another.
 struct Ahead {
     batches: mpsc::Receiver<Result<RecordBatch, LogError>>,
@@ -140,9 +141,14 @@ impl EmbeddedSource {
                         }
                         Ok(0) => std::thread::sleep(TAIL_WAIT),
                         Ok(_) => {
-                            let refill = spares.try_recv().unwrap_or_default();
-                            if tx.send(Ok(std::mem::replace(&mut b, refill))).is_err() {
+                            if tx.send(Ok(std::mem::take(&mut b))).is_err() {
                                 return;
+                            }
+                            // A buffer comes back for each one handed over, once the
+                            // pipeline has the next: two batches in memory in all.
+                            match spares.recv() {
+                                Ok(spare) => b = spare,
+                                Err(_) => return,
                             }
                         }
                         Err(e) => {
@@ -168,12 +174,21 @@ impl EmbeddedSource {
 
     /// Stops the thread reading ahead (if one runs): what it handed over ends where.
     fn halt(&mut self) -> Option<Vec<u64>> {
-        let a = self.ahead.take()?;
-        a.quit.store(true, Ordering::Relaxed);
-        // A thread blocked handing over a batch fails to and returns.
-        drop(a.batches);
-        let _ = a.thread.join();
-        Some(a.delivered)
+        let Ahead {
+            batches,
+            spare,
+            quit,
+            thread,
+            delivered,
+            ..
+        } = self.ahead.take()?;
+        quit.store(true, Ordering::Relaxed);
+        // A thread blocked handing over a batch, or waiting for a buffer back, fails to
+        // and returns.
+        drop(batches);
+        drop(spare);
+        let _ = thread.join();
+        Some(delivered)
     }
 
     /// Stops the thread reading ahead; the reader resumes where the pipeline got to.
@@ -330,8 +345,9 @@ impl Source for EmbeddedSource {
         Ok(total)
     }
 
-    fn read_ahead(&mut self) {
+    fn read_ahead(&mut self) -> bool {
         self.read_ahead = true;
+        true
     }
 
     fn no_wait(&mut self) {

@@ -111,9 +111,11 @@ pub trait Source: Send {
     /// # Errors
     /// I/O or protocol failure, or a log that went backwards.
     fn poll(&mut self, batch: &mut RecordBatch, max_records: usize) -> Result<usize, SourceError>;
-    /// Read the next batches on a thread of its own while the caller works on this one
-    /// (the embedded log; a Kafka client fetches ahead by itself).
-    fn read_ahead(&mut self) {}
+    /// Read the next batch on a thread of its own while the caller works on this one
+    /// (the embedded log; a Kafka client fetches ahead by itself). Whether it will.
+    fn read_ahead(&mut self) -> bool {
+        false
+    }
     /// The next offset that will be written on each partition (the log end), as last known.
     ///
     /// # Errors
