@@ -134,14 +134,8 @@ fn commit(
     store.commit(&Commit {
         version: "v1",
         finals,
-        review_finals: &[],
-        positions: &[],
         finalized_through: through,
-        checkpoints: &[],
-        dead_letters: &[],
-        late: &[],
-        merger_state: None,
-        epochs: &[],
+        ..Commit::default()
     })?;
     for f in finals {
         if let Some(s) = f.sums.as_deref() {

@@ -40,7 +40,8 @@ pub struct EmbeddedSource {
 /// directly). A seek or a bound stops the thread (the reader then resumes
 /// where the pipeline got to); the next poll starts another.
 struct Ahead {
-    batches: mpsc::Receiver<Result<RecordBatch, LogError>>,
+    /// Each batch with the reader's next offset per partition after it.
+    batches: mpsc::Receiver<Result<(RecordBatch, Vec<u64>), LogError>>,
     spare: mpsc::Sender<RecordBatch>,
     quit: Arc<AtomicBool>,
     thread: std::thread::JoinHandle<()>,
@@ -141,7 +142,8 @@ impl EmbeddedSource {
                         }
                         Ok(0) => std::thread::sleep(TAIL_WAIT),
                         Ok(_) => {
-                            if tx.send(Ok(std::mem::take(&mut b))).is_err() {
+                            let at = (0..n).map(|p| reader.position(p)).collect();
+                            if tx.send(Ok((std::mem::take(&mut b), at))).is_err() {
                                 return;
                             }
                             // A buffer comes back for each one handed over, once the
@@ -246,10 +248,8 @@ impl EmbeddedSource {
                 }
                 .into())
             }
-            Ok(Ok(mut b)) => {
-                for r in b.iter() {
-                    a.delivered[r.partition as usize] = r.offset + 1;
-                }
+            Ok(Ok((mut b, at))) => {
+                a.delivered = at;
                 let n = b.len();
                 if batch.is_empty() {
                     std::mem::swap(batch, &mut b);

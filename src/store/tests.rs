@@ -368,14 +368,8 @@ pub(super) fn commit_through(store: &Store, version: &str, finals: &[FinalWindow
         .commit(&Commit {
             version,
             finals,
-            review_finals: &[],
-            positions: &[],
             finalized_through: through,
-            checkpoints: &[],
-            dead_letters: &[],
-            late: &[],
-            merger_state: None,
-            epochs: &[],
+            ..Commit::default()
         })
         .unwrap();
 }
