@@ -117,30 +117,52 @@ pub fn products_of(blob: &[u8]) -> Result<Vec<(&str, KeySums)>, String> {
 /// Adds the key-sorted list `b` into the key-sorted list `acc` (equal keys added),
 /// through `spare` (cleared first; it then holds what `acc` held).
 fn merge_sorted<'a, V: Copy>(
-    acc: &mut Vec<(&'a str, V)>,
-    b: impl IntoIterator<Item = (&'a str, V)>,
+    acc: &mut Vec<(&'a [u8], V)>,
+    b: impl IntoIterator<Item = (&'a [u8], V)>,
     add: fn(&mut V, &V),
-    spare: &mut Vec<(&'a str, V)>,
+    spare: &mut Vec<(&'a [u8], V)>,
 ) {
+    use std::cmp::Ordering;
     let (a, out) = (&*acc, &mut *spare);
     out.clear();
+    out.reserve(a.len());
     let mut i = 0;
     for y in b {
-        while i < a.len() && a[i].0 < y.0 {
-            out.push(a[i]);
+        loop {
+            match a.get(i).map(|x| key_cmp(x.0, y.0)) {
+                Some(Ordering::Less) => out.push(a[i]),
+                Some(Ordering::Equal) => {
+                    let mut x = a[i];
+                    add(&mut x.1, &y.1);
+                    out.push(x);
+                    i += 1;
+                    break;
+                }
+                _ => {
+                    out.push(y);
+                    break;
+                }
+            }
             i += 1;
-        }
-        if i < a.len() && a[i].0 == y.0 {
-            let mut x = a[i];
-            add(&mut x.1, &y.1);
-            out.push(x);
-            i += 1;
-        } else {
-            out.push(y);
         }
     }
     out.extend_from_slice(&a[i..]);
     std::mem::swap(acc, spare);
+}
+
+/// The order of two names' bytes (that of the strings), with no call out for the first
+/// eight bytes, which decide or match most of them (product ids, queries).
+#[inline]
+fn key_cmp(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    match (a.first_chunk::<8>(), b.first_chunk::<8>()) {
+        (Some(x), Some(y)) => u64::from_be_bytes(*x)
+            .cmp(&u64::from_be_bytes(*y))
+            .then_with(|| match (&a[8..], &b[8..]) {
+                ([], []) => std::cmp::Ordering::Equal,
+                (x, y) => x.cmp(y),
+            }),
+        _ => a.cmp(b),
+    }
 }
 
 /// Adds counts `n` into `acc`, element by element.
@@ -150,91 +172,115 @@ fn add_counts(acc: &mut [u64], n: &[u64]) {
     }
 }
 
-/// A list merged into an accumulator as it is decoded: no list per stored value.
-struct MergeSeq<'s, 'a, V> {
-    acc: &'s mut Vec<(&'a str, V)>,
-    spare: &'s mut Vec<(&'a str, V)>,
-    add: fn(&mut V, &V),
+/// Why stored bytes are not [`Sums`] (a `&'static str`: the hot path returns it cheaply).
+type Bad = &'static str;
+
+/// Stored [`Sums`] bytes read field by field, in bincode's standard layout (varint
+/// integers, a length before each list and string, fixed arrays without one) — what
+/// [`merge_encoded`] walks without serde: a range reads a million keys.
+struct Cursor<'a> {
+    bytes: &'a [u8],
 }
 
-impl<'de, V: Copy + Deserialize<'de>> serde::de::DeserializeSeed<'de> for MergeSeq<'_, 'de, V> {
-    type Value = ();
-
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_seq(self)
-    }
-}
-
-impl<'de, V: Copy + Deserialize<'de>> serde::de::Visitor<'de> for MergeSeq<'_, 'de, V> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a key-sorted list")
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], Bad> {
+        if n > self.bytes.len() {
+            return Err("stored sums end early");
+        }
+        let (head, rest) = self.bytes.split_at(n);
+        self.bytes = rest;
+        Ok(head)
     }
 
-    fn visit_seq<S: serde::de::SeqAccess<'de>>(self, mut seq: S) -> Result<(), S::Error> {
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], Bad> {
+        Ok(self.take(N)?.try_into().expect("N bytes taken"))
+    }
+
+    /// A varint: one byte under 251, else a marker (251–254) and 2, 4, 8 or 16 bytes.
+    #[inline]
+    fn uint(&mut self) -> Result<u128, Bad> {
+        match self.bytes.split_first() {
+            Some((&b, rest)) if b < 251 => {
+                self.bytes = rest;
+                Ok(u128::from(b))
+            }
+            _ => self.uint_long(),
+        }
+    }
+
+    /// [`Cursor::uint`] of more than one byte.
+    #[inline]
+    fn uint_long(&mut self) -> Result<u128, Bad> {
+        let (&first, rest) = self.bytes.split_first().ok_or("stored sums end early")?;
+        self.bytes = rest;
+        match first {
+            0..=250 => Ok(u128::from(first)),
+            251 => Ok(u16::from_le_bytes(self.array()?).into()),
+            252 => Ok(u32::from_le_bytes(self.array()?).into()),
+            253 => Ok(u64::from_le_bytes(self.array()?).into()),
+            254 => Ok(u128::from_le_bytes(self.array()?)),
+            _ => Err("an invalid integer marker"),
+        }
+    }
+
+    #[inline]
+    fn u64(&mut self) -> Result<u64, Bad> {
+        match self.bytes.split_first() {
+            Some((&b, rest)) if b < 251 => {
+                self.bytes = rest;
+                Ok(u64::from(b))
+            }
+            _ => u64::try_from(self.uint_long()?).map_err(|_| "an integer larger than u64"),
+        }
+    }
+
+    fn len(&mut self) -> Result<usize, Bad> {
+        usize::try_from(self.uint()?).map_err(|_| "a length larger than memory")
+    }
+
+    /// A string's bytes (checked to be UTF-8 once merged, [`Merged::into_sums`]).
+    fn name(&mut self) -> Result<&'a [u8], Bad> {
+        let n = self.len()?;
+        self.take(n)
+    }
+
+    fn key_sums(&mut self) -> Result<KeySums, Bad> {
+        Ok(KeySums {
+            views: self.u64()?,
+            carts: self.u64()?,
+            purchases: self.u64()?,
+            units: self.u64()?,
+            revenue: self.uint()?,
+        })
+    }
+
+    /// Adds `N` counts into `acc`.
+    fn add_counts<const N: usize>(&mut self, acc: &mut [u64; N]) -> Result<(), Bad> {
+        for x in acc {
+            *x += self.u64()?;
+        }
+        Ok(())
+    }
+
+    /// Merges a stored key-sorted list into `acc` (through `spare`) as it is read.
+    fn merge_list<V: Copy>(
+        &mut self,
+        acc: &mut Vec<(&'a [u8], V)>,
+        spare: &mut Vec<(&'a [u8], V)>,
+        value: fn(&mut Self) -> Result<V, Bad>,
+        add: fn(&mut V, &V),
+    ) -> Result<(), Bad> {
+        let n = self.len()?;
         let mut err = None;
-        let items = std::iter::from_fn(|| match seq.next_element::<(&'de str, V)>() {
-            Ok(x) => x,
+        let items = (0..n).map_while(|_| match self.name().and_then(|k| Ok((k, value(self)?))) {
+            Ok(x) => Some(x),
             Err(e) => {
                 err = Some(e);
                 None
             }
         });
-        merge_sorted(self.acc, items, self.add, self.spare);
+        merge_sorted(acc, items, add, spare);
         err.map_or(Ok(()), Err)
-    }
-}
-
-/// Stored [`Sums`] bytes added into a [`Merged`] as they are decoded.
-struct MergeSums<'s, 'a> {
-    into: &'s mut Merged<'a>,
-    spare: &'s mut Merged<'a>,
-}
-
-impl<'de> serde::de::DeserializeSeed<'de> for MergeSums<'_, 'de> {
-    type Value = ();
-
-    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_tuple(5, self)
-    }
-}
-
-impl<'de> serde::de::Visitor<'de> for MergeSums<'_, 'de> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("stored sums")
-    }
-
-    fn visit_seq<S: serde::de::SeqAccess<'de>>(self, mut seq: S) -> Result<(), S::Error> {
-        let missing = || serde::de::Error::custom("stored sums end early");
-        let (m, spare) = (self.into, self.spare);
-        let events: [u64; 4] = seq.next_element()?.ok_or_else(missing)?;
-        add_counts(&mut m.events, &events);
-        let lists = [
-            seq.next_element_seed(MergeSeq {
-                acc: &mut m.products,
-                spare: &mut spare.products,
-                add: KeySums::add,
-            })?,
-            seq.next_element_seed(MergeSeq {
-                acc: &mut m.categories,
-                spare: &mut spare.categories,
-                add: KeySums::add,
-            })?,
-            seq.next_element_seed(MergeSeq {
-                acc: &mut m.queries,
-                spare: &mut spare.queries,
-                add: |a, b| *a += b,
-            })?,
-        ];
-        if lists.contains(&None) {
-            return Err(missing());
-        }
-        let by_hour: [u64; 24] = seq.next_element()?.ok_or_else(missing)?;
-        add_counts(&mut m.by_hour, &by_hour);
-        Ok(())
     }
 }
 
@@ -243,9 +289,9 @@ impl<'de> serde::de::Visitor<'de> for MergeSums<'_, 'de> {
 struct Merged<'a> {
     events: [u64; 4],
     by_hour: [u64; 24],
-    products: Vec<(&'a str, KeySums)>,
-    categories: Vec<(&'a str, KeySums)>,
-    queries: Vec<(&'a str, u64)>,
+    products: Vec<(&'a [u8], KeySums)>,
+    categories: Vec<(&'a [u8], KeySums)>,
+    queries: Vec<(&'a [u8], u64)>,
 }
 
 impl<'a> Merged<'a> {
@@ -254,18 +300,27 @@ impl<'a> Merged<'a> {
         let mut m = Merged::default();
         let mut spare = Merged::default();
         for b in blobs {
-            let ((), read) = bincode::serde::seed_decode_from_slice(
-                MergeSums {
-                    into: &mut m,
-                    spare: &mut spare,
-                },
-                b,
-                bincode::config::standard(),
-            )
-            .map_err(|e| e.to_string())?;
+            let mut c = Cursor { bytes: b };
+            c.add_counts(&mut m.events)?;
+            c.merge_list(
+                &mut m.products,
+                &mut spare.products,
+                Cursor::key_sums,
+                KeySums::add,
+            )?;
+            c.merge_list(
+                &mut m.categories,
+                &mut spare.categories,
+                Cursor::key_sums,
+                KeySums::add,
+            )?;
+            c.merge_list(&mut m.queries, &mut spare.queries, Cursor::u64, |a, b| {
+                *a += b;
+            })?;
+            c.add_counts(&mut m.by_hour)?;
             // A field the merge does not know (added to `Sums`) is not silently dropped.
-            if read != b.len() {
-                return Err(format!("{} bytes after the stored sums", b.len() - read));
+            if !c.bytes.is_empty() {
+                return Err(format!("{} bytes after the stored sums", c.bytes.len()));
             }
         }
         Ok(m)
@@ -293,6 +348,25 @@ impl<'a> Merged<'a> {
             |a, b| *a += b,
             &mut spare.queries,
         );
+    }
+
+    /// The sums, names owned: each checked to be UTF-8 here, once.
+    fn into_sums(self) -> Result<Sums, String> {
+        fn owned<V>(v: Vec<(&[u8], V)>) -> Result<Vec<(String, V)>, String> {
+            v.into_iter()
+                .map(|(k, s)| {
+                    let k = std::str::from_utf8(k).map_err(|e| format!("a stored name: {e}"))?;
+                    Ok((k.to_string(), s))
+                })
+                .collect()
+        }
+        Ok(Sums {
+            events: self.events,
+            products: owned(self.products)?,
+            categories: owned(self.categories)?,
+            queries: owned(self.queries)?,
+            by_hour: self.by_hour,
+        })
     }
 }
 
@@ -323,18 +397,7 @@ pub fn merge_encoded(blobs: &[&[u8]]) -> Result<Sums, String> {
     for p in parts {
         m.absorb(p, &mut spare);
     }
-    let owned = |v: Vec<(&str, KeySums)>| v.into_iter().map(|(k, s)| (k.to_string(), s)).collect();
-    Ok(Sums {
-        events: m.events,
-        products: owned(m.products),
-        categories: owned(m.categories),
-        queries: m
-            .queries
-            .into_iter()
-            .map(|(k, n)| (k.to_string(), n))
-            .collect(),
-        by_hour: m.by_hour,
-    })
+    m.into_sums()
 }
 
 /// `map` as a list sorted by key.
@@ -590,6 +653,10 @@ impl Calendar {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
+    use proptest::prelude::*;
+
     use super::*;
 
     fn ms(s: &str) -> i64 {
@@ -695,6 +762,69 @@ mod tests {
                 .contains("after the stored sums")
         );
         assert!(merge_encoded(&[&ea[..ea.len() - 1]]).is_err());
+    }
+
+    /// Lists of `(name, value)` sorted by name, names from a small alphabet so that lists
+    /// share keys, some longer than the eight bytes compared at once.
+    fn sorted_list<V: std::fmt::Debug + Clone>(
+        value: impl Strategy<Value = V>,
+    ) -> impl Strategy<Value = Vec<(String, V)>> {
+        proptest::collection::btree_map("[ab\u{e9}]{0,10}", value, 0..12)
+            .prop_map(|m| m.into_iter().collect())
+    }
+
+    fn key_sums() -> impl Strategy<Value = KeySums> {
+        // Every width of varint, summed a few times without overflow.
+        let n = prop_oneof![0..251u64, 251..70_000u64, any::<u64>().prop_map(|x| x >> 4)];
+        let rev = prop_oneof![0..70_000u128, any::<u128>().prop_map(|x| x >> 4)];
+        (n.clone(), n.clone(), n.clone(), n, rev).prop_map(|(v, c, p, u, r)| KeySums {
+            views: v,
+            carts: c,
+            purchases: p,
+            units: u,
+            revenue: r,
+        })
+    }
+
+    fn sums() -> impl Strategy<Value = Sums> {
+        (
+            proptest::array::uniform4(any::<u64>().prop_map(|x| x >> 4)),
+            sorted_list(key_sums()),
+            sorted_list(key_sums()),
+            sorted_list(any::<u64>().prop_map(|x| x >> 4)),
+        )
+            .prop_map(|(events, products, categories, queries)| Sums {
+                events,
+                products,
+                categories,
+                queries,
+                by_hour: std::array::from_fn(|i| events[i % 4] / 3),
+            })
+    }
+
+    proptest! {
+        /// The hand-written reader of stored sums adds up what serde's bincode decoding of
+        /// them adds up, over every varint width and names sharing their first bytes.
+        #[test]
+        fn merging_stored_sums_equals_decoding_and_adding(all in proptest::collection::vec(sums(), 0..10)) {
+            let enc = |s: &Sums| bincode::serde::encode_to_vec(s, bincode::config::standard()).unwrap();
+            let blobs: Vec<Vec<u8>> = all.iter().map(enc).collect();
+            let refs: Vec<&[u8]> = blobs.iter().map(Vec::as_slice).collect();
+            let mut want = Sums::default();
+            let (mut p, mut c, mut q) = (BTreeMap::new(), BTreeMap::new(), BTreeMap::new());
+            for b in &blobs {
+                let s: Sums = bincode::serde::decode_from_slice(b, bincode::config::standard()).unwrap().0;
+                add_counts(&mut want.events, &s.events);
+                add_counts(&mut want.by_hour, &s.by_hour);
+                for (k, v) in s.products { p.entry(k).or_insert_with(KeySums::default).add(&v); }
+                for (k, v) in s.categories { c.entry(k).or_insert_with(KeySums::default).add(&v); }
+                for (k, v) in s.queries { *q.entry(k).or_insert(0) += v; }
+            }
+            want.products = p.into_iter().collect();
+            want.categories = c.into_iter().collect();
+            want.queries = q.into_iter().collect();
+            prop_assert_eq!(merge_encoded(&refs).unwrap(), want);
+        }
     }
 
     #[test]
