@@ -175,6 +175,11 @@ fn ranked<T>(
     k: usize,
     cmp: impl Fn(&T, &T) -> Ordering,
 ) -> impl Iterator<Item = (usize, &T)> {
+    // The k first picked out of (up to) 50,000 products, then only they are sorted.
+    if k < items.len() {
+        items.select_nth_unstable_by(k, |a, b| cmp(a, b));
+        items.truncate(k);
+    }
     items.sort_unstable_by(|a, b| cmp(a, b));
     items
         .into_iter()
@@ -330,7 +335,26 @@ fn funnel(q: &Question, s: &crate::rollup::Sums, out: &mut serde_json::Map<Strin
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    proptest! {
+        /// The k first picked before sorting are the k first of the whole list sorted, ties
+        /// broken by name.
+        #[test]
+        fn ranked_takes_the_first_k_of_the_sorted_list(
+            items in proptest::collection::vec((0..30u8, 0..5u64), 0..60),
+            k in 0..70usize,
+        ) {
+            let items: Vec<(String, u64)> = items.into_iter().map(|(n, v)| (n.to_string(), v)).collect();
+            let cmp = |a: &(String, u64), b: &(String, u64)| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0));
+            let mut all: Vec<&(String, u64)> = items.iter().collect();
+            all.sort_by(|a, b| cmp(a, b));
+            let want: Vec<(usize, &(String, u64))> = all.into_iter().take(k).enumerate().map(|(i, t)| (i + 1, t)).collect();
+            prop_assert_eq!(ranked(items.iter().collect(), k, cmp).collect::<Vec<_>>(), want);
+        }
+    }
 
     #[test]
     fn rates_are_exact_fractions_rounded_half_up() {
