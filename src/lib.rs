@@ -32,6 +32,8 @@
 //! - [`generator`]: the seeded, realistic traffic generator behind `kappa produce`;
 //! - [`topics`]: topics as code (`topics/*.toml`, `kappa topics apply|list`);
 //! - [`config`]: the layered configuration tree;
+//! - [`declared`]: declared aggregates — the `[[aggregates]]` declarations checked into a
+//!   plan and their windows' evaluation (issue 20; not read by the pipeline yet);
 //! - [`text`]: making input printable for people (tables, messages);
 //! - [`cli`]: the `kappa` command line.
 
@@ -40,6 +42,7 @@
 pub mod cli;
 pub mod config;
 pub mod control;
+pub mod declared;
 pub mod event;
 pub mod generator;
 pub mod http;

@@ -1,0 +1,561 @@
+//! Declared aggregates (issue 20), the part that does not touch the pipeline yet: the
+//! `[[aggregates]]` declarations, checked and compiled into a [`Plan`] with one-line
+//! errors naming the aggregate and the field; the canonical text a version's fingerprint
+//! will hold; and the window state that evaluates a declaration over events
+//! ([`Window`]: filter, group-by on JSON field paths and derived keys, `count`, `sum`,
+//! `min`, `max`), mergeable and exact. docs/DECLARED-AGGREGATES.md says what is left
+//! (the second window core, the table, export, query, the API and the live page).
+//!
+//! ```toml
+//! [[aggregates]]
+//! name = "views-by-os"
+//! types = ["view"]
+//! where = [{ field = "device.os", in = ["ios", "android"] }, { field = "price", ge = 10 }]
+//! group-by = ["device.os", "hour_of_day()"]
+//! measures = ["count", "sum(price)", "max(price)"]
+//! sizes = ["10s", "1h"]
+//! ```
+//!
+//! Decisions (where the issue is silent):
+//! - a group-by path the event does not have is the key part `null`, as SQL groups a
+//!   missing column under NULL; a string is its text, any other value its JSON text;
+//! - `sum`, `min` and `max` read numbers exactly as fixed point with two decimals (money,
+//!   and every integer); a value that is missing, not a number or has more decimals is
+//!   left out of that measure and counted in the row's `skipped`, never rounded;
+//! - a filter condition on a missing field is false (`exists = false` asks for that).
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::rollup::{Calendar, Unit};
+
+/// One `[[aggregates]]` entry as written in the configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Declaration {
+    /// Its name: letters, digits, `-` and `_`.
+    pub name: String,
+    /// The stream it reads (`events`, the default).
+    #[serde(default = "events")]
+    pub stream: String,
+    /// Event types counted (`search`, `view`, `add_cart`, `purchase`); all when absent.
+    #[serde(default)]
+    pub types: Option<Vec<String>>,
+    /// Conditions every counted event meets.
+    #[serde(default, rename = "where")]
+    pub conditions: Vec<Condition>,
+    /// Keys: field paths into the event's JSON (`device.os`), or `hour_of_day()` and
+    /// `day_of_week()` in the configured zone.
+    #[serde(default)]
+    pub group_by: Vec<String>,
+    /// `count`, `sum(path)`, `min(path)`, `max(path)`.
+    pub measures: Vec<String>,
+    /// Window sizes, 1 s and up (`10s`, `1h`).
+    pub sizes: Vec<String>,
+}
+
+fn events() -> String {
+    "events".into()
+}
+
+/// A condition on one field: exactly one of the operators is set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Condition {
+    /// The field path.
+    pub field: String,
+    /// Equal to this value (a string, number or boolean).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eq: Option<Value>,
+    /// Equal to one of these.
+    #[serde(default, rename = "in", skip_serializing_if = "Option::is_none")]
+    pub one_of: Option<Vec<Value>>,
+    /// Present (true) or absent (false).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exists: Option<bool>,
+    /// A number greater than this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gt: Option<Value>,
+    /// A number at least this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ge: Option<Value>,
+    /// A number less than this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lt: Option<Value>,
+    /// A number at most this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub le: Option<Value>,
+}
+
+/// A field path: the keys from the event object's top level down.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Path(Vec<String>);
+
+impl Path {
+    fn parse(text: &str) -> Result<Self, String> {
+        let parts: Vec<String> = text.split('.').map(str::to_string).collect();
+        if parts.iter().any(String::is_empty) {
+            return Err(format!("{text:?} is not a field path (a.b.c)"));
+        }
+        Ok(Self(parts))
+    }
+
+    /// The value at this path in `v`, if there is one.
+    #[must_use]
+    pub fn lookup<'v>(&self, v: &'v Value) -> Option<&'v Value> {
+        self.0.iter().try_fold(v, |v, k| v.as_object()?.get(k))
+    }
+}
+
+/// A group-by key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Key {
+    /// A field's value.
+    Field(Path),
+    /// The hour of the day of the event's time, 0–23, in the zone.
+    HourOfDay,
+    /// The ISO day of the week of the event's time, 1 (Monday) – 7, in the zone.
+    DayOfWeek,
+}
+
+/// A measure.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Measure {
+    /// Events.
+    Count,
+    /// The sum of a field, exact in hundredths.
+    Sum(Path),
+    /// The least value of a field.
+    Min(Path),
+    /// The greatest value of a field.
+    Max(Path),
+}
+
+/// An operator of a [`Condition`], its operand checked.
+#[derive(Debug, Clone, PartialEq)]
+enum Test {
+    Eq(Value),
+    In(Vec<Value>),
+    Exists(bool),
+    /// A comparison with a number in hundredths: which orderings pass.
+    Cmp(Vec<std::cmp::Ordering>, i128),
+}
+
+/// A checked declaration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Aggregate {
+    /// Its name.
+    pub name: String,
+    /// Event type names counted (none: all).
+    pub types: Option<Vec<crate::event::EventType>>,
+    conditions: Vec<(Path, Test)>,
+    /// The keys, in order.
+    pub keys: Vec<Key>,
+    /// The measures, in order.
+    pub measures: Vec<Measure>,
+    /// Window sizes in milliseconds, ascending.
+    pub sizes_ms: Vec<i64>,
+    /// The declaration's canonical text (JSON, fields in a fixed order).
+    pub canonical: String,
+}
+
+/// Every declared aggregate, checked.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Plan {
+    /// In name order.
+    pub aggregates: Vec<Aggregate>,
+}
+
+/// `"{aggregate}": {what}` — one line naming the aggregate and the field.
+fn bad(name: &str, what: impl std::fmt::Display) -> String {
+    format!("aggregate {name:?}: {what}")
+}
+
+/// `text` as a number in hundredths, if it is one with at most two decimals.
+fn hundredths(v: &Value) -> Option<i128> {
+    let Value::Number(n) = v else { return None };
+    let text = n.to_string();
+    let (neg, digits) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text.as_str()),
+    };
+    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
+    if frac.len() > 2
+        || int.is_empty()
+        || !int.bytes().all(|b| b.is_ascii_digit())
+        || !frac.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let scale = 10i128.pow(2 - u32::try_from(frac.len()).ok()?);
+    let x = format!("{int}{frac}")
+        .parse::<i128>()
+        .ok()?
+        .checked_mul(scale)?;
+    Some(if neg { -x } else { x })
+}
+
+impl Condition {
+    fn compile(&self, name: &str) -> Result<(Path, Test), String> {
+        let path = Path::parse(&self.field).map_err(|e| bad(name, format!("where: {e}")))?;
+        let cmp = |v: &Value, pass: Vec<std::cmp::Ordering>| -> Result<Test, String> {
+            hundredths(v).map(|x| Test::Cmp(pass, x)).ok_or_else(|| {
+                bad(
+                    name,
+                    format!(
+                        "where {}: {v} is not a number with at most two decimals",
+                        self.field
+                    ),
+                )
+            })
+        };
+        use std::cmp::Ordering::{Equal, Greater, Less};
+        let mut tests = Vec::new();
+        if let Some(v) = &self.eq {
+            tests.push(Test::Eq(v.clone()));
+        }
+        if let Some(v) = &self.one_of {
+            tests.push(Test::In(v.clone()));
+        }
+        if let Some(v) = self.exists {
+            tests.push(Test::Exists(v));
+        }
+        for (op, pass) in [
+            (&self.gt, vec![Greater]),
+            (&self.ge, vec![Greater, Equal]),
+            (&self.lt, vec![Less]),
+            (&self.le, vec![Less, Equal]),
+        ] {
+            if let Some(v) = op {
+                tests.push(cmp(v, pass)?);
+            }
+        }
+        match (tests.pop(), tests.is_empty()) {
+            (Some(t), true) => Ok((path, t)),
+            _ => Err(bad(
+                name,
+                format!(
+                    "where {}: give exactly one of eq, in, exists, gt, ge, lt, le",
+                    self.field
+                ),
+            )),
+        }
+    }
+}
+
+impl Measure {
+    /// `count`, `sum(path)`, `min(path)` or `max(path)` of the aggregate `name`.
+    fn parse(name: &str, m: &str) -> Result<Self, String> {
+        let path = |p: &str| Path::parse(p).map_err(|e| bad(name, format!("measures: {e}")));
+        match (m.trim(), call(m)) {
+            ("count", _) => Ok(Measure::Count),
+            (_, Some(("sum", p))) => Ok(Measure::Sum(path(p)?)),
+            (_, Some(("min", p))) => Ok(Measure::Min(path(p)?)),
+            (_, Some(("max", p))) => Ok(Measure::Max(path(p)?)),
+            _ => Err(bad(
+                name,
+                format!("measures: {m:?} is not count, sum(field), min(field) or max(field)"),
+            )),
+        }
+    }
+}
+
+/// `sum(path)` and the like: the function's name and its argument.
+fn call(text: &str) -> Option<(&str, &str)> {
+    let (f, rest) = text.split_once('(')?;
+    Some((f.trim(), rest.strip_suffix(')')?.trim()))
+}
+
+impl Declaration {
+    /// The declaration checked.
+    ///
+    /// # Errors
+    /// One line naming the aggregate and what is wrong with it.
+    pub fn compile(&self) -> Result<Aggregate, String> {
+        let name = &self.name;
+        if name.is_empty()
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(bad(name, "name: letters, digits, - and _ only"));
+        }
+        if self.stream != "events" {
+            return Err(bad(
+                name,
+                format!("stream {:?}: only \"events\" so far", self.stream),
+            ));
+        }
+        let types = self
+            .types
+            .as_ref()
+            .map(|ts| {
+                ts.iter()
+                    .map(|t| {
+                        crate::event::EventType::parse(t)
+                            .ok_or_else(|| bad(name, format!("types: unknown event type {t:?}")))
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?;
+        let conditions = self
+            .conditions
+            .iter()
+            .map(|c| c.compile(name))
+            .collect::<Result<_, _>>()?;
+        let keys = self
+            .group_by
+            .iter()
+            .map(|k| match k.as_str() {
+                "hour_of_day()" => Ok(Key::HourOfDay),
+                "day_of_week()" => Ok(Key::DayOfWeek),
+                _ => Path::parse(k)
+                    .map(Key::Field)
+                    .map_err(|e| bad(name, format!("group-by: {e}"))),
+            })
+            .collect::<Result<_, _>>()?;
+        if self.measures.is_empty() {
+            return Err(bad(name, "measures: none given (count, sum(field), …)"));
+        }
+        let measures = self
+            .measures
+            .iter()
+            .map(|m| Measure::parse(name, m))
+            .collect::<Result<_, _>>()?;
+        if self.sizes.is_empty() {
+            return Err(bad(name, "sizes: none given (10s, 1m, 1h, …)"));
+        }
+        let mut sizes_ms = Vec::new();
+        for text in &self.sizes {
+            let s = humantime::parse_duration(text)
+                .map_err(|e| bad(name, format!("sizes: {text:?}: {e}")))?;
+            if s.as_millis() < 1000 || s.as_millis() % 1000 != 0 {
+                return Err(bad(
+                    name,
+                    format!("sizes: {text:?} is not a whole number of seconds, 1s or more"),
+                ));
+            }
+            sizes_ms.push(i64::try_from(s.as_millis()).map_err(|_| bad(name, "sizes: too large"))?);
+        }
+        sizes_ms.sort_unstable();
+        sizes_ms.dedup();
+        // The same declaration written differently (sizes as `60s` or `1m`) has one text.
+        let mut normal = self.clone();
+        normal.sizes = sizes_ms
+            .iter()
+            .map(|&ms| {
+                humantime::format_duration(Duration::from_millis(ms.unsigned_abs())).to_string()
+            })
+            .collect();
+        let canonical = serde_json::to_string(&normal).expect("a declaration serialises");
+        Ok(Aggregate {
+            name: name.clone(),
+            types,
+            conditions,
+            keys,
+            measures,
+            sizes_ms,
+            canonical,
+        })
+    }
+}
+
+impl Plan {
+    /// Every declaration checked, names unique.
+    ///
+    /// # Errors
+    /// The first declaration that is wrong, in one line naming it and the field.
+    pub fn compile(declarations: &[Declaration]) -> Result<Self, String> {
+        let mut by_name = BTreeMap::new();
+        for d in declarations {
+            let a = d.compile()?;
+            if by_name.insert(a.name.clone(), a).is_some() {
+                return Err(bad(&d.name, "name: declared twice"));
+            }
+        }
+        Ok(Self {
+            aggregates: by_name.into_values().collect(),
+        })
+    }
+
+    /// What `--dry-run` says of going from `self` to `new`: names added, changed and
+    /// dropped, each in name order.
+    #[must_use]
+    pub fn changes(&self, new: &Plan) -> (Vec<String>, Vec<String>, Vec<String>) {
+        let old: BTreeMap<&str, &str> = self
+            .aggregates
+            .iter()
+            .map(|a| (a.name.as_str(), a.canonical.as_str()))
+            .collect();
+        let now: BTreeMap<&str, &str> = new
+            .aggregates
+            .iter()
+            .map(|a| (a.name.as_str(), a.canonical.as_str()))
+            .collect();
+        let names = |f: &dyn Fn(&str, &str) -> bool, from: &BTreeMap<&str, &str>| {
+            from.iter()
+                .filter(|(n, c)| f(n, c))
+                .map(|(n, _)| (*n).to_string())
+                .collect()
+        };
+        (
+            names(&|n, _| !old.contains_key(n), &now),
+            names(&|n, c| old.get(n).is_some_and(|o| *o != c), &now),
+            names(&|n, _| !now.contains_key(n), &old),
+        )
+    }
+}
+
+/// One group's measures: in the [`Aggregate`]'s order.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Row {
+    /// Events counted in the group.
+    pub events: u64,
+    /// Per measure: `count` the events, `sum` the total in hundredths, `min`/`max` the
+    /// extreme in hundredths (none: no value yet).
+    pub values: Vec<Option<i128>>,
+    /// Values left out of a `sum`, `min` or `max` (missing, not a number, more than two
+    /// decimals), over all of them.
+    pub skipped: u64,
+}
+
+impl Row {
+    fn new(n: usize) -> Self {
+        Self {
+            events: 0,
+            values: vec![None; n],
+            skipped: 0,
+        }
+    }
+
+    /// Adds `o`'s measures in (`measures` says how each combines).
+    fn merge(&mut self, o: &Row, measures: &[Measure]) {
+        self.events += o.events;
+        self.skipped += o.skipped;
+        for ((x, y), m) in self.values.iter_mut().zip(&o.values).zip(measures) {
+            *x = combine(*x, *y, m);
+        }
+    }
+}
+
+fn combine(x: Option<i128>, y: Option<i128>, m: &Measure) -> Option<i128> {
+    match (x, y) {
+        (Some(a), Some(b)) => Some(match m {
+            Measure::Count | Measure::Sum(_) => a + b,
+            Measure::Min(_) => a.min(b),
+            Measure::Max(_) => a.max(b),
+        }),
+        (a, b) => a.or(b),
+    }
+}
+
+/// The key part of a value: a string's text, `null` when absent, else its JSON text.
+fn key_part(v: Option<&Value>) -> String {
+    match v {
+        Some(Value::String(s)) => s.clone(),
+        Some(v) => v.to_string(),
+        None => "null".into(),
+    }
+}
+
+/// The ISO day of the week (1 = Monday) of `t_ms` in `cal`'s zone.
+fn day_of_week(cal: &Calendar, t_ms: i64) -> u32 {
+    let (mut day, today) = (cal.start(Unit::Week, t_ms), cal.start(Unit::Day, t_ms));
+    let mut n = 1;
+    while day < today {
+        day = cal.end(Unit::Day, day);
+        n += 1;
+    }
+    n
+}
+
+impl Aggregate {
+    /// Whether an event of type `ty` with body `v` is counted.
+    #[must_use]
+    pub fn admits(&self, ty: crate::event::EventType, v: &Value) -> bool {
+        self.types.as_ref().is_none_or(|ts| ts.contains(&ty))
+            && self.conditions.iter().all(|(p, t)| {
+                let x = p.lookup(v);
+                match t {
+                    Test::Exists(want) => x.is_some() == *want,
+                    Test::Eq(want) => x == Some(want),
+                    Test::In(set) => x.is_some_and(|x| set.contains(x)),
+                    Test::Cmp(pass, n) => x
+                        .and_then(hundredths)
+                        .is_some_and(|x| pass.contains(&x.cmp(n))),
+                }
+            })
+    }
+
+    /// The group of an event at `t_ms` with body `v`.
+    #[must_use]
+    pub fn key(&self, cal: &Calendar, t_ms: i64, v: &Value) -> Vec<String> {
+        self.keys
+            .iter()
+            .map(|k| match k {
+                Key::Field(p) => key_part(p.lookup(v)),
+                Key::HourOfDay => cal.hour_of_day(t_ms).to_string(),
+                Key::DayOfWeek => day_of_week(cal, t_ms).to_string(),
+            })
+            .collect()
+    }
+
+    /// One event's row: counted once, its values read.
+    #[must_use]
+    pub fn row(&self, v: &Value) -> Row {
+        let mut r = Row::new(self.measures.len());
+        r.events = 1;
+        for (x, m) in r.values.iter_mut().zip(&self.measures) {
+            *x = match m {
+                Measure::Count => Some(1),
+                Measure::Sum(p) | Measure::Min(p) | Measure::Max(p) => {
+                    let n = p.lookup(v).and_then(hundredths);
+                    r.skipped += u64::from(n.is_none());
+                    n
+                }
+            };
+        }
+        r
+    }
+}
+
+/// One window of one declared aggregate: its groups' rows.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Window {
+    rows: HashMap<Vec<String>, Row>,
+}
+
+impl Window {
+    /// Counts an event (already admitted by `agg`) at `t_ms` with body `v`.
+    pub fn add(&mut self, agg: &Aggregate, cal: &Calendar, t_ms: i64, v: &Value) {
+        let row = agg.row(v);
+        self.rows
+            .entry(agg.key(cal, t_ms, v))
+            .or_insert_with(|| Row::new(agg.measures.len()))
+            .merge(&row, &agg.measures);
+    }
+
+    /// Adds another window's rows in (a worker's part, another partition's).
+    pub fn merge(&mut self, agg: &Aggregate, o: &Window) {
+        for (k, r) in &o.rows {
+            self.rows
+                .entry(k.clone())
+                .or_insert_with(|| Row::new(agg.measures.len()))
+                .merge(r, &agg.measures);
+        }
+    }
+
+    /// The rows, by key.
+    #[must_use]
+    pub fn finish(self) -> Vec<(Vec<String>, Row)> {
+        let mut rows: Vec<_> = self.rows.into_iter().collect();
+        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        rows
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,363 @@
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+use serde_json::json;
+
+use super::*;
+use crate::event::EventType;
+
+fn parse(toml_text: &str) -> Result<Plan, String> {
+    #[derive(Deserialize)]
+    struct File {
+        aggregates: Vec<Declaration>,
+    }
+    let f: File = toml::from_str(toml_text).map_err(|e| e.to_string())?;
+    Plan::compile(&f.aggregates)
+}
+
+const EXAMPLE: &str = r#"
+[[aggregates]]
+name = "views-by-os"
+types = ["view"]
+where = [{ field = "device.os", in = ["ios", "android"] }, { field = "price", ge = 10 }]
+group-by = ["device.os", "hour_of_day()"]
+measures = ["count", "sum(price)", "max(price)"]
+sizes = ["10s", "1h"]
+"#;
+
+#[test]
+fn the_documented_declaration_compiles() {
+    let p = parse(EXAMPLE).unwrap();
+    let a = &p.aggregates[0];
+    assert_eq!(a.sizes_ms, vec![10_000, 3_600_000]);
+    assert_eq!(
+        a.keys,
+        vec![
+            Key::Field(Path(vec!["device".into(), "os".into()])),
+            Key::HourOfDay
+        ]
+    );
+    assert_eq!(a.types, Some(vec![EventType::View]));
+}
+
+#[test]
+fn a_bad_declaration_is_one_line_naming_the_aggregate_and_the_field() {
+    let base = |line: &str| {
+        format!(
+            "[[aggregates]]\nname = \"a1\"\nmeasures = [\"count\"]\nsizes = [\"10s\"]\n{line}\n"
+        )
+    };
+    for (line, names) in [
+        ("types = [\"click\"]", "types"),
+        ("group-by = [\"device..os\"]", "group-by"),
+        (
+            "where = [{ field = \"price\", gt = 1, lt = 3 }]",
+            "where price",
+        ),
+        ("where = [{ field = \"price\", gt = \"x\" }]", "where price"),
+        ("where = [{ field = \"price\", gt = 1.234 }]", "where price"),
+        ("where = [{ field = \"price\" }]", "where price"),
+        ("stream = \"clicks\"", "stream"),
+    ] {
+        let e = parse(&base(line)).unwrap_err();
+        assert!(
+            e.starts_with("aggregate \"a1\": ") && e.contains(names),
+            "{line}: {e}"
+        );
+        assert!(!e.contains('\n'), "{e}");
+    }
+    for (text, names) in [
+        (
+            "[[aggregates]]\nname = \"a2\"\nmeasures = [\"median(price)\"]\nsizes = [\"10s\"]\n",
+            "measures",
+        ),
+        (
+            "[[aggregates]]\nname = \"a2\"\nmeasures = [\"count\"]\nsizes = [\"500ms\"]\n",
+            "sizes",
+        ),
+        (
+            "[[aggregates]]\nname = \"a2\"\nmeasures = []\nsizes = [\"10s\"]\n",
+            "measures",
+        ),
+        (
+            "[[aggregates]]\nname = \"a b\"\nmeasures = [\"count\"]\nsizes = [\"10s\"]\n",
+            "name",
+        ),
+        (
+            "[[aggregates]]\nname = \"a2\"\nmeasures = [\"count\"]\nsizes = [\"10s\"]\n[[aggregates]]\nname = \"a2\"\nmeasures = [\"count\"]\nsizes = [\"1m\"]\n",
+            "declared twice",
+        ),
+    ] {
+        let e = parse(text).unwrap_err();
+        assert!(
+            e.starts_with("aggregate \"a") && e.contains(names),
+            "{text}: {e}"
+        );
+        assert!(!e.contains('\n'), "{e}");
+    }
+}
+
+#[test]
+fn a_dry_run_names_what_is_new_changed_and_dropped() {
+    let decl = |name: &str, size: &str| {
+        format!("[[aggregates]]\nname = \"{name}\"\nmeasures = [\"count\"]\nsizes = [\"{size}\"]\n")
+    };
+    let old = parse(&format!("{}{}", decl("kept", "10s"), decl("gone", "10s"))).unwrap();
+    let new = parse(&format!(
+        "{}{}{}",
+        decl("kept", "10s"),
+        decl("new", "1m"),
+        decl("gone2", "10s")
+    ))
+    .unwrap();
+    assert_eq!(
+        old.changes(&new),
+        (
+            vec!["gone2".to_string(), "new".to_string()],
+            vec![],
+            vec!["gone".to_string()]
+        )
+    );
+    let changed = parse(&decl("kept", "1m")).unwrap();
+    assert_eq!(
+        old.changes(&changed),
+        (vec![], vec!["kept".to_string()], vec!["gone".to_string()])
+    );
+}
+
+#[test]
+fn numbers_are_read_in_hundredths_exactly_or_not_at_all() {
+    for (v, want) in [
+        (json!(12), Some(1200)),
+        (json!(12.5), Some(1250)),
+        (json!(-0.07), Some(-7)),
+        (json!(19.99), Some(1999)),
+        (json!(1.234), None),
+        (json!("12"), None),
+        (json!(1e300), None),
+        (json!(u64::MAX), Some(i128::from(u64::MAX) * 100)),
+    ] {
+        assert_eq!(hundredths(&v), want, "{v}");
+    }
+}
+
+#[test]
+fn derived_keys_follow_the_zone() {
+    let seoul = Calendar::new("Asia/Seoul").unwrap();
+    let utc = Calendar::new("UTC").unwrap();
+    // 2026-12-07 is a Monday.
+    let t = chrono::DateTime::parse_from_rfc3339("2026-12-07T00:30:00Z")
+        .unwrap()
+        .timestamp_millis();
+    assert_eq!(day_of_week(&utc, t), 1);
+    // 09:30 on Monday in Seoul.
+    assert_eq!(day_of_week(&seoul, t), 1);
+    // 2026-12-06T14:30Z is 23:30 on Sunday in Seoul, 14:30 on Sunday in UTC.
+    let sunday = t - 10 * 3_600_000;
+    assert_eq!(
+        (day_of_week(&seoul, sunday), seoul.hour_of_day(sunday)),
+        (7, 23)
+    );
+    assert_eq!(
+        (day_of_week(&utc, sunday), utc.hour_of_day(sunday)),
+        (7, 14)
+    );
+}
+
+/// A generated event: what the batch model reads directly, and its JSON.
+#[derive(Debug, Clone)]
+struct Ev {
+    ty: EventType,
+    t_ms: i64,
+    os: Option<&'static str>,
+    /// Price in hundredths, and whether it is written with three decimals (unreadable).
+    price: Option<(i64, bool)>,
+    campaign: Option<u8>,
+}
+
+impl Ev {
+    fn json(&self) -> Value {
+        let mut v = json!({ "event_type": self.ty.as_str(), "context": {} });
+        if let Some(os) = self.os {
+            v["device"] = json!({ "os": os });
+        }
+        if let Some((p, three)) = self.price {
+            let text = if three {
+                format!("{}.{:03}", p / 100, (p % 100) * 10 + 1)
+            } else {
+                format!("{}.{:02}", p / 100, p % 100)
+            };
+            v["price"] = serde_json::from_str(&text).unwrap();
+        }
+        if let Some(c) = self.campaign {
+            v["context"]["campaign"] = json!({ "id": c });
+        }
+        v
+    }
+}
+
+fn event() -> impl Strategy<Value = Ev> {
+    (
+        prop::sample::select(EventType::ALL.to_vec()),
+        0..200_000i64,
+        prop::option::of(prop::sample::select(vec!["ios", "android", "linux"])),
+        // Prices on the 20.00 boundary of the `ge` condition often.
+        prop::option::of((
+            prop_oneof![0..5_000i64, Just(2_000), Just(1_999)],
+            prop::bool::weighted(0.1),
+        )),
+        prop::option::of(0..3u8),
+    )
+        .prop_map(|(ty, t, os, price, campaign)| Ev {
+            ty,
+            t_ms: 1_765_000_000_000 + t * 100,
+            os,
+            price,
+            campaign,
+        })
+}
+
+/// A declaration from a small grammar, and the same choices for the model.
+#[derive(Debug, Clone)]
+struct Choice {
+    views_only: bool,
+    /// 0: none; 1: os in {ios, android}; 2: price >= 20.00; 3: campaign exists.
+    condition: u8,
+    /// Keys: 0 device.os, 1 hour_of_day(), 2 context.campaign.id.
+    keys: Vec<u8>,
+    size_s: i64,
+}
+
+impl Choice {
+    fn toml(&self) -> String {
+        let cond = [
+            "",
+            "where = [{ field = \"device.os\", in = [\"ios\", \"android\"] }]",
+            "where = [{ field = \"price\", ge = 20.00 }]",
+            "where = [{ field = \"context.campaign\", exists = true }]",
+        ][usize::from(self.condition)];
+        let keys: Vec<&str> = self
+            .keys
+            .iter()
+            .map(|k| {
+                [
+                    "\"device.os\"",
+                    "\"hour_of_day()\"",
+                    "\"context.campaign.id\"",
+                ][usize::from(*k)]
+            })
+            .collect();
+        format!(
+            "[[aggregates]]\nname = \"g\"\n{}\n{cond}\ngroup-by = [{}]\nmeasures = [\"count\", \"sum(price)\", \"min(price)\", \"max(price)\"]\nsizes = [\"{}s\"]\n",
+            if self.views_only {
+                "types = [\"view\"]"
+            } else {
+                ""
+            },
+            keys.join(", "),
+            self.size_s
+        )
+    }
+
+    /// The model: which events count, their key, their readable price.
+    fn admits(&self, e: &Ev) -> bool {
+        (!self.views_only || e.ty == EventType::View)
+            && match self.condition {
+                1 => matches!(e.os, Some("ios" | "android")),
+                2 => matches!(e.price, Some((p, false)) if p >= 2000),
+                3 => e.campaign.is_some(),
+                _ => true,
+            }
+    }
+
+    fn key(&self, e: &Ev) -> Vec<String> {
+        self.keys
+            .iter()
+            .map(|k| match k {
+                0 => e.os.unwrap_or("null").to_string(),
+                1 => ((e.t_ms / 3_600_000) % 24).to_string(),
+                _ => e.campaign.map_or("null".into(), |c| c.to_string()),
+            })
+            .collect()
+    }
+}
+
+fn choice() -> impl Strategy<Value = Choice> {
+    (
+        any::<bool>(),
+        0..4u8,
+        prop::collection::vec(0..3u8, 0..3),
+        prop::sample::select(vec![1i64, 10, 60, 3600]),
+    )
+        .prop_map(|(views_only, condition, keys, size_s)| Choice {
+            views_only,
+            condition,
+            keys,
+            size_s,
+        })
+}
+
+proptest! {
+    /// A declared aggregate's windows, fed in any order and split into parts merged
+    /// after, equal a batch model computed from the events' fields directly.
+    #[test]
+    fn declared_windows_equal_a_batch_model(
+        c in choice(),
+        events in prop::collection::vec(event(), 0..80),
+        parts in 1..4usize,
+        seed in any::<u64>(),
+    ) {
+        let plan = parse(&c.toml()).unwrap();
+        let agg = &plan.aggregates[0];
+        let cal = Calendar::new("UTC").unwrap();
+        let size = c.size_s * 1000;
+        // The model, from the fields: (start, key) → (events, sum, min, max, skipped).
+        type M = (u64, Option<i128>, Option<i128>, Option<i128>, u64);
+        let mut model: BTreeMap<(i64, Vec<String>), M> = BTreeMap::new();
+        for e in events.iter().filter(|e| c.admits(e)) {
+            let m = model.entry((e.t_ms.div_euclid(size) * size, c.key(e))).or_default();
+            m.0 += 1;
+            match e.price {
+                Some((p, false)) => {
+                    let p = i128::from(p);
+                    m.1 = Some(m.1.unwrap_or(0) + p);
+                    m.2 = Some(m.2.map_or(p, |x| x.min(p)));
+                    m.3 = Some(m.3.map_or(p, |x| x.max(p)));
+                }
+                _ => m.4 += 3,
+            }
+        }
+        // The windows: events shuffled, dealt into parts, each part's windows merged.
+        let mut order: Vec<usize> = (0..events.len()).collect();
+        let mut x = seed | 1;
+        for i in (1..order.len()).rev() {
+            x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+            order.swap(i, (x % (i as u64 + 1)) as usize);
+        }
+        let mut part_windows: Vec<BTreeMap<i64, Window>> = vec![BTreeMap::new(); parts];
+        for (n, &i) in order.iter().enumerate() {
+            let e = &events[i];
+            let v = e.json();
+            if agg.admits(e.ty, &v) {
+                part_windows[n % parts]
+                    .entry(e.t_ms.div_euclid(size) * size)
+                    .or_default()
+                    .add(agg, &cal, e.t_ms, &v);
+            }
+        }
+        let mut all: BTreeMap<i64, Window> = BTreeMap::new();
+        for p in &part_windows {
+            for (s, w) in p {
+                all.entry(*s).or_default().merge(agg, w);
+            }
+        }
+        let got: BTreeMap<(i64, Vec<String>), M> = all
+            .into_iter()
+            .flat_map(|(s, w)| w.finish().into_iter().map(move |(k, r)| {
+                assert_eq!(r.values[0], Some(i128::from(r.events)));
+                ((s, k), (r.events, r.values[1], r.values[2], r.values[3], r.skipped))
+            }))
+            .collect();
+        prop_assert_eq!(got, model);
+    }
+}
