@@ -1,9 +1,10 @@
 //! Declared aggregates (issue 20), the part that does not touch the pipeline yet: the
 //! `[[aggregates]]` declarations, checked and compiled into a [`Plan`] with one-line
 //! errors naming the aggregate and the field; the canonical text a version's fingerprint
-//! will hold; and the window state that evaluates a declaration over events
-//! ([`Window`]: filter, group-by on JSON field paths and derived keys, `count`, `sum`,
-//! `min`, `max`), mergeable and exact. docs/DECLARED-AGGREGATES.md says what is left
+//! will hold; the one walk over a record that takes out the values of every declared path
+//! ([`Paths::extract`], nothing built for the rest); and the window state that evaluates
+//! a declaration over events ([`Window`]: filter, group-by on field paths and derived
+//! keys, `count`, `sum`, `min`, `max`), mergeable and exact. docs/DECLARED-AGGREGATES.md says what is left
 //! (the second window core, the table, export, query, the API and the live page).
 //!
 //! ```toml
@@ -18,10 +19,12 @@
 //!
 //! Decisions (where the issue is silent):
 //! - a group-by path the event does not have is the key part `null`, as SQL groups a
-//!   missing column under NULL; a string is its text, any other value its JSON text;
-//! - `sum`, `min` and `max` read numbers exactly as fixed point with two decimals (money,
-//!   and every integer); a value that is missing, not a number or has more decimals is
-//!   left out of that measure and counted in the row's `skipped`, never rounded;
+//!   missing column under NULL; a string is its text, any other value its JSON text as
+//!   written;
+//! - `sum`, `min` and `max` read a number's text exactly, in hundredths (money, and every
+//!   integer; `1.500` and `2e3` too); a value that is missing, not a number or not a whole
+//!   number of hundredths is left out of that measure and counted in the row's `skipped`,
+//!   never rounded; `eq` and `in` compare numbers by that exact value;
 //! - a filter condition on a missing field is false (`exists = false` asks for that).
 
 use std::collections::{BTreeMap, HashMap};
@@ -90,9 +93,17 @@ pub struct Condition {
     pub le: Option<Value>,
 }
 
-/// A field path: the keys from the event object's top level down.
+pub mod extract;
+
+pub use extract::{Paths, Values};
+
+/// A field path: the keys from the event object's top level down, and its id among the
+/// plan's paths ([`Paths`]; set by [`Plan::compile`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Path(Vec<String>);
+pub struct Path {
+    parts: Vec<String>,
+    id: usize,
+}
 
 impl Path {
     fn parse(text: &str) -> Result<Self, String> {
@@ -100,13 +111,15 @@ impl Path {
         if parts.iter().any(String::is_empty) {
             return Err(format!("{text:?} is not a field path (a.b.c)"));
         }
-        Ok(Self(parts))
+        Ok(Self {
+            parts,
+            id: usize::MAX,
+        })
     }
 
-    /// The value at this path in `v`, if there is one.
-    #[must_use]
-    pub fn lookup<'v>(&self, v: &'v Value) -> Option<&'v Value> {
-        self.0.iter().try_fold(v, |v, k| v.as_object()?.get(k))
+    /// Its value among an event's extracted `values`.
+    fn get<'r>(&self, values: &Values<'r>) -> Option<&'r [u8]> {
+        values.get(self.id).copied().flatten()
     }
 }
 
@@ -162,11 +175,14 @@ pub struct Aggregate {
     pub canonical: String,
 }
 
-/// Every declared aggregate, checked.
+/// Every declared aggregate, checked, and the paths they read.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Plan {
     /// In name order.
     pub aggregates: Vec<Aggregate>,
+    /// Every path any of them reads, each once: what [`Paths::extract`] takes out of an
+    /// event for all of them.
+    pub paths: Paths,
 }
 
 /// `"{aggregate}": {what}` — one line naming the aggregate and the field.
@@ -174,43 +190,84 @@ fn bad(name: &str, what: impl std::fmt::Display) -> String {
     format!("aggregate {name:?}: {what}")
 }
 
-/// `text` as a number in hundredths, if it is one with at most two decimals.
-fn hundredths(v: &Value) -> Option<i128> {
-    let Value::Number(n) = v else { return None };
-    let text = n.to_string();
-    let (neg, digits) = match text.strip_prefix('-') {
-        Some(rest) => (true, rest),
-        None => (false, text.as_str()),
+/// A JSON number's text in hundredths, exactly: digits, an optional fraction and exponent,
+/// whose value is a whole number of hundredths (`19.99`, `1.500`, `2e3`); none otherwise
+/// (more precision, not a number, out of range).
+fn hundredths(text: &[u8]) -> Option<i128> {
+    let (neg, t) = match text.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, text),
     };
-    let (int, frac) = digits.split_once('.').unwrap_or((digits, ""));
-    if frac.len() > 2
-        || int.is_empty()
-        || !int.bytes().all(|b| b.is_ascii_digit())
-        || !frac.bytes().all(|b| b.is_ascii_digit())
-    {
+    let (mantissa, exp) = match t.iter().position(|&c| c == b'e' || c == b'E') {
+        Some(i) => (
+            &t[..i],
+            std::str::from_utf8(&t[i + 1..]).ok()?.parse::<i32>().ok()?,
+        ),
+        None => (t, 0),
+    };
+    let (int, frac) = match mantissa.iter().position(|&c| c == b'.') {
+        Some(i) => (&mantissa[..i], &mantissa[i + 1..]),
+        None => (mantissa, &[][..]),
+    };
+    if int.is_empty() || !int.iter().chain(frac).all(u8::is_ascii_digit) {
         return None;
     }
-    let scale = 10i128.pow(2 - u32::try_from(frac.len()).ok()?);
-    let x = format!("{int}{frac}")
-        .parse::<i128>()
-        .ok()?
-        .checked_mul(scale)?;
-    Some(if neg { -x } else { x })
+    // The digits as one integer, times 10^shift hundredths.
+    let digits: Vec<u8> = int.iter().chain(frac).copied().collect();
+    let shift = exp
+        .checked_add(2)?
+        .checked_sub(i32::try_from(frac.len()).ok()?)?;
+    let (keep, dropped) = if shift >= 0 {
+        (&digits[..], &[][..])
+    } else {
+        let cut = digits.len().saturating_sub(usize::try_from(-shift).ok()?);
+        digits.split_at(cut)
+    };
+    if dropped.iter().any(|&d| d != b'0') {
+        return None;
+    }
+    let mut n: i128 = 0;
+    for &d in keep {
+        n = n.checked_mul(10)?.checked_add(i128::from(d - b'0'))?;
+    }
+    for _ in 0..shift.max(0) {
+        n = n.checked_mul(10)?;
+    }
+    Some(if neg { -n } else { n })
+}
+
+/// A value operand's hundredths (a number given in the configuration).
+fn operand_hundredths(v: &Value) -> Option<i128> {
+    match v {
+        Value::Number(n) => hundredths(n.to_string().as_bytes()),
+        _ => None,
+    }
+}
+
+/// Whether the extracted `raw` value equals the operand `want`: numbers by their exact
+/// value (`1`, `1.0` and `1e0` are equal), anything else as JSON values.
+fn equals(raw: &[u8], want: &Value) -> bool {
+    match (want, hundredths(raw)) {
+        (Value::Number(_), Some(x)) => operand_hundredths(want) == Some(x),
+        _ => serde_json::from_slice::<Value>(raw).is_ok_and(|v| v == *want),
+    }
 }
 
 impl Condition {
     fn compile(&self, name: &str) -> Result<(Path, Test), String> {
         let path = Path::parse(&self.field).map_err(|e| bad(name, format!("where: {e}")))?;
         let cmp = |v: &Value, pass: Vec<std::cmp::Ordering>| -> Result<Test, String> {
-            hundredths(v).map(|x| Test::Cmp(pass, x)).ok_or_else(|| {
-                bad(
-                    name,
-                    format!(
-                        "where {}: {v} is not a number with at most two decimals",
-                        self.field
-                    ),
-                )
-            })
+            operand_hundredths(v)
+                .map(|x| Test::Cmp(pass, x))
+                .ok_or_else(|| {
+                    bad(
+                        name,
+                        format!(
+                            "where {}: {v} is not a number with at most two decimals",
+                            self.field
+                        ),
+                    )
+                })
         };
         use std::cmp::Ordering::{Equal, Greater, Less};
         let mut tests = Vec::new();
@@ -376,8 +433,19 @@ impl Plan {
                 return Err(bad(&d.name, "name: declared twice"));
             }
         }
+        let mut aggregates: Vec<Aggregate> = by_name.into_values().collect();
+        let mut parts: Vec<Vec<String>> = Vec::new();
+        for a in &mut aggregates {
+            for p in a.paths_mut() {
+                p.id = parts.iter().position(|q| *q == p.parts).unwrap_or_else(|| {
+                    parts.push(p.parts.clone());
+                    parts.len() - 1
+                });
+            }
+        }
         Ok(Self {
-            aggregates: by_name.into_values().collect(),
+            aggregates,
+            paths: Paths::new(&parts),
         })
     }
 
@@ -452,12 +520,14 @@ fn combine(x: Option<i128>, y: Option<i128>, m: &Measure) -> Option<i128> {
     }
 }
 
-/// The key part of a value: a string's text, `null` when absent, else its JSON text.
-fn key_part(v: Option<&Value>) -> String {
-    match v {
-        Some(Value::String(s)) => s.clone(),
-        Some(v) => v.to_string(),
+/// The key part of an extracted value: a string's text, `null` when absent, else its
+/// JSON text as written.
+fn key_part(raw: Option<&[u8]>) -> String {
+    match raw {
         None => "null".into(),
+        Some(raw) if raw.first() == Some(&b'"') => serde_json::from_slice::<String>(raw)
+            .unwrap_or_else(|_| String::from_utf8_lossy(raw).into_owned()),
+        Some(raw) => String::from_utf8_lossy(raw).into_owned(),
     }
 }
 
@@ -473,16 +543,30 @@ fn day_of_week(cal: &Calendar, t_ms: i64) -> u32 {
 }
 
 impl Aggregate {
-    /// Whether an event of type `ty` with body `v` is counted.
+    /// Every path it reads, to be numbered by the plan.
+    fn paths_mut(&mut self) -> impl Iterator<Item = &mut Path> {
+        let conditions = self.conditions.iter_mut().map(|(p, _)| p);
+        let keys = self.keys.iter_mut().filter_map(|k| match k {
+            Key::Field(p) => Some(p),
+            _ => None,
+        });
+        let measures = self.measures.iter_mut().filter_map(|m| match m {
+            Measure::Count => None,
+            Measure::Sum(p) | Measure::Min(p) | Measure::Max(p) => Some(p),
+        });
+        conditions.chain(keys).chain(measures)
+    }
+
+    /// Whether an event of type `ty` whose paths have `values` is counted.
     #[must_use]
-    pub fn admits(&self, ty: crate::event::EventType, v: &Value) -> bool {
+    pub fn admits(&self, ty: crate::event::EventType, values: &Values<'_>) -> bool {
         self.types.as_ref().is_none_or(|ts| ts.contains(&ty))
             && self.conditions.iter().all(|(p, t)| {
-                let x = p.lookup(v);
+                let x = p.get(values);
                 match t {
                     Test::Exists(want) => x.is_some() == *want,
-                    Test::Eq(want) => x == Some(want),
-                    Test::In(set) => x.is_some_and(|x| set.contains(x)),
+                    Test::Eq(want) => x.is_some_and(|x| equals(x, want)),
+                    Test::In(set) => x.is_some_and(|x| set.iter().any(|w| equals(x, w))),
                     Test::Cmp(pass, n) => x
                         .and_then(hundredths)
                         .is_some_and(|x| pass.contains(&x.cmp(n))),
@@ -490,13 +574,13 @@ impl Aggregate {
             })
     }
 
-    /// The group of an event at `t_ms` with body `v`.
+    /// The group of an event at `t_ms` whose paths have `values`.
     #[must_use]
-    pub fn key(&self, cal: &Calendar, t_ms: i64, v: &Value) -> Vec<String> {
+    pub fn key(&self, cal: &Calendar, t_ms: i64, values: &Values<'_>) -> Vec<String> {
         self.keys
             .iter()
             .map(|k| match k {
-                Key::Field(p) => key_part(p.lookup(v)),
+                Key::Field(p) => key_part(p.get(values)),
                 Key::HourOfDay => cal.hour_of_day(t_ms).to_string(),
                 Key::DayOfWeek => day_of_week(cal, t_ms).to_string(),
             })
@@ -505,14 +589,14 @@ impl Aggregate {
 
     /// One event's row: counted once, its values read.
     #[must_use]
-    pub fn row(&self, v: &Value) -> Row {
+    pub fn row(&self, values: &Values<'_>) -> Row {
         let mut r = Row::new(self.measures.len());
         r.events = 1;
         for (x, m) in r.values.iter_mut().zip(&self.measures) {
             *x = match m {
                 Measure::Count => Some(1),
                 Measure::Sum(p) | Measure::Min(p) | Measure::Max(p) => {
-                    let n = p.lookup(v).and_then(hundredths);
+                    let n = p.get(values).and_then(hundredths);
                     r.skipped += u64::from(n.is_none());
                     n
                 }
@@ -529,11 +613,11 @@ pub struct Window {
 }
 
 impl Window {
-    /// Counts an event (already admitted by `agg`) at `t_ms` with body `v`.
-    pub fn add(&mut self, agg: &Aggregate, cal: &Calendar, t_ms: i64, v: &Value) {
-        let row = agg.row(v);
+    /// Counts an event (already admitted by `agg`) at `t_ms` whose paths have `values`.
+    pub fn add(&mut self, agg: &Aggregate, cal: &Calendar, t_ms: i64, values: &Values<'_>) {
+        let row = agg.row(values);
         self.rows
-            .entry(agg.key(cal, t_ms, v))
+            .entry(agg.key(cal, t_ms, values))
             .or_insert_with(|| Row::new(agg.measures.len()))
             .merge(&row, &agg.measures);
     }

@@ -30,13 +30,19 @@ fn the_documented_declaration_compiles() {
     let p = parse(EXAMPLE).unwrap();
     let a = &p.aggregates[0];
     assert_eq!(a.sizes_ms, vec![10_000, 3_600_000]);
-    assert_eq!(
-        a.keys,
-        vec![
-            Key::Field(Path(vec!["device".into(), "os".into()])),
-            Key::HourOfDay
-        ]
-    );
+    let os = Path {
+        parts: vec!["device".into(), "os".into()],
+        id: 0,
+    };
+    assert_eq!(a.keys, vec![Key::Field(os), Key::HourOfDay]);
+    // device.os (the condition's and the key's) once, then price.
+    let mut values = Vec::new();
+    p.paths
+        .extract(br#"{"price": 12.50, "device": {"os": "ios"}}"#, &mut values)
+        .unwrap();
+    assert_eq!(values, vec![Some(&b"\"ios\""[..]), Some(&b"12.50"[..])]);
+    assert!(a.admits(EventType::View, &values));
+    assert!(!a.admits(EventType::Purchase, &values));
     assert_eq!(a.types, Some(vec![EventType::View]));
 }
 
@@ -127,18 +133,26 @@ fn a_dry_run_names_what_is_new_changed_and_dropped() {
 
 #[test]
 fn numbers_are_read_in_hundredths_exactly_or_not_at_all() {
-    for (v, want) in [
-        (json!(12), Some(1200)),
-        (json!(12.5), Some(1250)),
-        (json!(-0.07), Some(-7)),
-        (json!(19.99), Some(1999)),
-        (json!(1.234), None),
-        (json!("12"), None),
-        (json!(1e300), None),
-        (json!(u64::MAX), Some(i128::from(u64::MAX) * 100)),
+    for (text, want) in [
+        ("12", Some(1200)),
+        ("12.5", Some(1250)),
+        ("-0.07", Some(-7)),
+        ("19.99", Some(1999)),
+        ("1.500", Some(150)),
+        ("2e3", Some(200_000)),
+        ("25E-1", Some(250)),
+        ("1.234", None),
+        ("1e-3", None),
+        ("\"12\"", None),
+        ("1e300", None),
+        ("true", None),
+        ("12345678901234567.89", Some(1_234_567_890_123_456_789)),
+        ("18446744073709551615", Some(i128::from(u64::MAX) * 100)),
     ] {
-        assert_eq!(hundredths(&v), want, "{v}");
+        assert_eq!(hundredths(text.as_bytes()), want, "{text}");
     }
+    assert!(equals(b"1.0", &json!(1)) && equals(b"1e0", &json!(1.0)));
+    assert!(equals(b"\"ios\"", &json!("ios")) && !equals(b"\"ios\"", &json!("IOS")));
 }
 
 #[test]
@@ -337,12 +351,14 @@ proptest! {
         let mut part_windows: Vec<BTreeMap<i64, Window>> = vec![BTreeMap::new(); parts];
         for (n, &i) in order.iter().enumerate() {
             let e = &events[i];
-            let v = e.json();
-            if agg.admits(e.ty, &v) {
+            let bytes = serde_json::to_vec(&e.json()).unwrap();
+            let mut values = Vec::new();
+            plan.paths.extract(&bytes, &mut values).unwrap();
+            if agg.admits(e.ty, &values) {
                 part_windows[n % parts]
                     .entry(e.t_ms.div_euclid(size) * size)
                     .or_default()
-                    .add(agg, &cal, e.t_ms, &v);
+                    .add(agg, &cal, e.t_ms, &values);
             }
         }
         let mut all: BTreeMap<i64, Window> = BTreeMap::new();
@@ -359,5 +375,62 @@ proptest! {
             }))
             .collect();
         prop_assert_eq!(got, model);
+    }
+}
+
+/// Random JSON: nested objects (keys from a small set, so paths hit and repeat), arrays,
+/// strings with escapes, numbers, literals.
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(|n| json!(n)),
+        (-1000.0..1000.0f64).prop_map(|f| json!(f)),
+        "[a-c\"\\\\\u{e9}\n ]{0,6}".prop_map(Value::String),
+    ];
+    leaf.prop_recursive(4, 40, 5, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::vec(("[abc]|a\"b|\u{e9}", inner), 0..5)
+                .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+        ]
+    })
+}
+
+/// The record's text with a repeated key and odd whitespace, as a producer might write it.
+fn written(v: &Value, pretty: bool) -> Vec<u8> {
+    if pretty {
+        serde_json::to_vec_pretty(v).unwrap()
+    } else {
+        serde_json::to_vec(v).unwrap()
+    }
+}
+
+proptest! {
+    /// What the walk takes out for a path is what `serde_json` finds there.
+    #[test]
+    fn extracted_values_are_what_serde_json_finds(
+        v in json_value(),
+        paths in prop::collection::vec(prop::collection::vec("[abc]|a\"b|\u{e9}", 1..4), 0..6),
+        pretty in any::<bool>(),
+        repeat in any::<bool>(),
+    ) {
+        let mut bytes = written(&v, pretty);
+        // A key written twice: the last value is the one that counts.
+        if repeat && bytes.first() == Some(&b'{') && v.as_object().is_some_and(|o| !o.is_empty()) {
+            let first = v.as_object().unwrap().iter().next().unwrap();
+            let mut text = format!("{{{}:{{\"a\":1}},", serde_json::to_string(first.0).unwrap());
+            text.push_str(std::str::from_utf8(&bytes[1..]).unwrap());
+            bytes = text.into_bytes();
+        }
+        let parsed: Value = serde_json::from_slice(&bytes).unwrap();
+        let trie = Paths::new(&paths);
+        let mut out = Vec::new();
+        trie.extract(&bytes, &mut out).unwrap();
+        for (p, got) in paths.iter().zip(&out) {
+            let want = p.iter().try_fold(&parsed, |v, k| v.as_object()?.get(k));
+            let got: Option<Value> = got.map(|raw| serde_json::from_slice(raw).unwrap());
+            prop_assert_eq!(got.as_ref(), want, "path {:?} in {}", p, String::from_utf8_lossy(&bytes));
+        }
     }
 }

@@ -1,0 +1,241 @@
+//! Reading only the declared paths out of a record: one walk over its JSON bytes that
+//! descends into the keys some path names and skips every other value without building
+//! anything. The record was validated by the event decoder before; a malformed one is still
+//! an error here, never a panic.
+
+/// A trie node: the keys below it, and the paths ending here.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Node {
+    children: Vec<(String, Node)>,
+    leaves: Vec<usize>,
+    /// Every path id at or below this node (cleared when its key appears again: a
+    /// repeated key's last value wins, as `serde_json` keeps it).
+    below: Vec<usize>,
+}
+
+/// Every declared path, each once (its id is its index), as a trie.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Paths {
+    root: Node,
+    count: usize,
+}
+
+/// A value's bytes in the record (no surrounding whitespace), by path id.
+pub type Values<'r> = Vec<Option<&'r [u8]>>;
+
+impl Paths {
+    /// The trie of `paths` (path `i` has id `i`).
+    #[must_use]
+    pub fn new(paths: &[Vec<String>]) -> Self {
+        let mut root = Node::default();
+        for (id, parts) in paths.iter().enumerate() {
+            let mut node = &mut root;
+            node.below.push(id);
+            for part in parts {
+                let at = match node.children.iter().position(|(k, _)| k == part) {
+                    Some(i) => i,
+                    None => {
+                        node.children.push((part.clone(), Node::default()));
+                        node.children.len() - 1
+                    }
+                };
+                node = &mut node.children[at].1;
+                node.below.push(id);
+            }
+            node.leaves.push(id);
+        }
+        Self {
+            root,
+            count: paths.len(),
+        }
+    }
+
+    /// Whether no path is declared.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The values of every path in `record` (a JSON object), into `out` (reused).
+    ///
+    /// # Errors
+    /// A record that is not well-formed JSON where the walk went.
+    pub fn extract<'r>(&self, record: &'r [u8], out: &mut Values<'r>) -> Result<(), String> {
+        out.clear();
+        out.resize(self.count, None);
+        if self.count == 0 {
+            return Ok(());
+        }
+        let mut w = Walk {
+            b: record,
+            at: 0,
+            out,
+        };
+        w.ws();
+        if w.peek() == Some(b'{') {
+            w.object(&self.root)
+        } else {
+            // Not an object: no field has a value.
+            Ok(())
+        }
+    }
+}
+
+struct Walk<'r, 'o> {
+    b: &'r [u8],
+    at: usize,
+    out: &'o mut Values<'r>,
+}
+
+fn malformed(at: usize) -> String {
+    format!("malformed JSON at byte {at}")
+}
+
+impl<'r> Walk<'r, '_> {
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.at).copied()
+    }
+
+    fn ws(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
+            self.at += 1;
+        }
+    }
+
+    fn eat(&mut self, c: u8) -> Result<(), String> {
+        self.ws();
+        if self.peek() == Some(c) {
+            self.at += 1;
+            Ok(())
+        } else {
+            Err(malformed(self.at))
+        }
+    }
+
+    /// A string's raw bytes between its quotes (escapes left in), and whether it has any.
+    fn string(&mut self) -> Result<(&'r [u8], bool), String> {
+        self.eat(b'"')?;
+        let start = self.at;
+        let mut escaped = false;
+        loop {
+            match self.peek() {
+                Some(b'"') => {
+                    self.at += 1;
+                    return Ok((&self.b[start..self.at - 1], escaped));
+                }
+                Some(b'\\') => {
+                    escaped = true;
+                    self.at += 2;
+                }
+                Some(_) => self.at += 1,
+                None => return Err(malformed(self.at)),
+            }
+        }
+    }
+
+    /// Skips one value (of any kind, nested ones included).
+    fn skip(&mut self) -> Result<(), String> {
+        self.ws();
+        match self.peek() {
+            Some(b'"') => self.string().map(|_| ()),
+            Some(open @ (b'{' | b'[')) => {
+                let close = if open == b'{' { b'}' } else { b']' };
+                self.at += 1;
+                self.ws();
+                if self.peek() == Some(close) {
+                    self.at += 1;
+                    return Ok(());
+                }
+                loop {
+                    if open == b'{' {
+                        self.string()?;
+                        self.eat(b':')?;
+                    }
+                    self.skip()?;
+                    self.ws();
+                    match self.peek() {
+                        Some(b',') => self.at += 1,
+                        Some(c) if c == close => {
+                            self.at += 1;
+                            return Ok(());
+                        }
+                        _ => return Err(malformed(self.at)),
+                    }
+                }
+            }
+            Some(_) => {
+                let start = self.at;
+                while let Some(c) = self.peek() {
+                    if matches!(c, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r') {
+                        break;
+                    }
+                    self.at += 1;
+                }
+                if self.at == start {
+                    Err(malformed(start))
+                } else {
+                    Ok(())
+                }
+            }
+            None => Err(malformed(self.at)),
+        }
+    }
+
+    /// Walks an object, recording the values of `node`'s paths below it.
+    fn object(&mut self, node: &Node) -> Result<(), String> {
+        self.eat(b'{')?;
+        self.ws();
+        if self.peek() == Some(b'}') {
+            self.at += 1;
+            return Ok(());
+        }
+        loop {
+            let (raw, escaped) = self.string()?;
+            self.eat(b':')?;
+            let name = if escaped {
+                let quoted = std::str::from_utf8(raw).map_err(|e| e.to_string())?;
+                let unescaped: String =
+                    serde_json::from_str(&format!("\"{quoted}\"")).map_err(|e| e.to_string())?;
+                std::borrow::Cow::Owned(unescaped.into_bytes())
+            } else {
+                std::borrow::Cow::Borrowed(raw)
+            };
+            match node
+                .children
+                .iter()
+                .find(|(k, _)| k.as_bytes() == name.as_ref())
+            {
+                Some((_, child)) => self.member(child)?,
+                None => self.skip()?,
+            }
+            self.ws();
+            match self.peek() {
+                Some(b',') => self.at += 1,
+                Some(b'}') => {
+                    self.at += 1;
+                    return Ok(());
+                }
+                _ => return Err(malformed(self.at)),
+            }
+        }
+    }
+
+    /// The value of a key some path goes through: recorded if a path ends here, walked
+    /// if paths go on below it and it is an object.
+    fn member(&mut self, node: &Node) -> Result<(), String> {
+        for &id in &node.below {
+            self.out[id] = None;
+        }
+        self.ws();
+        let start = self.at;
+        if !node.children.is_empty() && self.peek() == Some(b'{') {
+            self.object(node)?;
+        } else {
+            self.skip()?;
+        }
+        for &id in &node.leaves {
+            self.out[id] = Some(&self.b[start..self.at]);
+        }
+        Ok(())
+    }
+}
