@@ -212,23 +212,20 @@ fn hundredths(text: &[u8]) -> Option<i128> {
     if int.is_empty() || !int.iter().chain(frac).all(u8::is_ascii_digit) {
         return None;
     }
-    // The digits as one integer, times 10^shift hundredths.
-    let digits: Vec<u8> = int.iter().chain(frac).copied().collect();
+    // The digits as one integer, times 10^shift hundredths: with a negative shift, the
+    // last -shift digits are below a hundredth and must be zeros.
     let shift = exp
         .checked_add(2)?
         .checked_sub(i32::try_from(frac.len()).ok()?)?;
-    let (keep, dropped) = if shift >= 0 {
-        (&digits[..], &[][..])
-    } else {
-        let cut = digits.len().saturating_sub(usize::try_from(-shift).ok()?);
-        digits.split_at(cut)
-    };
-    if dropped.iter().any(|&d| d != b'0') {
-        return None;
-    }
+    let below = usize::try_from(shift.min(0).unsigned_abs()).ok()?;
+    let keep = (int.len() + frac.len()).saturating_sub(below);
     let mut n: i128 = 0;
-    for &d in keep {
-        n = n.checked_mul(10)?.checked_add(i128::from(d - b'0'))?;
+    for (i, &d) in int.iter().chain(frac).enumerate() {
+        if i < keep {
+            n = n.checked_mul(10)?.checked_add(i128::from(d - b'0'))?;
+        } else if d != b'0' {
+            return None;
+        }
     }
     for _ in 0..shift.max(0) {
         n = n.checked_mul(10)?;
@@ -520,15 +517,33 @@ fn combine(x: Option<i128>, y: Option<i128>, m: &Measure) -> Option<i128> {
     }
 }
 
-/// The key part of an extracted value: a string's text, `null` when absent, else its
-/// JSON text as written.
-fn key_part(raw: Option<&[u8]>) -> String {
+/// Appends the key part of an extracted value to `key`, its length first: a string's
+/// text, `null` when absent, else its JSON text as written.
+fn push_key_part(key: &mut Vec<u8>, raw: Option<&[u8]>) {
+    let at = key.len();
+    key.extend_from_slice(&[0; 4]);
     match raw {
-        None => "null".into(),
-        Some(raw) if raw.first() == Some(&b'"') => serde_json::from_slice::<String>(raw)
-            .unwrap_or_else(|_| String::from_utf8_lossy(raw).into_owned()),
-        Some(raw) => String::from_utf8_lossy(raw).into_owned(),
+        None => key.extend_from_slice(b"null"),
+        Some([b'"', inner @ .., b'"']) if !inner.contains(&b'\\') => key.extend_from_slice(inner),
+        Some(raw) if raw.first() == Some(&b'"') => match serde_json::from_slice::<String>(raw) {
+            Ok(text) => key.extend_from_slice(text.as_bytes()),
+            Err(_) => key.extend_from_slice(raw),
+        },
+        Some(raw) => key.extend_from_slice(raw),
     }
+    let len = u32::try_from(key.len() - at - 4).unwrap_or(u32::MAX);
+    key[at..at + 4].copy_from_slice(&len.to_le_bytes());
+}
+
+/// The parts of a key [`push_key_part`] wrote.
+fn key_parts(mut key: &[u8]) -> Vec<String> {
+    let mut parts = Vec::new();
+    while let Some((len, rest)) = key.split_first_chunk::<4>() {
+        let n = (u32::from_le_bytes(*len) as usize).min(rest.len());
+        parts.push(String::from_utf8_lossy(&rest[..n]).into_owned());
+        key = &rest[n..];
+    }
+    parts
 }
 
 /// The ISO day of the week (1 = Monday) of `t_ms` in `cal`'s zone.
@@ -574,26 +589,27 @@ impl Aggregate {
             })
     }
 
-    /// The group of an event at `t_ms` whose paths have `values`.
-    #[must_use]
-    pub fn key(&self, cal: &Calendar, t_ms: i64, values: &Values<'_>) -> Vec<String> {
-        self.keys
-            .iter()
-            .map(|k| match k {
-                Key::Field(p) => key_part(p.get(values)),
-                Key::HourOfDay => cal.hour_of_day(t_ms).to_string(),
-                Key::DayOfWeek => day_of_week(cal, t_ms).to_string(),
-            })
-            .collect()
+    /// Writes the group of an event at `t_ms` whose paths have `values` into `key`.
+    fn write_key(&self, cal: &Calendar, t_ms: i64, values: &Values<'_>, key: &mut Vec<u8>) {
+        key.clear();
+        for k in &self.keys {
+            let derived = match k {
+                Key::Field(p) => {
+                    push_key_part(key, p.get(values));
+                    continue;
+                }
+                Key::HourOfDay => cal.hour_of_day(t_ms),
+                Key::DayOfWeek => day_of_week(cal, t_ms) as usize,
+            };
+            push_key_part(key, Some(derived.to_string().as_bytes()));
+        }
     }
 
-    /// One event's row: counted once, its values read.
-    #[must_use]
-    pub fn row(&self, values: &Values<'_>) -> Row {
-        let mut r = Row::new(self.measures.len());
-        r.events = 1;
+    /// Adds one event (its paths' `values`) into its group's row.
+    fn fold(&self, r: &mut Row, values: &Values<'_>) {
+        r.events += 1;
         for (x, m) in r.values.iter_mut().zip(&self.measures) {
-            *x = match m {
+            let n = match m {
                 Measure::Count => Some(1),
                 Measure::Sum(p) | Measure::Min(p) | Measure::Max(p) => {
                     let n = p.get(values).and_then(hundredths);
@@ -601,25 +617,33 @@ impl Aggregate {
                     n
                 }
             };
+            *x = combine(*x, n, m);
         }
-        r
     }
 }
 
-/// One window of one declared aggregate: its groups' rows.
-#[derive(Debug, Clone, PartialEq, Default)]
+/// One window of one declared aggregate: its groups' rows, by key (its parts, each
+/// after its length).
+#[derive(Debug, Clone, Default)]
 pub struct Window {
-    rows: HashMap<Vec<String>, Row>,
+    rows: HashMap<Vec<u8>, Row, ahash::RandomState>,
+    /// The key being looked up (reused).
+    scratch: Vec<u8>,
 }
 
 impl Window {
     /// Counts an event (already admitted by `agg`) at `t_ms` whose paths have `values`.
     pub fn add(&mut self, agg: &Aggregate, cal: &Calendar, t_ms: i64, values: &Values<'_>) {
-        let row = agg.row(values);
-        self.rows
-            .entry(agg.key(cal, t_ms, values))
-            .or_insert_with(|| Row::new(agg.measures.len()))
-            .merge(&row, &agg.measures);
+        agg.write_key(cal, t_ms, values, &mut self.scratch);
+        if !self.rows.contains_key(self.scratch.as_slice()) {
+            self.rows
+                .insert(self.scratch.clone(), Row::new(agg.measures.len()));
+        }
+        let row = self
+            .rows
+            .get_mut(self.scratch.as_slice())
+            .expect("inserted above");
+        agg.fold(row, values);
     }
 
     /// Adds another window's rows in (a worker's part, another partition's).
@@ -635,7 +659,11 @@ impl Window {
     /// The rows, by key.
     #[must_use]
     pub fn finish(self) -> Vec<(Vec<String>, Row)> {
-        let mut rows: Vec<_> = self.rows.into_iter().collect();
+        let mut rows: Vec<_> = self
+            .rows
+            .into_iter()
+            .map(|(k, r)| (key_parts(&k), r))
+            .collect();
         rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         rows
     }

@@ -118,18 +118,17 @@ impl<'r> Walk<'r, '_> {
         let start = self.at;
         let mut escaped = false;
         loop {
-            match self.peek() {
-                Some(b'"') => {
-                    self.at += 1;
-                    return Ok((&self.b[start..self.at - 1], escaped));
-                }
-                Some(b'\\') => {
-                    escaped = true;
-                    self.at += 2;
-                }
-                Some(_) => self.at += 1,
-                None => return Err(malformed(self.at)),
+            let rest = self.b.get(self.at..).unwrap_or_default();
+            let Some(i) = memchr::memchr2(b'"', b'\\', rest) else {
+                return Err(malformed(self.b.len()));
+            };
+            self.at += i;
+            if self.b[self.at] == b'"' {
+                self.at += 1;
+                return Ok((&self.b[start..self.at - 1], escaped));
             }
+            escaped = true;
+            self.at += 2;
         }
     }
 

@@ -434,3 +434,33 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_key_is_a_strings_text_or_a_values_json_text_or_null() {
+    let plan = parse(
+        "[[aggregates]]\nname = \"k\"\ngroup-by = [\"device.os\", \"day_of_week()\"]\nmeasures = [\"count\"]\nsizes = [\"1h\"]\n",
+    )
+    .unwrap();
+    let (agg, cal) = (&plan.aggregates[0], Calendar::new("UTC").unwrap());
+    // 2026-12-07T00:30Z, a Monday.
+    let t = 1_796_603_400_000;
+    assert_eq!(day_of_week(&cal, t), 1);
+    let mut w = Window::default();
+    for record in [
+        br#"{"device": {"os": "a\"b\u00e9"}}"#.as_slice(),
+        br#"{"device": {"os": 12.50}}"#,
+        br#"{"device": {"os": "plain"}}"#,
+        br#"{"device": {}}"#,
+        br#"{"device": {"os": "plain"}}"#,
+    ] {
+        let mut values = Vec::new();
+        plan.paths.extract(record, &mut values).unwrap();
+        w.add(agg, &cal, t, &values);
+    }
+    let keys: Vec<(Vec<String>, u64)> = w.finish().into_iter().map(|(k, r)| (k, r.events)).collect();
+    let k = |os: &str| vec![os.to_string(), "1".to_string()];
+    assert_eq!(
+        keys,
+        vec![(k("12.50"), 1), (k("a\"b\u{e9}"), 1), (k("null"), 1), (k("plain"), 2)]
+    );
+}
