@@ -371,7 +371,7 @@ impl<'a> Merged<'a> {
 }
 
 /// The sum of stored [`Sums`] (bincode, each list sorted by key, as the window's finish
-/// writes them), merged list by list as [`Cursor`] reads them, without hashing or
+/// writes them), merged list by list as `Cursor` reads them, without hashing or
 /// copying names until the end, on up to 4 threads: what a range query runs.
 ///
 /// # Errors

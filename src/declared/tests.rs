@@ -457,10 +457,16 @@ fn a_key_is_a_strings_text_or_a_values_json_text_or_null() {
         plan.paths.extract(record, &mut values).unwrap();
         w.add(agg, &cal, t, &values);
     }
-    let keys: Vec<(Vec<String>, u64)> = w.finish().into_iter().map(|(k, r)| (k, r.events)).collect();
+    let keys: Vec<(Vec<String>, u64)> =
+        w.finish().into_iter().map(|(k, r)| (k, r.events)).collect();
     let k = |os: &str| vec![os.to_string(), "1".to_string()];
     assert_eq!(
         keys,
-        vec![(k("12.50"), 1), (k("a\"b\u{e9}"), 1), (k("null"), 1), (k("plain"), 2)]
+        vec![
+            (k("12.50"), 1),
+            (k("a\"b\u{e9}"), 1),
+            (k("null"), 1),
+            (k("plain"), 2)
+        ]
     );
 }
