@@ -5,12 +5,35 @@
 
 /// A trie node: the keys below it, and the paths ending here.
 #[derive(Debug, Clone, Default, PartialEq)]
-struct Node {
+pub(crate) struct Node {
     children: Vec<(String, Node)>,
-    leaves: Vec<usize>,
+    pub(crate) leaves: Vec<usize>,
     /// Every path id at or below this node (cleared when its key appears again: a
     /// repeated key's last value wins, as `serde_json` keeps it).
     below: Vec<usize>,
+}
+
+impl Node {
+    /// The node of `key` below this one.
+    #[inline]
+    pub(crate) fn child(&self, key: &[u8]) -> Option<&Node> {
+        self.children
+            .iter()
+            .find(|(k, _)| k.as_bytes() == key)
+            .map(|(_, n)| n)
+    }
+
+    /// Whether paths go on below it.
+    pub(crate) fn has_children(&self) -> bool {
+        !self.children.is_empty()
+    }
+
+    /// Forgets what an earlier value of this key gave its paths.
+    pub(crate) fn clear(&self, out: &mut Values<'_>) {
+        for &id in &self.below {
+            out[id] = None;
+        }
+    }
 }
 
 /// Every declared path, each once (its id is its index), as a trie.
@@ -56,13 +79,23 @@ impl Paths {
         self.count == 0
     }
 
+    /// The trie's root, for the event scanner's capture ([`crate::event::decode_capturing`]).
+    pub(crate) fn root(&self) -> &Node {
+        &self.root
+    }
+
+    /// `out` made ready for a record: one empty slot per path.
+    pub(crate) fn reset(&self, out: &mut Values<'_>) {
+        out.clear();
+        out.resize(self.count, None);
+    }
+
     /// The values of every path in `record` (a JSON object), into `out` (reused).
     ///
     /// # Errors
     /// A record that is not well-formed JSON where the walk went.
     pub fn extract<'r>(&self, record: &'r [u8], out: &mut Values<'r>) -> Result<(), String> {
-        out.clear();
-        out.resize(self.count, None);
+        self.reset(out);
         if self.count == 0 {
             return Ok(());
         }
@@ -199,12 +232,8 @@ impl<'r> Walk<'r, '_> {
             } else {
                 std::borrow::Cow::Borrowed(raw)
             };
-            match node
-                .children
-                .iter()
-                .find(|(k, _)| k.as_bytes() == name.as_ref())
-            {
-                Some((_, child)) => self.member(child)?,
+            match node.child(&name) {
+                Some(child) => self.member(child)?,
                 None => self.skip()?,
             }
             self.ws();
@@ -222,9 +251,7 @@ impl<'r> Walk<'r, '_> {
     /// The value of a key some path goes through: recorded if a path ends here, walked
     /// if paths go on below it and it is an object.
     fn member(&mut self, node: &Node) -> Result<(), String> {
-        for &id in &node.below {
-            self.out[id] = None;
-        }
+        node.clear(self.out);
         self.ws();
         let start = self.at;
         if !node.children.is_empty() && self.peek() == Some(b'{') {

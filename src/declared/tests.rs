@@ -406,6 +406,19 @@ fn written(v: &Value, pretty: bool) -> Vec<u8> {
     }
 }
 
+/// `bytes` (the text of `v`) with `v`'s first key written once more before it, its value
+/// `{"a":1}`: the last value is the one that counts.
+fn repeated_first_key(v: &Value, bytes: Vec<u8>) -> Vec<u8> {
+    match v.as_object().and_then(|o| o.iter().next()) {
+        Some((k, _)) if bytes.first() == Some(&b'{') => {
+            let mut text = format!("{{{}:{{\"a\":1}},", serde_json::to_string(k).unwrap());
+            text.push_str(std::str::from_utf8(&bytes[1..]).unwrap());
+            text.into_bytes()
+        }
+        _ => bytes,
+    }
+}
+
 proptest! {
     /// What the walk takes out for a path is what `serde_json` finds there.
     #[test]
@@ -416,12 +429,8 @@ proptest! {
         repeat in any::<bool>(),
     ) {
         let mut bytes = written(&v, pretty);
-        // A key written twice: the last value is the one that counts.
-        if repeat && bytes.first() == Some(&b'{') && v.as_object().is_some_and(|o| !o.is_empty()) {
-            let first = v.as_object().unwrap().iter().next().unwrap();
-            let mut text = format!("{{{}:{{\"a\":1}},", serde_json::to_string(first.0).unwrap());
-            text.push_str(std::str::from_utf8(&bytes[1..]).unwrap());
-            bytes = text.into_bytes();
+        if repeat {
+            bytes = repeated_first_key(&v, bytes);
         }
         let parsed: Value = serde_json::from_slice(&bytes).unwrap();
         let trie = Paths::new(&paths);
@@ -469,4 +478,50 @@ fn a_key_is_a_strings_text_or_a_values_json_text_or_null() {
             (k("plain"), 2)
         ]
     );
+}
+
+proptest! {
+    /// The event scanner's capture takes out what the separate walk does, and scans the
+    /// record as it does without capturing (the same fields, the same errors).
+    #[test]
+    fn the_scanners_capture_equals_the_walk(
+        v in json_value(),
+        paths in prop::collection::vec(prop::collection::vec("[abc]|a\"b|\u{e9}|price", 1..4), 0..6),
+        price in prop::option::of(-1000.0..1000.0f64),
+        pretty in any::<bool>(),
+        repeat in any::<bool>(),
+    ) {
+        let mut v = v;
+        if let (Some(p), Some(o)) = (price, v.as_object_mut()) {
+            o.insert("price".into(), json!(p));
+        }
+        let mut bytes = written(&v, pretty);
+        if repeat {
+            bytes = repeated_first_key(&v, bytes);
+        }
+        let trie = Paths::new(&paths);
+        let mut walked = Vec::new();
+        trie.extract(&bytes, &mut walked).unwrap();
+        let mut captured = Vec::new();
+        trie.reset(&mut captured);
+        let capture = crate::event::scan::Capture { root: trie.root(), out: &mut captured };
+        let with = crate::event::scan::scan_capturing(&bytes, Some(capture));
+        let without = crate::event::scan::scan(&bytes);
+        prop_assert_eq!(format!("{with:?}"), format!("{without:?}"));
+        if with.is_ok() {
+            prop_assert_eq!(captured, walked);
+        }
+    }
+}
+
+#[test]
+fn an_event_is_decoded_with_its_declared_values_in_one_pass() {
+    let plan = parse(EXAMPLE).unwrap();
+    let line = br#"{"schema":1,"event_id":"e1","event_type":"view","user_id":"u","session_id":"s","product_id":"p","category":"c","price":12.50,"quantity":1,"ts":"2026-12-07T10:00:00Z","device":{"type":"mobile","os":"ios"}}"#;
+    let mut values = Vec::new();
+    let rules = crate::event::Rules::new(65_536);
+    let ev = crate::event::decode_capturing(line, &rules, &plan.paths, &mut values).unwrap();
+    assert_eq!(ev, crate::event::decode(line, 65_536).unwrap());
+    assert_eq!(values, vec![Some(&b"\"ios\""[..]), Some(&b"12.50"[..])]);
+    assert!(plan.aggregates[0].admits(ev.event_type, &values));
 }

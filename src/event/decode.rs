@@ -262,6 +262,27 @@ pub fn decode_joined<'a>(
     build(w, rules, catalogue)
 }
 
+/// [`decode_with`], also taking out the values of the declared paths `paths` into `out`
+/// (issue 20) in the same pass over the record: a key no path names costs what it did.
+///
+/// # Errors
+/// As [`decode_with`] (`out` is then left as the scan got it).
+pub fn decode_capturing<'a>(
+    value: &'a [u8],
+    rules: &Rules,
+    paths: &crate::declared::Paths,
+    out: &mut crate::declared::Values<'a>,
+) -> Result<Event<'a>, DecodeError> {
+    check_size(value, rules.max_bytes)?;
+    paths.reset(out);
+    let capture = super::scan::Capture {
+        root: paths.root(),
+        out,
+    };
+    let w = super::scan::scan_capturing(value, Some(capture))?;
+    build(w, rules, None)
+}
+
 /// Checks and upcasts scanned fields into an [`Event`].
 fn build<'a>(
     w: Fields<'a>,

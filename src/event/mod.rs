@@ -6,11 +6,13 @@ mod decode;
 mod invalid;
 pub mod money;
 pub(crate) mod object;
-mod scan;
+pub(crate) mod scan;
 pub mod session;
 pub mod time;
 
-pub use decode::{Join, Rules, Schemas, decode, decode_joined, decode_serde, decode_with};
+pub use decode::{
+    Join, Rules, Schemas, decode, decode_capturing, decode_joined, decode_serde, decode_with,
+};
 pub use invalid::{DecodeError, InvalidKind};
 
 use std::borrow::Cow;

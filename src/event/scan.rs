@@ -13,6 +13,8 @@
 use std::borrow::Cow;
 
 use super::invalid::{DecodeError, InvalidKind};
+use crate::declared::Values;
+use crate::declared::extract::Node;
 
 /// The raw text of `price`: the inside of a string (escapes not decoded), a number, or any
 /// other JSON value (a type error later).
@@ -434,8 +436,92 @@ fn unescape(s: &str) -> Option<String> {
     Some(out)
 }
 
+/// Declared paths (issue 20) whose values a scan takes out as it goes, and where to.
+pub(crate) struct Capture<'c, 'a> {
+    pub(crate) root: &'c Node,
+    pub(crate) out: &'c mut Values<'a>,
+}
+
+impl<'a> Scanner<'a> {
+    /// Reads a value some declared path goes into (`node`, its key's): an object walked
+    /// for the paths below, anything else skipped; validated as [`Scanner::skip`] does.
+    fn capture(
+        &mut self,
+        node: &Node,
+        out: &mut Values<'a>,
+        depth: usize,
+    ) -> Result<Kind, DecodeError> {
+        self.ws();
+        if self.peek() != Some(b'{') || !node.has_children() {
+            return self.skip(depth);
+        }
+        if depth >= MAX_DEPTH {
+            return Err(syntax("recursion limit exceeded", self.i));
+        }
+        self.i += 1;
+        self.ws();
+        if self.peek() == Some(b'}') {
+            self.i += 1;
+            return Ok(Kind::Other);
+        }
+        loop {
+            self.expect(b'"', "a key")?;
+            let (raw, escaped) = self.raw_string()?;
+            self.expect(b':', "':'")?;
+            let child = if escaped {
+                // A key that is not UTF-8 names no path (and is not an error, as in `skip`).
+                let key = std::str::from_utf8(raw).ok().and_then(unescape);
+                key.and_then(|k| node.child(k.as_bytes()))
+            } else {
+                node.child(raw)
+            };
+            match child {
+                Some(c) => self.member(c, out, depth + 1)?,
+                None => {
+                    self.skip(depth + 1)?;
+                }
+            }
+            self.ws();
+            match self.peek() {
+                Some(b',') => self.i += 1,
+                Some(b'}') => {
+                    self.i += 1;
+                    return Ok(Kind::Other);
+                }
+                _ => return Err(syntax("expected ',' or '}'", self.i)),
+            }
+        }
+    }
+
+    /// The value of a key some path goes through (`node`): walked by [`Scanner::capture`],
+    /// kept for the paths ending there.
+    fn member(
+        &mut self,
+        node: &Node,
+        out: &mut Values<'a>,
+        depth: usize,
+    ) -> Result<(), DecodeError> {
+        node.clear(out);
+        self.ws();
+        let start = self.i;
+        self.capture(node, out, depth)?;
+        for &id in &node.leaves {
+            out[id] = Some(&self.b[start..self.i]);
+        }
+        Ok(())
+    }
+}
+
 /// Scans one record value into [`Fields`].
 pub(crate) fn scan(value: &[u8]) -> Result<Fields<'_>, DecodeError> {
+    scan_capturing(value, None)
+}
+
+/// [`scan`], taking out the values of declared paths as it goes (with `capture`).
+pub(crate) fn scan_capturing<'a>(
+    value: &'a [u8],
+    mut capture: Option<Capture<'_, 'a>>,
+) -> Result<Fields<'a>, DecodeError> {
     let mut s = Scanner {
         b: value,
         i: 0,
@@ -477,6 +563,13 @@ pub(crate) fn scan(value: &[u8]) -> Result<Fields<'_>, DecodeError> {
                 }
             };
             s.expect(b':', "':'")?;
+            // A key a declared path goes through: its value is kept (and walked) as well.
+            let node = capture.as_ref().and_then(|c| c.root.child(key.as_bytes()));
+            if let (Some(n), Some(c)) = (node, capture.as_mut()) {
+                n.clear(c.out);
+                s.ws();
+            }
+            let start = s.i;
             let bit = match key.as_ref() {
                 "schema" => {
                     f.schema = s.opt_int("schema")?;
@@ -535,10 +628,18 @@ pub(crate) fn scan(value: &[u8]) -> Result<Fields<'_>, DecodeError> {
                     13
                 }
                 _ => {
-                    s.skip(1)?;
+                    match (node, capture.as_mut()) {
+                        (Some(n), Some(c)) => s.capture(n, c.out, 1)?,
+                        _ => s.skip(1)?,
+                    };
                     16
                 }
             };
+            if let (Some(n), Some(c)) = (node, capture.as_mut()) {
+                for &id in &n.leaves {
+                    c.out[id] = Some(&value[start..s.i]);
+                }
+            }
             if bit < 16 {
                 if seen & (1 << bit) != 0 {
                     return Err(DecodeError::new(
