@@ -93,8 +93,10 @@ pub struct Condition {
     pub le: Option<Value>,
 }
 
+mod core;
 pub mod extract;
 
+pub use core::{Declared, DeclaredFinal, Item, Rows};
 pub use extract::{Paths, Values};
 
 /// A field path: the keys from the event object's top level down, and its id among the
@@ -646,6 +648,18 @@ impl Window {
         agg.fold(row, values);
     }
 
+    /// Groups it holds.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Whether it holds no group.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
     /// Adds another window's rows in (a worker's part, another partition's).
     pub fn merge(&mut self, agg: &Aggregate, o: &Window) {
         for (k, r) in &o.rows {
@@ -658,11 +672,11 @@ impl Window {
 
     /// The rows, by key.
     #[must_use]
-    pub fn finish(self) -> Vec<(Vec<String>, Row)> {
+    pub fn finish(&self) -> Rows {
         let mut rows: Vec<_> = self
             .rows
-            .into_iter()
-            .map(|(k, r)| (key_parts(&k), r))
+            .iter()
+            .map(|(k, r)| (key_parts(k), r.clone()))
             .collect();
         rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         rows

@@ -1,0 +1,133 @@
+//! Declared aggregates as an [`Aggregator`] of the window operator: a `Windows<Declared>`
+//! gives them the watermark, the duplicate filter and the finalisation every stream has,
+//! for the union of their window sizes; each window opens only the aggregates declared
+//! with its size.
+
+use super::{Plan, Row, Values, Window};
+use crate::event::Event;
+use crate::rollup::Calendar;
+use crate::window::{Aggregator, WindowConfig};
+
+/// What the declared aggregates fold: a decoded event and its declared paths' values
+/// ([`crate::event::decode_capturing`]).
+#[derive(Debug)]
+pub struct Item<'a> {
+    /// The event.
+    pub event: Event<'a>,
+    /// Its declared paths' values, by path id.
+    pub values: Values<'a>,
+}
+
+/// Every declared aggregate of a plan, folded in the version's zone.
+#[derive(Debug)]
+pub struct Declared {
+    plan: Plan,
+    cal: Calendar,
+}
+
+/// An open window of one size: the windows of the aggregates declared with it (by index
+/// in the plan).
+#[derive(Debug, Clone, Default)]
+pub struct Open {
+    windows: Vec<(usize, Window)>,
+}
+
+/// An aggregate's rows in one window: (key parts, row), by key.
+pub type Rows = Vec<(Vec<String>, Row)>;
+
+/// One final window of the declared aggregates of its size: each one's rows by key (an
+/// aggregate with no events in the window has none).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeclaredFinal {
+    /// Window size (ms).
+    pub size_ms: i64,
+    /// Window start (epoch ms).
+    pub start_ms: i64,
+    /// (aggregate name, its rows by key), in name order.
+    pub aggregates: Vec<(String, Rows)>,
+}
+
+impl Declared {
+    /// The aggregates of `plan`, days and hours of the day in `cal`'s zone.
+    #[must_use]
+    pub fn new(plan: Plan, cal: Calendar) -> Self {
+        Self { plan, cal }
+    }
+
+    /// The plan.
+    #[must_use]
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// The window operator's configuration: every declared size once, ascending.
+    #[must_use]
+    pub fn window_config(&self, max_delay_ms: i64) -> WindowConfig {
+        let mut sizes_ms: Vec<i64> = self
+            .plan
+            .aggregates
+            .iter()
+            .flat_map(|a| a.sizes_ms.iter().copied())
+            .collect();
+        sizes_ms.sort_unstable();
+        sizes_ms.dedup();
+        WindowConfig {
+            sizes_ms,
+            max_delay_ms,
+            top_k: 0,
+        }
+    }
+}
+
+impl Aggregator for Declared {
+    type Item<'a> = Item<'a>;
+    type Prepared = ();
+    type Window = Open;
+    type Final = DeclaredFinal;
+
+    fn key<'i>(item: &'i Item<'_>) -> (&'i str, i64) {
+        (&item.event.event_id, item.event.ts_ms)
+    }
+
+    fn prepare(&mut self, _item: &Item<'_>) {}
+
+    fn open(&self, size_ms: i64) -> Open {
+        Open {
+            windows: self
+                .plan
+                .aggregates
+                .iter()
+                .enumerate()
+                .filter(|(_, a)| a.sizes_ms.contains(&size_ms))
+                .map(|(i, _)| (i, Window::default()))
+                .collect(),
+        }
+    }
+
+    fn add(&self, w: &mut Open, item: &Item<'_>, (): &()) {
+        let ev = &item.event;
+        for (i, win) in &mut w.windows {
+            let a = &self.plan.aggregates[*i];
+            if a.admits(ev.event_type, &item.values) {
+                win.add(a, &self.cal, ev.ts_ms, &item.values);
+            }
+        }
+    }
+
+    fn finish(&self, w: &Open, size_ms: i64, start_ms: i64, _top_k: usize) -> DeclaredFinal {
+        DeclaredFinal {
+            size_ms,
+            start_ms,
+            aggregates: w
+                .windows
+                .iter()
+                .filter(|(_, win)| !win.is_empty())
+                .map(|(i, win)| (self.plan.aggregates[*i].name.clone(), win.finish()))
+                .collect(),
+        }
+    }
+
+    fn keys(w: &Open) -> usize {
+        w.windows.iter().map(|(_, win)| win.len()).sum()
+    }
+}
