@@ -29,6 +29,7 @@
 //!   never rounded; `eq` and `in` compare numbers by that exact value;
 //! - a filter condition on a missing field is false (`exists = false` asks for that).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
@@ -250,7 +251,21 @@ fn operand_hundredths(v: &Value) -> Option<i128> {
 fn equals(raw: &[u8], want: &Value) -> bool {
     match (want, hundredths(raw)) {
         (Value::Number(_), Some(x)) => operand_hundredths(want) == Some(x),
+        (Value::String(w), _) => string_text(raw).is_some_and(|t| *t == *w.as_bytes()),
         _ => serde_json::from_slice::<Value>(raw).is_ok_and(|v| v == *want),
+    }
+}
+
+/// The text of an extracted JSON string (`"…"`): borrowed when it holds no escape; none
+/// for any other value.
+fn string_text(raw: &[u8]) -> Option<Cow<'_, [u8]>> {
+    match raw {
+        [b'"', inner @ .., b'"'] if !inner.contains(&b'\\') => Some(Cow::Borrowed(inner)),
+        [b'"', inner @ .., b'"'] => std::str::from_utf8(inner)
+            .ok()
+            .and_then(crate::event::scan::unescape)
+            .map(|t| Cow::Owned(t.into_bytes())),
+        _ => None,
     }
 }
 
@@ -521,6 +536,12 @@ fn combine(x: Option<i128>, y: Option<i128>, m: &Measure) -> Option<i128> {
     }
 }
 
+/// The text of the derived keys' values (hours 0–23, days 1–7), without formatting each.
+const NUMBERS: [&str; 24] = [
+    "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12", "13", "14", "15", "16",
+    "17", "18", "19", "20", "21", "22", "23",
+];
+
 /// Appends the key part of an extracted value to `key`, its length first: a string's
 /// text, `null` when absent, else its JSON text as written.
 fn push_key_part(key: &mut Vec<u8>, raw: Option<&[u8]>) {
@@ -528,12 +549,7 @@ fn push_key_part(key: &mut Vec<u8>, raw: Option<&[u8]>) {
     key.extend_from_slice(&[0; 4]);
     match raw {
         None => key.extend_from_slice(b"null"),
-        Some([b'"', inner @ .., b'"']) if !inner.contains(&b'\\') => key.extend_from_slice(inner),
-        Some(raw) if raw.first() == Some(&b'"') => match serde_json::from_slice::<String>(raw) {
-            Ok(text) => key.extend_from_slice(text.as_bytes()),
-            Err(_) => key.extend_from_slice(raw),
-        },
-        Some(raw) => key.extend_from_slice(raw),
+        Some(raw) => key.extend_from_slice(&string_text(raw).unwrap_or(Cow::Borrowed(raw))),
     }
     let len = u32::try_from(key.len() - at - 4).unwrap_or(u32::MAX);
     key[at..at + 4].copy_from_slice(&len.to_le_bytes());
@@ -605,7 +621,7 @@ impl Aggregate {
                 Key::HourOfDay => cal.hour_of_day(t_ms),
                 Key::DayOfWeek => day_of_week(cal, t_ms) as usize,
             };
-            push_key_part(key, Some(derived.to_string().as_bytes()));
+            push_key_part(key, Some(NUMBERS[derived].as_bytes()));
         }
     }
 
@@ -639,15 +655,13 @@ impl Window {
     /// Counts an event (already admitted by `agg`) at `t_ms` whose paths have `values`.
     pub fn add(&mut self, agg: &Aggregate, cal: &Calendar, t_ms: i64, values: &Values<'_>) {
         agg.write_key(cal, t_ms, values, &mut self.scratch);
-        if !self.rows.contains_key(self.scratch.as_slice()) {
-            self.rows
-                .insert(self.scratch.clone(), Row::new(agg.measures.len()));
+        if let Some(row) = self.rows.get_mut(self.scratch.as_slice()) {
+            agg.fold(row, values);
+            return;
         }
-        let row = self
-            .rows
-            .get_mut(self.scratch.as_slice())
-            .expect("inserted above");
-        agg.fold(row, values);
+        let mut row = Row::new(agg.measures.len());
+        agg.fold(&mut row, values);
+        self.rows.insert(self.scratch.clone(), row);
     }
 
     /// Groups it holds.

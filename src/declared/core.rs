@@ -54,12 +54,6 @@ impl Declared {
         Self { plan, cal }
     }
 
-    /// The plan.
-    #[must_use]
-    pub fn plan(&self) -> &Plan {
-        &self.plan
-    }
-
     /// The window operator's configuration: every declared size once, ascending.
     #[must_use]
     pub fn window_config(&self, max_delay_ms: i64) -> WindowConfig {

@@ -73,12 +73,6 @@ impl Paths {
         }
     }
 
-    /// Whether no path is declared.
-    #[must_use]
-    pub fn is_empty(&self) -> bool {
-        self.count == 0
-    }
-
     /// The trie's root, for the event scanner's capture ([`crate::event::decode_capturing`]).
     pub(crate) fn root(&self) -> &Node {
         &self.root
@@ -225,10 +219,10 @@ impl<'r> Walk<'r, '_> {
             let (raw, escaped) = self.string()?;
             self.eat(b':')?;
             let name = if escaped {
-                let quoted = std::str::from_utf8(raw).map_err(|e| e.to_string())?;
-                let unescaped: String =
-                    serde_json::from_str(&format!("\"{quoted}\"")).map_err(|e| e.to_string())?;
-                std::borrow::Cow::Owned(unescaped.into_bytes())
+                let key = std::str::from_utf8(raw)
+                    .ok()
+                    .and_then(crate::event::scan::unescape);
+                std::borrow::Cow::Owned(key.ok_or_else(|| malformed(self.at))?.into_bytes())
             } else {
                 std::borrow::Cow::Borrowed(raw)
             };

@@ -231,6 +231,9 @@ fn event() -> impl Strategy<Value = Ev> {
         })
 }
 
+/// The batch model's windows: (start, key) → (events, sum, min, max, skipped).
+type Model = BTreeMap<(i64, Vec<String>), (u64, Option<i128>, Option<i128>, Option<i128>, u64)>;
+
 /// A declaration from a small grammar, and the same choices for the model.
 #[derive(Debug, Clone)]
 struct Choice {
@@ -284,6 +287,28 @@ impl Choice {
             }
     }
 
+    /// The batch model, from the fields: (start, key) → (events, sum, min, max, skipped).
+    fn model(&self, events: &[Ev]) -> Model {
+        let size = self.size_s * 1000;
+        let mut model = Model::new();
+        for e in events.iter().filter(|e| self.admits(e)) {
+            let m = model
+                .entry((e.t_ms.div_euclid(size) * size, self.key(e)))
+                .or_default();
+            m.0 += 1;
+            match e.price {
+                Some((p, false)) => {
+                    let p = i128::from(p);
+                    m.1 = Some(m.1.unwrap_or(0) + p);
+                    m.2 = Some(m.2.map_or(p, |x| x.min(p)));
+                    m.3 = Some(m.3.map_or(p, |x| x.max(p)));
+                }
+                _ => m.4 += 3,
+            }
+        }
+        model
+    }
+
     fn key(&self, e: &Ev) -> Vec<String> {
         self.keys
             .iter()
@@ -325,22 +350,7 @@ proptest! {
         let agg = &plan.aggregates[0];
         let cal = Calendar::new("UTC").unwrap();
         let size = c.size_s * 1000;
-        // The model, from the fields: (start, key) → (events, sum, min, max, skipped).
-        type M = (u64, Option<i128>, Option<i128>, Option<i128>, u64);
-        let mut model: BTreeMap<(i64, Vec<String>), M> = BTreeMap::new();
-        for e in events.iter().filter(|e| c.admits(e)) {
-            let m = model.entry((e.t_ms.div_euclid(size) * size, c.key(e))).or_default();
-            m.0 += 1;
-            match e.price {
-                Some((p, false)) => {
-                    let p = i128::from(p);
-                    m.1 = Some(m.1.unwrap_or(0) + p);
-                    m.2 = Some(m.2.map_or(p, |x| x.min(p)));
-                    m.3 = Some(m.3.map_or(p, |x| x.max(p)));
-                }
-                _ => m.4 += 3,
-            }
-        }
+        let model = c.model(&events);
         // The windows: events shuffled, dealt into parts, each part's windows merged.
         let mut order: Vec<usize> = (0..events.len()).collect();
         let mut x = seed | 1;
@@ -367,7 +377,7 @@ proptest! {
                 all.entry(*s).or_default().merge(agg, w);
             }
         }
-        let got: BTreeMap<(i64, Vec<String>), M> = all
+        let got: Model = all
             .into_iter()
             .flat_map(|(s, w)| w.finish().into_iter().map(move |(k, r)| {
                 assert_eq!(r.values[0], Some(i128::from(r.events)));
@@ -584,22 +594,8 @@ proptest! {
         let mut finals = core.advance();
         finals.extend(core.drain());
         let size = c.size_s * 1000;
-        type M = (u64, Option<i128>, Option<i128>, Option<i128>, u64);
-        let mut model: BTreeMap<(i64, Vec<String>), M> = BTreeMap::new();
-        for e in events.iter().filter(|e| c.admits(e)) {
-            let m = model.entry((e.t_ms.div_euclid(size) * size, c.key(e))).or_default();
-            m.0 += 1;
-            match e.price {
-                Some((p, false)) => {
-                    let p = i128::from(p);
-                    m.1 = Some(m.1.unwrap_or(0) + p);
-                    m.2 = Some(m.2.map_or(p, |x| x.min(p)));
-                    m.3 = Some(m.3.map_or(p, |x| x.max(p)));
-                }
-                _ => m.4 += 3,
-            }
-        }
-        let mut got: BTreeMap<(i64, Vec<String>), M> = BTreeMap::new();
+        let model = c.model(&events);
+        let mut got: Model = BTreeMap::new();
         for f in finals {
             prop_assert_eq!(f.size_ms, size);
             for (name, rows) in f.aggregates {

@@ -256,34 +256,9 @@ impl<'a> Scanner<'a> {
                 self.raw_string()?;
                 Ok(Kind::Str)
             }
-            Some(b'{') => {
-                if depth >= MAX_DEPTH {
-                    return Err(syntax("recursion limit exceeded", self.i));
-                }
-                self.i += 1;
-                self.ws();
-                if self.peek() == Some(b'}') {
-                    self.i += 1;
-                    return Ok(Kind::Other);
-                }
-                loop {
-                    // Keys of skipped objects are skipped like strings (serde_json does
-                    // not check their UTF-8 either).
-                    self.expect(b'"', "a key")?;
-                    self.raw_string()?;
-                    self.expect(b':', "':'")?;
-                    self.skip(depth + 1)?;
-                    self.ws();
-                    match self.peek() {
-                        Some(b',') => self.i += 1,
-                        Some(b'}') => {
-                            self.i += 1;
-                            return Ok(Kind::Other);
-                        }
-                        _ => return Err(syntax("expected ',' or '}'", self.i)),
-                    }
-                }
-            }
+            // Keys of skipped objects are skipped like strings (serde_json does not check
+            // their UTF-8 either).
+            Some(b'{') => self.members(depth, |s, _, _| s.skip(depth + 1).map(drop)),
             Some(b'[') => {
                 if depth >= MAX_DEPTH {
                     return Err(syntax("recursion limit exceeded", self.i));
@@ -313,6 +288,41 @@ impl<'a> Scanner<'a> {
             Some(b'-' | b'0'..=b'9') => self.number().map(|_| Kind::Num),
             Some(_) => Err(syntax("expected a value", self.i)),
             None => Err(syntax("EOF while parsing a value", self.i)),
+        }
+    }
+
+    /// Walks the object whose `{` is next (validating it as [`Scanner::skip`] does),
+    /// calling `member` with each key's raw bytes (and whether they hold escapes) and the
+    /// scanner at its value, which `member` reads.
+    #[inline]
+    fn members(
+        &mut self,
+        depth: usize,
+        mut member: impl FnMut(&mut Self, &'a [u8], bool) -> Result<(), DecodeError>,
+    ) -> Result<Kind, DecodeError> {
+        if depth >= MAX_DEPTH {
+            return Err(syntax("recursion limit exceeded", self.i));
+        }
+        self.i += 1;
+        self.ws();
+        if self.peek() == Some(b'}') {
+            self.i += 1;
+            return Ok(Kind::Other);
+        }
+        loop {
+            self.expect(b'"', "a key")?;
+            let (raw, escaped) = self.raw_string()?;
+            self.expect(b':', "':'")?;
+            member(self, raw, escaped)?;
+            self.ws();
+            match self.peek() {
+                Some(b',') => self.i += 1,
+                Some(b'}') => {
+                    self.i += 1;
+                    return Ok(Kind::Other);
+                }
+                _ => return Err(syntax("expected ',' or '}'", self.i)),
+            }
         }
     }
 
@@ -391,7 +401,7 @@ enum Kind {
 
 /// Decodes JSON escapes of a string known to be well-formed except possibly for lone
 /// surrogates (→ `None`).
-fn unescape(s: &str) -> Option<String> {
+pub(crate) fn unescape(s: &str) -> Option<String> {
     let mut out = String::with_capacity(s.len());
     let mut chars = s.chars();
     while let Some(c) = chars.next() {
@@ -455,19 +465,7 @@ impl<'a> Scanner<'a> {
         if self.peek() != Some(b'{') || !node.has_children() {
             return self.skip(depth);
         }
-        if depth >= MAX_DEPTH {
-            return Err(syntax("recursion limit exceeded", self.i));
-        }
-        self.i += 1;
-        self.ws();
-        if self.peek() == Some(b'}') {
-            self.i += 1;
-            return Ok(Kind::Other);
-        }
-        loop {
-            self.expect(b'"', "a key")?;
-            let (raw, escaped) = self.raw_string()?;
-            self.expect(b':', "':'")?;
+        self.members(depth, |s, raw, escaped| {
             let child = if escaped {
                 // A key that is not UTF-8 names no path (and is not an error, as in `skip`).
                 let key = std::str::from_utf8(raw).ok().and_then(unescape);
@@ -476,21 +474,10 @@ impl<'a> Scanner<'a> {
                 node.child(raw)
             };
             match child {
-                Some(c) => self.member(c, out, depth + 1)?,
-                None => {
-                    self.skip(depth + 1)?;
-                }
+                Some(c) => s.member(c, out, depth + 1),
+                None => s.skip(depth + 1).map(drop),
             }
-            self.ws();
-            match self.peek() {
-                Some(b',') => self.i += 1,
-                Some(b'}') => {
-                    self.i += 1;
-                    return Ok(Kind::Other);
-                }
-                _ => return Err(syntax("expected ',' or '}'", self.i)),
-            }
-        }
+        })
     }
 
     /// The value of a key some path goes through (`node`): walked by [`Scanner::capture`],
