@@ -100,7 +100,8 @@ fn main() {
         &|l| {
             // A list per record (the values borrow from it).
             let mut values = Vec::with_capacity(8);
-            let Ok(ev) = kappa::event::decode_capturing(l, &rules, &plan.paths, &mut values) else {
+            let Ok(ev) = kappa::event::decode_capturing(l, &rules, None, &plan.paths, &mut values)
+            else {
                 return false;
             };
             fold(&ev, &values);

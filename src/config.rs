@@ -144,6 +144,9 @@ pub struct Config {
     pub products: ProductsSection,
     /// Calendar rollups and ranges.
     pub rollups: RollupsSection,
+    /// Declared aggregates (`[[aggregates]]`, issue 20): group-by and measures over any
+    /// field of the events, windowed beside the built-in ones ([`crate::declared`]).
+    pub aggregates: Vec<crate::declared::Declaration>,
     /// The stream this configuration reads (not a key: set by [`Config::for_stream`]).
     #[serde(skip)]
     pub stream: crate::stream::Stream,
@@ -365,6 +368,7 @@ impl Default for Config {
             reviews: ReviewsSection::default(),
             products: ProductsSection::default(),
             rollups: RollupsSection::default(),
+            aggregates: Vec::new(),
             stream: crate::stream::Stream::Events,
         }
     }
@@ -514,7 +518,17 @@ impl Config {
                 self.log.segment_bytes
             ));
         }
+        crate::declared::Plan::compile(&self.aggregates).map_err(ConfigError)?;
         Ok(())
+    }
+
+    /// The declared aggregates, compiled (empty for a stream other than the events).
+    #[must_use]
+    pub fn plan(&self) -> crate::declared::Plan {
+        if self.stream != crate::stream::Stream::Events {
+            return crate::declared::Plan::default();
+        }
+        crate::declared::Plan::compile(&self.aggregates).expect("validated declarations")
     }
 
     /// The result-deciding part, for the window core.
@@ -573,6 +587,25 @@ impl Config {
         if self.stream == crate::stream::Stream::Reviews {
             fp.push_str(&format!(" min-reviews={}", self.reviews.min_reviews));
         }
+        // Only when some are declared (versions made before them have none).
+        let plan = self.plan();
+        if !plan.aggregates.is_empty() {
+            let texts: Vec<&str> = plan
+                .aggregates
+                .iter()
+                .map(|a| a.canonical.as_str())
+                .collect();
+            fp.push_str(" aggregates=[");
+            // The fingerprint is split at whitespace: JSON strings keep theirs escaped.
+            for c in texts.join(",").chars() {
+                if c.is_whitespace() {
+                    fp.push_str(&format!("\\u{:04x}", u32::from(c)));
+                } else {
+                    fp.push(c);
+                }
+            }
+            fp.push(']');
+        }
         fp
     }
 
@@ -587,6 +620,7 @@ impl Config {
         c.pipeline.accept_schemas = crate::event::KNOWN_SCHEMAS.to_vec();
         c.pipeline.currency = crate::event::money::Currency::EUR;
         c.rollups.time_zone = "UTC".into();
+        c.aggregates = Vec::new();
         for item in fingerprint.split_whitespace() {
             let (key, value) = item.split_once('=').ok_or_else(bad)?;
             let list = || -> Vec<&str> {
@@ -611,6 +645,7 @@ impl Config {
                 "max-future" => c.pipeline.max_future = dur(value)?,
                 "min-reviews" => c.reviews.min_reviews = value.parse().map_err(|_| bad())?,
                 "time-zone" => c.rollups.time_zone = value.to_string(),
+                "aggregates" => c.aggregates = serde_json::from_str(value).map_err(|_| bad())?,
                 "currency" => {
                     c.pipeline.currency =
                         crate::event::money::Currency::parse(value).map_err(|_| bad())?;

@@ -24,7 +24,8 @@
 //!   missing column under NULL; a string is its text, any other value its JSON text as
 //!   written;
 //! - `sum`, `min` and `max` read a number's text exactly, in hundredths (money, and every
-//!   integer; `1.500` and `2e3` too); a value that is missing, not a number or not a whole
+//!   integer; `1.500` and `2e3` too), or a string holding such a number (the shop's
+//!   prices are written `"19.99"`); a value that is missing, not a number or not a whole
 //!   number of hundredths is left out of that measure and counted in the row's `skipped`,
 //!   never rounded; `eq` and `in` compare numbers by that exact value;
 //! - a filter condition on a missing field is false (`exists = false` asks for that).
@@ -172,8 +173,12 @@ pub struct Aggregate {
     conditions: Vec<(Path, Test)>,
     /// The keys, in order.
     pub keys: Vec<Key>,
+    /// The keys as declared (`device.os`, `hour_of_day()`), the names of the key's parts.
+    pub key_names: Vec<String>,
     /// The measures, in order.
     pub measures: Vec<Measure>,
+    /// The measures as declared (`count`, `sum(price)`), the names of their values.
+    pub measure_names: Vec<String>,
     /// Window sizes in milliseconds, ascending.
     pub sizes_ms: Vec<i64>,
     /// The declaration's canonical text (JSON, fields in a fixed order).
@@ -238,6 +243,15 @@ fn hundredths(text: &[u8]) -> Option<i128> {
     Some(if neg { -n } else { n })
 }
 
+/// An extracted value's hundredths: a JSON number, or a string holding one exactly as a
+/// number is written (the shop's prices are `"19.99"`).
+fn value_hundredths(raw: &[u8]) -> Option<i128> {
+    match raw {
+        [b'"', inner @ .., b'"'] => hundredths(inner),
+        _ => hundredths(raw),
+    }
+}
+
 /// A value operand's hundredths (a number given in the configuration).
 fn operand_hundredths(v: &Value) -> Option<i128> {
     match v {
@@ -249,7 +263,7 @@ fn operand_hundredths(v: &Value) -> Option<i128> {
 /// Whether the extracted `raw` value equals the operand `want`: numbers by their exact
 /// value (`1`, `1.0` and `1e0` are equal), anything else as JSON values.
 fn equals(raw: &[u8], want: &Value) -> bool {
-    match (want, hundredths(raw)) {
+    match (want, value_hundredths(raw)) {
         (Value::Number(_), Some(x)) => operand_hundredths(want) == Some(x),
         (Value::String(w), _) => string_text(raw).is_some_and(|t| *t == *w.as_bytes()),
         _ => serde_json::from_slice::<Value>(raw).is_ok_and(|v| v == *want),
@@ -356,6 +370,9 @@ impl Declaration {
         {
             return Err(bad(name, "name: letters, digits, - and _ only"));
         }
+        if crate::store::Aggregate::parse(name).is_some() {
+            return Err(bad(name, "name: a built-in aggregate has it"));
+        }
         if self.stream != "events" {
             return Err(bad(
                 name,
@@ -429,7 +446,9 @@ impl Declaration {
             types,
             conditions,
             keys,
+            key_names: self.group_by.clone(),
             measures,
+            measure_names: self.measures.clone(),
             sizes_ms,
             canonical,
         })
@@ -577,7 +596,57 @@ fn day_of_week(cal: &Calendar, t_ms: i64) -> u32 {
     n
 }
 
+/// A value in hundredths as JSON: an integer when whole, else a number with its two
+/// decimals (exact as text below 2^53 hundredths; a string beyond, never rounded).
+fn hundredths_json(h: i128) -> Value {
+    if h % 100 == 0
+        && let Ok(n) = i64::try_from(h / 100)
+    {
+        return n.into();
+    }
+    let text = format!(
+        "{}{}.{:02}",
+        if h < 0 { "-" } else { "" },
+        (h / 100).abs(),
+        (h % 100).abs()
+    );
+    if h.unsigned_abs() < 1 << 53 {
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    } else {
+        Value::String(text)
+    }
+}
+
 impl Aggregate {
+    /// A row as JSON: `key` (each group-by key's part by its name), `events`, each
+    /// measure by its text as declared (`count`, `sum(price)`; `null` when no event had a
+    /// value for it), and `skipped`.
+    #[must_use]
+    pub fn row_json(&self, key: &[String], row: &Row) -> serde_json::Map<String, Value> {
+        let mut o = serde_json::Map::new();
+        let parts = self.key_names.iter().zip(key);
+        o.insert(
+            "key".into(),
+            Value::Object(parts.map(|(n, v)| (n.clone(), v.clone().into())).collect()),
+        );
+        o.insert("events".into(), row.events.into());
+        for ((name, m), v) in self
+            .measure_names
+            .iter()
+            .zip(&self.measures)
+            .zip(&row.values)
+        {
+            let v = match (m, v) {
+                (_, None) => Value::Null,
+                (Measure::Count, Some(n)) => u64::try_from(*n).map_or(Value::Null, Value::from),
+                (_, Some(h)) => hundredths_json(*h),
+            };
+            o.insert(name.clone(), v);
+        }
+        o.insert("skipped".into(), row.skipped.into());
+        o
+    }
+
     /// Every path it reads, to be numbered by the plan.
     fn paths_mut(&mut self) -> impl Iterator<Item = &mut Path> {
         let conditions = self.conditions.iter_mut().map(|(p, _)| p);
@@ -603,7 +672,7 @@ impl Aggregate {
                     Test::Eq(want) => x.is_some_and(|x| equals(x, want)),
                     Test::In(set) => x.is_some_and(|x| set.iter().any(|w| equals(x, w))),
                     Test::Cmp(pass, n) => x
-                        .and_then(hundredths)
+                        .and_then(value_hundredths)
                         .is_some_and(|x| pass.contains(&x.cmp(n))),
                 }
             })
@@ -632,7 +701,7 @@ impl Aggregate {
             let n = match m {
                 Measure::Count => Some(1),
                 Measure::Sum(p) | Measure::Min(p) | Measure::Max(p) => {
-                    let n = p.get(values).and_then(hundredths);
+                    let n = p.get(values).and_then(value_hundredths);
                     r.skipped += u64::from(n.is_none());
                     n
                 }

@@ -148,6 +148,31 @@ impl Params {
     }
 }
 
+/// `/api/windows` of a declared aggregate (issue 20): every size unless `size` is given.
+fn declared_windows(st: &AppState, p: &Params, name: &str) -> Result<Value, ApiError> {
+    let version = p.version(st)?;
+    let q = query::DeclaredQuery {
+        name,
+        size_ms: p.get("size").map(|_| p.size()).transpose()?,
+        from: p.time("from", i64::MIN)?,
+        to: p.time("to", i64::MAX)?,
+        limit: p.limit(1000, 100_000)?,
+    };
+    let flat = p.get("flat") == Some("true");
+    query::declared_windows(&st.store, &version, &q, flat)?.ok_or_else(|| {
+        let plan = query::version_plan(&st.store, &version).unwrap_or_default();
+        let names: Vec<&str> = Aggregate::ALL
+            .iter()
+            .map(|a| a.as_str())
+            .chain(plan.aggregates.iter().map(|a| a.name.as_str()))
+            .collect();
+        ApiError::BadRequest(format!(
+            "unknown aggregate {name:?}; one of {}",
+            names.join(", ")
+        ))
+    })
+}
+
 fn windows(st: &AppState, q: HashMap<String, String>) -> Result<Value, ApiError> {
     let p = Params::check(
         q,
@@ -164,13 +189,9 @@ fn windows(st: &AppState, q: HashMap<String, String>) -> Result<Value, ApiError>
     let agg_name = p
         .get("aggregate")
         .ok_or_else(|| ApiError::BadRequest("aggregate is required".into()))?;
-    let agg = Aggregate::parse(agg_name).ok_or_else(|| {
-        let names: Vec<&str> = Aggregate::ALL.iter().map(|a| a.as_str()).collect();
-        ApiError::BadRequest(format!(
-            "unknown aggregate {agg_name:?}; one of {}",
-            names.join(", ")
-        ))
-    })?;
+    let Some(agg) = Aggregate::parse(agg_name) else {
+        return declared_windows(st, &p, agg_name);
+    };
     let size = p.size()?;
     let version = p.version(st)?;
     // Where the aggregate's stream keeps its part of the version.
@@ -416,6 +437,7 @@ fn export(st: &AppState, q: HashMap<String, String>) -> Response {
             query::export(&st.store, &v, &mut buf).map_err(|e| match e {
                 query::ExportError::Store(s) => ApiError::Store(s),
                 query::ExportError::Io(io) => ApiError::BadRequest(io.to_string()),
+                query::ExportError::Version(v) => v.into(),
             })?;
             Ok(buf)
         });

@@ -189,6 +189,9 @@ pub enum ExportError {
     /// Writing failed.
     #[error("writing the export: {0}")]
     Io(#[from] std::io::Error),
+    /// No such version.
+    #[error(transparent)]
+    Version(#[from] VersionError),
 }
 
 /// Writes every final row of `version` as JSON lines — the events', then every other
@@ -212,6 +215,115 @@ pub fn export(store: &Store, version: &str, out: &mut dyn Write) -> Result<u64, 
             Ok::<(), ExportError>(())
         })?;
     }
+    // The declared aggregates' rows, after the built-in ones.
+    let plan = version_plan(store, version)?;
+    for w in store.all_declared(version)? {
+        let Some(agg) = plan.aggregates.iter().find(|a| a.name == w.aggregate) else {
+            continue;
+        };
+        for (key, row) in &w.rows {
+            let mut obj = serde_json::Map::new();
+            obj.insert("version".into(), version.into());
+            obj.insert("aggregate".into(), w.aggregate.clone().into());
+            obj.extend(declared_head(&w));
+            obj.extend(agg.row_json(key, row));
+            serde_json::to_writer(&mut *out, &obj).map_err(std::io::Error::from)?;
+            out.write_all(b"\n")?;
+            n += 1;
+        }
+    }
     out.flush()?;
     Ok(n)
+}
+
+/// The declared aggregates of output version `version`, as its configuration had them.
+///
+/// # Errors
+/// Store failure; no such version.
+pub fn version_plan(store: &Store, version: &str) -> Result<crate::declared::Plan, VersionError> {
+    let info = store
+        .version(version)?
+        .ok_or_else(|| VersionError::Unknown(version.to_string()))?;
+    Ok(crate::config::Config::default()
+        .with_fingerprint(&info.config)
+        .map(|c| c.plan())
+        .unwrap_or_default())
+}
+
+/// `size`, `window_start`, `window_end` of a declared window.
+fn declared_head(w: &crate::store::DeclaredWindow) -> serde_json::Map<String, Value> {
+    let mut o = serde_json::Map::new();
+    o.insert("size".into(), size_name(w.size_ms).into());
+    o.insert("window_start".into(), format_rfc3339_ms(w.start_ms).into());
+    o.insert(
+        "window_end".into(),
+        format_rfc3339_ms(w.start_ms.saturating_add(w.size_ms)).into(),
+    );
+    o
+}
+
+/// Where a declared aggregate's windows are read: its name, a size (every size when
+/// none), starts in `[from, to)`, at most `limit` windows.
+#[derive(Debug, Clone)]
+pub struct DeclaredQuery<'a> {
+    /// The aggregate's name.
+    pub name: &'a str,
+    /// Window size (ms).
+    pub size_ms: Option<i64>,
+    /// First window start.
+    pub from: i64,
+    /// End of the window starts (exclusive).
+    pub to: i64,
+    /// Windows at most.
+    pub limit: usize,
+}
+
+/// Whether `name` is a declared aggregate of `version`: then its final windows as JSON,
+/// `{"version","aggregate","windows":[{"size","window_start","window_end","rows":[…]}]}`
+/// (with `flat`, `rows` of every window, each with its window's start and end).
+///
+/// # Errors
+/// Store failure; no such version.
+pub fn declared_windows(
+    store: &Store,
+    version: &str,
+    q: &DeclaredQuery<'_>,
+    flat: bool,
+) -> Result<Option<Value>, VersionError> {
+    let plan = version_plan(store, version)?;
+    let Some(agg) = plan.aggregates.iter().find(|a| a.name == q.name) else {
+        return Ok(None);
+    };
+    let ws = store.declared_windows(version, q.name, q.size_ms, q.from, q.to, q.limit)?;
+    let rows_of = |w: &crate::store::DeclaredWindow| -> Vec<Value> {
+        let head = declared_head(w);
+        w.rows
+            .iter()
+            .map(|(k, r)| {
+                let mut o = agg.row_json(k, r);
+                if flat {
+                    o.insert("window_start".into(), head["window_start"].clone());
+                    o.insert("window_end".into(), head["window_end"].clone());
+                }
+                Value::Object(o)
+            })
+            .collect()
+    };
+    if flat {
+        let rows: Vec<Value> = ws.iter().flat_map(rows_of).collect();
+        return Ok(Some(
+            json!({ "version": version, "aggregate": q.name, "rows": rows }),
+        ));
+    }
+    let windows: Vec<Value> = ws
+        .iter()
+        .map(|w| {
+            let mut o = declared_head(w);
+            o.insert("rows".into(), Value::Array(rows_of(w)));
+            Value::Object(o)
+        })
+        .collect();
+    Ok(Some(
+        json!({ "version": version, "aggregate": q.name, "windows": windows }),
+    ))
 }

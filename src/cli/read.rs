@@ -40,6 +40,13 @@ pub struct QueryArgs {
     /// Views a product needs to be ranked by conversion (`--report funnel`).
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub min_views: u64,
+    /// A declared aggregate's final windows (`[[aggregates]]`), instead of the latest
+    /// built-in ones; `--from`/`--to` bound the window starts (any time).
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["report", "k", "min_views"])]
+    pub aggregate: Option<String>,
+    /// With `--aggregate`: only windows of this size (`10s`) [default: every size].
+    #[arg(long, value_name = "SIZE", requires = "aggregate")]
+    pub size: Option<String>,
 }
 
 /// `kappa export`.
@@ -114,6 +121,9 @@ fn version_param(v: Option<&String>) -> String {
 /// # Errors
 /// No store, or it cannot be read.
 pub fn query(cfg: &Config, a: &QueryArgs) -> anyhow::Result<()> {
+    if let Some(name) = &a.aggregate {
+        return query_declared(cfg, a, name);
+    }
     if let (Some(from), Some(to)) = (&a.from, &a.to) {
         return query_range(cfg, a, from, to);
     }
@@ -128,6 +138,100 @@ pub fn query(cfg: &Config, a: &QueryArgs) -> anyhow::Result<()> {
         ))?)?,
     };
     emit(a.format, &latest, print_table)
+}
+
+/// `kappa query --aggregate NAME`: a declared aggregate's final windows.
+fn query_declared(cfg: &Config, a: &QueryArgs, name: &str) -> anyhow::Result<()> {
+    let size_ms = a
+        .size
+        .as_deref()
+        .map(crate::query::parse_size)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--size: {e}"))?;
+    let v: Value = match access(cfg, a.server.as_ref())? {
+        Access::Local(store) => {
+            let version = crate::query::output_version(&store, a.output_version.as_deref())?;
+            let q = crate::query::DeclaredQuery {
+                name,
+                size_ms,
+                from: time_flag("--from", a.from.as_ref(), i64::MIN)?,
+                to: time_flag("--to", a.to.as_ref(), i64::MAX)?,
+                limit: 100_000,
+            };
+            let names = || -> anyhow::Result<String> {
+                let plan = crate::query::version_plan(&store, &version)?;
+                let names: Vec<&str> = plan.aggregates.iter().map(|a| a.name.as_str()).collect();
+                Ok(if names.is_empty() {
+                    format!("version {version} declares no aggregates")
+                } else {
+                    format!("version {version} declares {}", names.join(", "))
+                })
+            };
+            crate::query::declared_windows(&store, &version, &q, false)?.map_or_else(
+                || anyhow::bail!("--aggregate: no aggregate {name:?}; {}", names()?),
+                Ok,
+            )?
+        }
+        Access::Remote(server) => serde_json::from_slice(&server.get(&format!(
+            "/api/windows{}",
+            query_string(&[
+                ("aggregate", Some(name)),
+                ("version", a.output_version.as_deref()),
+                ("size", a.size.as_deref()),
+                ("from", a.from.as_deref()),
+                ("to", a.to.as_deref()),
+                ("limit", Some("100000")),
+            ])
+        ))?)?,
+    };
+    emit(a.format, &v, print_declared)
+}
+
+/// A declared aggregate's windows as text: a line per window, a row per key.
+fn print_declared(out: &mut dyn Write, v: &Value) -> std::io::Result<()> {
+    let windows = v["windows"].as_array().cloned().unwrap_or_default();
+    if windows.is_empty() {
+        writeln!(
+            out,
+            "no final windows of {} in version {}",
+            t(&v["aggregate"]),
+            t(&v["version"])
+        )?;
+    }
+    for w in &windows {
+        writeln!(
+            out,
+            "── {} {} window {} → {} (final, version {})",
+            t(&v["aggregate"]),
+            t(&w["size"]),
+            t(&w["window_start"]),
+            t(&w["window_end"]),
+            t(&v["version"])
+        )?;
+        for r in w["rows"].as_array().into_iter().flatten() {
+            let mut cells: Vec<String> = r["key"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, v)| format!("{k}={}", t(v)))
+                .collect();
+            if let Some(o) = r.as_object() {
+                cells.extend(
+                    o.iter()
+                        .filter(|(k, _)| {
+                            *k != "key" && (*k != "skipped" || v_nonzero(&o["skipped"]))
+                        })
+                        .map(|(k, v)| format!("{k} {}", t(v))),
+                );
+            }
+            writeln!(out, "  {}", cells.join("  "))?;
+        }
+    }
+    Ok(())
+}
+
+fn v_nonzero(v: &Value) -> bool {
+    v.as_u64().is_some_and(|n| n > 0)
 }
 
 /// `v` on stdout: pretty JSON, or as `table` prints it.

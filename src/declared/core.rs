@@ -13,9 +13,9 @@ use crate::window::{Aggregator, WindowConfig};
 #[derive(Debug)]
 pub struct Item<'a> {
     /// The event.
-    pub event: Event<'a>,
+    pub event: &'a Event<'a>,
     /// Its declared paths' values, by path id.
-    pub values: Values<'a>,
+    pub values: &'a Values<'a>,
 }
 
 /// Every declared aggregate of a plan, folded in the version's zone.
@@ -99,11 +99,11 @@ impl Aggregator for Declared {
     }
 
     fn add(&self, w: &mut Open, item: &Item<'_>, (): &()) {
-        let ev = &item.event;
+        let ev = item.event;
         for (i, win) in &mut w.windows {
             let a = &self.plan.aggregates[*i];
-            if a.admits(ev.event_type, &item.values) {
-                win.add(a, &self.cal, ev.ts_ms, &item.values);
+            if a.admits(ev.event_type, item.values) {
+                win.add(a, &self.cal, ev.ts_ms, item.values);
             }
         }
     }

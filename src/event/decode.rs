@@ -262,14 +262,15 @@ pub fn decode_joined<'a>(
     build(w, rules, catalogue)
 }
 
-/// [`decode_with`], also taking out the values of the declared paths `paths` into `out`
+/// [`decode_joined`], also taking out the values of the declared paths `paths` into `out`
 /// (issue 20) in the same pass over the record: a key no path names costs what it did.
 ///
 /// # Errors
-/// As [`decode_with`] (`out` is then left as the scan got it).
+/// As [`decode_joined`] (`out` is then left as the scan got it).
 pub fn decode_capturing<'a>(
     value: &'a [u8],
     rules: &Rules,
+    catalogue: Option<&dyn Join>,
     paths: &crate::declared::Paths,
     out: &mut crate::declared::Values<'a>,
 ) -> Result<Event<'a>, DecodeError> {
@@ -280,7 +281,7 @@ pub fn decode_capturing<'a>(
         out,
     };
     let w = super::scan::scan_capturing(value, Some(capture))?;
-    build(w, rules, None)
+    build(w, rules, catalogue)
 }
 
 /// Checks and upcasts scanned fields into an [`Event`].

@@ -329,6 +329,8 @@ impl CatalogueLane {
             late: &[],
             merger_state: None,
             epochs,
+            declared: &[],
+            declared_through: None,
         }
     }
 

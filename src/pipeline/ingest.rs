@@ -71,6 +71,17 @@ fn document_late(
     })
 }
 
+/// How a session document's inner events are decoded and judged.
+#[derive(Clone, Copy)]
+pub struct Judging<'a> {
+    /// The decoder's rules.
+    pub rules: &'a crate::event::Rules,
+    /// The catalogue as of the document's offset, when events are joined.
+    pub catalogue: Option<&'a dyn crate::event::Join>,
+    /// How far after its record's ingest time an event may be.
+    pub max_future: Duration,
+}
+
 /// What one session document did ([`Cursor::ingest_document`]).
 #[derive(Debug)]
 pub struct Document {
@@ -184,6 +195,21 @@ impl Cursor {
         decoded: Result<A::Item<'b>, DecodeError>,
         max_future: Duration,
     ) -> Ingested {
+        self.ingest_then(core, slot, rec, decoded, max_future, |_| {})
+    }
+
+    /// [`Cursor::ingest`], then `accepted(item)` when `core` aggregated the item, re-read
+    /// or new (a follower folds exactly those).
+    #[inline]
+    pub fn ingest_then<'b, A: Aggregator>(
+        &mut self,
+        core: &mut Windows<A>,
+        slot: usize,
+        rec: &Record<'b>,
+        decoded: Result<A::Item<'b>, DecodeError>,
+        max_future: Duration,
+        accepted: impl FnOnce(&A::Item<'b>),
+    ) -> Ingested {
         let replaying = self.read(rec);
         let decoded = decoded.and_then(|ev| {
             not_in_future(A::key(&ev).1, rec, max_future)?;
@@ -197,8 +223,15 @@ impl Cursor {
                 Ingested::Rebuilt
             }
             Ok(ev) => match core.on_event(slot, rec.offset, &ev, replaying) {
+                Outcome::Accepted => {
+                    accepted(&ev);
+                    if replaying {
+                        Ingested::Rebuilt
+                    } else {
+                        Ingested::Accepted
+                    }
+                }
                 _ if replaying => Ingested::Rebuilt,
-                Outcome::Accepted => Ingested::Accepted,
                 Outcome::Duplicate => Ingested::Duplicate,
                 Outcome::Late(reason) => {
                     let size = core.config().sizes_ms[0];
@@ -240,15 +273,21 @@ impl Cursor {
     /// after a restart, the inner events its late record names stay late (as an ordinary
     /// record's late re-read does, idleness included); the others go through the core
     /// again as re-read.
+    /// `accepted(event, its bytes, max_before)` is told each inner event `core` aggregated
+    /// (re-read or new), as [`Cursor::ingest_then`] does.
     pub fn ingest_document(
         &mut self,
         core: &mut WindowCore,
         slot: usize,
         rec: &Record<'_>,
-        rules: &crate::event::Rules,
-        catalogue: Option<&dyn crate::event::Join>,
-        max_future: Duration,
+        rules: &Judging<'_>,
+        accepted: &mut dyn FnMut(&crate::event::Event<'_>, &[u8], i64),
     ) -> Document {
+        let Judging {
+            rules,
+            catalogue,
+            max_future,
+        } = *rules;
         let inner = match crate::event::session::explode(rec.value, rules.max_bytes) {
             Ok(inner) => inner,
             Err(e) => {
@@ -314,8 +353,15 @@ impl Cursor {
                     core.replay_late(slot, ev.ts_ms);
                 }
                 Ok(ev) => match core.on_item(slot, rec.offset, max_before, &ev, replaying) {
+                    Outcome::Accepted => {
+                        if let Ok(bytes) = &i.record {
+                            accepted(&ev, bytes, max_before);
+                        }
+                        if !replaying {
+                            doc.counts.accepted += 1;
+                        }
+                    }
                     _ if replaying => {}
-                    Outcome::Accepted => doc.counts.accepted += 1,
                     Outcome::Duplicate => doc.counts.duplicates += 1,
                     Outcome::Late(reason) => {
                         doc.counts.late += 1;
@@ -665,9 +711,12 @@ mod tests {
                 core,
                 0,
                 &rec(0, doc.as_bytes(), ingest_ts),
-                &rules,
-                None,
-                future,
+                &Judging {
+                    rules: &rules,
+                    catalogue: None,
+                    max_future: future,
+                },
+                &mut |_, _, _| {},
             )
         };
         let mut core = WindowCore::new(cfg.clone(), 2);
@@ -818,9 +867,12 @@ mod tests {
                     &mut core,
                     0,
                     &rec(at as u64, docs[at].as_bytes()),
-                    &rules,
-                    None,
-                    future,
+                    &Judging {
+                        rules: &rules,
+                        catalogue: None,
+                        max_future: future,
+                    },
+                    &mut |_, _, _| {},
                 );
                 pending_late.extend(d.late);
                 pending.extend(core.advance());

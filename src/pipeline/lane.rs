@@ -246,6 +246,8 @@ impl Lane {
             late: &self.late,
             merger_state: None,
             epochs: &[],
+            declared: &[],
+            declared_through: None,
         }
     }
 

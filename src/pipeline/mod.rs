@@ -9,11 +9,12 @@
 //! - determinism: the window core decides per partition, in offset order.
 
 pub(crate) mod catalogue;
+mod declared;
 mod ingest;
 mod lane;
 mod status;
 
-pub use ingest::{Counts, Cursor, Document, Ingested, Tally};
+pub use ingest::{Counts, Cursor, Document, Ingested, Judging, Tally};
 pub use lane::{ReviewReplay, replay_reviews};
 pub use status::{PartitionStatus, Shared, State, Status};
 
@@ -23,6 +24,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::declared::Values;
 use crate::event::{InvalidKind, Join, Rules, decode_joined};
 use crate::log::{Record, RecordBatch};
 use crate::metrics::Metrics;
@@ -48,15 +50,15 @@ const DECODE_CHUNK: usize = 1024;
 /// each piece as soon as it is decoded, and decodes the next unclaimed piece itself
 /// rather than wait for one. Folding stays sequential and in offset order (the
 /// watermark, dedup and windows see what one thread would); only decoding overlaps it.
-fn decode_each<'b>(
+fn decode_each<'b, T: Send>(
     batch: &'b RecordBatch,
     threads: usize,
-    decode: impl Fn(&Record<'b>) -> Decoded<'b> + Sync,
-    mut fold: impl FnMut(&Record<'b>, Decoded<'b>),
+    decode: impl Fn(&Record<'b>) -> T + Sync,
+    mut fold: impl FnMut(&Record<'b>, T),
 ) {
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-    type Piece<'b> = Vec<Decoded<'b>>;
+    type Piece<T> = Vec<T>;
     /// Marks the decoding abandoned when a helper unwinds (its piece never comes).
     struct Abandon<'f>(&'f AtomicBool);
     impl Drop for Abandon<'_> {
@@ -68,7 +70,7 @@ fn decode_each<'b>(
     }
     let n = batch.len();
     let pieces = n.div_ceil(DECODE_CHUNK);
-    let slots: Vec<Mutex<Option<Piece<'b>>>> = (0..pieces).map(|_| Mutex::new(None)).collect();
+    let slots: Vec<Mutex<Option<Piece<T>>>> = (0..pieces).map(|_| Mutex::new(None)).collect();
     let claimed = AtomicUsize::new(0);
     let abandoned = AtomicBool::new(false);
     // Claims the next piece and decodes it into its slot; false when none is left.
@@ -80,7 +82,7 @@ fn decode_each<'b>(
         if c >= pieces {
             return false;
         }
-        let piece: Piece<'b> = (c * DECODE_CHUNK..((c + 1) * DECODE_CHUNK).min(n))
+        let piece: Piece<T> = (c * DECODE_CHUNK..((c + 1) * DECODE_CHUNK).min(n))
             .map(|i| decode(&batch.get(i)))
             .collect();
         *slots[c]
@@ -123,14 +125,22 @@ fn decode_each<'b>(
 /// A record's event, or why it has none.
 type Decoded<'b> = Result<crate::event::Event<'b>, crate::event::DecodeError>;
 
-/// One record's event, with the catalogue as of its offset when the records are joined.
+/// One record's event, with the catalogue as of its offset when the records are joined,
+/// and the values of the declared paths (`paths`, when aggregates are declared).
 fn decode_record<'b>(
     rec: &Record<'b>,
     rules: &Rules,
     joined: Option<&catalogue::Joined>,
-) -> Decoded<'b> {
+    paths: Option<&crate::declared::Paths>,
+) -> (Decoded<'b>, crate::declared::Values<'b>) {
     let at = joined.map(|j| j.at(rec.partition, rec.offset));
-    decode_joined(rec.value, rules, at.as_ref().map(|a| a as &dyn Join))
+    let join = at.as_ref().map(|a| a as &dyn Join);
+    let mut values = Vec::new();
+    let ev = match paths {
+        None => decode_joined(rec.value, rules, join),
+        Some(p) => crate::event::decode_capturing(rec.value, rules, join, p, &mut values),
+    };
+    (ev, values)
 }
 
 /// Failures that stop the pipeline.
@@ -235,6 +245,8 @@ pub struct Pipeline {
     /// The product catalogue events are joined with (read whole at start, then between
     /// batches).
     catalogue: Option<catalogue::CatalogueLane>,
+    /// The declared aggregates' core, following `core` (none declared: `None`).
+    declared: Option<declared::Follower>,
 }
 
 impl Pipeline {
@@ -302,6 +314,7 @@ impl Pipeline {
             write_index: true,
             lane: None,
             catalogue: None,
+            declared: declared::Follower::open(cfg, partitions),
             caught_up_logged: false,
             decode_threads: std::thread::available_parallelism().map_or(1, |n| n.get().min(8)),
         };
@@ -353,6 +366,17 @@ impl Pipeline {
             owned,
             &mut core,
         )?;
+        // The declared core resumes where the shop's does (the positions are the earlier
+        // of both cores' resume points), its history as restored there.
+        if let Some(d) = &mut self.declared {
+            let resume: Vec<PartitionResume> = (0..self.partitions)
+                .map(|p| PartitionResume {
+                    offset: cursors[p].next,
+                    max_ts_before: core.max_event_time(p),
+                })
+                .collect();
+            d.restore(&self.store, &self.version, &resume, owned)?;
+        }
         // Entries appended while nothing read them: the events not handled yet see them.
         if let Some(c) = &mut self.catalogue {
             let handled: Vec<u64> = cursors.iter().map(Cursor::handled_mark).collect();
@@ -464,11 +488,8 @@ impl Pipeline {
             }
             summary.records += n as u64;
             self.pending.records += n as u64;
-            let finals = self.core.advance();
             let now = Instant::now();
-            self.pending
-                .finals
-                .extend(finals.into_iter().map(|f| (f, now)));
+            self.advance(now);
 
             if self.reached_end(mode, n, &mut last_lag_check)? {
                 break;
@@ -477,10 +498,7 @@ impl Pipeline {
                 if let Some(t) = idle_timeout {
                     self.detect_idle(t);
                 }
-                let finals = self.core.advance();
-                self.pending
-                    .finals
-                    .extend(finals.into_iter().map(|f| (f, now)));
+                self.advance(now);
             }
             if self.commit_due(last_commit) {
                 summary.windows += self.commit_or_stall(cancel)?;
@@ -497,6 +515,9 @@ impl Pipeline {
             self.pending
                 .finals
                 .extend(finals.into_iter().map(|f| (f, now)));
+            if let Some(d) = &mut self.declared {
+                d.drain();
+            }
             if let Some(l) = &mut self.lane {
                 l.drain();
             }
@@ -505,6 +526,17 @@ impl Pipeline {
         self.end_run(&mut summary, cancel)?;
         summary.elapsed = started.elapsed();
         Ok(summary)
+    }
+
+    /// Finalises what the pipeline watermark reached, in both window cores.
+    fn advance(&mut self, now: Instant) {
+        let finals = self.core.advance();
+        self.pending
+            .finals
+            .extend(finals.into_iter().map(|f| (f, now)));
+        if let Some(d) = &mut self.declared {
+            d.advance_to(self.core.finalized_through());
+        }
     }
 
     /// After the last commit of a run: the state, the status, the summary's outcomes.
@@ -536,6 +568,7 @@ impl Pipeline {
     fn commit_due(&self, last_commit: Instant) -> bool {
         let lane_records = self.lane.as_ref().map_or(0, lane::Lane::uncommitted);
         !self.pending.finals.is_empty()
+            || self.declared.as_ref().is_some_and(|d| !d.finals.is_empty())
             || self.pending.dead.len() + self.pending.late.len() > 50_000
             || self.lane.as_ref().is_some_and(lane::Lane::due)
             || self
@@ -627,19 +660,25 @@ impl Pipeline {
         let cat = self.catalogue.take();
         let joined = cat.as_ref().map(catalogue::CatalogueLane::joined);
         let threads = self.decode_threads;
-        let mut fold = |rec: &Record<'b>, ev: Decoded<'b>| {
+        // Out of `self` too, for the decoding threads (only read).
+        let paths = self.declared.as_mut().map(|d| std::mem::take(&mut d.paths));
+        let paths_ref = paths.as_ref();
+        let mut fold = |rec: &Record<'b>, (ev, values): (Decoded<'b>, Values<'b>)| {
             bytes += rec.value.len() as u64;
             seen[rec.partition as usize] = true;
-            self.ingest(rec, ev, joined, max_future);
+            self.ingest(rec, ev, &values, joined, max_future);
         };
         if threads > 1 && batch.len() >= PARALLEL_DECODE_MIN {
-            let decode = |rec: &Record<'b>| decode_record(rec, &rules, joined);
+            let decode = |rec: &Record<'b>| decode_record(rec, &rules, joined, paths_ref);
             decode_each(batch, threads, decode, fold);
         } else {
             // One core: decode in the loop, nothing materialised.
             for rec in batch.iter() {
-                fold(&rec, decode_record(&rec, &rules, joined));
+                fold(&rec, decode_record(&rec, &rules, joined, paths_ref));
             }
+        }
+        if let (Some(d), Some(p)) = (&mut self.declared, paths) {
+            d.paths = p;
         }
         self.catalogue = cat;
         for (p, _) in seen.iter().enumerate().filter(|(_, s)| **s) {
@@ -657,6 +696,7 @@ impl Pipeline {
         &mut self,
         rec: &Record<'b>,
         ev: Result<crate::event::Event<'b>, crate::event::DecodeError>,
+        values: &Values<'b>,
         joined: Option<&catalogue::Joined>,
         max_future: Duration,
     ) {
@@ -666,7 +706,13 @@ impl Pipeline {
             self.ingest_document(rec, at.as_ref().map(|a| a as &dyn Join), max_future);
             return;
         }
-        let outcome = self.cursors[p].ingest(&mut self.core, p, rec, ev, max_future);
+        let max_before = self.core.max_event_time(p);
+        let follower = &mut self.declared;
+        let outcome = self.cursors[p].ingest_then(&mut self.core, p, rec, ev, max_future, |ev| {
+            if let Some(d) = follower {
+                d.follow(p, rec.offset, max_before, ev, values);
+            }
+        });
         self.tally.count(p, &outcome);
         match outcome {
             Ingested::Late(l) => self.pending.late.push(l),
@@ -680,7 +726,18 @@ impl Pipeline {
     fn ingest_document(&mut self, rec: &Record<'_>, join: Option<&dyn Join>, max_future: Duration) {
         let p = rec.partition as usize;
         let rules = self.cfg.pipeline.decode_rules();
-        let doc = self.cursors[p].ingest_document(&mut self.core, p, rec, &rules, join, max_future);
+        let follower = &mut self.declared;
+        let mut accepted = |ev: &crate::event::Event<'_>, bytes: &[u8], max_before: i64| {
+            if let Some(d) = follower {
+                d.follow_inner(p, rec.offset, max_before, ev, bytes);
+            }
+        };
+        let judging = Judging {
+            rules: &rules,
+            catalogue: join,
+            max_future,
+        };
+        let doc = self.cursors[p].ingest_document(&mut self.core, p, rec, &judging, &mut accepted);
         self.tally.count_all(p, &doc.counts);
         self.pending.dead.extend(doc.dead);
         self.pending.late.extend(doc.late);
@@ -753,7 +810,11 @@ impl Pipeline {
     /// Writes pending finals, dead letters, late records, positions and checkpoints in one
     /// transaction. Returns the number of windows committed.
     fn commit(&mut self) -> Result<u64, PipelineError> {
-        let positions = owned_positions(&self.core, &self.cursors);
+        let mut positions = owned_positions(&self.core, &self.cursors);
+        if let Some(d) = &self.declared {
+            let next: Vec<u64> = self.cursors.iter().map(|c| c.next).collect();
+            d.resume_earlier(&next, &mut positions);
+        }
         let mut checkpoints = Vec::new();
         for p in 0..self.partitions {
             let partition = u32::try_from(p).expect("partition fits u32");
@@ -787,6 +848,11 @@ impl Pipeline {
             late: &self.pending.late,
             merger_state: None,
             epochs: &[],
+            declared: self.declared.as_ref().map_or(&[], |d| &d.finals),
+            declared_through: self
+                .declared
+                .as_ref()
+                .map(declared::Follower::finalized_through),
         }];
         if let (Some(l), Some(p)) = (&self.lane, &lane_positions) {
             commits.push(l.commit_part(p));
@@ -806,6 +872,9 @@ impl Pipeline {
         }
         if let Some(c) = &mut self.catalogue {
             c.committed();
+        }
+        if let Some(d) = &mut self.declared {
+            d.finals.clear();
         }
         self.metrics
             .commit_duration
@@ -891,7 +960,8 @@ impl Pipeline {
         self.status.watermark_ms = wm;
         let ft = self.core.finalized_through();
         self.status.finalized_through_ms = (ft != i64::MIN).then_some(ft);
-        let (open, _) = self.core.open_state();
+        let (mut open, _) = self.core.open_state();
+        open += self.declared.as_ref().map_or(0, |d| d.open_state().0);
         self.status.open_windows = open;
         m.open_windows.set(i64::try_from(open).unwrap_or(i64::MAX));
         *self.shared.status.lock().expect("status lock") = self.status.clone();
@@ -1059,7 +1129,7 @@ mod tests {
     use super::*;
 
     fn decode<'b>(rec: &Record<'b>) -> Decoded<'b> {
-        decode_record(rec, &Rules::new(1 << 20), None)
+        decode_record(rec, &Rules::new(1 << 20), None, None).0
     }
 
     /// Every record reaches the fold once, in offset order, with the event one thread

@@ -220,6 +220,7 @@ impl Job {
             rewrite: Vec::new(),
             by_record_time: None,
             notes: Vec::new(),
+            declared: None,
         };
         record.outcome = Outcome::Running;
         record.ended_ms = None;

@@ -122,6 +122,10 @@ pub struct Plan {
     /// Partitions that start from the log's record-time lookup (no event-time checkpoint
     /// of kappa's covers `--from`), and the record time looked up.
     pub by_record_time: Option<(i64, Vec<u32>)>,
+    /// The declared aggregates against the serving version's: new, changed, dropped (a new
+    /// version; none declared on either side: empty).
+    #[serde(default)]
+    pub declared: Option<(Vec<String>, Vec<String>, Vec<String>)>,
 }
 
 impl Plan {
@@ -197,6 +201,21 @@ impl Plan {
                     (None, true) => ", promoted once caught up".to_string(),
                     (None, false) => String::new(),
                 }
+            ));
+        }
+        if let Some((new, changed, dropped)) = &self.declared {
+            let list = |v: &[String]| {
+                if v.is_empty() {
+                    "none".to_string()
+                } else {
+                    v.join(", ")
+                }
+            };
+            out.push(format!(
+                "declared aggregates against the serving version: new: {}; changed: {}; dropped: {}",
+                list(new),
+                list(changed),
+                list(dropped)
             ));
         }
         out.push(format!(
@@ -352,6 +371,19 @@ pub fn resolve(
     )?;
     let cfg = replay_config(base, req, serving_info.as_ref())?;
     let fingerprint = cfg.results_fingerprint();
+    let plan = cfg.plan();
+    if in_place && !req.audit && !plan.aggregates.is_empty() {
+        return Err(invalid(format!(
+            "serving version {serving} declares aggregates, which an in-place correction does not rewrite yet: replay into a new version (--version NAME --promote)"
+        )));
+    }
+    let serving_plan = serving_info
+        .as_ref()
+        .and_then(|i| base.with_fingerprint(&i.config).ok())
+        .map(|c| c.plan())
+        .unwrap_or_default();
+    let none_declared = plan.aggregates.is_empty() && serving_plan.aggregates.is_empty();
+    let declared = (!in_place && !none_declared).then(|| serving_plan.changes(&plan));
     let to_ms = match &req.to {
         None => i64::MAX,
         Some(t) => parse_rfc3339_ms(t)
@@ -416,6 +448,7 @@ pub fn resolve(
         rewrite,
         by_record_time,
         notes,
+        declared,
     })
 }
 

@@ -892,6 +892,8 @@ impl<'a> Merger<'a> {
                     late: pending.late.get(name).map_or(&[], Vec::as_slice),
                     merger_state: Some(blob),
                     epochs: &[],
+                    declared: &[],
+                    declared_through: None,
                 }
             })
             .collect();

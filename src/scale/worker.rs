@@ -69,9 +69,12 @@ impl Computed for Shop {
                 &mut part.core,
                 0,
                 rec,
-                &reading.rules,
-                join,
-                max_future,
+                &crate::pipeline::Judging {
+                    rules: &reading.rules,
+                    catalogue: join,
+                    max_future,
+                },
+                &mut |_, _, _| {},
             );
             tally.count_all(rec.partition as usize, &doc.counts);
             let late = doc.late.map(Ingested::Late);

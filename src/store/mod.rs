@@ -9,10 +9,12 @@
 //! Values are bincode 2.0.1 behind a one-byte format version ([`FORMAT`]).
 
 pub mod compare;
+mod declared;
 mod fingerprint;
 mod rows;
 mod sums;
 
+pub use declared::DeclaredWindow;
 pub(crate) use fingerprint::of_rows as hash_rows;
 pub use fingerprint::{WindowPrint, digest, export_fields, hex};
 pub use rows::{
@@ -262,6 +264,10 @@ pub struct Commit<'a> {
     pub merger_state: Option<&'a [u8]>,
     /// New catalogue epochs (the catalogue's part: `{version}/products`).
     pub epochs: &'a [(u32, CatalogueEpoch)],
+    /// Windows of the declared aggregates that became final.
+    pub declared: &'a [crate::declared::DeclaredFinal],
+    /// Every declared window ending at or before this is final (none: no declared core).
+    pub declared_through: Option<i64>,
 }
 
 /// Handle on the redb file; cheap to clone, shareable between the pipeline (writer) and
@@ -648,6 +654,7 @@ impl Store {
             for (n, e) in c.epochs {
                 epochs.insert((c.version, *n), encode(e).as_slice())?;
             }
+            declared::write(&tx, c.version, c.declared, c.declared_through)?;
         }
         tx.commit()?;
         Ok(())
@@ -1631,6 +1638,7 @@ fn remove_version(tx: &redb::WriteTransaction, name: &str) -> Result<()> {
         (name, i64::MIN, i64::MIN)..=(name, i64::MAX, i64::MAX),
         |_, _| false,
     )?;
+    declared::remove(tx, name)?;
     sums::remove(tx, name)
 }
 

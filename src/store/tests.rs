@@ -333,6 +333,8 @@ fn a_partition_read_from_past_unread_records_has_no_usable_checkpoints() {
             late: &[],
             merger_state: None,
             epochs: &[],
+            declared: &[],
+            declared_through: None,
         })
         .unwrap();
     store.mark_unindexed(1, 500).unwrap();
@@ -505,6 +507,8 @@ fn full_commit<'a>(
         late,
         merger_state: None,
         epochs: &[],
+        declared: &[],
+        declared_through: None,
     }
 }
 

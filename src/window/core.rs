@@ -291,6 +291,15 @@ impl<A: Aggregator> Windows<A> {
             return Outcome::Duplicate;
         }
 
+        self.fold(partition, offset, max_before, item);
+        Outcome::Accepted
+    }
+
+    /// Folds `item` into each of its windows that is not final yet. `max_before` is the
+    /// partition's max event time before the record, where a restart resuming there starts.
+    #[inline]
+    fn fold(&mut self, partition: usize, offset: u64, max_before: i64, item: &A::Item<'_>) {
+        let ts = A::key(item).1;
         let prepared = self.agg.prepare(item);
         let partitions = self.parts.len();
         for (i, &size) in self.cfg.sizes_ms.iter().enumerate() {
@@ -306,7 +315,22 @@ impl<A: Aggregator> Windows<A> {
             w.first[partition].get_or_insert((offset, max_before));
             self.agg.add(&mut w.agg, item, &prepared);
         }
-        Outcome::Accepted
+    }
+
+    /// Folds an item another core over the same records accepted (a follower: the
+    /// declared aggregates beside the shop's core). That core decided lateness and
+    /// duplicates once for both; here the item only goes into its windows not final yet,
+    /// so a re-read after a restart does exactly what the first reading did.
+    pub fn follow(&mut self, partition: usize, offset: u64, max_before: i64, item: &A::Item<'_>) {
+        self.fold(partition, offset, max_before, item);
+    }
+
+    /// A follower's finalisation: every window ending at or before `through` (the leading
+    /// core's final point) is final now, oldest end first.
+    pub fn advance_to(&mut self, through: i64) -> Vec<A::Final> {
+        self.finalized_through = self.finalized_through.max(through);
+        let top_k = self.cfg.top_k;
+        self.pop_final(|a, size, start, w| a.finish(w, size, start, top_k))
     }
 
     /// Re-reads an event the previous process recorded as late: it is not aggregated, but it

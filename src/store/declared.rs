@@ -1,0 +1,149 @@
+//! The declared aggregates' final windows (issue 20): one value per (version, aggregate,
+//! size, window start), its rows by key, written in the transaction of the events' window
+//! results and positions; and the point through which they are final, which the declared
+//! core keeps apart from the built-in one (a drain finalises each core's own windows).
+//!
+//! A window is rewritten whole, so writing it twice leaves the same bytes.
+
+use redb::{ReadableDatabase, TableDefinition};
+
+use super::{Result, Store, decode, encode};
+use crate::declared::{DeclaredFinal, Rows};
+
+/// `(version, aggregate, size ms, start ms)` → the window's rows (bincode of [`Rows`]).
+const DECLARED: TableDefinition<(&str, &str, i64, i64), &[u8]> =
+    TableDefinition::new("declared_windows");
+
+/// version → every declared window ending at or before this is final.
+const DECLARED_THROUGH: TableDefinition<&str, i64> = TableDefinition::new("declared_through");
+
+/// One final window of one declared aggregate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeclaredWindow {
+    /// The aggregate's name.
+    pub aggregate: String,
+    /// Window size (ms).
+    pub size_ms: i64,
+    /// Window start (epoch ms).
+    pub start_ms: i64,
+    /// (key parts, row), by key.
+    pub rows: Rows,
+}
+
+/// Writes `finals` of `version` and, when given, the point they are final through.
+pub(super) fn write(
+    tx: &redb::WriteTransaction,
+    version: &str,
+    finals: &[DeclaredFinal],
+    through: Option<i64>,
+) -> Result<()> {
+    if finals.is_empty() && through.is_none() {
+        return Ok(());
+    }
+    let mut t = tx.open_table(DECLARED)?;
+    for f in finals {
+        for (name, rows) in &f.aggregates {
+            t.insert(
+                (version, name.as_str(), f.size_ms, f.start_ms),
+                encode(rows).as_slice(),
+            )?;
+        }
+    }
+    if let Some(through) = through {
+        tx.open_table(DECLARED_THROUGH)?.insert(version, through)?;
+    }
+    Ok(())
+}
+
+/// Deletes `version`'s declared windows and final point.
+pub(super) fn remove(tx: &redb::WriteTransaction, version: &str) -> Result<()> {
+    tx.open_table(DECLARED)?.retain_in(
+        (version, "", i64::MIN, i64::MIN)..(version, "\u{10FFFF}", i64::MAX, i64::MAX),
+        |_, _| false,
+    )?;
+    tx.open_table(DECLARED_THROUGH)?.remove(version)?;
+    Ok(())
+}
+
+impl Store {
+    /// Every declared window of `version` ending at or before this is final (`i64::MIN`
+    /// when none is).
+    ///
+    /// # Errors
+    /// Store failure.
+    pub fn declared_through(&self, version: &str) -> Result<i64> {
+        let tx = self.db()?.begin_read()?;
+        let t = match tx.open_table(DECLARED_THROUGH) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(i64::MIN),
+            Err(e) => return Err(e.into()),
+        };
+        Ok(t.get(version)?.map_or(i64::MIN, |g| g.value()))
+    }
+
+    /// The final windows of declared aggregate `name` of `version` (of size `size_ms`, or
+    /// every size) with `from <= start < to`, by size then start, at most `limit`.
+    ///
+    /// # Errors
+    /// Store failure, or a stored value that does not decode.
+    pub fn declared_windows(
+        &self,
+        version: &str,
+        name: &str,
+        size_ms: Option<i64>,
+        from: i64,
+        to: i64,
+        limit: usize,
+    ) -> Result<Vec<DeclaredWindow>> {
+        let tx = self.db()?.begin_read()?;
+        let t = match tx.open_table(DECLARED) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let (lo, hi) = size_ms.map_or((i64::MIN, i64::MAX), |s| (s, s));
+        let mut out = Vec::new();
+        for r in t.range((version, name, lo, i64::MIN)..=(version, name, hi, i64::MAX))? {
+            let (k, v) = r?;
+            let (_, _, size, start) = k.value();
+            if start < from || start >= to {
+                continue;
+            }
+            if out.len() == limit {
+                break;
+            }
+            out.push(DeclaredWindow {
+                aggregate: name.to_string(),
+                size_ms: size,
+                start_ms: start,
+                rows: decode::<Rows>("declared_windows", v.value())?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Every declared window of `version`, by aggregate name, size and start (export).
+    ///
+    /// # Errors
+    /// Store failure, or a stored value that does not decode.
+    pub fn all_declared(&self, version: &str) -> Result<Vec<DeclaredWindow>> {
+        let tx = self.db()?.begin_read()?;
+        let t = match tx.open_table(DECLARED) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(e.into()),
+        };
+        let mut out = Vec::new();
+        for r in t.range((version, "", i64::MIN, i64::MIN)..(version, "\u{10FFFF}", 0, 0))? {
+            let (k, v) = r?;
+            let (_, name, size, start) = k.value();
+            out.push(DeclaredWindow {
+                aggregate: name.to_string(),
+                size_ms: size,
+                start_ms: start,
+                rows: decode::<Rows>("declared_windows", v.value())?,
+            });
+        }
+        Ok(out)
+    }
+}
