@@ -46,10 +46,33 @@ fn sigkill_at_random_moments_then_restart_gives_identical_results() {
         ("KAPPA_PIPELINE__COMMIT_INTERVAL", "5ms"),
     ];
 
+    // Declared aggregates too (issue 20): their core follows the shop's across restarts.
+    let conf = temp();
+    let cfg = conf.path().join("declared.toml");
+    std::fs::write(
+        &cfg,
+        r#"
+[[aggregates]]
+name = "views-by-os"
+types = ["view"]
+group-by = ["device.os"]
+measures = ["count"]
+sizes = ["10s", "1d"]
+
+[[aggregates]]
+name = "sales-by-referrer"
+types = ["purchase"]
+group-by = ["context.referrer", "day_of_week()"]
+measures = ["count", "sum(price)", "max(price)"]
+sizes = ["1m"]
+"#,
+    )
+    .unwrap();
+
     let t0 = Instant::now();
     let out = {
         let mut c = kappa(reference.path());
-        c.args(RUN_DRAIN).envs(env);
+        c.arg("--config").arg(&cfg).args(RUN_DRAIN).envs(env);
         String::from_utf8(ok(c).stdout).unwrap()
     };
     let run_ms = u64::try_from(t0.elapsed().as_millis()).unwrap().max(50);
@@ -67,6 +90,12 @@ fn sigkill_at_random_moments_then_restart_gives_identical_results() {
         "the reference run has review windows"
     );
     assert!(out.contains("reviews: 10000 read"), "{out}");
+    for name in ["views-by-os", "sales-by-referrer"] {
+        assert!(
+            text.contains(&format!(r#""aggregate":"{name}""#)),
+            "the reference run has {name} windows"
+        );
+    }
 
     let kills = 6;
     kill_bounded_runs(
@@ -75,12 +104,12 @@ fn sigkill_at_random_moments_then_restart_gives_identical_results() {
         &mut rng,
         || {
             let mut c = kappa(crashed.path());
-            c.envs(env);
+            c.arg("--config").arg(&cfg).envs(env);
             c
         },
         || std::fs::remove_file(crashed.path().join("kappa.redb")).unwrap(),
     );
-    let out = run_drain(crashed.path(), &[]);
+    let out = run_drain(crashed.path(), &["--config", cfg.to_str().unwrap()]);
     let got = export(crashed.path());
     assert!(
         got == expected,
