@@ -124,7 +124,7 @@ impl Path {
     }
 
     /// Its value among an event's extracted `values`.
-    fn get<'r>(&self, values: &Values<'r>) -> Option<&'r [u8]> {
+    fn get<'r>(&self, values: &[Option<&'r [u8]>]) -> Option<&'r [u8]> {
         values.get(self.id).copied().flatten()
     }
 }
@@ -663,7 +663,7 @@ impl Aggregate {
 
     /// Whether an event of type `ty` whose paths have `values` is counted.
     #[must_use]
-    pub fn admits(&self, ty: crate::event::EventType, values: &Values<'_>) -> bool {
+    pub fn admits(&self, ty: crate::event::EventType, values: &[Option<&[u8]>]) -> bool {
         self.types.as_ref().is_none_or(|ts| ts.contains(&ty))
             && self.conditions.iter().all(|(p, t)| {
                 let x = p.get(values);
@@ -679,7 +679,7 @@ impl Aggregate {
     }
 
     /// Writes the group of an event at `t_ms` whose paths have `values` into `key`.
-    fn write_key(&self, cal: &Calendar, t_ms: i64, values: &Values<'_>, key: &mut Vec<u8>) {
+    fn write_key(&self, cal: &Calendar, t_ms: i64, values: &[Option<&[u8]>], key: &mut Vec<u8>) {
         key.clear();
         for k in &self.keys {
             let derived = match k {
@@ -695,7 +695,7 @@ impl Aggregate {
     }
 
     /// Adds one event (its paths' `values`) into its group's row.
-    fn fold(&self, r: &mut Row, values: &Values<'_>) {
+    fn fold(&self, r: &mut Row, values: &[Option<&[u8]>]) {
         r.events += 1;
         for (x, m) in r.values.iter_mut().zip(&self.measures) {
             let n = match m {
@@ -722,7 +722,7 @@ pub struct Window {
 
 impl Window {
     /// Counts an event (already admitted by `agg`) at `t_ms` whose paths have `values`.
-    pub fn add(&mut self, agg: &Aggregate, cal: &Calendar, t_ms: i64, values: &Values<'_>) {
+    pub fn add(&mut self, agg: &Aggregate, cal: &Calendar, t_ms: i64, values: &[Option<&[u8]>]) {
         agg.write_key(cal, t_ms, values, &mut self.scratch);
         if let Some(row) = self.rows.get_mut(self.scratch.as_slice()) {
             agg.fold(row, values);

@@ -3,7 +3,7 @@
 //! for the union of their window sizes; each window opens only the aggregates declared
 //! with its size.
 
-use super::{Plan, Row, Values, Window};
+use super::{Plan, Row, Window};
 use crate::event::Event;
 use crate::rollup::Calendar;
 use crate::window::{Aggregator, WindowConfig};
@@ -15,7 +15,7 @@ pub struct Item<'a> {
     /// The event.
     pub event: &'a Event<'a>,
     /// Its declared paths' values, by path id.
-    pub values: &'a Values<'a>,
+    pub values: &'a [Option<&'a [u8]>],
 }
 
 /// Every declared aggregate of a plan, folded in the version's zone.

@@ -17,9 +17,12 @@ impl Node {
     /// The node of `key` below this one.
     #[inline]
     pub(crate) fn child(&self, key: &[u8]) -> Option<&Node> {
+        // Every key of every record is looked up here: the length and first byte rule
+        // most children out before a comparison of the whole name.
+        let first = key.first()?;
         self.children
             .iter()
-            .find(|(k, _)| k.as_bytes() == key)
+            .find(|(k, _)| k.len() == key.len() && k.as_bytes()[0] == *first && k.as_bytes() == key)
             .map(|(_, n)| n)
     }
 
@@ -44,7 +47,7 @@ pub struct Paths {
 }
 
 /// A value's bytes in the record (no surrounding whitespace), by path id.
-pub type Values<'r> = Vec<Option<&'r [u8]>>;
+pub type Values<'r> = smallvec::SmallVec<[Option<&'r [u8]>; 8]>;
 
 impl Paths {
     /// The trie of `paths` (path `i` has id `i`).

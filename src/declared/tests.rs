@@ -36,11 +36,14 @@ fn the_documented_declaration_compiles() {
     };
     assert_eq!(a.keys, vec![Key::Field(os), Key::HourOfDay]);
     // device.os (the condition's and the key's) once, then price.
-    let mut values = Vec::new();
+    let mut values = Values::new();
     p.paths
         .extract(br#"{"price": 12.50, "device": {"os": "ios"}}"#, &mut values)
         .unwrap();
-    assert_eq!(values, vec![Some(&b"\"ios\""[..]), Some(&b"12.50"[..])]);
+    assert_eq!(
+        values.as_slice(),
+        [Some(&b"\"ios\""[..]), Some(&b"12.50"[..])]
+    );
     assert!(a.admits(EventType::View, &values));
     assert!(!a.admits(EventType::Purchase, &values));
     assert_eq!(a.types, Some(vec![EventType::View]));
@@ -367,7 +370,7 @@ proptest! {
         for (n, &i) in order.iter().enumerate() {
             let e = &events[i];
             let bytes = serde_json::to_vec(&e.json()).unwrap();
-            let mut values = Vec::new();
+            let mut values = Values::new();
             plan.paths.extract(&bytes, &mut values).unwrap();
             if agg.admits(e.ty, &values) {
                 part_windows[n % parts]
@@ -449,7 +452,7 @@ proptest! {
         }
         let parsed: Value = serde_json::from_slice(&bytes).unwrap();
         let trie = Paths::new(&paths);
-        let mut out = Vec::new();
+        let mut out = Values::new();
         trie.extract(&bytes, &mut out).unwrap();
         for (p, got) in paths.iter().zip(&out) {
             let want = p.iter().try_fold(&parsed, |v, k| v.as_object()?.get(k));
@@ -477,7 +480,7 @@ fn a_key_is_a_strings_text_or_a_values_json_text_or_null() {
         br#"{"device": {}}"#,
         br#"{"device": {"os": "plain"}}"#,
     ] {
-        let mut values = Vec::new();
+        let mut values = Values::new();
         plan.paths.extract(record, &mut values).unwrap();
         w.add(agg, &cal, t, &values);
     }
@@ -515,9 +518,9 @@ proptest! {
             bytes = repeated_first_key(&v, bytes);
         }
         let trie = Paths::new(&paths);
-        let mut walked = Vec::new();
+        let mut walked = Values::new();
         trie.extract(&bytes, &mut walked).unwrap();
-        let mut captured = Vec::new();
+        let mut captured = Values::new();
         trie.reset(&mut captured);
         let capture = crate::event::scan::Capture { root: trie.root(), out: &mut captured };
         let with = crate::event::scan::scan_capturing(&bytes, Some(capture));
@@ -533,11 +536,14 @@ proptest! {
 fn an_event_is_decoded_with_its_declared_values_in_one_pass() {
     let plan = parse(EXAMPLE).unwrap();
     let line = br#"{"schema":1,"event_id":"e1","event_type":"view","user_id":"u","session_id":"s","product_id":"p","category":"c","price":12.50,"quantity":1,"ts":"2026-12-07T10:00:00Z","device":{"type":"mobile","os":"ios"}}"#;
-    let mut values = Vec::new();
+    let mut values = Values::new();
     let rules = crate::event::Rules::new(65_536);
     let ev = crate::event::decode_capturing(line, &rules, None, &plan.paths, &mut values).unwrap();
     assert_eq!(ev, crate::event::decode(line, 65_536).unwrap());
-    assert_eq!(values, vec![Some(&b"\"ios\""[..]), Some(&b"12.50"[..])]);
+    assert_eq!(
+        values.as_slice(),
+        [Some(&b"\"ios\""[..]), Some(&b"12.50"[..])]
+    );
     assert!(plan.aggregates[0].admits(ev.event_type, &values));
 }
 
@@ -589,7 +595,7 @@ proptest! {
         for (i, e) in events.iter().enumerate() {
             let bytes = record(e, i);
             for _ in 0..if twice[i] { 2 } else { 1 } {
-                let mut values = Vec::new();
+                let mut values = Values::new();
                 let event = crate::event::decode_capturing(&bytes, &rules, None, &plan.paths, &mut values).unwrap();
                 let outcome = core.on_event(0, offset, &Item { event: &event, values: &values }, false);
                 prop_assert!(matches!(outcome, Outcome::Accepted | Outcome::Duplicate), "{outcome:?}");

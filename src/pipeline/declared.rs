@@ -95,7 +95,7 @@ impl Follower {
         event: &Event<'_>,
         bytes: &[u8],
     ) {
-        let mut values = Vec::new();
+        let mut values = Values::new();
         // The inner event decoded, so its bytes are JSON: the walk cannot fail on them.
         if self.paths.extract(bytes, &mut values).is_ok() {
             self.follow(partition, offset, max_before, event, &values);

@@ -135,7 +135,7 @@ fn decode_record<'b>(
 ) -> (Decoded<'b>, crate::declared::Values<'b>) {
     let at = joined.map(|j| j.at(rec.partition, rec.offset));
     let join = at.as_ref().map(|a| a as &dyn Join);
-    let mut values = Vec::new();
+    let mut values = Values::new();
     let ev = match paths {
         None => decode_joined(rec.value, rules, join),
         Some(p) => crate::event::decode_capturing(rec.value, rules, join, p, &mut values),
