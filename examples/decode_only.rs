@@ -104,8 +104,8 @@ fn main() {
     let rows: usize = windows
         .into_inner()
         .into_iter()
-        .flat_map(|ws| ws.into_values())
-        .map(|w| w.finish().len())
+        .zip(&plan.aggregates)
+        .flat_map(|(ws, a)| ws.into_values().map(move |w| w.finish(a).len()))
         .sum();
     println!("(declared: {rows} rows over the six passes' windows)");
 }

@@ -58,14 +58,22 @@ pub struct Declaration {
     /// `day_of_week()` in the configured zone.
     #[serde(default)]
     pub group_by: Vec<String>,
-    /// `count`, `sum(path)`, `min(path)`, `max(path)`.
+    /// `count`, `sum(path)`, `min(path)`, `max(path)`, `count_distinct(path)`, and at most
+    /// one `top_k(n, measure)`: only the window's `n` groups ranked first by that measure.
     pub measures: Vec<String>,
     /// Window sizes, 1 s and up (`10s`, `1h`).
     pub sizes: Vec<String>,
+    /// Distinct values a group counts exactly for `count_distinct`; past it, a sketch.
+    #[serde(default = "distinct_bound")]
+    pub distinct_bound: usize,
 }
 
 fn events() -> String {
     "events".into()
+}
+
+fn distinct_bound() -> usize {
+    10_000
 }
 
 /// A condition on one field: exactly one of the operators is set.
@@ -98,9 +106,11 @@ pub struct Condition {
 }
 
 mod core;
+pub mod distinct;
 pub mod extract;
 
 pub use core::{Declared, DeclaredFinal, Item, Rows};
+use distinct::Distinct;
 pub use extract::{Paths, Values};
 
 /// A field path: the keys from the event object's top level down, and its id among the
@@ -151,6 +161,8 @@ pub enum Measure {
     Min(Path),
     /// The greatest value of a field.
     Max(Path),
+    /// Distinct values of a field ([`distinct`]).
+    CountDistinct(Path),
 }
 
 /// An operator of a [`Condition`], its operand checked.
@@ -179,6 +191,10 @@ pub struct Aggregate {
     pub measures: Vec<Measure>,
     /// The measures as declared (`count`, `sum(price)`), the names of their values.
     pub measure_names: Vec<String>,
+    /// `top_k(n, measure)`: `n` and the index of the measure that ranks the groups.
+    pub top: Option<(usize, usize)>,
+    /// Distinct values a group counts exactly.
+    pub distinct_bound: usize,
     /// Window sizes in milliseconds, ascending.
     pub sizes_ms: Vec<i64>,
     /// The declaration's canonical text (JSON, fields in a fixed order).
@@ -333,8 +349,34 @@ impl Condition {
     }
 }
 
+/// `top_k(n, measure)` of the aggregate `name` whose measures are `names`: `n` and the
+/// index of the measure.
+fn top_k(name: &str, text: &str, names: &[String]) -> Result<(usize, usize), String> {
+    let bad_top = || {
+        bad(
+            name,
+            format!(
+                "measures: {text:?}: give top_k(n, measure) with n from 1 to 10000 and a measure of the list"
+            ),
+        )
+    };
+    let (_, args) = call(text).ok_or_else(bad_top)?;
+    let (n, by) = args.split_once(',').ok_or_else(bad_top)?;
+    let n: usize = n.trim().parse().map_err(|_| bad_top())?;
+    let by = by.trim();
+    let at = names
+        .iter()
+        .position(|m| m.trim() == by)
+        .ok_or_else(bad_top)?;
+    if !(1..=10_000).contains(&n) {
+        return Err(bad_top());
+    }
+    Ok((n, at))
+}
+
 impl Measure {
-    /// `count`, `sum(path)`, `min(path)` or `max(path)` of the aggregate `name`.
+    /// A measure of the aggregate `name`: `count`, `sum(path)`, `min(path)`, `max(path)`
+    /// or `count_distinct(path)`.
     fn parse(name: &str, m: &str) -> Result<Self, String> {
         let path = |p: &str| Path::parse(p).map_err(|e| bad(name, format!("measures: {e}")));
         match (m.trim(), call(m)) {
@@ -342,9 +384,12 @@ impl Measure {
             (_, Some(("sum", p))) => Ok(Measure::Sum(path(p)?)),
             (_, Some(("min", p))) => Ok(Measure::Min(path(p)?)),
             (_, Some(("max", p))) => Ok(Measure::Max(path(p)?)),
+            (_, Some(("count_distinct", p))) => Ok(Measure::CountDistinct(path(p)?)),
             _ => Err(bad(
                 name,
-                format!("measures: {m:?} is not count, sum(field), min(field) or max(field)"),
+                format!(
+                    "measures: {m:?} is not count, sum(field), min(field), max(field), count_distinct(field) or top_k(n, measure)"
+                ),
             )),
         }
     }
@@ -407,14 +452,32 @@ impl Declaration {
                     .map_err(|e| bad(name, format!("group-by: {e}"))),
             })
             .collect::<Result<_, _>>()?;
-        if self.measures.is_empty() {
+        let (tops, measure_names): (Vec<&String>, Vec<&String>) = self
+            .measures
+            .iter()
+            .partition(|m| call(m).is_some_and(|(f, _)| f == "top_k"));
+        if measure_names.is_empty() {
             return Err(bad(name, "measures: none given (count, sum(field), …)"));
         }
-        let measures = self
-            .measures
+        let measures = measure_names
             .iter()
             .map(|m| Measure::parse(name, m))
             .collect::<Result<_, _>>()?;
+        let measure_names: Vec<String> = measure_names.into_iter().cloned().collect();
+        let top = match tops.as_slice() {
+            [] => None,
+            [t] => Some(top_k(name, t, &measure_names)?),
+            _ => return Err(bad(name, "measures: top_k given more than once")),
+        };
+        if self.distinct_bound == 0 || self.distinct_bound > 1_000_000 {
+            return Err(bad(
+                name,
+                format!(
+                    "distinct-bound: {} is not between 1 and 1000000",
+                    self.distinct_bound
+                ),
+            ));
+        }
         if self.sizes.is_empty() {
             return Err(bad(name, "sizes: none given (10s, 1m, 1h, …)"));
         }
@@ -448,7 +511,9 @@ impl Declaration {
             keys,
             key_names: self.group_by.clone(),
             measures,
-            measure_names: self.measures.clone(),
+            measure_names,
+            top,
+            distinct_bound: self.distinct_bound,
             sizes_ms,
             canonical,
         })
@@ -520,26 +585,59 @@ pub struct Row {
     /// Per measure: `count` the events, `sum` the total in hundredths, `min`/`max` the
     /// extreme in hundredths (none: no value yet).
     pub values: Vec<Option<i128>>,
-    /// Values left out of a `sum`, `min` or `max` (missing, not a number, more than two
-    /// decimals), over all of them.
+    /// Values left out of a `sum`, `min`, `max` or `count_distinct` (missing, not a
+    /// number, more than two decimals), over all of them.
     pub skipped: u64,
+    /// The distinct values of each `count_distinct` measure, in order, while the window is
+    /// open (a final row holds their counts in `values`).
+    #[serde(skip)]
+    distinct: Vec<Distinct>,
 }
 
 impl Row {
-    fn new(n: usize) -> Self {
+    fn new(measures: &[Measure]) -> Self {
         Self {
             events: 0,
-            values: vec![None; n],
+            values: vec![None; measures.len()],
             skipped: 0,
+            distinct: measures
+                .iter()
+                .filter(|m| matches!(m, Measure::CountDistinct(_)))
+                .map(|_| Distinct::default())
+                .collect(),
         }
     }
 
-    /// Adds `o`'s measures in (`measures` says how each combines).
-    fn merge(&mut self, o: &Row, measures: &[Measure]) {
+    /// Adds `o`'s measures in (`agg`'s measures say how each combines).
+    fn merge(&mut self, o: &Row, agg: &Aggregate) {
         self.events += o.events;
         self.skipped += o.skipped;
-        for ((x, y), m) in self.values.iter_mut().zip(&o.values).zip(measures) {
+        for ((x, y), m) in self.values.iter_mut().zip(&o.values).zip(&agg.measures) {
             *x = combine(*x, *y, m);
+        }
+        for (d, e) in self.distinct.iter_mut().zip(&o.distinct) {
+            d.merge(e, agg.distinct_bound);
+        }
+    }
+
+    /// The final row: each `count_distinct`'s count in its value.
+    fn finished(&self, measures: &[Measure]) -> Row {
+        let mut counts = self.distinct.iter().map(Distinct::count);
+        let mut r = self.clone_values();
+        for (v, m) in r.values.iter_mut().zip(measures) {
+            if matches!(m, Measure::CountDistinct(_)) {
+                *v = counts.next().map(i128::from);
+            }
+        }
+        r
+    }
+
+    fn clone_values(&self) -> Row {
+        Row {
+            events: self.events,
+            values: self.values.clone(),
+            skipped: self.skipped,
+            distinct: Vec::new(),
         }
     }
 }
@@ -547,7 +645,7 @@ impl Row {
 fn combine(x: Option<i128>, y: Option<i128>, m: &Measure) -> Option<i128> {
     match (x, y) {
         (Some(a), Some(b)) => Some(match m {
-            Measure::Count | Measure::Sum(_) => a + b,
+            Measure::Count | Measure::Sum(_) | Measure::CountDistinct(_) => a + b,
             Measure::Min(_) => a.min(b),
             Measure::Max(_) => a.max(b),
         }),
@@ -638,7 +736,9 @@ impl Aggregate {
         {
             let v = match (m, v) {
                 (_, None) => Value::Null,
-                (Measure::Count, Some(n)) => u64::try_from(*n).map_or(Value::Null, Value::from),
+                (Measure::Count | Measure::CountDistinct(_), Some(n)) => {
+                    u64::try_from(*n).map_or(Value::Null, Value::from)
+                }
                 (_, Some(h)) => hundredths_json(*h),
             };
             o.insert(name.clone(), v);
@@ -656,7 +756,9 @@ impl Aggregate {
         });
         let measures = self.measures.iter_mut().filter_map(|m| match m {
             Measure::Count => None,
-            Measure::Sum(p) | Measure::Min(p) | Measure::Max(p) => Some(p),
+            Measure::Sum(p) | Measure::Min(p) | Measure::Max(p) | Measure::CountDistinct(p) => {
+                Some(p)
+            }
         });
         conditions.chain(keys).chain(measures)
     }
@@ -697,6 +799,7 @@ impl Aggregate {
     /// Adds one event (its paths' `values`) into its group's row.
     fn fold(&self, r: &mut Row, values: &[Option<&[u8]>]) {
         r.events += 1;
+        let mut distinct = r.distinct.iter_mut();
         for (x, m) in r.values.iter_mut().zip(&self.measures) {
             let n = match m {
                 Measure::Count => Some(1),
@@ -705,9 +808,33 @@ impl Aggregate {
                     r.skipped += u64::from(n.is_none());
                     n
                 }
+                Measure::CountDistinct(p) => {
+                    let d = distinct.next().expect("a set per count_distinct");
+                    match p.get(values) {
+                        // As SQL's COUNT(DISTINCT …), a null is no value.
+                        Some(b"null") => {}
+                        Some(raw) => {
+                            let text = string_text(raw).unwrap_or(Cow::Borrowed(raw));
+                            d.add(distinct::hash(&text), self.distinct_bound);
+                        }
+                        None => r.skipped += 1,
+                    }
+                    continue;
+                }
             };
             *x = combine(*x, n, m);
         }
+    }
+
+    /// Ranks `rows` by the `top_k` measure (greatest first, a group without a value
+    /// last, equal ones by key) and keeps the first `n`; without `top_k`, as they are.
+    fn rank(&self, rows: &mut Rows) {
+        let Some((n, at)) = self.top else {
+            return;
+        };
+        let by = |r: &Row| std::cmp::Reverse(r.values[at].map_or((0, 0), |v| (1, v)));
+        rows.sort_unstable_by(|a, b| by(&a.1).cmp(&by(&b.1)).then_with(|| a.0.cmp(&b.0)));
+        rows.truncate(n);
     }
 }
 
@@ -728,7 +855,7 @@ impl Window {
             agg.fold(row, values);
             return;
         }
-        let mut row = Row::new(agg.measures.len());
+        let mut row = Row::new(&agg.measures);
         agg.fold(&mut row, values);
         self.rows.insert(self.scratch.clone(), row);
     }
@@ -750,20 +877,21 @@ impl Window {
         for (k, r) in &o.rows {
             self.rows
                 .entry(k.clone())
-                .or_insert_with(|| Row::new(agg.measures.len()))
-                .merge(r, &agg.measures);
+                .or_insert_with(|| Row::new(&agg.measures))
+                .merge(r, agg);
         }
     }
 
-    /// The rows, by key.
+    /// The rows of `agg`'s window, by key (with `top_k`, in rank order, the first `n`).
     #[must_use]
-    pub fn finish(&self) -> Rows {
+    pub fn finish(&self, agg: &Aggregate) -> Rows {
         let mut rows: Vec<_> = self
             .rows
             .iter()
-            .map(|(k, r)| (key_parts(k), r.clone()))
+            .map(|(k, r)| (key_parts(k), r.finished(&agg.measures)))
             .collect();
         rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        agg.rank(&mut rows);
         rows
     }
 }

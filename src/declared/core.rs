@@ -116,7 +116,10 @@ impl Aggregator for Declared {
                 .windows
                 .iter()
                 .filter(|(_, win)| !win.is_empty())
-                .map(|(i, win)| (self.plan.aggregates[*i].name.clone(), win.finish()))
+                .map(|(i, win)| {
+                    let a = &self.plan.aggregates[*i];
+                    (a.name.clone(), win.finish(a))
+                })
                 .collect(),
         }
     }

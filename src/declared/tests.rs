@@ -387,7 +387,7 @@ proptest! {
         }
         let got: Model = all
             .into_iter()
-            .flat_map(|(s, w)| w.finish().into_iter().map(move |(k, r)| {
+            .flat_map(|(s, w)| w.finish(agg).into_iter().map(move |(k, r)| {
                 assert_eq!(r.values[0], Some(i128::from(r.events)));
                 ((s, k), (r.events, r.values[1], r.values[2], r.values[3], r.skipped))
             }))
@@ -484,8 +484,11 @@ fn a_key_is_a_strings_text_or_a_values_json_text_or_null() {
         plan.paths.extract(record, &mut values).unwrap();
         w.add(agg, &cal, t, &values);
     }
-    let keys: Vec<(Vec<String>, u64)> =
-        w.finish().into_iter().map(|(k, r)| (k, r.events)).collect();
+    let keys: Vec<(Vec<String>, u64)> = w
+        .finish(agg)
+        .into_iter()
+        .map(|(k, r)| (k, r.events))
+        .collect();
     let k = |os: &str| vec![os.to_string(), "1".to_string()];
     assert_eq!(
         keys,
@@ -617,5 +620,72 @@ proptest! {
             }
         }
         prop_assert_eq!(got, model);
+    }
+}
+
+proptest! {
+    /// `count_distinct` is exact while a group has at most `distinct-bound` values and
+    /// within the sketch's documented error past it, whatever the order and the split
+    /// into parts; `top_k` keeps the `n` groups with the most events, ties by key.
+    #[test]
+    fn count_distinct_and_top_k_equal_a_batch_model(
+        events in prop::collection::vec((0..6u8, 0..60u16, 0..100_000i64), 0..300),
+        bound in 1..40usize,
+        k in 1..5usize,
+        parts in 1..4usize,
+    ) {
+        let toml_text = format!(
+            "[[aggregates]]\nname = \"d\"\ngroup-by = [\"page\"]\nmeasures = [\"count\", \"count_distinct(user)\", \"top_k({k}, count)\"]\nsizes = [\"1m\"]\ndistinct-bound = {bound}\n"
+        );
+        let plan = parse(&toml_text).unwrap();
+        let agg = &plan.aggregates[0];
+        let cal = Calendar::new("UTC").unwrap();
+        // The model: (window, page) → (events, distinct users).
+        let mut model: BTreeMap<i64, BTreeMap<String, (u64, std::collections::BTreeSet<u16>)>> =
+            BTreeMap::new();
+        let mut windows: Vec<BTreeMap<i64, Window>> = vec![BTreeMap::new(); parts];
+        for (n, &(page, user, t)) in events.iter().enumerate() {
+            let t_ms = 1_765_000_000_000 + t * 10;
+            let start = t_ms.div_euclid(60_000) * 60_000;
+            // Users as numbers and as strings: `7` and `"7"` are one value (their text).
+            let record = if user % 2 == 0 {
+                format!(r#"{{"page":"/p/{page}","user":{user}}}"#)
+            } else {
+                format!(r#"{{"page":"/p/{page}","user":"{user}"}}"#)
+            };
+            let mut values = Values::new();
+            plan.paths.extract(record.as_bytes(), &mut values).unwrap();
+            windows[n % parts].entry(start).or_default().add(agg, &cal, t_ms, &values);
+            let m = model.entry(start).or_default().entry(format!("/p/{page}")).or_default();
+            m.0 += 1;
+            m.1.insert(user);
+        }
+        let mut all: BTreeMap<i64, Window> = BTreeMap::new();
+        for p in &windows {
+            for (s, w) in p {
+                all.entry(*s).or_default().merge(agg, w);
+            }
+        }
+        prop_assert_eq!(all.len(), model.len());
+        for (start, w) in &all {
+            let rows = w.finish(agg);
+            let mut want: Vec<(&String, &(u64, std::collections::BTreeSet<u16>))> =
+                model[start].iter().collect();
+            want.sort_by(|a, b| b.1.0.cmp(&a.1.0).then_with(|| a.0.cmp(b.0)));
+            want.truncate(k);
+            prop_assert_eq!(rows.len(), want.len());
+            for ((key, row), (page, (events, users))) in rows.iter().zip(&want) {
+                prop_assert_eq!(&key[0], *page);
+                prop_assert_eq!(row.events, *events);
+                let got = row.values[1].unwrap();
+                let n = users.len() as i128;
+                if users.len() <= bound {
+                    prop_assert_eq!(got, n, "exact within the bound");
+                } else {
+                    // 1.04 / √16384 = 0.81 %: three of them, and one for rounding.
+                    prop_assert!((got - n).abs() as f64 <= 1.0 + 0.025 * n as f64, "{} for {}", got, n);
+                }
+            }
+        }
     }
 }
