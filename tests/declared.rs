@@ -438,3 +438,43 @@ fn declared_windows_are_the_same_after_sigkills_at_random_moments() {
         "results differ after 5 SIGKILLs (seed {seed})"
     );
 }
+
+#[test]
+fn an_in_place_correction_rewrites_the_declared_windows_too() {
+    let dir = temp();
+    let mut c = kappa(dir.path());
+    c.args(["produce", "--rate", "0", "--events", "30000", "--seed", "3"])
+        .args(["--late-share", "0.05"]);
+    ok(c);
+    let wide = temp();
+    copy_dir(&dir.path().join("log"), &wide.path().join("log"));
+    let cfg = write_config(dir.path(), DECLARED);
+    let declared_lines = |d: &Path| -> Vec<String> {
+        export_version(d, "v1")
+            .into_iter()
+            .filter(|l| l.contains(r#""key":{"#))
+            .collect()
+    };
+    let mut c = kappa(dir.path());
+    c.arg("--config").arg(&cfg).args(RUN_DRAIN);
+    let out = String::from_utf8(ok(c).stdout).unwrap();
+    assert!(counts(&out)[1] > 500, "late events: {out}");
+    // What a lateness bound of a day gives from the start.
+    let mut c = kappa(wide.path());
+    c.arg("--config")
+        .arg(&cfg)
+        .args(RUN_DRAIN)
+        .env("KAPPA_PIPELINE__MAX_DELAY", "1d");
+    ok(c);
+    let want = declared_lines(wide.path());
+    assert_ne!(
+        declared_lines(dir.path()),
+        want,
+        "the late events change windows"
+    );
+    let mut c = kappa(dir.path());
+    c.args(["replay", "--from", "earliest", "--max-delay", "1d"]);
+    let out = String::from_utf8(ok(c).stdout).unwrap();
+    assert!(out.contains("completed"), "{out}");
+    assert_eq!(declared_lines(dir.path()), want);
+}

@@ -372,11 +372,6 @@ pub fn resolve(
     let cfg = replay_config(base, req, serving_info.as_ref())?;
     let fingerprint = cfg.results_fingerprint();
     let plan = cfg.plan();
-    if in_place && !req.audit && !plan.aggregates.is_empty() {
-        return Err(invalid(format!(
-            "serving version {serving} declares aggregates, which an in-place correction does not rewrite yet: replay into a new version (--version NAME --promote)"
-        )));
-    }
     let serving_plan = serving_info
         .as_ref()
         .and_then(|i| base.with_fingerprint(&i.config).ok())

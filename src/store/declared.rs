@@ -5,7 +5,7 @@
 //!
 //! A window is rewritten whole, so writing it twice leaves the same bytes.
 
-use redb::{ReadableDatabase, TableDefinition};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 
 use super::{Result, Store, decode, encode};
 use crate::declared::{DeclaredFinal, Rows};
@@ -62,6 +62,54 @@ pub(super) fn remove(tx: &redb::WriteTransaction, version: &str) -> Result<()> {
         |_, _| false,
     )?;
     tx.open_table(DECLARED_THROUGH)?.remove(version)?;
+    Ok(())
+}
+
+/// An in-place correction's swap: the declared windows of `from` (the scratch version)
+/// starting in `[from_ms, to_ms)` and final in both versions replace those of `to` (a
+/// window the correction left empty goes), as the built-in windows are copied.
+pub(super) fn copy(
+    tx: &redb::WriteTransaction,
+    from: &str,
+    to: &str,
+    from_ms: i64,
+    to_ms: i64,
+) -> Result<()> {
+    let through = tx.open_table(DECLARED_THROUGH)?;
+    let final_of = |v: &str| -> Result<i64> { Ok(through.get(v)?.map_or(i64::MIN, |g| g.value())) };
+    let through_both = final_of(from)?.min(final_of(to)?);
+    drop(through);
+    let mut t = tx.open_table(DECLARED)?;
+    // Every (aggregate, size) either version has.
+    let mut series: Vec<(String, i64)> = Vec::new();
+    for v in [from, to] {
+        for r in t.range((v, "", i64::MIN, i64::MIN)..(v, "\u{10FFFF}", 0, 0))? {
+            let (k, _) = r?;
+            let (_, name, size, _) = k.value();
+            if !series.iter().any(|(n, s)| n == name && *s == size) {
+                series.push((name.to_string(), size));
+            }
+        }
+    }
+    for (name, size) in series {
+        // start ∈ [from_ms, to_ms) and start + size <= through.
+        let hi = to_ms.min(through_both.saturating_sub(size).saturating_add(1));
+        if hi <= from_ms {
+            continue;
+        }
+        let n = name.as_str();
+        t.retain_in((to, n, size, from_ms)..(to, n, size, hi), |_, _| false)?;
+        let moved: Vec<(i64, Vec<u8>)> = t
+            .range((from, n, size, from_ms)..(from, n, size, hi))?
+            .map(|r| {
+                let (k, v) = r?;
+                Ok((k.value().3, v.value().to_vec()))
+            })
+            .collect::<Result<_>>()?;
+        for (start, value) in moved {
+            t.insert((to, n, size, start), value.as_slice())?;
+        }
+    }
     Ok(())
 }
 

@@ -1803,6 +1803,7 @@ fn copy_windows(
             prints.insert((to, size, start), hash)?;
         }
     }
+    declared::copy(tx, from, to, from_ms, to_ms)?;
     Ok(windows)
 }
 
