@@ -148,13 +148,53 @@ impl Params {
     }
 }
 
-/// `/api/windows` of a declared aggregate (issue 20): every size unless `size` is given.
+/// `/api/aggregates`: the version's declared aggregates (issue 20), as declared.
+fn aggregates(st: &AppState, q: HashMap<String, String>) -> Result<Value, ApiError> {
+    let p = Params::check(q, &["version"])?;
+    let version = p.version(st)?;
+    let plan = query::version_plan(&st.store, &version)?;
+    let list: Vec<Value> = plan
+        .aggregates
+        .iter()
+        .map(|a| {
+            json!({
+                "name": a.name,
+                "sizes": a.sizes_ms.iter().map(|&s| query::size_name(s)).collect::<Vec<_>>(),
+                "group_by": a.key_names,
+                "measures": a.measure_names,
+            })
+        })
+        .collect();
+    Ok(json!({ "version": version, "aggregates": list }))
+}
+
+/// `/api/windows` of a declared aggregate (issue 20): every size unless `size` is given;
+/// `from=latest`, the latest final window of `size` (the aggregate's smallest by default).
 fn declared_windows(st: &AppState, p: &Params, name: &str) -> Result<Value, ApiError> {
     let version = p.version(st)?;
+    let mut size_ms = p.get("size").map(|_| p.size()).transpose()?;
+    let from = if p.get("from") == Some("latest") {
+        let plan = query::version_plan(&st.store, &version)?;
+        let smallest = plan
+            .aggregates
+            .iter()
+            .find(|a| a.name == name)
+            .and_then(|a| a.sizes_ms.first().copied());
+        size_ms = size_ms.or(smallest);
+        match size_ms {
+            Some(s) => st
+                .store
+                .latest_declared(&version, name, s)?
+                .unwrap_or(i64::MAX),
+            None => i64::MAX,
+        }
+    } else {
+        p.time("from", i64::MIN)?
+    };
     let q = query::DeclaredQuery {
         name,
-        size_ms: p.get("size").map(|_| p.size()).transpose()?,
-        from: p.time("from", i64::MIN)?,
+        size_ms,
+        from,
         to: p.time("to", i64::MAX)?,
         limit: p.limit(1000, 100_000)?,
     };
@@ -523,7 +563,8 @@ fn compare_versions(st: &AppState, q: HashMap<String, String>) -> Result<Value, 
 }
 
 /// The JSON read endpoints by name (`/api/{name}`), with their handlers.
-const READ_ENDPOINTS: [(&str, Handler); 10] = [
+const READ_ENDPOINTS: [(&str, Handler); 11] = [
+    ("aggregates", aggregates),
     ("fingerprint", fingerprint),
     ("windows", windows),
     ("top-products", top_products),

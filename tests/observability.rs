@@ -107,18 +107,21 @@ fn demo() -> Demo {
         &start.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
     ]);
     ok(c);
+    // With the example declared aggregates: the declared dashboard and panel get data.
     let mut c = kappa(dir.path());
-    c.args([
-        "demo",
-        "--listen",
-        "127.0.0.1:0",
-        "--rate",
-        "2000",
-        "--duration",
-        "600s",
-    ])
-    .stdout(Stdio::piped())
-    .stderr(Stdio::null());
+    c.arg("--config")
+        .arg(root().join("examples/aggregates.toml"))
+        .args([
+            "demo",
+            "--listen",
+            "127.0.0.1:0",
+            "--rate",
+            "2000",
+            "--duration",
+            "600s",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
     let mut child = c.spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -150,6 +153,16 @@ fn demo() -> Demo {
             .0 == 200
         },
         "a final 1-minute window",
+    );
+    // The status and its gauges are published once a second: wait for the first that
+    // knows the partitions' watermarks (a fast machine gets here sooner).
+    wait_for(
+        || {
+            get(&format!("{}/metrics", d.base))
+                .1
+                .contains("kappa_partition_watermark_seconds{")
+        },
+        "the partitions' watermarks published",
     );
     // A replay through the running server: the replay metrics and /api/replays get data.
     let mut c = kappa(d._dir.path());
@@ -447,12 +460,26 @@ fn every_dashboard_query_returns_data_from_a_real_prometheus_scraping_kappa() {
     // Infinity panels: the URL answers 200 with the fields the panel reads.
     let now = chrono::Utc::now().timestamp_millis();
     let targets = infinity_targets();
-    assert!(targets.len() >= 7, "{targets:?}");
+    assert!(targets.len() >= 9, "{targets:?}");
+    // The declared dashboard's variable lists what the serving version declares.
+    let listed = get_json(&format!("{}/api/aggregates", d.base));
+    let names: Vec<&str> = listed["aggregates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["campaign-sales", "shoppers-by-product", "views-by-os"],
+        "{listed}"
+    );
     for (panel, url, root_sel, columns) in targets {
         let url = url
             .replace("${__from}", &(now - 3_600_000).to_string())
             .replace("${__to}", &now.to_string())
-            .replace("${period}", "last-24h");
+            .replace("${period}", "last-24h")
+            .replace("${aggregate}", "views-by-os");
         let v = get_json(&format!("{}{url}", d.base));
         let rows = root_sel
             .split('.')
@@ -565,6 +592,19 @@ fn the_built_in_live_page_shows_real_numbers_in_headless_chromium() {
         "top products over a period: {body}"
     );
     assert!(dom.contains("<rect"), "the revenue chart is drawn");
+    // The declared aggregates: chosen from a list, the first one's latest final window.
+    for name in ["campaign-sales", "shoppers-by-product", "views-by-os"] {
+        assert!(
+            dom.contains(&format!("<option value=\"{name}\">")),
+            "{name} in the list: {dom}"
+        );
+    }
+    assert!(
+        dom.contains(
+            "<th>context.campaign.id</th><th>hour_of_day()</th><th class=\"n\">events</th>"
+        ),
+        "the declared panel's columns: {dom}"
+    );
     assert!(
         dom.contains("observability test") || dom.contains(">v2<"),
         "the replay is listed"

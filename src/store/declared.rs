@@ -170,6 +170,25 @@ impl Store {
         Ok(out)
     }
 
+    /// The start of the latest final window of declared aggregate `name` and size
+    /// `size_ms` of `version`.
+    ///
+    /// # Errors
+    /// Store failure.
+    pub fn latest_declared(&self, version: &str, name: &str, size_ms: i64) -> Result<Option<i64>> {
+        let tx = self.db()?.begin_read()?;
+        let t = match tx.open_table(DECLARED) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
+        let last = t
+            .range((version, name, size_ms, i64::MIN)..=(version, name, size_ms, i64::MAX))?
+            .next_back()
+            .transpose()?;
+        Ok(last.map(|(k, _)| k.value().3))
+    }
+
     /// Every declared window of `version`, by aggregate name, size and start (export).
     ///
     /// # Errors
