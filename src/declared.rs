@@ -1,13 +1,12 @@
-//! Declared aggregates (issue 20), the part that does not touch the pipeline yet: the
-//! `[[aggregates]]` declarations, checked and compiled into a [`Plan`] with one-line
-//! errors naming the aggregate and the field; the canonical text a version's fingerprint
-//! will hold; the declared paths' values, taken out by the event scanner in its own pass
-//! ([`crate::event::decode_capturing`]) or by a walk of their own ([`Paths::extract`]);
-//! the window state that evaluates a declaration over events ([`Window`]: filter,
-//! group-by on field paths and derived keys, `count`, `sum`, `min`, `max`), mergeable and
-//! exact; and [`Declared`], their aggregator for the window operator.
-//! docs/DECLARED-AGGREGATES.md says what is left (running that core in the pipeline, the
-//! table, export, query, the API and the live page).
+//! Declared aggregates (issue 20): the `[[aggregates]]` declarations, checked and
+//! compiled into a [`Plan`] with one-line errors naming the aggregate and the field; the
+//! canonical text a version's fingerprint holds; the declared paths' values, taken out by
+//! the event scanner in its own pass ([`crate::event::decode_capturing`]) or by a walk of
+//! their own ([`Paths::extract`]); the window state that evaluates a declaration over
+//! events ([`Window`]: filter, group-by on field paths and derived keys, `count`, `sum`,
+//! `min`, `max`, `count_distinct`, `top_k`), mergeable and exact; and [`Declared`], their
+//! aggregator for the window operator, which the pipeline runs beside the shop's
+//! (`pipeline/declared.rs`). docs/DECLARED-AGGREGATES.md says what is not built.
 //!
 //! ```toml
 //! [[aggregates]]

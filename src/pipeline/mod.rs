@@ -125,22 +125,45 @@ fn decode_each<'b, T: Send>(
 /// A record's event, or why it has none.
 type Decoded<'b> = Result<crate::event::Event<'b>, crate::event::DecodeError>;
 
-/// One record's event, with the catalogue as of its offset when the records are joined,
-/// and the values of the declared paths (`paths`, when aggregates are declared).
+/// One record's event, with the catalogue as of its offset when the records are joined.
 fn decode_record<'b>(
     rec: &Record<'b>,
     rules: &Rules,
     joined: Option<&catalogue::Joined>,
-    paths: Option<&crate::declared::Paths>,
-) -> (Decoded<'b>, crate::declared::Values<'b>) {
+) -> Decoded<'b> {
+    let at = joined.map(|j| j.at(rec.partition, rec.offset));
+    decode_joined(rec.value, rules, at.as_ref().map(|a| a as &dyn Join))
+}
+
+/// [`decode_record`], and the values of the declared `paths` (taken out in the same scan).
+fn decode_capturing_record<'b>(
+    rec: &Record<'b>,
+    rules: &Rules,
+    joined: Option<&catalogue::Joined>,
+    paths: &crate::declared::Paths,
+) -> (Decoded<'b>, Values<'b>) {
     let at = joined.map(|j| j.at(rec.partition, rec.offset));
     let join = at.as_ref().map(|a| a as &dyn Join);
     let mut values = Values::new();
-    let ev = match paths {
-        None => decode_joined(rec.value, rules, join),
-        Some(p) => crate::event::decode_capturing(rec.value, rules, join, p, &mut values),
-    };
+    let ev = crate::event::decode_capturing(rec.value, rules, join, paths, &mut values);
     (ev, values)
+}
+
+/// Decodes every record of `batch` and folds it in order: on several threads when the
+/// batch is large ([`decode_each`]), else in the loop with nothing materialised.
+fn decode_all<'b, T: Send>(
+    batch: &'b RecordBatch,
+    threads: usize,
+    decode: impl Fn(&Record<'b>) -> T + Sync,
+    mut fold: impl FnMut(&Record<'b>, T),
+) {
+    if threads > 1 && batch.len() >= PARALLEL_DECODE_MIN {
+        decode_each(batch, threads, decode, fold);
+    } else {
+        for rec in batch.iter() {
+            fold(&rec, decode(&rec));
+        }
+    }
 }
 
 /// Failures that stop the pipeline.
@@ -662,20 +685,25 @@ impl Pipeline {
         let threads = self.decode_threads;
         // Out of `self` too, for the decoding threads (only read).
         let paths = self.declared.as_mut().map(|d| std::mem::take(&mut d.paths));
-        let paths_ref = paths.as_ref();
-        let mut fold = |rec: &Record<'b>, (ev, values): (Decoded<'b>, Values<'b>)| {
+        let mut fold = |rec: &Record<'b>, ev: Decoded<'b>, values: &Values<'b>| {
             bytes += rec.value.len() as u64;
             seen[rec.partition as usize] = true;
-            self.ingest(rec, ev, &values, joined, max_future);
+            self.ingest(rec, ev, values, joined, max_future);
         };
-        if threads > 1 && batch.len() >= PARALLEL_DECODE_MIN {
-            let decode = |rec: &Record<'b>| decode_record(rec, &rules, joined, paths_ref);
-            decode_each(batch, threads, decode, fold);
-        } else {
-            // One core: decode in the loop, nothing materialised.
-            for rec in batch.iter() {
-                fold(&rec, decode_record(&rec, &rules, joined, paths_ref));
-            }
+        // Without declared aggregates the decoded records carry no values at all.
+        match &paths {
+            None => decode_all(
+                batch,
+                threads,
+                |rec| decode_record(rec, &rules, joined),
+                |rec, ev| fold(rec, ev, &Values::new()),
+            ),
+            Some(p) => decode_all(
+                batch,
+                threads,
+                |rec| decode_capturing_record(rec, &rules, joined, p),
+                |rec, (ev, values)| fold(rec, ev, &values),
+            ),
         }
         if let (Some(d), Some(p)) = (&mut self.declared, paths) {
             d.paths = p;
@@ -1129,7 +1157,7 @@ mod tests {
     use super::*;
 
     fn decode<'b>(rec: &Record<'b>) -> Decoded<'b> {
-        decode_record(rec, &Rules::new(1 << 20), None, None).0
+        decode_record(rec, &Rules::new(1 << 20), None)
     }
 
     /// Every record reaches the fold once, in offset order, with the event one thread

@@ -113,6 +113,15 @@ pub(super) fn copy(
     Ok(())
 }
 
+/// A table read, or `None` when no commit has created it yet.
+fn opened<T>(t: std::result::Result<T, redb::TableError>) -> Result<Option<T>> {
+    match t {
+        Ok(t) => Ok(Some(t)),
+        Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 impl Store {
     /// Every declared window of `version` ending at or before this is final (`i64::MIN`
     /// when none is).
@@ -121,10 +130,8 @@ impl Store {
     /// Store failure.
     pub fn declared_through(&self, version: &str) -> Result<i64> {
         let tx = self.db()?.begin_read()?;
-        let t = match tx.open_table(DECLARED_THROUGH) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(i64::MIN),
-            Err(e) => return Err(e.into()),
+        let Some(t) = opened(tx.open_table(DECLARED_THROUGH))? else {
+            return Ok(i64::MIN);
         };
         Ok(t.get(version)?.map_or(i64::MIN, |g| g.value()))
     }
@@ -144,10 +151,8 @@ impl Store {
         limit: usize,
     ) -> Result<Vec<DeclaredWindow>> {
         let tx = self.db()?.begin_read()?;
-        let t = match tx.open_table(DECLARED) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
+        let Some(t) = opened(tx.open_table(DECLARED))? else {
+            return Ok(Vec::new());
         };
         let (lo, hi) = size_ms.map_or((i64::MIN, i64::MAX), |s| (s, s));
         let mut out = Vec::new();
@@ -177,10 +182,8 @@ impl Store {
     /// Store failure.
     pub fn latest_declared(&self, version: &str, name: &str, size_ms: i64) -> Result<Option<i64>> {
         let tx = self.db()?.begin_read()?;
-        let t = match tx.open_table(DECLARED) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(e.into()),
+        let Some(t) = opened(tx.open_table(DECLARED))? else {
+            return Ok(None);
         };
         let last = t
             .range((version, name, size_ms, i64::MIN)..=(version, name, size_ms, i64::MAX))?
@@ -195,10 +198,8 @@ impl Store {
     /// Store failure, or a stored value that does not decode.
     pub fn all_declared(&self, version: &str) -> Result<Vec<DeclaredWindow>> {
         let tx = self.db()?.begin_read()?;
-        let t = match tx.open_table(DECLARED) {
-            Ok(t) => t,
-            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(e.into()),
+        let Some(t) = opened(tx.open_table(DECLARED))? else {
+            return Ok(Vec::new());
         };
         let mut out = Vec::new();
         for r in t.range((version, "", i64::MIN, i64::MIN)..(version, "\u{10FFFF}", 0, 0))? {
