@@ -272,22 +272,21 @@ impl Cursor {
     /// inner event's time, the late ones named); the counts are per inner event. Re-read
     /// after a restart, the inner events its late record names stay late (as an ordinary
     /// record's late re-read does, idleness included); the others go through the core
-    /// again as re-read.
-    /// `accepted(event, its bytes, max_before)` is told each inner event `core` aggregated
-    /// (re-read or new), as [`Cursor::ingest_then`] does.
+    /// again as re-read. `accepted(event, its bytes, max_before)` is told each inner event
+    /// `core` aggregated (re-read or new), as [`Cursor::ingest_then`] does.
     pub fn ingest_document(
         &mut self,
         core: &mut WindowCore,
         slot: usize,
         rec: &Record<'_>,
-        rules: &Judging<'_>,
+        judging: &Judging<'_>,
         accepted: &mut dyn FnMut(&crate::event::Event<'_>, &[u8], i64),
     ) -> Document {
         let Judging {
             rules,
             catalogue,
             max_future,
-        } = *rules;
+        } = *judging;
         let inner = match crate::event::session::explode(rec.value, rules.max_bytes) {
             Ok(inner) => inner,
             Err(e) => {

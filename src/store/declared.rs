@@ -5,7 +5,7 @@
 //!
 //! A window is rewritten whole, so writing it twice leaves the same bytes.
 
-use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 
 use super::{Result, Store, decode, encode};
 use crate::declared::{DeclaredFinal, Rows};
@@ -55,8 +55,17 @@ pub(super) fn write(
     Ok(())
 }
 
+/// Whether a commit created the declared tables (a store that never had declared
+/// aggregates is left without them: its layout stays what it was).
+fn present(tx: &redb::WriteTransaction) -> Result<bool> {
+    Ok(tx.list_tables()?.any(|t| t.name() == "declared_through"))
+}
+
 /// Deletes `version`'s declared windows and final point.
 pub(super) fn remove(tx: &redb::WriteTransaction, version: &str) -> Result<()> {
+    if !present(tx)? {
+        return Ok(());
+    }
     tx.open_table(DECLARED)?.retain_in(
         (version, "", i64::MIN, i64::MIN)..(version, "\u{10FFFF}", i64::MAX, i64::MAX),
         |_, _| false,
@@ -75,6 +84,9 @@ pub(super) fn copy(
     from_ms: i64,
     to_ms: i64,
 ) -> Result<()> {
+    if !present(tx)? {
+        return Ok(());
+    }
     let through = tx.open_table(DECLARED_THROUGH)?;
     let final_of = |v: &str| -> Result<i64> { Ok(through.get(v)?.map_or(i64::MIN, |g| g.value())) };
     let through_both = final_of(from)?.min(final_of(to)?);
