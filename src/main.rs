@@ -45,6 +45,31 @@ fn main() {
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .init(),
     }
+    // A panic on this thread (redb panics on some damaged pages of a store) ends the
+    // command with one line and exit code 1, as every other failure does; other threads'
+    // panics are reported by whoever joins them, with the default message.
+    let main_thread = std::thread::current().id();
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if std::thread::current().id() == main_thread {
+            let what = info
+                .payload()
+                .downcast_ref::<&str>()
+                .map(ToString::to_string)
+                .or_else(|| info.payload().downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            let at = info
+                .location()
+                .map(|l| format!(" at {}:{}", l.file(), l.line()))
+                .unwrap_or_default();
+            eprintln!(
+                "error: kappa stopped on an internal error ({}{at}); a damaged store ends like this: restore it from a copy, or rebuild its versions from the log with `kappa replay --from earliest --version NEW`",
+                kappa::cli::text::printable(&what.replace('\n', " "))
+            );
+            std::process::exit(1);
+        }
+        default_hook(info);
+    }));
     if let Err(e) = dispatch(&cli) {
         // A closed pipe (`kappa export | head`) is the reader's choice, not an error.
         let broken_pipe = |c: &(dyn std::error::Error + 'static)| {

@@ -17,7 +17,8 @@ fn a_malformed_corpus_through_produce_input_is_aggregated_or_dead_lettered_and_a
     check_accounted(|| kappa(t.path()), &records);
     // The pipeline stayed up and serves.
     let server = Server::start(t.path(), &[]);
-    assert_eq!(server.get("/readyz").0, 200);
+    // Ready once the pipeline has its partitions (a moment after /healthz answers).
+    server.wait_for(|s| s.get("/readyz").0 == 200, "readyz");
     let (code, body) = server.get("/api/dead-letters?limit=100");
     assert_eq!(code, 200);
     let v: Value = serde_json::from_str(&body).unwrap();

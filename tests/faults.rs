@@ -262,8 +262,11 @@ fn a_damaged_store_is_reported_clearly_never_a_panic() {
             let out = kappa(t.path()).args(args).output().unwrap();
             let err = String::from_utf8_lossy(&out.stderr);
             let code = out.status.code();
+            // Bytes overwritten mid-file may lie in pages the command never reads (which
+            // ones depends on the store's content, and so on the day: the dead letters
+            // carry their ingest times); then it succeeds, as it should.
             assert!(
-                code == Some(1) || (what == "empty" && code == Some(0)),
+                code == Some(1) || (matches!(what, "empty" | "overwritten") && code == Some(0)),
                 "{what} {args:?}: exit {code:?}: {err}"
             );
             assert!(!err.contains("panicked"), "{what} {args:?}: {err}");
