@@ -622,19 +622,14 @@ impl Row {
     /// The final row: each `count_distinct`'s count in its value.
     fn finished(&self, measures: &[Measure]) -> Row {
         let mut counts = self.distinct.iter().map(Distinct::count);
-        let mut r = self.clone_values();
-        for (v, m) in r.values.iter_mut().zip(measures) {
-            if matches!(m, Measure::CountDistinct(_)) {
-                *v = counts.next().map(i128::from);
-            }
-        }
-        r
-    }
-
-    fn clone_values(&self) -> Row {
         Row {
             events: self.events,
-            values: self.values.clone(),
+            values: (self.values.iter().zip(measures))
+                .map(|(v, m)| match m {
+                    Measure::CountDistinct(_) => counts.next().map(i128::from),
+                    _ => *v,
+                })
+                .collect(),
             skipped: self.skipped,
             distinct: Vec::new(),
         }

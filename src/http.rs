@@ -172,9 +172,9 @@ fn aggregates(st: &AppState, q: HashMap<String, String>) -> Result<Value, ApiErr
 /// `from=latest`, the latest final window of `size` (the aggregate's smallest by default).
 fn declared_windows(st: &AppState, p: &Params, name: &str) -> Result<Value, ApiError> {
     let version = p.version(st)?;
+    let plan = query::version_plan(&st.store, &version)?;
     let mut size_ms = p.get("size").map(|_| p.size()).transpose()?;
     let from = if p.get("from") == Some("latest") {
-        let plan = query::version_plan(&st.store, &version)?;
         let smallest = plan
             .aggregates
             .iter()
@@ -199,8 +199,7 @@ fn declared_windows(st: &AppState, p: &Params, name: &str) -> Result<Value, ApiE
         limit: p.limit(1000, 100_000)?,
     };
     let flat = p.get("flat") == Some("true");
-    query::declared_windows(&st.store, &version, &q, flat)?.ok_or_else(|| {
-        let plan = query::version_plan(&st.store, &version).unwrap_or_default();
+    query::declared_windows(&st.store, &version, &plan, &q, flat)?.ok_or_else(|| {
         let names: Vec<&str> = Aggregate::ALL
             .iter()
             .map(|a| a.as_str())

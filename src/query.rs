@@ -278,7 +278,8 @@ pub struct DeclaredQuery<'a> {
     pub limit: usize,
 }
 
-/// Whether `name` is a declared aggregate of `version`: then its final windows as JSON,
+/// Whether `name` is a declared aggregate of `plan` (`version`'s, [`version_plan`]): then
+/// its final windows as JSON,
 /// `{"version","aggregate","windows":[{"size","window_start","window_end","rows":[…]}]}`
 /// (with `flat`, `rows` of every window, each with its window's start and end).
 ///
@@ -287,10 +288,10 @@ pub struct DeclaredQuery<'a> {
 pub fn declared_windows(
     store: &Store,
     version: &str,
+    plan: &crate::declared::Plan,
     q: &DeclaredQuery<'_>,
     flat: bool,
 ) -> Result<Option<Value>, VersionError> {
-    let plan = version_plan(store, version)?;
     let Some(agg) = plan.aggregates.iter().find(|a| a.name == q.name) else {
         return Ok(None);
     };

@@ -158,19 +158,18 @@ fn query_declared(cfg: &Config, a: &QueryArgs, name: &str) -> anyhow::Result<()>
                 to: time_flag("--to", a.to.as_ref(), i64::MAX)?,
                 limit: 100_000,
             };
-            let names = || -> anyhow::Result<String> {
-                let plan = crate::query::version_plan(&store, &version)?;
+            let plan = crate::query::version_plan(&store, &version)?;
+            let Some(v) = crate::query::declared_windows(&store, &version, &plan, &q, false)?
+            else {
                 let names: Vec<&str> = plan.aggregates.iter().map(|a| a.name.as_str()).collect();
-                Ok(if names.is_empty() {
+                let declared = if names.is_empty() {
                     format!("version {version} declares no aggregates")
                 } else {
                     format!("version {version} declares {}", names.join(", "))
-                })
+                };
+                anyhow::bail!("--aggregate: no aggregate {name:?}; {declared}");
             };
-            crate::query::declared_windows(&store, &version, &q, false)?.map_or_else(
-                || anyhow::bail!("--aggregate: no aggregate {name:?}; {}", names()?),
-                Ok,
-            )?
+            v
         }
         Access::Remote(server) => serde_json::from_slice(&server.get(&format!(
             "/api/windows{}",

@@ -15,18 +15,24 @@
 //! - exactly once: its final windows and final point go in the events' commit
 //!   transaction ([`crate::store::Commit::declared`]).
 
+use std::sync::Arc;
+
 use crate::config::Config;
-use crate::declared::{Declared, DeclaredFinal, Item, Paths, Values};
+use crate::declared::{Declared, DeclaredFinal, Item, Paths, Plan, Values};
 use crate::event::Event;
+use crate::rollup::Calendar;
 use crate::store::{PartitionPosition, Store, StoreError};
 use crate::window::{PartitionResume, Windows};
 
 /// The declared aggregates' core and what it finalised since the last commit.
 pub(crate) struct Follower {
-    cfg: Config,
+    plan: Plan,
+    cal: Calendar,
+    max_delay_ms: i64,
     core: Windows<Declared>,
-    /// Every declared path, for the scanner to take out.
-    pub(crate) paths: Paths,
+    /// Every declared path, for the scanner to take out (shared with the decoding threads
+    /// while a batch is decoded).
+    pub(crate) paths: Arc<Paths>,
     /// Final windows not committed yet.
     pub(crate) finals: Vec<DeclaredFinal>,
 }
@@ -38,20 +44,26 @@ impl Follower {
         if plan.aggregates.is_empty() {
             return None;
         }
-        let paths = plan.paths.clone();
+        let cal = Calendar::new(&cfg.rollups.time_zone).expect("validated zone");
+        let max_delay_ms = cfg.window_config().max_delay_ms;
         Some(Self {
-            core: Self::new_core(cfg, partitions),
-            cfg: cfg.clone(),
-            paths,
+            core: Self::core_of(&plan, cal, max_delay_ms, partitions),
+            paths: Arc::new(plan.paths.clone()),
+            plan,
+            cal,
+            max_delay_ms,
             finals: Vec::new(),
         })
     }
 
-    fn new_core(cfg: &Config, partitions: usize) -> Windows<Declared> {
-        let cal = crate::rollup::Calendar::new(&cfg.rollups.time_zone).expect("validated zone");
-        let declared = Declared::new(cfg.plan(), cal);
-        let max_delay = cfg.window_config().max_delay_ms;
-        Windows::with(declared.window_config(max_delay), partitions, declared)
+    fn core_of(
+        plan: &Plan,
+        cal: Calendar,
+        max_delay_ms: i64,
+        partitions: usize,
+    ) -> Windows<Declared> {
+        let declared = Declared::new(plan.clone(), cal);
+        Windows::with(declared.window_config(max_delay_ms), partitions, declared)
     }
 
     /// Rebuilds the core from what `version` committed (the positions the shop's core
@@ -63,7 +75,7 @@ impl Follower {
         resume: &[PartitionResume],
         owned: &[u32],
     ) -> Result<(), StoreError> {
-        let mut core = Self::new_core(&self.cfg, resume.len());
+        let mut core = Self::core_of(&self.plan, self.cal, self.max_delay_ms, resume.len());
         core.restore(store.declared_through(version)?, resume);
         core.set_owned(owned);
         self.core = core;

@@ -683,8 +683,8 @@ impl Pipeline {
         let cat = self.catalogue.take();
         let joined = cat.as_ref().map(catalogue::CatalogueLane::joined);
         let threads = self.decode_threads;
-        // Out of `self` too, for the decoding threads (only read).
-        let paths = self.declared.as_mut().map(|d| std::mem::take(&mut d.paths));
+        // Shared with the decoding threads (only read).
+        let paths = self.declared.as_ref().map(|d| d.paths.clone());
         let mut fold = |rec: &Record<'b>, ev: Decoded<'b>, values: &Values<'b>| {
             bytes += rec.value.len() as u64;
             seen[rec.partition as usize] = true;
@@ -704,9 +704,6 @@ impl Pipeline {
                 |rec| decode_capturing_record(rec, &rules, joined, p),
                 |rec, (ev, values)| fold(rec, ev, &values),
             ),
-        }
-        if let (Some(d), Some(p)) = (&mut self.declared, paths) {
-            d.paths = p;
         }
         self.catalogue = cat;
         for (p, _) in seen.iter().enumerate().filter(|(_, s)| **s) {

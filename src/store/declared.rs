@@ -30,6 +30,22 @@ pub struct DeclaredWindow {
     pub rows: Rows,
 }
 
+/// Every key of `version` in `declared_windows` (aggregate names are ASCII, below
+/// U+10FFFF).
+fn every(version: &str) -> std::ops::RangeInclusive<(&str, &str, i64, i64)> {
+    (version, "", i64::MIN, i64::MIN)..=(version, "\u{10FFFF}", i64::MAX, i64::MAX)
+}
+
+/// A stored window read back.
+fn window_of(name: &str, size_ms: i64, start_ms: i64, value: &[u8]) -> Result<DeclaredWindow> {
+    Ok(DeclaredWindow {
+        aggregate: name.to_string(),
+        size_ms,
+        start_ms,
+        rows: decode::<Rows>("declared_windows", value)?,
+    })
+}
+
 /// Writes `finals` of `version` and, when given, the point they are final through.
 pub(super) fn write(
     tx: &redb::WriteTransaction,
@@ -58,7 +74,9 @@ pub(super) fn write(
 /// Whether a commit created the declared tables (a store that never had declared
 /// aggregates is left without them: its layout stays what it was).
 fn present(tx: &redb::WriteTransaction) -> Result<bool> {
-    Ok(tx.list_tables()?.any(|t| t.name() == "declared_through"))
+    Ok(tx
+        .list_tables()?
+        .any(|t| t.name() == DECLARED_THROUGH.name()))
 }
 
 /// Deletes `version`'s declared windows and final point.
@@ -66,10 +84,8 @@ pub(super) fn remove(tx: &redb::WriteTransaction, version: &str) -> Result<()> {
     if !present(tx)? {
         return Ok(());
     }
-    tx.open_table(DECLARED)?.retain_in(
-        (version, "", i64::MIN, i64::MIN)..(version, "\u{10FFFF}", i64::MAX, i64::MAX),
-        |_, _| false,
-    )?;
+    tx.open_table(DECLARED)?
+        .retain_in(every(version), |_, _| false)?;
     tx.open_table(DECLARED_THROUGH)?.remove(version)?;
     Ok(())
 }
@@ -95,7 +111,7 @@ pub(super) fn copy(
     // Every (aggregate, size) either version has.
     let mut series: Vec<(String, i64)> = Vec::new();
     for v in [from, to] {
-        for r in t.range((v, "", i64::MIN, i64::MIN)..(v, "\u{10FFFF}", 0, 0))? {
+        for r in t.range(every(v))? {
             let (k, _) = r?;
             let (_, name, size, _) = k.value();
             if !series.iter().any(|(n, s)| n == name && *s == size) {
@@ -177,12 +193,7 @@ impl Store {
             if out.len() == limit {
                 break;
             }
-            out.push(DeclaredWindow {
-                aggregate: name.to_string(),
-                size_ms: size,
-                start_ms: start,
-                rows: decode::<Rows>("declared_windows", v.value())?,
-            });
+            out.push(window_of(name, size, start, v.value())?);
         }
         Ok(out)
     }
@@ -214,15 +225,10 @@ impl Store {
             return Ok(Vec::new());
         };
         let mut out = Vec::new();
-        for r in t.range((version, "", i64::MIN, i64::MIN)..(version, "\u{10FFFF}", 0, 0))? {
+        for r in t.range(every(version))? {
             let (k, v) = r?;
             let (_, name, size, start) = k.value();
-            out.push(DeclaredWindow {
-                aggregate: name.to_string(),
-                size_ms: size,
-                start_ms: start,
-                rows: decode::<Rows>("declared_windows", v.value())?,
-            });
+            out.push(window_of(name, size, start, v.value())?);
         }
         Ok(out)
     }
