@@ -64,7 +64,7 @@ fn main() {
     let fold = |ev: &kappa::event::Event<'_>, values: &kappa::declared::Values<'_>| {
         let mut windows = windows.borrow_mut();
         for (a, ws) in plan.aggregates.iter().zip(windows.iter_mut()) {
-            if a.admits(ev.event_type, values) {
+            if a.admits(Some(ev.event_type), values) {
                 for &size in &a.sizes_ms {
                     let start = ev.ts_ms.div_euclid(size) * size;
                     ws.entry((size, start))

@@ -144,8 +144,11 @@ pub struct Config {
     pub products: ProductsSection,
     /// Calendar rollups and ranges.
     pub rollups: RollupsSection,
+    /// The clicks stream: any JSON objects, read by the aggregates declared on it.
+    pub clicks: crate::clicks::ClicksSection,
     /// Declared aggregates (`[[aggregates]]`, issue 20): group-by and measures over any
-    /// field of the events, windowed beside the built-in ones ([`crate::declared`]).
+    /// field of the events, windowed beside the built-in ones ([`crate::declared`]), or of
+    /// the clicks.
     pub aggregates: Vec<crate::declared::Declaration>,
     /// The stream this configuration reads (not a key: set by [`Config::for_stream`]).
     #[serde(skip)]
@@ -212,6 +215,8 @@ pub struct KafkaSection {
     pub topic: String,
     /// Topic of the reviews.
     pub reviews_topic: String,
+    /// Topic of the clicks (any JSON objects, `[clicks]`).
+    pub clicks_topic: String,
     /// Compacted topic of the product catalogue.
     pub products_topic: String,
     /// Consumer group of live consumption.
@@ -243,6 +248,7 @@ impl Default for KafkaSection {
             brokers: String::new(),
             topic: "shop.events".into(),
             reviews_topic: "shop.reviews".into(),
+            clicks_topic: "shop.clicks".into(),
             products_topic: "shop.products".into(),
             group_id: "kappa".into(),
             partials_topic: "kappa.partials".into(),
@@ -366,6 +372,7 @@ impl Default for Config {
             http: HttpSection::default(),
             kafka: KafkaSection::default(),
             reviews: ReviewsSection::default(),
+            clicks: crate::clicks::ClicksSection::default(),
             products: ProductsSection::default(),
             rollups: RollupsSection::default(),
             aggregates: Vec::new(),
@@ -519,16 +526,20 @@ impl Config {
             ));
         }
         crate::declared::Plan::compile(&self.aggregates).map_err(ConfigError)?;
+        self.clicks.compile().map_err(ConfigError)?;
         Ok(())
     }
 
-    /// The declared aggregates, compiled (empty for a stream other than the events).
+    /// The declared aggregates of every stream, compiled.
     #[must_use]
     pub fn plan(&self) -> crate::declared::Plan {
-        if self.stream != crate::stream::Stream::Events {
-            return crate::declared::Plan::default();
-        }
         crate::declared::Plan::compile(&self.aggregates).expect("validated declarations")
+    }
+
+    /// Whether an aggregate is declared on the clicks (then a single process reads them).
+    #[must_use]
+    pub fn reads_clicks(&self) -> bool {
+        self.aggregates.iter().any(|d| d.stream == "clicks")
     }
 
     /// The result-deciding part, for the window core.
@@ -587,24 +598,24 @@ impl Config {
         if self.stream == crate::stream::Stream::Reviews {
             fp.push_str(&format!(" min-reviews={}", self.reviews.min_reviews));
         }
-        // Only when some are declared (versions made before them have none).
+        // Only when some are declared (versions made before them have none); the events'
+        // version and its clicks part both carry every declaration.
         let plan = self.plan();
-        if !plan.aggregates.is_empty() {
+        let declaring = matches!(
+            self.stream,
+            crate::stream::Stream::Events | crate::stream::Stream::Clicks
+        );
+        if declaring && !plan.aggregates.is_empty() {
             let texts: Vec<&str> = plan
                 .aggregates
                 .iter()
                 .map(|a| a.canonical.as_str())
                 .collect();
-            fp.push_str(" aggregates=[");
-            // The fingerprint is split at whitespace: JSON strings keep theirs escaped.
-            for c in texts.join(",").chars() {
-                if c.is_whitespace() {
-                    fp.push_str(&format!("\\u{:04x}", u32::from(c)));
-                } else {
-                    fp.push(c);
-                }
+            fp.push_str(&format!(" aggregates=[{}]", unspaced(&texts.join(","))));
+            if self.reads_clicks() {
+                let clicks = serde_json::to_string(&self.clicks).expect("serialises");
+                fp.push_str(&format!(" clicks={}", unspaced(&clicks)));
             }
-            fp.push(']');
         }
         fp
     }
@@ -621,6 +632,7 @@ impl Config {
         c.pipeline.currency = crate::event::money::Currency::EUR;
         c.rollups.time_zone = "UTC".into();
         c.aggregates = Vec::new();
+        c.clicks = crate::clicks::ClicksSection::default();
         for item in fingerprint.split_whitespace() {
             let (key, value) = item.split_once('=').ok_or_else(bad)?;
             let list = || -> Vec<&str> {
@@ -646,6 +658,7 @@ impl Config {
                 "min-reviews" => c.reviews.min_reviews = value.parse().map_err(|_| bad())?,
                 "time-zone" => c.rollups.time_zone = value.to_string(),
                 "aggregates" => c.aggregates = serde_json::from_str(value).map_err(|_| bad())?,
+                "clicks" => c.clicks = serde_json::from_str(value).map_err(|_| bad())?,
                 "currency" => {
                     c.pipeline.currency =
                         crate::event::money::Currency::parse(value).map_err(|_| bad())?;
@@ -703,6 +716,7 @@ impl Config {
             crate::stream::Stream::Products => {
                 c.kafka.topic.clone_from(&self.kafka.products_topic);
             }
+            crate::stream::Stream::Clicks => c.kafka.topic.clone_from(&self.kafka.clicks_topic),
         }
         c
     }
@@ -712,6 +726,20 @@ impl Config {
     pub fn store_path(&self) -> PathBuf {
         self.data_dir.join("kappa.redb")
     }
+}
+
+/// `text` with its whitespace escaped (`\u0020`): the fingerprint is split at whitespace,
+/// and JSON strings keep theirs.
+fn unspaced(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_whitespace() {
+            out.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Figment's error as one line: the first problem, with the key and the source.

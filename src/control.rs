@@ -680,7 +680,8 @@ impl Control {
                         store,
                         Arc::new(Metrics::new()),
                         Arc::new(Shared::default()),
-                    )?;
+                    )?
+                    .with_streams(false)?;
                     p.without_index().run(mode, &token)?;
                     Ok(())
                 };

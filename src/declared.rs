@@ -179,6 +179,8 @@ enum Test {
 pub struct Aggregate {
     /// Its name.
     pub name: String,
+    /// The stream it reads.
+    pub stream: crate::stream::Stream,
     /// Event type names counted (none: all).
     pub types: Option<Vec<crate::event::EventType>>,
     conditions: Vec<(Path, Test)>,
@@ -417,10 +419,20 @@ impl Declaration {
         if crate::store::Aggregate::parse(name).is_some() {
             return Err(bad(name, "name: a built-in aggregate has it"));
         }
-        if self.stream != "events" {
+        let stream = match self.stream.as_str() {
+            "events" => crate::stream::Stream::Events,
+            "clicks" => crate::stream::Stream::Clicks,
+            other => {
+                return Err(bad(
+                    name,
+                    format!("stream {other:?}: declared aggregates read \"events\" or \"clicks\""),
+                ));
+            }
+        };
+        if stream == crate::stream::Stream::Clicks && self.types.is_some() {
             return Err(bad(
                 name,
-                format!("stream {:?}: only \"events\" so far", self.stream),
+                "types: clicks have no event types (filter on a field with `where`)",
             ));
         }
         let types = self
@@ -505,6 +517,7 @@ impl Declaration {
         let canonical = serde_json::to_string(&normal).expect("a declaration serialises");
         Ok(Aggregate {
             name: name.clone(),
+            stream,
             types,
             conditions,
             keys,
@@ -532,8 +545,12 @@ impl Plan {
                 return Err(bad(&d.name, "name: declared twice"));
             }
         }
-        let mut aggregates: Vec<Aggregate> = by_name.into_values().collect();
-        let mut parts: Vec<Vec<String>> = Vec::new();
+        Ok(Self::numbered(by_name.into_values().collect(), Vec::new()))
+    }
+
+    /// `aggregates` with their paths numbered after the `first` ones (ids 0, 1, …).
+    fn numbered(mut aggregates: Vec<Aggregate>, first: Vec<Vec<String>>) -> Self {
+        let mut parts = first;
         for a in &mut aggregates {
             for p in a.paths_mut() {
                 p.id = parts.iter().position(|q| *q == p.parts).unwrap_or_else(|| {
@@ -542,10 +559,33 @@ impl Plan {
                 });
             }
         }
-        Ok(Self {
+        Self {
             aggregates,
             paths: Paths::new(&parts),
-        })
+        }
+    }
+
+    /// The aggregates declared on `stream`, their paths numbered after `first` (a click's
+    /// time and id fields: one walk takes out everything a record is read for).
+    #[must_use]
+    pub fn only(&self, stream: crate::stream::Stream, first: &[&str]) -> Self {
+        let first = first
+            .iter()
+            .map(|p| p.split('.').map(str::to_string).collect())
+            .collect();
+        let aggregates = self
+            .aggregates
+            .iter()
+            .filter(|a| a.stream == stream)
+            .cloned()
+            .collect();
+        Self::numbered(aggregates, first)
+    }
+
+    /// The aggregate named `name`.
+    #[must_use]
+    pub fn get(&self, name: &str) -> Option<&Aggregate> {
+        self.aggregates.iter().find(|a| a.name == name)
     }
 
     /// What `--dry-run` says of going from `self` to `new`: names added, changed and
@@ -741,6 +781,64 @@ impl Aggregate {
         o
     }
 
+    /// Whether its rows over many windows add up to the rows of their whole range: `count`,
+    /// `sum`, `min` and `max` do; a final window keeps a `count_distinct`'s count, not its
+    /// values, and a `top_k` window only its first groups.
+    ///
+    /// # Errors
+    /// The measure that does not, in one line.
+    pub fn mergeable(&self) -> Result<(), String> {
+        if let Some(m) = self
+            .measures
+            .iter()
+            .zip(&self.measure_names)
+            .find(|(m, _)| matches!(m, Measure::CountDistinct(_)))
+            .map(|(_, n)| n)
+        {
+            return Err(format!(
+                "aggregate {:?}: {m} does not add up across windows (a window keeps the count, not the values): ask for its windows",
+                self.name
+            ));
+        }
+        if self.top.is_some() {
+            return Err(format!(
+                "aggregate {:?}: top_k keeps a window's first groups only, so a range's total would miss the others: ask for its windows",
+                self.name
+            ));
+        }
+        Ok(())
+    }
+
+    /// The largest of its sizes that `from` and `to` both fall on (window starts are
+    /// multiples of the size since the epoch).
+    #[must_use]
+    pub fn tiling_size(&self, from: i64, to: i64) -> Option<i64> {
+        self.sizes_ms
+            .iter()
+            .rev()
+            .copied()
+            .find(|&s| from.rem_euclid(s) == 0 && to.rem_euclid(s) == 0)
+    }
+
+    /// The rows of `windows` (of one size, not overlapping) added up by key: a range's
+    /// rows, exact when [`Aggregate::mergeable`].
+    #[must_use]
+    pub fn total<'w>(&self, windows: impl IntoIterator<Item = &'w Rows>) -> Rows {
+        let mut by_key: BTreeMap<&[String], Row> = BTreeMap::new();
+        for rows in windows {
+            for (key, row) in rows {
+                by_key
+                    .entry(key.as_slice())
+                    .or_insert_with(|| Row::new(&self.measures))
+                    .merge(row, self);
+            }
+        }
+        by_key
+            .into_iter()
+            .map(|(k, r)| (k.to_vec(), r.finished(&self.measures)))
+            .collect()
+    }
+
     /// Every path it reads, to be numbered by the plan.
     fn paths_mut(&mut self) -> impl Iterator<Item = &mut Path> {
         let conditions = self.conditions.iter_mut().map(|(p, _)| p);
@@ -757,10 +855,13 @@ impl Aggregate {
         conditions.chain(keys).chain(measures)
     }
 
-    /// Whether an event of type `ty` whose paths have `values` is counted.
+    /// Whether a record of type `ty` (a click has none) whose paths have `values` is
+    /// counted.
     #[must_use]
-    pub fn admits(&self, ty: crate::event::EventType, values: &[Option<&[u8]>]) -> bool {
-        self.types.as_ref().is_none_or(|ts| ts.contains(&ty))
+    pub fn admits(&self, ty: Option<crate::event::EventType>, values: &[Option<&[u8]>]) -> bool {
+        self.types
+            .as_ref()
+            .is_none_or(|ts| ty.is_some_and(|ty| ts.contains(&ty)))
             && self.conditions.iter().all(|(p, t)| {
                 let x = p.get(values);
                 match t {

@@ -159,6 +159,7 @@ fn aggregates(st: &AppState, q: HashMap<String, String>) -> Result<Value, ApiErr
         .map(|a| {
             json!({
                 "name": a.name,
+                "stream": a.stream.as_str(),
                 "sizes": a.sizes_ms.iter().map(|&s| query::size_name(s)).collect::<Vec<_>>(),
                 "group_by": a.key_names,
                 "measures": a.measure_names,
@@ -175,18 +176,14 @@ fn declared_windows(st: &AppState, p: &Params, name: &str) -> Result<Value, ApiE
     let plan = query::version_plan(&st.store, &version)?;
     let mut size_ms = p.get("size").map(|_| p.size()).transpose()?;
     let from = if p.get("from") == Some("latest") {
-        let smallest = plan
-            .aggregates
-            .iter()
-            .find(|a| a.name == name)
-            .and_then(|a| a.sizes_ms.first().copied());
-        size_ms = size_ms.or(smallest);
-        match size_ms {
-            Some(s) => st
+        let agg = plan.get(name);
+        size_ms = size_ms.or(agg.and_then(|a| a.sizes_ms.first().copied()));
+        match (agg, size_ms) {
+            (Some(a), Some(s)) => st
                 .store
-                .latest_declared(&version, name, s)?
+                .latest_declared(&a.stream.version(&version), name, s)?
                 .unwrap_or(i64::MAX),
-            None => i64::MAX,
+            _ => i64::MAX,
         }
     } else {
         p.time("from", i64::MIN)?
@@ -198,6 +195,12 @@ fn declared_windows(st: &AppState, p: &Params, name: &str) -> Result<Value, ApiE
         to: p.time("to", i64::MAX)?,
         limit: p.limit(1000, 100_000)?,
     };
+    if p.get("total") == Some("true") {
+        return query::declared_total(&st.store, &version, &plan, &q).map_err(|e| match e {
+            query::TotalError::Version(v) => v.into(),
+            query::TotalError::Refused(m) => ApiError::BadRequest(m),
+        });
+    }
     let flat = p.get("flat") == Some("true");
     query::declared_windows(&st.store, &version, &plan, &q, flat)?.ok_or_else(|| {
         let names: Vec<&str> = Aggregate::ALL
@@ -223,6 +226,7 @@ fn windows(st: &AppState, q: HashMap<String, String>) -> Result<Value, ApiError>
             "version",
             "limit",
             "flat",
+            "total",
         ],
     )?;
     let agg_name = p

@@ -12,7 +12,7 @@
 //! - [`window`]: assigner, watermarks, deduplication and aggregates — pure, no I/O;
 //! - [`pipeline`]: the loop that drives source → decode → window core → store;
 //! - [`store`]: redb — final results, positions, event-time index, dead letters, versions;
-//! - [`stream`]: the streams kappa reads (events, reviews, products): log, topic, output
+//! - [`stream`]: the streams kappa reads (events, reviews, products, clicks): log, topic, output
 //!   version;
 //! - [`products`]: the product catalogue as a stream of entries valid from a time, and the
 //!   as-of lookup that completes the events;
@@ -33,13 +33,16 @@
 //! - [`topics`]: topics as code (`topics/*.toml`, `kappa topics apply|list`);
 //! - [`config`]: the layered configuration tree;
 //! - [`declared`]: declared aggregates — the `[[aggregates]]` declarations checked into a
-//!   plan and their windows' evaluation (issue 20; not read by the pipeline yet);
+//!   plan and their windows' evaluation (issue 20), over the events or the clicks;
+//! - [`clicks`]: the clicks stream — any JSON objects, their time field and format
+//!   configured (`[clicks]`);
 //! - [`text`]: making input printable for people (tables, messages);
 //! - [`cli`]: the `kappa` command line.
 
 #![warn(missing_docs)]
 
 pub mod cli;
+pub mod clicks;
 pub mod config;
 pub mod control;
 pub mod declared;

@@ -217,8 +217,15 @@ pub fn export(store: &Store, version: &str, out: &mut dyn Write) -> Result<u64, 
     }
     // The declared aggregates' rows, after the built-in ones.
     let plan = version_plan(store, version)?;
-    for w in store.all_declared(version)? {
-        let Some(agg) = plan.aggregates.iter().find(|a| a.name == w.aggregate) else {
+    let parts = [Stream::Events, Stream::Clicks].map(|s| s.version(version));
+    for w in parts
+        .iter()
+        .map(|v| store.all_declared(v))
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .flatten()
+    {
+        let Some(agg) = plan.get(&w.aggregate) else {
             continue;
         };
         for (key, row) in &w.rows {
@@ -278,6 +285,82 @@ pub struct DeclaredQuery<'a> {
     pub limit: usize,
 }
 
+/// Why a declared aggregate's range total cannot be answered.
+#[derive(Debug, thiserror::Error)]
+pub enum TotalError {
+    /// No such version; store failure.
+    #[error(transparent)]
+    Version(#[from] VersionError),
+    /// The aggregate, its measures or the range do not allow it (one line).
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl From<StoreError> for TotalError {
+    fn from(e: StoreError) -> Self {
+        Self::Version(e.into())
+    }
+}
+
+/// A declared aggregate's rows over the range `[q.from, q.to)`, one per key: its final
+/// windows of the largest size the range's ends fall on, added up (exact for `count`,
+/// `sum`, `min`, `max`; [`crate::declared::Aggregate::mergeable`]). Windows after its
+/// final point are not there yet: `final_to` says where the answer stops.
+/// `{"version","aggregate","from","to","final_to","size","windows","rows":[…]}`.
+///
+/// # Errors
+/// No such version or aggregate, a measure that does not add up, a range no size tiles;
+/// store failure.
+pub fn declared_total(
+    store: &Store,
+    version: &str,
+    plan: &crate::declared::Plan,
+    q: &DeclaredQuery<'_>,
+) -> Result<Value, TotalError> {
+    let agg = plan.get(q.name).ok_or_else(|| {
+        let names: Vec<&str> = plan.aggregates.iter().map(|a| a.name.as_str()).collect();
+        TotalError::Refused(format!(
+            "no declared aggregate {:?} in version {version} (it declares {})",
+            q.name,
+            if names.is_empty() {
+                "none".into()
+            } else {
+                names.join(", ")
+            }
+        ))
+    })?;
+    agg.mergeable().map_err(TotalError::Refused)?;
+    let size = agg
+        .tiling_size(q.from, q.to)
+        .filter(|_| q.from < q.to && q.from != i64::MIN && q.to != i64::MAX)
+        .ok_or_else(|| {
+            let sizes: Vec<String> = agg.sizes_ms.iter().map(|&s| size_name(s)).collect();
+            TotalError::Refused(format!(
+                "a total of {:?} needs from < to, both on a boundary of one of its window sizes ({})",
+                q.name,
+                sizes.join(", ")
+            ))
+        })?;
+    let stored = agg.stream.version(version);
+    let ws = store.declared_windows(&stored, q.name, Some(size), q.from, q.to, usize::MAX)?;
+    let final_to = store.declared_through(&stored)?.clamp(q.from, q.to);
+    let rows: Vec<Value> = agg
+        .total(ws.iter().map(|w| &w.rows))
+        .iter()
+        .map(|(k, r)| Value::Object(agg.row_json(k, r)))
+        .collect();
+    Ok(json!({
+        "version": version,
+        "aggregate": q.name,
+        "from": format_rfc3339_ms(q.from),
+        "to": format_rfc3339_ms(q.to),
+        "final_to": format_rfc3339_ms(final_to),
+        "size": size_name(size),
+        "windows": ws.len(),
+        "rows": rows,
+    }))
+}
+
 /// Whether `name` is a declared aggregate of `plan` (`version`'s, [`version_plan`]): then
 /// its final windows as JSON,
 /// `{"version","aggregate","windows":[{"size","window_start","window_end","rows":[…]}]}`
@@ -292,10 +375,12 @@ pub fn declared_windows(
     q: &DeclaredQuery<'_>,
     flat: bool,
 ) -> Result<Option<Value>, VersionError> {
-    let Some(agg) = plan.aggregates.iter().find(|a| a.name == q.name) else {
+    let Some(agg) = plan.get(q.name) else {
         return Ok(None);
     };
-    let ws = store.declared_windows(version, q.name, q.size_ms, q.from, q.to, q.limit)?;
+    // The clicks' aggregates are kept under the version's clicks part.
+    let stored = agg.stream.version(version);
+    let ws = store.declared_windows(&stored, q.name, q.size_ms, q.from, q.to, q.limit)?;
     let rows_of = |w: &crate::store::DeclaredWindow| -> Vec<Value> {
         let head = declared_head(w);
         w.rows

@@ -329,7 +329,7 @@ impl Ctx {
             self.metrics.clone(),
             self.shared.clone(),
         )?
-        .with_reviews()?)
+        .with_streams(true)?)
     }
 
     /// A worker: its store holds no results (they live at the merger); it backs

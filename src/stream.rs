@@ -6,6 +6,7 @@
 //! | `events` | `kafka.topic` (`shop.events`) | `{data-dir}/log` | [`crate::window::Shop`] |
 //! | `reviews` | `kafka.reviews-topic` (`shop.reviews`) | `{data-dir}/streams/reviews` | [`crate::review::Reviews`] |
 //! | `products` | `kafka.products-topic` (`shop.products`) | `{data-dir}/streams/products` | the catalogue the events are joined with ([`crate::products::AsOf`]) |
+//! | `clicks` | `kafka.clicks-topic` (`shop.clicks`) | `{data-dir}/streams/clicks` | any JSON objects, time field and format configured (`[clicks]`), for declared aggregates ([`crate::clicks`]) |
 //!
 //! A stream's results, positions, late records and final point are kept under its own
 //! output version name: the events' under the version itself (`v1`, as before streams
@@ -25,11 +26,14 @@ pub enum Stream {
     Reviews,
     /// The product catalogue: entries valid from a time (`shop.products`).
     Products,
+    /// Any JSON objects with a time field (`shop.clicks`): read only by the aggregates
+    /// declared on it (issue 20).
+    Clicks,
 }
 
 impl Stream {
     /// Every stream.
-    pub const ALL: [Stream; 3] = [Self::Events, Self::Reviews, Self::Products];
+    pub const ALL: [Stream; 4] = [Self::Events, Self::Reviews, Self::Products, Self::Clicks];
 
     /// `events`, `reviews`.
     #[must_use]
@@ -38,6 +42,7 @@ impl Stream {
             Self::Events => "events",
             Self::Reviews => "reviews",
             Self::Products => "products",
+            Self::Clicks => "clicks",
         }
     }
 
@@ -49,7 +54,9 @@ impl Stream {
         Self::ALL
             .into_iter()
             .find(|x| x.as_str() == s)
-            .ok_or_else(|| format!("unknown stream {s:?}; one of events, reviews, products"))
+            .ok_or_else(|| {
+                format!("unknown stream {s:?}; one of events, reviews, products, clicks")
+            })
     }
 
     /// The embedded log directory of this stream under `data_dir`.
@@ -109,10 +116,11 @@ mod tests {
         }
         assert_eq!(Stream::version(Stream::Events, "v2"), "v2");
         assert_eq!(Stream::version(Stream::Reviews, "v2"), "v2/reviews");
+        assert_eq!(Stream::version(Stream::Clicks, "v2"), "v2/clicks");
         assert!(
-            Stream::parse("clicks")
+            Stream::parse("taps")
                 .unwrap_err()
-                .contains("events, reviews")
+                .contains("events, reviews, products, clicks")
         );
         let d = Path::new("/d");
         assert_eq!(Stream::Events.log_dir(d), Path::new("/d/log"));

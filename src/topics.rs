@@ -50,7 +50,7 @@ pub enum TopicsError {
 
 /// The specifications in the repository's `topics/`, built into the binary: used when no
 /// `--dir` is given and `./topics` does not exist (a binary run outside the repository).
-pub const BUILT_IN: [(&str, &str); 5] = [
+pub const BUILT_IN: [(&str, &str); 6] = [
     (
         "kappa-control.toml",
         include_str!("../topics/kappa-control.toml"),
@@ -58,6 +58,10 @@ pub const BUILT_IN: [(&str, &str); 5] = [
     (
         "kappa-partials.toml",
         include_str!("../topics/kappa-partials.toml"),
+    ),
+    (
+        "shop-clicks.toml",
+        include_str!("../topics/shop-clicks.toml"),
     ),
     (
         "shop-events.toml",

@@ -364,6 +364,18 @@ fn a_bad_declaration_stops_start_up_with_one_line_naming_the_aggregate_and_the_f
             "[[aggregates]]\nname = \"top_searches\"\nmeasures = [\"count\"]\nsizes = [\"1m\"]\n",
             r#"aggregate "top_searches": name: a built-in aggregate has it"#,
         ),
+        (
+            "[[aggregates]]\nname = \"p\"\nstream = \"clicks\"\ntypes = [\"view\"]\nmeasures = [\"count\"]\nsizes = [\"10s\"]\n",
+            r#"aggregate "p": types: clicks have no event types"#,
+        ),
+        (
+            "[[aggregates]]\nname = \"r\"\nstream = \"reviews\"\nmeasures = [\"count\"]\nsizes = [\"10s\"]\n",
+            r#"aggregate "r": stream "reviews": declared aggregates read "events" or "clicks""#,
+        ),
+        (
+            "[clicks]\ntime-format = \"%H:%M\"\n",
+            r#"clicks.time-format: "%H:%M" does not read a whole date and time"#,
+        ),
     ] {
         let cfg = write_config(dir.path(), text);
         let mut c = kappa(dir.path());
@@ -477,4 +489,110 @@ fn an_in_place_correction_rewrites_the_declared_windows_too() {
     let out = String::from_utf8(ok(c).stdout).unwrap();
     assert!(out.contains("completed"), "{out}");
     assert_eq!(declared_lines(dir.path()), want);
+}
+
+#[test]
+fn a_range_total_adds_up_the_windows_exactly_and_refuses_what_does_not_add_up() {
+    let dir = temp();
+    let jsonl = generate(
+        dir.path(),
+        &["--events", "30000", "--seed", "13", "--disorder", "10s"],
+    );
+    produce_lines(dir.path(), &jsonl);
+    let text = format!(
+        "{DECLARED}\n[[aggregates]]\nname = \"shoppers\"\ngroup-by = [\"product_id\"]\nmeasures = [\"count\", \"count_distinct(user_id)\"]\nsizes = [\"10s\"]\n"
+    );
+    let cfg = write_config(dir.path(), &text);
+    let mut c = kappa(dir.path());
+    c.arg("--config").arg(&cfg).args(RUN_DRAIN);
+    ok(c);
+
+    // The model's 10 s windows of views-by-os, added up by key over [from, to).
+    let want = model(&jsonl);
+    let starts: Vec<i64> = want
+        .keys()
+        .filter(|k| k.0 == "views-by-os" && k.1 == "10s")
+        .map(|k| ms(&k.2))
+        .collect();
+    let (first, last) = (*starts.iter().min().unwrap(), *starts.iter().max().unwrap());
+    let (from, to) = (first + 10_000, last);
+    assert!(
+        to - from >= 20_000,
+        "a range of several windows: {first}..{last}"
+    );
+    let mut totals: BTreeMap<String, u64> = BTreeMap::new();
+    for ((name, size, start, key), (events, _)) in &want {
+        let t = ms(start);
+        if name == "views-by-os" && size == "10s" && (from..to).contains(&t) {
+            *totals.entry(key[0].clone()).or_default() += events;
+        }
+    }
+    let iso = |t: i64| {
+        chrono::DateTime::from_timestamp_millis(t)
+            .unwrap()
+            .format("%Y-%m-%dT%H:%M:%SZ")
+            .to_string()
+    };
+    let total = |name: &str, from: i64, to: i64| {
+        let mut c = kappa(dir.path());
+        c.args(["query", "--aggregate", name, "--total", "--format", "json"])
+            .args(["--from", &iso(from), "--to", &iso(to)]);
+        c.output().unwrap()
+    };
+    let o = total("views-by-os", from, to);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let got: BTreeMap<String, u64> = v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert_eq!(r["events"], r["count"], "{r}");
+            (
+                part(r["key"].get("device.os")),
+                r["count"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert!(!totals.is_empty());
+    assert_eq!(got, totals, "{v}");
+    assert_eq!(v["final_to"], iso(to), "{v}");
+
+    // Through the API too.
+    let server = Server::start(dir.path(), &[]);
+    let (status, body) = server.get(&format!(
+        "/api/windows?aggregate=views-by-os&total=true&from={}&to={}",
+        iso(from),
+        iso(to)
+    ));
+    assert_eq!(status, 200, "{body}");
+    let api: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(api["rows"], v["rows"]);
+    let (status, body) = server.get("/api/windows?aggregate=shoppers&total=true&from=0&to=10000");
+    assert_eq!(status, 400, "{body}");
+    drop(server);
+
+    // What does not add up is refused in one line.
+    for (name, from, to, want) in [
+        (
+            "shoppers",
+            from,
+            to,
+            "count_distinct(user_id) does not add up",
+        ),
+        (
+            "views-by-os",
+            from + 1000,
+            to,
+            "on a boundary of one of its window sizes (10s, 1m)",
+        ),
+    ] {
+        let o = total(name, from, to);
+        assert!(!o.status.success());
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains(want) && err.trim().lines().count() == 1,
+            "{err}"
+        );
+    }
 }

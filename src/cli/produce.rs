@@ -19,7 +19,8 @@ use crate::sink::{KafkaSink, LinesSink, Sink, SinkError};
 /// `kappa produce`.
 #[derive(Debug, Args)]
 pub struct ProduceArgs {
-    /// The stream to produce: `events` (shop.events) or `reviews` (shop.reviews).
+    /// The stream to produce: `events` (shop.events), `reviews` (shop.reviews), `products`
+    /// (shop.products) or, with `--input`, `clicks` (shop.clicks).
     #[arg(long, default_value = "events", value_parser = crate::stream::Stream::parse)]
     pub stream: crate::stream::Stream,
     /// Append the events of this JSON-lines file (`-` for stdin) instead of generating.
@@ -119,6 +120,11 @@ fn log_event_time(cfg: &Config) -> anyhow::Result<Option<i64>> {
         crate::stream::Stream::Products => {
             crate::products::decode(value, rules.currency).map(|e| e.valid_from_ms)
         }
+        // Clicks are appended from a file, never generated after what the log holds.
+        crate::stream::Stream::Clicks => Err(crate::event::DecodeError::new(
+            crate::event::InvalidKind::MissingField,
+            "clicks are not generated",
+        )),
     };
     let mut latest = None;
     for p in 0..reader.partitions() {
@@ -358,6 +364,9 @@ pub fn produce(cfg: &Config, args: &ProduceArgs) -> anyhow::Result<()> {
             Box::new(move |r| generator.next_into(r))
         }
         crate::stream::Stream::Products => unreachable!("produce_products"),
+        crate::stream::Stream::Clicks => anyhow::bail!(
+            "--stream clicks: clicks are not generated; append them from a JSON-lines file with --input FILE"
+        ),
         crate::stream::Stream::Reviews => {
             let mut reviews = crate::generator::reviews::ReviewRecords::new(
                 crate::generator::reviews::ReviewConfig {
@@ -380,6 +389,7 @@ pub fn produce(cfg: &Config, args: &ProduceArgs) -> anyhow::Result<()> {
         crate::stream::Stream::Events => "events",
         crate::stream::Stream::Reviews => "reviews",
         crate::stream::Stream::Products => "catalogue entries",
+        crate::stream::Stream::Clicks => "clicks",
     };
     let mut last_report = Instant::now();
     let mut count = 0u64;

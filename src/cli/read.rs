@@ -47,6 +47,11 @@ pub struct QueryArgs {
     /// With `--aggregate`: only windows of this size (`10s`) [default: every size].
     #[arg(long, value_name = "SIZE", requires = "aggregate")]
     pub size: Option<String>,
+    /// With `--aggregate`, `--from` and `--to`: one row per key over the whole range, its
+    /// windows added up (`count`, `sum`, `min`, `max` add up exactly; the range's ends on
+    /// a boundary of one of the aggregate's sizes).
+    #[arg(long, requires_all = ["aggregate", "from", "to"], conflicts_with = "size")]
+    pub total: bool,
 }
 
 /// `kappa export`.
@@ -86,7 +91,7 @@ pub struct FingerprintArgs {
 /// `kappa dead-letters`.
 #[derive(Debug, Args)]
 pub struct DeadLetterArgs {
-    /// Whose dead letters: `events` or `reviews`.
+    /// Whose dead letters: `events`, `reviews` or `clicks`.
     #[arg(long, default_value = "events", value_parser = crate::stream::Stream::parse)]
     pub stream: crate::stream::Stream,
     /// At most this many.
@@ -159,6 +164,10 @@ fn query_declared(cfg: &Config, a: &QueryArgs, name: &str) -> anyhow::Result<()>
                 limit: 100_000,
             };
             let plan = crate::query::version_plan(&store, &version)?;
+            if a.total {
+                let v = crate::query::declared_total(&store, &version, &plan, &q)?;
+                return emit(a.format, &v, print_total);
+            }
             let Some(v) = crate::query::declared_windows(&store, &version, &plan, &q, false)?
             else {
                 let names: Vec<&str> = plan.aggregates.iter().map(|a| a.name.as_str()).collect();
@@ -180,9 +189,13 @@ fn query_declared(cfg: &Config, a: &QueryArgs, name: &str) -> anyhow::Result<()>
                 ("from", a.from.as_deref()),
                 ("to", a.to.as_deref()),
                 ("limit", Some("100000")),
+                ("total", a.total.then_some("true")),
             ])
         ))?)?,
     };
+    if a.total {
+        return emit(a.format, &v, print_total);
+    }
     emit(a.format, &v, print_declared)
 }
 
@@ -207,26 +220,46 @@ fn print_declared(out: &mut dyn Write, v: &Value) -> std::io::Result<()> {
             t(&w["window_end"]),
             t(&v["version"])
         )?;
-        for r in w["rows"].as_array().into_iter().flatten() {
-            let mut cells: Vec<String> = r["key"]
-                .as_object()
-                .into_iter()
-                .flatten()
-                .map(|(k, v)| format!("{k}={}", t(v)))
-                .collect();
-            if let Some(o) = r.as_object() {
-                cells.extend(
-                    o.iter()
-                        .filter(|(k, _)| {
-                            *k != "key" && (*k != "skipped" || v_nonzero(&o["skipped"]))
-                        })
-                        .map(|(k, v)| format!("{k} {}", t(v))),
-                );
-            }
-            writeln!(out, "  {}", cells.join("  "))?;
-        }
+        print_rows(out, &w["rows"])?;
     }
     Ok(())
+}
+
+/// A declared aggregate's rows, one line each: its key's parts, then its measures.
+fn print_rows(out: &mut dyn Write, rows: &Value) -> std::io::Result<()> {
+    for r in rows.as_array().into_iter().flatten() {
+        let mut cells: Vec<String> = r["key"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, v)| format!("{k}={}", t(v)))
+            .collect();
+        if let Some(o) = r.as_object() {
+            cells.extend(
+                o.iter()
+                    .filter(|(k, _)| *k != "key" && (*k != "skipped" || v_nonzero(&o["skipped"])))
+                    .map(|(k, v)| format!("{k} {}", t(v))),
+            );
+        }
+        writeln!(out, "  {}", cells.join("  "))?;
+    }
+    Ok(())
+}
+
+/// `kappa query --aggregate NAME --total`: one header, the range's rows.
+fn print_total(out: &mut dyn Write, v: &Value) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "── {} {} → {} (final to {}, version {}; from {} {} windows)",
+        t(&v["aggregate"]),
+        t(&v["from"]),
+        t(&v["to"]),
+        t(&v["final_to"]),
+        t(&v["version"]),
+        t(&v["windows"]),
+        t(&v["size"])
+    )?;
+    print_rows(out, &v["rows"])
 }
 
 fn v_nonzero(v: &Value) -> bool {

@@ -439,6 +439,9 @@ pub fn replay(cfg: &Config, config_file: Option<&Path>, a: &ReplayArgs) -> anyho
     match a.stream {
         crate::stream::Stream::Events => {}
         crate::stream::Stream::Reviews => return replay_reviews(cfg, a),
+        crate::stream::Stream::Clicks => anyhow::bail!(
+            "--stream clicks: the clicks are replayed with the events: `kappa replay --from earliest --version NEW` recomputes the aggregates declared on them into the new version"
+        ),
         crate::stream::Stream::Products => anyhow::bail!(
             "--stream products: the catalogue has no results to replay; it is read whole at every start (replay the events to join them with it again)"
         ),

@@ -159,9 +159,9 @@ fn print_summary(s: &Summary) {
         "new records: {} accepted, {} late, {} duplicates, {} invalid",
         s.accepted, s.late, s.duplicates, s.invalid
     );
-    if let Some(r) = s.reviews.as_ref().filter(|r| r.read > 0) {
+    for (stream, r) in s.streams.iter().filter(|(_, r)| r.read > 0) {
         println!(
-            "reviews: {} read, {} accepted, {} late, {} duplicates, {} invalid",
+            "{stream}: {} read, {} accepted, {} late, {} duplicates, {} invalid",
             r.read - r.rebuilt,
             r.accepted,
             r.late,

@@ -4,18 +4,35 @@
 //! with its size.
 
 use super::{Plan, Row, Window};
-use crate::event::Event;
+use crate::event::{Event, EventType};
 use crate::rollup::Calendar;
 use crate::window::{Aggregator, WindowConfig};
 
-/// What the declared aggregates fold: a decoded event and its declared paths' values
-/// ([`crate::event::decode_capturing`]).
+/// What the declared aggregates fold: a decoded record (an event or a click) and its
+/// declared paths' values ([`crate::event::decode_capturing`], [`super::Paths::extract`]).
 #[derive(Debug)]
 pub struct Item<'a> {
-    /// The event.
-    pub event: &'a Event<'a>,
+    /// What the duplicate filter knows it by (an event's `event_id`).
+    pub id: &'a str,
+    /// Its event time (epoch ms).
+    pub ts_ms: i64,
+    /// An event's type (a click has none).
+    pub event_type: Option<EventType>,
     /// Its declared paths' values, by path id.
     pub values: &'a [Option<&'a [u8]>],
+}
+
+impl<'a> Item<'a> {
+    /// An event's item.
+    #[must_use]
+    pub fn of_event(event: &'a Event<'a>, values: &'a [Option<&'a [u8]>]) -> Self {
+        Self {
+            id: &event.event_id,
+            ts_ms: event.ts_ms,
+            event_type: Some(event.event_type),
+            values,
+        }
+    }
 }
 
 /// Every declared aggregate of a plan, folded in the version's zone.
@@ -80,7 +97,7 @@ impl Aggregator for Declared {
     type Final = DeclaredFinal;
 
     fn key<'i>(item: &'i Item<'_>) -> (&'i str, i64) {
-        (&item.event.event_id, item.event.ts_ms)
+        (item.id, item.ts_ms)
     }
 
     fn prepare(&mut self, _item: &Item<'_>) {}
@@ -99,11 +116,10 @@ impl Aggregator for Declared {
     }
 
     fn add(&self, w: &mut Open, item: &Item<'_>, (): &()) {
-        let ev = item.event;
         for (i, win) in &mut w.windows {
             let a = &self.plan.aggregates[*i];
-            if a.admits(ev.event_type, item.values) {
-                win.add(a, &self.cal, ev.ts_ms, item.values);
+            if a.admits(item.event_type, item.values) {
+                win.add(a, &self.cal, item.ts_ms, item.values);
             }
         }
     }

@@ -44,8 +44,8 @@ fn the_documented_declaration_compiles() {
         values.as_slice(),
         [Some(&b"\"ios\""[..]), Some(&b"12.50"[..])]
     );
-    assert!(a.admits(EventType::View, &values));
-    assert!(!a.admits(EventType::Purchase, &values));
+    assert!(a.admits(Some(EventType::View), &values));
+    assert!(!a.admits(Some(EventType::Purchase), &values));
     assert_eq!(a.types, Some(vec![EventType::View]));
 }
 
@@ -66,7 +66,7 @@ fn a_bad_declaration_is_one_line_naming_the_aggregate_and_the_field() {
         ("where = [{ field = \"price\", gt = \"x\" }]", "where price"),
         ("where = [{ field = \"price\", gt = 1.234 }]", "where price"),
         ("where = [{ field = \"price\" }]", "where price"),
-        ("stream = \"clicks\"", "stream"),
+        ("stream = \"reviews\"", "stream"),
     ] {
         let e = parse(&base(line)).unwrap_err();
         assert!(
@@ -372,7 +372,7 @@ proptest! {
             let bytes = serde_json::to_vec(&e.json()).unwrap();
             let mut values = Values::new();
             plan.paths.extract(&bytes, &mut values).unwrap();
-            if agg.admits(e.ty, &values) {
+            if agg.admits(Some(e.ty), &values) {
                 part_windows[n % parts]
                     .entry(e.t_ms.div_euclid(size) * size)
                     .or_default()
@@ -547,7 +547,7 @@ fn an_event_is_decoded_with_its_declared_values_in_one_pass() {
         values.as_slice(),
         [Some(&b"\"ios\""[..]), Some(&b"12.50"[..])]
     );
-    assert!(plan.aggregates[0].admits(ev.event_type, &values));
+    assert!(plan.aggregates[0].admits(Some(ev.event_type), &values));
 }
 
 /// `e` as a whole schema-1 event record with id `id` (a price on every product event,
@@ -600,7 +600,7 @@ proptest! {
             for _ in 0..if twice[i] { 2 } else { 1 } {
                 let mut values = Values::new();
                 let event = crate::event::decode_capturing(&bytes, &rules, None, &plan.paths, &mut values).unwrap();
-                let outcome = core.on_event(0, offset, &Item { event: &event, values: &values }, false);
+                let outcome = core.on_event(0, offset, &Item::of_event(&event, &values), false);
                 prop_assert!(matches!(outcome, Outcome::Accepted | Outcome::Duplicate), "{outcome:?}");
                 offset += 1;
             }

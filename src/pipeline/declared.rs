@@ -38,9 +38,10 @@ pub(crate) struct Follower {
 }
 
 impl Follower {
-    /// The follower of `cfg`'s declared aggregates, or `None` when none are declared.
+    /// The follower of `cfg`'s aggregates declared on the events, or `None` when there
+    /// are none.
     pub(crate) fn open(cfg: &Config, partitions: usize) -> Option<Self> {
-        let plan = cfg.plan();
+        let plan = cfg.plan().only(crate::stream::Stream::Events, &[]);
         if plan.aggregates.is_empty() {
             return None;
         }
@@ -93,7 +94,7 @@ impl Follower {
         event: &Event<'_>,
         values: &Values<'_>,
     ) {
-        let item = Item { event, values };
+        let item = Item::of_event(event, values);
         self.core.follow(partition, offset, max_before, &item);
     }
 

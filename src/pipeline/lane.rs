@@ -1,13 +1,15 @@
-//! The reviews stream read by the events' pipeline thread (issue 18): a second source,
-//! its own [`Windows`] of [`Reviews`], its own cursors and pending work — committed in the
-//! same store transaction as the events' ([`crate::store::Store::commit_all`]), under the
-//! output version `{version}/reviews`.
+//! A stream read by the events' pipeline thread beside the events (issue 18: the reviews;
+//! issue 20: the clicks): a second source, its own [`Windows`], its own cursors and
+//! pending work — committed in the same store transaction as the events'
+//! ([`crate::store::Store::commit_all`]), under the output version `{version}/{stream}`.
+//! What differs between the streams is a [`Kind`]: its aggregator, how a record is read,
+//! and where its final windows go in a commit.
 //!
 //! The rules are the events' ones, through the same code: [`Cursor::ingest`] (dedup by
-//! `review_id` per partition and bucket, late below the partition watermark, the future
-//! bound, dead letters), [`restore_from_store`] (resume points, handled offsets, late
-//! re-reads), idleness after `pipeline.idle-timeout` of silence (reviews are sparse: a
-//! partition without any must not hold the windows open forever).
+//! id per partition and bucket, late below the partition watermark, the future bound,
+//! dead letters), [`restore_from_store`] (resume points, handled offsets, late re-reads),
+//! idleness after `pipeline.idle-timeout` of silence (reviews are sparse: a partition
+//! without any must not hold the windows open forever).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,32 +18,168 @@ use super::{
     Counts, Cursor, Ingested, PipelineError, mark_committed, owned_positions, restore_from_store,
 };
 use crate::config::Config;
-use crate::log::RecordBatch;
+use crate::declared::{Declared, DeclaredFinal, Item, Plan, Values};
+use crate::log::{Record, RecordBatch};
 use crate::metrics::Metrics;
 use crate::review::agg::{ReviewFinal, Reviews};
 use crate::source::Source;
 use crate::store::{Commit, DeadLetter, LateRecord, PartitionPosition, Store, VersionInfo};
 use crate::stream::Stream;
-use crate::window::Windows;
+use crate::window::{Aggregator, Windows};
 
-/// Records per poll of the reviews.
+/// Records per poll of a lane.
 const BATCH: usize = 8192;
 
 /// A lane that found nothing is polled again after this (a poll of an empty log costs
 /// a look at every partition).
 const EMPTY_POLL_EVERY: Duration = Duration::from_millis(20);
 
-/// The reviews, read between the events' batches.
-pub(crate) struct Lane {
+/// What a lane's stream is: its aggregator, how its records are read, where its final
+/// windows go in a commit.
+pub(crate) trait Kind: Send + 'static {
+    /// Its window aggregator.
+    type Agg: Aggregator<Window: Send, Final: Send> + Send;
+    /// The stream.
+    const STREAM: Stream;
+    /// A fresh core over `partitions`.
+    fn core(&self, cfg: &Config, partitions: usize) -> Windows<Self::Agg>;
+    /// Reads `rec` and passes it through `cursor` into `core`.
+    fn ingest(
+        &self,
+        cursor: &mut Cursor,
+        core: &mut Windows<Self::Agg>,
+        rec: &Record<'_>,
+        cfg: &Config,
+    ) -> Ingested;
+    /// A commit of `finals` (the rest of `c` set by the lane).
+    fn with_finals<'a>(
+        c: Commit<'a>,
+        finals: &'a [<Self::Agg as Aggregator>::Final],
+        finalized_through: i64,
+    ) -> Commit<'a>;
+}
+
+/// The reviews (`shop.reviews`).
+pub(crate) struct ReviewKind;
+
+impl Kind for ReviewKind {
+    type Agg = Reviews;
+    const STREAM: Stream = Stream::Reviews;
+
+    fn core(&self, cfg: &Config, partitions: usize) -> Windows<Reviews> {
+        Windows::with(
+            cfg.window_config(),
+            partitions,
+            Reviews::new(cfg.reviews.min_reviews),
+        )
+    }
+
+    fn ingest(
+        &self,
+        cursor: &mut Cursor,
+        core: &mut Windows<Reviews>,
+        rec: &Record<'_>,
+        cfg: &Config,
+    ) -> Ingested {
+        let review = crate::review::decode(rec.value, cfg.pipeline.max_record_bytes);
+        let p = rec.partition as usize;
+        cursor.ingest(core, p, rec, review, cfg.pipeline.max_future)
+    }
+
+    fn with_finals<'a>(c: Commit<'a>, finals: &'a [ReviewFinal], _: i64) -> Commit<'a> {
+        Commit {
+            review_finals: finals,
+            ..c
+        }
+    }
+}
+
+/// The clicks (`shop.clicks`, [`crate::clicks`]): any JSON objects, folded by the
+/// aggregates declared on them.
+pub(crate) struct ClickKind {
+    clicks: crate::clicks::Clicks,
+    plan: Plan,
+    cal: crate::rollup::Calendar,
+}
+
+impl ClickKind {
+    /// The clicks of `cfg`, or `None` when no aggregate is declared on them.
+    pub(crate) fn of(cfg: &Config) -> Option<Self> {
+        if !cfg.reads_clicks() {
+            return None;
+        }
+        let first = cfg.clicks.first_paths();
+        Some(Self {
+            clicks: cfg.clicks.compile().expect("validated [clicks]"),
+            plan: cfg.plan().only(Stream::Clicks, &first),
+            cal: crate::rollup::Calendar::new(&cfg.rollups.time_zone).expect("validated zone"),
+        })
+    }
+}
+
+impl Kind for ClickKind {
+    type Agg = Declared;
+    const STREAM: Stream = Stream::Clicks;
+
+    fn core(&self, cfg: &Config, partitions: usize) -> Windows<Declared> {
+        let declared = Declared::new(self.plan.clone(), self.cal);
+        let wc = declared.window_config(cfg.window_config().max_delay_ms);
+        Windows::with(wc, partitions, declared)
+    }
+
+    fn ingest(
+        &self,
+        cursor: &mut Cursor,
+        core: &mut Windows<Declared>,
+        rec: &Record<'_>,
+        cfg: &Config,
+    ) -> Ingested {
+        let mut values = Values::new();
+        let max_bytes = cfg.pipeline.max_record_bytes;
+        let decoded = self
+            .clicks
+            .decode(rec.value, &self.plan.paths, max_bytes, &mut values);
+        // Without an id field a click is its place in the log.
+        let offset_id;
+        let item = match decoded {
+            Ok((ts_ms, id)) => Ok(Item {
+                id: if let Some(id) = id {
+                    id
+                } else {
+                    offset_id = rec.offset.to_string();
+                    &offset_id
+                },
+                ts_ms,
+                event_type: None,
+                values: &values,
+            }),
+            Err(e) => Err(e),
+        };
+        let p = rec.partition as usize;
+        cursor.ingest(core, p, rec, item, cfg.pipeline.max_future)
+    }
+
+    fn with_finals<'a>(c: Commit<'a>, finals: &'a [DeclaredFinal], through: i64) -> Commit<'a> {
+        Commit {
+            declared: finals,
+            declared_through: Some(through),
+            ..c
+        }
+    }
+}
+
+/// A stream read between the events' batches.
+pub(crate) struct Lane<K: Kind> {
+    kind: K,
     cfg: Config,
     version: String,
     source: Box<dyn Source>,
     store: Store,
     metrics: Arc<Metrics>,
-    core: Windows<Reviews>,
+    core: Windows<K::Agg>,
     cursors: Vec<Cursor>,
     owned: Vec<u32>,
-    finals: Vec<ReviewFinal>,
+    finals: Vec<<K::Agg as Aggregator>::Final>,
     dead: Vec<DeadLetter>,
     late: Vec<LateRecord>,
     /// Records read since the last commit.
@@ -53,48 +191,106 @@ pub(crate) struct Lane {
     /// Outcomes since the last publication, and in all.
     unflushed: Counts,
     /// Outcomes since start.
-    pub(crate) counts: Counts,
+    counts: Counts,
     /// Windows committed since start.
-    pub(crate) windows: u64,
+    windows: u64,
 }
 
-impl Lane {
-    /// The reviews lane of output version `version`, or `None` when the configuration
-    /// does not read reviews or (Kafka) the reviews topic does not exist.
+/// What the events' pipeline asks of a lane, whatever its stream.
+pub(crate) trait Stepping: Send {
+    /// The stream it reads.
+    fn stream(&self) -> Stream;
+    /// Reads up to the log end as it is now, and no further (a bounded run).
+    fn set_bounded(&mut self) -> Result<(), PipelineError>;
+    /// Whether a bounded run read everything.
+    fn exhausted(&mut self) -> bool;
+    /// One poll (unless the last one found nothing very recently) and its records through
+    /// the window core; then the windows the watermark passed. Returns the records read.
+    fn step(&mut self, idle_timeout: Option<Duration>) -> Result<usize, PipelineError>;
+    /// Finalises every open window, as if the input had ended (`--drain`).
+    fn drain(&mut self);
+    /// Whether enough waits to commit now: final windows, or many dead letters and late
+    /// records.
+    fn due(&self) -> bool;
+    /// Records read since the last commit.
+    fn uncommitted(&self) -> u64;
+    /// The positions to commit with the pending windows, dead letters and late records.
+    fn positions(&self) -> Vec<PartitionPosition>;
+    /// This lane's part of a commit, with `positions` from [`Stepping::positions`].
+    fn commit_part<'a>(&'a self, positions: &'a [PartitionPosition]) -> Commit<'a>;
+    /// The commit of [`Stepping::commit_part`] is durable.
+    fn committed(&mut self, positions: &[PartitionPosition]);
+    /// Once a second: the log end, the outcome counters, the watermark and lag gauges.
+    fn publish(&mut self) -> Result<(), PipelineError>;
+    /// Outcomes since start.
+    fn counts(&self) -> Counts;
+}
+
+/// The lanes `cfg` reads beside the events of output version `version`: the reviews
+/// (with `reviews`, unless `reviews.read` is off) and the clicks (when an aggregate is
+/// declared on them); a Kafka topic that does not exist is a warning and no lane.
+///
+/// # Errors
+/// Store or source failure.
+pub(crate) fn open_lanes(
+    cfg: &Config,
+    version: &str,
+    store: &Store,
+    metrics: &Arc<Metrics>,
+    reviews: bool,
+) -> Result<Vec<Box<dyn Stepping>>, PipelineError> {
+    let mut lanes: Vec<Box<dyn Stepping>> = Vec::new();
+    if reviews
+        && cfg.reviews.read
+        && let Some(l) = Lane::open(ReviewKind, cfg, version, store, metrics.clone())?
+    {
+        lanes.push(Box::new(l));
+    }
+    if let Some(kind) = ClickKind::of(cfg)
+        && let Some(l) = Lane::open(kind, cfg, version, store, metrics.clone())?
+    {
+        lanes.push(Box::new(l));
+    }
+    Ok(lanes)
+}
+
+impl<K: Kind> Lane<K> {
+    /// The lane of `kind` for output version `version`, or `None` when (Kafka) its topic
+    /// does not exist.
     ///
     /// # Errors
     /// Store or source failure.
     pub(crate) fn open(
+        kind: K,
         cfg: &Config,
         version: &str,
         store: &Store,
         metrics: Arc<Metrics>,
     ) -> Result<Option<Self>, PipelineError> {
-        if !cfg.reviews.read {
-            return Ok(None);
-        }
-        let cfg = cfg.for_stream(Stream::Reviews);
-        let version = Stream::Reviews.version(version);
+        let cfg = cfg.for_stream(K::STREAM);
+        let version = K::STREAM.version(version);
         let Some(source) =
             crate::source::open_stream(&cfg, Arc::new(store.clone()), &version, metrics.clone())?
         else {
             tracing::warn!(
-                "not reading reviews: topic {} not found (create it with `kappa topics apply`, then restart)",
+                "not reading {}: topic {} not found (create it with `kappa topics apply`, then restart)",
+                K::STREAM,
                 cfg.kafka.topic
             );
             return Ok(None);
         };
-        Self::with_source(cfg, version, source, store, metrics).map(Some)
+        Self::with_source(kind, cfg, version, source, store, metrics).map(Some)
     }
 
     fn with_source(
+        kind: K,
         cfg: Config,
         version: String,
         mut source: Box<dyn Source>,
         store: &Store,
         metrics: Arc<Metrics>,
     ) -> Result<Self, PipelineError> {
-        store.bind_stream_source(Stream::Reviews, &source.id())?;
+        store.bind_stream_source(K::STREAM, &source.id())?;
         store.ensure_version(&VersionInfo {
             name: version.clone(),
             config: cfg.results_fingerprint(),
@@ -104,8 +300,10 @@ impl Lane {
         })?;
         source.no_wait();
         let partitions = source.partitions() as usize;
+        tracing::info!(version, "reading the {} stream too", K::STREAM);
         Ok(Self {
-            core: Self::new_core(&cfg, partitions),
+            core: kind.core(&cfg, partitions),
+            kind,
             cfg,
             version,
             source,
@@ -127,34 +325,31 @@ impl Lane {
         })
     }
 
-    fn new_core(cfg: &Config, partitions: usize) -> Windows<Reviews> {
-        Windows::with(
-            cfg.window_config(),
-            partitions,
-            Reviews::new(cfg.reviews.min_reviews),
-        )
+    /// Commits this lane's pending work by itself (a replay of the stream alone).
+    fn commit_alone(&mut self) -> Result<(), PipelineError> {
+        let positions = self.positions();
+        self.store.commit_all(&[self.commit_part(&positions)])?;
+        self.committed(&positions);
+        Ok(())
+    }
+}
+
+impl<K: Kind> Stepping for Lane<K> {
+    fn stream(&self) -> Stream {
+        K::STREAM
     }
 
-    /// The output version the reviews are committed under.
-    pub(crate) fn version(&self) -> &str {
-        &self.version
-    }
-
-    /// Reads up to the log end as it is now, and no further (a bounded run).
-    pub(crate) fn set_bounded(&mut self) -> Result<(), PipelineError> {
+    fn set_bounded(&mut self) -> Result<(), PipelineError> {
         Ok(self.source.set_bounded()?)
     }
 
-    /// Whether a bounded run read everything.
-    pub(crate) fn exhausted(&mut self) -> bool {
+    fn exhausted(&mut self) -> bool {
         self.source.exhausted()
     }
 
-    /// One poll (unless the last one found nothing very recently) and its records through
-    /// the window core; then the windows the watermark passed. Returns the records read.
-    pub(crate) fn step(&mut self, idle_timeout: Option<Duration>) -> Result<usize, PipelineError> {
+    fn step(&mut self, idle_timeout: Option<Duration>) -> Result<usize, PipelineError> {
         if let Some(owned) = self.source.take_assignment() {
-            let mut core = Self::new_core(&self.cfg, self.ends.len());
+            let mut core = self.kind.core(&self.cfg, self.ends.len());
             self.cursors = restore_from_store(
                 &self.store,
                 &self.version,
@@ -179,13 +374,12 @@ impl Lane {
         self.batch.clear();
         let n = self.source.poll(&mut self.batch, BATCH)?;
         self.last_found = n > 0;
-        let max_bytes = self.cfg.pipeline.max_record_bytes;
-        let max_future = self.cfg.pipeline.max_future;
         let now = Instant::now();
         for rec in self.batch.iter() {
             let p = rec.partition as usize;
-            let review = crate::review::decode(rec.value, max_bytes);
-            let outcome = self.cursors[p].ingest(&mut self.core, p, &rec, review, max_future);
+            let outcome = self
+                .kind
+                .ingest(&mut self.cursors[p], &mut self.core, &rec, &self.cfg);
             self.unflushed.add(&outcome);
             match outcome {
                 Ingested::Late(l) => self.late.push(l),
@@ -212,35 +406,30 @@ impl Lane {
         Ok(n)
     }
 
-    /// Finalises every open window, as if the input had ended (`--drain`).
-    pub(crate) fn drain(&mut self) {
+    fn drain(&mut self) {
         self.finals.extend(self.core.drain());
     }
 
-    /// Whether enough waits to commit now: final windows, or many dead letters and late
-    /// records.
-    pub(crate) fn due(&self) -> bool {
+    fn due(&self) -> bool {
         !self.finals.is_empty() || self.dead.len() + self.late.len() > 50_000
     }
 
-    /// Records read since the last commit.
-    pub(crate) fn uncommitted(&self) -> u64 {
+    fn uncommitted(&self) -> u64 {
         self.records
     }
 
-    /// The positions to commit with the pending windows, dead letters and late records.
-    pub(crate) fn positions(&self) -> Vec<PartitionPosition> {
+    fn positions(&self) -> Vec<PartitionPosition> {
         owned_positions(&self.core, &self.cursors)
     }
 
-    /// This lane's part of a commit, with `positions` from [`Lane::positions`].
-    pub(crate) fn commit_part<'a>(&'a self, positions: &'a [PartitionPosition]) -> Commit<'a> {
-        Commit {
+    fn commit_part<'a>(&'a self, positions: &'a [PartitionPosition]) -> Commit<'a> {
+        let through = self.core.finalized_through();
+        let c = Commit {
             version: &self.version,
             finals: &[],
-            review_finals: &self.finals,
+            review_finals: &[],
             positions,
-            finalized_through: self.core.finalized_through(),
+            finalized_through: through,
             checkpoints: &[],
             dead_letters: &self.dead,
             late: &self.late,
@@ -248,12 +437,12 @@ impl Lane {
             epochs: &[],
             declared: &[],
             declared_through: None,
-        }
+        };
+        K::with_finals(c, &self.finals, through)
     }
 
-    /// The commit of [`Lane::commit_part`] is durable.
-    pub(crate) fn committed(&mut self, positions: &[PartitionPosition]) {
-        let label = [Stream::Reviews.as_str()];
+    fn committed(&mut self, positions: &[PartitionPosition]) {
+        let label = [K::STREAM.as_str()];
         self.metrics
             .stream_windows_finalised
             .with_label_values(&label)
@@ -266,12 +455,11 @@ impl Lane {
         mark_committed(&mut self.cursors, self.source.as_mut(), positions);
     }
 
-    /// Once a second: the log end, the outcome counters, the watermark and lag gauges.
-    pub(crate) fn publish(&mut self) -> Result<(), PipelineError> {
+    fn publish(&mut self) -> Result<(), PipelineError> {
         self.ends = self.source.end_offsets()?;
         let m = &self.metrics;
-        let stream = Stream::Reviews.as_str();
-        self.unflushed.apply_stream(Stream::Reviews, m);
+        let stream = K::STREAM.as_str();
+        self.unflushed.apply_stream(K::STREAM, m);
         self.counts.merge(&self.unflushed);
         self.unflushed = Counts::default();
         let lag: u64 = self
@@ -292,6 +480,10 @@ impl Lane {
             .with_label_values(&[stream])
             .set(i64::try_from(open).unwrap_or(i64::MAX));
         Ok(())
+    }
+
+    fn counts(&self) -> Counts {
+        self.counts
     }
 }
 
@@ -332,9 +524,15 @@ pub fn replay_reviews(
     let scratch = format!("{}reviews-{version}", crate::store::SCRATCH_PREFIX);
     let scratch_part = Stream::Reviews.version(&scratch);
     store.remove_version(&scratch_part)?;
-    let Some(mut lane) = Lane::open(cfg, &scratch, store, Arc::new(Metrics::new()))? else {
+    if !cfg.reviews.read {
         return Err(PipelineError::NoStream(
-            "no reviews to replay: reviews.read is off, or the reviews topic does not exist".into(),
+            "no reviews to replay: reviews.read is off".into(),
+        ));
+    }
+    let Some(mut lane) = Lane::open(ReviewKind, cfg, &scratch, store, Arc::new(Metrics::new()))?
+    else {
+        return Err(PipelineError::NoStream(
+            "no reviews to replay: the reviews topic does not exist".into(),
         ));
     };
     lane.set_bounded()?;
@@ -359,14 +557,4 @@ pub fn replay_reviews(
         counts: lane.counts,
         windows: lane.windows,
     })
-}
-
-impl Lane {
-    /// Commits this lane's pending work by itself (a replay of the reviews).
-    fn commit_alone(&mut self) -> Result<(), PipelineError> {
-        let positions = self.positions();
-        self.store.commit_all(&[self.commit_part(&positions)])?;
-        self.committed(&positions);
-        Ok(())
-    }
 }

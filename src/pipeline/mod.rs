@@ -15,6 +15,7 @@ mod lane;
 mod status;
 
 pub use ingest::{Counts, Cursor, Document, Ingested, Judging, Tally};
+use lane::Stepping;
 pub use lane::{ReviewReplay, replay_reviews};
 pub use status::{PartitionStatus, Shared, State, Status};
 
@@ -221,8 +222,8 @@ pub struct Summary {
     pub duplicates: u64,
     /// See `accepted`.
     pub invalid: u64,
-    /// The reviews' outcomes, when the pipeline read them too.
-    pub reviews: Option<Counts>,
+    /// The other streams' outcomes, when the pipeline read them too (reviews, clicks).
+    pub streams: Vec<(crate::stream::Stream, Counts)>,
 }
 
 /// Work done since the last commit: lost on a crash, redone from the store's positions.
@@ -262,9 +263,9 @@ pub struct Pipeline {
     /// Writes event-time index checkpoints (only a pipeline that read each partition from
     /// its beginning or from a checkpoint knows the exact max event time before an offset).
     write_index: bool,
-    /// The reviews, read on this thread between the events' batches and committed in the
-    /// same transactions ([`Pipeline::with_reviews`]).
-    lane: Option<lane::Lane>,
+    /// The other streams (reviews, clicks), read on this thread between the events' batches
+    /// and committed in the same transactions ([`Pipeline::with_streams`]).
+    lanes: Vec<Box<dyn Stepping>>,
     /// The product catalogue events are joined with (read whole at start, then between
     /// batches).
     catalogue: Option<catalogue::CatalogueLane>,
@@ -335,7 +336,7 @@ impl Pipeline {
             tally: Tally::new(partitions),
             owned: Vec::new(),
             write_index: true,
-            lane: None,
+            lanes: Vec::new(),
             catalogue: None,
             declared: declared::Follower::open(cfg, partitions),
             caught_up_logged: false,
@@ -352,16 +353,21 @@ impl Pipeline {
         Ok(pipeline)
     }
 
-    /// Also reads the reviews stream (unless `reviews.read` is off, or its Kafka topic does
-    /// not exist), into `{version}/reviews`, committing both streams in one transaction.
+    /// Also reads the clicks stream when aggregates are declared on it, and with `reviews`
+    /// the reviews stream (unless `reviews.read` is off), each into `{version}/{stream}`,
+    /// committing every stream in one transaction; a Kafka topic that does not exist is
+    /// a warning.
     ///
     /// # Errors
     /// Store or source failure.
-    pub fn with_reviews(mut self) -> Result<Self, PipelineError> {
-        self.lane = lane::Lane::open(&self.cfg, &self.version, &self.store, self.metrics.clone())?;
-        if let Some(l) = &self.lane {
-            tracing::info!(version = l.version(), "reading the reviews stream too");
-        }
+    pub fn with_streams(mut self, reviews: bool) -> Result<Self, PipelineError> {
+        self.lanes = lane::open_lanes(
+            &self.cfg,
+            &self.version,
+            &self.store,
+            &self.metrics,
+            reviews,
+        )?;
         Ok(self)
     }
 
@@ -461,7 +467,7 @@ impl Pipeline {
         let mut summary = Summary::default();
         if let Mode::UntilCaughtUp { .. } = mode {
             self.source.set_bounded()?;
-            if let Some(l) = &mut self.lane {
+            for l in &mut self.lanes {
                 l.set_bounded()?;
             }
         }
@@ -506,7 +512,7 @@ impl Pipeline {
             if n > 0 {
                 summary.bytes += self.ingest_batch(&batch);
             }
-            if let Some(l) = &mut self.lane {
+            for l in &mut self.lanes {
                 l.step(idle_timeout)?;
             }
             summary.records += n as u64;
@@ -541,7 +547,7 @@ impl Pipeline {
             if let Some(d) = &mut self.declared {
                 d.drain();
             }
-            if let Some(l) = &mut self.lane {
+            for l in &mut self.lanes {
                 l.drain();
             }
         }
@@ -579,9 +585,9 @@ impl Pipeline {
         summary.late = self.status.late;
         summary.duplicates = self.status.duplicates;
         summary.invalid = self.status.invalid;
-        if let Some(l) = &mut self.lane {
+        for l in &mut self.lanes {
             l.publish()?;
-            summary.reviews = Some(l.counts);
+            summary.streams.push((l.stream(), l.counts()));
         }
         Ok(())
     }
@@ -589,11 +595,11 @@ impl Pipeline {
     /// Whether to commit now: final windows (of any stream), many dead letters and late
     /// records, new catalogue epochs, or records read for `commit-interval`.
     fn commit_due(&self, last_commit: Instant) -> bool {
-        let lane_records = self.lane.as_ref().map_or(0, lane::Lane::uncommitted);
+        let lane_records: u64 = self.lanes.iter().map(|l| l.uncommitted()).sum();
         !self.pending.finals.is_empty()
             || self.declared.as_ref().is_some_and(|d| !d.finals.is_empty())
             || self.pending.dead.len() + self.pending.late.len() > 50_000
-            || self.lane.as_ref().is_some_and(lane::Lane::due)
+            || self.lanes.iter().any(|l| l.due())
             || self
                 .catalogue
                 .as_ref()
@@ -617,7 +623,7 @@ impl Pipeline {
             Mode::Live => Ok(false),
             Mode::UntilCaughtUp { until_final, .. } => Ok((n == 0
                 && self.source.exhausted()
-                && self.lane.as_mut().is_none_or(lane::Lane::exhausted))
+                && self.lanes.iter_mut().all(|l| l.exhausted()))
                 || until_final.is_some_and(|t| self.core.finalized_through() >= t)),
             Mode::CatchUp { max_lag } => {
                 if n > 0 && last_lag_check.elapsed() < Duration::from_secs(1) {
@@ -650,7 +656,7 @@ impl Pipeline {
         }
         if last_refresh.elapsed() >= Duration::from_secs(1) {
             self.refresh_lag()?;
-            if let Some(l) = &mut self.lane {
+            for l in &mut self.lanes {
                 l.publish()?;
             }
             self.publish(true);
@@ -861,7 +867,8 @@ impl Pipeline {
         }
         let finals: Vec<FinalWindow> = self.pending.finals.iter().map(|(f, _)| f.clone()).collect();
         let started = Instant::now();
-        let lane_positions = self.lane.as_ref().map(lane::Lane::positions);
+        let lane_positions: Vec<Vec<PartitionPosition>> =
+            self.lanes.iter().map(|l| l.positions()).collect();
         let mut commits = vec![Commit {
             version: &self.version,
             finals: &finals,
@@ -879,7 +886,7 @@ impl Pipeline {
                 .as_ref()
                 .map(declared::Follower::finalized_through),
         }];
-        if let (Some(l), Some(p)) = (&self.lane, &lane_positions) {
+        for (l, p) in self.lanes.iter().zip(&lane_positions) {
             commits.push(l.commit_part(p));
         }
         let epochs = self
@@ -892,7 +899,7 @@ impl Pipeline {
         }
         self.store.commit_all(&commits)?;
         drop(commits);
-        if let (Some(l), Some(p)) = (&mut self.lane, &lane_positions) {
+        for (l, p) in self.lanes.iter_mut().zip(&lane_positions) {
             l.committed(p);
         }
         if let Some(c) = &mut self.catalogue {

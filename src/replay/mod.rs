@@ -703,6 +703,15 @@ impl Job {
             self.shared.clone(),
         )
         .map_err(|e| Computed::Failed(e.into()))?;
+        // A new version reads the clicks its aggregates are declared on too (the reviews
+        // have their own replay); a correction in place recomputes the events' windows.
+        let pipeline = if plan.in_place {
+            pipeline
+        } else {
+            pipeline
+                .with_streams(false)
+                .map_err(|e| Computed::Failed(e.into()))?
+        };
         let mut pipeline = if plan.from_earliest() && !self.resumed {
             pipeline
         } else {

@@ -178,13 +178,20 @@ impl Store {
         to: i64,
         limit: usize,
     ) -> Result<Vec<DeclaredWindow>> {
+        if from >= to {
+            return Ok(Vec::new());
+        }
         let tx = self.db()?.begin_read()?;
         let Some(t) = opened(tx.open_table(DECLARED))? else {
             return Ok(Vec::new());
         };
-        let (lo, hi) = size_ms.map_or((i64::MIN, i64::MAX), |s| (s, s));
+        // One size: its starts in [from, to) only; every size: each size's starts.
+        let keys = match size_ms {
+            Some(s) => (version, name, s, from)..(version, name, s, to),
+            None => (version, name, i64::MIN, i64::MIN)..(version, name, i64::MAX, i64::MAX),
+        };
         let mut out = Vec::new();
-        for r in t.range((version, name, lo, i64::MIN)..=(version, name, hi, i64::MAX))? {
+        for r in t.range(keys)? {
             let (k, v) = r?;
             let (_, _, size, start) = k.value();
             if start < from || start >= to {

@@ -77,7 +77,7 @@ impl Aggregate {
         match stream {
             Stream::Events => &Self::EVENTS,
             Stream::Reviews => &Self::REVIEWS,
-            Stream::Products => &[],
+            Stream::Products | Stream::Clicks => &[],
         }
     }
 
@@ -96,8 +96,9 @@ impl Aggregate {
     #[must_use]
     pub fn marker(stream: Stream) -> Aggregate {
         match stream {
-            // The catalogue has no windows: nothing is ever found through it.
-            Stream::Events | Stream::Products => Self::EventsByType,
+            // The catalogue has no windows, the clicks only declared ones: nothing is ever
+            // found through it.
+            Stream::Events | Stream::Products | Stream::Clicks => Self::EventsByType,
             Stream::Reviews => Self::AverageRating,
         }
     }
