@@ -122,10 +122,33 @@ fn results_over_kafka_equal_the_embedded_log_run() {
     let mut c = kappa(edir.path());
     c.args(&review_args).args(FIXED_START);
     ok(c);
+    // And the clicks of Flink's example, counted by the aggregate declared on them.
+    let clicks = "t-equal-clicks";
+    create_topic(clicks);
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let clicks_cfg = examples.join("clicks.toml");
+    let clicks_input = examples.join("clicks.jsonl");
     let mut c = kk(kdir.path(), topic);
-    c.args(RUN_DRAIN).env("KAPPA_KAFKA__REVIEWS_TOPIC", reviews);
+    c.args(["produce", "--stream", "clicks", "--input"])
+        .arg(&clicks_input)
+        .env("KAPPA_KAFKA__CLICKS_TOPIC", clicks);
+    ok(c);
+    let mut c = kappa(edir.path());
+    c.args(["produce", "--stream", "clicks", "--input"])
+        .arg(&clicks_input);
+    ok(c);
+    let mut c = kk(kdir.path(), topic);
+    c.arg("--config")
+        .arg(&clicks_cfg)
+        .args(RUN_DRAIN)
+        .env("KAPPA_KAFKA__REVIEWS_TOPIC", reviews)
+        .env("KAPPA_KAFKA__CLICKS_TOPIC", clicks);
     let kout = String::from_utf8(ok(c).stdout).unwrap();
-    let eout = run_drain(edir.path(), &[]);
+    let eout = run_drain(edir.path(), &["--config", clicks_cfg.to_str().unwrap()]);
+    assert!(
+        kout.contains("clicks: 7 read, 6 accepted, 0 late, 0 duplicates, 1 invalid"),
+        "{kout}"
+    );
     let k = counts(&kout);
     let e = counts(&eout);
     assert_eq!(k, e);
@@ -139,6 +162,7 @@ fn results_over_kafka_equal_the_embedded_log_run() {
     assert_eq!(summary(&kout), summary(&eout));
     let kx = export(kdir.path());
     assert!(String::from_utf8_lossy(&kx).contains("\"aggregate\":\"review_aspects\""));
+    assert!(String::from_utf8_lossy(&kx).contains("\"aggregate\":\"page-views\""));
     assert!(kx == export(edir.path()), "exports differ");
 }
 
