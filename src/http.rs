@@ -495,7 +495,7 @@ fn export(st: &AppState, q: HashMap<String, String>) -> Response {
 fn fingerprint(st: &AppState, q: HashMap<String, String>) -> Result<Value, ApiError> {
     let p = Params::check(q, &["version", "from", "to"])?;
     let version = p.version(st)?;
-    Ok(crate::compare::fingerprint_json(
+    Ok(query::fingerprint(
         &st.store,
         &version,
         p.time("from", i64::MIN)?,

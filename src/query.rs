@@ -216,24 +216,11 @@ pub fn export(store: &Store, version: &str, out: &mut dyn Write) -> Result<u64, 
         })?;
     }
     // The declared aggregates' rows, after the built-in ones.
-    let plan = version_plan(store, version)?;
-    let parts = [Stream::Events, Stream::Clicks].map(|s| s.version(version));
-    for w in parts
-        .iter()
-        .map(|v| store.all_declared(v))
-        .collect::<Result<Vec<_>, _>>()?
-        .into_iter()
-        .flatten()
-    {
-        let Some(agg) = plan.get(&w.aggregate) else {
-            continue;
-        };
-        for (key, row) in &w.rows {
+    for (agg, w) in every_declared(store, version)? {
+        for line in declared_lines(agg.as_ref(), &w) {
             let mut obj = serde_json::Map::new();
             obj.insert("version".into(), version.into());
-            obj.insert("aggregate".into(), w.aggregate.clone().into());
-            obj.extend(declared_head(&w));
-            obj.extend(agg.row_json(key, row));
+            obj.extend(line);
             serde_json::to_writer(&mut *out, &obj).map_err(std::io::Error::from)?;
             out.write_all(b"\n")?;
             n += 1;
@@ -241,6 +228,106 @@ pub fn export(store: &Store, version: &str, out: &mut dyn Write) -> Result<u64, 
     }
     out.flush()?;
     Ok(n)
+}
+
+/// Every final window of `version`'s declared aggregates — the events', then the clicks'
+/// — with its aggregate as the version declares it, in export order (name, size, start).
+///
+/// # Errors
+/// Store failure; no such version.
+fn every_declared(
+    store: &Store,
+    version: &str,
+) -> Result<
+    Vec<(
+        std::rc::Rc<crate::declared::Aggregate>,
+        crate::store::DeclaredWindow,
+    )>,
+    VersionError,
+> {
+    let plan = version_plan(store, version)?;
+    let aggs: std::collections::HashMap<&str, std::rc::Rc<crate::declared::Aggregate>> = plan
+        .aggregates
+        .iter()
+        .map(|a| (a.name.as_str(), std::rc::Rc::new(a.clone())))
+        .collect();
+    let mut out = Vec::new();
+    for stream in [Stream::Events, Stream::Clicks] {
+        for w in store.all_declared(&stream.version(version))? {
+            if let Some(a) = aggs.get(w.aggregate.as_str()) {
+                out.push((a.clone(), w));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The export lines of declared window `w` of `agg`, without the version:
+/// `{"aggregate","size","window_start","window_end","key",…measures}`, by key.
+fn declared_lines<'w>(
+    agg: &'w crate::declared::Aggregate,
+    w: &'w crate::store::DeclaredWindow,
+) -> impl Iterator<Item = serde_json::Map<String, Value>> + 'w {
+    w.rows.iter().map(move |(key, row)| {
+        let mut obj = serde_json::Map::new();
+        obj.insert("aggregate".into(), w.aggregate.clone().into());
+        obj.extend(declared_head(w));
+        obj.extend(agg.row_json(key, row));
+        obj
+    })
+}
+
+/// `kappa fingerprint` and `/api/fingerprint`: the built-in windows' fingerprint
+/// ([`crate::compare::fingerprint_json`]) and, when the version declares aggregates, their
+/// windows starting in `[from, to)`: `declared` (each `aggregate`, `size`,
+/// `window_start`, `hash`: xxh3-128 of the window's export lines without the version, each
+/// ending in `\n`) and `declared_digest` (xxh3-128 of each window's name, size, start and
+/// hash, in export order). Equal windows have equal hashes in any version or store.
+///
+/// # Errors
+/// Store failure; no such version.
+pub fn fingerprint(
+    store: &Store,
+    version: &str,
+    from: i64,
+    to: i64,
+) -> Result<Value, VersionError> {
+    let mut v = crate::compare::fingerprint_json(store, version, from, to)?;
+    let declared = every_declared(store, version)?;
+    if declared.is_empty() {
+        return Ok(v);
+    }
+    let mut digest = xxhash_rust::xxh3::Xxh3Default::new();
+    let mut windows = Vec::new();
+    for (agg, w) in declared
+        .iter()
+        .filter(|(_, w)| (from..to).contains(&w.start_ms))
+    {
+        let mut h = xxhash_rust::xxh3::Xxh3Default::new();
+        for line in declared_lines(agg, w) {
+            h.update(Value::Object(line).to_string().as_bytes());
+            h.update(b"\n");
+        }
+        let hash = h.digest128();
+        for part in [
+            w.aggregate.as_bytes(),
+            &w.size_ms.to_le_bytes(),
+            &w.start_ms.to_le_bytes(),
+            &hash.to_le_bytes(),
+        ] {
+            digest.update(&(part.len() as u64).to_le_bytes());
+            digest.update(part);
+        }
+        windows.push(json!({
+            "aggregate": w.aggregate,
+            "size": size_name(w.size_ms),
+            "window_start": format_rfc3339_ms(w.start_ms),
+            "hash": crate::store::hex(hash),
+        }));
+    }
+    v["declared"] = Value::Array(windows);
+    v["declared_digest"] = crate::store::hex(digest.digest128()).into();
+    Ok(v)
 }
 
 /// The declared aggregates of output version `version`, as its configuration had them.

@@ -295,6 +295,36 @@ fn adding_an_aggregate_is_one_replay_into_a_new_version() {
     ok(c);
     // (`export_version` leaves the version out.)
     assert_eq!(v2, export_version(fresh.path(), "v1"));
+    // Their fingerprints agree on the declared windows too; each window's hash is that of
+    // its export lines without the version.
+    let print = |dir: &Path, version: &str| -> Value {
+        let mut c = kappa(dir);
+        c.args(["fingerprint", "--version", version, "--format", "json"]);
+        serde_json::from_slice(&ok(c).stdout).unwrap()
+    };
+    let (p2, fresh_print) = (print(dir.path(), "v2"), print(fresh.path(), "v1"));
+    assert_eq!(p2["declared"], fresh_print["declared"]);
+    assert_eq!(p2["declared_digest"], fresh_print["declared_digest"]);
+    assert!(print(dir.path(), "v1").get("declared").is_none());
+    let w = &p2["declared"][3];
+    let mut c = kappa(dir.path());
+    c.args(["export", "--version", "v2"]);
+    let raw = String::from_utf8(ok(c).stdout).unwrap();
+    let mut h = xxhash_rust::xxh3::Xxh3Default::new();
+    for line in raw
+        .lines()
+        .map(|l| l.replacen(r#""version":"v2","#, "", 1))
+        .filter(|l| {
+            l.contains(&format!(
+                r#""aggregate":{},"size":{},"window_start":{},"#,
+                w["aggregate"], w["size"], w["window_start"]
+            ))
+        })
+    {
+        h.update(line.as_bytes());
+        h.update(b"\n");
+    }
+    assert_eq!(w["hash"], format!("{:032x}", h.digest128()), "{w}");
     assert!(
         v2.iter()
             .filter(|l| l.contains(r#""aggregate":"views-by-os""#))

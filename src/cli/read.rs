@@ -663,7 +663,7 @@ pub fn fingerprint(cfg: &Config, a: &FingerprintArgs) -> anyhow::Result<()> {
     let v: Value = match access(cfg, a.server.as_ref())? {
         Access::Local(store) => {
             let version = crate::query::output_version(&store, a.output_version.as_deref())?;
-            crate::compare::fingerprint_json(&store, &version, from, to)?
+            crate::query::fingerprint(&store, &version, from, to)?
         }
         Access::Remote(server) => serde_json::from_slice(&server.get(&format!(
             "/api/fingerprint{}",
@@ -687,6 +687,23 @@ pub fn fingerprint(cfg: &Config, a: &FingerprintArgs) -> anyhow::Result<()> {
             t(&w["size"]),
             t(&w["window_start"]),
             t(&w["hash"])
+        )?;
+    }
+    for w in v["declared"].as_array().into_iter().flatten() {
+        writeln!(
+            out,
+            "{} {:<4} {}  {}",
+            t(&w["aggregate"]),
+            t(&w["size"]),
+            t(&w["window_start"]),
+            t(&w["hash"])
+        )?;
+    }
+    if let Some(d) = v["declared_digest"].as_str() {
+        writeln!(
+            out,
+            "declared digest {d}  ({} windows)",
+            v["declared"].as_array().map_or(0, Vec::len)
         )?;
     }
     for s in v["sizes"].as_array().into_iter().flatten() {
