@@ -185,15 +185,7 @@ impl Clicks {
         max_bytes: usize,
         values: &mut Values<'r>,
     ) -> Result<(i64, Option<&'r str>), DecodeError> {
-        if value.len() > max_bytes {
-            return Err(DecodeError::new(
-                InvalidKind::Oversize,
-                format!(
-                    "record of {} bytes exceeds the limit of {max_bytes}",
-                    value.len()
-                ),
-            ));
-        }
+        crate::event::check_size(value, max_bytes)?;
         let not_json = |m: String| DecodeError::new(InvalidKind::NotJson, m);
         serde_json::from_slice::<serde::de::IgnoredAny>(value)
             .map_err(|e| not_json(format!("not JSON: {e}")))?;

@@ -561,7 +561,8 @@ fn compare_versions(st: &AppState, q: HashMap<String, String>) -> Result<Value, 
         revenue_base: false,
         verify: false,
     };
-    let c = crate::compare::compare(&st.store, &a, &b, scope)?;
+    let mut c = crate::compare::compare(&st.store, &a, &b, scope)?;
+    c.declared = query::compare_declared(&st.store, &a, &b, (scope.from, scope.to), windows)?;
     Ok(serde_json::to_value(c).unwrap_or_default())
 }
 

@@ -1,6 +1,7 @@
 //! Reading results: parameter parsing and the JSON shapes shared by the HTTP API, `kappa
 //! query` and `kappa export`.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 
 use serde_json::{Value, json};
@@ -293,41 +294,136 @@ pub fn fingerprint(
     to: i64,
 ) -> Result<Value, VersionError> {
     let mut v = crate::compare::fingerprint_json(store, version, from, to)?;
-    let declared = every_declared(store, version)?;
-    if declared.is_empty() {
+    let prints = declared_prints(store, version, from, to)?;
+    if prints.is_empty() {
         return Ok(v);
     }
     let mut digest = xxhash_rust::xxh3::Xxh3Default::new();
     let mut windows = Vec::new();
-    for (agg, w) in declared
-        .iter()
-        .filter(|(_, w)| (from..to).contains(&w.start_ms))
-    {
-        let mut h = xxhash_rust::xxh3::Xxh3Default::new();
-        for line in declared_lines(agg, w) {
-            h.update(Value::Object(line).to_string().as_bytes());
-            h.update(b"\n");
-        }
-        let hash = h.digest128();
+    for p in &prints {
         for part in [
-            w.aggregate.as_bytes(),
-            &w.size_ms.to_le_bytes(),
-            &w.start_ms.to_le_bytes(),
-            &hash.to_le_bytes(),
+            p.aggregate.as_bytes(),
+            &p.size_ms.to_le_bytes(),
+            &p.start_ms.to_le_bytes(),
+            &p.hash.to_le_bytes(),
         ] {
             digest.update(&(part.len() as u64).to_le_bytes());
             digest.update(part);
         }
         windows.push(json!({
-            "aggregate": w.aggregate,
-            "size": size_name(w.size_ms),
-            "window_start": format_rfc3339_ms(w.start_ms),
-            "hash": crate::store::hex(hash),
+            "aggregate": p.aggregate,
+            "size": size_name(p.size_ms),
+            "window_start": format_rfc3339_ms(p.start_ms),
+            "hash": crate::store::hex(p.hash),
         }));
     }
     v["declared"] = Value::Array(windows);
     v["declared_digest"] = crate::store::hex(digest.digest128()).into();
     Ok(v)
+}
+
+/// One declared window's content hash, and the point its stream's part of the version is
+/// final through.
+struct DeclaredPrint {
+    aggregate: String,
+    size_ms: i64,
+    start_ms: i64,
+    hash: u128,
+    through: i64,
+}
+
+/// The content hash of each of `version`'s declared windows starting in `[from, to)`, in
+/// export order.
+fn declared_prints(
+    store: &Store,
+    version: &str,
+    from: i64,
+    to: i64,
+) -> Result<Vec<DeclaredPrint>, VersionError> {
+    let mut out = Vec::new();
+    for (agg, w) in every_declared(store, version)? {
+        if !(from..to).contains(&w.start_ms) {
+            continue;
+        }
+        let mut h = xxhash_rust::xxh3::Xxh3Default::new();
+        for line in declared_lines(&agg, &w) {
+            h.update(Value::Object(line).to_string().as_bytes());
+            h.update(b"\n");
+        }
+        out.push(DeclaredPrint {
+            through: store.declared_through(&agg.stream.version(version))?,
+            aggregate: w.aggregate,
+            size_ms: w.size_ms,
+            start_ms: w.start_ms,
+            hash: h.digest128(),
+        });
+    }
+    Ok(out)
+}
+
+/// Versions `a` and `b`'s declared windows starting in `[from, to)` compared by content
+/// hash, on the windows final in both (ending at or before both sides' final points of
+/// that aggregate's stream), listing at most `max_windows`; `None` when neither declares
+/// aggregates.
+///
+/// # Errors
+/// Store failure; no such version.
+pub fn compare_declared(
+    store: &Store,
+    a: &str,
+    b: &str,
+    (from, to): (i64, i64),
+    max_windows: usize,
+) -> Result<Option<crate::compare::DeclaredComparison>, VersionError> {
+    let (pa, pb) = (
+        declared_prints(store, a, from, to)?,
+        declared_prints(store, b, from, to)?,
+    );
+    if pa.is_empty() && pb.is_empty() {
+        return Ok(None);
+    }
+    // A window is compared once final on both sides: a side that has not got there yet
+    // is not "missing" it (a side without the aggregate at all has no final point for it).
+    let through = |ps: &[DeclaredPrint], name: &str| {
+        ps.iter().find(|p| p.aggregate == name).map(|p| p.through)
+    };
+    let keyed = |ps: &[DeclaredPrint]| -> BTreeMap<(String, i64, i64), u128> {
+        ps.iter()
+            .map(|p| ((p.aggregate.clone(), p.size_ms, p.start_ms), p.hash))
+            .collect()
+    };
+    let (ka, kb) = (keyed(&pa), keyed(&pb));
+    let mut c = crate::compare::DeclaredComparison::default();
+    let keys: std::collections::BTreeSet<&(String, i64, i64)> =
+        ka.keys().chain(kb.keys()).collect();
+    for key @ (name, size, start) in keys {
+        let both = through(&pa, name)
+            .unwrap_or(i64::MAX)
+            .min(through(&pb, name).unwrap_or(i64::MAX));
+        if start.saturating_add(*size) > both {
+            continue;
+        }
+        c.compared += 1;
+        let differs = match (ka.get(key), kb.get(key)) {
+            (Some(x), Some(y)) => x != y,
+            (Some(_), None) => {
+                c.only_in_a += 1;
+                true
+            }
+            _ => {
+                c.only_in_b += 1;
+                true
+            }
+        };
+        if differs {
+            c.differing_count += 1;
+            if c.differing.len() < max_windows {
+                c.differing
+                    .push((name.clone(), size_name(*size), format_rfc3339_ms(*start)));
+            }
+        }
+    }
+    Ok(Some(c))
 }
 
 /// The declared aggregates of output version `version`, as its configuration had them.

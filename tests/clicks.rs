@@ -301,33 +301,26 @@ fn a_clicks_aggregate_is_added_by_one_replay_into_a_new_version() {
     assert!(kappa_rows(dir.path(), "v1").is_empty());
 
     let cfg = write(dir.path(), "clicks.toml", CLICKS);
-    let mut c = kappa(dir.path());
-    c.args([
-        "replay",
-        "--from",
-        "earliest",
-        "--version",
-        "v2",
-        "--config",
-    ])
-    .arg(&cfg)
-    .arg("--dry-run");
-    let dry = String::from_utf8(ok(c).stdout).unwrap();
+    let replay = |last: &str| {
+        let mut c = kappa(dir.path());
+        c.args([
+            "replay",
+            "--from",
+            "earliest",
+            "--version",
+            "v2",
+            "--config",
+        ])
+        .arg(&cfg)
+        .arg(last);
+        c
+    };
+    let dry = String::from_utf8(ok(replay("--dry-run")).stdout).unwrap();
     assert!(
         dry.contains("new: page-views; changed: none; dropped: none"),
         "{dry}"
     );
-    let mut c = kappa(dir.path());
-    c.args([
-        "replay",
-        "--from",
-        "earliest",
-        "--version",
-        "v2",
-        "--config",
-    ])
-    .arg(&cfg)
-    .arg("--promote");
+    let c = replay("--promote");
     let done = String::from_utf8(ok(c).stdout).unwrap();
     assert!(done.contains("promoted"), "{done}");
     // The serving version keeps its configuration: a run without --config finalises it.

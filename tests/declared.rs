@@ -325,6 +325,50 @@ fn adding_an_aggregate_is_one_replay_into_a_new_version() {
         h.update(b"\n");
     }
     assert_eq!(w["hash"], format!("{:032x}", h.digest128()), "{w}");
+
+    // A changed declaration, reviewed before promoting: only its windows differ.
+    let changed = dir.path().join("changed.toml");
+    std::fs::write(
+        &changed,
+        DECLARED.replace("field = \"price\", ge = 100", "field = \"price\", ge = 200"),
+    )
+    .unwrap();
+    let mut c = kappa(dir.path());
+    c.args([
+        "replay",
+        "--from",
+        "earliest",
+        "--version",
+        "v3",
+        "--config",
+    ])
+    .arg(&changed);
+    ok(c);
+    // Finalised to the end as v2 was (the serving run drained it).
+    run_drain(
+        dir.path(),
+        &["--version", "v3", "--config", changed.to_str().unwrap()],
+    );
+    let mut c = kappa(dir.path());
+    c.args(["versions", "compare", "v2", "v3", "--json"]);
+    let cmp: Value = serde_json::from_slice(&ok(c).stdout).unwrap();
+    let d = &cmp["declared"];
+    let listed = d["differing"].as_array().unwrap();
+    assert!(d["compared"].as_u64().unwrap() > 8, "{d}");
+    assert!(!listed.is_empty(), "{d}");
+    assert!(
+        listed.iter().all(|w| w[0] == "big-tickets"),
+        "only big-tickets changed: {d}"
+    );
+    assert_eq!([&d["only_in_a"], &d["only_in_b"]], [0, 0], "{d}");
+    let mut c = kappa(dir.path());
+    c.args(["versions", "compare", "v1", "v2"]);
+    let text = String::from_utf8(ok(c).stdout).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("declared aggregates:") && l.contains("only in v2")),
+        "{text}"
+    );
     assert!(
         v2.iter()
             .filter(|l| l.contains(r#""aggregate":"views-by-os""#))

@@ -639,7 +639,10 @@ fn comparison(
                 max_windows: limit.1,
                 ..crate::compare::Scope::default()
             };
-            crate::compare::compare(store, &a, &b, scope)?
+            let range = (scope.from, scope.to);
+            let mut c = crate::compare::compare(store, &a, &b, scope)?;
+            c.declared = crate::query::compare_declared(store, &a, &b, range, limit.1)?;
+            c
         }
         Access::Remote(server) => {
             let (rows, windows) = (limit.0.to_string(), limit.1.to_string());

@@ -149,7 +149,7 @@ pub fn decode_serde<'a>(value: &'a [u8], rules: &Rules) -> Result<Event<'a>, Dec
 }
 
 /// Records larger than `max_bytes` are rejected before parsing.
-fn check_size(value: &[u8], max_bytes: usize) -> Result<(), DecodeError> {
+pub(crate) fn check_size(value: &[u8], max_bytes: usize) -> Result<(), DecodeError> {
     if value.len() > max_bytes {
         return Err(DecodeError::new(
             InvalidKind::Oversize,

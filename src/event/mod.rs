@@ -3,6 +3,7 @@
 //! The decoder borrows from the record bytes: strings without escapes are not copied.
 
 mod decode;
+pub(crate) use decode::check_size;
 mod invalid;
 pub mod money;
 pub(crate) mod object;

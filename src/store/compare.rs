@@ -111,6 +111,27 @@ pub struct Comparison {
     pub windows: Vec<WindowDiff>,
     /// More windows differ than are listed.
     pub windows_truncated: bool,
+    /// The declared aggregates' windows compared by their hashes (issue 20), when either
+    /// version declares some.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub declared: Option<DeclaredComparison>,
+}
+
+/// Two versions' declared-aggregate windows compared by content hash (their export lines
+/// without the version), on the windows final in both.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeclaredComparison {
+    /// Windows compared (in either version).
+    pub compared: u64,
+    /// Of which only the old side has.
+    pub only_in_a: u64,
+    /// Of which only the new side has.
+    pub only_in_b: u64,
+    /// The windows that differ, or that one side only has (at most `max_windows`):
+    /// `(aggregate, size, window_start)`.
+    pub differing: Vec<(String, String, String)>,
+    /// How many differ in all (listed or not).
+    pub differing_count: u64,
 }
 
 /// Totals of a [`Comparison`].
@@ -497,6 +518,7 @@ pub fn compare_each(
         summary,
         windows,
         windows_truncated,
+        declared: None,
     })
 }
 
@@ -722,6 +744,21 @@ pub fn describe(c: &Comparison, more: &str) -> Vec<String> {
             "… {} more differing windows ({more})",
             s.windows_differing - c.windows.len() as u64
         ));
+    }
+    if let Some(d) = &c.declared {
+        out.push(format!(
+            "declared aggregates: {} final windows compared, {} differ ({} only in {}, {} only in {})",
+            d.compared, d.differing_count, d.only_in_a, c.a, d.only_in_b, c.b
+        ));
+        for (name, size, start) in &d.differing {
+            out.push(format!("  {name} {size} window {start}"));
+        }
+        if d.differing_count > d.differing.len() as u64 {
+            out.push(format!(
+                "  … {} more ({more})",
+                d.differing_count - d.differing.len() as u64
+            ));
+        }
     }
     out
 }
