@@ -489,16 +489,22 @@ fn user_id_of(line: &[u8]) -> &[u8] {
     #[derive(serde::Deserialize)]
     struct K<'a> {
         #[serde(borrow)]
-        user_id: Option<&'a str>,
+        user_id: Option<&'a serde_json::value::RawValue>,
     }
-    match serde_json::from_slice::<K<'_>>(line) {
-        Ok(K { user_id: Some(u) }) => {
-            // Borrowed from `line`: recover the subslice.
-            let start = u.as_ptr() as usize - line.as_ptr() as usize;
-            &line[start..start + u.len()]
-        }
-        _ => b"",
-    }
+    let Ok(K { user_id: Some(raw) }) = serde_json::from_slice::<K<'_>>(line) else {
+        return b"";
+    };
+    // A string's text (as written: the shop's ids have no escapes), or a number's (the
+    // clicks of Flink's example have `"user_id":101`): borrowed from `line`.
+    let text = raw.get();
+    let text = match text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) {
+        Some(inner) if !inner.contains('\\') => inner,
+        Some(_) => return b"",
+        None if text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) => text,
+        None => return b"",
+    };
+    let start = text.as_ptr() as usize - line.as_ptr() as usize;
+    &line[start..start + text.len()]
 }
 
 /// Where an import stopped, for the one error line that says what is in the log.
@@ -699,4 +705,26 @@ pub(super) fn ctrlc_hook(f: impl Fn() + Send + 'static) -> anyhow::Result<()> {
             });
         })?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::user_id_of;
+
+    #[test]
+    fn the_key_is_the_user_id_as_a_string_or_a_number() {
+        assert_eq!(user_id_of(br#"{"user_id":"u_7","x":1}"#), b"u_7");
+        // Flink's example clicks: a number (all of them went to one partition before).
+        assert_eq!(user_id_of(br#"{"user_id":101,"page":"/"}"#), b"101");
+        assert_eq!(user_id_of(br#"{"user_id":-3.5}"#), b"-3.5");
+        for none in [
+            &br#"{"user_id":null}"#[..],
+            br#"{"user_id":{"a":1}}"#,
+            br#"{"user_id":"a\"b"}"#,
+            br#"{"page":"/"}"#,
+            b"not json",
+        ] {
+            assert_eq!(user_id_of(none), b"", "{}", String::from_utf8_lossy(none));
+        }
+    }
 }

@@ -30,6 +30,9 @@ use crate::window::{Aggregator, Windows};
 /// Records per poll of a lane.
 const BATCH: usize = 8192;
 
+/// Polls a step makes at most while they come back full.
+const BATCHES_PER_STEP: usize = 8;
+
 /// A lane that found nothing is polled again after this (a poll of an empty log costs
 /// a look at every partition).
 const EMPTY_POLL_EVERY: Duration = Duration::from_millis(20);
@@ -325,6 +328,31 @@ impl<K: Kind> Lane<K> {
         })
     }
 
+    /// One poll of the source and its records through the core; returns how many.
+    fn read_batch(&mut self) -> Result<usize, PipelineError> {
+        self.batch.clear();
+        let n = self.source.poll(&mut self.batch, BATCH)?;
+        let now = Instant::now();
+        for rec in self.batch.iter() {
+            let p = rec.partition as usize;
+            let outcome = self
+                .kind
+                .ingest(&mut self.cursors[p], &mut self.core, &rec, &self.cfg);
+            self.unflushed.add(&outcome);
+            match outcome {
+                Ingested::Late(l) => self.late.push(l),
+                Ingested::Invalid(d) => self.dead.push(d),
+                Ingested::Rebuilt | Ingested::Accepted | Ingested::Duplicate => {}
+            }
+            self.cursors[p].last_record_at = now;
+            if self.core.is_idle(p) {
+                self.core.set_idle(p, false);
+            }
+        }
+        self.records += n as u64;
+        Ok(n)
+    }
+
     /// Commits this lane's pending work by itself (a replay of the stream alone).
     fn commit_alone(&mut self) -> Result<(), PipelineError> {
         let positions = self.positions();
@@ -371,27 +399,18 @@ impl<K: Kind> Stepping for Lane<K> {
             return Ok(0);
         }
         self.last_poll = Some(Instant::now());
-        self.batch.clear();
-        let n = self.source.poll(&mut self.batch, BATCH)?;
-        self.last_found = n > 0;
-        let now = Instant::now();
-        for rec in self.batch.iter() {
-            let p = rec.partition as usize;
-            let outcome = self
-                .kind
-                .ingest(&mut self.cursors[p], &mut self.core, &rec, &self.cfg);
-            self.unflushed.add(&outcome);
-            match outcome {
-                Ingested::Late(l) => self.late.push(l),
-                Ingested::Invalid(d) => self.dead.push(d),
-                Ingested::Rebuilt | Ingested::Accepted | Ingested::Duplicate => {}
-            }
-            self.cursors[p].last_record_at = now;
-            if self.core.is_idle(p) {
-                self.core.set_idle(p, false);
+        // A backlog is read on, a few batches per step: the events' poll before this one
+        // may have waited for records that did not come (50 ms on Kafka), and a busy
+        // stream of clicks must not be held to a batch per wait.
+        let mut n = 0;
+        for _ in 0..BATCHES_PER_STEP {
+            let got = self.read_batch()?;
+            n += got;
+            if got < BATCH {
+                break;
             }
         }
-        self.records += n as u64;
+        self.last_found = n > 0;
         if n == 0
             && let Some(t) = idle_timeout
         {
