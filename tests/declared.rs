@@ -280,6 +280,12 @@ fn adding_an_aggregate_is_one_replay_into_a_new_version() {
         "{dry}"
     );
     assert!(dry.contains("dry run: nothing changed"), "{dry}");
+    // The plan's first line names the declarations; it does not print them whole.
+    let first = dry.lines().next().unwrap();
+    assert!(
+        first.ends_with("aggregates=[big-tickets,campaign-sales,views-by-os])"),
+        "{first}"
+    );
     let done = replay(&["--promote"]);
     assert!(done.contains("promoted"), "{done}");
     // The serving version keeps its configuration: a run without --config finalises it.
@@ -420,6 +426,20 @@ fn adding_an_aggregate_is_one_replay_into_a_new_version() {
     let (status, body) = server.get("/api/windows?aggregate=nope");
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("views-by-os"), "{body}");
+    // A version's size counts its declared windows: v2 holds v1's rows and theirs.
+    let (status, body) = server.get("/api/versions");
+    assert_eq!(status, 200, "{body}");
+    let versions: Value = serde_json::from_str(&body).unwrap();
+    let size = |name: &str| {
+        versions["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == name)
+            .and_then(|v| v["size_bytes"].as_u64())
+            .unwrap()
+    };
+    assert!(size("v2") > size("v1") + 1000, "{body}");
 }
 
 #[test]

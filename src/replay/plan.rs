@@ -177,7 +177,7 @@ impl Plan {
             out.push(format!(
                 "audit of serving version {} ({}): recomputes the range from the log and compares it with the stored rows{}",
                 self.version,
-                self.fingerprint,
+                brief(&self.fingerprint),
                 if self.request.dry_run {
                     ""
                 } else {
@@ -187,13 +187,14 @@ impl Plan {
         } else if self.in_place {
             out.push(format!(
                 "in-place correction of serving version {} ({})",
-                self.version, self.fingerprint
+                self.version,
+                brief(&self.fingerprint)
             ));
         } else {
             out.push(format!(
                 "new output version {} ({}){}",
                 self.version,
-                self.fingerprint,
+                brief(&self.fingerprint),
                 match (&self.request.promote_if, self.request.promote) {
                     (Some(g), _) => format!(
                         ", promoted once caught up if --promote-if {g:?} holds against the serving version"
@@ -690,4 +691,26 @@ fn corrections_computed_otherwise(
             )
         })
         .collect())
+}
+
+/// A configuration fingerprint for a plan's first line: its declared aggregates by name
+/// only (their declarations can run to kilobytes; the next line says which are new,
+/// changed or dropped).
+fn brief(fingerprint: &str) -> String {
+    fingerprint
+        .split_whitespace()
+        .map(|item| {
+            let declared = item
+                .strip_prefix("aggregates=")
+                .and_then(|v| serde_json::from_str::<Vec<crate::declared::Declaration>>(v).ok());
+            match declared {
+                Some(ds) => {
+                    let names: Vec<&str> = ds.iter().map(|d| d.name.as_str()).collect();
+                    format!("aggregates=[{}]", names.join(","))
+                }
+                None => item.to_string(),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
 }

@@ -150,6 +150,20 @@ fn opened<T>(t: std::result::Result<T, redb::TableError>) -> Result<Option<T>> {
     }
 }
 
+/// Bytes of `version`'s declared windows (keys and values), for its size.
+pub(super) fn bytes(tx: &redb::ReadTransaction, version: &str) -> Result<u64> {
+    let Some(t) = opened(tx.open_table(DECLARED))? else {
+        return Ok(0);
+    };
+    let mut n = 0u64;
+    for r in t.range(every(version))? {
+        let (k, v) = r?;
+        let (_, name, _, _) = k.value();
+        n += (version.len() + name.len() + 16 + v.value().len()) as u64;
+    }
+    Ok(n)
+}
+
 impl Store {
     /// Every declared window of `version` ending at or before this is final (`i64::MIN`
     /// when none is).

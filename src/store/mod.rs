@@ -1185,8 +1185,8 @@ impl Store {
         Ok(record.windows)
     }
 
-    /// Bytes of results, positions and late records a version holds (keys and values; the
-    /// file's own overhead is not counted).
+    /// Bytes of results, late records, hourly sums and declared windows a version holds
+    /// (keys and values; the file's own overhead is not counted).
     ///
     /// # Errors
     /// Store failure.
@@ -1205,6 +1205,10 @@ impl Store {
             .range((name, 0u32, 0u64)..=(name, u32::MAX, u64::MAX))?
         {
             n += (name.len() + 12 + r?.1.value().len()) as u64;
+        }
+        // Its declared aggregates' windows, the clicks' ones included.
+        for part in [name.to_string(), Stream::Clicks.version(name)] {
+            n += declared::bytes(&tx, &part)?;
         }
         Ok(n + self.sums_bytes(name)?)
     }
