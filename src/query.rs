@@ -340,18 +340,28 @@ fn declared_prints(
     from: i64,
     to: i64,
 ) -> Result<Vec<DeclaredPrint>, VersionError> {
+    // Each stream's part has its own final point: read once per part, not per window.
+    let mut throughs: Vec<(Stream, i64)> = Vec::new();
     let mut out = Vec::new();
     for (agg, w) in every_declared(store, version)? {
         if !(from..to).contains(&w.start_ms) {
             continue;
         }
+        let through = match throughs.iter().find(|(s, _)| *s == agg.stream) {
+            Some(&(_, t)) => t,
+            None => {
+                let t = store.declared_through(&agg.stream.version(version))?;
+                throughs.push((agg.stream, t));
+                t
+            }
+        };
         let mut h = xxhash_rust::xxh3::Xxh3Default::new();
         for line in declared_lines(&agg, &w) {
             h.update(Value::Object(line).to_string().as_bytes());
             h.update(b"\n");
         }
         out.push(DeclaredPrint {
-            through: store.declared_through(&agg.stream.version(version))?,
+            through,
             aggregate: w.aggregate,
             size_ms: w.size_ms,
             start_ms: w.start_ms,
