@@ -918,7 +918,7 @@ fn versions_being_built_refuse_a_drop_and_promote_and_drop_raced_agree_with_the_
 fn a_replay_reports_progress_while_it_reads_and_a_cancelled_one_is_not_done() {
     let t = temp();
     let dir = t.path();
-    common::produce(dir, 200_000, 87);
+    common::produce(dir, 600_000, 87);
     common::run_drain(dir, &[]);
     let server = Server::start(dir, &[]);
     let (s, body) = control(
@@ -928,6 +928,7 @@ fn a_replay_reports_progress_while_it_reads_and_a_cancelled_one_is_not_done() {
         r#"{"from":"earliest","version":"v2"}"#,
     );
     assert_eq!(s, 202, "{body}");
+    let started = Instant::now();
     let mut seen = Vec::new();
     loop {
         let v = replay_view(&server, 1);
@@ -937,9 +938,14 @@ fn a_replay_reports_progress_while_it_reads_and_a_cancelled_one_is_not_done() {
         seen.push(v["done"].as_u64().unwrap());
         std::thread::sleep(Duration::from_millis(100));
     }
+    // The status is published once a second: a replay that reads for 2 s or more shows
+    // its progress before it ends (a debug build reads this log in about 3 s; a release
+    // build in under one, before the first publication: a fresh CI saw none once with
+    // 200,000 records).
+    let took = started.elapsed();
     assert!(
-        seen.iter().any(|&d| d > 0),
-        "progress while the replay read: {seen:?}"
+        seen.iter().any(|&d| d > 0) || took < Duration::from_secs(2),
+        "progress while the replay read ({took:?}): {seen:?}"
     );
     let done = replay_view(&server, 1);
     assert_eq!(done["progress"], 1.0, "{done}");
@@ -962,7 +968,12 @@ fn a_replay_reports_progress_while_it_reads_and_a_cancelled_one_is_not_done() {
     assert_eq!(s, 200, "{body}");
     let v: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["outcome"], "cancelled");
-    assert!(v["progress"].as_f64().unwrap() < 1.0, "{v}");
+    // Not shown done, unless it had read every record when the cancel came (a release
+    // build reads this log before the first publication shows it reading).
+    assert!(
+        v["progress"].as_f64().unwrap() < 1.0 || v["done"] == v["total"],
+        "{v}"
+    );
 }
 
 /// `run --until-caught-up --drain` brings every version it computes to the log end and
