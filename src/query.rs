@@ -217,8 +217,9 @@ pub fn export(store: &Store, version: &str, out: &mut dyn Write) -> Result<u64, 
         })?;
     }
     // The declared aggregates' rows, after the built-in ones.
-    for (agg, w) in every_declared(store, version)? {
-        for line in declared_lines(agg.as_ref(), &w) {
+    let (plan, declared) = every_declared(store, version)?;
+    for (i, _, w) in &declared {
+        for line in declared_lines(&plan.aggregates[*i], w) {
             let mut obj = serde_json::Map::new();
             obj.insert("version".into(), version.into());
             obj.extend(line);
@@ -231,36 +232,36 @@ pub fn export(store: &Store, version: &str, out: &mut dyn Write) -> Result<u64, 
     Ok(n)
 }
 
+/// A declared window, the index of its aggregate in its version's plan and the final
+/// point of its stream's part ([`every_declared`]).
+type Placed = (usize, i64, crate::store::DeclaredWindow);
+
 /// Every final window of `version`'s declared aggregates — the events', then the clicks'
-/// — with its aggregate as the version declares it, in export order (name, size, start).
+/// — in export order (name, size, start), with the index of its aggregate in the
+/// version's plan and the final point of its stream's part; and that plan.
 ///
 /// # Errors
 /// Store failure; no such version.
 fn every_declared(
     store: &Store,
     version: &str,
-) -> Result<
-    Vec<(
-        std::rc::Rc<crate::declared::Aggregate>,
-        crate::store::DeclaredWindow,
-    )>,
-    VersionError,
-> {
+) -> Result<(crate::declared::Plan, Vec<Placed>), VersionError> {
     let plan = version_plan(store, version)?;
-    let aggs: std::collections::HashMap<&str, std::rc::Rc<crate::declared::Aggregate>> = plan
-        .aggregates
-        .iter()
-        .map(|a| (a.name.as_str(), std::rc::Rc::new(a.clone())))
-        .collect();
     let mut out = Vec::new();
     for stream in [Stream::Events, Stream::Clicks] {
-        for w in store.all_declared(&stream.version(version))? {
-            if let Some(a) = aggs.get(w.aggregate.as_str()) {
-                out.push((a.clone(), w));
+        let part = stream.version(version);
+        let windows = store.all_declared(&part)?;
+        if windows.is_empty() {
+            continue;
+        }
+        let through = store.declared_through(&part)?;
+        for w in windows {
+            if let Some(i) = plan.aggregates.iter().position(|a| a.name == w.aggregate) {
+                out.push((i, through, w));
             }
         }
     }
-    Ok(out)
+    Ok((plan, out))
 }
 
 /// The export lines of declared window `w` of `agg`, without the version:
@@ -340,23 +341,14 @@ fn declared_prints(
     from: i64,
     to: i64,
 ) -> Result<Vec<DeclaredPrint>, VersionError> {
-    // Each stream's part has its own final point: read once per part, not per window.
-    let mut throughs: Vec<(Stream, i64)> = Vec::new();
+    let (plan, declared) = every_declared(store, version)?;
     let mut out = Vec::new();
-    for (agg, w) in every_declared(store, version)? {
+    for (i, through, w) in declared {
         if !(from..to).contains(&w.start_ms) {
             continue;
         }
-        let through = match throughs.iter().find(|(s, _)| *s == agg.stream) {
-            Some(&(_, t)) => t,
-            None => {
-                let t = store.declared_through(&agg.stream.version(version))?;
-                throughs.push((agg.stream, t));
-                t
-            }
-        };
         let mut h = xxhash_rust::xxh3::Xxh3Default::new();
-        for line in declared_lines(&agg, &w) {
+        for line in declared_lines(&plan.aggregates[i], &w) {
             h.update(Value::Object(line).to_string().as_bytes());
             h.update(b"\n");
         }
@@ -394,9 +386,12 @@ pub fn compare_declared(
     }
     // A window is compared once final on both sides: a side that has not got there yet
     // is not "missing" it (a side without the aggregate at all has no final point for it).
-    let through = |ps: &[DeclaredPrint], name: &str| {
-        ps.iter().find(|p| p.aggregate == name).map(|p| p.through)
+    let throughs = |ps: &[DeclaredPrint]| -> std::collections::HashMap<String, i64> {
+        ps.iter()
+            .map(|p| (p.aggregate.clone(), p.through))
+            .collect()
     };
+    let (ta, tb) = (throughs(&pa), throughs(&pb));
     let keyed = |ps: &[DeclaredPrint]| -> BTreeMap<(String, i64, i64), u128> {
         ps.iter()
             .map(|p| ((p.aggregate.clone(), p.size_ms, p.start_ms), p.hash))
@@ -407,9 +402,11 @@ pub fn compare_declared(
     let keys: std::collections::BTreeSet<&(String, i64, i64)> =
         ka.keys().chain(kb.keys()).collect();
     for key @ (name, size, start) in keys {
-        let both = through(&pa, name)
+        let both = ta
+            .get(name)
+            .copied()
             .unwrap_or(i64::MAX)
-            .min(through(&pb, name).unwrap_or(i64::MAX));
+            .min(tb.get(name).copied().unwrap_or(i64::MAX));
         if start.saturating_add(*size) > both {
             continue;
         }
