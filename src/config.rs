@@ -536,6 +536,17 @@ impl Config {
         crate::declared::Plan::compile(&self.aggregates).expect("validated declarations")
     }
 
+    /// The aggregates declared on `stream`, with what reading that stream takes out first
+    /// (a click's time and id fields).
+    #[must_use]
+    pub fn declared_plan(&self, stream: crate::stream::Stream) -> crate::declared::Plan {
+        let first = match stream {
+            crate::stream::Stream::Clicks => self.clicks.first_paths(),
+            _ => Vec::new(),
+        };
+        self.plan().only(stream, &first)
+    }
+
     /// Whether an aggregate is declared on the clicks (then a single process reads them).
     #[must_use]
     pub fn reads_clicks(&self) -> bool {

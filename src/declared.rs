@@ -108,7 +108,7 @@ mod core;
 pub mod distinct;
 pub mod extract;
 
-pub use core::{Declared, DeclaredFinal, Item, Rows};
+pub use core::{Declared, DeclaredFinal, DeclaredPartial, Item, Rows};
 use distinct::Distinct;
 pub use extract::{Paths, Values};
 
@@ -933,6 +933,27 @@ impl Aggregate {
     }
 }
 
+/// One window of one declared aggregate as a worker publishes it: each group's key, row and
+/// distinct values (a [`Row`] is stored without them), by key.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowPartial {
+    rows: Vec<(Vec<u8>, Row, Vec<Distinct>)>,
+}
+
+impl WindowPartial {
+    /// Groups it holds.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    /// Whether it holds no group.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+}
+
 /// One window of one declared aggregate: its groups' rows, by key (its parts, each
 /// after its length).
 #[derive(Debug, Clone, Default)]
@@ -967,13 +988,38 @@ impl Window {
         self.rows.is_empty()
     }
 
-    /// Adds another window's rows in (a worker's part, another partition's).
-    pub fn merge(&mut self, agg: &Aggregate, o: &Window) {
-        for (k, r) in &o.rows {
+    /// Its full sums as a worker publishes them: every group with its distinct values, by
+    /// key.
+    #[must_use]
+    pub fn to_partial(&self) -> WindowPartial {
+        let mut rows: Vec<_> = self
+            .rows
+            .iter()
+            .map(|(k, r)| {
+                let row = Row {
+                    events: r.events,
+                    values: r.values.clone(),
+                    skipped: r.skipped,
+                    distinct: Vec::new(),
+                };
+                (k.clone(), row, r.distinct.clone())
+            })
+            .collect();
+        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        WindowPartial { rows }
+    }
+
+    /// Adds a published window's rows in (a merger's: another partition's part).
+    pub fn absorb(&mut self, agg: &Aggregate, p: &WindowPartial) {
+        for (k, row, distinct) in &p.rows {
+            let theirs = Row {
+                distinct: distinct.clone(),
+                ..row.clone()
+            };
             self.rows
                 .entry(k.clone())
                 .or_insert_with(|| Row::new(&agg.measures))
-                .merge(r, agg);
+                .merge(&theirs, agg);
         }
     }
 

@@ -1590,3 +1590,210 @@ fn a_replay_from_before_the_event_time_index_looks_up_offsets_for_times() {
     let dir = t.path().to_path_buf();
     common::replay_from_before_the_index(&|| kk(&dir, topic));
 }
+
+/// Aggregates declared on the events (nested paths, a filter, `count_distinct` past a small
+/// bound, `top_k`) and on the clicks, for the test across roles.
+const DECLARED_ACROSS_ROLES: &str = r#"
+[clicks]
+time-field = "timestamp"
+time-format = "%Y-%m-%d %H:%M:%S"
+
+[[aggregates]]
+name = "views-by-os"
+types = ["view"]
+group-by = ["device.os"]
+measures = ["count"]
+sizes = ["10s", "1m"]
+
+[[aggregates]]
+name = "sales-by-category"
+types = ["purchase"]
+group-by = ["category"]
+measures = ["count", "sum(price)", "min(price)", "max(price)"]
+sizes = ["10s"]
+
+[[aggregates]]
+name = "shoppers-by-product"
+types = ["view", "add_cart", "purchase"]
+group-by = ["product_id"]
+measures = ["count", "count_distinct(user_id)", "top_k(10, count_distinct(user_id))"]
+sizes = ["1m"]
+distinct-bound = 3
+
+[[aggregates]]
+name = "page-views"
+stream = "clicks"
+group-by = ["page"]
+measures = ["count", "count_distinct(user_id)"]
+sizes = ["10s"]
+distinct-bound = 5
+
+[[aggregates]]
+name = "top-pages"
+stream = "clicks"
+group-by = ["page"]
+measures = ["count", "top_k(3, count)"]
+sizes = ["1m"]
+"#;
+
+/// Clicks `from..to` in Flink's shape: 30 ms apart from 2026-11-23 00:00, up to 2 s out of
+/// order, 97 users (as numbers) over 11 pages.
+fn clicks_jsonl(from: u64, to: u64) -> String {
+    let start = chrono::DateTime::parse_from_rfc3339("2026-11-23T00:00:00Z")
+        .unwrap()
+        .timestamp_millis();
+    let mut out = String::new();
+    for i in from..to {
+        let t = start + i64::try_from(i * 30 + (i * 7919) % 2000).unwrap();
+        let ts = chrono::DateTime::from_timestamp_millis(t).unwrap();
+        out.push_str(&format!(
+            "{{\"user_id\":{},\"page\":\"/p/{}\",\"timestamp\":\"{}\"}}\n",
+            (i * 31) % 97,
+            (i * 13) % 11,
+            ts.format("%Y-%m-%d %H:%M:%S")
+        ));
+    }
+    out
+}
+
+/// Final windows of declared aggregate `name` the server holds (every size).
+fn declared_windows(s: &Server, name: &str) -> usize {
+    let q = format!("/api/windows?aggregate={name}&limit=100000");
+    let v: Value = serde_json::from_str(&s.get(&q).1).unwrap_or_default();
+    v["windows"].as_array().map_or(0, Vec::len)
+}
+
+#[test]
+fn declared_aggregates_across_workers_and_a_merger_equal_one_process_through_kills() {
+    let _serial = serial();
+    let topic = "t-declared";
+    create_topic_with(topic, 4);
+    create_topic_with(&format!("{topic}.partials"), 4);
+    create_topic_with(&format!("{topic}.control"), 1);
+    create_topic_with(&format!("{topic}.products"), 1);
+    create_topic_with(&format!("{topic}.clicks"), 3);
+    let (single, merger_dir, files) = (temp(), temp(), temp());
+    let cfg = files.path().join("declared.toml");
+    std::fs::write(&cfg, DECLARED_ACROSS_ROLES).unwrap();
+    let cfg = cfg.to_str().unwrap().to_string();
+    let mut env = role_env(topic);
+    env.push((
+        "KAPPA_KAFKA__CLICKS_TOPIC".into(),
+        format!("{topic}.clicks"),
+    ));
+    // Two parts of 20 000 events and 10 000 clicks, 10 and 5 minutes of event time.
+    let produce_part = |i: u64| {
+        let start = format!("2026-11-23T00:{:02}:00Z", i * 10);
+        let mut c = kk(single.path(), topic);
+        c.args(produce_args(20_000, 70 + i))
+            .args(["--sim-rate", "33", "--start", &start]);
+        ok(c);
+        let input = files.path().join(format!("clicks-{i}.jsonl"));
+        std::fs::write(&input, clicks_jsonl(i * 10_000, (i + 1) * 10_000)).unwrap();
+        let mut c = kk(single.path(), topic);
+        c.args(["--config", &cfg, "produce", "--stream", "clicks", "--input"])
+            .arg(&input)
+            .envs(env.clone());
+        ok(c);
+    };
+    produce_part(0);
+    let roles = |role: &str| -> Vec<String> {
+        ["--role", role, "--config", &cfg]
+            .map(String::from)
+            .to_vec()
+    };
+    let start = |d: &tempfile::TempDir, role: &str| {
+        let args = roles(role);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Server::start_env(d.path(), &args, &env)
+    };
+    let worker_dirs = [temp(), temp()];
+    let mut merger = start(&merger_dir, "merger");
+    let mut workers: Vec<Server> = worker_dirs.iter().map(|d| start(d, "worker")).collect();
+    let t = Instant::now();
+    while declared_windows(&merger, "views-by-os") < 20
+        || declared_windows(&merger, "page-views") < 10
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(90),
+            "the first part's declared windows: {} views-by-os, {} page-views after 90 s\n{}\n{}",
+            declared_windows(&merger, "views-by-os"),
+            declared_windows(&merger, "page-views"),
+            merger.stderr_text(),
+            workers[0].stderr_text(),
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // A worker dies: the other resumes its partitions from its last commit, both cores
+    // from the earlier of their resume points.
+    let victim = workers.remove(1);
+    signal(&victim.child, "KILL");
+    drop(victim);
+    produce_part(1);
+    // The merger dies too, and comes back on its store (the declared merge states with it).
+    std::thread::sleep(Duration::from_secs(3));
+    signal(&merger.child, "KILL");
+    drop(merger);
+    merger = start(&merger_dir, "merger");
+    workers.push(start(&worker_dirs[1], "worker"));
+
+    // The reference: one process over the same topics, up to the log ends.
+    let mut c = kk(single.path(), topic);
+    c.args([
+        "--config",
+        &cfg,
+        "run",
+        "--until-caught-up",
+        "--listen",
+        "127.0.0.1:0",
+    ])
+    .envs(env.clone());
+    let out = String::from_utf8(ok(c).stdout).unwrap();
+    assert!(out.contains("clicks: 20000 read"), "{out}");
+    let expected = export(single.path());
+    let text = String::from_utf8_lossy(&expected).into_owned();
+    // Each aggregate's windows: (size, start) of its export lines.
+    let count = |name: &str| {
+        let windows: std::collections::BTreeSet<(String, String)> = text
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|v| v["aggregate"] == name)
+            .map(|v| (v["size"].to_string(), v["window_start"].to_string()))
+            .collect();
+        windows.len()
+    };
+    let names = [
+        "views-by-os",
+        "sales-by-category",
+        "shoppers-by-product",
+        "page-views",
+        "top-pages",
+    ];
+    for name in names {
+        // 10 minutes of clicks: 9 final 1-minute windows of top-pages.
+        assert!(count(name) >= 9, "{} {name} windows in\n{out}", count(name));
+    }
+    poll(120, "the merger's declared windows", || {
+        names
+            .iter()
+            .all(|n| declared_windows(&merger, n) >= count(n))
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(merger.interrupt().success());
+    for w in workers {
+        assert!(w.interrupt().success());
+    }
+    let got = export(merger_dir.path());
+    let (got, expected) = (String::from_utf8_lossy(&got), text);
+    let first = got
+        .lines()
+        .zip(expected.lines())
+        .find(|(g, e)| g != e)
+        .map(|(g, e)| format!("the merger's\n{g}\nthe single process's\n{e}"));
+    assert!(
+        got == expected,
+        "{} lines against {}; first differing: {first:?}",
+        got.lines().count(),
+        expected.lines().count()
+    );
+}

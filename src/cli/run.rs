@@ -91,11 +91,6 @@ pub fn run(cfg: &Config, args: &RunArgs, log_format: LogFormat) -> anyhow::Resul
     } else {
         Mode::Live
     };
-    if args.role != Role::All && !cfg.aggregates.is_empty() {
-        anyhow::bail!(
-            "aggregates: declared aggregates are computed by `--role all` only so far (workers' partials do not carry them yet)"
-        );
-    }
     let opts = Options {
         role: args.role,
         mode,

@@ -3,10 +3,10 @@
 //! for the union of their window sizes; each window opens only the aggregates declared
 //! with its size.
 
-use super::{Plan, Row, Window};
+use super::{Plan, Row, Window, WindowPartial};
 use crate::event::{Event, EventType};
 use crate::rollup::Calendar;
-use crate::window::{Aggregator, WindowConfig};
+use crate::window::{Aggregator, Mergeable, WindowConfig};
 
 /// What the declared aggregates fold: a decoded record (an event or a click) and its
 /// declared paths' values ([`crate::event::decode_capturing`], [`super::Paths::extract`]).
@@ -51,6 +51,10 @@ pub struct Open {
 
 /// An aggregate's rows in one window: (key parts, row), by key.
 pub type Rows = Vec<(Vec<String>, Row)>;
+
+/// One window of the declared aggregates of its size as a worker publishes it: (aggregate
+/// name, its full sums) for each aggregate with events in it, in plan order.
+pub type DeclaredPartial = Vec<(String, WindowPartial)>;
 
 /// One final window of the declared aggregates of its size: each one's rows by key (an
 /// aggregate with no events in the window has none).
@@ -142,5 +146,45 @@ impl Aggregator for Declared {
 
     fn keys(w: &Open) -> usize {
         w.windows.iter().map(|(_, win)| win.len()).sum()
+    }
+}
+
+impl Mergeable for Declared {
+    type Partial = DeclaredPartial;
+
+    fn partial(&self, w: &Open) -> DeclaredPartial {
+        w.windows
+            .iter()
+            .filter(|(_, win)| !win.is_empty())
+            .map(|(i, win)| (self.plan.aggregates[*i].name.clone(), win.to_partial()))
+            .collect()
+    }
+
+    fn merged<'p>(
+        &mut self,
+        partials: impl IntoIterator<Item = &'p DeclaredPartial>,
+        size_ms: i64,
+        start_ms: i64,
+        top_k: usize,
+    ) -> DeclaredFinal {
+        let mut w = self.open(size_ms);
+        for p in partials {
+            for (name, part) in p {
+                // The workers' configuration is the merger's (checked by its fingerprint),
+                // so every name is one of the window's aggregates.
+                let at = w
+                    .windows
+                    .iter_mut()
+                    .find(|(i, _)| self.plan.aggregates[*i].name == *name);
+                if let Some((i, win)) = at {
+                    win.absorb(&self.plan.aggregates[*i], part);
+                }
+            }
+        }
+        self.finish(&w, size_ms, start_ms, top_k)
+    }
+
+    fn partial_keys(p: &DeclaredPartial) -> usize {
+        p.iter().map(|(_, w)| w.len()).sum()
     }
 }

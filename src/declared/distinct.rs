@@ -16,8 +16,8 @@ use std::collections::HashSet;
 const P: u32 = 14;
 const M: usize = 1 << P;
 
-/// The distinct values of one group.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// The distinct values of one group (serialised in a worker's partials).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Distinct {
     /// Every value's hash, while there are at most the bound.
     Exact(HashSet<u128, ahash::RandomState>),

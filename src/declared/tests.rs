@@ -382,7 +382,7 @@ proptest! {
         let mut all: BTreeMap<i64, Window> = BTreeMap::new();
         for p in &part_windows {
             for (s, w) in p {
-                all.entry(*s).or_default().merge(agg, w);
+                all.entry(*s).or_default().absorb(agg, &published(w));
             }
         }
         let got: Model = all
@@ -394,6 +394,13 @@ proptest! {
             .collect();
         prop_assert_eq!(got, model);
     }
+}
+
+/// `w` as a worker publishes it and a merger reads it: its partial, through bincode.
+fn published(w: &Window) -> super::WindowPartial {
+    let cfg = bincode::config::standard();
+    let bytes = bincode::serde::encode_to_vec(w.to_partial(), cfg).unwrap();
+    bincode::serde::decode_from_slice(&bytes, cfg).unwrap().0
 }
 
 /// Random JSON: nested objects (keys from a small set, so paths hit and repeat), arrays,
@@ -663,7 +670,7 @@ proptest! {
         let mut all: BTreeMap<i64, Window> = BTreeMap::new();
         for p in &windows {
             for (s, w) in p {
-                all.entry(*s).or_default().merge(agg, w);
+                all.entry(*s).or_default().absorb(agg, &published(w));
             }
         }
         prop_assert_eq!(all.len(), model.len());

@@ -331,6 +331,7 @@ impl CatalogueLane {
             epochs,
             declared: &[],
             declared_through: None,
+            declared_merger_state: None,
         }
     }
 

@@ -18,7 +18,7 @@
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::declared::{Declared, DeclaredFinal, Item, Paths, Plan, Values};
+use crate::declared::{Declared, DeclaredFinal, DeclaredPartial, Item, Paths, Plan, Values};
 use crate::event::Event;
 use crate::rollup::Calendar;
 use crate::store::{PartitionPosition, Store, StoreError};
@@ -41,7 +41,7 @@ impl Follower {
     /// The follower of `cfg`'s aggregates declared on the events, or `None` when there
     /// are none.
     pub(crate) fn open(cfg: &Config, partitions: usize) -> Option<Self> {
-        let plan = cfg.plan().only(crate::stream::Stream::Events, &[]);
+        let plan = cfg.declared_plan(crate::stream::Stream::Events);
         if plan.aggregates.is_empty() {
             return None;
         }
@@ -76,12 +76,18 @@ impl Follower {
         resume: &[PartitionResume],
         owned: &[u32],
     ) -> Result<(), StoreError> {
+        self.restore_at(store.declared_through(version)?, resume);
+        self.core.set_owned(owned);
+        Ok(())
+    }
+
+    /// Rebuilds the core, final through `finalized_through`, resuming at `resume` (a
+    /// worker's, whose state is in its consumer group); the uncommitted finals are dropped.
+    pub(crate) fn restore_at(&mut self, finalized_through: i64, resume: &[PartitionResume]) {
         let mut core = Self::core_of(&self.plan, self.cal, self.max_delay_ms, resume.len());
-        core.restore(store.declared_through(version)?, resume);
-        core.set_owned(owned);
+        core.restore(finalized_through, resume);
         self.core = core;
         self.finals.clear();
-        Ok(())
     }
 
     /// Folds an event the shop's core accepted at `offset` of `partition`.
@@ -121,6 +127,17 @@ impl Follower {
         self.finals.extend(finals);
     }
 
+    /// [`Follower::advance_to`], handing out each window's full sums (a worker's
+    /// partials) as (size, start, sums).
+    pub(crate) fn advance_partials(&mut self, through: i64) -> Vec<(i64, i64, DeclaredPartial)> {
+        self.core.advance_partials_to(through)
+    }
+
+    /// [`Follower::drain`], as partials.
+    pub(crate) fn drain_partials(&mut self) -> Vec<(i64, i64, DeclaredPartial)> {
+        self.core.drain_partials()
+    }
+
     /// Finalises every open window, as if the input had ended.
     pub(crate) fn drain(&mut self) {
         let finals = self.core.drain();
@@ -132,9 +149,14 @@ impl Follower {
         self.core.finalized_through()
     }
 
+    /// Each partition's resume point for this core, given where reading is.
+    pub(crate) fn resume_points(&self, next: &[u64]) -> Vec<PartitionResume> {
+        self.core.resume_points(next)
+    }
+
     /// Moves each position's resume point back to this core's where it is earlier.
     pub(crate) fn resume_earlier(&self, next: &[u64], positions: &mut [PartitionPosition]) {
-        let resume = self.core.resume_points(next);
+        let resume = self.resume_points(next);
         for p in positions {
             let r = resume[p.partition as usize];
             if r.offset < p.resume_offset {

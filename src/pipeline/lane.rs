@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use super::{
     Counts, Cursor, Ingested, PipelineError, mark_committed, owned_positions, restore_from_store,
 };
+use crate::scale::Scaled;
 use crate::config::Config;
 use crate::declared::{Declared, DeclaredFinal, Item, Plan, Values};
 use crate::log::{Record, RecordBatch};
@@ -41,11 +42,9 @@ const EMPTY_POLL_EVERY: Duration = Duration::from_millis(20);
 /// windows go in a commit.
 pub(crate) trait Kind: Send + 'static {
     /// Its window aggregator.
-    type Agg: Aggregator<Window: Send, Final: Send> + Send;
+    type Agg: Scaled + Aggregator<Window: Send, Final: Send> + Send;
     /// The stream.
     const STREAM: Stream;
-    /// A fresh core over `partitions`.
-    fn core(&self, cfg: &Config, partitions: usize) -> Windows<Self::Agg>;
     /// Reads `rec` and passes it through `cursor` into `core`.
     fn ingest(
         &self,
@@ -68,14 +67,6 @@ pub(crate) struct ReviewKind;
 impl Kind for ReviewKind {
     type Agg = Reviews;
     const STREAM: Stream = Stream::Reviews;
-
-    fn core(&self, cfg: &Config, partitions: usize) -> Windows<Reviews> {
-        Windows::with(
-            cfg.window_config(),
-            partitions,
-            Reviews::new(cfg.reviews.min_reviews),
-        )
-    }
 
     fn ingest(
         &self,
@@ -102,7 +93,6 @@ impl Kind for ReviewKind {
 pub(crate) struct ClickKind {
     clicks: crate::clicks::Clicks,
     plan: Plan,
-    cal: crate::rollup::Calendar,
 }
 
 impl ClickKind {
@@ -111,29 +101,20 @@ impl ClickKind {
         if !cfg.reads_clicks() {
             return None;
         }
-        let first = cfg.clicks.first_paths();
         Some(Self {
             clicks: cfg.clicks.compile().expect("validated [clicks]"),
-            plan: cfg.plan().only(Stream::Clicks, &first),
-            cal: crate::rollup::Calendar::new(&cfg.rollups.time_zone).expect("validated zone"),
+            plan: cfg.declared_plan(Stream::Clicks),
         })
     }
 }
 
-impl Kind for ClickKind {
-    type Agg = Declared;
-    const STREAM: Stream = Stream::Clicks;
-
-    fn core(&self, cfg: &Config, partitions: usize) -> Windows<Declared> {
-        let declared = Declared::new(self.plan.clone(), self.cal);
-        let wc = declared.window_config(cfg.window_config().max_delay_ms);
-        Windows::with(wc, partitions, declared)
-    }
-
-    fn ingest(
+impl ClickKind {
+    /// Reads click `rec` and passes it through `cursor` into `core`'s partition `slot`.
+    pub(crate) fn ingest_at(
         &self,
         cursor: &mut Cursor,
         core: &mut Windows<Declared>,
+        slot: usize,
         rec: &Record<'_>,
         cfg: &Config,
     ) -> Ingested {
@@ -158,14 +139,29 @@ impl Kind for ClickKind {
             }),
             Err(e) => Err(e),
         };
-        let p = rec.partition as usize;
-        cursor.ingest(core, p, rec, item, cfg.pipeline.max_future)
+        cursor.ingest(core, slot, rec, item, cfg.pipeline.max_future)
+    }
+}
+
+impl Kind for ClickKind {
+    type Agg = Declared;
+    const STREAM: Stream = Stream::Clicks;
+
+    fn ingest(
+        &self,
+        cursor: &mut Cursor,
+        core: &mut Windows<Declared>,
+        rec: &Record<'_>,
+        cfg: &Config,
+    ) -> Ingested {
+        self.ingest_at(cursor, core, rec.partition as usize, rec, cfg)
     }
 
     fn with_finals<'a>(c: Commit<'a>, finals: &'a [DeclaredFinal], through: i64) -> Commit<'a> {
         Commit {
             declared: finals,
             declared_through: Some(through),
+            declared_merger_state: None,
             ..c
         }
     }
@@ -305,7 +301,7 @@ impl<K: Kind> Lane<K> {
         let partitions = source.partitions() as usize;
         tracing::info!(version, "reading the {} stream too", K::STREAM);
         Ok(Self {
-            core: kind.core(&cfg, partitions),
+            core: K::Agg::core(&cfg, partitions),
             kind,
             cfg,
             version,
@@ -377,7 +373,7 @@ impl<K: Kind> Stepping for Lane<K> {
 
     fn step(&mut self, idle_timeout: Option<Duration>) -> Result<usize, PipelineError> {
         if let Some(owned) = self.source.take_assignment() {
-            let mut core = self.kind.core(&self.cfg, self.ends.len());
+            let mut core = K::Agg::core(&self.cfg, self.ends.len());
             self.cursors = restore_from_store(
                 &self.store,
                 &self.version,
@@ -456,6 +452,7 @@ impl<K: Kind> Stepping for Lane<K> {
             epochs: &[],
             declared: &[],
             declared_through: None,
+            declared_merger_state: None,
         };
         K::with_finals(c, &self.finals, through)
     }

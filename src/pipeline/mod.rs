@@ -9,9 +9,9 @@
 //! - determinism: the window core decides per partition, in offset order.
 
 pub(crate) mod catalogue;
-mod declared;
+pub(crate) mod declared;
 mod ingest;
-mod lane;
+pub(crate) mod lane;
 mod status;
 
 pub use ingest::{Counts, Cursor, Document, Ingested, Judging, Tally};
@@ -885,6 +885,7 @@ impl Pipeline {
                 .declared
                 .as_ref()
                 .map(declared::Follower::finalized_through),
+            declared_merger_state: None,
         }];
         for (l, p) in self.lanes.iter().zip(&lane_positions) {
             commits.push(l.commit_part(p));

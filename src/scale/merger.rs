@@ -14,13 +14,14 @@ use super::Scaled;
 use super::{Msg, Published};
 use super::{Result, ScaleError};
 use crate::config::Config;
+use crate::declared::{Declared, DeclaredFinal};
 use crate::log::RecordBatch;
 use crate::metrics::Metrics;
 use crate::pipeline::{Counts, PartitionStatus, Shared, Status};
 use crate::review::agg::{ReviewFinal, Reviews};
 use crate::source::{KafkaSource, Source};
 use crate::store::{Commit, DeadLetter, LateRecord, PartitionPosition, Store};
-use crate::stream::{Stream, is_part};
+use crate::stream::Stream;
 use crate::window::{FinalWindow, Mergeable, PartialAgg, Shop, Windows};
 
 /// An open window at the merger.
@@ -137,7 +138,10 @@ impl<P: Published> MergeState<P> {
             | Msg::Totals { partitions, .. } => partitions,
             Msg::Dead { letter, .. } => return Ok(Some(Kept::Dead(letter))),
             Msg::Late { record, .. } => return Ok(Some(Kept::Late(record))),
-            Msg::Partial { .. } | Msg::ReviewPartial { .. } | Msg::ShopPartial { .. } => {
+            Msg::Partial { .. }
+            | Msg::ReviewPartial { .. }
+            | Msg::ShopPartial { .. }
+            | Msg::DeclaredPartial { .. } => {
                 return Err("a partial of another stream".into());
             }
         };
@@ -408,11 +412,12 @@ impl<A: Scaled> Merged<A> {
             };
         }
         let vcfg = cfg
+            .for_stream(Stream::of_version(version).0)
             .with_fingerprint(fingerprint)
             .map_err(|e| ScaleError::Invalid(format!("version {version}: {e}")))?;
         Ok(Self {
             state,
-            core: Windows::with(vcfg.window_config(), 0, A::with_config(&vcfg)),
+            core: A::core(&vcfg, 0),
             fingerprint: fingerprint.clone(),
         })
     }
@@ -441,23 +446,79 @@ impl<A: Scaled> Merged<A> {
     }
 }
 
-/// One output version being merged: its events and, when the store has the version's
-/// reviews part, its reviews.
+/// One output version being merged: its events and, when the store has them, its
+/// reviews and clicks parts, and the aggregates declared on its events.
 struct Merging {
     events: Merged<Shop>,
     reviews: Option<Merged<Reviews>>,
+    clicks: Option<Merged<Declared>>,
+    /// Under the version's [`super::declared_part`]; stored with the version.
+    declared: Option<Merged<Declared>>,
 }
 
 impl Merging {
     fn load(store: &Store, cfg: &Config, info: &crate::store::VersionInfo) -> Result<Self> {
-        let reviews = match store.version(&Stream::Reviews.version(&info.name))? {
-            Some(part) => Some(Merged::load(store, cfg, &part)?),
-            None => None,
+        let vcfg = cfg
+            .with_fingerprint(&info.config)
+            .map_err(|e| ScaleError::Invalid(format!("version {}: {e}", info.name)))?;
+        let declared = if vcfg.declared_plan(Stream::Events).aggregates.is_empty() {
+            None
+        } else {
+            let part = crate::store::VersionInfo {
+                name: super::declared_part(&info.name),
+                ..info.clone()
+            };
+            Some(Merged::load(store, cfg, &part)?)
         };
         Ok(Self {
             events: Merged::load(store, cfg, info)?,
-            reviews,
+            reviews: Self::part(store, cfg, &info.name, Stream::Reviews)?,
+            clicks: Self::part(store, cfg, &info.name, Stream::Clicks)?,
+            declared,
         })
+    }
+
+    /// The merging of `stream`'s part of `version`, when the store has the part.
+    fn part<A: Scaled>(
+        store: &Store,
+        cfg: &Config,
+        version: &str,
+        stream: Stream,
+    ) -> Result<Option<Merged<A>>> {
+        match store.version(&stream.version(version))? {
+            Some(part) => Ok(Some(Merged::load(store, cfg, &part)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Makes final every complete window of each of its streams.
+    fn take_final(&mut self) -> Round {
+        fn finals<A: Scaled>(m: Option<&mut Merged<A>>) -> Vec<A::Final> {
+            m.map_or_else(Vec::new, |m| m.state.take_final(&mut m.core))
+        }
+        Round {
+            events: self.events.state.take_final(&mut self.events.core),
+            reviews: finals(self.reviews.as_mut()),
+            clicks: finals(self.clicks.as_mut()),
+            declared: finals(self.declared.as_mut()),
+        }
+    }
+}
+
+/// The windows of one version made final in one round, per stream.
+struct Round {
+    events: Vec<FinalWindow>,
+    reviews: Vec<ReviewFinal>,
+    clicks: Vec<DeclaredFinal>,
+    declared: Vec<DeclaredFinal>,
+}
+
+impl Round {
+    fn is_empty(&self) -> bool {
+        self.events.is_empty()
+            && self.reviews.is_empty()
+            && self.clicks.is_empty()
+            && self.declared.is_empty()
     }
 }
 
@@ -554,18 +615,9 @@ pub fn run(
         let finals: Finals = m
             .merging
             .iter_mut()
-            .map(|(v, mv)| {
-                let e = &mut mv.events;
-                let reviews = mv
-                    .reviews
-                    .as_mut()
-                    .map_or_else(Vec::new, |r| r.state.take_final(&mut r.core));
-                (v.clone(), e.state.take_final(&mut e.core), reviews)
-            })
+            .map(|(v, mv)| (v.clone(), mv.take_final()))
             .collect();
-        let any_final = finals
-            .iter()
-            .any(|(_, f, r)| !f.is_empty() || !r.is_empty());
+        let any_final = finals.iter().any(|(_, r)| !r.is_empty());
         let due = any_final || (m.dirty && last_commit.elapsed() >= cfg.pipeline.commit_interval);
         if due || (cancel.is_cancelled() && m.dirty) {
             m.commit(&finals)?;
@@ -584,8 +636,25 @@ pub fn run(
     Ok(m.summary)
 }
 
-/// Windows made final in one round, per version: the events' and the reviews'.
-type Finals = Vec<(String, Vec<FinalWindow>, Vec<ReviewFinal>)>;
+/// Windows made final in one round, per version.
+type Finals = Vec<(String, Round)>;
+
+/// `c` of the version or part `state` names, with its merge states and what is pending
+/// for it.
+fn with_state<'c>(
+    c: Commit<'c>,
+    (name, blob, declared): &'c (String, Vec<u8>, Option<Vec<u8>>),
+    pending: &'c Pending,
+) -> Commit<'c> {
+    Commit {
+        version: name,
+        dead_letters: pending.dead.get(name).map_or(&[], Vec::as_slice),
+        late: pending.late.get(name).map_or(&[], Vec::as_slice),
+        merger_state: Some(blob),
+        declared_merger_state: declared.as_deref(),
+        ..c
+    }
+}
 
 /// The next offset per partials partition, as the store has it for `version`.
 fn stored_next(store: &Store, version: &str, partitions: u32) -> Result<Vec<u64>> {
@@ -628,9 +697,10 @@ struct Merger<'a> {
     /// Next offset per partials partition.
     next: Vec<u64>,
     pending: Pending,
-    /// What the workers reported about the main version's events and reviews.
+    /// What the workers reported about the main version's events, reviews and clicks.
     reported: Reported,
     reviews_reported: Reported,
+    clicks_reported: Reported,
     summary: MergerSummary,
     /// The main version's final windows when the merger started, and since.
     already: u64,
@@ -651,9 +721,10 @@ impl<'a> Merger<'a> {
         positions: &'a super::Positions,
         cancel: &CancellationToken,
     ) -> Result<(Self, KafkaSource)> {
-        // The version, and its reviews part when the workers compute reviews.
+        // The version, and its reviews and clicks parts when the workers compute them.
         let reviews = cfg.reviews.read.then(|| cfg.for_stream(Stream::Reviews));
-        for c in std::iter::once(cfg).chain(reviews.as_ref()) {
+        let clicks = cfg.reads_clicks().then(|| cfg.for_stream(Stream::Clicks));
+        for c in std::iter::once(cfg).chain(&reviews).chain(&clicks) {
             store.ensure_version(&crate::store::VersionInfo {
                 name: c.stream.version(version),
                 config: c.results_fingerprint(),
@@ -704,6 +775,10 @@ impl<'a> Merger<'a> {
                 stream: Stream::Reviews,
                 ..Reported::default()
             },
+            clicks_reported: Reported {
+                stream: Stream::Clicks,
+                ..Reported::default()
+            },
             summary: MergerSummary::default(),
             already,
             main_windows: 0,
@@ -744,6 +819,7 @@ impl<'a> Merger<'a> {
             }
             Msg::ShopPartial { sums, .. } => Some(Shop::partial_keys(sums)),
             Msg::ReviewPartial { sums, .. } => Some(Reviews::partial_keys(sums)),
+            Msg::DeclaredPartial { sums, .. } => Some(Declared::partial_keys(sums)),
             _ => None,
         };
         if let Some(keys) = keys {
@@ -751,7 +827,11 @@ impl<'a> Merger<'a> {
             self.summary.keys += keys as u64;
         }
         let v = msg.version().to_string();
-        let (stream, base) = Stream::of_version(&v);
+        // The events' declared aggregates travel under the version's declared part.
+        let (declared, (stream, base)) = match super::of_declared_part(&v) {
+            Some(base) => (true, (Stream::Events, base)),
+            None => (false, Stream::of_version(&v)),
+        };
         let base = base.to_string();
         // A replay creates its version before ordering it, so an unknown version is
         // looked up at once (versions of another store are remembered, not re-read).
@@ -762,13 +842,13 @@ impl<'a> Merger<'a> {
             }
         }
         let main = base == self.version;
-        if main {
+        if main && !declared {
             self.report(stream, &msg);
         }
         let Some(m) = self.merging.get_mut(&base) else {
             return Ok(()); // a version this store does not have
         };
-        if stream == Stream::Events {
+        if stream == Stream::Events && !declared {
             // Where each worker is: progress comes with finalised windows, totals with
             // every worker commit (so a caught-up version's position is current).
             if let Msg::Progress {
@@ -791,10 +871,22 @@ impl<'a> Merger<'a> {
                 *at = (*at).max(*position);
             }
         }
-        let kept = match (stream, m.reviews.as_mut()) {
-            (Stream::Events, _) => m.events.apply(&v, msg)?,
-            (_, Some(r)) => r.apply(&v, msg)?,
-            (_, None) => return Ok(()), // a part this store does not have
+        // A part this store does not have is not merged.
+        let kept = match stream {
+            Stream::Events if declared => match m.declared.as_mut() {
+                Some(d) => d.apply(&v, msg)?,
+                None => return Ok(()),
+            },
+            Stream::Events => m.events.apply(&v, msg)?,
+            Stream::Reviews => match m.reviews.as_mut() {
+                Some(r) => r.apply(&v, msg)?,
+                None => return Ok(()),
+            },
+            Stream::Clicks => match m.clicks.as_mut() {
+                Some(c) => c.apply(&v, msg)?,
+                None => return Ok(()),
+            },
+            Stream::Products => return Ok(()),
         };
         match kept {
             // Dead letters are per source record, not per version: the main one's count.
@@ -809,8 +901,9 @@ impl<'a> Merger<'a> {
     /// totals (the counters and the status) and the event-time checkpoints.
     fn report(&mut self, stream: Stream, msg: &Msg) {
         let reported = match stream {
-            Stream::Events => &mut self.reported,
-            _ => &mut self.reviews_reported,
+            Stream::Reviews => &mut self.reviews_reported,
+            Stream::Clicks => &mut self.clicks_reported,
+            Stream::Events | Stream::Products => &mut self.reported,
         };
         match msg {
             Msg::Totals {
@@ -855,55 +948,71 @@ impl<'a> Merger<'a> {
                 max_ts: i64::MIN,
             })
             .collect();
-        // (stored name, finals, review finals, finalised through, merge state)
-        let mut parts = Vec::new();
-        for (v, f, r) in finals {
+        // The name and merge states of each version and its parts, in the order of the
+        // commits below (which borrow them).
+        let mut states: Vec<(String, Vec<u8>, Option<Vec<u8>>)> = Vec::new();
+        for (v, _) in finals {
             let m = &self.merging[v];
-            let e = &m.events;
-            parts.push((
-                v.clone(),
-                &f[..],
-                &[][..],
-                e.state.finalized_through(),
-                e.blob()?,
-            ));
+            let declared = m.declared.as_ref().map(Merged::blob).transpose()?;
+            states.push((v.clone(), m.events.blob()?, declared));
             if let Some(rm) = &m.reviews {
-                let through = rm.state.finalized_through();
-                let name = Stream::Reviews.version(v);
-                parts.push((name, &[][..], &r[..], through, rm.blob()?));
+                states.push((Stream::Reviews.version(v), rm.blob()?, None));
+            }
+            if let Some(cm) = &m.clicks {
+                states.push((Stream::Clicks.version(v), cm.blob()?, None));
             }
         }
         let pending = &self.pending;
-        let commits: Vec<Commit<'_>> = parts
-            .iter()
-            .map(|(name, f, r, through, blob)| {
-                let main = name == self.version;
-                Commit {
-                    version: name,
-                    finals: f,
-                    review_finals: r,
-                    // Every version keeps the positions: whichever is the main one after a
-                    // restart (a promotion changes it) resumes from them. A stream's part
-                    // has none of its own here (the merger reads one topic).
-                    positions: if is_part(name) { &[] } else { &positions },
-                    finalized_through: *through,
-                    checkpoints: if main { &pending.checkpoints } else { &[] },
-                    dead_letters: pending.dead.get(name).map_or(&[], Vec::as_slice),
-                    late: pending.late.get(name).map_or(&[], Vec::as_slice),
-                    merger_state: Some(blob),
-                    epochs: &[],
-                    declared: &[],
-                    declared_through: None,
-                }
-            })
-            .collect();
+        let mut states = states.iter();
+        let mut with_state = |c| with_state(c, states.next().expect("one per commit"), pending);
+        let mut commits = Vec::new();
+        for (v, round) in finals {
+            let m = &self.merging[v];
+            // Every version keeps the positions: whichever is the main one after a restart
+            // (a promotion changes it) resumes from them. A stream's part has none of its
+            // own here (the merger reads one topic).
+            commits.push(with_state(Commit {
+                finals: &round.events,
+                positions: &positions,
+                finalized_through: m.events.state.finalized_through(),
+                checkpoints: if v == self.version {
+                    &pending.checkpoints
+                } else {
+                    &[]
+                },
+                declared: &round.declared,
+                declared_through: m.declared.as_ref().map(|d| d.state.finalized_through()),
+                ..Commit::default()
+            }));
+            if let Some(rm) = &m.reviews {
+                commits.push(with_state(Commit {
+                    review_finals: &round.reviews,
+                    finalized_through: rm.state.finalized_through(),
+                    ..Commit::default()
+                }));
+            }
+            if let Some(cm) = &m.clicks {
+                let through = cm.state.finalized_through();
+                commits.push(with_state(Commit {
+                    declared: &round.clicks,
+                    declared_through: Some(through),
+                    finalized_through: through,
+                    ..Commit::default()
+                }));
+            }
+        }
         self.store.commit_all(&commits)?;
         self.pending = Pending::default();
-        for (v, f, r) in finals {
-            self.summary.windows += (f.len() + r.len()) as u64;
+        for (v, round) in finals {
+            let (f, r, c) = (&round.events, &round.reviews, &round.clicks);
+            self.summary.windows += (f.len() + r.len() + c.len() + round.declared.len()) as u64;
             if v == self.version {
                 self.main_windows += f.len() as u64;
             }
+            self.metrics
+                .stream_windows_finalised
+                .with_label_values(&[Stream::Clicks.as_str()])
+                .inc_by(c.len() as u64);
             for w in f {
                 self.metrics
                     .windows_finalised

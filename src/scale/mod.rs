@@ -21,6 +21,7 @@ pub mod worker;
 
 use serde::{Deserialize, Serialize};
 
+use crate::declared::{Declared, DeclaredPartial};
 use crate::pipeline::Counts;
 use crate::review::agg::ReviewWindow;
 use crate::store::{DeadLetter, LateRecord};
@@ -154,16 +155,17 @@ pub fn read_orders(
 pub(crate) trait Scaled:
     crate::window::Mergeable<Partial: Published + Serialize + serde::de::DeserializeOwned> + Sized
 {
-    /// Which stream.
-    const STREAM: crate::stream::Stream;
     /// Its partial as merger states stored by earlier kappas hold it.
     type Legacy: serde::de::DeserializeOwned + Into<Self::Partial>;
-    /// The aggregator `cfg` asks for.
+    /// The aggregator `cfg` asks for (of the stream it is for, `cfg.stream`).
     fn with_config(cfg: &crate::config::Config) -> Self;
+    /// A window core of it over `partitions`, with `cfg`'s window sizes and delay.
+    fn core(cfg: &crate::config::Config, partitions: usize) -> crate::window::Windows<Self> {
+        crate::window::Windows::with(cfg.window_config(), partitions, Self::with_config(cfg))
+    }
 }
 
 impl Scaled for crate::window::Shop {
-    const STREAM: crate::stream::Stream = crate::stream::Stream::Events;
     type Legacy = PartialAggV1;
     fn with_config(_: &crate::config::Config) -> Self {
         Self::default()
@@ -171,12 +173,46 @@ impl Scaled for crate::window::Shop {
 }
 
 impl Scaled for crate::review::agg::Reviews {
-    const STREAM: crate::stream::Stream = crate::stream::Stream::Reviews;
     type Legacy = ReviewWindow;
     fn with_config(cfg: &crate::config::Config) -> Self {
         Self::new(cfg.reviews.min_reviews)
     }
 }
+
+/// The aggregates declared on the stream of `cfg`: the clicks' (a stream of their own
+/// across roles), or the events' (their windows travel beside the shop's, under the
+/// version's [`declared_part`]).
+impl Scaled for Declared {
+    type Legacy = DeclaredPartial;
+    fn with_config(cfg: &crate::config::Config) -> Self {
+        Declared::new(
+            cfg.declared_plan(cfg.stream),
+            crate::rollup::Calendar::new(&cfg.rollups.time_zone).expect("validated zone"),
+        )
+    }
+    /// The declared sizes, not the built-in ones.
+    fn core(cfg: &crate::config::Config, partitions: usize) -> crate::window::Windows<Self> {
+        let declared = Self::with_config(cfg);
+        let wc = declared.window_config(cfg.window_config().max_delay_ms);
+        crate::window::Windows::with(wc, partitions, declared)
+    }
+}
+
+/// What the messages about the events' declared aggregates of `version` are addressed to:
+/// their windows, progress and idleness, merged apart from the shop's (their sizes are
+/// their own) and stored with the version.
+#[must_use]
+pub fn declared_part(version: &str) -> String {
+    format!("{version}{DECLARED_SUFFIX}")
+}
+
+/// The version whose events' declared aggregates `name` is the [`declared_part`] of.
+#[must_use]
+pub fn of_declared_part(name: &str) -> Option<&str> {
+    name.strip_suffix(DECLARED_SUFFIX)
+}
+
+const DECLARED_SUFFIX: &str = "/declared";
 
 /// First byte of every message: the encoding's version. New variants go at the end of
 /// [`Msg`], so that messages of older workers still decode.
@@ -275,6 +311,15 @@ pub enum Msg {
         /// Sums over every key.
         sums: PartialAgg,
     },
+    /// One source partition's full sums for one window of the declared aggregates of its
+    /// size: the clicks' (the version's clicks part, `v1/clicks`) or the events' (its
+    /// [`declared_part`], `v1/declared`).
+    DeclaredPartial {
+        /// Which window of which partition.
+        head: PartialHead,
+        /// Each aggregate's groups with their distinct values.
+        sums: DeclaredPartial,
+    },
 }
 
 /// What a partial says besides its sums. (Its fields are the first fields of the flat
@@ -337,6 +382,19 @@ impl Published for ReviewWindow {
     }
 }
 
+impl Published for DeclaredPartial {
+    fn message(head: PartialHead, sums: Self) -> Msg {
+        Msg::DeclaredPartial { head, sums }
+    }
+    #[allow(clippy::result_large_err)]
+    fn of(msg: Msg) -> Result<(PartialHead, Self), Msg> {
+        match msg {
+            Msg::DeclaredPartial { head, sums } => Ok((head, sums)),
+            other => Err(other),
+        }
+    }
+}
+
 impl Msg {
     /// The output version it is about.
     #[must_use]
@@ -344,7 +402,8 @@ impl Msg {
         match self {
             Self::Partial { head, .. }
             | Self::ReviewPartial { head, .. }
-            | Self::ShopPartial { head, .. } => &head.version,
+            | Self::ShopPartial { head, .. }
+            | Self::DeclaredPartial { head, .. } => &head.version,
             Self::Progress { version, .. }
             | Self::Idle { version, .. }
             | Self::Dead { version, .. }
@@ -360,7 +419,8 @@ impl Msg {
         match self {
             Self::Partial { head, .. }
             | Self::ReviewPartial { head, .. }
-            | Self::ShopPartial { head, .. } => Some(&head.config),
+            | Self::ShopPartial { head, .. }
+            | Self::DeclaredPartial { head, .. } => Some(&head.config),
             Self::Progress { config, .. } => Some(config),
             _ => None,
         }
@@ -373,7 +433,8 @@ impl Msg {
         match self {
             Msg::Partial { head, .. }
             | Msg::ReviewPartial { head, .. }
-            | Msg::ShopPartial { head, .. } => {
+            | Msg::ShopPartial { head, .. }
+            | Msg::DeclaredPartial { head, .. } => {
                 format!("{}/w/{}/{}", head.version, head.size_ms, head.start_ms)
             }
             Msg::Progress {

@@ -23,8 +23,11 @@ use tokio_util::sync::CancellationToken;
 use super::{Msg, PartialHead, Published};
 use super::{Result, ScaleError};
 use crate::config::Config;
+use crate::declared::{Declared, Values};
 use crate::log::{Record, RecordBatch};
 use crate::metrics::Metrics;
+use crate::pipeline::declared::Follower;
+use crate::pipeline::lane::ClickKind;
 use crate::pipeline::{Counts, Cursor, Ingested, PartitionStatus, Shared, Tally};
 use crate::review::agg::Reviews;
 use crate::sink::{KafkaSink, Sink};
@@ -51,7 +54,8 @@ trait Computed: super::Scaled {
 
 impl Computed for Shop {
     /// Joined with the catalogue as of the record's position; a session document is
-    /// exploded into its events.
+    /// exploded into its events; what the shop's core accepts, the declared aggregates'
+    /// follower folds too.
     fn ingest(
         part: &mut Part<Self>,
         rec: &Record<'_>,
@@ -63,10 +67,26 @@ impl Computed for Shop {
         let max_future = reading.cfg.pipeline.max_future;
         let at = reading.joined.map(|j| j.at(rec.partition, rec.offset));
         let join = at.as_ref().map(|a| a as &dyn crate::event::Join);
-        let ev = crate::event::decode_joined(rec.value, &reading.rules, join);
+        let Part {
+            core,
+            cursor,
+            declared,
+            ..
+        } = part;
+        let mut values = Values::new();
+        let ev = match declared {
+            Some(d) => crate::event::decode_capturing(
+                rec.value,
+                &reading.rules,
+                join,
+                &d.paths,
+                &mut values,
+            ),
+            None => crate::event::decode_joined(rec.value, &reading.rules, join),
+        };
         if ev.is_err() && crate::event::session::is_session(rec.value) {
-            let doc = part.cursor.ingest_document(
-                &mut part.core,
+            let doc = cursor.ingest_document(
+                core,
                 0,
                 rec,
                 &crate::pipeline::Judging {
@@ -74,7 +94,11 @@ impl Computed for Shop {
                     catalogue: join,
                     max_future,
                 },
-                &mut |_, _, _| {},
+                &mut |ev, bytes, max_before| {
+                    if let Some(d) = declared.as_mut() {
+                        d.follow_inner(0, rec.offset, max_before, ev, bytes);
+                    }
+                },
             );
             tally.count_all(rec.partition as usize, &doc.counts);
             let late = doc.late.map(Ingested::Late);
@@ -83,7 +107,12 @@ impl Computed for Shop {
             }
             return Ok(());
         }
-        let outcome = part.cursor.ingest(&mut part.core, 0, rec, ev, max_future);
+        let max_before = core.max_event_time(0);
+        let outcome = cursor.ingest_then(core, 0, rec, ev, max_future, |ev| {
+            if let Some(d) = declared {
+                d.follow(0, rec.offset, max_before, ev, &values);
+            }
+        });
         tally.count(rec.partition as usize, &outcome);
         out.kept(sink, outcome)
     }
@@ -108,12 +137,37 @@ impl Computed for Reviews {
     }
 }
 
+impl Computed for Declared {
+    /// A click (the aggregates declared on the clicks are a stream of their own across
+    /// roles).
+    fn ingest(
+        part: &mut Part<Self>,
+        rec: &Record<'_>,
+        reading: &Reading<'_>,
+        out: &Out,
+        sink: &mut KafkaSink,
+        tally: &mut Tally,
+    ) -> Result<()> {
+        let clicks = reading
+            .clicks
+            .as_ref()
+            .expect("a clicks worker reads clicks");
+        let outcome = clicks.ingest_at(&mut part.cursor, &mut part.core, 0, rec, reading.cfg);
+        tally.count(rec.partition as usize, &outcome);
+        out.kept(sink, outcome)
+    }
+}
+
 /// Prefix of the commit metadata this version of kappa writes.
 const META: &str = "kappa-worker/1";
 
 /// One owned source partition.
 struct Part<A: Aggregator> {
     core: Windows<A>,
+    /// The aggregates declared on the events, following the shop's `core` (published under
+    /// the version's [`super::declared_part`], through the same points); none for other
+    /// streams or when none is declared.
+    declared: Option<Follower>,
     /// Where reading is; offsets below its handled mark were read by a previous owner
     /// (re-read to rebuild state only).
     cursor: Cursor,
@@ -208,7 +262,7 @@ impl<A: Computed> Part<A> {
         p: u32,
         seed: Option<(u64, i64)>,
     ) -> Self {
-        let mut core = Windows::with(cfg.window_config(), 1, A::with_config(cfg));
+        let mut core = A::core(cfg, 1);
         let (offset, meta) = match committed {
             Some((Some(o), meta)) => (*o, meta.as_str()),
             _ => (seed.map_or(0, |s| s.0), ""),
@@ -227,16 +281,24 @@ impl<A: Computed> Part<A> {
             handled: 0,
             counts: Counts::default(),
         });
-        core.restore(
-            r.published,
-            &[PartitionResume {
-                offset,
-                max_ts_before: r.max_ts_before,
-            }],
-        );
+        let resume = [PartitionResume {
+            offset,
+            max_ts_before: r.max_ts_before,
+        }];
+        core.restore(r.published, &resume);
+        // Both cores resume from the earlier of their points (`commit_entry`), and the
+        // follower's windows are published through the shop's points.
+        let declared = (cfg.stream == Stream::Events)
+            .then(|| Follower::open(cfg, 1))
+            .flatten()
+            .map(|mut f| {
+                f.restore_at(r.published, &resume);
+                f
+            });
         // A worker has no store of late records: re-read records are decided again.
         Self {
             core,
+            declared,
             cursor: Cursor::new(offset, r.handled, Default::default()),
             published: r.published,
             idle: false,
@@ -246,7 +308,14 @@ impl<A: Computed> Part<A> {
 
     /// The resume state of this partition: offset and state record.
     fn commit_entry(&self, version: &str) -> (u64, String) {
-        let resume = self.core.resume_points(&[self.cursor.next])[0];
+        let next = [self.cursor.next];
+        let mut resume = self.core.resume_points(&next)[0];
+        if let Some(d) = &self.declared {
+            let r = d.resume_points(&next)[0];
+            if r.offset < resume.offset {
+                resume = r;
+            }
+        }
         let meta = encode_meta(
             version,
             resume.offset,
@@ -300,10 +369,12 @@ pub fn supervise(
             .name(format!("worker-{v}"))
             .spawn(move || run::<Shop>(&cfg, &v, None, m, shared, &token))?
     };
-    let mut reviews = ReviewsLoop::default();
+    let mut streams = [Stream::Reviews, Stream::Clicks].map(StreamLoop::new);
     let mut warned = false;
     while !cancel.is_cancelled() && !main.is_finished() {
-        reviews.keep(cfg, main_version, &metrics, cancel)?;
+        for s in &mut streams {
+            s.keep(cfg, main_version, &metrics, cancel)?;
+        }
         // Loops that ended by themselves (an error): logged, retried later.
         let ended: Vec<String> = others
             .iter()
@@ -360,7 +431,9 @@ pub fn supervise(
     for (v, l) in others {
         l.stop(&v);
     }
-    reviews.stop();
+    for s in streams {
+        s.stop();
+    }
     main.join().map_err(|_| ScaleError::Panicked)?
 }
 
@@ -428,20 +501,29 @@ impl VersionLoop {
     }
 }
 
-/// The worker of the main version's reviews, beside its events' one: its own thread, its
-/// own consumer group (`worker-group-id.reviews`) on the reviews topic; its messages carry
-/// the version's reviews part (`v1/reviews`). Started again 5 s after a failure; not
-/// started when the configuration does not read reviews, nor (after a warning) when the
-/// topic does not exist, as a single process.
-#[derive(Default)]
-struct ReviewsLoop {
+/// The worker of the main version's reviews or clicks, beside its events' one: its own
+/// thread, its own consumer group (`worker-group-id.reviews`, `.clicks`) on the stream's
+/// topic; its messages carry the version's part (`v1/reviews`, `v1/clicks`). Started
+/// again 5 s after a failure; not started when the configuration does not read the
+/// stream, nor (after a warning) when the topic does not exist, as a single process.
+struct StreamLoop {
+    stream: Stream,
     running: Option<VersionLoop>,
     failed_at: Option<Instant>,
     /// Ended by itself without an error (no topic): not started again.
     done: bool,
 }
 
-impl ReviewsLoop {
+impl StreamLoop {
+    fn new(stream: Stream) -> Self {
+        Self {
+            stream,
+            running: None,
+            failed_at: None,
+            done: false,
+        }
+    }
+
     /// Starts it if it is not running and should.
     fn keep(
         &mut self,
@@ -450,12 +532,13 @@ impl ReviewsLoop {
         metrics: &Arc<Metrics>,
         cancel: &CancellationToken,
     ) -> Result<()> {
+        let stream = self.stream;
         if let Some(l) = self.running.take_if(|l| l.handle.is_finished()) {
             let failed = matches!(l.handle.join(), Ok(Err(_)) | Err(_));
             if failed {
                 tracing::error!(
                     version = main_version,
-                    "the reviews' worker stopped; starting it again in 5 s"
+                    "the {stream}' worker stopped; starting it again in 5 s"
                 );
                 self.failed_at = Some(Instant::now());
             } else {
@@ -465,26 +548,34 @@ impl ReviewsLoop {
         let backoff = self
             .failed_at
             .is_some_and(|t| t.elapsed() < Duration::from_secs(5));
-        if !cfg.reviews.read || self.done || backoff || self.running.is_some() {
+        let reads = match stream {
+            Stream::Reviews => cfg.reviews.read,
+            Stream::Clicks => cfg.reads_clicks(),
+            Stream::Events | Stream::Products => false,
+        };
+        if !reads || self.done || backoff || self.running.is_some() {
             return Ok(());
         }
-        let mut rcfg = cfg.for_stream(Stream::Reviews);
-        rcfg.kafka.worker_group_id = format!("{}.reviews", cfg.kafka.worker_group_id);
-        let version = Stream::Reviews.version(main_version);
+        let mut scfg = cfg.for_stream(stream);
+        scfg.kafka.worker_group_id = format!("{}.{stream}", cfg.kafka.worker_group_id);
+        let version = stream.version(main_version);
         let token = cancel.child_token();
         let (t, m) = (token.clone(), metrics.clone());
         let handle = std::thread::Builder::new()
             .name(format!("worker-{version}"))
             .spawn(move || {
-                if !crate::source::topic_exists(&rcfg.kafka)? {
+                if !crate::source::topic_exists(&scfg.kafka)? {
                     tracing::warn!(
-                        "not reading reviews: topic {} not found (create it with `kappa topics apply`, then restart)",
-                        rcfg.kafka.topic
+                        "not reading {stream}: topic {} not found (create it with `kappa topics apply`, then restart)",
+                        scfg.kafka.topic
                     );
                     return Ok(WorkerSummary::default());
                 }
                 let shared = Arc::new(Shared::default());
-                let r = run::<Reviews>(&rcfg, &version, None, m, shared, &t);
+                let r = match stream {
+                    Stream::Clicks => run::<Declared>(&scfg, &version, None, m, shared, &t),
+                    _ => run::<Reviews>(&scfg, &version, None, m, shared, &t),
+                };
                 if let Err(e) = &r {
                     tracing::error!(version, "{e}");
                 }
@@ -500,7 +591,7 @@ impl ReviewsLoop {
 
     fn stop(self) {
         if let Some(l) = self.running {
-            l.stop("reviews");
+            l.stop(self.stream.as_str());
         }
     }
 }
@@ -508,6 +599,8 @@ impl ReviewsLoop {
 /// What every message of one version's worker carries, and the messages built from it.
 struct Out {
     version: String,
+    /// The version's [`super::declared_part`], when aggregates are declared on its events.
+    declared: Option<String>,
     partitions: u32,
     fingerprint: String,
     /// The source's end offsets as last read (progress messages carry them: the merger's lag).
@@ -517,17 +610,22 @@ struct Out {
 impl Out {
     /// Reports `partition` idle or active again.
     fn idle(&self, sink: &mut KafkaSink, partition: u32, idle: bool) -> Result<()> {
-        let msg = Msg::Idle {
-            version: self.version.clone(),
-            partitions: self.partitions,
-            partition,
-            idle,
-        };
-        publish(sink, &msg)
+        for version in std::iter::once(&self.version).chain(&self.declared) {
+            let msg = Msg::Idle {
+                version: version.clone(),
+                partitions: self.partitions,
+                partition,
+                idle,
+            };
+            publish(sink, &msg)?;
+        }
+        Ok(())
     }
 
     /// Publishes the partials of windows the partition just finalised, then the progress
-    /// range `(part.published, through]` announcing them; returns how many partials.
+    /// range `(part.published, through]` announcing them, and the same for the events'
+    /// declared aggregates (their windows of the range, `i64::MAX`: every one); returns
+    /// how many partials.
     fn publish_windows<A: Computed>(
         &self,
         sink: &mut KafkaSink,
@@ -537,36 +635,73 @@ impl Out {
         through: i64,
         checkpoint: Option<(u64, i64)>,
     ) -> Result<u64> {
+        let range = Range {
+            partition,
+            from: part.published,
+            through,
+            position: part.cursor.next,
+        };
+        let mut n = self.publish_range(sink, &self.version, &range, partials, checkpoint)?;
+        if let (Some(d), Some(name)) = (part.declared.as_mut(), &self.declared) {
+            let partials = if through == i64::MAX {
+                d.drain_partials()
+            } else {
+                d.advance_partials(through)
+            };
+            n += self.publish_range(sink, name, &range, partials, None)?;
+        }
+        part.published = through;
+        Ok(n)
+    }
+
+    /// Publishes `partials` of `version` (or a part of it), then the progress message of
+    /// `range` listing them.
+    fn publish_range<P: Published>(
+        &self,
+        sink: &mut KafkaSink,
+        version: &str,
+        range: &Range,
+        partials: Vec<(i64, i64, P)>,
+        checkpoint: Option<(u64, i64)>,
+    ) -> Result<u64> {
         let n = partials.len() as u64;
         let mut nonempty = Vec::with_capacity(partials.len());
         for (size_ms, start_ms, sums) in partials {
             nonempty.push((size_ms, start_ms));
             let head = PartialHead {
-                version: self.version.clone(),
+                version: version.to_string(),
                 partitions: self.partitions,
-                partition,
+                partition: range.partition,
                 config: self.fingerprint.clone(),
                 size_ms,
                 start_ms,
-                watermark: through,
+                watermark: range.through,
             };
-            publish(sink, &A::Partial::message(head, sums))?;
+            publish(sink, &P::message(head, sums))?;
         }
         let msg = Msg::Progress {
-            version: self.version.clone(),
+            version: version.to_string(),
             partitions: self.partitions,
-            partition,
+            partition: range.partition,
             config: self.fingerprint.clone(),
-            from: part.published,
-            through,
+            from: range.from,
+            through: range.through,
             nonempty,
             checkpoint,
-            position: part.cursor.next,
+            position: range.position,
         };
         publish(sink, &msg)?;
-        part.published = through;
         Ok(n)
     }
+}
+
+/// A progress range of one source partition: windows ending in `(from, through]` are
+/// complete on it; it was read up to `position`.
+struct Range {
+    partition: u32,
+    from: i64,
+    through: i64,
+    position: u64,
 }
 
 impl Out {
@@ -716,22 +851,28 @@ fn run<A: Computed>(
         ends,
         instance,
         mut catalogue,
-    } = Input::connect(A::STREAM, cfg, version, order, &metrics, cancel)?;
+    } = Input::connect(cfg.stream, cfg, version, order, &metrics, cancel)?;
     let partitions = source.partitions();
+    let declares =
+        cfg.stream == Stream::Events && !cfg.declared_plan(Stream::Events).aggregates.is_empty();
     let mut out = Out {
         version: version.to_string(),
+        declared: declares.then(|| super::declared_part(version)),
         partitions,
         fingerprint: cfg.results_fingerprint(),
         ends: Vec::new(),
     };
     // The main version's events' worker is what this process's /metrics and /api/status
     // report; another stream's outcomes go to its own counters.
-    let main = order.is_none() && A::STREAM == Stream::Events;
+    let main = order.is_none() && cfg.stream == Stream::Events;
     if main {
         metrics.init_partitions("kafka", partitions);
         metrics.pipeline_up.set(1);
     }
     let mut sink = KafkaSink::for_topic(&cfg.kafka, &cfg.kafka.partials_topic, metrics.clone())?;
+    let clicks = (cfg.stream == Stream::Clicks)
+        .then(|| ClickKind::of(cfg))
+        .flatten();
     let mut parts: BTreeMap<u32, Part<A>> = BTreeMap::new();
     let mut batch = RecordBatch::new();
     let mut summary = WorkerSummary::default();
@@ -763,11 +904,12 @@ fn run<A: Computed>(
                 ends: &ends,
                 joined,
                 rules: cfg.pipeline.decode_rules(),
+                clicks: clicks.as_ref(),
             };
             let touched = ingest_batch(&batch, &mut parts, &reading, &out, &mut sink, &mut tally)?;
             summary.records += n as u64;
             uncommitted |= n > 0;
-            flush_tally(&mut tally, &metrics, &shared, &mut parts);
+            flush_tally(cfg.stream, &mut tally, &metrics, &shared, &mut parts);
             let report = main.then_some((&*shared, &*metrics));
             refresh_ends(&mut source, &mut out, &parts, report, &mut last_refresh)?;
             wake(&mut parts, &touched, &out, &mut sink)?;
@@ -806,6 +948,7 @@ fn run<A: Computed>(
 /// The tally of a batch into the metrics, the status and each part's counts (records
 /// re-read to rebuild a part are not counted again in it).
 fn flush_tally<A: Computed>(
+    stream: Stream,
     tally: &mut Tally,
     metrics: &Metrics,
     shared: &Shared,
@@ -820,13 +963,13 @@ fn flush_tally<A: Computed>(
             });
         }
     };
-    if A::STREAM == Stream::Events {
+    if stream == Stream::Events {
         let mut st = shared.status.lock().expect("status lock");
         tally.flush("kafka", metrics, &mut st, part_counts);
     } else {
         tally.take(|p, c| {
             part_counts(p, c);
-            c.apply_stream(A::STREAM, metrics);
+            c.apply_stream(stream, metrics);
         });
     }
 }
@@ -889,7 +1032,8 @@ fn detect_idle<A: Computed>(
         let end = log_ends.get(p as usize).copied().unwrap_or(u64::MAX);
         // Only with no open window: its events are all in published partials, so nothing
         // of it is lost when the merger closes windows without it.
-        let open = part.core.open_state().0;
+        let open =
+            part.core.open_state().0 + part.declared.as_ref().map_or(0, |d| d.open_state().0);
         if !part.idle && open == 0 && part.cursor.idle(end, timeout) {
             tracing::info!(
                 version = out.version,
@@ -939,6 +1083,8 @@ struct Reading<'a> {
     ends: &'a [u64],
     joined: Option<&'a crate::pipeline::catalogue::Joined>,
     rules: crate::event::Rules,
+    /// How a click is read (a clicks worker's).
+    clicks: Option<&'a ClickKind>,
 }
 
 /// Every record of `batch` through its partition's cursor: late records and dead letters

@@ -268,6 +268,9 @@ pub struct Commit<'a> {
     pub declared: &'a [crate::declared::DeclaredFinal],
     /// Every declared window ending at or before this is final (none: no declared core).
     pub declared_through: Option<i64>,
+    /// A merger's open state of the events' declared aggregates (kept under the version's
+    /// [`crate::scale::declared_part`]).
+    pub declared_merger_state: Option<&'a [u8]>,
 }
 
 /// Handle on the redb file; cheap to clone, shareable between the pipeline (writer) and
@@ -650,6 +653,10 @@ impl Store {
             if let Some(state) = c.merger_state {
                 tx.open_table(MERGER)?.insert(c.version, state)?;
             }
+            if let Some(state) = c.declared_merger_state {
+                let key = crate::scale::declared_part(c.version);
+                tx.open_table(MERGER)?.insert(key.as_str(), state)?;
+            }
             let mut epochs = tx.open_table(CATALOGUE_EPOCHS)?;
             for (n, e) in c.epochs {
                 epochs.insert((c.version, *n), encode(e).as_slice())?;
@@ -660,7 +667,8 @@ impl Store {
         Ok(())
     }
 
-    /// A merger's state for `version`, as last committed.
+    /// A merger's state for `version` (or its [`crate::scale::declared_part`]), as last
+    /// committed.
     ///
     /// # Errors
     /// Store failure.
@@ -1636,6 +1644,8 @@ fn remove_version(tx: &redb::WriteTransaction, name: &str) -> Result<()> {
             false
         })?;
     tx.open_table(MERGER)?.remove(name)?;
+    tx.open_table(MERGER)?
+        .remove(crate::scale::declared_part(name).as_str())?;
     tx.open_table(CATALOGUE_EPOCHS)?
         .retain_in((name, 0u32)..=(name, u32::MAX), |_, _| false)?;
     tx.open_table(FINGERPRINTS)?.retain_in(

@@ -335,6 +335,7 @@ fn a_partition_read_from_past_unread_records_has_no_usable_checkpoints() {
             epochs: &[],
             declared: &[],
             declared_through: None,
+            declared_merger_state: None,
         })
         .unwrap();
     store.mark_unindexed(1, 500).unwrap();
@@ -509,6 +510,7 @@ fn full_commit<'a>(
         epochs: &[],
         declared: &[],
         declared_through: None,
+        declared_merger_state: None,
     }
 }
 

@@ -544,6 +544,12 @@ impl<A: Mergeable> Windows<A> {
         self.pop_final(|a, size, start, w| (size, start, a.partial(w)))
     }
 
+    /// [`Windows::advance_to`], as partials (a worker's follower).
+    pub fn advance_partials_to(&mut self, through: i64) -> Vec<(i64, i64, A::Partial)> {
+        self.finalized_through = self.finalized_through.max(through);
+        self.pop_final(|a, size, start, w| (size, start, a.partial(w)))
+    }
+
     /// Like [`Windows::drain`], as partials.
     pub fn drain_partials(&mut self) -> Vec<(i64, i64, A::Partial)> {
         self.finalise_everything();
