@@ -696,36 +696,7 @@ fn three_workers_and_a_merger_equal_one_process_through_kills() {
     // caught up once it is final as far as v1. Equal to the single process's replay.
     // Starts a replay on the merger (detached) and waits up to 2 minutes for its outcome.
     let replay_on_merger = |merger: &Server, args: &[&str]| -> String {
-        let mut c = kappa(merger_dir.path());
-        c.arg("replay").args(args).arg("--detach");
-        let out = String::from_utf8(ok(c).stdout).unwrap();
-        let id = out
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix("replay ")?
-                    .split_whitespace()
-                    .next()?
-                    .parse::<u64>()
-                    .ok()
-            })
-            .unwrap_or_else(|| panic!("no replay id in {out}"));
-        let outcome = || -> String {
-            let v: Value = serde_json::from_str(&merger.get(&format!("/api/replays/{id}")).1)
-                .unwrap_or_default();
-            v["outcome"].as_str().unwrap_or_default().to_string()
-        };
-        let t = Instant::now();
-        while outcome() == "running" && t.elapsed() < Duration::from_secs(120) {
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        // Progress comes from the positions the workers report through the merger.
-        let v: Value =
-            serde_json::from_str(&merger.get(&format!("/api/replays/{id}")).1).unwrap_or_default();
-        assert!(
-            v["done"].as_u64().unwrap_or(0) > 0,
-            "no progress reported: {v}"
-        );
-        outcome()
+        replay_across_roles(merger, merger_dir.path(), args, &[])
     };
     assert_eq!(
         replay_on_merger(&merger, &["--from", "earliest", "--version", "v2"]),
@@ -834,6 +805,49 @@ fn three_workers_and_a_merger_equal_one_process_through_kills() {
         !out.status.success() && err.contains("merged from workers' partials"),
         "{err}"
     );
+}
+
+/// Starts a replay on the merger of `dir` (detached), with `env`, and waits up to 2 minutes for
+/// its outcome; the workers reported progress through the merger.
+fn replay_across_roles(
+    merger: &Server,
+    dir: &std::path::Path,
+    args: &[&str],
+    env: &[(String, String)],
+) -> String {
+    let mut c = kappa(dir);
+    c.arg("replay")
+        .args(args)
+        .arg("--detach")
+        .envs(env.iter().cloned());
+    let out = String::from_utf8(ok(c).stdout).unwrap();
+    let id = out
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("replay ")?
+                .split_whitespace()
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no replay id in {out}"));
+    let outcome = || -> String {
+        let v: Value =
+            serde_json::from_str(&merger.get(&format!("/api/replays/{id}")).1).unwrap_or_default();
+        v["outcome"].as_str().unwrap_or_default().to_string()
+    };
+    let t = Instant::now();
+    while outcome() == "running" && t.elapsed() < Duration::from_secs(120) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Progress comes from the positions the workers report through the merger.
+    let v: Value =
+        serde_json::from_str(&merger.get(&format!("/api/replays/{id}")).1).unwrap_or_default();
+    assert!(
+        v["done"].as_u64().unwrap_or(0) > 0,
+        "no progress reported: {v}"
+    );
+    outcome()
 }
 
 /// Final review windows the merger serves (both sizes).
@@ -1779,10 +1793,79 @@ fn declared_aggregates_across_workers_and_a_merger_equal_one_process_through_kil
             .all(|n| declared_windows(&merger, n) >= count(n))
     });
     std::thread::sleep(Duration::from_secs(1));
+
+    // Changing, adding and dropping declarations across roles is one replay into a new
+    // version on the merger: the workers compute it, its clicks included, equal to the
+    // single process's replay with the same configuration.
+    let changed = files.path().join("changed.toml");
+    let text2 = DECLARED_ACROSS_ROLES
+        .replace("sizes = [\"10s\", \"1m\"]", "sizes = [\"1m\"]")
+        .replace("name = \"top-pages\"", "name = \"pages-per-minute\"");
+    std::fs::write(&changed, text2).unwrap();
+    let changed = changed.to_str().unwrap();
+    let mut c = kk(single.path(), topic);
+    c.args([
+        "--config",
+        changed,
+        "replay",
+        "--from",
+        "earliest",
+        "--version",
+        "v2",
+    ])
+    .envs(env.clone());
+    ok(c);
+    let expected_v2 = export_version(single.path(), "v2");
+    let v2_names = ["views-by-os", "page-views", "pages-per-minute"];
+    let in_v2 = |name: &str| {
+        let tag = format!("\"aggregate\":\"{name}\"");
+        let windows: std::collections::BTreeSet<String> = expected_v2
+            .iter()
+            .filter(|l| l.contains(&tag))
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).unwrap();
+                format!("{}{}", v["size"], v["window_start"])
+            })
+            .collect();
+        windows.len()
+    };
+    for name in v2_names {
+        assert!(in_v2(name) >= 9, "{} {name} windows in v2", in_v2(name));
+    }
+    let args = ["--from", "earliest", "--version", "v2", "--config", changed];
+    let outcome = replay_across_roles(&merger, merger_dir.path(), &args, &env);
+    assert_eq!(outcome, "caught-up", "{}", merger.stderr_text());
+    let in_merger_v2 = |n: &str| {
+        let q = format!("/api/windows?aggregate={n}&version=v2&limit=100000");
+        let v: Value = serde_json::from_str(&merger.get(&q).1).unwrap_or_default();
+        v["windows"].as_array().map_or(0, Vec::len)
+    };
+    let t = Instant::now();
+    while !v2_names.iter().all(|n| in_merger_v2(n) >= in_v2(n)) {
+        let counts: Vec<(usize, usize)> = v2_names
+            .iter()
+            .map(|n| (in_merger_v2(n), in_v2(n)))
+            .collect();
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "the merger's v2 declared windows (merger, single) {counts:?}\n{}\n{}",
+            merger.stderr_text(),
+            workers[0].stderr_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(1));
     assert!(merger.interrupt().success());
     for w in workers {
         assert!(w.interrupt().success());
     }
+    let got_v2 = export_version(merger_dir.path(), "v2");
+    assert!(
+        got_v2 == expected_v2,
+        "v2 across roles: {} lines against {}",
+        got_v2.len(),
+        expected_v2.len()
+    );
     let got = export(merger_dir.path());
     let (got, expected) = (String::from_utf8_lossy(&got), text);
     let first = got

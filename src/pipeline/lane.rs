@@ -17,12 +17,12 @@ use std::time::{Duration, Instant};
 use super::{
     Counts, Cursor, Ingested, PipelineError, mark_committed, owned_positions, restore_from_store,
 };
-use crate::scale::Scaled;
 use crate::config::Config;
 use crate::declared::{Declared, DeclaredFinal, Item, Plan, Values};
 use crate::log::{Record, RecordBatch};
 use crate::metrics::Metrics;
 use crate::review::agg::{ReviewFinal, Reviews};
+use crate::scale::Scaled;
 use crate::source::Source;
 use crate::store::{Commit, DeadLetter, LateRecord, PartitionPosition, Store, VersionInfo};
 use crate::stream::Stream;

@@ -470,6 +470,19 @@ impl Merging {
             };
             Some(Merged::load(store, cfg, &part)?)
         };
+        // A new version the workers replay reads the clicks it declares aggregates on (the
+        // main one's part is made at start; a correction's scratch recomputes the events).
+        let clicks = Stream::Clicks.version(&info.name);
+        let scratch = info.name.starts_with(crate::store::SCRATCH_PREFIX);
+        if vcfg.reads_clicks() && !scratch && store.version(&clicks)?.is_none() {
+            store.ensure_version(&crate::store::VersionInfo {
+                name: clicks,
+                config: vcfg.for_stream(Stream::Clicks).results_fingerprint(),
+                created_ms: info.created_ms,
+                finalized_through: i64::MIN,
+                state: crate::store::VersionState::Ready,
+            })?;
+        }
         Ok(Self {
             events: Merged::load(store, cfg, info)?,
             reviews: Self::part(store, cfg, &info.name, Stream::Reviews)?,

@@ -438,11 +438,12 @@ pub fn supervise(
 }
 
 /// The loop of a version the merger ordered (a replay's): its incarnation, stop token and
-/// thread.
+/// thread, and its clicks' thread when it reads them.
 struct VersionLoop {
     incarnation: i64,
     token: CancellationToken,
     handle: std::thread::JoinHandle<Result<WorkerSummary>>,
+    clicks: Option<std::thread::JoinHandle<Result<WorkerSummary>>>,
 }
 
 impl VersionLoop {
@@ -471,6 +472,7 @@ impl VersionLoop {
             "the merger asks for this output version: computing it"
         );
         let incarnation = order.incarnation;
+        let clicks = Self::start_clicks(&vcfg, v, &order, metrics, &token)?;
         let handle = std::thread::Builder::new()
             .name(format!("worker-{v}"))
             .spawn(move || {
@@ -487,12 +489,61 @@ impl VersionLoop {
             incarnation,
             token,
             handle,
+            clicks,
         }))
+    }
+
+    /// A new version reads the clicks its aggregates are declared on from their beginning,
+    /// as a single process's replay does (its start is the events'): a thread of its own,
+    /// in its own group (the version's + `.clicks`), into its clicks part. (An in-place
+    /// correction's scratch version, bounded, recomputes the events only.) Not restarted
+    /// when it fails (logged).
+    fn start_clicks(
+        vcfg: &Config,
+        v: &str,
+        order: &super::VersionOrder,
+        metrics: &Arc<Metrics>,
+        token: &CancellationToken,
+    ) -> Result<Option<std::thread::JoinHandle<Result<WorkerSummary>>>> {
+        if !vcfg.reads_clicks() || !order.ends.is_empty() {
+            return Ok(None);
+        }
+        let mut ccfg = vcfg.for_stream(Stream::Clicks);
+        ccfg.kafka.worker_group_id = format!("{}.clicks", vcfg.kafka.worker_group_id);
+        let version = Stream::Clicks.version(v);
+        let corder = super::VersionOrder {
+            version: version.clone(),
+            starts: Vec::new(),
+            ..order.clone()
+        };
+        let (t, m) = (token.clone(), metrics.clone());
+        let handle = std::thread::Builder::new()
+            .name(format!("worker-{version}"))
+            .spawn(move || {
+                if !crate::source::topic_exists(&ccfg.kafka)? {
+                    tracing::warn!(
+                        version,
+                        "not reading clicks: topic {} not found",
+                        ccfg.kafka.topic
+                    );
+                    return Ok(WorkerSummary::default());
+                }
+                let shared = Arc::new(Shared::default());
+                let r = run::<Declared>(&ccfg, &version, Some(&corder), m, shared, &t);
+                if let Err(e) = &r {
+                    tracing::error!(version, "its clicks' worker stopped: {e}");
+                }
+                r
+            })?;
+        Ok(Some(handle))
     }
 
     /// Stops it and waits for its thread; how it ended is logged.
     fn stop(self, v: &str) {
         self.token.cancel();
+        if let Some(c) = self.clicks {
+            let _ = c.join(); // its end is logged in it
+        }
         match self.handle.join() {
             Ok(Err(e)) => tracing::error!(version = v, "its worker stopped: {e}"),
             Err(_) => tracing::error!(version = v, "its worker panicked"),
@@ -585,6 +636,7 @@ impl StreamLoop {
             incarnation: 0,
             token,
             handle,
+            clicks: None,
         });
         Ok(())
     }
