@@ -220,7 +220,49 @@ fn bad(name: &str, what: impl std::fmt::Display) -> String {
 /// A JSON number's text in hundredths, exactly: digits, an optional fraction and exponent,
 /// whose value is a whole number of hundredths (`19.99`, `1.500`, `2e3`); none otherwise
 /// (more precision, not a number, out of range).
+#[inline]
 fn hundredths(text: &[u8]) -> Option<i128> {
+    plain_hundredths(text).or_else(|| any_hundredths(text))
+}
+
+/// [`hundredths`] of the common form, `-?d{1,17}(.d{1,2})?`, in one pass without
+/// overflow checks (17 digits and two more stay below 2^63); `None` for any other text,
+/// which [`any_hundredths`] then reads.
+#[inline]
+fn plain_hundredths(text: &[u8]) -> Option<i128> {
+    let (neg, t) = match text.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, text),
+    };
+    let int = t.iter().take_while(|c| c.is_ascii_digit()).count();
+    if int == 0 || int > 17 {
+        return None;
+    }
+    let mut n = t[..int]
+        .iter()
+        .fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+    let frac = match &t[int..] {
+        [] => 0,
+        [b'.', d @ ..] if (1..=2).contains(&d.len()) && d.iter().all(u8::is_ascii_digit) => {
+            for &x in d {
+                n = n * 10 + u64::from(x - b'0');
+            }
+            d.len()
+        }
+        _ => return None,
+    };
+    let n = i128::from(
+        n * if frac == 2 {
+            1
+        } else {
+            10u64.pow(2 - frac as u32)
+        },
+    );
+    Some(if neg { -n } else { n })
+}
+
+/// [`hundredths`] of any number's text: exponents, more decimals (zeros), up to i128.
+fn any_hundredths(text: &[u8]) -> Option<i128> {
     let (neg, t) = match text.split_first() {
         Some((b'-', rest)) => (true, rest),
         _ => (false, text),

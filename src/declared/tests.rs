@@ -136,6 +136,25 @@ fn a_dry_run_names_what_is_new_changed_and_dropped() {
 
 #[test]
 fn numbers_are_read_in_hundredths_exactly_or_not_at_all() {
+    for text in [
+        "1.",
+        "-",
+        "",
+        "-.5",
+        ".5",
+        "1.2.3",
+        "01.10",
+        "00",
+        "-0",
+        "99999999999999999.99",
+        "999999999999999999",
+    ] {
+        assert_eq!(
+            hundredths(text.as_bytes()),
+            any_hundredths(text.as_bytes()),
+            "{text}"
+        );
+    }
     for (text, want) in [
         ("12", Some(1200)),
         ("12.5", Some(1250)),
@@ -342,6 +361,15 @@ fn choice() -> impl Strategy<Value = Choice> {
             keys,
             size_s,
         })
+}
+
+proptest! {
+    /// The one-pass reading of plain numbers agrees with the general one on any text of
+    /// number characters.
+    #[test]
+    fn plain_numbers_read_as_any_number(text in "[-0-9.eE]{0,22}") {
+        prop_assert_eq!(hundredths(text.as_bytes()), any_hundredths(text.as_bytes()));
+    }
 }
 
 proptest! {

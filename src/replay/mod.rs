@@ -616,10 +616,18 @@ impl Job {
         let finalized = |v: &str| -> Result<i64, StoreError> {
             Ok(store.version(v)?.map_or(i64::MIN, |i| i.finalized_through))
         };
+        // The events' declared aggregates of a correction's scratch are drained with it, and
+        // merged apart (their own final point): its swap waits for both.
+        let declares = !plan
+            .cfg
+            .declared_plan(crate::stream::Stream::Events)
+            .aggregates
+            .is_empty();
         let caught_up = || -> Result<bool, StoreError> {
             let ft = finalized(&version)?;
             if plan.in_place {
-                return Ok(ft == i64::MAX);
+                let declared = !declares || store.declared_through(&version)? == i64::MAX;
+                return Ok(ft == i64::MAX && declared);
             }
             let main_ft = finalized(main)?;
             Ok(main_ft > i64::MIN && ft >= main_ft)
