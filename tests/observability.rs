@@ -619,6 +619,12 @@ fn the_built_in_live_page_shows_real_numbers_in_headless_chromium() {
         ),
         "the declared panel's columns: {dom}"
     );
+    // Its sizes in the second list (campaign-sales, the first, has one: 1h); its latest
+    // final window is of that size.
+    let at = dom.find("data-testid=\"agg-size\"").expect("the size list");
+    let sizes = &dom[at..at + dom[at..].find("</select>").unwrap()];
+    assert!(sizes.contains("<option value=\"1h\">"), "{sizes}");
+    assert!(dom.contains("(1h, "), "the latest 1h window: {dom}");
     assert!(
         dom.contains("observability test") || dom.contains(">v2<"),
         "the replay is listed"
