@@ -427,6 +427,11 @@ pub fn compare_declared(
             if c.differing.len() < max_windows {
                 c.differing
                     .push((name.clone(), size_name(*size), format_rfc3339_ms(*start)));
+                let (ra, rb) = (
+                    declared_rows(store, a, name, *size, *start)?,
+                    declared_rows(store, b, name, *size, *start)?,
+                );
+                c.rows.extend(row_diffs(name, *size, *start, &ra, &rb));
             }
         }
     }
@@ -445,6 +450,63 @@ pub fn version_plan(store: &Store, version: &str) -> Result<crate::declared::Pla
         .with_fingerprint(&info.config)
         .map(|c| c.plan())
         .unwrap_or_default())
+}
+
+/// The rows of `version`'s window (`size`, `start`) of declared aggregate `name` by key:
+/// (the key as exported, the rest of the row); none when it does not have it.
+fn declared_rows(
+    store: &Store,
+    version: &str,
+    name: &str,
+    size: i64,
+    start: i64,
+) -> Result<BTreeMap<Vec<String>, (Value, Value)>, VersionError> {
+    let plan = version_plan(store, version)?;
+    let Some(agg) = plan.get(name) else {
+        return Ok(BTreeMap::new());
+    };
+    let part = agg.stream.version(version);
+    let windows = store.declared_windows(&part, name, Some(size), start, start + 1, 1)?;
+    Ok(windows
+        .iter()
+        .flat_map(|w| &w.rows)
+        .map(|(key, row)| {
+            let mut o = agg.row_json(key, row);
+            let named = o.shift_remove("key").unwrap_or_default();
+            (key.clone(), (named, Value::Object(o)))
+        })
+        .collect())
+}
+
+/// The groups whose rows differ between `a` and `b` (one window), at most
+/// [`crate::compare::DECLARED_ROWS`].
+fn row_diffs(
+    name: &str,
+    size: i64,
+    start: i64,
+    a: &BTreeMap<Vec<String>, (Value, Value)>,
+    b: &BTreeMap<Vec<String>, (Value, Value)>,
+) -> Vec<crate::compare::DeclaredRowDiff> {
+    let keys: std::collections::BTreeSet<&Vec<String>> = a.keys().chain(b.keys()).collect();
+    let row = |m: &BTreeMap<Vec<String>, (Value, Value)>, k: &Vec<String>| {
+        m.get(k).map(|(_, r)| r.clone())
+    };
+    keys.into_iter()
+        .filter(|k| row(a, k) != row(b, k))
+        .take(crate::compare::DECLARED_ROWS)
+        .map(|k| crate::compare::DeclaredRowDiff {
+            aggregate: name.to_string(),
+            size: size_name(size),
+            window_start: format_rfc3339_ms(start),
+            key: a
+                .get(k)
+                .or(b.get(k))
+                .map(|(named, _)| named.clone())
+                .unwrap_or_default(),
+            a: row(a, k),
+            b: row(b, k),
+        })
+        .collect()
 }
 
 /// `size`, `window_start`, `window_end` of a declared window.

@@ -367,6 +367,27 @@ fn adding_an_aggregate_is_one_replay_into_a_new_version() {
         "only big-tickets changed: {d}"
     );
     assert_eq!([&d["only_in_a"], &d["only_in_b"]], [0, 0], "{d}");
+    // And its rows: a group counts fewer events in v3 (price ≥ 200 admits fewer), or is
+    // gone; none counts more, and no row of another aggregate is listed.
+    let rows = d["rows"].as_array().unwrap();
+    assert!(!rows.is_empty(), "{d}");
+    let events = |r: &Value| r.as_object().map(|o| o["events"].as_u64().unwrap());
+    for r in rows {
+        assert_eq!(r["aggregate"], "big-tickets", "{r}");
+        assert!(
+            events(&r["a"]).unwrap() > events(&r["b"]).unwrap_or(0),
+            "{r}"
+        );
+        assert_eq!(r["key"].as_object().unwrap().len(), 2, "{r}");
+    }
+    let mut c = kappa(dir.path());
+    c.args(["versions", "compare", "v2", "v3"]);
+    let text = String::from_utf8(ok(c).stdout).unwrap();
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("    ") && l.contains("\"events\":") && l.contains(" → ")),
+        "{text}"
+    );
     let mut c = kappa(dir.path());
     c.args(["versions", "compare", "v1", "v2"]);
     let text = String::from_utf8(ok(c).stdout).unwrap();

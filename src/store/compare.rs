@@ -132,6 +132,31 @@ pub struct DeclaredComparison {
     pub differing: Vec<(String, String, String)>,
     /// How many differ in all (listed or not).
     pub differing_count: u64,
+    /// The rows that differ in the listed windows (at most [`DECLARED_ROWS`] a window),
+    /// in their order.
+    #[serde(default)]
+    pub rows: Vec<DeclaredRowDiff>,
+}
+
+/// Differing rows listed per declared window of a comparison.
+pub const DECLARED_ROWS: usize = 10;
+
+/// One group of a declared window whose row differs between the versions, or that one of
+/// them only has.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeclaredRowDiff {
+    /// The aggregate.
+    pub aggregate: String,
+    /// Window size.
+    pub size: String,
+    /// Window start.
+    pub window_start: String,
+    /// The group's key as exported: each group-by key's part by its name.
+    pub key: serde_json::Value,
+    /// Its row in the old version, as exported (`events`, the measures, `skipped`).
+    pub a: Option<serde_json::Value>,
+    /// Its row in the new version.
+    pub b: Option<serde_json::Value>,
 }
 
 /// Totals of a [`Comparison`].
@@ -752,6 +777,26 @@ pub fn describe(c: &Comparison, more: &str) -> Vec<String> {
         ));
         for (name, size, start) in &d.differing {
             out.push(format!("  {name} {size} window {start}"));
+            let rows = d
+                .rows
+                .iter()
+                .filter(|r| (&r.aggregate, &r.size, &r.window_start) == (name, size, start));
+            for r in rows {
+                let row = |x: &Option<serde_json::Value>| {
+                    x.as_ref()
+                        .map_or_else(|| "–".to_string(), ToString::to_string)
+                };
+                let key: Vec<String> = (r.key.as_object().into_iter().flatten())
+                    .map(|(k, v)| {
+                        format!(
+                            "{k}={}",
+                            v.as_str().map_or_else(|| v.to_string(), String::from)
+                        )
+                    })
+                    .collect();
+                let key = key.join("  ");
+                out.push(format!("    {key}: {} → {}", row(&r.a), row(&r.b)));
+            }
         }
         if d.differing_count > d.differing.len() as u64 {
             out.push(format!(
