@@ -377,9 +377,8 @@ pub fn supervise(
         }
         // Loops that ended by themselves (an error): logged, retried later.
         let ended: Vec<String> = others
-            .iter()
-            .filter(|(_, l)| l.handle.is_finished())
-            .map(|(v, _)| v.clone())
+            .iter_mut()
+            .filter_map(|(v, l)| l.ended().then(|| v.clone()))
             .collect();
         for v in ended {
             if let Some(l) = others.remove(&v) {
@@ -496,8 +495,8 @@ impl VersionLoop {
     /// A new version reads the clicks its aggregates are declared on from their beginning,
     /// as a single process's replay does (its start is the events'): a thread of its own,
     /// in its own group (the version's + `.clicks`), into its clicks part. (An in-place
-    /// correction's scratch version, bounded, recomputes the events only.) Not restarted
-    /// when it fails (logged).
+    /// correction's scratch version, bounded, recomputes the events only.) When it fails,
+    /// the version's loop starts again ([`VersionLoop::ended`]).
     fn start_clicks(
         vcfg: &Config,
         v: &str,
@@ -536,6 +535,19 @@ impl VersionLoop {
                 r
             })?;
         Ok(Some(handle))
+    }
+
+    /// Whether it ended by itself: its events' thread, or its clicks' thread with an error
+    /// (then both start again, from their groups' commits). A clicks' thread that ended
+    /// without one (no clicks topic) is forgotten.
+    fn ended(&mut self) -> bool {
+        if self.handle.is_finished() {
+            return true;
+        }
+        match self.clicks.take_if(|c| c.is_finished()) {
+            Some(c) => matches!(c.join(), Ok(Err(_)) | Err(_)),
+            None => false,
+        }
     }
 
     /// Stops it and waits for its thread; how it ended is logged.
