@@ -392,6 +392,8 @@ pub fn compare_declared(
             .collect()
     };
     let (ta, tb) = (throughs(&pa), throughs(&pb));
+    // Each side's plan, for the rows of the listed windows (read once, not per window).
+    let plans = (version_plan(store, a)?, version_plan(store, b)?);
     let keyed = |ps: &[DeclaredPrint]| -> BTreeMap<(String, i64, i64), u128> {
         ps.iter()
             .map(|p| ((p.aggregate.clone(), p.size_ms, p.start_ms), p.hash))
@@ -428,8 +430,8 @@ pub fn compare_declared(
                 c.differing
                     .push((name.clone(), size_name(*size), format_rfc3339_ms(*start)));
                 let (ra, rb) = (
-                    declared_rows(store, a, name, *size, *start)?,
-                    declared_rows(store, b, name, *size, *start)?,
+                    declared_rows(store, a, &plans.0, name, *size, *start)?,
+                    declared_rows(store, b, &plans.1, name, *size, *start)?,
                 );
                 c.rows.extend(row_diffs(name, *size, *start, &ra, &rb));
             }
@@ -452,16 +454,17 @@ pub fn version_plan(store: &Store, version: &str) -> Result<crate::declared::Pla
         .unwrap_or_default())
 }
 
-/// The rows of `version`'s window (`size`, `start`) of declared aggregate `name` by key:
+/// The rows of `version`'s window (`size`, `start`) of declared aggregate `name` of its
+/// `plan` by key:
 /// (the key as exported, the rest of the row); none when it does not have it.
 fn declared_rows(
     store: &Store,
     version: &str,
+    plan: &crate::declared::Plan,
     name: &str,
     size: i64,
     start: i64,
 ) -> Result<BTreeMap<Vec<String>, (Value, Value)>, VersionError> {
-    let plan = version_plan(store, version)?;
     let Some(agg) = plan.get(name) else {
         return Ok(BTreeMap::new());
     };
