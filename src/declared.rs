@@ -851,6 +851,16 @@ impl Aggregate {
         Ok(())
     }
 
+    /// The window size its hourly rollups are added up from: its largest size that divides
+    /// an hour, when its measures add up across windows ([`Aggregate::mergeable`]); none
+    /// keeps no rollups (its range totals read windows).
+    #[must_use]
+    pub fn rollup_size(&self) -> Option<i64> {
+        self.mergeable().ok()?;
+        let hour = crate::rollup::HOUR_MS;
+        self.sizes_ms.iter().rev().copied().find(|&s| hour % s == 0)
+    }
+
     /// The largest of its sizes that `from` and `to` both fall on (window starts are
     /// multiples of the size since the epoch).
     #[must_use]

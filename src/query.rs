@@ -557,11 +557,14 @@ impl From<StoreError> for TotalError {
     }
 }
 
-/// A declared aggregate's rows over the range `[q.from, q.to)`, one per key: its final
-/// windows of the largest size the range's ends fall on, added up (exact for `count`,
-/// `sum`, `min`, `max`; [`crate::declared::Aggregate::mergeable`]). Windows after its
-/// final point are not there yet: `final_to` says where the answer stops.
-/// `{"version","aggregate","from","to","final_to","size","windows","rows":[…]}`.
+/// A declared aggregate's rows over the range `[q.from, q.to)`, one per key: its stored
+/// rollups that fit (hours, quarters of a day, days, weeks, months, years in the version's
+/// zone) and its final windows for the rest, added up (exact for `count`, `sum`, `min`,
+/// `max`; [`crate::declared::Aggregate::mergeable`]). Windows after its final point are
+/// not there yet: `final_to` says where the answer stops.
+/// `{"version","aggregate","from","to","final_to","size","windows","buckets":{unit: n},"rows":[…]}`
+/// (`size`: the largest window size both ends fall on; `windows` and `buckets`: what was
+/// read).
 ///
 /// # Errors
 /// No such version or aggregate, a measure that does not add up, a range no size tiles;
@@ -597,12 +600,17 @@ pub fn declared_total(
             ))
         })?;
     let stored = agg.stream.version(version);
-    let ws = store.declared_windows(&stored, q.name, Some(size), q.from, q.to, usize::MAX)?;
+    let info = store
+        .version(version)?
+        .ok_or_else(|| VersionError::Unknown(version.to_string()))?;
+    let cal = crate::rollup::Calendar::of_fingerprint(&info.config);
+    let t = store.declared_total(&stored, (agg, &cal), size, q.from, q.to)?;
     let final_to = store.declared_through(&stored)?.clamp(q.from, q.to);
-    let rows: Vec<Value> = agg
-        .total(ws.iter().map(|w| &w.rows))
-        .iter()
+    let rows: Vec<Value> = (t.rows.iter())
         .map(|(k, r)| Value::Object(agg.row_json(k, r)))
+        .collect();
+    let buckets: serde_json::Map<String, Value> = (t.buckets.iter())
+        .map(|&(u, n)| (u.as_str().to_string(), n.into()))
         .collect();
     Ok(json!({
         "version": version,
@@ -611,7 +619,8 @@ pub fn declared_total(
         "to": format_rfc3339_ms(q.to),
         "final_to": format_rfc3339_ms(final_to),
         "size": size_name(size),
-        "windows": ws.len(),
+        "windows": t.windows,
+        "buckets": buckets,
         "rows": rows,
     }))
 }

@@ -255,7 +255,9 @@ fn random_clicks_equal_flink_and_a_batch_model_across_restarts() {
 #[test]
 fn sigkills_at_random_moments_leave_the_same_windows() {
     let reference = temp();
-    let cfg = write(reference.path(), "clicks.toml", CLICKS);
+    // Days in Seoul: the clicks' rollups follow the events' zone.
+    let zoned = format!("[rollups]\ntime-zone = \"Asia/Seoul\"\n{CLICKS}");
+    let cfg = write(reference.path(), "clicks.toml", &zoned);
     let jsonl = random_clicks(200_000, 3);
     let input = write(reference.path(), "clicks.jsonl", &jsonl);
     produce_clicks(reference.path(), &cfg, &input);
@@ -288,6 +290,41 @@ fn sigkills_at_random_moments_leave_the_same_windows() {
     c.args(RUN_DRAIN);
     ok(c);
     assert_eq!(kappa_rows(killed.path(), "v1"), want);
+
+    // A range total over the quarters of a Seoul day (from 18:00 and 00:00 there), read
+    // from their rollups, equals the model's windows added up.
+    let mut c = with_config(killed.path(), &cfg);
+    c.args([
+        "query",
+        "--aggregate",
+        "page-views",
+        "--total",
+        "--format",
+        "json",
+    ])
+    .args([
+        "--from",
+        "2024-04-25T09:00:00Z",
+        "--to",
+        "2024-04-25T21:00:00Z",
+    ]);
+    let v: Value = serde_json::from_slice(&ok(c).stdout).unwrap();
+    assert_eq!(v["buckets"]["six_hours"], 2, "{v}");
+    let got: BTreeMap<String, u64> = (v["rows"].as_array().unwrap().iter())
+        .map(|r| {
+            (
+                r["key"]["page"].as_str().unwrap().to_string(),
+                r["count"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let mut model_total: BTreeMap<String, u64> = BTreeMap::new();
+    for ((start, _, page), n) in &want {
+        if ("2024-04-25T09:00:00".."2024-04-25T21:00:00").contains(&start.as_str()) {
+            *model_total.entry(page.clone()).or_default() += n;
+        }
+    }
+    assert_eq!(got, model_total);
 }
 
 #[test]

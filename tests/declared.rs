@@ -60,6 +60,11 @@ fn part(v: Option<&Value>) -> String {
 /// The model: every distinct event of `jsonl` (by `event_id`), each aggregate computed
 /// from its fields directly.
 fn model(jsonl: &str) -> Windows {
+    model_in(jsonl, 0)
+}
+
+/// [`model`] with hours of the day `offset_hours` from UTC (a zone without DST).
+fn model_in(jsonl: &str, offset_hours: i64) -> Windows {
     let mut seen: HashMap<String, Value> = HashMap::new();
     let mut out = Windows::new();
     for line in jsonl.lines() {
@@ -115,7 +120,7 @@ fn model(jsonl: &str) -> Windows {
             }
         }
         if ty == "purchase" && at("context.campaign").is_some() {
-            let hour = chrono::DateTime::from_timestamp_millis(ts)
+            let hour = chrono::DateTime::from_timestamp_millis(ts + offset_hours * 3_600_000)
                 .unwrap()
                 .format("%-H");
             add(
@@ -523,6 +528,8 @@ fn declared_windows_are_the_same_after_sigkills_at_random_moments() {
             "0.05",
             "--disorder",
             "10s",
+            "--sim-rate",
+            "2",
         ],
     );
     produce_lines(reference.path(), &jsonl);
@@ -564,6 +571,21 @@ fn declared_windows_are_the_same_after_sigkills_at_random_moments() {
         got == expected,
         "results differ after 5 SIGKILLs (seed {seed})"
     );
+    // The rollups written through the kills add up to the model's windows.
+    let want = model(&jsonl);
+    let starts = || want.keys().map(|k| ms(&k.2));
+    let hour = 3_600_000;
+    let from = (starts().min().unwrap() + hour - 1).div_euclid(hour) * hour;
+    let to = starts().max().unwrap().div_euclid(hour) * hour;
+    for (name, size) in [("views-by-os", "10s"), ("campaign-sales", "1h")] {
+        let v = query_total(crashed.path(), name, from, to);
+        assert!(v["buckets"]["six_hours"].as_u64() > Some(0), "{v}");
+        assert_eq!(
+            total_rows(&v),
+            model_total(&want, name, size, from, to),
+            "{name} (seed {seed})"
+        );
+    }
 }
 
 #[test]
@@ -710,4 +732,178 @@ fn a_range_total_adds_up_the_windows_exactly_and_refuses_what_does_not_add_up() 
             "{err}"
         );
     }
+}
+
+/// The measures of [`DECLARED`]'s aggregates, and how each combines.
+fn measures_of(name: &str) -> &'static [&'static str] {
+    match name {
+        "views-by-os" => &["count"],
+        "campaign-sales" => &["count", "sum(price)", "min(price)", "max(price)"],
+        _ => &["count", "max(price)"],
+    }
+}
+
+/// Rows by key: (events, measures in hundredths or counts).
+type Total = BTreeMap<Vec<String>, (u64, Vec<Option<i128>>)>;
+
+/// The model's windows of `name` and `size` starting in `[from, to)`, added up by key.
+fn model_total(want: &Windows, name: &str, size: &str, from: i64, to: i64) -> Total {
+    let mut out = Total::new();
+    for ((n, s, start, key), (events, values)) in want {
+        if n != name || s != size || !(from..to).contains(&ms(start)) {
+            continue;
+        }
+        let row = out
+            .entry(key.clone())
+            .or_insert_with(|| (0, vec![None; values.len()]));
+        row.0 += events;
+        for ((x, y), m) in row.1.iter_mut().zip(values).zip(measures_of(name)) {
+            *x = match (*x, *y) {
+                (Some(a), Some(b)) if m.starts_with("min") => Some(a.min(b)),
+                (Some(a), Some(b)) if m.starts_with("max") => Some(a.max(b)),
+                (Some(a), Some(b)) => Some(a + b),
+                (a, b) => a.or(b),
+            };
+        }
+    }
+    out
+}
+
+/// `kappa query --aggregate NAME --total` over `[from, to)` in `dir`, as JSON.
+fn query_total(dir: &Path, name: &str, from: i64, to: i64) -> Value {
+    let fmt = |t: i64| {
+        chrono::DateTime::from_timestamp_millis(t)
+            .unwrap()
+            .format("%Y-%m-%dT%H:%M:%SZ")
+            .to_string()
+    };
+    let mut c = kappa(dir);
+    c.args(["query", "--aggregate", name, "--total", "--format", "json"])
+        .args(["--from", &fmt(from), "--to", &fmt(to)]);
+    serde_json::from_slice(&ok(c).stdout).unwrap()
+}
+
+/// A `--total` answer's rows, as [`model_total`]'s.
+fn total_rows(v: &Value) -> Total {
+    let name = v["aggregate"].as_str().unwrap();
+    (v["rows"].as_array().unwrap().iter())
+        .map(|r| {
+            let key = (r["key"].as_object().unwrap().values())
+                .map(|p| p.as_str().unwrap().to_string())
+                .collect();
+            let values = (measures_of(name).iter())
+                .map(|m| match &r[*m] {
+                    Value::Null => None,
+                    n if *m == "count" => Some(i128::from(n.as_u64().unwrap())),
+                    n => Some(hundredths(&n.to_string())),
+                })
+                .collect();
+            (key, (r["events"].as_u64().unwrap(), values))
+        })
+        .collect()
+}
+
+#[test]
+fn range_totals_read_rollups_in_the_zone_exactly_also_after_an_in_place_correction() {
+    // Nine days of events from Monday 00:00 in Seoul, 5 % of them late.
+    let dir = temp();
+    let jsonl = generate(
+        dir.path(),
+        &[
+            "--events",
+            "40000",
+            "--seed",
+            "29",
+            "--sim-rate",
+            "0.05",
+            "--start",
+            "2026-11-22T15:00:00Z",
+            "--late-share",
+            "0.05",
+        ],
+    );
+    produce_lines(dir.path(), &jsonl);
+    let wide = temp();
+    copy_dir(&dir.path().join("log"), &wide.path().join("log"));
+    let cfg = write_config(
+        dir.path(),
+        &format!("[rollups]\ntime-zone = \"Asia/Seoul\"\n{DECLARED}"),
+    );
+    let mut c = kappa(dir.path());
+    c.arg("--config").arg(&cfg).args(RUN_DRAIN);
+    let out = String::from_utf8(ok(c).stdout).unwrap();
+    assert!(counts(&out)[1] > 100, "late events: {out}");
+    // What a lateness bound of a day gives from the start: every event, as the model.
+    let mut c = kappa(wide.path());
+    c.arg("--config")
+        .arg(&cfg)
+        .args(RUN_DRAIN)
+        .env("KAPPA_PIPELINE__MAX_DELAY", "1d");
+    ok(c);
+    let want = model_in(&jsonl, 9);
+    assert_eq!(declared_of(&export_version(wide.path(), "v1")), want);
+
+    // Ranges from whole weeks in Seoul down to 10 s windows at their ends.
+    let monday = ms("2026-11-22T15:00:00Z");
+    let (hour, day) = (3_600_000, 86_400_000);
+    let ranges = [
+        ("views-by-os", "10s", monday, monday + 7 * day, "week"),
+        (
+            "views-by-os",
+            "10s",
+            monday + 10_000,
+            monday + 8 * day + 20_000,
+            "day",
+        ),
+        (
+            "views-by-os",
+            "10s",
+            monday - day,
+            monday + 30 * day,
+            "week",
+        ),
+        (
+            "campaign-sales",
+            "1h",
+            monday + 5 * hour,
+            monday + 2 * day + 7 * hour,
+            "six_hours",
+        ),
+        ("campaign-sales", "1h", monday, monday + 9 * day, "week"),
+        (
+            "big-tickets",
+            "1m",
+            monday + 90 * 60_000,
+            monday + 3 * day + 60_000,
+            "day",
+        ),
+    ];
+    let mut changed = 0;
+    let mut before = Vec::new();
+    for &(name, size, from, to, unit) in &ranges {
+        let v = query_total(wide.path(), name, from, to);
+        assert!(
+            v["buckets"][unit].as_u64() > Some(0),
+            "read from {unit}s: {v}"
+        );
+        let rows = total_rows(&v);
+        assert!(!rows.is_empty(), "{v}");
+        assert_eq!(rows, model_total(&want, name, size, from, to), "{name} {v}");
+        before.push(total_rows(&query_total(dir.path(), name, from, to)));
+    }
+    // The correction rewrites the windows of its range and every rollup holding them.
+    let mut c = kappa(dir.path());
+    c.args(["replay", "--from", "earliest", "--max-delay", "1d"]);
+    let out = String::from_utf8(ok(c).stdout).unwrap();
+    assert!(out.contains("completed"), "{out}");
+    for (&(name, size, from, to, _), old) in ranges.iter().zip(&before) {
+        let rows = total_rows(&query_total(dir.path(), name, from, to));
+        changed += usize::from(&rows != old);
+        assert_eq!(
+            rows,
+            model_total(&want, name, size, from, to),
+            "{name} corrected"
+        );
+    }
+    assert!(changed > 0, "the late events change totals");
 }

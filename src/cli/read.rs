@@ -248,16 +248,23 @@ fn print_rows(out: &mut dyn Write, rows: &Value) -> std::io::Result<()> {
 
 /// `kappa query --aggregate NAME --total`: one header, the range's rows.
 fn print_total(out: &mut dyn Write, v: &Value) -> std::io::Result<()> {
+    let buckets: Vec<String> = (v["buckets"].as_object().into_iter().flatten())
+        .map(|(unit, n)| format!("{unit} {n}"))
+        .collect();
+    let rollups = if buckets.is_empty() {
+        String::new()
+    } else {
+        format!("rollups ({}) and ", buckets.join(", "))
+    };
     writeln!(
         out,
-        "── {} {} → {} (final to {}, version {}; from {} {} windows)",
+        "── {} {} → {} (final to {}, version {}; from {rollups}{} windows)",
         t(&v["aggregate"]),
         t(&v["from"]),
         t(&v["to"]),
         t(&v["final_to"]),
         t(&v["version"]),
         t(&v["windows"]),
-        t(&v["size"])
     )?;
     print_rows(out, &v["rows"])
 }

@@ -4,11 +4,26 @@
 //! core keeps apart from the built-in one (a drain finalises each core's own windows).
 //!
 //! A window is rewritten whole, so writing it twice leaves the same bytes.
+//!
+//! Rollups: an aggregate whose measures add up across windows
+//! ([`Aggregate::rollup_size`]) keeps every final hour's rows, added up from its windows of
+//! the largest size dividing an hour, and the calendar's rollups made of them as the
+//! built-in sums are ([`super::sums`]: quarters of a day and days from hours, weeks and
+//! months from days, years from months, in the version's time zone). Where each is
+//! enforced:
+//! - a bucket is written once it is final (its end at or before the declared final
+//!   point), in the transaction that moves that point past it ([`write`], [`roll_up`]);
+//! - an in-place correction computes the buckets holding the windows it swaps again, in
+//!   its swap's transaction ([`copy`]);
+//! - a range reads the largest stored buckets that fit, then hours, and windows for what
+//!   no bucket holds ([`Store::declared_total`]), so a bucket never computed (a store from
+//!   before rollups, a quiet day) is read as its windows.
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition, TableHandle};
 
 use super::{Result, Store, decode, encode};
-use crate::declared::{DeclaredFinal, Rows};
+use crate::declared::{Aggregate, DeclaredFinal, Rows};
+use crate::rollup::{Calendar, HOUR_MS, Unit};
 
 /// `(version, aggregate, size ms, start ms)` → the window's rows (bincode of [`Rows`]).
 const DECLARED: TableDefinition<(&str, &str, i64, i64), &[u8]> =
@@ -16,6 +31,11 @@ const DECLARED: TableDefinition<(&str, &str, i64, i64), &[u8]> =
 
 /// version → every declared window ending at or before this is final.
 const DECLARED_THROUGH: TableDefinition<&str, i64> = TableDefinition::new("declared_through");
+
+/// `(version, aggregate, unit, start ms)` → the bucket's rows (bincode of [`Rows`]; a
+/// bucket without rows is not kept).
+const ROLLUPS: TableDefinition<(&str, &str, u8, i64), &[u8]> =
+    TableDefinition::new("declared_rollups");
 
 /// One final window of one declared aggregate.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,10 +66,12 @@ fn window_of(name: &str, size_ms: i64, start_ms: i64, value: &[u8]) -> Result<De
     })
 }
 
-/// Writes `finals` of `version` and, when given, the point they are final through.
+/// Writes `finals` of `version` (configured by fingerprint `config`; `cal`, the calendar
+/// of the version it is part of) and, when given, the point they are final through, with
+/// the rollups that became final.
 pub(super) fn write(
     tx: &redb::WriteTransaction,
-    version: &str,
+    (version, config, cal): (&str, &str, &Calendar),
     finals: &[DeclaredFinal],
     through: Option<i64>,
 ) -> Result<()> {
@@ -65,10 +87,139 @@ pub(super) fn write(
             )?;
         }
     }
-    if let Some(through) = through {
-        tx.open_table(DECLARED_THROUGH)?.insert(version, through)?;
+    drop(t);
+    let Some(through) = through else {
+        return Ok(());
+    };
+    let old = tx
+        .open_table(DECLARED_THROUGH)?
+        .insert(version, through)?
+        .map_or(i64::MIN, |g| g.value());
+    // Nothing became final unless an hour's end was passed (every bucket ends on one).
+    if through <= old || (old > i64::MIN && old.div_euclid(HOUR_MS) * HOUR_MS + HOUR_MS > through) {
+        return Ok(());
+    }
+    roll_up(
+        tx,
+        version,
+        &rolled(config, version),
+        cal,
+        old,
+        through,
+        through,
+    )
+}
+
+/// The aggregates of `version`'s part (a stored name) that keep rollups, from its
+/// configuration's fingerprint.
+fn rolled(config: &str, version: &str) -> Vec<Aggregate> {
+    let plan = crate::config::Config::default()
+        .with_fingerprint(config)
+        .map(|c| c.plan())
+        .unwrap_or_default();
+    let (_, base) = crate::stream::Stream::of_version(version);
+    plan.aggregates
+        .into_iter()
+        .filter(|a| a.rollup_size().is_some() && a.stream.version(base) == version)
+        .collect()
+}
+
+/// The stored [`Rows`] values of a range of `table`, added up by `agg`.
+fn total_of<'a, K: 'a>(
+    range: impl Iterator<
+        Item = std::result::Result<(K, redb::AccessGuard<'a, &'static [u8]>), redb::StorageError>,
+    >,
+    agg: &Aggregate,
+    table: &'static str,
+) -> Result<Rows> {
+    let rows = range
+        .map(|r| decode::<Rows>(table, r?.1.value()))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(agg.total(&rows))
+}
+
+/// Computes the buckets of each of `aggs` of `version` overlapping `[lo, hi)` that are
+/// final (ending at or before `final_through`), in order: hours from windows, then the
+/// calendar's rollups, each from the unit below it. The span is bounded by the windows
+/// and buckets the aggregate has, so an unbounded `hi` (a drain) reads no empty years.
+pub(super) fn roll_up(
+    tx: &redb::WriteTransaction,
+    version: &str,
+    aggs: &[Aggregate],
+    cal: &Calendar,
+    lo: i64,
+    hi: i64,
+    final_through: i64,
+) -> Result<()> {
+    let windows = tx.open_table(DECLARED)?;
+    let mut t = tx.open_table(ROLLUPS)?;
+    for agg in aggs {
+        let (Some(base), name) = (agg.rollup_size(), agg.name.as_str()) else {
+            continue;
+        };
+        let Some((first, last)) = extent(&windows, &t, version, name, base)? else {
+            continue;
+        };
+        let lo = lo.max(first);
+        let hi = hi.min(last.max(lo.saturating_add(1)));
+        for unit in std::iter::once(Unit::Hour).chain(Unit::ROLLUPS) {
+            let buckets: Vec<(i64, i64)> = cal
+                .overlapping(unit, lo, hi)
+                .filter(|&(_, e)| e <= final_through)
+                .collect();
+            for (s, e) in buckets {
+                let rows = if unit == Unit::Hour {
+                    let keys = (version, name, base, s)..(version, name, base, e);
+                    total_of(windows.range(keys)?, agg, "declared_windows")?
+                } else {
+                    let c = unit.child() as u8;
+                    let keys = (version, name, c, s)..(version, name, c, e);
+                    total_of(t.range(keys)?, agg, "declared_rollups")?
+                };
+                let key = (version, name, unit as u8, s);
+                if rows.is_empty() {
+                    t.remove(key)?;
+                } else {
+                    t.insert(key, encode(&rows).as_slice())?;
+                }
+            }
+        }
     }
     Ok(())
+}
+
+/// The first start and last end of `name`'s windows of size `base` and stored hours in
+/// `version` (none: it has neither).
+fn extent(
+    windows: &impl ReadableTable<(&'static str, &'static str, i64, i64), &'static [u8]>,
+    rollups: &impl ReadableTable<(&'static str, &'static str, u8, i64), &'static [u8]>,
+    version: &str,
+    name: &str,
+    base: i64,
+) -> Result<Option<(i64, i64)>> {
+    fn span<K: redb::Key + 'static>(
+        mut r: redb::Range<'_, K, &'static [u8]>,
+        start: impl Fn(&K::SelfType<'_>) -> i64,
+        len: i64,
+    ) -> Result<Option<(i64, i64)>> {
+        let first = r.next().transpose()?.map(|(k, _)| start(&k.value()));
+        let last = r.next_back().transpose()?.map(|(k, _)| start(&k.value()));
+        Ok(first.map(|f| (f, last.unwrap_or(f) + len)))
+    }
+    let w = span(
+        windows.range((version, name, base, i64::MIN)..=(version, name, base, i64::MAX))?,
+        |k| k.3,
+        base,
+    )?;
+    let h = Unit::Hour as u8;
+    let r = span(
+        rollups.range((version, name, h, i64::MIN)..=(version, name, h, i64::MAX))?,
+        |k| k.3,
+        HOUR_MS,
+    )?;
+    Ok(w.into_iter()
+        .chain(r)
+        .reduce(|a, b| (a.0.min(b.0), a.1.max(b.1))))
 }
 
 /// Whether a commit created the declared tables (a store that never had declared
@@ -87,25 +238,28 @@ pub(super) fn remove(tx: &redb::WriteTransaction, version: &str) -> Result<()> {
     tx.open_table(DECLARED)?
         .retain_in(every(version), |_, _| false)?;
     tx.open_table(DECLARED_THROUGH)?.remove(version)?;
+    let all = (version, "", 0, i64::MIN)..=(version, "\u{10FFFF}", u8::MAX, i64::MAX);
+    tx.open_table(ROLLUPS)?.retain_in(all, |_, _| false)?;
     Ok(())
 }
 
 /// An in-place correction's swap: the declared windows of `from` (the scratch version)
 /// starting in `[from_ms, to_ms)` and final in both versions replace those of `to` (a
-/// window the correction left empty goes), as the built-in windows are copied.
+/// window the correction left empty goes), as the built-in windows are copied; `to`'s
+/// final buckets holding them are computed again (`config`: its fingerprint).
 pub(super) fn copy(
     tx: &redb::WriteTransaction,
     from: &str,
     to: &str,
-    from_ms: i64,
-    to_ms: i64,
+    config: &str,
+    (from_ms, to_ms): (i64, i64),
 ) -> Result<()> {
     if !present(tx)? {
         return Ok(());
     }
     let through = tx.open_table(DECLARED_THROUGH)?;
     let final_of = |v: &str| -> Result<i64> { Ok(through.get(v)?.map_or(i64::MIN, |g| g.value())) };
-    let through_both = final_of(from)?.min(final_of(to)?);
+    let (through_to, through_both) = (final_of(to)?, final_of(from)?.min(final_of(to)?));
     drop(through);
     let mut t = tx.open_table(DECLARED)?;
     // Every (aggregate, size) either version has.
@@ -138,6 +292,12 @@ pub(super) fn copy(
             t.insert((to, n, size, start), value.as_slice())?;
         }
     }
+    drop(t);
+    let hi = to_ms.min(through_both);
+    if from_ms < hi {
+        let cal = Calendar::of_fingerprint(config);
+        roll_up(tx, to, &rolled(config, to), &cal, from_ms, hi, through_to)?;
+    }
     Ok(())
 }
 
@@ -160,6 +320,13 @@ pub(super) fn bytes(tx: &redb::ReadTransaction, version: &str) -> Result<u64> {
         let (k, v) = r?;
         let (_, name, _, _) = k.value();
         n += (version.len() + name.len() + 16 + v.value().len()) as u64;
+    }
+    if let Some(t) = opened(tx.open_table(ROLLUPS))? {
+        let all = (version, "", 0, i64::MIN)..=(version, "\u{10FFFF}", u8::MAX, i64::MAX);
+        for r in t.range(all)? {
+            let (k, v) = r?;
+            n += (version.len() + k.value().1.len() + 9 + v.value().len()) as u64;
+        }
     }
     Ok(n)
 }
@@ -252,5 +419,132 @@ impl Store {
             out.push(window_of(name, size, start, v.value())?);
         }
         Ok(out)
+    }
+}
+
+/// A declared aggregate's rows over a range, and what they were read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeclaredTotal {
+    /// One row per key, added up.
+    pub rows: Rows,
+    /// Final windows read (where no stored bucket covered the range).
+    pub windows: usize,
+    /// Stored buckets read, by unit, largest first (units read none of left out).
+    pub buckets: Vec<(Unit, usize)>,
+}
+
+/// What a range is read from.
+enum Piece {
+    /// Windows of a size starting in `[s, e)`.
+    Windows(i64, i64, i64),
+    /// A stored bucket.
+    Bucket(Unit, i64),
+}
+
+/// `[from, to)` cut into windows at its ends and the largest stored buckets between its
+/// first and last whole hours (hours not stored read as windows of size `base`); none
+/// when an end's part is on no window size (then the whole range is read as windows).
+fn pieces(
+    rollups: &redb::ReadOnlyTable<(&'static str, &'static str, u8, i64), &'static [u8]>,
+    (version, agg, base, cal): (&str, &Aggregate, i64, &Calendar),
+    from: i64,
+    to: i64,
+) -> Result<Option<Vec<Piece>>> {
+    let (hf, ht) = (
+        (from + HOUR_MS - 1).div_euclid(HOUR_MS) * HOUR_MS,
+        to.div_euclid(HOUR_MS) * HOUR_MS,
+    );
+    if hf >= ht {
+        return Ok(None);
+    }
+    let name = agg.name.as_str();
+    let mut out = Vec::new();
+    for (s, e) in [(from, hf), (ht, to)] {
+        if s < e {
+            let Some(size) = agg.tiling_size(s, e) else {
+                return Ok(None);
+            };
+            out.push(Piece::Windows(size, s, e));
+        }
+    }
+    let mut failed = None;
+    let mut has = |unit: Unit, s: i64| match rollups.get((version, name, unit as u8, s)) {
+        Ok(g) => g.is_some(),
+        Err(e) => {
+            failed.get_or_insert(e);
+            false
+        }
+    };
+    for (unit, s) in cal.tile(hf, ht, &mut has) {
+        out.push(if unit != Unit::Hour || has(unit, s) {
+            Piece::Bucket(unit, s)
+        } else {
+            Piece::Windows(base, s, s + HOUR_MS)
+        });
+    }
+    if let Some(e) = failed {
+        return Err(e.into());
+    }
+    Ok(Some(out))
+}
+
+impl Store {
+    /// `agg`'s rows over `[from, to)` of `version` (the part holding them): its largest
+    /// stored buckets that fit ([`roll_up`]), and its final windows of the largest size
+    /// that tiles what they leave (`size`, the one both ends fall on, when no buckets fit).
+    /// Exact when the aggregate adds up ([`Aggregate::mergeable`]).
+    ///
+    /// # Errors
+    /// Store failure, or a stored value that does not decode.
+    pub fn declared_total(
+        &self,
+        version: &str,
+        (agg, cal): (&Aggregate, &Calendar),
+        size: i64,
+        from: i64,
+        to: i64,
+    ) -> Result<DeclaredTotal> {
+        let tx = self.db()?.begin_read()?;
+        let Some(windows) = opened(tx.open_table(DECLARED))? else {
+            return Ok(DeclaredTotal {
+                rows: Vec::new(),
+                windows: 0,
+                buckets: Vec::new(),
+            });
+        };
+        let rollups = opened(tx.open_table(ROLLUPS))?;
+        let planned = match (agg.rollup_size(), &rollups) {
+            (Some(base), Some(r)) => pieces(r, (version, agg, base, cal), from, to)?,
+            _ => None,
+        };
+        let planned = planned.unwrap_or_else(|| vec![Piece::Windows(size, from, to)]);
+        let name = agg.name.as_str();
+        let (mut all, mut n, mut by_unit) = (Vec::new(), 0, Vec::<(Unit, usize)>::new());
+        for p in planned {
+            match p {
+                Piece::Windows(size, s, e) => {
+                    for r in windows.range((version, name, size, s)..(version, name, size, e))? {
+                        all.push(decode::<Rows>("declared_windows", r?.1.value())?);
+                        n += 1;
+                    }
+                }
+                Piece::Bucket(unit, s) => {
+                    let t = rollups.as_ref().expect("buckets come from the rollups");
+                    if let Some(g) = t.get((version, name, unit as u8, s))? {
+                        all.push(decode::<Rows>("declared_rollups", g.value())?);
+                    }
+                    match by_unit.iter_mut().find(|u| u.0 == unit) {
+                        Some(u) => u.1 += 1,
+                        None => by_unit.push((unit, 1)),
+                    }
+                }
+            }
+        }
+        by_unit.sort_by_key(|u| Unit::LARGEST_FIRST.iter().position(|x| *x == u.0));
+        Ok(DeclaredTotal {
+            rows: agg.total(&all),
+            windows: n,
+            buckets: by_unit,
+        })
     }
 }

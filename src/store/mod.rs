@@ -14,7 +14,7 @@ mod fingerprint;
 mod rows;
 mod sums;
 
-pub use declared::DeclaredWindow;
+pub use declared::{DeclaredTotal, DeclaredWindow};
 pub(crate) use fingerprint::of_rows as hash_rows;
 pub use fingerprint::{WindowPrint, digest, export_fields, hex};
 pub use rows::{
@@ -661,7 +661,17 @@ impl Store {
             for (n, e) in c.epochs {
                 epochs.insert((c.version, *n), encode(e).as_slice())?;
             }
-            declared::write(&tx, c.version, c.declared, c.declared_through)?;
+            if c.declared_through.is_some() || !c.declared.is_empty() {
+                // Buckets are in the zone of the version a part (the clicks') is part of.
+                let base = versions
+                    .get(Stream::of_version(c.version).1)?
+                    .map(|g| version_info(g.value()))
+                    .transpose()?;
+                let zone = base.as_ref().map_or(info.config.as_str(), |b| &b.config);
+                let cal = crate::rollup::Calendar::of_fingerprint(zone);
+                let at = (c.version, info.config.as_str(), &cal);
+                declared::write(&tx, at, c.declared, c.declared_through)?;
+            }
         }
         tx.commit()?;
         Ok(())
@@ -1764,13 +1774,13 @@ fn copy_windows(
             .saturating_sub(crate::rollup::HOUR_MS)
             .saturating_add(1),
     );
+    let config = versions
+        .get(to)?
+        .map(|g| version_info(g.value()))
+        .transpose()?
+        .map(|v| v.config)
+        .unwrap_or_default();
     if hour_hi > from_ms {
-        let config = versions
-            .get(to)?
-            .map(|g| version_info(g.value()))
-            .transpose()?
-            .map(|v| v.config)
-            .unwrap_or_default();
         let cal = crate::rollup::Calendar::of_fingerprint(&config);
         sums::copy_hours(tx, from, to, from_ms, hour_hi, &cal, final_through(to)?)?;
     }
@@ -1817,7 +1827,7 @@ fn copy_windows(
             prints.insert((to, size, start), hash)?;
         }
     }
-    declared::copy(tx, from, to, from_ms, to_ms)?;
+    declared::copy(tx, from, to, &config, (from_ms, to_ms))?;
     Ok(windows)
 }
 
