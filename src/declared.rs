@@ -136,6 +136,51 @@ impl Path {
     fn get<'r>(&self, values: &[Option<&'r [u8]>]) -> Option<&'r [u8]> {
         values.get(self.id).copied().flatten()
     }
+
+    /// Its value in hundredths, read from `values`.
+    fn number(&self, values: &[Option<&[u8]>]) -> Option<i128> {
+        self.get(values).and_then(value_hundredths)
+    }
+}
+
+/// The most aggregates a configuration declares (a record's admitted ones are a bitmask).
+pub const MAX_AGGREGATES: usize = 64;
+
+/// A record's numbers, each read once however many filters and measures read it: the
+/// first four paths read are kept (a record rarely has more numbers declared on it).
+#[derive(Debug, Clone, Default)]
+pub struct Numbers {
+    kept: u8,
+    ids: [usize; 4],
+    values: [Option<i128>; 4],
+}
+
+impl Numbers {
+    /// `p`'s number, read from `values` the first time it is asked for.
+    #[inline]
+    fn read(&mut self, p: &Path, values: &[Option<&[u8]>]) -> Option<i128> {
+        let kept = usize::from(self.kept);
+        if let Some(i) = self.ids[..kept].iter().position(|&id| id == p.id) {
+            return self.values[i];
+        }
+        let n = p.number(values);
+        if kept < self.ids.len() {
+            self.ids[kept] = p.id;
+            self.values[kept] = n;
+            self.kept += 1;
+        }
+        n
+    }
+
+    /// `p`'s number: as read before, else read now (and not kept).
+    #[inline]
+    fn get(&self, p: &Path, values: &[Option<&[u8]>]) -> Option<i128> {
+        let kept = usize::from(self.kept);
+        match self.ids[..kept].iter().position(|&id| id == p.id) {
+            Some(i) => self.values[i],
+            None => p.number(values),
+        }
+    }
 }
 
 /// A group-by key.
@@ -580,6 +625,12 @@ impl Plan {
     /// # Errors
     /// The first declaration that is wrong, in one line naming it and the field.
     pub fn compile(declarations: &[Declaration]) -> Result<Self, String> {
+        if let Some(d) = declarations.get(MAX_AGGREGATES) {
+            return Err(bad(
+                &d.name,
+                &format!("at most {MAX_AGGREGATES} aggregates may be declared"),
+            ));
+        }
         let mut by_name = BTreeMap::new();
         for d in declarations {
             let a = d.compile()?;
@@ -911,6 +962,16 @@ impl Aggregate {
     /// counted.
     #[must_use]
     pub fn admits(&self, ty: Option<crate::event::EventType>, values: &[Option<&[u8]>]) -> bool {
+        self.admits_reading(ty, values, &mut Numbers::default())
+    }
+
+    /// [`Aggregate::admits`], the numbers its comparisons read kept in `numbers`.
+    pub(crate) fn admits_reading(
+        &self,
+        ty: Option<crate::event::EventType>,
+        values: &[Option<&[u8]>],
+        numbers: &mut Numbers,
+    ) -> bool {
         self.types
             .as_ref()
             .is_none_or(|ts| ty.is_some_and(|ty| ts.contains(&ty)))
@@ -920,11 +981,20 @@ impl Aggregate {
                     Test::Exists(want) => x.is_some() == *want,
                     Test::Eq(want) => x.is_some_and(|x| equals(x, want)),
                     Test::In(set) => x.is_some_and(|x| set.iter().any(|w| equals(x, w))),
-                    Test::Cmp(pass, n) => x
-                        .and_then(value_hundredths)
+                    Test::Cmp(pass, n) => numbers
+                        .read(p, values)
                         .is_some_and(|x| pass.contains(&x.cmp(n))),
                 }
             })
+    }
+
+    /// Reads the numbers its `sum`, `min` and `max` measures fold into `numbers`.
+    pub(crate) fn read_measures(&self, values: &[Option<&[u8]>], numbers: &mut Numbers) {
+        for m in &self.measures {
+            if let Measure::Sum(p) | Measure::Min(p) | Measure::Max(p) = m {
+                numbers.read(p, values);
+            }
+        }
     }
 
     /// Writes the group of an event at `t_ms` whose paths have `values` into `key`.
@@ -943,15 +1013,15 @@ impl Aggregate {
         }
     }
 
-    /// Adds one event (its paths' `values`) into its group's row.
-    fn fold(&self, r: &mut Row, values: &[Option<&[u8]>]) {
+    /// Adds one event (its paths' `values`, the numbers read of them) into its group's row.
+    fn fold(&self, r: &mut Row, values: &[Option<&[u8]>], numbers: &Numbers) {
         r.events += 1;
         let mut distinct = r.distinct.iter_mut();
         for (x, m) in r.values.iter_mut().zip(&self.measures) {
             let n = match m {
                 Measure::Count => Some(1),
                 Measure::Sum(p) | Measure::Min(p) | Measure::Max(p) => {
-                    let n = p.get(values).and_then(value_hundredths);
+                    let n = numbers.get(p, values);
                     r.skipped += u64::from(n.is_none());
                     n
                 }
@@ -1018,13 +1088,24 @@ pub struct Window {
 impl Window {
     /// Counts an event (already admitted by `agg`) at `t_ms` whose paths have `values`.
     pub fn add(&mut self, agg: &Aggregate, cal: &Calendar, t_ms: i64, values: &[Option<&[u8]>]) {
+        self.add_read(agg, cal, (t_ms, values), &Numbers::default());
+    }
+
+    /// [`Window::add`] with the numbers already read of the event's values.
+    pub(crate) fn add_read(
+        &mut self,
+        agg: &Aggregate,
+        cal: &Calendar,
+        (t_ms, values): (i64, &[Option<&[u8]>]),
+        numbers: &Numbers,
+    ) {
         agg.write_key(cal, t_ms, values, &mut self.scratch);
         if let Some(row) = self.rows.get_mut(self.scratch.as_slice()) {
-            agg.fold(row, values);
+            agg.fold(row, values, numbers);
             return;
         }
         let mut row = Row::new(&agg.measures);
-        agg.fold(&mut row, values);
+        agg.fold(&mut row, values, numbers);
         self.rows.insert(self.scratch.clone(), row);
     }
 

@@ -3,7 +3,7 @@
 //! for the union of their window sizes; each window opens only the aggregates declared
 //! with its size.
 
-use super::{Plan, Row, Window, WindowPartial};
+use super::{Numbers, Plan, Row, Window, WindowPartial};
 use crate::event::{Event, EventType};
 use crate::rollup::Calendar;
 use crate::window::{Aggregator, Mergeable, WindowConfig};
@@ -40,6 +40,16 @@ impl<'a> Item<'a> {
 pub struct Declared {
     plan: Plan,
     cal: Calendar,
+    /// Each window size and the aggregates declared with it (bit `i`: the plan's `i`th).
+    by_size: Vec<(i64, u64)>,
+}
+
+/// What a record is to the declared aggregates, decided once for all its windows: which
+/// aggregates admit it (bit `i`: the plan's `i`th), and the numbers they read.
+#[derive(Debug)]
+pub struct Admitted {
+    aggregates: u64,
+    numbers: Numbers,
 }
 
 /// An open window of one size: the windows of the aggregates declared with it (by index
@@ -72,7 +82,20 @@ impl Declared {
     /// The aggregates of `plan`, days and hours of the day in `cal`'s zone.
     #[must_use]
     pub fn new(plan: Plan, cal: Calendar) -> Self {
-        Self { plan, cal }
+        assert!(
+            plan.aggregates.len() <= super::MAX_AGGREGATES,
+            "a compiled plan"
+        );
+        let mut by_size: Vec<(i64, u64)> = Vec::new();
+        for (i, a) in plan.aggregates.iter().enumerate() {
+            for &s in &a.sizes_ms {
+                match by_size.iter_mut().find(|b| b.0 == s) {
+                    Some(b) => b.1 |= 1 << i,
+                    None => by_size.push((s, 1 << i)),
+                }
+            }
+        }
+        Self { plan, cal, by_size }
     }
 
     /// The window operator's configuration: every declared size once, ascending.
@@ -96,7 +119,7 @@ impl Declared {
 
 impl Aggregator for Declared {
     type Item<'a> = Item<'a>;
-    type Prepared = ();
+    type Prepared = Admitted;
     type Window = Open;
     type Final = DeclaredFinal;
 
@@ -104,7 +127,26 @@ impl Aggregator for Declared {
         (item.id, item.ts_ms)
     }
 
-    fn prepare(&mut self, _item: &Item<'_>) {}
+    fn prepare(&mut self, item: &Item<'_>) -> Admitted {
+        let mut numbers = Numbers::default();
+        let mut aggregates = 0;
+        for (i, a) in self.plan.aggregates.iter().enumerate() {
+            if a.admits_reading(item.event_type, item.values, &mut numbers) {
+                a.read_measures(item.values, &mut numbers);
+                aggregates |= 1 << i;
+            }
+        }
+        Admitted {
+            aggregates,
+            numbers,
+        }
+    }
+
+    fn takes(&self, p: &Admitted, size_ms: i64) -> bool {
+        (self.by_size.iter())
+            .find(|b| b.0 == size_ms)
+            .is_some_and(|b| b.1 & p.aggregates != 0)
+    }
 
     fn open(&self, size_ms: i64) -> Open {
         Open {
@@ -119,11 +161,11 @@ impl Aggregator for Declared {
         }
     }
 
-    fn add(&self, w: &mut Open, item: &Item<'_>, (): &()) {
+    fn add(&self, w: &mut Open, item: &Item<'_>, p: &Admitted) {
         for (i, win) in &mut w.windows {
-            let a = &self.plan.aggregates[*i];
-            if a.admits(item.event_type, item.values) {
-                win.add(a, &self.cal, item.ts_ms, item.values);
+            if p.aggregates & (1 << *i) != 0 {
+                let a = &self.plan.aggregates[*i];
+                win.add_read(a, &self.cal, (item.ts_ms, item.values), &p.numbers);
             }
         }
     }

@@ -724,3 +724,47 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn more_than_64_aggregates_are_refused_naming_the_first_too_many() {
+    let text: String = (0..65)
+        .map(|i| {
+            format!(
+                "[[aggregates]]\nname = \"a{i:02}\"\nmeasures = [\"count\"]\nsizes = [\"10s\"]\n"
+            )
+        })
+        .collect();
+    let err = parse(&text).unwrap_err();
+    assert!(
+        err.contains("a64") && err.contains("at most 64") && err.lines().count() == 1,
+        "{err}"
+    );
+    let fewer: String = text
+        .split("[[aggregates]]")
+        .skip(1)
+        .take(64)
+        .map(|d| format!("[[aggregates]]{d}"))
+        .collect();
+    assert_eq!(parse(&fewer).unwrap().aggregates.len(), 64);
+}
+
+#[test]
+fn numbers_past_the_four_kept_are_read_each_time_they_are_asked_for() {
+    let paths: Vec<Path> = (0..6)
+        .map(|id| Path {
+            parts: vec![format!("n{id}")],
+            id,
+        })
+        .collect();
+    let texts: Vec<String> = (0..6).map(|i| format!("{i}.5")).collect();
+    let values: Vec<Option<&[u8]>> = texts.iter().map(|t| Some(t.as_bytes())).collect();
+    let mut numbers = Numbers::default();
+    for p in paths.iter().rev() {
+        assert_eq!(numbers.read(p, &values), p.number(&values));
+    }
+    for p in &paths {
+        let want = Some(i128::try_from(p.id).unwrap() * 100 + 50);
+        assert_eq!(numbers.get(p, &values), want);
+        assert_eq!(numbers.read(p, &values), want);
+    }
+}

@@ -29,6 +29,12 @@ pub trait Aggregator {
     fn prepare(&mut self, item: &Self::Item<'_>) -> Self::Prepared;
     /// An empty window of size `size_ms`.
     fn open(&self, size_ms: i64) -> Self::Window;
+    /// Whether the prepared item goes into windows of size `size_ms` at all (a window is
+    /// not opened for an item none of its aggregates takes).
+    #[inline]
+    fn takes(&self, _prepared: &Self::Prepared, _size_ms: i64) -> bool {
+        true
+    }
     /// Folds one prepared item into a window.
     fn add(&self, w: &mut Self::Window, item: &Self::Item<'_>, prepared: &Self::Prepared);
     /// A window's final (or provisional) form.
@@ -304,8 +310,9 @@ impl<A: Aggregator> Windows<A> {
         let partitions = self.parts.len();
         for (i, &size) in self.cfg.sizes_ms.iter().enumerate() {
             let end = window_start(ts, size) + size;
-            if end <= self.finalized_through {
-                continue; // replaying into a window that is already final
+            if end <= self.finalized_through || !self.agg.takes(&prepared, size) {
+                // Replaying into a window that is already final, or none of its kind.
+                continue;
             }
             let agg = &self.agg;
             let w = self.windows.entry((end, i)).or_insert_with(|| Open {
