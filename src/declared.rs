@@ -628,7 +628,7 @@ impl Plan {
         if let Some(d) = declarations.get(MAX_AGGREGATES) {
             return Err(bad(
                 &d.name,
-                &format!("at most {MAX_AGGREGATES} aggregates may be declared"),
+                format!("at most {MAX_AGGREGATES} aggregates may be declared"),
             ));
         }
         let mut by_name = BTreeMap::new();
