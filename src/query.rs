@@ -217,7 +217,7 @@ pub fn export(store: &Store, version: &str, out: &mut dyn Write) -> Result<u64, 
         })?;
     }
     // The declared aggregates' rows, after the built-in ones.
-    let (plan, declared) = every_declared(store, version)?;
+    let (plan, declared) = every_declared(store, version, &DECLARING)?;
     for (i, _, w) in &declared {
         for line in declared_lines(&plan.aggregates[*i], w) {
             let mut obj = serde_json::Map::new();
@@ -245,10 +245,11 @@ type Placed = (usize, i64, crate::store::DeclaredWindow);
 fn every_declared(
     store: &Store,
     version: &str,
+    streams: &[Stream],
 ) -> Result<(crate::declared::Plan, Vec<Placed>), VersionError> {
     let plan = version_plan(store, version)?;
     let mut out = Vec::new();
-    for stream in [Stream::Events, Stream::Clicks] {
+    for &stream in streams {
         let part = stream.version(version);
         let windows = store.all_declared(&part)?;
         if windows.is_empty() {
@@ -295,7 +296,7 @@ pub fn fingerprint(
     to: i64,
 ) -> Result<Value, VersionError> {
     let mut v = crate::compare::fingerprint_json(store, version, from, to)?;
-    let prints = declared_prints(store, version, from, to)?;
+    let prints = declared_prints(store, version, (from, to), &DECLARING)?;
     if prints.is_empty() {
         return Ok(v);
     }
@@ -323,6 +324,9 @@ pub fn fingerprint(
     Ok(v)
 }
 
+/// The streams aggregates are declared on.
+const DECLARING: [Stream; 2] = [Stream::Events, Stream::Clicks];
+
 /// One declared window's content hash, and the point its stream's part of the version is
 /// final through.
 struct DeclaredPrint {
@@ -338,10 +342,10 @@ struct DeclaredPrint {
 fn declared_prints(
     store: &Store,
     version: &str,
-    from: i64,
-    to: i64,
+    (from, to): (i64, i64),
+    streams: &[Stream],
 ) -> Result<Vec<DeclaredPrint>, VersionError> {
-    let (plan, declared) = every_declared(store, version)?;
+    let (plan, declared) = every_declared(store, version, streams)?;
     let mut out = Vec::new();
     for (i, through, w) in declared {
         if !(from..to).contains(&w.start_ms) {
@@ -374,12 +378,27 @@ pub fn compare_declared(
     store: &Store,
     a: &str,
     b: &str,
-    (from, to): (i64, i64),
+    range: (i64, i64),
     max_windows: usize,
 ) -> Result<Option<crate::compare::DeclaredComparison>, VersionError> {
+    compare_declared_of(store, (a, b), range, max_windows, &DECLARING)
+}
+
+/// [`compare_declared`] over the aggregates declared on `streams` only (an in-place
+/// correction recomputes the events, not the clicks).
+///
+/// # Errors
+/// Store failure; no such version.
+pub fn compare_declared_of(
+    store: &Store,
+    (a, b): (&str, &str),
+    range: (i64, i64),
+    max_windows: usize,
+    streams: &[Stream],
+) -> Result<Option<crate::compare::DeclaredComparison>, VersionError> {
     let (pa, pb) = (
-        declared_prints(store, a, from, to)?,
-        declared_prints(store, b, from, to)?,
+        declared_prints(store, a, range, streams)?,
+        declared_prints(store, b, range, streams)?,
     );
     if pa.is_empty() && pb.is_empty() {
         return Ok(None);

@@ -616,16 +616,39 @@ fn an_in_place_correction_rewrites_the_declared_windows_too() {
         .env("KAPPA_PIPELINE__MAX_DELAY", "1d");
     ok(c);
     let want = declared_lines(wide.path());
-    assert_ne!(
-        declared_lines(dir.path()),
-        want,
-        "the late events change windows"
-    );
+    let before = declared_lines(dir.path());
+    assert_ne!(before, want, "the late events change windows");
     let mut c = kappa(dir.path());
     c.args(["replay", "--from", "earliest", "--max-delay", "1d"]);
     let out = String::from_utf8(ok(c).stdout).unwrap();
     assert!(out.contains("completed"), "{out}");
     assert_eq!(declared_lines(dir.path()), want);
+
+    // The correction's recorded diff lists the declared windows it changed, with rows.
+    let windows = |lines: &[String]| -> BTreeMap<String, Vec<String>> {
+        let mut by: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for l in lines {
+            let v: Value = serde_json::from_str(l).unwrap();
+            let at = format!("{} {} {}", v["aggregate"], v["size"], v["window_start"]);
+            by.entry(at).or_default().push(l.clone());
+        }
+        by
+    };
+    let (old, new) = (windows(&before), windows(&want));
+    let changed = old
+        .keys()
+        .chain(new.keys())
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .filter(|k| old.get(*k) != new.get(*k))
+        .count();
+    assert!(changed > 0);
+    let mut c = kappa(dir.path());
+    c.args(["replay", "show", "1", "--format", "json"]);
+    let v: Value = serde_json::from_slice(&ok(c).stdout).unwrap();
+    let d = &v["diff"]["declared"];
+    assert_eq!(d["differing_count"], changed, "{d}");
+    assert!(!d["rows"].as_array().unwrap().is_empty(), "{d}");
 }
 
 #[test]

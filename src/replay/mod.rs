@@ -308,6 +308,43 @@ impl Job {
         end: ReplayEnd<'_>,
     ) -> Result<u64, StoreError> {
         let mut record = self.settle(outcome, windows);
+        // A correction's declared windows are compared by content before its transaction.
+        let declared;
+        let end = match end {
+            ReplayEnd::Swap {
+                scratch,
+                from_ms,
+                to_ms,
+                audit,
+                ..
+            } => {
+                declared = declared_changes(store, scratch, (from_ms, to_ms));
+                ReplayEnd::Swap {
+                    scratch,
+                    from_ms,
+                    to_ms,
+                    audit,
+                    declared: declared.as_ref(),
+                }
+            }
+            ReplayEnd::DryRun {
+                scratch,
+                from_ms,
+                to_ms,
+                audit,
+                ..
+            } => {
+                declared = declared_changes(store, scratch, (from_ms, to_ms));
+                ReplayEnd::DryRun {
+                    scratch,
+                    from_ms,
+                    to_ms,
+                    audit,
+                    declared: declared.as_ref(),
+                }
+            }
+            end => end,
+        };
         let result = store.end_replay(&mut record, end);
         if let Err(e) = &result {
             tracing::error!("ending replay {}: {e}", record.id);
@@ -539,6 +576,7 @@ impl Job {
                     from_ms: plan.from_ms,
                     to_ms: plan.to_ms,
                     audit: plan.request.audit,
+                    declared: None,
                 },
             ),
             Ok(w) if plan.in_place => (
@@ -549,6 +587,7 @@ impl Job {
                     from_ms: plan.from_ms,
                     to_ms: plan.to_ms,
                     audit: plan.request.audit,
+                    declared: None,
                 },
             ),
             Ok(w) => (
@@ -793,3 +832,26 @@ pub trait Workers {
 /// when the token fires.
 pub type Opener<'a> =
     dyn Fn(&str, &CancellationToken) -> Result<Box<dyn crate::source::Source>, SourceError> + 'a;
+
+/// What a correction into `scratch` changes in its target's declared windows starting in
+/// `range` (the events' aggregates: a correction does not recompute the clicks), listing
+/// at most 100 windows as the recorded diff does; none when neither declares any. A
+/// failure to read them is logged and leaves them out of the recorded diff.
+fn declared_changes(
+    store: &Store,
+    scratch: &str,
+    range: (i64, i64),
+) -> Option<crate::compare::DeclaredComparison> {
+    let target = match store.version(scratch) {
+        Ok(Some(crate::store::VersionInfo {
+            state: crate::store::VersionState::Correcting { target, .. },
+            ..
+        })) => target,
+        _ => return None,
+    };
+    let streams = [crate::stream::Stream::Events];
+    crate::query::compare_declared_of(store, (&target, scratch), range, 100, &streams)
+        .inspect_err(|e| tracing::error!("comparing the declared windows of {scratch}: {e}"))
+        .ok()
+        .flatten()
+}

@@ -219,6 +219,9 @@ pub enum ReplayEnd<'a> {
         /// An audit: the target's fingerprints are recomputed from its rows, and nothing
         /// is swapped when nothing differs.
         audit: bool,
+        /// The declared aggregates' windows compared (target → scratch), recorded with the
+        /// diff (computed before: they are read by content, not in this transaction).
+        declared: Option<&'a compare::DeclaredComparison>,
     },
     /// A dry run of an in-place correction (`--dry-run --diff`): what the swap would
     /// change is recorded as the replay's diff, and the scratch version is removed.
@@ -231,6 +234,8 @@ pub enum ReplayEnd<'a> {
         to_ms: i64,
         /// An audit (see `Swap`).
         audit: bool,
+        /// The declared aggregates' windows compared (see `Swap`).
+        declared: Option<&'a compare::DeclaredComparison>,
     },
     /// Cancelled or failed: what the replay built is removed.
     Discard {
@@ -1145,12 +1150,14 @@ impl Store {
                 from_ms,
                 to_ms,
                 audit,
+                declared,
             }
             | ReplayEnd::DryRun {
                 scratch,
                 from_ms,
                 to_ms,
                 audit,
+                declared,
             } => {
                 let info = tx
                     .open_table(VERSIONS)?
@@ -1185,10 +1192,13 @@ impl Store {
                 } else {
                     format!("{target} corrected by replay {}", record.id)
                 };
+                diff.declared = declared.cloned();
                 let json = serde_json::to_vec(&diff).expect("a comparison serialises");
                 tx.open_table(REPLAY_DIFFS)?
                     .insert(record.id, json.as_slice())?;
-                let nothing_to_repair = audit && diff.summary.windows_differing == 0;
+                let nothing_to_repair = audit
+                    && diff.summary.windows_differing == 0
+                    && declared.is_none_or(|d| d.differing_count == 0);
                 if matches!(end, ReplayEnd::Swap { .. }) && !nothing_to_repair {
                     record.windows = copy_windows(&tx, scratch, &target, from_ms, to_ms)?;
                 }

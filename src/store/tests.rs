@@ -247,6 +247,7 @@ fn a_swap_writes_the_windows_the_outcome_and_removes_the_scratch_together() {
                 from_ms: i64::MIN,
                 to_ms: i64::MAX,
                 audit: false,
+                declared: None,
             },
         )
         .unwrap();
@@ -264,6 +265,7 @@ fn a_swap_writes_the_windows_the_outcome_and_removes_the_scratch_together() {
                     from_ms: 0,
                     to_ms: 1,
                     audit: false,
+                    declared: None,
                 },
             )
             .is_err()
@@ -398,6 +400,7 @@ fn end_audit(store: &Store, id: u64, repair: bool) -> (ReplayRecord, compare::Co
             from_ms: i64::MIN,
             to_ms: i64::MAX,
             audit: true,
+            declared: None,
         }
     } else {
         r.outcome = Outcome::DryRun;
@@ -406,6 +409,7 @@ fn end_audit(store: &Store, id: u64, repair: bool) -> (ReplayRecord, compare::Co
             from_ms: i64::MIN,
             to_ms: i64::MAX,
             audit: true,
+            declared: None,
         }
     };
     store.end_replay(&mut r, end).unwrap();
