@@ -1695,9 +1695,10 @@ fn declared_aggregates_across_workers_and_a_merger_equal_one_process_through_kil
         "KAPPA_KAFKA__CLICKS_TOPIC".into(),
         format!("{topic}.clicks"),
     ));
-    // Two parts of 20 000 events and 10 000 clicks, 10 and 5 minutes of event time.
+    // Two parts of 20 000 events and 10 000 clicks, 10 and 5 minutes of event time; the
+    // second part's events from 00:51, so the first hour becomes final (and rolled up).
     let produce_part = |i: u64| {
-        let start = format!("2026-11-23T00:{:02}:00Z", i * 10);
+        let start = format!("2026-11-23T00:{:02}:00Z", i * 51);
         let mut c = kk(single.path(), topic);
         c.args(produce_args(20_000, 70 + i))
             .args(["--sim-rate", "33", "--start", &start]);
@@ -1793,6 +1794,29 @@ fn declared_aggregates_across_workers_and_a_merger_equal_one_process_through_kil
             .all(|n| declared_windows(&merger, n) >= count(n))
     });
     std::thread::sleep(Duration::from_secs(1));
+    // The merger keeps the first hour's rollup as one process does.
+    let hour_totals = |name: &str| -> (Value, Value) {
+        let q = format!(
+            "/api/windows?aggregate={name}&total=true&from=2026-11-23T00:00:00Z&to=2026-11-23T01:00:00Z"
+        );
+        let (status, body) = merger.get(&q);
+        assert_eq!(status, 200, "{body}");
+        let mut c = kappa(single.path());
+        c.args(["query", "--aggregate", name, "--total", "--format", "json"])
+            .args([
+                "--from",
+                "2026-11-23T00:00:00Z",
+                "--to",
+                "2026-11-23T01:00:00Z",
+            ]);
+        let single: Value = serde_json::from_slice(&ok(c).stdout).unwrap();
+        let merged: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(merged["buckets"]["hour"], 1, "{merged}");
+        assert!(!merged["rows"].as_array().unwrap().is_empty(), "{merged}");
+        (merged["rows"].clone(), single["rows"].clone())
+    };
+    let (merged, single_total) = hour_totals("sales-by-category");
+    assert_eq!(merged, single_total);
 
     // Changing, adding and dropping declarations across roles is one replay into a new
     // version on the merger: the workers compute it, its clicks included, equal to the
@@ -1884,6 +1908,9 @@ fn declared_aggregates_across_workers_and_a_merger_equal_one_process_through_kil
         views(&corrected) != views(&text),
         "the correction changed no declared window: a weak test"
     );
+    // The corrected hour's rollup too (its windows swapped on both sides).
+    let (merged, single_total) = hour_totals("views-by-os");
+    assert_eq!(merged, single_total);
     std::thread::sleep(Duration::from_secs(1));
     assert!(merger.interrupt().success());
     for w in workers {

@@ -309,42 +309,22 @@ impl Job {
     ) -> Result<u64, StoreError> {
         let mut record = self.settle(outcome, windows);
         // A correction's declared windows are compared by content before its transaction.
-        let declared;
-        let end = match end {
+        let declared = match end {
             ReplayEnd::Swap {
                 scratch,
                 from_ms,
                 to_ms,
-                audit,
                 ..
-            } => {
-                declared = declared_changes(store, scratch, (from_ms, to_ms));
-                ReplayEnd::Swap {
-                    scratch,
-                    from_ms,
-                    to_ms,
-                    audit,
-                    declared: declared.as_ref(),
-                }
             }
-            ReplayEnd::DryRun {
+            | ReplayEnd::DryRun {
                 scratch,
                 from_ms,
                 to_ms,
-                audit,
                 ..
-            } => {
-                declared = declared_changes(store, scratch, (from_ms, to_ms));
-                ReplayEnd::DryRun {
-                    scratch,
-                    from_ms,
-                    to_ms,
-                    audit,
-                    declared: declared.as_ref(),
-                }
-            }
-            end => end,
+            } => declared_changes(store, scratch, (from_ms, to_ms)),
+            _ => None,
         };
+        let end = end.with_declared(declared.as_ref());
         let result = store.end_replay(&mut record, end);
         if let Err(e) = &result {
             tracing::error!("ending replay {}: {e}", record.id);

@@ -246,6 +246,17 @@ pub enum ReplayEnd<'a> {
     RecordOnly,
 }
 
+impl<'a> ReplayEnd<'a> {
+    /// A correction's end with its declared windows' comparison (other ends as they are).
+    #[must_use]
+    pub fn with_declared(mut self, d: Option<&'a compare::DeclaredComparison>) -> Self {
+        if let Self::Swap { declared, .. } | Self::DryRun { declared, .. } = &mut self {
+            *declared = d;
+        }
+        self
+    }
+}
+
 /// Everything one pipeline batch makes durable, atomically.
 #[derive(Debug, Default)]
 pub struct Commit<'a> {
