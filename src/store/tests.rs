@@ -273,6 +273,70 @@ fn a_swap_writes_the_windows_the_outcome_and_removes_the_scratch_together() {
     assert_eq!(store.replays().unwrap().len(), 1);
 }
 
+/// An audit of `v1` whose scratch lacks `v1`'s one declared window (and whose built-in
+/// windows agree, having none), ended with `declared` as its declared comparison: whether
+/// `v1` still has the window afterwards.
+fn audit_keeps_the_declared_window(declared: Option<&compare::DeclaredComparison>) -> bool {
+    let (_dir, store) = store();
+    store
+        .ensure_version(&version("v1", VersionState::Ready))
+        .unwrap();
+    let scratch = VersionState::Correcting {
+        replay: 2,
+        target: "v1".into(),
+    };
+    store
+        .create_version(&version("_replay-2", scratch), &[])
+        .unwrap();
+    let finals = [crate::declared::DeclaredFinal {
+        size_ms: 60_000,
+        start_ms: 0,
+        aggregates: vec![("a".into(), Vec::new())],
+    }];
+    for (v, declared) in [("v1", &finals[..]), ("_replay-2", &[][..])] {
+        store
+            .commit(&Commit {
+                version: v,
+                finalized_through: 3_600_000,
+                declared,
+                declared_through: Some(3_600_000),
+                ..Commit::default()
+            })
+            .unwrap();
+    }
+    let mut r = record(2, "v1", true);
+    r.outcome = Outcome::Completed;
+    let end = ReplayEnd::Swap {
+        scratch: "_replay-2",
+        from_ms: 0,
+        to_ms: i64::MAX,
+        audit: true,
+        declared: None,
+    };
+    store
+        .end_replay(&mut r, end.with_declared(declared))
+        .unwrap();
+    !store.all_declared("v1").unwrap().is_empty()
+}
+
+#[test]
+fn an_audit_repairs_declared_windows_that_alone_differ() {
+    let differs = compare::DeclaredComparison {
+        compared: 1,
+        only_in_a: 1,
+        differing_count: 1,
+        ..Default::default()
+    };
+    assert!(!audit_keeps_the_declared_window(Some(&differs)));
+    // Nothing differing anywhere: an audit copies nothing.
+    let same = compare::DeclaredComparison {
+        compared: 1,
+        ..Default::default()
+    };
+    assert!(audit_keeps_the_declared_window(Some(&same)));
+    assert!(audit_keeps_the_declared_window(None));
+}
+
 #[test]
 fn stores_written_before_version_states_still_open() {
     let (_dir, store) = store();
