@@ -384,6 +384,31 @@ pub fn compare_declared(
     compare_declared_of(store, (a, b), range, max_windows, &DECLARING)
 }
 
+/// [`compare_declared`] over the aggregates both versions declare (by name): what a
+/// promotion gate counts, so a new aggregate's windows are not a change.
+///
+/// # Errors
+/// Store failure; no such version.
+pub fn compare_declared_shared(
+    store: &Store,
+    (a, b): (&str, &str),
+    range: (i64, i64),
+    max_windows: usize,
+) -> Result<Option<crate::compare::DeclaredComparison>, VersionError> {
+    let (pa, pb) = (version_plan(store, a)?, version_plan(store, b)?);
+    let shared: Vec<&str> = (pa.aggregates.iter())
+        .map(|x| x.name.as_str())
+        .filter(|n| pb.get(n).is_some())
+        .collect();
+    compare_prints(
+        store,
+        (a, b),
+        range,
+        max_windows,
+        (&DECLARING, Some(&shared)),
+    )
+}
+
 /// [`compare_declared`] over the aggregates declared on `streams` only (an in-place
 /// correction recomputes the events, not the clicks).
 ///
@@ -396,10 +421,25 @@ pub fn compare_declared_of(
     max_windows: usize,
     streams: &[Stream],
 ) -> Result<Option<crate::compare::DeclaredComparison>, VersionError> {
-    let (pa, pb) = (
+    compare_prints(store, (a, b), range, max_windows, (streams, None))
+}
+
+/// The comparison of [`compare_declared_of`], of the aggregates named `names` only when
+/// given.
+fn compare_prints(
+    store: &Store,
+    (a, b): (&str, &str),
+    range: (i64, i64),
+    max_windows: usize,
+    (streams, names): (&[Stream], Option<&[&str]>),
+) -> Result<Option<crate::compare::DeclaredComparison>, VersionError> {
+    let named = |p: &DeclaredPrint| names.is_none_or(|ns| ns.contains(&p.aggregate.as_str()));
+    let (mut pa, mut pb) = (
         declared_prints(store, a, range, streams)?,
         declared_prints(store, b, range, streams)?,
     );
+    pa.retain(named);
+    pb.retain(named);
     if pa.is_empty() && pb.is_empty() {
         return Ok(None);
     }

@@ -930,3 +930,46 @@ fn range_totals_read_rollups_in_the_zone_exactly_also_after_an_in_place_correcti
     }
     assert!(changed > 0, "the late events change totals");
 }
+
+#[test]
+fn a_promotion_gate_counts_the_declared_windows_of_the_aggregates_both_versions_declare() {
+    let dir = temp();
+    produce(dir.path(), 20_000, 5);
+    let cfg = write_config(dir.path(), DECLARED);
+    let mut c = kappa(dir.path());
+    c.arg("--config").arg(&cfg).args(RUN_DRAIN);
+    ok(c);
+    let replay = |version: &str, text: &str, gate: &str| {
+        let file = dir.path().join(format!("{version}.toml"));
+        std::fs::write(&file, text).unwrap();
+        let mut c = kappa(dir.path());
+        c.args(["replay", "--from", "earliest", "--version", version])
+            .arg("--config")
+            .arg(&file)
+            .args(["--promote-if", gate]);
+        c.output().unwrap()
+    };
+    let both = "max-changed-windows=0,max-changed-declared-windows=0";
+    // A new aggregate's windows are no change to the ones both declare.
+    let added = format!(
+        "{DECLARED}\n[[aggregates]]\nname = \"views-by-type\"\ntypes = [\"view\"]\ngroup-by = [\"device.type\"]\nmeasures = [\"count\"]\nsizes = [\"1m\"]\n"
+    );
+    let o = replay("v2", &added, both);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success() && out.contains("promoted"), "{out}");
+    assert!(!out.contains("not promoted"), "{out}");
+    // A stricter filter changes big-tickets' windows: refused, in one line, exit 1.
+    let stricter = DECLARED.replace("ge = 100", "ge = 200");
+    assert_ne!(stricter, DECLARED);
+    let o = replay("v3", &stricter, both);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("not promoted") && out.contains("declared windows differ (at most 0 allowed)"),
+        "{out}"
+    );
+    // The built-in windows alone agree: that gate passes the same change.
+    let o = replay("v4", &stricter, "max-changed-windows=0");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success() && !out.contains("not promoted"), "{out}");
+}

@@ -39,7 +39,8 @@ pub struct ReplayArgs {
     pub promote: bool,
     /// Promote the new version once caught up only if, compared with the serving one on
     /// their common final windows, this holds: `max-changed-windows=N`,
-    /// `revenue-delta<=X%` or `revenue-delta<=X` (comma-separated, all must hold).
+    /// `max-changed-declared-windows=N` (of the aggregates both declare), `revenue-delta<=X%`
+    /// or `revenue-delta<=X` (comma-separated, all must hold).
     #[arg(long, value_name = "CONDITION")]
     pub promote_if: Option<String>,
     /// Lateness bound of the replay (e.g. 2h), to take in events that were late live.

@@ -599,7 +599,17 @@ impl Job {
                         version,
                         gate.scope(plan.from_ms),
                     ) {
-                        Ok(c) => gate.refusal(&c),
+                        Ok(mut c) => {
+                            match gate_declared(store, &gate, (&serving, version), plan.from_ms) {
+                                Ok(d) => {
+                                    c.declared = d;
+                                    gate.refusal(&c)
+                                }
+                                Err(e) => Some(format!(
+                                    "--promote-if {text:?} cannot be checked: comparing the declared aggregates with {serving}: {e}"
+                                )),
+                            }
+                        }
                         Err(e) => Some(format!(
                             "--promote-if {text:?} cannot be checked: comparing with {serving}: {e}"
                         )),
@@ -834,4 +844,18 @@ fn declared_changes(
         .inspect_err(|e| tracing::error!("comparing the declared windows of {scratch}: {e}"))
         .ok()
         .flatten()
+}
+
+/// The declared windows a promotion gate counts, when it counts any: those of the
+/// aggregates both versions declare, starting at `from` or later.
+fn gate_declared(
+    store: &Store,
+    gate: &Gate,
+    pair: (&str, &str),
+    from: i64,
+) -> Result<Option<crate::compare::DeclaredComparison>, crate::query::VersionError> {
+    if !gate.needs_declared() {
+        return Ok(None);
+    }
+    crate::query::compare_declared_shared(store, pair, (from, i64::MAX), 10)
 }

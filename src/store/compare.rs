@@ -586,7 +586,8 @@ fn window_diff(
 /// the promotion. Comma-separated: `max-changed-windows=N` (windows that differ, or that
 /// only one side has), `revenue-delta<=X%` (per window size, |revenue delta| at most X % of
 /// the serving version's revenue over the windows compared) or `revenue-delta<=X` (in
-/// currency units).
+/// currency units), `max-changed-declared-windows=N` (windows of the declared aggregates
+/// both versions declare, by name, that differ or that only one side has).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Gate {
     text: String,
@@ -596,6 +597,7 @@ pub struct Gate {
 #[derive(Debug, Clone, PartialEq)]
 enum Condition {
     MaxChangedWindows(u64),
+    MaxChangedDeclared(u64),
     RevenueDeltaPercent(f64),
     RevenueDeltaMinor(i128),
 }
@@ -606,12 +608,14 @@ impl Gate {
     /// # Errors
     /// One line naming what is wrong and what is accepted.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let help = "use max-changed-windows=N, revenue-delta<=X% or revenue-delta<=X (comma-separated, all must hold)";
+        let help = "use max-changed-windows=N, max-changed-declared-windows=N, revenue-delta<=X% or revenue-delta<=X (comma-separated, all must hold)";
         let mut conditions = Vec::new();
         for part in text.split(',').map(str::trim) {
             let bad = || format!("--promote-if {part:?}: {help}");
             let c = if let Some(n) = part.strip_prefix("max-changed-windows=") {
                 Condition::MaxChangedWindows(n.trim().parse().map_err(|_| bad())?)
+            } else if let Some(n) = part.strip_prefix("max-changed-declared-windows=") {
+                Condition::MaxChangedDeclared(n.trim().parse().map_err(|_| bad())?)
             } else if let Some(x) = part.strip_prefix("revenue-delta<=") {
                 let x = x.trim();
                 match x.strip_suffix('%') {
@@ -641,6 +645,13 @@ impl Gate {
     #[must_use]
     pub fn text(&self) -> &str {
         &self.text
+    }
+
+    /// Whether it needs the declared aggregates' windows compared
+    /// ([`Comparison::declared`], of the aggregates both versions declare).
+    #[must_use]
+    pub fn needs_declared(&self) -> bool {
+        (self.conditions.iter()).any(|c| matches!(c, Condition::MaxChangedDeclared(_)))
     }
 
     /// How to compare for this gate: windows starting at `from` (the replay's `--from`)
@@ -680,6 +691,10 @@ impl Gate {
                         c.summary.windows_differing
                     )
                 }),
+                Condition::MaxChangedDeclared(n) => {
+                    let d = c.declared.as_ref().map_or(0, |d| d.differing_count);
+                    (d > *n).then(|| format!("{d} declared windows differ (at most {n} allowed)"))
+                }
                 Condition::RevenueDeltaMinor(max) => c
                     .summary
                     .sizes
