@@ -590,34 +590,7 @@ impl Job {
         let end = match (end, &plan.request.promote_if) {
             (ReplayEnd::CaughtUp { version, .. }, Some(text)) if plan.request.promote => {
                 serving = store.serving()?;
-                refusal = match Gate::parse(text) {
-                    // Windows from --from on: before it the new version has none, and the
-                    // one holding --from only its part from --from.
-                    Ok(gate) => match crate::compare::compare(
-                        store,
-                        &serving,
-                        version,
-                        gate.scope(plan.from_ms),
-                    ) {
-                        Ok(mut c) => {
-                            match gate_declared(store, &gate, (&serving, version), plan.from_ms) {
-                                Ok(d) => {
-                                    c.declared = d;
-                                    gate.refusal(&c)
-                                }
-                                Err(e) => Some(format!(
-                                    "--promote-if {text:?} cannot be checked: comparing the declared aggregates with {serving}: {e}"
-                                )),
-                            }
-                        }
-                        Err(e) => Some(format!(
-                            "--promote-if {text:?} cannot be checked: comparing with {serving}: {e}"
-                        )),
-                    },
-                    // Checked when the replay was planned: a stored gate that no longer
-                    // reads is a refusal.
-                    Err(e) => Some(e),
-                };
+                refusal = gate_refusal(store, text, (&serving, version), plan.from_ms);
                 ReplayEnd::CaughtUp {
                     version,
                     gate: Some(GateCheck {
@@ -846,16 +819,37 @@ fn declared_changes(
         .flatten()
 }
 
-/// The declared windows a promotion gate counts, when it counts any: those of the
-/// aggregates both versions declare, starting at `from` or later.
-fn gate_declared(
+/// Why promotion gate `text` does not hold for `version` against `serving` (none: it
+/// holds), comparing the windows from `from` on: before it the new version has none, and
+/// the one holding `from` only its part from `from`. The declared windows are compared
+/// when the gate counts them, over the aggregates both versions declare.
+fn gate_refusal(
     store: &Store,
-    gate: &Gate,
-    pair: (&str, &str),
+    text: &str,
+    (serving, version): (&str, &str),
     from: i64,
-) -> Result<Option<crate::compare::DeclaredComparison>, crate::query::VersionError> {
-    if !gate.needs_declared() {
-        return Ok(None);
+) -> Option<String> {
+    // Checked when the replay was planned: a stored gate that no longer reads is a
+    // refusal.
+    let gate = match Gate::parse(text) {
+        Ok(g) => g,
+        Err(e) => return Some(e),
+    };
+    let unchecked = |what: &str, e: &dyn std::fmt::Display| {
+        Some(format!(
+            "--promote-if {text:?} cannot be checked: comparing {what}with {serving}: {e}"
+        ))
+    };
+    let mut c = match crate::compare::compare(store, serving, version, gate.scope(from)) {
+        Ok(c) => c,
+        Err(e) => return unchecked("", &e),
+    };
+    if gate.needs_declared() {
+        let pair = (serving, version);
+        match crate::query::compare_declared_shared(store, pair, (from, i64::MAX), 10) {
+            Ok(d) => c.declared = d,
+            Err(e) => return unchecked("the declared aggregates ", &e),
+        }
     }
-    crate::query::compare_declared_shared(store, pair, (from, i64::MAX), 10)
+    gate.refusal(&c)
 }

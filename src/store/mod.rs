@@ -1181,32 +1181,13 @@ impl Store {
                         "{scratch} is not the scratch version of a correction"
                     )));
                 };
-                let scope = compare::Scope {
-                    from: from_ms,
-                    to: to_ms,
-                    verify: audit,
-                    ..compare::Scope::default()
-                };
-                let mut full = tx.open_table(REPLAY_DIFF_WINDOWS)?;
-                let mut n = 0u64;
-                let mut diff =
-                    compare::compare_each(&InTx(&tx), &target, scratch, scope, &mut |w| {
-                        let json = serde_json::to_vec(w).expect("a window diff serialises");
-                        full.insert((record.id, n), json.as_slice())?;
-                        n += 1;
-                        Ok(())
-                    })?;
-                drop(full);
-                // People read it as a change to the target, not to a scratch name.
-                diff.b = if audit {
-                    format!("{target} recomputed by audit {}", record.id)
-                } else {
-                    format!("{target} corrected by replay {}", record.id)
-                };
-                diff.declared = declared.cloned();
-                let json = serde_json::to_vec(&diff).expect("a comparison serialises");
-                tx.open_table(REPLAY_DIFFS)?
-                    .insert(record.id, json.as_slice())?;
+                let diff = record_diff(
+                    &tx,
+                    record.id,
+                    (&target, scratch),
+                    (from_ms, to_ms),
+                    (audit, declared),
+                )?;
                 let nothing_to_repair = audit
                     && diff.summary.windows_differing == 0
                     && declared.is_none_or(|d| d.differing_count == 0);
@@ -1766,6 +1747,43 @@ fn sizes_in(
         next = size + 1;
     }
     Ok(sizes)
+}
+
+/// Records what a correction (`scratch`, of `target`) changes over `[from_ms, to_ms)`
+/// with replay `id`, in `tx`: the bounded diff in `replay_diffs` with the declared windows'
+/// comparison, and every differing window in `replay_diff_windows`. Returns the diff.
+fn record_diff(
+    tx: &redb::WriteTransaction,
+    id: u64,
+    (target, scratch): (&str, &str),
+    (from_ms, to_ms): (i64, i64),
+    (audit, declared): (bool, Option<&compare::DeclaredComparison>),
+) -> Result<compare::Comparison> {
+    let scope = compare::Scope {
+        from: from_ms,
+        to: to_ms,
+        verify: audit,
+        ..compare::Scope::default()
+    };
+    let mut full = tx.open_table(REPLAY_DIFF_WINDOWS)?;
+    let mut n = 0u64;
+    let mut diff = compare::compare_each(&InTx(tx), target, scratch, scope, &mut |w| {
+        let json = serde_json::to_vec(w).expect("a window diff serialises");
+        full.insert((id, n), json.as_slice())?;
+        n += 1;
+        Ok(())
+    })?;
+    drop(full);
+    // People read it as a change to the target, not to a scratch name.
+    diff.b = if audit {
+        format!("{target} recomputed by audit {id}")
+    } else {
+        format!("{target} corrected by replay {id}")
+    };
+    diff.declared = declared.cloned();
+    let json = serde_json::to_vec(&diff).expect("a comparison serialises");
+    tx.open_table(REPLAY_DIFFS)?.insert(id, json.as_slice())?;
+    Ok(diff)
 }
 
 /// Replaces `to`'s final windows whose start is in `[from_ms, to_ms)` by `from`'s, for
