@@ -159,10 +159,10 @@ impl Numbers {
     /// `p`'s number, read from `values` the first time it is asked for.
     #[inline]
     fn read(&mut self, p: &Path, values: &[Option<&[u8]>]) -> Option<i128> {
-        let kept = usize::from(self.kept);
-        if let Some(i) = self.ids[..kept].iter().position(|&id| id == p.id) {
-            return self.values[i];
+        if let Some(n) = self.kept(p) {
+            return n;
         }
+        let kept = usize::from(self.kept);
         let n = p.number(values);
         if kept < self.ids.len() {
             self.ids[kept] = p.id;
@@ -175,11 +175,15 @@ impl Numbers {
     /// `p`'s number: as read before, else read now (and not kept).
     #[inline]
     fn get(&self, p: &Path, values: &[Option<&[u8]>]) -> Option<i128> {
+        self.kept(p).unwrap_or_else(|| p.number(values))
+    }
+
+    /// `p`'s number if it was kept.
+    #[inline]
+    fn kept(&self, p: &Path) -> Option<Option<i128>> {
         let kept = usize::from(self.kept);
-        match self.ids[..kept].iter().position(|&id| id == p.id) {
-            Some(i) => self.values[i],
-            None => p.number(values),
-        }
+        let i = self.ids[..kept].iter().position(|&id| id == p.id)?;
+        Some(self.values[i])
     }
 }
 

@@ -391,22 +391,11 @@ pub fn compare_declared(
 /// Store failure; no such version.
 pub fn compare_declared_shared(
     store: &Store,
-    (a, b): (&str, &str),
+    pair: (&str, &str),
     range: (i64, i64),
     max_windows: usize,
 ) -> Result<Option<crate::compare::DeclaredComparison>, VersionError> {
-    let (pa, pb) = (version_plan(store, a)?, version_plan(store, b)?);
-    let shared: Vec<&str> = (pa.aggregates.iter())
-        .map(|x| x.name.as_str())
-        .filter(|n| pb.get(n).is_some())
-        .collect();
-    compare_prints(
-        store,
-        (a, b),
-        range,
-        max_windows,
-        (&DECLARING, Some(&shared)),
-    )
+    compare_prints(store, pair, range, max_windows, (&DECLARING, true))
 }
 
 /// [`compare_declared`] over the aggregates declared on `streams` only (an in-place
@@ -421,19 +410,22 @@ pub fn compare_declared_of(
     max_windows: usize,
     streams: &[Stream],
 ) -> Result<Option<crate::compare::DeclaredComparison>, VersionError> {
-    compare_prints(store, (a, b), range, max_windows, (streams, None))
+    compare_prints(store, (a, b), range, max_windows, (streams, false))
 }
 
-/// The comparison of [`compare_declared_of`], of the aggregates named `names` only when
-/// given.
+/// The comparison of [`compare_declared_of`]; with `shared_only`, of the aggregates both
+/// versions declare (by name) only.
 fn compare_prints(
     store: &Store,
     (a, b): (&str, &str),
     range: (i64, i64),
     max_windows: usize,
-    (streams, names): (&[Stream], Option<&[&str]>),
+    (streams, shared_only): (&[Stream], bool),
 ) -> Result<Option<crate::compare::DeclaredComparison>, VersionError> {
-    let named = |p: &DeclaredPrint| names.is_none_or(|ns| ns.contains(&p.aggregate.as_str()));
+    // Each side's plan, for the shared names and the rows of the listed windows.
+    let plans = (version_plan(store, a)?, version_plan(store, b)?);
+    let both = |n: &str| plans.0.get(n).is_some() && plans.1.get(n).is_some();
+    let named = |p: &DeclaredPrint| !shared_only || both(&p.aggregate);
     let (mut pa, mut pb) = (
         declared_prints(store, a, range, streams)?,
         declared_prints(store, b, range, streams)?,
@@ -451,8 +443,6 @@ fn compare_prints(
             .collect()
     };
     let (ta, tb) = (throughs(&pa), throughs(&pb));
-    // Each side's plan, for the rows of the listed windows (read once, not per window).
-    let plans = (version_plan(store, a)?, version_plan(store, b)?);
     let keyed = |ps: &[DeclaredPrint]| -> BTreeMap<(String, i64, i64), u128> {
         ps.iter()
             .map(|p| ((p.aggregate.clone(), p.size_ms, p.start_ms), p.hash))

@@ -588,6 +588,22 @@ fn declared_windows_are_the_same_after_sigkills_at_random_moments() {
     }
 }
 
+/// Runs `cfg` to the end in `dir` (the default lateness bound), and in `wide` (a copy of
+/// its log) with a lateness bound of a day, what a correction with `--max-delay 1d` gives;
+/// returns the late events `dir`'s run set aside.
+fn run_then_wide(dir: &Path, wide: &Path, cfg: &Path) -> u64 {
+    let mut c = kappa(dir);
+    c.arg("--config").arg(cfg).args(RUN_DRAIN);
+    let out = String::from_utf8(ok(c).stdout).unwrap();
+    let mut c = kappa(wide);
+    c.arg("--config")
+        .arg(cfg)
+        .args(RUN_DRAIN)
+        .env("KAPPA_PIPELINE__MAX_DELAY", "1d");
+    ok(c);
+    counts(&out)[1]
+}
+
 #[test]
 fn an_in_place_correction_rewrites_the_declared_windows_too() {
     let dir = temp();
@@ -604,17 +620,8 @@ fn an_in_place_correction_rewrites_the_declared_windows_too() {
             .filter(|l| l.contains(r#""key":{"#))
             .collect()
     };
-    let mut c = kappa(dir.path());
-    c.arg("--config").arg(&cfg).args(RUN_DRAIN);
-    let out = String::from_utf8(ok(c).stdout).unwrap();
-    assert!(counts(&out)[1] > 500, "late events: {out}");
-    // What a lateness bound of a day gives from the start.
-    let mut c = kappa(wide.path());
-    c.arg("--config")
-        .arg(&cfg)
-        .args(RUN_DRAIN)
-        .env("KAPPA_PIPELINE__MAX_DELAY", "1d");
-    ok(c);
+    let late = run_then_wide(dir.path(), wide.path(), &cfg);
+    assert!(late > 500, "late events: {late}");
     let want = declared_lines(wide.path());
     let before = declared_lines(dir.path());
     assert_ne!(before, want, "the late events change windows");
@@ -852,17 +859,9 @@ fn range_totals_read_rollups_in_the_zone_exactly_also_after_an_in_place_correcti
         dir.path(),
         &format!("[rollups]\ntime-zone = \"Asia/Seoul\"\n{DECLARED}"),
     );
-    let mut c = kappa(dir.path());
-    c.arg("--config").arg(&cfg).args(RUN_DRAIN);
-    let out = String::from_utf8(ok(c).stdout).unwrap();
-    assert!(counts(&out)[1] > 100, "late events: {out}");
-    // What a lateness bound of a day gives from the start: every event, as the model.
-    let mut c = kappa(wide.path());
-    c.arg("--config")
-        .arg(&cfg)
-        .args(RUN_DRAIN)
-        .env("KAPPA_PIPELINE__MAX_DELAY", "1d");
-    ok(c);
+    // With a lateness bound of a day, `wide` has every event, as the model.
+    let late = run_then_wide(dir.path(), wide.path(), &cfg);
+    assert!(late > 100, "late events: {late}");
     let want = model_in(&jsonl, 9);
     assert_eq!(declared_of(&export_version(wide.path(), "v1")), want);
 

@@ -1545,14 +1545,7 @@ fn workers_and_a_merger_keep_and_count_late_and_invalid_records_as_one_process()
     // A correction with a larger lateness bound takes the late events in, across roles as
     // in one process.
     let before = export(single_dir.path());
-    let correction = [
-        "--from",
-        "2026-11-23T00:05:00Z",
-        "--to",
-        "2026-11-23T00:15:00Z",
-        "--max-delay",
-        "10m",
-    ];
+    let correction = CORRECTION;
     let mut c = kk(single_dir.path(), topic);
     c.arg("replay")
         .args(correction)
@@ -1669,6 +1662,17 @@ fn clicks_jsonl(from: u64, to: u64) -> String {
     }
     out
 }
+
+/// The in-place correction both scale tests run across roles and in one process: ten
+/// minutes with a larger lateness bound.
+const CORRECTION: [&str; 6] = [
+    "--from",
+    "2026-11-23T00:05:00Z",
+    "--to",
+    "2026-11-23T00:15:00Z",
+    "--max-delay",
+    "10m",
+];
 
 /// Final windows of declared aggregate `name` the server holds (every size).
 fn declared_windows(s: &Server, name: &str) -> usize {
@@ -1881,14 +1885,7 @@ fn declared_aggregates_across_workers_and_a_merger_equal_one_process_through_kil
     // An in-place correction across roles with a larger lateness bound rewrites the
     // declared windows of its range too: the scratch's declared part is merged and drained
     // before the swap. Equal to the single process's correction.
-    let correction = [
-        "--from",
-        "2026-11-23T00:05:00Z",
-        "--to",
-        "2026-11-23T00:15:00Z",
-        "--max-delay",
-        "10m",
-    ];
+    let correction = CORRECTION;
     let outcome = replay_across_roles(&merger, merger_dir.path(), &correction, &env);
     assert_eq!(outcome, "completed", "{}", merger.stderr_text());
     let mut c = kk(single.path(), topic);

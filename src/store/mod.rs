@@ -679,10 +679,13 @@ impl Store {
             }
             if c.declared_through.is_some() || !c.declared.is_empty() {
                 // Buckets are in the zone of the version a part (the clicks') is part of.
-                let base = versions
-                    .get(Stream::of_version(c.version).1)?
-                    .map(|g| version_info(g.value()))
-                    .transpose()?;
+                let base = match Stream::of_version(c.version) {
+                    (Stream::Events, _) => None,
+                    (_, base) => versions
+                        .get(base)?
+                        .map(|g| version_info(g.value()))
+                        .transpose()?,
+                };
                 let zone = base.as_ref().map_or(info.config.as_str(), |b| &b.config);
                 let cal = crate::rollup::Calendar::of_fingerprint(zone);
                 let at = (c.version, info.config.as_str(), &cal);
