@@ -30,7 +30,7 @@
 //! - a filter condition on a missing field is false (`exists = false` asks for that).
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -790,28 +790,47 @@ const NUMBERS: [&str; 24] = [
     "17", "18", "19", "20", "21", "22", "23",
 ];
 
-/// Appends the key part of an extracted value to `key`, its length first: a string's
-/// text, `null` when absent, else its JSON text as written.
-fn push_key_part(key: &mut Vec<u8>, raw: Option<&[u8]>) {
-    let at = key.len();
-    key.extend_from_slice(&[0; 4]);
+/// The key part of an extracted value.
+fn key_part(raw: Option<&[u8]>) -> Cow<'_, [u8]> {
     match raw {
-        None => key.extend_from_slice(b"null"),
-        Some(raw) => key.extend_from_slice(&string_text(raw).unwrap_or(Cow::Borrowed(raw))),
+        None => Cow::Borrowed(b"null"),
+        Some(raw) => string_text(raw).unwrap_or(Cow::Borrowed(raw)),
     }
-    let len = u32::try_from(key.len() - at - 4).unwrap_or(u32::MAX);
-    key[at..at + 4].copy_from_slice(&len.to_le_bytes());
 }
 
-/// The parts of a key [`push_key_part`] wrote.
-fn key_parts(mut key: &[u8]) -> Vec<String> {
-    let mut parts = Vec::new();
-    while let Some((len, rest)) = key.split_first_chunk::<4>() {
-        let n = (u32::from_le_bytes(*len) as usize).min(rest.len());
-        parts.push(String::from_utf8_lossy(&rest[..n]).into_owned());
-        key = &rest[n..];
+/// A key as a window keeps it: its parts, each after its length.
+fn encode_key<P: AsRef<[u8]>>(parts: impl IntoIterator<Item = P>) -> Vec<u8> {
+    let mut key = Vec::new();
+    for part in parts {
+        let part = part.as_ref();
+        let len = u32::try_from(part.len()).unwrap_or(u32::MAX);
+        key.extend_from_slice(&len.to_le_bytes());
+        key.extend_from_slice(&part[..len as usize]);
     }
-    parts
+    key
+}
+
+/// The parts of a key [`encode_key`] wrote.
+fn encoded_parts(mut key: &[u8]) -> impl Iterator<Item = &[u8]> {
+    std::iter::from_fn(move || {
+        let (len, rest) = key.split_first_chunk::<4>()?;
+        let (part, rest) = rest.split_at((u32::from_le_bytes(*len) as usize).min(rest.len()));
+        key = rest;
+        Some(part)
+    })
+}
+
+/// Whether the kept `key` is the one of `parts`.
+fn key_is<P: AsRef<[u8]>>(key: &[u8], parts: impl IntoIterator<Item = P>) -> bool {
+    let mut kept = encoded_parts(key);
+    parts.into_iter().all(|p| kept.next() == Some(p.as_ref())) && kept.next().is_none()
+}
+
+/// The parts of a key, as text.
+fn key_parts(key: &[u8]) -> Vec<String> {
+    encoded_parts(key)
+        .map(|p| String::from_utf8_lossy(p).into_owned())
+        .collect()
 }
 
 /// The ISO day of the week (1 = Monday) of `t_ms` in `cal`'s zone.
@@ -1001,20 +1020,20 @@ impl Aggregate {
         }
     }
 
-    /// Writes the group of an event at `t_ms` whose paths have `values` into `key`.
-    fn write_key(&self, cal: &Calendar, t_ms: i64, values: &[Option<&[u8]>], key: &mut Vec<u8>) {
-        key.clear();
-        for k in &self.keys {
-            let derived = match k {
-                Key::Field(p) => {
-                    push_key_part(key, p.get(values));
-                    continue;
-                }
-                Key::HourOfDay => cal.hour_of_day(t_ms),
-                Key::DayOfWeek => day_of_week(cal, t_ms) as usize,
-            };
-            push_key_part(key, Some(NUMBERS[derived].as_bytes()));
-        }
+    /// The group of an event at `t_ms` whose paths have `values`, part by part: a field's
+    /// string text (its JSON text as written when not a string, `null` when absent), a
+    /// derived key's number. Each pass over it reads the parts again (nothing is kept).
+    fn group_of<'s, 'v: 's>(
+        &'s self,
+        cal: &'s Calendar,
+        t_ms: i64,
+        values: &'s [Option<&'v [u8]>],
+    ) -> impl Iterator<Item = Cow<'v, [u8]>> + Clone + 's {
+        self.keys.iter().map(move |k| match k {
+            Key::Field(p) => key_part(p.get(values)),
+            Key::HourOfDay => Cow::Borrowed(NUMBERS[cal.hour_of_day(t_ms)].as_bytes()),
+            Key::DayOfWeek => Cow::Borrowed(NUMBERS[day_of_week(cal, t_ms) as usize].as_bytes()),
+        })
     }
 
     /// Adds one event (its paths' `values`, the numbers read of them) into its group's row.
@@ -1080,13 +1099,25 @@ impl WindowPartial {
     }
 }
 
-/// One window of one declared aggregate: its groups' rows, by key (its parts, each
-/// after its length).
+/// One window of one declared aggregate: its groups' rows, by key ([`encode_key`]).
 #[derive(Debug, Clone, Default)]
 pub struct Window {
-    rows: HashMap<Vec<u8>, Row, ahash::RandomState>,
-    /// The key being looked up (reused).
-    scratch: Vec<u8>,
+    /// Looked up by the hash of the key's parts ([`hash_key`]): an event's key is found
+    /// without being written out, and only a new group's is kept.
+    rows: hashbrown::HashTable<(Vec<u8>, Row)>,
+    state: ahash::RandomState,
+}
+
+/// The hash of a key's parts (each after its length, so no two keys' parts run together).
+fn hash_key<P: AsRef<[u8]>>(state: &ahash::RandomState, parts: impl IntoIterator<Item = P>) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = state.build_hasher();
+    for part in parts {
+        let part = part.as_ref();
+        h.write_usize(part.len());
+        h.write(part);
+    }
+    h.finish()
 }
 
 impl Window {
@@ -1103,14 +1134,38 @@ impl Window {
         (t_ms, values): (i64, &[Option<&[u8]>]),
         numbers: &Numbers,
     ) {
-        agg.write_key(cal, t_ms, values, &mut self.scratch);
-        if let Some(row) = self.rows.get_mut(self.scratch.as_slice()) {
-            agg.fold(row, values, numbers);
-            return;
+        let parts = agg.group_of(cal, t_ms, values);
+        let state = &self.state;
+        let hash = hash_key(state, parts.clone());
+        let entry = self.rows.entry(
+            hash,
+            |(k, _)| key_is(k, parts.clone()),
+            |(k, _)| hash_key(state, encoded_parts(k)),
+        );
+        match entry {
+            hashbrown::hash_table::Entry::Occupied(mut e) => {
+                agg.fold(&mut e.get_mut().1, values, numbers)
+            }
+            hashbrown::hash_table::Entry::Vacant(e) => {
+                let mut row = Row::new(&agg.measures);
+                agg.fold(&mut row, values, numbers);
+                e.insert((encode_key(parts), row));
+            }
         }
-        let mut row = Row::new(&agg.measures);
-        agg.fold(&mut row, values, numbers);
-        self.rows.insert(self.scratch.clone(), row);
+    }
+
+    /// The row of the group kept as `key`, a new one if none.
+    fn row_mut(&mut self, agg: &Aggregate, key: &[u8]) -> &mut Row {
+        let state = &self.state;
+        let entry = self.rows.entry(
+            hash_key(state, encoded_parts(key)),
+            |(k, _)| k == key,
+            |(k, _)| hash_key(state, encoded_parts(k)),
+        );
+        &mut (entry
+            .or_insert_with(|| (key.to_vec(), Row::new(&agg.measures)))
+            .into_mut())
+        .1
     }
 
     /// Groups it holds.
@@ -1153,10 +1208,7 @@ impl Window {
                 distinct: distinct.clone(),
                 ..row.clone()
             };
-            self.rows
-                .entry(k.clone())
-                .or_insert_with(|| Row::new(&agg.measures))
-                .merge(&theirs, agg);
+            self.row_mut(agg, k).merge(&theirs, agg);
         }
     }
 
