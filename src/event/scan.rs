@@ -85,7 +85,20 @@ impl<'a> Scanner<'a> {
         self.b.get(self.i).copied()
     }
 
+    /// Skips whitespace and `c`, or fails naming `what`. Inlined for the common case (no
+    /// whitespace before `c`: a compact record); the rest is [`Scanner::expect_after_ws`].
+    #[inline]
     fn expect(&mut self, c: u8, what: &str) -> Result<(), DecodeError> {
+        if self.peek() == Some(c) {
+            self.i += 1;
+            return Ok(());
+        }
+        self.expect_after_ws(c, what)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn expect_after_ws(&mut self, c: u8, what: &str) -> Result<(), DecodeError> {
         self.ws();
         if self.peek() == Some(c) {
             self.i += 1;
@@ -102,8 +115,22 @@ impl<'a> Scanner<'a> {
     #[inline]
     fn raw_string(&mut self) -> Result<(&'a [u8], bool), DecodeError> {
         let start = self.i;
-        let mut escaped = false;
         self.high = false;
+        // Inlined for the common case: no escape, the closing quote found eight bytes at a
+        // time; the rest is [`Scanner::raw_string_from`].
+        self.skip_plain();
+        if self.peek() == Some(b'"') {
+            let raw = &self.b[start..self.i];
+            self.i += 1;
+            return Ok((raw, false));
+        }
+        self.raw_string_from(start)
+    }
+
+    /// [`Scanner::raw_string`] from where its fast path stopped (`start`: after the quote).
+    #[inline(never)]
+    fn raw_string_from(&mut self, start: usize) -> Result<(&'a [u8], bool), DecodeError> {
+        let mut escaped = false;
         loop {
             self.skip_plain();
             let Some(&c) = self.b.get(self.i) else {
