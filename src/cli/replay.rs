@@ -347,8 +347,17 @@ fn view_from_json(v: &Value) -> anyhow::Result<ReplayView> {
 }
 
 /// Shows progress until `next` says the replay ended: a bar on a terminal, a line every
-/// two seconds otherwise.
-fn follow(mut next: impl FnMut() -> anyhow::Result<ReplayView>) -> anyhow::Result<ReplayView> {
+/// two seconds otherwise. Looks again every 200 ms.
+fn follow(next: impl FnMut() -> anyhow::Result<ReplayView>) -> anyhow::Result<ReplayView> {
+    follow_until(next, || std::thread::sleep(Duration::from_millis(200)))
+}
+
+/// [`follow`], with `pause` between two looks (a replay running here ends the pause when it
+/// ends, so the command returns at once).
+fn follow_until(
+    mut next: impl FnMut() -> anyhow::Result<ReplayView>,
+    mut pause: impl FnMut(),
+) -> anyhow::Result<ReplayView> {
     let tty = std::io::stderr().is_terminal();
     let bar = tty.then(|| {
         let b = indicatif::ProgressBar::new(0);
@@ -396,7 +405,7 @@ fn follow(mut next: impl FnMut() -> anyhow::Result<ReplayView>) -> anyhow::Resul
             }
             return Ok(v);
         }
-        std::thread::sleep(Duration::from_millis(200));
+        pause();
     }
 }
 
@@ -739,7 +748,15 @@ fn foreground(cfg: &Config, store: &Store, req: &ReplayRequest) -> anyhow::Resul
             };
             j.run(&st, &metrics, &open, false)
         })?;
-    let v = follow(|| Ok(job.view()))?;
+    let v = follow_until(
+        || Ok(job.view()),
+        || {
+            let until = std::time::Instant::now() + Duration::from_millis(200);
+            while !worker.is_finished() && std::time::Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        },
+    )?;
     let result = worker
         .join()
         .map_err(|_| anyhow::anyhow!("the replay thread panicked"))?;

@@ -384,35 +384,35 @@ impl Job {
             resumed = self.resumed,
             "replay started"
         );
-        let done = AtomicBool::new(false);
+        // Dropped when the replay ends: the progress thread then stops at once (a sleeping
+        // one held every replay's end up to its next wake-up).
+        let (done, ended) = std::sync::mpsc::channel::<()>();
         let result = std::thread::scope(|scope| {
             // A progress line every 10 s while it reads.
             scope.spawn(|| {
-                let mut last = Instant::now();
-                while !done.load(Ordering::Relaxed) {
-                    std::thread::sleep(std::time::Duration::from_millis(100));
-                    if last.elapsed() >= std::time::Duration::from_secs(10) {
-                        last = Instant::now();
-                        let v = self.view();
-                        metrics
-                            .replay_progress
-                            .with_label_values(&[&version])
-                            .set(v.progress);
-                        tracing::info!(
-                            replay = id,
-                            "replay progress {:.1}% ({}/{} records, {:.0}/s, ETA {})",
-                            v.progress * 100.0,
-                            v.done,
-                            v.total,
-                            v.rate,
-                            v.eta_seconds
-                                .map_or_else(|| "-".into(), |s| format!("{s:.0}s"))
-                        );
-                    }
+                let ended = ended;
+                while let Err(std::sync::mpsc::RecvTimeoutError::Timeout) =
+                    ended.recv_timeout(std::time::Duration::from_secs(10))
+                {
+                    let v = self.view();
+                    metrics
+                        .replay_progress
+                        .with_label_values(&[&version])
+                        .set(v.progress);
+                    tracing::info!(
+                        replay = id,
+                        "replay progress {:.1}% ({}/{} records, {:.0}/s, ETA {})",
+                        v.progress * 100.0,
+                        v.done,
+                        v.total,
+                        v.rate,
+                        v.eta_seconds
+                            .map_or_else(|| "-".into(), |s| format!("{s:.0}s"))
+                    );
                 }
             });
             let r = self.compute(store, open, live_after);
-            done.store(true, Ordering::Relaxed);
+            drop(done);
             r
         });
         metrics.replays_active.dec();
