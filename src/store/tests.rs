@@ -224,9 +224,9 @@ fn a_caught_up_build_keeps_its_promise_and_its_record_in_one_transaction() {
     assert_eq!(store.replays().unwrap(), vec![r]);
 }
 
-#[test]
-fn a_swap_writes_the_windows_the_outcome_and_removes_the_scratch_together() {
-    let (_dir, store) = store();
+/// A store with version `v1` and `_replay-2`, the scratch of a correction of `v1` by replay 2.
+fn store_with_scratch() -> (tempfile::TempDir, Store) {
+    let (dir, store) = store();
     store
         .ensure_version(&version("v1", VersionState::Ready))
         .unwrap();
@@ -237,6 +237,12 @@ fn a_swap_writes_the_windows_the_outcome_and_removes_the_scratch_together() {
     store
         .create_version(&version("_replay-2", scratch), &[])
         .unwrap();
+    (dir, store)
+}
+
+#[test]
+fn a_swap_writes_the_windows_the_outcome_and_removes_the_scratch_together() {
+    let (_dir, store) = store_with_scratch();
     let mut r = record(2, "v1", true);
     r.outcome = Outcome::Completed;
     store
@@ -277,17 +283,7 @@ fn a_swap_writes_the_windows_the_outcome_and_removes_the_scratch_together() {
 /// windows agree, having none), ended with `declared` as its declared comparison: whether
 /// `v1` still has the window afterwards.
 fn audit_keeps_the_declared_window(declared: Option<&compare::DeclaredComparison>) -> bool {
-    let (_dir, store) = store();
-    store
-        .ensure_version(&version("v1", VersionState::Ready))
-        .unwrap();
-    let scratch = VersionState::Correcting {
-        replay: 2,
-        target: "v1".into(),
-    };
-    store
-        .create_version(&version("_replay-2", scratch), &[])
-        .unwrap();
+    let (_dir, store) = store_with_scratch();
     let finals = [crate::declared::DeclaredFinal {
         size_ms: 60_000,
         start_ms: 0,
